@@ -1,0 +1,1 @@
+"""Why a neural network needs non-linearity: MLPs on make_circles with PyTorch Lightning."""

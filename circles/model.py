@@ -1,0 +1,137 @@
+"""The chapter's models: a configurable MLP and the LightningModule that trains it as a binary classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import BinaryAccuracy
+
+from circles.errors import CirclesError, check
+
+Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+}
+
+
+class TrainingDiverged(CirclesError):
+    """The training loss stopped being a finite number."""
+
+
+def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers ``in_features -> *hidden_sizes -> 1``, created in order with PyTorch's default initialisation,
+    with ``activation`` after every hidden layer (none for ``"none"``)."""
+    check(activation in ("none", *ACTIVATIONS), "activation", f"one of {['none', *ACTIVATIONS]}", activation)
+    check(all(isinstance(h, int) and h >= 1 for h in hidden_sizes), "hidden_sizes",
+          "a list of positive integers", list(hidden_sizes))
+    check(len(hidden_sizes) > 0 or activation == "none", "hidden_sizes", "non-empty when an activation is used",
+          list(hidden_sizes), f"Without hidden layers activation {activation!r} is never applied: give hidden "
+          "layers (e.g. [10, 10]) or set activation: none for a single linear layer.")
+    layers: list[nn.Module] = []
+    sizes = [in_features, *hidden_sizes]
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if activation != "none":
+            layers.append(ACTIVATIONS[activation]())
+    layers.append(nn.Linear(sizes[-1], 1))
+    return nn.Sequential(*layers)
+
+
+class CirclesClassifier(pl.LightningModule):
+    """An MLP that classifies 2-D points as outer circle (0) or inner circle (1), trained with
+    ``BCEWithLogitsLoss``; SGD with lr 0.1 unless the config names an optimizer.
+
+    ``activation: none`` is the chapter's first model: a stack of linear layers, which is one affine map and can
+    only draw a straight boundary. ``relu`` is its second model.
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (10, 10),
+        activation: Activation = "relu",
+        in_features: int = 2,
+    ) -> None:
+        """
+        Args:
+            hidden_sizes: Width of each hidden layer, input side first; ``[]`` is a single linear layer.
+            activation: Non-linearity after each hidden layer; ``none`` makes the whole network linear.
+            in_features: Number of input features (2 for the (x1, x2) plane).
+        """
+        super().__init__()
+        check(in_features >= 1, "in_features", "a positive integer", in_features)
+        hidden_sizes = list(hidden_sizes)
+        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "in_features": in_features})
+        self.net = build_mlp(in_features, hidden_sizes, activation)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_acc = BinaryAccuracy(validate_args=False)
+        self.val_acc = BinaryAccuracy(validate_args=False)
+        self.test_acc = BinaryAccuracy(validate_args=False)
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+        self._finite = torch.ones((), dtype=torch.bool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, one per point: shape (N,)."""
+        return self.net(x).squeeze(-1)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: BinaryAccuracy) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        accuracy.update(torch.sigmoid(logits.detach()), y)
+        self.log(f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._evaluate(batch, "train", self.train_acc)
+        self._finite &= torch.isfinite(loss.detach())
+        return loss
+
+    def on_fit_start(self) -> None:
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+
+    def on_validation_start(self) -> None:
+        self._check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(self.val_acc.compute())
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Rows of ``(x1, x2, probability of the inner circle)``."""
+        x = batch[0]
+        return torch.cat([x[:, :2], torch.sigmoid(self(x)).unsqueeze(-1)], dim=1)
+
+    def _check_finite(self) -> None:
+        if self.trainer.sanity_checking or bool(self._finite):
+            return
+        lrs = sorted({group["lr"] for opt in self.trainer.optimizers for group in opt.param_groups})
+        lr = lrs[0] if len(lrs) == 1 else lrs
+        raise TrainingDiverged(
+            f"Training diverged at epoch {self.current_epoch}: the training loss is no longer a finite number. "
+            f"The learning rate ({lr}) is too large for this model; try a smaller one, e.g. "
+            "--optimizer.init_args.lr 0.1."
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
