@@ -1,0 +1,312 @@
+"""Tests for circles.model: the MLP, its parity with the chapter's plain PyTorch loop, divergence detection."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from circles.data import CirclesDataModule
+from circles.errors import ConfigError
+from circles.model import CirclesClassifier, TrainingDiverged, build_mlp
+
+ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
+
+
+class CircleModelV2(nn.Module):
+    """The chapter's second model, verbatim."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Linear(2, 10)
+        self.layer2 = nn.Linear(10, 10)
+        self.layer3 = nn.Linear(10, 1)
+        self.relu = nn.ReLU()  # Non-linear activaion function
+
+    def forward(self, x):
+        return self.layer3(self.relu(self.layer2(self.relu(self.layer1(x)))))
+
+
+def accuracy(y_pred, y_true):
+    """The chapter's accuracy function (percent)."""
+    correct = torch.eq(y_true, y_pred).sum().item()
+    return (correct / len(y_pred)) * 100
+
+
+def linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def chapter_state(model: CirclesClassifier) -> dict[str, torch.Tensor]:
+    """The classifier's weights under CircleModelV2's parameter names."""
+    first, second, third = linears(model)
+    return {f"layer{i}.{k}": getattr(layer, k).detach().clone()
+            for i, layer in enumerate((first, second, third), start=1) for k in ("weight", "bias")}
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[])
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+# ---------------------------------------------------------------------------------------------- architecture
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_output_is_one_logit_per_point(n):
+    model = CirclesClassifier()
+    assert model(torch.randn(n, 2)).shape == (n,)
+    assert build_mlp(2, [4], "relu")(torch.randn(n, 2)).shape == (n, 1)
+
+
+def test_default_is_the_chapters_relu_network():
+    net = CirclesClassifier().net
+    kinds = [type(m) for m in net]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in linears(net)] == [(2, 10), (10, 10), (10, 1)]
+    assert all(m.bias is not None for m in linears(net))
+
+
+@pytest.mark.parametrize("hidden", [[3], [3, 5, 7], [16, 1]])
+def test_layer_sizes_follow_hidden_sizes(hidden):
+    model = CirclesClassifier(hidden_sizes=hidden)
+    sizes = [2, *hidden, 1]
+    assert [(m.in_features, m.out_features) for m in linears(model)] == list(zip(sizes[:-1], sizes[1:]))
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == len(hidden)
+    assert model(torch.randn(5, 2)).shape == (5,)
+
+
+@pytest.mark.parametrize("seed", [0, 32, 1234])
+def test_initial_weights_equal_the_chapters_model_after_the_same_seed(seed):
+    torch.manual_seed(seed)
+    ours = CirclesClassifier()
+    torch.manual_seed(seed)
+    chapter = CircleModelV2()
+    theirs = chapter.state_dict()
+    for name, value in chapter_state(ours).items():
+        assert torch.equal(value, theirs[name]), name
+    x = torch.randn(20, 2)
+    assert torch.equal(ours(x), chapter(x).squeeze(-1))
+
+
+def test_different_seeds_give_different_weights():
+    torch.manual_seed(0)
+    a = CirclesClassifier()
+    torch.manual_seed(1)
+    b = CirclesClassifier()
+    assert not torch.equal(linears(a)[0].weight, linears(b)[0].weight)
+
+
+def affine_fit_residual(f, x: torch.Tensor) -> float:
+    """Largest residual of the best affine fit of f's outputs on x (least squares)."""
+    with torch.no_grad():
+        out = f(x).reshape(-1, 1).double()
+    design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
+    coef = torch.linalg.lstsq(design, out).solution
+    return float((design @ coef - out).abs().max())
+
+
+@pytest.mark.parametrize("hidden", [[10, 10], [4, 8, 3], [5]])
+def test_activation_none_is_one_affine_map(hidden):
+    torch.manual_seed(0)
+    model = CirclesClassifier(hidden_sizes=hidden, activation="none")
+    assert not [m for m in model.net if not isinstance(m, nn.Linear)]
+    # Compose the linear layers by hand: x -> W x + b.
+    W = torch.eye(2)
+    b = torch.zeros(2)
+    for layer in linears(model):
+        W = layer.weight.detach() @ W
+        b = layer.weight.detach() @ b + layer.bias.detach()
+    x = torch.randn(500, 2) * 3
+    with torch.no_grad():
+        assert torch.allclose(model(x), (x @ W.T + b).squeeze(-1), atol=1e-5)
+    assert affine_fit_residual(model, x) < 1e-5
+
+
+def test_relu_network_is_not_affine():
+    torch.manual_seed(0)
+    model = CirclesClassifier()
+    x = torch.randn(500, 2) * 3
+    assert affine_fit_residual(model, x) > 1e-3
+    # Midpoint test: an affine map satisfies f((a+b)/2) == (f(a)+f(b))/2 for every pair.
+    a, b = x[:250], x[250:]
+    with torch.no_grad():
+        gap = (model((a + b) / 2) - (model(a) + model(b)) / 2).abs().max()
+    assert gap > 1e-3
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_builds_and_sits_after_every_hidden_layer(activation):
+    model = CirclesClassifier(hidden_sizes=[6, 4], activation=activation)
+    modules = list(model.net)
+    assert [(m.in_features, m.out_features) for m in linears(model)] == [(2, 6), (6, 4), (4, 1)]
+    nonlinear = [m for m in modules if not isinstance(m, nn.Linear)]
+    if activation == "none":
+        assert nonlinear == []
+    else:
+        assert len(nonlinear) == 2
+        assert len({type(m) for m in nonlinear}) == 1
+        # It is the named function: compare with torch's own on a few values.
+        reference = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+                     "leaky_relu": nn.functional.leaky_relu, "gelu": nn.functional.gelu}[activation]
+        v = torch.linspace(-3, 3, 13)
+        assert torch.allclose(nonlinear[0](v), reference(v))
+        assert isinstance(modules[1], type(nonlinear[0])) and isinstance(modules[3], type(nonlinear[0]))
+    assert model(torch.randn(3, 2)).shape == (3,)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"activation": "swish"}, "activation"),
+    ({"activation": ""}, "activation"),
+    ({"hidden_sizes": [10, 0]}, "hidden_sizes"),
+    ({"hidden_sizes": [-3]}, "hidden_sizes"),
+    ({"hidden_sizes": []}, "hidden_sizes"),
+    ({"hidden_sizes": [], "activation": "tanh"}, "hidden_sizes"),
+])
+def test_invalid_architecture_raises_config_error_naming_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as info:
+        CirclesClassifier(**kwargs)
+    assert info.value.field == field
+    with pytest.raises(ConfigError) as info:
+        build_mlp(2, kwargs.get("hidden_sizes", [10, 10]), kwargs.get("activation", "relu"))
+    assert info.value.field == field
+
+
+def test_no_hidden_layers_with_activation_none_is_a_single_linear_layer():
+    torch.manual_seed(0)
+    model = CirclesClassifier(hidden_sizes=[], activation="none")
+    modules = list(model.net)
+    assert len(modules) == 1 and isinstance(modules[0], nn.Linear)
+    assert (modules[0].in_features, modules[0].out_features) == (2, 1)
+    x = torch.randn(10, 2)
+    with torch.no_grad():
+        assert torch.allclose(model(x), x @ modules[0].weight[0] + modules[0].bias[0])
+
+
+def test_default_optimizer_is_the_chapters_sgd():
+    model = CirclesClassifier()
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.1]
+    params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert params == {id(p) for p in model.parameters()}
+
+
+def test_loss_is_bce_with_logits():
+    model = CirclesClassifier()
+    logits, y = torch.randn(9), torch.randint(0, 2, (9,)).float()
+    expected = -(y * torch.log(torch.sigmoid(logits)) + (1 - y) * torch.log(1 - torch.sigmoid(logits))).mean()
+    assert torch.allclose(model.loss_fn(logits, y), expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- exact parity
+
+
+def epoch_metric(trainer: pl.Trainer, module: pl.LightningModule, key: str) -> float:
+    """An epoch-level metric as the trainer reports it to callbacks (``trainer.callback_metrics``), or, where the
+    module keeps its epoch values itself instead of logging them through ``self.log``, its ``epoch_metrics``."""
+    if key in trainer.callback_metrics:
+        return float(trainer.callback_metrics[key])
+    kept = getattr(module, "epoch_metrics", {})
+    assert key in kept, f"{key} is neither in trainer.callback_metrics nor in the module's epoch_metrics"
+    return float(kept[key])
+
+
+class EpochLosses(pl.Callback):
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.losses.append(epoch_metric(trainer, pl_module, "train/loss"))
+
+
+@pytest.mark.slow
+def test_lightning_training_equals_the_chapters_plain_loop():
+    epochs = 200
+    dm = CirclesDataModule()
+    dm.setup("fit")
+    X_train, y_train = dm.train_x.clone(), dm.train_y.clone()
+    X_test, y_test = dm.val_x.clone(), dm.val_y.clone()
+
+    torch.manual_seed(32)
+    lit = CirclesClassifier()
+    model2 = CircleModelV2()
+    model2.load_state_dict(chapter_state(lit))
+    initial = chapter_state(lit)
+
+    # Lightning.
+    recorder = EpochLosses()
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[recorder])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(lit, datamodule=dm)
+
+    # The chapter's loop.
+    loss_fn = nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.SGD(params=model2.parameters(), lr=0.1)
+    losses = []
+    for epoch in range(epochs):
+        model2.train()
+        train_logit = model2(X_train).squeeze()
+        train_loss = loss_fn(train_logit, y_train)
+        losses.append(train_loss.item())
+        optimizer.zero_grad()
+        train_loss.backward()
+        optimizer.step()
+        model2.eval()
+        with torch.inference_mode():
+            test_logit = model2(X_test).squeeze()
+            test_pred = torch.round(torch.sigmoid(test_logit))
+            test_acc = accuracy(test_pred, y_test)
+
+    assert len(recorder.losses) == epochs
+    assert max(abs(a - b) for a, b in zip(recorder.losses, losses)) <= 1e-6
+    final = chapter_state(lit)
+    for name, value in model2.state_dict().items():
+        assert torch.allclose(final[name], value, atol=1e-6, rtol=0), name
+        assert not torch.equal(final[name], initial[name]), f"{name} never moved"
+    assert losses[-1] < losses[0]
+    assert epoch_metric(trainer, lit, "val/acc") * 100 == pytest.approx(test_acc, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- divergence
+
+
+def test_huge_learning_rate_raises_training_diverged():
+    torch.manual_seed(0)
+
+    class Reckless(CirclesClassifier):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e6)
+
+    model = Reckless()
+    recorder = EpochLosses()
+    trainer = quiet_trainer(max_epochs=50, callbacks=[recorder])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TrainingDiverged) as info:
+            trainer.fit(model, datamodule=CirclesDataModule(n_samples=100))
+    message = str(info.value)
+    # Every epoch the callback saw still had a finite loss; the one named is the first that did not.
+    assert all(torch.isfinite(torch.tensor(recorder.losses)))
+    match = re.search(r"epoch (\d+)", message)
+    assert match, message
+    assert int(match.group(1)) == len(recorder.losses) == trainer.current_epoch
+    assert trainer.current_epoch < 50
+    assert "smaller" in message and "learning rate" in message.lower()
+
+
+def test_finite_training_does_not_raise():
+    torch.manual_seed(0)
+    recorder = EpochLosses()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet_trainer(max_epochs=3, callbacks=[recorder]).fit(CirclesClassifier(),
+                                                              datamodule=CirclesDataModule(n_samples=100))
+    assert len(recorder.losses) == 3
