@@ -6,11 +6,15 @@ import os
 from typing import Any, Optional
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from circles.errors import check
+from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, predict_grid
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -28,6 +32,7 @@ class RunCheckpoint(ModelCheckpoint):
         mode: str = "max",
         filename: Optional[str] = "best",
         last_every_n_epochs: int = 50,
+        save_on_train_epoch_end: Optional[bool] = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -36,11 +41,13 @@ class RunCheckpoint(ModelCheckpoint):
             mode: ``max`` or ``min``: which direction of ``monitor`` is better.
             filename: Name of the best checkpoint, without ``.ckpt``.
             last_every_n_epochs: Interval of ``last.ckpt`` writes during fit (resume points after a hard kill).
-            **kwargs: Other ``ModelCheckpoint`` arguments.
+            save_on_train_epoch_end: Check ``monitor`` at the end of the training epoch instead of after validation.
+            **kwargs: Other ``ModelCheckpoint`` arguments (``save_last`` is managed here).
         """
         check(last_every_n_epochs >= 1, "last_every_n_epochs", "a positive integer", last_every_n_epochs)
         kwargs.pop("save_last", None)
-        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=False, **kwargs)
+        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=False,
+                         save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
         self.last_every_n_epochs = last_every_n_epochs
         self._last_saved_step: Optional[int] = None
 
@@ -82,7 +89,7 @@ class ChapterProgressPrinter(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs:
             return
-        metrics = trainer.callback_metrics
+        metrics = getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
         line = f"Epoch: {trainer.current_epoch}"
         for stage, label in (("train", "Train"), ("val", "Val")):
             if f"{stage}/loss" in metrics:
@@ -113,3 +120,113 @@ class PredictionWriter(BasePredictionWriter):
             f.write("x1,x2,probability,label\n")
             for x1, x2, p in rows.tolist():
                 f.write(f"{x1:.6g},{x2:.6g},{p:.6g},{int(p > 0.5)}\n")
+
+
+class DecisionBoundaryCallback(Callback):
+    """Shows what the model learned: its decision boundary over the data, in TensorBoard and as a PNG.
+
+    Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val picture is written
+    to TensorBoard under ``decision_boundary/train_val`` at ``global_step = epoch``; ``test`` writes
+    ``decision_boundary/test``. These frames are drawn straight from the prediction grid (no matplotlib); the
+    last picture of a fit is also saved with matplotlib, axes and all, as ``decision_boundary.png`` in the run
+    directory (``decision_boundary_test.png`` after ``test``). Runs on rank zero only.
+    """
+
+    TAG = "decision_boundary"
+
+    def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False) -> None:
+        """
+        Args:
+            every_n_epochs: Epochs between two TensorBoard frames.
+            resolution: Grid points per axis over the data's extent +- 0.1.
+            show_probability: Add the probability view (sigmoid output, 0.5 contour drawn) under the class view.
+        """
+        check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
+        check(resolution >= 2, "resolution", "an integer >= 2", resolution)
+        self.every_n_epochs = every_n_epochs
+        self.resolution = resolution
+        self.show_probability = show_probability
+        self.run_dir: Optional[str] = None
+        self.png_path: Optional[str] = None
+        self._sets: dict[str, tuple[Any, Any]] = {}
+        self._axes: dict[str, tuple[Any, Any]] = {}
+        self._last_frame_epoch: Optional[int] = None
+        self._warned = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.run_dir = trainer.log_dir  # collective under DDP: every rank must ask, not only rank zero
+
+    def _point_sets(self, trainer: pl.Trainer, names: tuple[str, ...]) -> Optional[dict[str, tuple[Any, Any]]]:
+        data = trainer.datamodule
+        if not all(getattr(data, f"{name}_x", None) is not None for name in names):
+            return None
+        return {name: (getattr(data, f"{name}_x").cpu().numpy(), getattr(data, f"{name}_y").cpu().numpy())
+                for name in names}
+
+    def _tensorboard(self, trainer: pl.Trainer) -> Any:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        if not self._warned:
+            rank_zero_warn("DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
+                           "the PNG is still saved in the run directory.")
+            self._warned = True
+        return None
+
+    def _panels(self, pl_module: pl.LightningModule, group: str) -> list[BoundaryPanel]:
+        xs, ys = self._axes[group]
+        probs = predict_grid(pl_module, xs, ys)
+        return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000)
+                for name, (x, y) in self._sets[group].items()]
+
+    def _write_frame(self, trainer: pl.Trainer, panels: list[BoundaryPanel], tag: str, step: int) -> None:
+        writer = self._tensorboard(trainer)
+        if writer is not None:
+            image = boundary_image(panels, self.show_probability)
+            writer.add_image(f"{self.TAG}/{tag}", image, global_step=step, dataformats="HWC")
+
+    def _save_png(self, panels: list[BoundaryPanel], name: str, title: str) -> str:
+        path = os.path.join(self.run_dir, name)
+        os.makedirs(self.run_dir, exist_ok=True)
+        figure = boundary_figure(panels, self.show_probability, title=title)
+        figure.savefig(path, dpi=80)
+        return path
+
+    def _prepare(self, trainer: pl.Trainer, group: str, names: tuple[str, ...]) -> bool:
+        if group not in self._sets:
+            sets = self._point_sets(trainer, names)
+            if sets is None:
+                return False
+            self._sets[group] = sets
+            self._axes[group] = grid_axes(np.concatenate([x for x, _ in sets.values()]), self.resolution)
+        return True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if not trainer.is_global_zero or epoch % self.every_n_epochs or not self._prepare(trainer, "fit", ("train", "val")):
+            return
+        self._write_frame(trainer, self._panels(pl_module, "fit"), "train_val", epoch)
+        self._last_frame_epoch = epoch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch - 1
+        if not trainer.is_global_zero or epoch < 0 or not self._prepare(trainer, "fit", ("train", "val")):
+            return
+        panels = self._panels(pl_module, "fit")
+        if self._last_frame_epoch != epoch:
+            self._write_frame(trainer, panels, "train_val", epoch)
+            self._last_frame_epoch = epoch
+        metrics = getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
+        accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
+                             for stage in ("train", "val") if f"{stage}/acc" in metrics)
+        self.png_path = self._save_png(panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self._prepare(trainer, "test", ("test",)):
+            return
+        panels = self._panels(pl_module, "test")
+        step = max(trainer.current_epoch - 1, 0)
+        self._write_frame(trainer, panels, "test", step)
+        accuracy = trainer.callback_metrics.get("test/acc")
+        title = f"Test set: acc {float(accuracy):.4f}" if accuracy is not None else "Test set"
+        self._save_png(panels, "decision_boundary_test.png", title)

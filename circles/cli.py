@@ -14,13 +14,13 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from circles.callbacks import ChapterProgressPrinter, PredictionWriter, RunCheckpoint
+from circles.callbacks import ChapterProgressPrinter, DecisionBoundaryCallback, PredictionWriter, RunCheckpoint
 from circles.data import CirclesDataModule
 from circles.errors import CirclesError, ConfigError
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger, find_run_checkpoint, load_checkpoint_file
 
-CALLBACK_KEYS = ("checkpoint", "chapter_log")
+CALLBACK_KEYS = ("checkpoint", "boundary", "chapter_log")
 
 
 class CirclesCLI(LightningCLI):
@@ -45,6 +45,7 @@ class CirclesCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(DecisionBoundaryCallback, "boundary")
         parser.add_lightning_class_args(ChapterProgressPrinter, "chapter_log")
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
@@ -140,6 +141,9 @@ class CirclesCLI(LightningCLI):
             lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
                          f"  ({checkpoint.best_model_path})")
         lines.append(f"Run directory: {run_dir}")
+        boundary = next((cb for cb in self.trainer.callbacks if isinstance(cb, DecisionBoundaryCallback)), None)
+        if boundary is not None and boundary.png_path:
+            lines.append(f"Decision boundary: {boundary.png_path}")
         logger = self.trainer.logger
         if logger is not None and isinstance(logger, TensorBoardRunLogger):
             lines.append(f"Open it in TensorBoard: tensorboard --logdir {logger.root_dir}")

@@ -113,15 +113,15 @@ class TensorBatches:
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        if self.batch_size is None and not self.shuffle:
-            yield tuple(t[self.start : self.stop] for t in self.tensors)
+        size = self.batch_size or self.num_samples
+        if not self.shuffle:
+            for i in range(self.start, self.stop, size):
+                yield tuple(t[i : min(i + size, self.stop)] for t in self.tensors)
             return
         device = self.tensors[0].device
         generator = torch.Generator(device=device)
         generator.manual_seed(derived_seed(self.seed, 1000 + self.epoch()))
-        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)
-        order = order[self.start : self.stop]
-        size = self.batch_size or self.num_samples
+        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)[self.start : self.stop]
         for i in range(0, self.num_samples, size):
             index = order[i : i + size]
             yield tuple(t[index] for t in self.tensors)

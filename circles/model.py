@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric
+from lightning.pytorch.trainer.states import TrainerFn
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from circles.errors import CirclesError, check
@@ -72,50 +73,87 @@ class CirclesClassifier(pl.LightningModule):
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "in_features": in_features})
         self.net = build_mlp(in_features, hidden_sizes, activation)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_acc = BinaryAccuracy(validate_args=False)
-        self.val_acc = BinaryAccuracy(validate_args=False)
-        self.test_acc = BinaryAccuracy(validate_args=False)
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
+            setattr(self, f"{stage}_acc", BinaryAccuracy(validate_args=False))
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
+        self.epoch_metrics: dict[str, float] = {}
+        self._unlogged: dict[str, float] = {}
         self._finite = torch.ones((), dtype=torch.bool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, one per point: shape (N,)."""
         return self.net(x).squeeze(-1)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: BinaryAccuracy) -> torch.Tensor:
+    # Metrics are accumulated with torchmetrics (reduced across DDP ranks when computed) and written once per epoch:
+    # ``train/*`` and ``val/*`` to the loggers at step = epoch, ``val/acc`` also through ``self.log`` for checkpointing.
+    # Each ``self.log`` call costs Lightning about as much as a whole full-batch step of this model, so there is one.
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        accuracy.update(torch.sigmoid(logits.detach()), y)
-        self.log(f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True)
+        getattr(self, f"{stage}_loss").update(loss.detach(), len(y))
+        getattr(self, f"{stage}_acc").update(torch.sigmoid(logits.detach()) > 0.5, y)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._evaluate(batch, "train", self.train_acc)
-        self._finite &= torch.isfinite(loss.detach())
-        return loss
+    def _compute(self, stage: str) -> dict[str, torch.Tensor]:
+        loss, accuracy = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}
+        loss.reset()
+        accuracy.reset()
+        return values
+
+    def _fitting(self) -> bool:
+        return self.trainer.state.fn == TrainerFn.FITTING
 
     def on_fit_start(self) -> None:
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
 
-    def on_validation_start(self) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self._finite &= torch.isfinite(loss.detach())
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx + 1 < self.trainer.num_training_batches:
+            return
         self._check_finite()
+        self._record(self._compute("train"))
+
+    def _record(self, values: dict[str, torch.Tensor]) -> None:
+        """Keep an epoch's values as floats (one host sync) for printing and for the end-of-epoch write."""
+        floats = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
+        self.epoch_metrics.update(floats)
+        self._unlogged.update(floats)
 
     def on_train_epoch_end(self) -> None:
-        self._check_finite()
+        if self._unlogged:
+            for logger in self.loggers:
+                logger.log_metrics(self._unlogged, step=self.current_epoch)
+            self._unlogged = {}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(self.val_acc.compute())
-            self.log("val/acc_best", self.val_acc_best.compute())
+        values = self._compute("val")
+        if self.trainer.sanity_checking:
+            return
+        if not self._fitting():
+            self.log_dict(values)
+            return
+        self.val_acc_best.update(values["val/acc"])
+        values["val/acc_best"] = self.val_acc_best.compute()
+        self.log("val/acc", values["val/acc"], logger=False)
+        self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._compute("test"))
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Rows of ``(x1, x2, probability of the inner circle)``."""
@@ -123,7 +161,7 @@ class CirclesClassifier(pl.LightningModule):
         return torch.cat([x[:, :2], torch.sigmoid(self(x)).unsqueeze(-1)], dim=1)
 
     def _check_finite(self) -> None:
-        if self.trainer.sanity_checking or bool(self._finite):
+        if bool(self._finite):
             return
         lrs = sorted({group["lr"] for opt in self.trainer.optimizers for group in opt.param_groups})
         lr = lrs[0] if len(lrs) == 1 else lrs

@@ -6,6 +6,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -115,6 +116,16 @@ class TensorBoardRunLogger(TensorBoardLogger):
                 return version
             except FileExistsError:
                 version += 1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
+        """All scalars of a call in one TensorBoard event (Lightning writes one event per scalar, ~4x the cost)."""
+        if self._prefix or not all(isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()):
+            return super().log_metrics(metrics, step)
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in metrics.items()]
+        self.experiment.file_writer.add_summary(Summary(value=values), step)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None) -> None:

@@ -1,0 +1,177 @@
+"""Decision-boundary pictures: predict a model over a grid, then draw it with matplotlib or straight into an array."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+# matplotlib's RdYlBu is a linear interpolation of these ColorBrewer colours; class 0 is red, class 1 blue.
+_RDYLBU = np.array([
+    (165, 0, 38), (215, 48, 39), (244, 109, 67), (253, 174, 97), (254, 224, 144), (255, 255, 191),
+    (224, 243, 248), (171, 217, 233), (116, 173, 209), (69, 117, 180), (49, 54, 149),
+], dtype=np.float64)
+_LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RDYLBU)), _RDYLBU[:, c]) for c in range(3)],
+                axis=1)
+_FILL_ALPHA = 0.7  # the chapter's contourf alpha
+_POINT_LUT = _LUT.round().astype(np.uint8)
+_FILL_LUT = (_FILL_ALPHA * _LUT + (1 - _FILL_ALPHA) * 255).round().astype(np.uint8)
+
+
+def _numpy(a: ArrayLike) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def grid_axes(points: ArrayLike, resolution: int = 101, margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The chapter's grid: ``resolution`` values per axis spanning the points' extent +- ``margin``."""
+    p = _numpy(points)
+    (x0, y0), (x1, y1) = p[:, :2].min(axis=0) - margin, p[:, :2].max(axis=0) + margin
+    return np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+
+
+def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Probability of class 1 at every grid point, shape ``(len(ys), len(xs))``, row i at ``ys[i]``.
+
+    One batched forward pass on the model's own device under inference mode. An ``nn.Module`` is evaluated in
+    eval mode and then left exactly as found: same device, same train/eval flags, gradients untouched.
+    """
+    device = torch.device("cpu")
+    modes: list[tuple[torch.nn.Module, bool]] = []
+    if isinstance(model, torch.nn.Module):
+        device = next(model.parameters(), torch.empty(0)).device
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+    xx, yy = np.meshgrid(xs, ys)
+    grid = torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
+    try:
+        with torch.inference_mode():
+            probs = torch.sigmoid(model(grid).reshape(-1)).float().cpu().numpy()
+    finally:
+        for module, training in modes:
+            module.training = training
+    return probs.reshape(len(ys), len(xs))
+
+
+@dataclass
+class BoundaryPanel:
+    """One picture: the model's probabilities over a grid and the points drawn on top."""
+
+    title: str
+    xs: np.ndarray
+    ys: np.ndarray
+    probs: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
+           labels: ArrayLike, max_points: Optional[int] = None) -> "BoundaryPanel":
+        points, labels = _numpy(points)[:, :2], _numpy(labels)
+        if max_points is not None and len(points) > max_points:
+            keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
+            points, labels = points[keep], labels[keep]
+        return cls(title, xs, ys, probs, points, labels)
+
+
+def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: Optional[int] = None,
+                    title: Optional[str] = None, panel_size: float = 6.0) -> "Figure":
+    """The chapter's picture as a matplotlib Figure: per panel the predicted class as a filled RdYlBu contour
+    (alpha 0.7) with the points scattered on top; with ``show_probability`` a second row shows the probability
+    as a continuous map with the 0.5 contour drawn."""
+    from matplotlib.figure import Figure
+
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    rows_per_panel = 2 if show_probability else 1
+    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows * rows_per_panel), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(nrows * rows_per_panel, ncols, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, ncols)
+        views = [("class", axes[row * rows_per_panel, col])]
+        if show_probability:
+            views.append(("probability", axes[row * rows_per_panel + 1, col]))
+        for view, ax in views:
+            ax.set_visible(True)
+            if view == "class":
+                ax.contourf(panel.xs, panel.ys, np.round(panel.probs), cmap="RdYlBu", alpha=_FILL_ALPHA)
+                ax.set_title(panel.title)
+            else:
+                image = ax.pcolormesh(panel.xs, panel.ys, panel.probs, cmap="RdYlBu", vmin=0, vmax=1,
+                                      alpha=_FILL_ALPHA, shading="auto")
+                ax.contour(panel.xs, panel.ys, panel.probs, levels=[0.5], colors="k", linewidths=1.5)
+                fig.colorbar(image, ax=ax, label="P(inner circle)")
+                ax.set_title(f"{panel.title}: probability")
+            ax.scatter(panel.points[:, 0], panel.points[:, 1], c=panel.labels, s=40, cmap="RdYlBu", vmin=0, vmax=1)
+            ax.set_xlim(panel.xs.min(), panel.xs.max())
+            ax.set_ylim(panel.ys.min(), panel.ys.max())
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _lut_index(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values * 255), 0, 255).astype(np.intp)
+
+
+def _disc_offsets(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(r, r, indexing="ij")
+    keep = dy**2 + dx**2 <= radius**2 + radius
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
+    probs = np.flipud(panel.probs)  # image row 0 is the top (largest y)
+    inside = probs > 0.5
+    index = np.where(inside, 255, 0) if view == "class" else _lut_index(probs)
+    rgb = _FILL_LUT[np.repeat(np.repeat(index, scale, axis=0), scale, axis=1)]
+    height, width = rgb.shape[:2]
+    if view == "probability":
+        inside = np.repeat(np.repeat(inside, scale, axis=0), scale, axis=1)
+        edge = np.zeros_like(inside)
+        edge[:, 1:] |= inside[:, 1:] != inside[:, :-1]
+        edge[1:, :] |= inside[1:, :] != inside[:-1, :]
+        rgb[edge] = 0
+    x0, x1, y0, y1 = panel.xs[0], panel.xs[-1], panel.ys[0], panel.ys[-1]
+    cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
+    rows = np.rint((y1 - panel.points[:, 1]) / (y1 - y0) * (height - 1)).astype(np.intp)
+    offsets = _disc_offsets(point_radius)
+    r = (rows[:, None] + offsets[None, :, 0]).ravel()
+    c = (cols[:, None] + offsets[None, :, 1]).ravel()
+    colours = np.repeat(_POINT_LUT[_lut_index(panel.labels.astype(np.float64))], len(offsets), axis=0)
+    keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    rgb[r[keep], c[keep]] = colours[keep]
+    return rgb
+
+
+def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int = 2,
+                   point_radius: int = 2, gap: int = 4) -> np.ndarray:
+    """The same picture as ``boundary_figure`` drawn straight into an ``(H, W, 3)`` uint8 array, panels side by side
+    (a probability row below with ``show_probability``): no matplotlib, a few milliseconds, for TensorBoard frames."""
+    views = ["class", "probability"] if show_probability else ["class"]
+    rows = []
+    for view in views:
+        tiles = [_render_panel(p, view, scale, point_radius) for p in panels]
+        height = max(t.shape[0] for t in tiles)
+        spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+        row = [tiles[0]]
+        for tile in tiles[1:]:
+            row += [spacer, tile]
+        rows.append(np.concatenate(row, axis=1))
+    width = max(r.shape[1] for r in rows)
+    out = []
+    for i, row in enumerate(rows):
+        if i:
+            out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
+        out.append(np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255))
+    return np.concatenate(out, axis=0)

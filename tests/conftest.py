@@ -1,0 +1,44 @@
+"""Shared fixtures: every test runs in its own temporary directory, on the CPU, with tiny settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from circles.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Quiet, fast settings for runs that only need to exercise the machinery.
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run each test inside its own temporary directory, so ``lightning_logs/`` never lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path):
+    """Call the CLI in-process, like ``python train.py ARGS``; returns the newest run directory (or None)."""
+
+    def run(*args: str) -> Path | None:
+        cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
+        runs = sorted((tmp_path / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+        return runs[-1] if runs else None
+
+    return run
