@@ -50,6 +50,15 @@ class RunCheckpoint(ModelCheckpoint):
                          save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
         self.last_every_n_epochs = last_every_n_epochs
         self._last_saved_step: Optional[int] = None
+        self._stage: Optional[str] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._stage = stage
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._stage == "fit":  # validate/test/predict only read the weights; their run has no checkpoints
+            super().load_state_dict(state_dict)
 
     def write_last(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` for the trainer's current state, unless it already holds it."""

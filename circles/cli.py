@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -116,6 +117,17 @@ class CirclesCLI(LightningCLI):
 
     # -- subcommands -------------------------------------------------------------------------------------------------
 
+    def before_fit(self) -> None:
+        """Add what the model and data hparams leave out (optimizer, epochs, seed) to the run's hyperparameters."""
+        config = self.config[self.subcommand]
+        hparams: dict[str, Any] = {"seed_everything": config.seed_everything, "max_epochs": config.trainer.max_epochs}
+        optimizer = config.get("optimizer")
+        if isinstance(optimizer, Namespace) and optimizer.get("class_path"):
+            hparams["optimizer"] = optimizer.class_path.rsplit(".", 1)[-1]
+            hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or Namespace()).items()})
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(hparams)
+
     def fit(self, **kwargs: Any) -> None:
         try:
             self.trainer.fit(**kwargs)
@@ -139,14 +151,14 @@ class CirclesCLI(LightningCLI):
         lines = [""]
         if checkpoint.best_model_score is not None:
             lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
-                         f"  ({checkpoint.best_model_path})")
-        lines.append(f"Run directory: {run_dir}")
+                         f"  ({os.path.normpath(checkpoint.best_model_path)})")
+        lines.append(f"Run directory: {os.path.normpath(run_dir)}")
         boundary = next((cb for cb in self.trainer.callbacks if isinstance(cb, DecisionBoundaryCallback)), None)
         if boundary is not None and boundary.png_path:
-            lines.append(f"Decision boundary: {boundary.png_path}")
+            lines.append(f"Decision boundary: {os.path.normpath(boundary.png_path)}")
         logger = self.trainer.logger
-        if logger is not None and isinstance(logger, TensorBoardRunLogger):
-            lines.append(f"Open it in TensorBoard: tensorboard --logdir {logger.root_dir}")
+        if isinstance(logger, TensorBoardLogger):
+            lines.append(f"Open it in TensorBoard: tensorboard --logdir {os.path.normpath(logger.root_dir)}")
         print("\n".join(lines), flush=True)
 
     def after_predict(self) -> None:

@@ -103,6 +103,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
             default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
         """
         super().__init__(save_dir, name=name, version=version, default_hp_metric=default_hp_metric, **kwargs)
+        self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()
@@ -120,6 +121,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
         """All scalars of a call in one TensorBoard event (Lightning writes one event per scalar, ~4x the cost)."""
+        self._write_hparams_session()
         if self._prefix or not all(isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()):
             return super().log_metrics(metrics, step)
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -130,12 +132,24 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None) -> None:
         super().log_hyperparams(params, metrics, step)
-        if metrics is None:
-            from torch.utils.tensorboard.summary import hparams
+        self._hparams_session_written = metrics is not None  # with metrics, Lightning wrote the session itself
 
-            flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items()}
-            _, session_start, _ = hparams(flat, {})
-            self.experiment.file_writer.add_summary(session_start)
+    def _write_hparams_session(self) -> None:
+        """TensorBoard keeps the first session record of a run, so it is written once, with every hyperparameter
+        collected, just before the first metrics; no metric list is declared, so every scalar becomes a column."""
+        if self._hparams_session_written or not self.hparams:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items()}
+        _, session_start, _ = hparams(flat, {})
+        self.experiment.file_writer.add_summary(session_start)
+        self._hparams_session_written = True
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self._write_hparams_session()
+        super().finalize(status)
 
 
 def find_run_checkpoint(runs_root: Union[str, Path], which: str) -> Optional[Path]:

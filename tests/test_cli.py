@@ -1,0 +1,172 @@
+"""End to end through the command line, in-process (``cli_main``), on the CPU, in a temporary directory."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from circles.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = events(run_dir)
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def final(run_dir: Path, tag: str) -> float:
+    return scalars(run_dir)[tag][-1][1]
+
+
+def ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
+    run = run_cli("fit", *TINY)
+    assert run.name == "version_0"
+    tags = scalars(run)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
+        assert [step for step, _ in tags[tag]] == [0, 1, 2], tag
+    assert yaml.safe_load((run / "hparams.yaml").read_text())["hidden_sizes"] == [10, 10]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 3 and config["data"]["n_samples"] == 100
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert (run / "decision_boundary.png").is_file()
+
+    test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    assert test_run.name == "version_1"
+    assert {"test/acc", "test/loss"} <= set(scalars(test_run))
+
+
+def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
+    run = run_cli("fit", *TINY, "--optimizer.init_args.lr=0.05")
+    content = events(run).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hparams = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
+    assert hparams["activation"] == "relu" and hparams["noise"] == pytest.approx(0.03)
+    assert hparams["optimizer"] == "SGD" and hparams["optimizer.lr"] == pytest.approx(0.05)
+    assert hparams["max_epochs"] == 3
+    assert "_hparams_/experiment" not in content  # no fixed metric list: every logged scalar is a metric column
+    assert final(run, "val/acc_best") == max(v for _, v in scalars(run)["val/acc"])
+
+
+def test_last_ckpt_holds_the_final_epoch_and_best_ckpt_the_best(run_cli):
+    # improved.yaml reaches val acc 1.0 at epoch 23 and never beats it: best stays there, last moves on
+    run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=40")
+    best, last = ckpt(run / "checkpoints" / "best.ckpt"), ckpt(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 40
+    assert best["global_step"] < 40
+    val_acc = scalars(run)["val/acc"]
+    first_best = next(step for step, v in val_acc if v == max(v for _, v in val_acc))
+    assert best["global_step"] == first_best + 1
+
+
+def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupted_run(run_cli, tmp_path):
+    args = ["--config", str(CONFIGS / "improved.yaml"), "--checkpoint.last_every_n_epochs=10"]
+    run = run_cli("fit", *args, "--trainer.max_epochs=20")
+    resumed = run_cli("fit", *args, "--trainer.max_epochs=40", "--ckpt_path", "last")
+    assert resumed == run  # no new version_N: logs and checkpoints continue in the same directory
+    assert [s for s, _ in scalars(run)["train/loss"]] == list(range(40))
+    straight = run_cli("fit", *args, "--trainer.max_epochs=40")
+    assert straight.name == "version_1"
+    a, b = ckpt(run / "checkpoints" / "last.ckpt"), ckpt(straight / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 40
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_validate_test_and_predict_accept_best_last_and_a_path(run_cli, capsys):
+    run = run_cli("fit", *TINY)
+    run_cli("validate", *TINY, "--ckpt_path", "best")
+    run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "best.ckpt"))
+    out = capsys.readouterr().out
+    assert "val/acc" in out and "test/acc" in out
+
+    predict_run = run_cli("predict", *TINY, "--ckpt_path", "last")
+    with open(predict_run / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 200 and list(rows[0]) == ["x1", "x2", "probability", "label"]
+    assert all(int(r["label"]) == int(float(r["probability"]) > 0.5) for r in rows)
+
+    points = Path("points.csv")
+    points.write_text("x1,x2\n0,0\n1.5,1.5\n")
+    predict_run = run_cli("predict", *TINY, "--ckpt_path", "last", f"--data.predict_path={points}")
+    rows = list(csv.DictReader(open(predict_run / "predictions.csv")))
+    assert [(float(r["x1"]), float(r["x2"])) for r in rows] == [(0.0, 0.0), (1.5, 1.5)]
+
+
+def test_print_config_prints_a_complete_config_that_runs(run_cli, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert config["optimizer"]["class_path"] == "torch.optim.SGD" and config["optimizer"]["init_args"]["lr"] == 0.1
+    for section in ("trainer", "model", "data", "checkpoint", "boundary", "chapter_log"):
+        assert section in config
+    Path("printed.yaml").write_text(printed)
+    run = run_cli("fit", "--config", "printed.yaml", *TINY)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_chapter_line_and_end_of_fit_summary(run_cli, capsys):
+    run = run_cli("fit", *TINY, "--chapter_log.every_n_epochs=2")
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("Epoch: ")]
+    assert [line.split(" |")[0] for line in lines] == ["Epoch: 0", "Epoch: 2"]
+    assert all(" | Train loss: " in line and "% | Val loss: " in line and line.endswith("%") for line in lines)
+    assert "Best val/acc: " in out
+    assert f"Run directory: {run.relative_to(Path.cwd())}" in out
+    assert "tensorboard --logdir lightning_logs" in out
+    assert f"Decision boundary: {(run / 'decision_boundary.png').relative_to(Path.cwd())}" in out
+
+
+@pytest.mark.slow
+def test_linear_config_stays_near_chance_and_relu_learns(run_cli):
+    linear = run_cli("fit", "--config", str(CONFIGS / "linear.yaml"))
+    relu = run_cli("fit", "--config", str(CONFIGS / "relu.yaml"))
+    assert 0.40 <= final(linear, "val/acc") <= 0.60
+    assert final(relu, "val/acc") >= final(linear, "val/acc") + 0.15
+
+
+@pytest.mark.slow
+def test_improved_config_reaches_val_acc_1_and_test_acc_0999(run_cli):
+    run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"))
+    assert final(run, "val/acc") == 1.0
+    test_run = run_cli("test", "--config", str(CONFIGS / "improved.yaml"), "--ckpt_path", "last")
+    assert final(test_run, "test/acc") >= 0.999
+
+
+def test_console_script_points_at_cli_main():
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "circles"]
+    assert script.load() is cli_main
+
+
+@pytest.mark.slow
+def test_train_py_runs_fit_with_no_config(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", "--trainer.max_epochs=2", "--data.test_samples=10"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Best val/acc" in result.stdout
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
