@@ -1,0 +1,380 @@
+"""Performance of circles as ratios against baselines written in this file, measured side by side in one invocation.
+
+    python benchmarks/bench.py            # everything this machine can run (GPU rows need a CUDA device)
+    python benchmarks/bench.py --quick    # fewer epochs and repeats, for a smoke run
+    python benchmarks/bench.py --only seed,startup
+
+Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop and a naive
+Lightning port; the boundary callback's share), ``startup`` (process start to exit vs a plain script), ``scale``
+(samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs DataLoader(TensorDataset)),
+``compile`` (torch.compile on vs off), ``gpu`` (the same on a CUDA device). Every figure is the best of R repeats,
+baselines and circles interleaved, so a noisy machine slows both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+RELU = str(REPO / "configs" / "relu.yaml")
+ROWS: list[tuple[str, str, str, str, str]] = []
+
+
+def row(section: str, what: str, ours: float, baseline: float, unit: str) -> None:
+    """One table row; the ratio is always circles / baseline (for times lower is better, for rates higher)."""
+    ROWS.append((section, what, f"{ours:.4g} {unit}", f"{baseline:.4g} {unit}", f"{ours / baseline:.2f}x"))
+    print(f"  {what}: circles {ours:.4g} {unit}, baseline {baseline:.4g} {unit}, circles/baseline "
+          f"{ours / baseline:.2f}x", flush=True)
+
+
+def quiet():
+    """Silence Lightning's info lines and the chapter's progress lines while timing."""
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+# -- baselines ---------------------------------------------------------------------------------------------------
+
+
+def chapter_model(width: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
+
+
+def plain_loop(x_train, y_train, x_val, y_val, epochs: int, val_every: int = 1) -> float:
+    """The chapter's loop: full batch, train step, then eval on the validation set, with .item() accuracies."""
+    torch.manual_seed(42)
+    model = chapter_model().to(x_train.device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def accuracy(pred, true):
+        return torch.eq(true, pred).sum().item() / len(pred) * 100
+
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        logits = model(x_train).squeeze()
+        loss = loss_fn(logits, y_train)
+        accuracy(torch.round(torch.sigmoid(logits)), y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if epoch % val_every == 0:
+            model.eval()
+            with torch.inference_mode():
+                val_logits = model(x_val).squeeze()
+                loss_fn(val_logits, y_val).item()
+                accuracy(torch.round(torch.sigmoid(val_logits)), y_val)
+    return time.perf_counter() - start
+
+
+def plain_minibatch(x_train, y_train, x_val, y_val, batch: int, epochs: int, width: int = 10) -> list[float]:
+    """Tensors on the device, batches sliced from a fresh random permutation each epoch, training accuracy counted
+    on the device, eval in batches; returns each epoch's seconds."""
+    torch.manual_seed(0)
+    model = chapter_model(width).to(x_train.device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sync = torch.cuda.synchronize if x_train.is_cuda else (lambda: None)
+    times = []
+    for _ in range(epochs):
+        sync()
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x_train), device=x_train.device)
+        train_correct = torch.zeros((), device=x_train.device)
+        for i in range(0, len(x_train), batch):
+            index = order[i : i + batch]
+            logits = model(x_train[index]).squeeze(-1)
+            loss = loss_fn(logits, y_train[index])
+            train_correct += ((logits.detach() > 0).float() == y_train[index]).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct = torch.zeros((), device=x_val.device)
+        with torch.inference_mode():
+            for i in range(0, len(x_val), batch):
+                correct += ((model(x_val[i : i + batch]).squeeze(-1) > 0).float() == y_val[i : i + batch]).sum()
+        correct.item(), train_correct.item()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def naive_lightning_fit(x_train, y_train, x_val, y_val, epochs: int, batch_size: int, root: str) -> float:
+    """A straightforward Lightning port: DataLoader over TensorDataset, self.log per step, val every epoch,
+    default TensorBoard logger and checkpointing."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Port(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(42)
+            self.model = chapter_model()
+            self.loss_fn = nn.BCEWithLogitsLoss()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.model(x).squeeze(-1)
+            loss = self.loss_fn(logits, y)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            self.log("train_acc", (torch.round(torch.sigmoid(logits)) == y).float().mean(), on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.model(x).squeeze(-1)
+            self.log("val_loss", self.loss_fn(logits, y))
+            self.log("val_acc", (torch.round(torch.sigmoid(logits)) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(x_val, y_val), batch_size=batch_size)
+    trainer = pl.Trainer(max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, accelerator="cpu")
+    with quiet():
+        start = time.perf_counter()
+        trainer.fit(Port(), train, val)
+        return time.perf_counter() - start
+
+
+# -- circles -----------------------------------------------------------------------------------------------------
+
+
+class EpochClock:
+    """Seconds of each training epoch (its validation included), from epoch start to epoch end."""
+
+    def __init__(self) -> None:
+        import lightning.pytorch as pl
+
+        clock = self
+
+        class _Clock(pl.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                clock._sync(pl_module)
+                clock._start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                clock._sync(pl_module)
+                clock.times.append(time.perf_counter() - clock._start)
+
+        self.times: list[float] = []
+        self.callback = _Clock()
+
+    @staticmethod
+    def _sync(module) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool = False,
+                clock: EpochClock | None = None) -> tuple[float, object]:
+    """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints); times trainer.fit.
+    With ``pregenerate`` the data is drawn before the clock starts (setup() then only moves it to the device)."""
+    from circles.callbacks import DecisionBoundaryCallback
+    from circles.cli import CirclesCLI
+
+    with quiet():
+        cli = CirclesCLI(args=args, run=False)
+        if pregenerate:
+            cli.datamodule.setup("fit")
+        if drop_boundary:
+            cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, DecisionBoundaryCallback)]
+        if clock is not None:
+            cli.trainer.callbacks.insert(0, clock.callback)
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        return time.perf_counter() - start, cli
+
+
+def seed_data(device: str = "cpu"):
+    from circles.data import CirclesDataModule
+
+    data = CirclesDataModule()
+    data.setup("fit")
+    return [t.to(device) for t in (data.train_x, data.train_y, data.val_x, data.val_y)]
+
+
+# -- sections ----------------------------------------------------------------------------------------------------
+
+
+def bench_seed(repeats: int, epochs: int) -> None:
+    print(f"seed scale: configs/relu.yaml, {epochs} full-batch epochs, val every epoch, {torch.get_num_threads()} "
+          "torch thread(s)", flush=True)
+    data = seed_data()
+    args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
+    circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])  # warm-up: first-call costs
+    plain, ours, bare, naive = [], [], [], []
+    for r in range(repeats):
+        plain.append(plain_loop(*data, epochs=epochs))
+        ours.append(circles_fit(args)[0])
+        bare.append(circles_fit(args, drop_boundary=True)[0])
+        if r == 0:
+            with tempfile.TemporaryDirectory() as root:
+                naive.append(naive_lightning_fit(*data, epochs=epochs, batch_size=800, root=root))
+    p = min(plain)
+    row("seed", "fit relu.yaml as shipped, per epoch", min(ours) / epochs * 1e3, p / epochs * 1e3, "ms")
+    row("seed", "naive Lightning port, per epoch", min(naive) / epochs * 1e3, p / epochs * 1e3, "ms")
+    row("seed", "boundary callback's share of fit", min(ours), min(bare), "s")
+
+
+def bench_startup(repeats: int) -> None:
+    print("start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a plain script",
+          flush=True)
+    script = textwrap.dedent('''
+        import torch
+        from torch import nn
+        from sklearn.datasets import make_circles
+        from sklearn.model_selection import train_test_split
+        X, y = make_circles(1000, noise=0.03, random_state=42)
+        X, y = torch.from_numpy(X).float(), torch.from_numpy(y).float()
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=42)
+        model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 1))
+        loss_fn = nn.BCEWithLogitsLoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        acc = lambda p, t: torch.eq(t, p).sum().item() / len(p) * 100
+        for epoch in range(1000):
+            model.train()
+            logit = model(X_train).squeeze()
+            loss = loss_fn(logit, y_train)
+            train_acc = acc(torch.round(torch.sigmoid(logit)), y_train)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            model.eval()
+            with torch.inference_mode():
+                test_logit = model(X_test).squeeze()
+                test_loss = loss_fn(test_logit, y_test)
+                test_acc = acc(torch.round(torch.sigmoid(test_logit)), y_test)
+            if epoch % 10 == 0:
+                print(f"Epoch: {epoch} | Train loss: {loss:.5f} | Train accuracy: {train_acc:.2f}% | "
+                      f"Test loss: {test_loss:.5f} | Test accuracy: {test_acc:.2f}%")
+    ''')
+    plain, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "plain.py").write_text(script)
+        for _ in range(repeats):
+            for cmd, out in (([sys.executable, "plain.py"], plain),
+                             ([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU], ours)):
+                start = time.perf_counter()
+                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+                out.append(time.perf_counter() - start)
+    row("startup", "python train.py fit --config configs/relu.yaml", statistics.median(ours),
+        statistics.median(plain), "s")
+
+
+def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu") -> None:
+    from circles.data import CirclesDataModule
+
+    section = "gpu" if device != "cpu" else "scale"
+    print(f"{section}: N={n_train:,} training points, batch {batch:,}, median of epochs 2..{epochs}, on {device}",
+          flush=True)
+    n_samples = int(n_train / 0.8)
+    start = time.perf_counter()
+    data = CirclesDataModule(n_samples=n_samples, batch_size=batch)
+    data.setup("fit")
+    generation = time.perf_counter() - start
+    print(f"  data generation + split: {generation / n_samples * 1e6:.3f} s per 1M points", flush=True)
+    tensors = [t.to(device) for t in (data.train_x, data.train_y, data.val_x, data.val_y)]
+    args = ["--config", RELU, f"--data.n_samples={n_samples}", f"--data.batch_size={batch}",
+            f"--trainer.max_epochs={epochs}", "--chapter_log.every_n_epochs=null", "--data.test_samples=10",
+            f"--trainer.accelerator={'gpu' if device != 'cpu' else 'cpu'}", "--trainer.devices=1",
+            "--trainer.num_sanity_val_steps=0"]
+    plain, ours = [], []
+    for _ in range(repeats):
+        plain += plain_minibatch(*tensors, batch=batch, epochs=epochs)[1:]
+        clock = EpochClock()
+        circles_fit(args, pregenerate=True, clock=clock)
+        ours += clock.times[1:]
+    ours_rate = n_train / statistics.median(ours)
+    plain_rate = n_train / statistics.median(plain)
+    row(section, f"samples/s in a training epoch (its validation included), N={n_train:,} batch {batch:,}",
+        ours_rate / 1e6, plain_rate / 1e6, "M/s")
+    if device == "cpu":
+        from torch.utils.data import DataLoader, TensorDataset
+
+        loader = DataLoader(TensorDataset(tensors[0], tensors[1]), batch_size=batch, shuffle=True)
+        start = time.perf_counter()
+        for x, y in loader:
+            pass
+        loader_rate = n_train / (time.perf_counter() - start)
+        row(section, "circles' whole epoch vs a DataLoader(TensorDataset) only fetching batches", ours_rate / 1e6,
+            loader_rate / 1e6, "M/s")
+
+
+def bench_compile(repeats: int, epochs: int) -> None:
+    print(f"compile: configs/relu.yaml for {epochs} epochs with and without --model.compile_mode default", flush=True)
+    args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
+    eager, compiled = [], []
+    for _ in range(repeats):
+        eager.append(circles_fit(args)[0])
+        compiled.append(circles_fit([*args, "--model.compile_mode=default"])[0])
+    row("compile", f"fit, {epochs} epochs, compile time included", min(compiled), min(eager), "s")
+
+
+def bench_gpu(repeats: int, quick: bool) -> None:
+    if not torch.cuda.is_available():
+        print("gpu: skipped, no CUDA device", flush=True)
+        return
+    epochs = 200 if quick else 1000
+    print(f"gpu: {torch.cuda.get_device_name()}", flush=True)
+    cpu_args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
+    gpu_args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=gpu", "--trainer.devices=1"]
+    cpu, gpu, graphs = [], [], []
+    for _ in range(repeats):
+        cpu.append(circles_fit(cpu_args)[0])
+        gpu.append(circles_fit(gpu_args)[0])
+        graphs.append(circles_fit([*gpu_args, "--model.compile_mode=reduce-overhead"])[0])
+    row("gpu", f"seed scale on the GPU vs the CPU, {epochs} epochs", min(gpu), min(cpu), "s")
+    row("gpu", "seed scale, GPU with CUDA graphs vs the CPU", min(graphs), min(cpu), "s")
+    data = seed_data("cuda")
+    plain = [plain_loop(*data, epochs=epochs) for _ in range(repeats)]
+    row("gpu", "seed scale: circles on the GPU vs the plain loop on the GPU", min(gpu), min(plain), "s")
+    bench_scale(repeats, n_train=2_000_000 if quick else 20_000_000, batch=1 << 20, epochs=5, device="cuda")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
+    parser.add_argument("--only", default="seed,startup,scale,compile,gpu", help="comma-separated sections")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    sections = set(args.only.split(","))
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        os.chdir(workdir)  # runs land in a temporary lightning_logs/
+        if "seed" in sections:
+            bench_seed(repeats, epochs=200 if args.quick else 1000)
+        if "startup" in sections:
+            bench_startup(repeats)
+        if "scale" in sections:
+            bench_scale(repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5)
+        if "compile" in sections:
+            bench_compile(repeats, epochs=200 if args.quick else 1000)
+        if "gpu" in sections:
+            bench_gpu(repeats, args.quick)
+        os.chdir(REPO)
+    print("\n| section | what | circles | baseline | ratio |\n| --- | --- | --- | --- | --- |")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()

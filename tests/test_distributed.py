@@ -1,0 +1,89 @@
+"""DDP on the CPU (gloo, 2 processes) follows the single-process run, with one run directory written by rank zero."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+IMPROVED = str(REPO / "configs" / "improved.yaml")
+DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
+QUIET = ["--trainer.enable_model_summary=false", "--chapter_log.every_n_epochs=null", "--data.test_samples=10"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
+    """``python train.py fit ARGS`` in its own process group, killed with all its ranks on timeout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "fit", *args, *QUIET], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"DDP run did not finish in {timeout} s:\n{out[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # no rank may outlive the test
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out[-3000:]
+    assert "terminate called" not in out, out[-3000:]
+
+
+def scalars(run: Path, tag: str) -> list[float]:
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [e.value for e in ea.Scalars(tag)]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_full_batch_ddp_follows_the_single_process_trajectory(tmp_path, run_cli):
+    """Each rank's loss is the mean over its 400-point shard; DDP averages the two gradients, which is the gradient
+    of the mean over all 800 points: the same trajectory up to rounding."""
+    args = ["--config", IMPROVED, "--trainer.max_epochs=30"]
+    (tmp_path / "ddp").mkdir()
+    fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
+    single = run_cli("fit", *args)
+    (ddp,) = (tmp_path / "ddp" / "lightning_logs").iterdir()  # rank zero alone created a run directory
+    assert ddp.name == "version_0" and len(list(ddp.glob("events.out.tfevents.*"))) == 1
+    assert {p.name for p in (ddp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    ddp_loss, single_loss = scalars(ddp, "train/loss"), scalars(single, "train/loss")
+    assert len(ddp_loss) == len(single_loss) == 30
+    assert ddp_loss == pytest.approx(single_loss, abs=1e-5)
+    assert scalars(ddp, "val/acc") == pytest.approx(scalars(single, "val/acc"), abs=1e-6)
+    a, b = weights(ddp), weights(single)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+
+
+def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
+    """With minibatches each rank draws its own half of a fresh permutation every epoch."""
+    args = ["--config", IMPROVED, "--trainer.max_epochs=40", "--data.batch_size=100"]
+    (tmp_path / "ddp").mkdir()
+    fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
+    single = run_cli("fit", *args)
+    ddp = tmp_path / "ddp" / "lightning_logs" / "version_0"
+    assert scalars(single, "val/acc")[-1] >= 0.99
+    assert scalars(ddp, "val/acc")[-1] >= 0.99
+    assert scalars(ddp, "train/loss") != pytest.approx(scalars(single, "train/loss"), abs=1e-5)  # really sharded
