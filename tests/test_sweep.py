@@ -1,0 +1,127 @@
+"""Tests for circles.sweep: grids, point names, end-to-end sweeps (tiny runs, CPU, temp dir), resume and failures."""
+
+from __future__ import annotations
+
+import csv
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from circles.sweep import load_sweep, main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"trainer.max_epochs": 3, "data.n_samples": 100, "data.test_samples": 200,
+        "trainer.enable_model_summary": False, "chapter_log.every_n_epochs": None}
+
+
+def write_sweep(path: Path, grid: object, base: str = "configs/relu.yaml", **extra: object) -> Path:
+    path.write_text(yaml.safe_dump({"base": base, "fixed": TINY, "grid": grid, **extra}, sort_keys=False))
+    return path
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_union_names_and_command_lines(tmp_path):
+    grid = [{"model.activation": ["none", "relu"], "model.hidden_sizes": [[10], [10, 10]]},
+            {"optimizer.init_args.lr": [0.03], "optimizer.class_path": ["torch.optim.Adam"], "data.noise": [0.1]},
+            {"model.activation": ["relu"], "model.hidden_sizes": [[10]]}]  # already in the first grid: runs once
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", grid), out="sw")
+    assert sweep.base == REPO / "configs" / "relu.yaml"  # relative to the repository (not found beside the file)
+    assert [p.name for p in sweep.points] == ["00-linear-10", "01-linear-10x10", "02-relu-10", "03-relu-10x10",
+                                              "04-adam0.03-n0.1"]
+    assert sweep.keys == ["model.activation", "model.hidden_sizes", "optimizer.init_args.lr",
+                          "optimizer.class_path", "data.noise"]
+    args = sweep.cli_args(sweep.points[4])
+    assert args[:3] == ["fit", "--config", str(sweep.base)]
+    assert args.index("--optimizer.class_path=torch.optim.Adam") < args.index("--optimizer.init_args.lr=0.03")
+    assert "--chapter_log.every_n_epochs=null" in args and "--trainer.enable_model_summary=false" in args
+    assert "--model.hidden_sizes=[10, 10]" in sweep.cli_args(sweep.points[1])
+    assert args[-3:] == ["--trainer.logger.init_args.save_dir=sw", "--trainer.logger.init_args.name=runs",
+                         "--trainer.logger.init_args.version=04-adam0.03-n0.1"]
+    assert load_sweep(tmp_path / "s.yaml").out == Path("sweeps/s")
+
+
+def test_list_and_bad_sweep_files(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
+    assert main(["--config", str(path), "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['0\t00-linear\t{"model.activation": "none"}',
+                                                    '1\t01-relu\t{"model.activation": "relu"}']
+    assert main(["--config", str(path), "--point", "2"]) == 2
+    assert "--point must be an index from 0 to 1" in capsys.readouterr().err
+    for bad, message in [({"model.hidden_sizes": [10, 10], "data.noise": 0.1}, "data.noise must be a non-empty list"),
+                         ([{"data.noise": [0.1]}, {}], "grid 1 names no config keys"),
+                         ([], "the grid has no points")]:
+        assert main(["--config", str(write_sweep(tmp_path / "bad.yaml", bad)), "--list"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["--config", str(write_sweep(tmp_path / "bad.yaml", [], base="nope.yaml")), "--list"]) == 2
+    assert "base config 'nope.yaml' not found" in capsys.readouterr().err
+
+
+def test_console_script_points_at_main():
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "circles-sweep"]
+    assert script.load() is main
+
+
+@pytest.mark.slow
+def test_2x2_sweep_writes_every_output_and_skips_finished_points_when_run_again(tmp_path, capsys):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "model.hidden_sizes": [[4], [4, 4]]})
+    config = ["--config", str(path), "--out", "sw"]
+    runs = tmp_path / "sw" / "runs"
+    assert main([*config, "--point", "1"]) == 0  # one SLURM array task: that point only, no report
+    assert [p.name for p in runs.iterdir()] == ["01-linear-4x4"] and not (tmp_path / "sw" / "summary.csv").exists()
+    first = (runs / "01-linear-4x4" / "result.json").stat().st_mtime_ns
+
+    assert main(config) == 0
+    out = capsys.readouterr().out
+    assert "[skip] 01-linear-4x4: finished earlier" in out and "Running 3 of 4 points" in out
+    assert (runs / "01-linear-4x4" / "result.json").stat().st_mtime_ns == first
+    table = rows(tmp_path / "sw")
+    assert [r["point"] for r in table] == ["00-linear-4", "01-linear-4x4", "02-relu-4", "03-relu-4x4"]
+    assert [(r["model.activation"], r["model.hidden_sizes"]) for r in table] == [
+        ("none", "[4]"), ("none", "[4, 4]"), ("relu", "[4]"), ("relu", "[4, 4]")]
+    for r in table:
+        assert r["status"] == "ok" and float(r["bayes_acc"]) == pytest.approx(0.9996, abs=1e-4)
+        assert 0 <= float(r["test_acc"]) <= 1 and 0 <= float(r["val_acc_best"]) <= 1 and float(r["train_s"]) > 0
+        assert float(r["bayes_gap"]) == pytest.approx(float(r["bayes_acc"]) - float(r["test_acc"]), abs=2e-4)
+    markdown = (tmp_path / "sw" / "summary.md").read_text()
+    assert "| # | activation | hidden | best val acc | test acc | Bayes acc | gap | train s | status |" in markdown
+    assert "| 3 | relu | 4x4 | " in markdown
+    with Image.open(tmp_path / "sw" / "boundaries.png") as image:
+        assert image.mode == "P" and image.width > 200
+
+    for name in ("00-linear-4", "03-relu-4x4"):
+        events = EventAccumulator(str(runs / name))
+        events.Reload()
+        assert {"val/acc", "val/acc_best", "test/acc", "test/bayes_acc", "test/bayes_gap"} <= set(events.Tags()["scalars"])
+        content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert hparams["activation"].string_value == name.split("-")[1].replace("linear", "none")
+        assert (runs / name / "checkpoints" / "last.ckpt").is_file() and (runs / name / "config.yaml").is_file()
+
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    assert main(config) == 0  # everything finished: nothing runs again, nothing in the run directories changes
+    assert capsys.readouterr().out.count("finished earlier") == 4
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps
+    assert main([*config, "--report"]) == 0
+
+
+@pytest.mark.slow
+def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", {"data.noise": [-1, 0.1]})
+    assert main(["--config", str(path), "--out", "sw", "--jobs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "00-n_1  FAILED: ConfigError: data.noise must be a finite number >= 0, got -1" in out
+    assert "01-n0.1  ok" in out
+    failed, ok = rows(tmp_path / "sw")
+    assert failed["status"] == "failed" and "data.noise must be a finite number >= 0" in failed["error"]
+    assert ok["status"] == "ok" and float(ok["bayes_acc"]) == pytest.approx(0.8406, abs=1e-4)
+    assert "Failed points:" in (tmp_path / "sw" / "summary.md").read_text()
