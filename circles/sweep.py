@@ -151,11 +151,12 @@ def _resolve_base(base: Any, sweep_path: Path) -> Path:
     candidates = [Path(base)] if Path(base).is_absolute() else [sweep_path.parent / base, Path(base), repo / base]
     for candidate in candidates:
         if candidate.is_file():
-            return candidate
+            return Path(os.path.normpath(candidate))
     raise SweepError(f"{sweep_path}: base config {base!r} not found (looked at {', '.join(map(str, candidates))}).")
 
 
 def _dotted_mapping(value: Any, what: str, sweep_path: Path) -> dict[str, Any]:
+    """``value`` checked to be a mapping of dotted config keys (``None`` is an empty one)."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -346,10 +347,14 @@ def _init_worker(threads: int) -> None:
 
 
 def _cpus() -> int:
+    """CPUs this process may use: the SLURM task's ``--cpus-per-task`` if set, else its CPU affinity."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _describe(result: dict[str, Any]) -> str:
+    """A point's result in one line: its metrics and train time, or its error."""
     if result["status"] != "ok":
         return f"FAILED: {result['error']}"
     m = result["metrics"]
@@ -403,6 +408,7 @@ def run_points(sweep: Sweep, points: Sequence[Point], jobs: int = 1) -> list[dic
 
 
 def _num(value: Optional[float], digits: int = 4) -> str:
+    """A number with ``digits`` decimals; empty for a missing one."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -434,6 +440,7 @@ def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
 
 
 def _cell(key: str, value: Any) -> str:
+    """A setting in the Markdown table: ``[10, 10]`` -> ``10x10``, ``torch.optim.SGD`` -> ``SGD``."""
     if value is None:
         return ""
     if key == "model.hidden_sizes" and isinstance(value, list):
@@ -534,6 +541,7 @@ def write_report(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The sweep runner's options."""
     parser = argparse.ArgumentParser(prog="circles-sweep", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--config", required=True, help="the sweep file (YAML)")
     parser.add_argument("--out", help="sweep directory (default: sweeps/<sweep file stem>)")
