@@ -328,7 +328,7 @@ def run_point(sweep: Sweep, point: Point) -> dict[str, Any]:
             error = None
         except Exception as err:  # noqa: BLE001 - one failing point must not stop the others
             traceback.print_exc()
-            error = f"{type(err).__name__}: {str(err).strip()}" if str(err).strip() else type(err).__name__
+            error = " ".join([f"{type(err).__name__}:", *str(err).split()])[:500].rstrip(":")
         else:
             error = ""
     if result["status"] != "ok":
@@ -452,8 +452,8 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     """The summary as a Markdown table, plus the error of every failed point below it."""
     header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), "best val acc", "test acc", "Bayes acc",
               "gap", "train s", "status"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if h not in ("status",) else "---"
-                                                           for h in header) + "|"]
+    align = ["---:", *("---" for _ in keys), *("---:" for _ in range(5)), "---"]  # text left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         m = row["metrics"]
         cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys),
