@@ -68,6 +68,9 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_model_path = path
         trainer.save_checkpoint(path, self.save_weights_only)
         self._last_saved_step = trainer.global_step
+        if trainer.is_global_zero:  # as ModelCheckpoint does for best.ckpt: e.g. TensorBoard flushes its events
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
@@ -23,7 +23,7 @@ class CheckpointError(CirclesError):
     exit_code = 2
 
 
-def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with one clear error for a missing, corrupt or unsafe file.
 
     ``weights_only=True`` restricts unpickling to tensors and plain containers, so a checkpoint carrying a
@@ -35,18 +35,24 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> d
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe is None:
+            raise _unreadable(path, "it does not unpickle as tensors and plain data") from None
         raise CheckpointError(
-            f"Refused to load {path}: it holds Python objects other than tensors and plain data, which could run "
-            f"code when unpickled, so it was loaded with weights_only=True and rejected ({first_line}). "
-            "Checkpoints written by this project never need that; do not load this file unless you made it."
+            f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could run code when "
+            "unpickled, so loading it with weights_only=True rejected it and nothing in it ran. Checkpoints written "
+            "by this project hold only tensors and plain data; do not load this file unless you made it."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(
-            f"Cannot read checkpoint {path}: the file is truncated or corrupt ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}). Use another checkpoint, "
-            "e.g. the run's checkpoints/best.ckpt or checkpoints/last.ckpt."
-        ) from None
+    except Exception as err:  # a torn or foreign file fails in many ways: zip, EOF, key, OS errors
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
+        raise _unreadable(path, f"{type(err).__name__}: {first}") from None
+
+
+def _unreadable(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint ({detail}). Use "
+        "another checkpoint, e.g. the run's checkpoints/best.ckpt or checkpoints/last.ckpt."
+    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -145,6 +151,12 @@ class TensorBoardRunLogger(TensorBoardLogger):
         _, session_start, _ = hparams(flat, {})
         self.experiment.file_writer.add_summary(session_start)
         self._hparams_session_written = True
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Flush the event file whenever a checkpoint is written: a run killed later (``kill -9`` included) keeps every
+        value it logged up to its last checkpoint, which is where ``--ckpt_path last`` continues from."""
+        self.save()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
