@@ -119,6 +119,7 @@ class CirclesClassifier(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx + 1 < self.trainer.num_training_batches:
             return
+        self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
         self._check_finite()
         self._record(self._compute("train"))
 
@@ -160,14 +161,22 @@ class CirclesClassifier(pl.LightningModule):
         x = batch[0]
         return torch.cat([x[:, :2], torch.sigmoid(self(x)).unsqueeze(-1)], dim=1)
 
+    def _weights_finite(self) -> torch.Tensor:
+        return torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Never write non-finite weights: raising here keeps the last good checkpoint file in place."""
+        self._finite &= self._weights_finite()
+        self._check_finite()
+
     def _check_finite(self) -> None:
         if bool(self._finite):
             return
         lrs = sorted({group["lr"] for opt in self.trainer.optimizers for group in opt.param_groups})
         lr = lrs[0] if len(lrs) == 1 else lrs
         raise TrainingDiverged(
-            f"Training diverged at epoch {self.current_epoch}: the training loss is no longer a finite number. "
-            f"The learning rate ({lr}) is too large for this model; try a smaller one, e.g. "
+            f"Training diverged at epoch {self.current_epoch}: the training loss or the weights are no longer "
+            f"finite numbers. The learning rate ({lr}) is too large for this model; try a smaller one, e.g. "
             "--optimizer.init_args.lr 0.1."
         )
 
