@@ -2,26 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
+import lightning.pytorch as pl
 import torch
 from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from circles.callbacks import ChapterProgressPrinter, DecisionBoundaryCallback, PredictionWriter, RunCheckpoint
-from circles.data import CirclesDataModule
-from circles.errors import CirclesError, ConfigError
+from circles.data import CirclesDataModule, read_points_csv
+from circles.errors import CirclesError, ConfigError, Interrupted, SettingError
 from circles.model import CirclesClassifier, TrainingDiverged
-from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger, find_run_checkpoint, load_checkpoint_file
+from circles.runs import (
+    AtomicCheckpointIO, CheckpointError, TensorBoardRunLogger, find_run_checkpoint, load_checkpoint_file,
+)
 
-CALLBACK_KEYS = ("checkpoint", "boundary", "chapter_log")
+CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter}
+
+
+class CirclesArgumentParser(LightningArgumentParser):
+    """Reports a parse error (unknown option, wrong type, bad YAML, missing file) as one ``circles: error:``
+    paragraph that names the option and what it accepts, instead of the whole usage text."""
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parses with errors as exceptions where it tries alternatives
+            super().error(message, ex)
+        _report(_parse_error_text(message, getattr(ex, "subcommand_parser", None) or self))
+        self.exit(2)
+
+
+def _parse_error_text(message: str, parser: LightningArgumentParser) -> str:
+    unknown = re.findall(r"does not accept option '([^']+)'", message)
+    if message.startswith("unrecognized arguments:"):
+        unknown = [arg[2:].split("=")[0] for arg in message.split()[2:] if arg.startswith("--")]
+    if unknown:
+        return " ".join(_unknown_option_text(parser, key) for key in unknown)
+    text = re.sub(r'^Parser key "([^"]+)":', r"\1:", message)
+    text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", r"expected one of \1, got \2.", text)
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
+    text = text.replace(' in "<unicode string>",', " at")
+    return " ".join(text.split())
+
+
+def _options(parser: LightningArgumentParser, group: str) -> list[str]:
+    prefix = f"{group}." if group else ""
+    names = [a.dest[len(prefix):].split(".")[0] for a in parser._actions if a.dest.startswith(prefix)]
+    return [n for n in dict.fromkeys(names) if n and n not in ("help", "config", "print_config")]
+
+
+def _unknown_option_text(parser: LightningArgumentParser, key: str) -> str:
+    group, _, name = key.rpartition(".")
+    options = _options(parser, group)
+    if not options:
+        group, name, options = "", key.split(".")[0], _options(parser, "")
+    close = difflib.get_close_matches(name, options, n=1)
+    guess = f" Did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
+    where = f"{group} accepts" if group else "the options are"
+    return f"{key} is not an option; {where}: {', '.join(options)}.{guess}"
 
 
 class CirclesCLI(LightningCLI):
@@ -39,6 +90,7 @@ class CirclesCLI(LightningCLI):
                 "callbacks": [PredictionWriter()],
             },
             parser_kwargs={"description": "Train MLPs on two concentric circles and watch why non-linearity matters."},
+            parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
             args=args,
             run=run,
             **kwargs,
@@ -74,7 +126,14 @@ class CirclesCLI(LightningCLI):
             config.ckpt_path = str(found)
             if subcommand == "fit":
                 self._continue_run(config, found.parent.parent.name)
-        load_checkpoint_file(config.ckpt_path)
+        checkpoint = load_checkpoint_file(config.ckpt_path)
+        missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(checkpoint, dict)
+                   or k not in checkpoint]
+        if missing:
+            raise CheckpointError(f"{config.ckpt_path} is not a Lightning checkpoint of this project: it holds no "
+                                  f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
+        self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
+                                   if isinstance(v, torch.Tensor)}
 
     @staticmethod
     def _runs_root(config: Namespace) -> Path:
@@ -95,18 +154,57 @@ class CirclesCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ConfigError as err:
-            raise ConfigError(self._qualify(err.field), err.allowed, err.got, err.hint) from None
+            raise self._qualified(err) from None
+        except (MisconfigurationException, ValueError) as err:  # Lightning's and torch.optim's own argument checks
+            raise self._setting_error(err) from None
+        self._check_checkpoint_fits()
 
-    def _qualify(self, field: str) -> str:
-        """``noise`` -> ``data.noise``: the config section that holds a field."""
+    def _check_checkpoint_fits(self) -> None:
+        """A ``--ckpt_path`` whose weights do not fit the model is refused before anything runs. (Lightning builds the
+        model from the checkpoint's own hyperparameters, so only a foreign or edited file gets here.)"""
+        found = getattr(self, "_checkpoint_shapes", None)
+        if found is None or self.model is None:
+            return
+        expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        if found == expected:
+            return
+        differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        details = [f"{k} (checkpoint {found[k]}, model {expected[k]})" if k in found and k in expected
+                   else f"{k} (only in the {'checkpoint' if k in found else 'model'})" for k in differ[:3]]
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise CheckpointError(f"{self.config[self.subcommand].ckpt_path} does not fit the model: its weights differ "
+                              f"in {', '.join(details)}{more}. Use a checkpoint written by this project.")
+
+    def _qualified(self, err: ConfigError) -> ConfigError:
+        """``noise`` -> ``data.noise``: the error again, with the field named by its config section."""
+        section = self._section_of(err)
+        return ConfigError(f"{section}.{err.field}" if section else err.field, err.allowed, err.got, err.hint)
+
+    def _setting_error(self, err: Exception) -> SettingError:
+        section = self._section_of(err)
+        return SettingError(f"{section + ': ' if section else ''}{' '.join(str(err).split())}")
+
+    def _section_of(self, err: Exception) -> Optional[str]:
+        """The section of the object that raised ``err`` (the innermost ``self`` in its traceback that is the model, the
+        data, a callback, the trainer or the optimizer: ``every_n_epochs`` is a field of three callbacks), else the
+        first section with a field of that name."""
+        classes = {"data": self.datamodule_class, "model": self.model_class, **CALLBACKS, "trainer": pl.Trainer,
+                   "optimizer": torch.optim.Optimizer, "lr_scheduler": torch.optim.lr_scheduler.LRScheduler}
+        owner, tb = None, err.__traceback__
+        while tb is not None:
+            obj = tb.tb_frame.f_locals.get("self")
+            owner = next((s for s, cls in classes.items() if cls is not None and isinstance(obj, cls)), owner)
+            tb = tb.tb_next
+        if owner is not None or not isinstance(err, ConfigError):
+            return owner
         config = self.config.get(str(self.subcommand), self.config)
-        for section in ("data", "model", *CALLBACK_KEYS):
+        for section in classes:
             group = config.get(section)
             if isinstance(group, Namespace):
                 args = group.get("init_args", group)
-                if isinstance(args, Namespace) and field in args:
-                    return f"{section}.{field}"
-        return field
+                if isinstance(args, Namespace) and err.field in args:
+                    return section
+        return None
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
@@ -116,6 +214,57 @@ class CirclesCLI(LightningCLI):
         return super().instantiate_trainer(plugins=plugins, **kwargs)
 
     # -- subcommands -------------------------------------------------------------------------------------------------
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a bad value is named by its config section, a SIGTERM or Ctrl-C is reported as an interruption."""
+        self._stop_signal = signal.SIGTERM
+        try:
+            super()._run_subcommand(subcommand)
+        except ConfigError as err:
+            raise self._qualified(err) from None
+        except MisconfigurationException as err:
+            raise self._setting_error(err) from None
+        except SIGTERMException:
+            raise self._interrupted(subcommand, self._stop_signal) from None
+        except SystemExit as err:
+            if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C with sys.exit(1)
+                raise self._interrupted(subcommand, signal.SIGINT) from None
+            raise
+
+    def _interrupted(self, subcommand: str, signum: int) -> Interrupted:
+        name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+        if subcommand != "fit":
+            return Interrupted(signum, f"{subcommand} interrupted by {name}.")
+        checkpoint = self._checkpoint_callback()
+        if checkpoint._last_saved_step != self.trainer.global_step or not os.path.isfile(checkpoint.last_model_path):
+            return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")
+        return Interrupted(
+            signum, f"fit interrupted by {name} at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}; "
+            f"the state at the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To continue, "
+            "run the same command with --ckpt_path last.")
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_at_a_step_boundary(self) -> Iterator[None]:
+        """The first Ctrl-C stops fit the way SIGTERM does: Lightning finishes the current step and stops at the next
+        step boundary, so last.ckpt holds a consistent state (a KeyboardInterrupt can land in the middle of an
+        optimizer step). A second Ctrl-C, or one before the loop starts, interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_ctrl_c(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            stop = signal.getsignal(signal.SIGTERM)
+            if not callable(stop):  # Lightning's SIGTERM handler is installed only while its loops run
+                raise KeyboardInterrupt
+            self._stop_signal = signal.SIGINT
+            stop(signum, frame)
+
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def before_fit(self) -> None:
         """Add what the model and data hparams leave out (optimizer, epochs, seed) to the run's hyperparameters."""
@@ -130,11 +279,12 @@ class CirclesCLI(LightningCLI):
 
     def fit(self, **kwargs: Any) -> None:
         try:
-            self.trainer.fit(**kwargs)
+            with self._ctrl_c_stops_at_a_step_boundary():
+                self.trainer.fit(**kwargs)
         except TrainingDiverged as err:
             last = self._checkpoint_callback().last_model_path
             best = self._checkpoint_callback().best_model_path
-            kept = [p for p in (best, last) if p and os.path.isfile(p)]
+            kept = [os.path.normpath(p) for p in (best, last) if p and os.path.isfile(p)]
             saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
             raise TrainingDiverged(f"{err}{saved}") from None
 
@@ -161,6 +311,11 @@ class CirclesCLI(LightningCLI):
             lines.append(f"Open it in TensorBoard: tensorboard --logdir {os.path.normpath(logger.root_dir)}")
         print("\n".join(lines), flush=True)
 
+    def before_predict(self) -> None:
+        """Check the CSV to predict on before a run directory is created for the predictions."""
+        if getattr(self.datamodule, "predict_path", None):
+            read_points_csv(self.datamodule.predict_path)
+
     def after_predict(self) -> None:
         writer = next((cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)), None)
         if writer is not None and writer.path and self.trainer.is_global_zero:
@@ -178,10 +333,9 @@ def cli_main(args: Any = None) -> None:
     except CirclesError as err:
         _report(str(err))
         raise SystemExit(err.exit_code) from None
-    except SIGTERMException:
-        _report("interrupted by SIGTERM; the run's checkpoints/last.ckpt holds the state at the interruption "
-                "(continue with --ckpt_path last).")
-        raise SystemExit(143) from None
+    except KeyboardInterrupt:
+        _report("interrupted by Ctrl-C (SIGINT).")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

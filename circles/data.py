@@ -44,7 +44,7 @@ def read_points_csv(path: str | Path) -> torch.Tensor:
         if missing:
             raise ConfigError(
                 "predict_path", "a CSV file whose header names the columns x1 and x2",
-                str(path), f"Its header has {columns} and lacks {missing}.",
+                str(path), f"Its header has {columns} and lacks {missing}." if columns else "The file is empty.",
             )
         rows = []
         for line, row in enumerate(reader, start=2):

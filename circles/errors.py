@@ -30,7 +30,23 @@ class ConfigError(CirclesError, ValueError):
         return f"{text} {self.hint}" if self.hint else text
 
 
+class SettingError(CirclesError):
+    """A setting that a library (Lightning, ``torch.optim``) rejected; the message is the library's, prefixed with
+    the config section it belongs to."""
+
+    exit_code = 2
+
+
 def check(condition: bool, field: str, allowed: str, got: object, hint: str = "") -> None:
     """Raise ConfigError unless ``condition`` holds."""
     if not condition:
         raise ConfigError(field, allowed, got, hint)
+
+
+class Interrupted(CirclesError):
+    """A run stopped by a signal (SIGTERM from a scheduler, Ctrl-C); exits with the shell's ``128 + signal`` status."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message)
