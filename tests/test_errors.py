@@ -1,0 +1,252 @@
+"""Bad input through the command line: a non-zero exit, one ``circles: error:`` paragraph that names the field and
+what it accepts, no traceback, and nothing written before is touched.
+
+``python tests/test_errors.py`` prints the table of docs/errors.md from the real messages; a test checks that every
+message in it is still the one the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from circles.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "errors.md"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: tuple[str, ...]
+    expect: tuple[str, ...]  # the field, and the allowed values or the fix
+    empty_dir: bool = False  # run where no earlier run exists
+
+    @property
+    def command(self) -> str:
+        return " ".join(["python train.py", *self.args])
+
+
+def case(id: str, args: str, *expect: str, empty_dir: bool = False) -> Case:
+    return Case(id, tuple(args.split()), expect, empty_dir)
+
+
+CASES = [
+    case("n_samples too small", "fit --data.n_samples=3", "data.n_samples", ">= 6"),
+    case("noise < 0", "fit --data.noise=-0.1", "data.noise", ">= 0"),
+    case("factor 0", "fit --data.factor=0", "data.factor", "between 0 and 1"),
+    case("factor >= 1", "fit --data.factor=1.5", "data.factor", "between 0 and 1"),
+    case("val_fraction 0", "fit --data.val_fraction=0", "data.val_fraction", "between 0 and 1"),
+    case("val_fraction 1", "fit --data.val_fraction=1", "data.val_fraction", "between 0 and 1"),
+    case("batch_size 0", "fit --data.batch_size=0", "data.batch_size", "positive integer", "null"),
+    case("test_samples 0", "fit --data.test_samples=0", "data.test_samples", "positive integer"),
+    case("seed < 0", "fit --data.seed=-1", "data.seed", "0 to 2**32 - 1"),
+    case("hidden size 0", "fit --model.hidden_sizes=[10,0]", "model.hidden_sizes", "positive integers"),
+    case("no hidden layers with an activation", "fit --model.hidden_sizes=[]", "model.hidden_sizes", "non-empty",
+         "activation: none"),
+    case("unknown activation", "fit --model.activation=swish", "model.activation", "'relu'", "'none'", "'gelu'",
+         "swish"),
+    case("boundary interval 0", "fit --boundary.every_n_epochs=0", "boundary.every_n_epochs", "positive integer"),
+    case("boundary resolution 1", "fit --boundary.resolution=1", "boundary.resolution", ">= 2"),
+    case("last.ckpt interval 0", "fit --checkpoint.last_every_n_epochs=0", "checkpoint.last_every_n_epochs",
+         "positive integer"),
+    case("progress-line interval 0", "fit --chapter_log.every_n_epochs=0", "chapter_log.every_n_epochs",
+         "positive integer", "null"),
+    case("checkpoint mode", "fit --checkpoint.mode=best", "checkpoint", "min, max"),
+    case("max_epochs < -1", "fit --trainer.max_epochs=-5", "trainer", "max_epochs", "-1"),
+    case("learning rate < 0", "fit --optimizer.init_args.lr=-1", "optimizer", "learning rate"),
+    case("wrong type", "fit --data.noise=abc", "data.noise", "float", "abc"),
+    case("unknown key (command line)", "fit --data.noize=0.1", "data.noize", "n_samples, noise, factor",
+         "Did you mean data.noise?"),
+    case("unknown key (YAML)", "fit --config unknown_key.yaml", "data.nois", "n_samples, noise, factor",
+         "Did you mean data.noise?"),
+    case("unknown section", "fit --dat.noise=0.1", "dat.noise", "trainer, model, data", "Did you mean data?"),
+    case("unknown subcommand", "fitt", "subcommand", "'fit', 'validate', 'test', 'predict'"),
+    case("malformed YAML", "fit --config malformed.yaml", "config", "not valid YAML", "line 3, column 1"),
+    case("missing YAML", "fit --config missing.yaml", "config", "missing.yaml", "does not exist"),
+    case("missing --ckpt_path file", "validate --ckpt_path missing.ckpt", "ckpt_path", "existing checkpoint file",
+         "'best' or 'last'"),
+    case("--ckpt_path last, no earlier run", "fit --ckpt_path last", "ckpt_path", "'best'/'last' of an earlier run",
+         "No run under lightning_logs", empty_dir=True),
+    case("checkpoint of random bytes", "validate --ckpt_path random.ckpt", "random.ckpt", "truncated, corrupt",
+         "checkpoints/last.ckpt"),
+    case("truncated checkpoint", "test --ckpt_path truncated.ckpt", "truncated.ckpt", "truncated, corrupt",
+         "checkpoints/last.ckpt"),
+    case("text file as checkpoint", "predict --ckpt_path notes.ckpt", "notes.ckpt", "truncated, corrupt"),
+    case("torch file that is no Lightning checkpoint", "fit --ckpt_path weights.ckpt", "weights.ckpt",
+         "no state_dict", "checkpoints/best.ckpt"),
+    case("checkpoint of another model", "validate --ckpt_path other_model.ckpt", "other_model.ckpt",
+         "does not fit the model", "net.0.weight (checkpoint (10, 3), model (10, 2))"),
+    case("checkpoint carrying code", "predict --ckpt_path payload.ckpt", "payload.ckpt", "Refused to load",
+         "weights_only=True", "nothing in it ran"),
+    case("resume with a bad value", "fit --ckpt_path last --data.noise=-1", "data.noise", ">= 0"),
+    case("predict CSV without x1,x2", "predict --data.predict_path=no_columns.csv", "data.predict_path",
+         "x1 and x2", "lacks ['x2']"),
+    case("predict CSV, non-numeric", "predict --data.predict_path=text.csv", "data.predict_path", "numbers",
+         "Line 3"),
+    case("predict CSV, NaN", "predict --data.predict_path=nan.csv", "data.predict_path", "finite numbers",
+         "Line 2"),
+    case("predict CSV, inf", "predict --data.predict_path=inf.csv", "data.predict_path", "finite numbers",
+         "Line 2"),
+    case("predict CSV, empty file", "predict --data.predict_path=empty.csv", "data.predict_path", "x1 and x2",
+         "The file is empty"),
+    case("predict CSV, header only", "predict --data.predict_path=header_only.csv", "data.predict_path",
+         "at least one point"),
+    case("predict CSV, missing file", "predict --data.predict_path=missing.csv", "data.predict_path",
+         "existing CSV file"),
+]
+
+
+class Payload:
+    """Unpickling this would create a file: the test for checkpoints that carry code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def write_inputs(directory: Path, real_checkpoint: Path) -> None:
+    """The bad files the cases point at."""
+    (directory / "unknown_key.yaml").write_text("data:\n  nois: 0.1\n")
+    (directory / "malformed.yaml").write_text("data:\n  noise: [0.1,\n")
+    (directory / "random.ckpt").write_bytes(bytes(range(256)) * 8)
+    data = real_checkpoint.read_bytes()
+    (directory / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    (directory / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.zeros(3)}, directory / "weights.ckpt")
+    other = torch.load(real_checkpoint, weights_only=True)
+    other["state_dict"]["net.0.weight"] = torch.zeros(10, 3)
+    torch.save(other, directory / "other_model.ckpt")
+    torch.save({"state_dict": {}, "payload": Payload(directory / "PAYLOAD_RAN")}, directory / "payload.ckpt")
+    (directory / "no_columns.csv").write_text("x1,y\n0.1,0.2\n")
+    (directory / "text.csv").write_text("x1,x2\n0.1,0.2\n0.3,abc\n")
+    (directory / "nan.csv").write_text("x1,x2\nnan,0.2\n")
+    (directory / "inf.csv").write_text("x1,x2\n0.1,inf\n")
+    (directory / "empty.csv").write_text("")
+    (directory / "header_only.csv").write_text("x1,x2\n")
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file under ``directory``, with a hash of its bytes."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def run_cli(args: list[str]) -> int:
+    """``cli_main`` as ``python train.py ARGS`` would run it; returns the exit status."""
+    try:
+        cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else args)
+    except SystemExit as exit_info:
+        return 0 if exit_info.code is None else exit_info.code
+    return 0
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("circles: error:")]
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding a finished run (lightning_logs/version_0) and the bad input files."""
+    directory = tmp_path_factory.mktemp("earlier_run")
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        assert run_cli(["fit", *TINY]) == 0
+    finally:
+        os.chdir(cwd)
+    write_inputs(directory, directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    return directory
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_one_clear_paragraph_and_nothing_is_lost(bad: Case, earlier_run, tmp_path, monkeypatch, capfd):
+    where = tmp_path if bad.empty_dir else earlier_run
+    monkeypatch.chdir(where)
+    before = snapshot(where)
+
+    status = run_cli(list(bad.args))
+
+    out, err = capfd.readouterr()
+    assert status != 0
+    lines = error_lines(err)
+    assert len(lines) == 1, err  # one paragraph: a single line
+    for text in bad.expect:
+        assert text in lines[0], (text, lines[0])
+    assert "Traceback" not in out + err and "usage:" not in err
+    assert snapshot(where) == before  # no file changed, none added (no new run directory either)
+    assert not (earlier_run / "PAYLOAD_RAN").exists()
+    documented = DOC.read_text() if DOC.is_file() else ""
+    assert doc_cell(lines[0], where) in documented, "docs/errors.md is out of date: python tests/test_errors.py"
+
+
+def doc_cell(line: str, where: Path) -> str:
+    message = line.removeprefix("circles: error: ").replace(str(where), ".")
+    return f"`` {message} ``".replace("|", "\\|")
+
+
+@pytest.mark.slow
+def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
+    """The real entry point, in processes of its own (started together: each spends seconds importing)."""
+    commands = [["fit", "--data.noise=-0.1"], ["fit", "--model.activation=swish"], ["fit", "--config", "malformed.yaml"],
+                ["validate", "--ckpt_path", "truncated.ckpt"], ["predict", "--data.predict_path=nan.csv"]]
+    before = snapshot(earlier_run)
+    processes = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=earlier_run, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
+    try:
+        results = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    for args, p, (out, err) in zip(commands, processes, results):
+        assert p.returncode == 2, (args, err)
+        assert len(error_lines(err)) == 1, (args, err)
+        assert "Traceback" not in out + err, (args, err)
+    assert snapshot(earlier_run) == before
+
+
+def error_table() -> str:
+    """The markdown table of docs/errors.md: every case and the message the CLI really prints for it."""
+    rows = ["| Input | Exit | Message (after `circles: error:`) |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        base, empty = Path(tmp) / "run", Path(tmp) / "empty"
+        base.mkdir()
+        empty.mkdir()
+        cwd = os.getcwd()
+        try:
+            os.chdir(base)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                run_cli(["fit", *TINY])
+            write_inputs(base, base / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+            for bad in CASES:
+                where = empty if bad.empty_dir else base
+                os.chdir(where)
+                err = io.StringIO()
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                    status = run_cli(list(bad.args))
+                (line,) = error_lines(err.getvalue())
+                rows.append(f"| {bad.id}: `{bad.command}` | {status} | {doc_cell(line, where)} |")
+        finally:
+            os.chdir(cwd)
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(error_table())

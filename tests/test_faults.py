@@ -1,0 +1,339 @@
+"""Faults during fit: divergence, kill -9, SIGTERM and Ctrl-C, half-written checkpoints, runs started together.
+
+Signals are sent for real: to ``python train.py`` subprocesses (slow: each spends seconds importing), and, for the
+exact-resume checks, from inside an in-process run at a chosen epoch (``signal.raise_signal``) so the interruption
+point is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+from circles.cli import CirclesCLI, cli_main
+from circles.data import CirclesDataModule
+from circles.model import CirclesClassifier, TrainingDiverged
+from circles.runs import AtomicCheckpointIO
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+
+
+def run_cli(*args: str) -> int:
+    try:
+        cli_main(list(args))
+    except SystemExit as exit_info:
+        return 0 if exit_info.code is None else exit_info.code
+    return 0
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def logged(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar in the run's event files, ``{tag: {step: value}}``; a later file's value wins for a step logged
+    twice (the epochs a resumed run repeats)."""
+    values: dict[str, dict[int, float]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    values.setdefault(value.tag, {})[event.step] = value.simple_value
+    return values
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def train_py(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=60)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("circles: error:")]
+
+
+def finite(state_dict: dict) -> bool:
+    return all(torch.isfinite(v).all() for k, v in state_dict.items() if k.startswith("net."))
+
+
+# ---------------------------------------------------------------------------------------------------- divergence
+
+
+def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkpoints(tmp_path, capfd):
+    status = run_cli("fit", *SMALL, "--trainer.max_epochs=1000", "--checkpoint.last_every_n_epochs=1",
+                     "--optimizer.init_args.lr=1e6")
+    err = capfd.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    (line,) = error_lines(err)
+    epoch = int(line.split("Training diverged at epoch ")[1].split(":")[0])
+    assert 0 < epoch < 20, line
+    assert "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    values = logged(run)
+    assert max(step for steps in values.values() for step in steps) <= epoch  # nothing logged past the divergence
+    assert all(torch.isfinite(torch.tensor(list(values["train/loss"].values()))))
+    last, best = load(run / "checkpoints" / "last.ckpt"), load(run / "checkpoints" / "best.ckpt")
+    assert last["global_step"] == epoch  # written at the end of the last good epoch, epoch - 1
+    assert finite(last["state_dict"]) and finite(best["state_dict"])
+
+
+def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):
+    """An infinite gradient makes the weights infinite while the loss of that step was still finite: fit stops in that
+    epoch, before its checkpoints, and the files from the epoch before stay."""
+
+    def infinite_gradient_in_epoch_2(self, optimizer):
+        if self.current_epoch == 2:
+            next(self.parameters()).grad.fill_(float("inf"))
+
+    monkeypatch.setattr(CirclesClassifier, "on_before_optimizer_step", infinite_gradient_in_epoch_2)
+    status = run_cli("fit", *SMALL, "--trainer.max_epochs=10", "--checkpoint.last_every_n_epochs=1")
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert load(checkpoints / "last.ckpt")["global_step"] == 2  # end of epoch 1
+    assert finite(load(checkpoints / "last.ckpt")["state_dict"]) and finite(load(checkpoints / "best.ckpt")["state_dict"])
+
+
+def test_saving_non_finite_weights_raises_and_keeps_the_file(tmp_path):
+    cli = CirclesCLI(args=[*SMALL, "--trainer.max_epochs=1", "--trainer.logger=false"], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    path = tmp_path / "saved" / "model.ckpt"
+    cli.trainer.save_checkpoint(path)
+    good = path.read_bytes()
+    with torch.no_grad():
+        next(cli.model.parameters())[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="no longer finite"):
+        cli.trainer.save_checkpoint(path)
+    assert path.read_bytes() == good and os.listdir(path.parent) == ["model.ckpt"]
+
+
+# ------------------------------------------------------------------------------------------- atomic checkpoints
+
+
+def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        buffer = __import__("io").BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", save_half_then_fail)
+        with pytest.raises(OSError, match="No space left"):
+            io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]  # no temporary file left
+    assert load(path)["step"] == 1
+
+    io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    assert load(path)["step"] == 2 and os.listdir(path.parent) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capfd):
+    assert run_cli("fit", *SMALL, "--trainer.max_epochs=1") == 0
+    data = (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp_path / "torn.ckpt").write_bytes(data[: len(data) - 100])
+    capfd.readouterr()
+    assert run_cli(subcommand, *SMALL, "--ckpt_path", "torn.ckpt") == 2
+    out, err = capfd.readouterr()
+    (line,) = error_lines(err)
+    assert "Cannot read checkpoint torn.ckpt: it is truncated, corrupt or not a PyTorch checkpoint" in line
+    assert "Traceback" not in out + err and 'File "' not in out + err  # no stack frames
+
+
+# ------------------------------------------------------------------------------------- signals, in-process
+
+
+def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
+    """Raise the signals once, at the end of the training step of ``epoch`` (while Lightning's loop runs)."""
+    original = CirclesClassifier.on_train_batch_end
+    fired = []
+
+    def hook(self, outputs, batch, batch_idx):
+        original(self, outputs, batch, batch_idx)
+        if self.current_epoch == epoch and not fired:
+            fired.append(True)
+            assert callable(signal.getsignal(signal.SIGTERM))  # Lightning's handler: the test process survives
+            for signum in signums:
+                signal.raise_signal(signum)
+
+    monkeypatch.setattr(CirclesClassifier, "on_train_batch_end", hook)
+
+
+@pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, name, tmp_path, monkeypatch, capfd):
+    args = ["fit", *SMALL, "--trainer.max_epochs=8", "--checkpoint.last_every_n_epochs=100"]
+    handler = signal.getsignal(signal.SIGINT)
+    signal_at_epoch(monkeypatch, 3, signum)
+    assert run_cli(*args) == status
+    err = capfd.readouterr().err
+    (line,) = error_lines(err)
+    assert f"fit interrupted by {name}" in line and "--ckpt_path last" in line
+    assert signal.getsignal(signal.SIGINT) is handler and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    run = tmp_path / "lightning_logs" / "version_0"
+    interrupted = load(run / "checkpoints" / "last.ckpt")
+    # Full-batch: Lightning stops after the epoch's one step, so last.ckpt holds the state after the last logged epoch.
+    assert interrupted["global_step"] == 4 and max(logged(run)["train/loss"]) == 3
+
+    assert run_cli(*args, "--ckpt_path", "last") == 0  # the hook fired once: this run goes on undisturbed
+    (tmp_path / "reference").mkdir()
+    monkeypatch.chdir(tmp_path / "reference")
+    assert run_cli(*args) == 0
+    reference = tmp_path / "reference" / "lightning_logs" / "version_0"
+    assert_same_weights(load(run / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt"))
+    assert logged(run) == logged(reference)
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
+    signal_at_epoch(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    assert run_cli("fit", *SMALL, "--trainer.max_epochs=8") == 130
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "fit interrupted by Ctrl-C (SIGINT) at epoch 2, step 3" in line
+    assert load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
+def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd):
+    def interrupted_setup(self, stage):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
+    assert run_cli("fit", *SMALL, "--trainer.max_epochs=8") == 130
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
+
+
+# ------------------------------------------------------------------------------------- signals, subprocesses
+
+
+@pytest.mark.slow
+def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    args = ["fit", *SMALL, "--trainer.max_epochs=300", "--checkpoint.last_every_n_epochs=5"]
+    run = tmp_path / "lightning_logs" / "version_0"
+    process = train_py(*args, cwd=tmp_path)
+    try:
+        wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file() or process.poll() is not None, "last.ckpt")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        stop(process)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = load(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert 0 < killed_at < 300
+    before_resume = logged(run)
+    assert max(before_resume["train/loss"]) >= killed_at - 1  # the events were flushed with the checkpoint
+
+    assert run_cli(*args, "--ckpt_path", "last") == 0
+    (tmp_path / "reference").mkdir()
+    monkeypatch.chdir(tmp_path / "reference")
+    assert run_cli(*args) == 0
+    reference = tmp_path / "reference" / "lightning_logs" / "version_0"
+
+    for name in ("last.ckpt", "best.ckpt"):
+        assert_same_weights(load(run / "checkpoints" / name), load(reference / "checkpoints" / name))
+    resumed, straight = logged(run), logged(reference)
+    assert resumed == straight  # every metric at every epoch, bitwise
+    # The epochs the killed run logged after its checkpoint are logged again by the resumed run (TensorBoard shows
+    # those steps twice), with identical values.
+    for tag, steps in before_resume.items():
+        assert all(straight[tag][step] == value for step, value in steps.items()), tag
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, name, tmp_path):
+    args = ["fit", *SMALL, "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=100000"]
+    run = tmp_path / "lightning_logs" / "version_0"
+    process = train_py(*args, cwd=tmp_path)
+    try:
+        wait_for(lambda: (run / "checkpoints" / "best.ckpt").is_file() or process.poll() is not None, "training")
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=120)
+    finally:
+        stop(process)
+    assert process.returncode == status, err
+    (line,) = error_lines(err)
+    assert f"fit interrupted by {name}" in line and "saved in lightning_logs/version_0/checkpoints/last.ckpt" in line
+    assert "--ckpt_path last" in line and "Traceback" not in out + err
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["n_samples"] == 100
+    assert yaml.safe_load((run / "hparams.yaml").read_text())["hidden_sizes"] == [10, 10]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    last, best = load(run / "checkpoints" / "last.ckpt"), load(run / "checkpoints" / "best.ckpt")
+    assert last["global_step"] >= best["global_step"] >= 1
+    assert max(logged(run)["train/loss"]) == last["global_step"] - 1  # the checkpoint is the last logged epoch
+
+    epochs = last["global_step"] + 2
+    assert run_cli(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
+    assert max(logged(run)["train/loss"]) == epochs - 1 and load(run / "checkpoints" / "last.ckpt")["global_step"] == epochs
+
+
+# ------------------------------------------------------------------------------------------------ concurrency
+
+
+@pytest.mark.slow
+def test_runs_started_together_get_their_own_run_directories(tmp_path):
+    processes = [train_py("fit", *SMALL, "--trainer.max_epochs=2", f"--data.seed={seed}", cwd=tmp_path)
+                 for seed in range(4)]
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            stop(process)
+    runs = sorted((tmp_path / "lightning_logs").iterdir())
+    assert [r.name for r in runs] == ["version_0", "version_1", "version_2", "version_3"]
+    seeds, pids = [], []
+    for run in runs:
+        seed = yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
+        assert yaml.safe_load((run / "hparams.yaml").read_text())["seed"] == seed
+        for name in ("best.ckpt", "last.ckpt"):
+            assert load(run / "checkpoints" / name)["datamodule_hyper_parameters"]["seed"] == seed
+        (events,) = run.glob("events.out.tfevents.*")  # one writer per directory
+        seeds.append(seed)
+        pids.append(int(events.name.split(".")[-2]))
+    assert sorted(seeds) == [0, 1, 2, 3]
+    assert sorted(pids) == sorted(p.pid for p in processes)

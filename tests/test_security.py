@@ -1,0 +1,100 @@
+"""Untrusted checkpoints: every load is ``weights_only=True``, a checkpoint carrying code is refused before any of it
+runs, and what the project itself saves is plain data that ``weights_only=True`` accepts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from circles.cli import cli_main
+from circles.runs import AtomicCheckpointIO, CheckpointError
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
+
+
+class CreatesAFile:
+    """Unpickling this calls ``open(marker, "w")``: if the marker exists, the payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def run_cli(*args: str) -> int:
+    try:
+        cli_main(list(args))
+    except SystemExit as exit_info:
+        return 0 if exit_info.code is None else exit_info.code
+    return 0
+
+
+def malicious_copy(source: Path, target: Path, marker: Path) -> None:
+    """A real checkpoint with a payload added, as someone could hand one out."""
+    checkpoint = torch.load(source, weights_only=True)
+    checkpoint["hyper_parameters"]["note"] = CreatesAFile(marker)
+    torch.save(checkpoint, target)
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("one_run")
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        assert run_cli("fit", *TINY) == 0
+    finally:
+        os.chdir(cwd)
+    return directory / "lightning_logs"
+
+
+@pytest.fixture
+def fitted(one_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of a finished run in the test's directory."""
+    shutil.copytree(one_run, tmp_path / "lightning_logs")
+    return tmp_path / "lightning_logs" / "version_0"
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+@pytest.mark.parametrize("how", ["path", "last", "weights_only false"])
+def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, fitted, tmp_path, capfd):
+    marker = tmp_path / "PAYLOAD_RAN"
+    last = fitted / "checkpoints" / "last.ckpt"
+    if how == "last":  # the newest run's last.ckpt is the one handed out
+        malicious_copy(last, last, marker)
+        args = ["--ckpt_path", "last"]
+    else:
+        malicious_copy(last, tmp_path / "shared.ckpt", marker)
+        args = ["--ckpt_path", "shared.ckpt"] + (["--weights_only", "false"] if how != "path" else [])
+    capfd.readouterr()
+
+    assert run_cli(subcommand, *TINY, *args) == 2
+
+    out, err = capfd.readouterr()
+    assert not marker.exists()
+    assert "Refused to load" in err and "(io.open)" in err and "weights_only=True" in err
+    assert "Traceback" not in out + err
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]  # no run was started
+
+
+def test_the_checkpoint_io_ignores_a_request_for_weights_only_false(fitted, tmp_path):
+    marker = tmp_path / "PAYLOAD_RAN"
+    malicious_copy(fitted / "checkpoints" / "best.ckpt", tmp_path / "shared.ckpt", marker)
+    with pytest.raises(CheckpointError, match="Refused to load"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "shared.ckpt", weights_only=False)
+    assert not marker.exists()
+
+
+def test_everything_the_project_saves_loads_with_weights_only(fitted):
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = torch.load(fitted / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert checkpoint["hyper_parameters"]["hidden_sizes"] == [10, 10]
+        assert checkpoint["datamodule_hyper_parameters"]["n_samples"] == 60
+        assert any("RunCheckpoint" in key for key in checkpoint["callbacks"])
+        assert checkpoint["state_dict"] and checkpoint["optimizer_states"] and checkpoint["loops"]
