@@ -133,7 +133,9 @@ class TensorBoardRunLogger(TensorBoardLogger):
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in metrics.items()]
-        self.experiment.file_writer.add_summary(Summary(value=values), step)
+        # _get_file_writer reopens the event file after finalize, as add_scalar does: on SLURM's SIGUSR1 Lightning
+        # finalizes the loggers, saves hpc_ckpt and requeues, and training goes on until the job is stopped.
+        self.experiment._get_file_writer().add_summary(Summary(value=values), step)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None) -> None:
@@ -149,7 +151,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
         flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items()}
         _, session_start, _ = hparams(flat, {})
-        self.experiment.file_writer.add_summary(session_start)
+        self.experiment._get_file_writer().add_summary(session_start)
         self._hparams_session_written = True
 
     @rank_zero_only

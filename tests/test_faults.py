@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_file_loader import LegacyEventFi
 from circles.cli import CirclesCLI, cli_main
 from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier, TrainingDiverged
-from circles.runs import AtomicCheckpointIO
+from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -142,6 +142,17 @@ def test_saving_non_finite_weights_raises_and_keeps_the_file(tmp_path):
     with pytest.raises(TrainingDiverged, match="no longer finite"):
         cli.trainer.save_checkpoint(path)
     assert path.read_bytes() == good and os.listdir(path.parent) == ["model.ckpt"]
+
+
+def test_the_run_logger_keeps_logging_after_it_was_finalized(tmp_path):
+    """Lightning finalizes the loggers when SLURM sends SIGUSR1 (before requeueing the job) and training goes on until
+    the job is stopped: the epochs logged in between must not crash the run."""
+    logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
+    logger.log_metrics({"train/loss": 0.5}, step=0)
+    logger.finalize("finished")
+    logger.log_metrics({"train/loss": 0.25}, step=1)
+    logger.finalize("success")
+    assert logged(Path(logger.log_dir)) == {"train/loss": {0: 0.5, 1: 0.25}}
 
 
 # ------------------------------------------------------------------------------------------- atomic checkpoints
