@@ -256,6 +256,18 @@ def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, 
     assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
 
 
+def test_ctrl_c_during_predict_exits_130(tmp_path, monkeypatch, capfd):
+    """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the interruption it is."""
+
+    def interrupted_predict_step(self, batch, batch_idx):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(CirclesClassifier, "predict_step", interrupted_predict_step)
+    assert run_cli("predict", *SMALL) == 130
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line == "circles: error: predict interrupted by Ctrl-C (SIGINT)."
+
+
 # ------------------------------------------------------------------------------------- signals, subprocesses
 
 
