@@ -242,3 +242,20 @@ class DecisionBoundaryCallback(Callback):
         accuracy = trainer.callback_metrics.get("test/acc")
         title = f"Test set: acc {float(accuracy):.4f}" if accuracy is not None else "Test set"
         self._save_png(panels, "decision_boundary_test.png", title)
+
+
+class BayesOptimalCallback(Callback):
+    """After ``test``, how close the model is to the best any classifier can do on this data: logs
+    ``test/bayes_acc`` (the exact Bayes-optimal accuracy of make_circles at the data's noise and factor) and
+    ``test/bayes_gap = test/bayes_acc - test/acc``. Does nothing for data without a known optimum."""
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        data = trainer.datamodule
+        accuracy = getattr(pl_module, "test_acc", None)
+        if getattr(data, "dataset", "circles") != "circles" or not hasattr(data, "noise") or accuracy is None:
+            return
+        from circles.bayes import bayes_accuracy
+
+        bayes = bayes_accuracy(data.noise, data.factor)
+        test_acc = float(accuracy.compute())  # cached: the module's own compute() returns the same value
+        pl_module.log_dict({"test/bayes_acc": bayes, "test/bayes_gap": bayes - test_acc})

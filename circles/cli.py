@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from circles.callbacks import ChapterProgressPrinter, DecisionBoundaryCallback, PredictionWriter, RunCheckpoint
+from circles.callbacks import BayesOptimalCallback, ChapterProgressPrinter, DecisionBoundaryCallback, PredictionWriter, RunCheckpoint
 from circles.data import CirclesDataModule, read_points_csv
 from circles.errors import CirclesError, ConfigError, Interrupted, SettingError
 from circles.model import CirclesClassifier, TrainingDiverged
@@ -87,7 +87,7 @@ class CirclesCLI(LightningCLI):
             trainer_defaults={
                 "max_epochs": 1000,
                 "logger": lazy_instance(TensorBoardRunLogger, save_dir=".", name="lightning_logs"),
-                "callbacks": [PredictionWriter()],
+                "callbacks": [PredictionWriter(), BayesOptimalCallback()],
             },
             parser_kwargs={"description": "Train MLPs on two concentric circles and watch why non-linearity matters."},
             parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
@@ -322,6 +322,14 @@ class CirclesCLI(LightningCLI):
             print(f"Predictions written to {writer.path}", flush=True)
 
 
+def _leave_process_group() -> None:
+    """End DDP together: every rank waits for the others, then destroys the process group, so no rank exits
+    while another still talks to its store (which aborts that rank with "terminate called ...")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _report(message: str) -> None:
     print(f"circles: error: {message}", file=sys.stderr, flush=True)
 
@@ -330,6 +338,7 @@ def cli_main(args: Any = None) -> None:
     """Run the command line (``args`` as a list of strings; ``None`` reads ``sys.argv``)."""
     try:
         CirclesCLI(args=args)
+        _leave_process_group()
     except CirclesError as err:
         _report(str(err))
         raise SystemExit(err.exit_code) from None

@@ -194,21 +194,22 @@ class CirclesDataModule(pl.LightningDataModule):
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def setup(self, stage: str) -> None:
-        device = self._device()
         if stage in ("fit", "validate") and self.train_x is None:
             from sklearn.model_selection import train_test_split
 
             x, y = make_circles(self.n_samples, self.noise, self.factor, self.seed)
-            train_x, val_x, train_y, val_y = train_test_split(
+            self.train_x, self.val_x, self.train_y, self.val_y = train_test_split(
                 x, y, test_size=self.val_fraction, random_state=self.seed
             )
-            self.train_x, self.train_y = train_x.to(device), train_y.to(device)
-            self.val_x, self.val_y = val_x.to(device), val_y.to(device)
         if stage in ("test", "predict") and self.test_x is None:
-            x, y = make_circles(self.test_samples, self.noise, self.factor, derived_seed(self.seed, 1))
-            self.test_x, self.test_y = x.to(device), y.to(device)
+            self.test_x, self.test_y = make_circles(self.test_samples, self.noise, self.factor, derived_seed(self.seed, 1))
         if stage == "predict" and self.predict_x is None:
-            self.predict_x = read_points_csv(self.predict_path).to(device) if self.predict_path else self.test_x
+            self.predict_x = read_points_csv(self.predict_path) if self.predict_path else self.test_x
+        device = self._device()
+        for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "predict_x"):
+            tensor = getattr(self, name)
+            if tensor is not None and tensor.device != device:
+                setattr(self, name, tensor.to(device))
 
     def _batches(self, tensors: tuple[torch.Tensor, ...], train: bool = False, shard: bool = True) -> TensorBatches:
         trainer = self.trainer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -15,6 +15,7 @@ from torchmetrics.classification import BinaryAccuracy
 from circles.errors import CirclesError, check
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -60,18 +61,23 @@ class CirclesClassifier(pl.LightningModule):
         hidden_sizes: Sequence[int] = (10, 10),
         activation: Activation = "relu",
         in_features: int = 2,
+        compile_mode: Optional[CompileMode] = None,
     ) -> None:
         """
         Args:
             hidden_sizes: Width of each hidden layer, input side first; ``[]`` is a single linear layer.
             activation: Non-linearity after each hidden layer; ``none`` makes the whole network linear.
             in_features: Number of input features (2 for the (x1, x2) plane).
+            compile_mode: Compile the network with ``torch.compile`` in this mode (``reduce-overhead`` uses CUDA
+                graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
         """
         super().__init__()
         check(in_features >= 1, "in_features", "a positive integer", in_features)
         hidden_sizes = list(hidden_sizes)
-        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "in_features": in_features})
+        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "in_features": in_features,
+                                   "compile_mode": compile_mode})
         self.net = build_mlp(in_features, hidden_sizes, activation)
+        self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
@@ -81,6 +87,11 @@ class CirclesClassifier(pl.LightningModule):
         self.epoch_metrics: dict[str, float] = {}
         self._unlogged: dict[str, float] = {}
         self._finite = torch.ones((), dtype=torch.bool)
+
+    def configure_model(self) -> None:
+        if self.compile_mode is not None and not getattr(self, "_compiled", False):
+            self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
+            self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, one per point: shape (N,)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -37,27 +38,43 @@ def grid_axes(points: ArrayLike, resolution: int = 101, margin: float = 0.1) -> 
     return np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
 
 
-def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Probability of class 1 at every grid point, shape ``(len(ys), len(xs))``, row i at ``ys[i]``.
-
-    One batched forward pass on the model's own device under inference mode. An ``nn.Module`` is evaluated in
-    eval mode and then left exactly as found: same device, same train/eval flags, gradients untouched.
-    """
+@contextlib.contextmanager
+def _inference(model: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[torch.device]:
+    """Evaluation mode and inference mode for the duration; an ``nn.Module`` is then left exactly as found:
+    same device, same train/eval flags, gradients untouched. Yields the device to put inputs on."""
     device = torch.device("cpu")
     modes: list[tuple[torch.nn.Module, bool]] = []
     if isinstance(model, torch.nn.Module):
         device = next(model.parameters(), torch.empty(0)).device
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
-    xx, yy = np.meshgrid(xs, ys)
-    grid = torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
     try:
         with torch.inference_mode():
-            probs = torch.sigmoid(model(grid).reshape(-1)).float().cpu().numpy()
+            yield device
     finally:
         for module, training in modes:
             module.training = training
+
+
+def _grid_points(xs: np.ndarray, ys: np.ndarray, device: torch.device) -> torch.Tensor:
+    xx, yy = np.meshgrid(xs, ys)
+    return torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
+
+
+def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Probability of class 1 at every grid point, shape ``(len(ys), len(xs))``, row i at ``ys[i]``: one batched
+    forward pass of the model's logits on its own device under inference mode; the model is left as found."""
+    with _inference(model) as device:
+        probs = torch.sigmoid(model(_grid_points(xs, ys, device)).reshape(-1)).float().cpu().numpy()
     return probs.reshape(len(ys), len(xs))
+
+
+def grid_activations(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
+    """Every hidden unit's output over the grid, per hidden layer ``(units, len(ys), len(xs))``, from the model's
+    ``hidden_activations(x)`` (a list of ``(N, units)`` tensors); the model is left as found."""
+    with _inference(model) as device:
+        layers = model.hidden_activations(_grid_points(xs, ys, device))
+        return [a.float().cpu().numpy().T.reshape(-1, len(ys), len(xs)) for a in layers]
 
 
 @dataclass
@@ -175,3 +192,31 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
             out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
         out.append(np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255))
     return np.concatenate(out, axis=0)
+
+
+def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: int = 8) -> np.ndarray:
+    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
+    the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
+    magnitude, so the shape each neuron has learned is visible whatever its size."""
+    units, height, width = activations.shape
+    peak = np.abs(activations).reshape(units, -1).max(axis=1)
+    values = 0.5 + 0.5 * activations / np.where(peak > 0, peak, 1)[:, None, None]
+    tiles = _POINT_LUT[_lut_index(np.flip(values, axis=1))]
+    tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
+    ncols = min(ncols, units)
+    nrows = -(-units // ncols)
+    th, tw = height * scale, width * scale
+    out = np.full((nrows * (th + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = tile
+    return out
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str, seconds_per_frame: float = 0.15) -> None:
+    """An animated GIF of ``(H, W, 3)`` uint8 frames (the last one held for a second), looping."""
+    from PIL import Image
+
+    images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in frames]
+    durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)
