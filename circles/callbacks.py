@@ -14,7 +14,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from circles.errors import check
-from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, predict_grid
+from circles.plotting import (
+    BoundaryPanel, boundary_figure, boundary_image, grid_activations, grid_axes, neuron_image, predict_grid, save_gif,
+)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -66,11 +68,10 @@ class RunCheckpoint(ModelCheckpoint):
             return
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         self.last_model_path = path
+        for logger in trainer.loggers:  # the logs reach the checkpoint's state before the file exists (kill -9)
+            logger.save()
         trainer.save_checkpoint(path, self.save_weights_only)
         self._last_saved_step = trainer.global_step
-        if trainer.is_global_zero:  # as ModelCheckpoint does for best.ckpt: e.g. TensorBoard flushes its events
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(self)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -141,28 +142,40 @@ class DecisionBoundaryCallback(Callback):
     to TensorBoard under ``decision_boundary/train_val`` at ``global_step = epoch``; ``test`` writes
     ``decision_boundary/test``. These frames are drawn straight from the prediction grid (no matplotlib); the
     last picture of a fit is also saved with matplotlib, axes and all, as ``decision_boundary.png`` in the run
-    directory (``decision_boundary_test.png`` after ``test``). Runs on rank zero only.
+    directory (``decision_boundary_test.png`` after ``test``), and the frames of the fit as an animation,
+    ``decision_boundary.gif``. With ``show_neurons`` every frame also shows each hidden unit's output over the
+    plane, one image per layer (``neurons/layer_1``, ...). Runs on rank zero only.
     """
 
     TAG = "decision_boundary"
+    MAX_GIF_FRAMES = 100
 
-    def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False) -> None:
+    def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False,
+                 show_neurons: bool = False, gif: bool = True) -> None:
         """
         Args:
             every_n_epochs: Epochs between two TensorBoard frames.
             resolution: Grid points per axis over the data's extent +- 0.1.
             show_probability: Add the probability view (sigmoid output, 0.5 contour drawn) under the class view.
+            show_neurons: Also write, per hidden layer, a tile per unit showing its output over the plane.
+            gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100, evenly spaced).
         """
         check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
         check(resolution >= 2, "resolution", "an integer >= 2", resolution)
         self.every_n_epochs = every_n_epochs
         self.resolution = resolution
         self.show_probability = show_probability
+        self.show_neurons = show_neurons
+        self.gif = gif
+        self.frames: list[np.ndarray] = []
+        self._frame_stride = 1
         self.run_dir: Optional[str] = None
         self.png_path: Optional[str] = None
+        self.gif_path: Optional[str] = None
         self._sets: dict[str, tuple[Any, Any]] = {}
         self._axes: dict[str, tuple[Any, Any]] = {}
         self._last_frame_epoch: Optional[int] = None
+        self._frame_index = 0
         self._warned = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -191,11 +204,31 @@ class DecisionBoundaryCallback(Callback):
         return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000)
                 for name, (x, y) in self._sets[group].items()]
 
-    def _write_frame(self, trainer: pl.Trainer, panels: list[BoundaryPanel], tag: str, step: int) -> None:
+    def _write_frame(self, trainer: pl.Trainer, panels: list[BoundaryPanel], tag: str, step: int) -> np.ndarray:
+        image = boundary_image(panels, self.show_probability)
         writer = self._tensorboard(trainer)
         if writer is not None:
-            image = boundary_image(panels, self.show_probability)
             writer.add_image(f"{self.TAG}/{tag}", image, global_step=step, dataformats="HWC")
+        return image
+
+    def _write_neurons(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        writer = self._tensorboard(trainer)
+        if writer is None or not hasattr(pl_module, "hidden_activations"):
+            return
+        for i, layer in enumerate(grid_activations(pl_module, *self._axes["fit"]), start=1):
+            writer.add_image(f"neurons/layer_{i}", neuron_image(layer), global_step=step, dataformats="HWC")
+
+    def _fit_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel],
+                   epoch: int) -> None:
+        image = self._write_frame(trainer, panels, "train_val", epoch)
+        if self.show_neurons:
+            self._write_neurons(trainer, pl_module, epoch)
+        self._last_frame_epoch = epoch
+        if self.gif and self._frame_index % self._frame_stride == 0:
+            self.frames.append(image)
+            if len(self.frames) > self.MAX_GIF_FRAMES:  # keep every other frame and slow down the intake
+                self.frames, self._frame_stride = self.frames[::2], self._frame_stride * 2
+        self._frame_index += 1
 
     def _save_png(self, panels: list[BoundaryPanel], name: str, title: str) -> str:
         path = os.path.join(self.run_dir, name)
@@ -217,8 +250,7 @@ class DecisionBoundaryCallback(Callback):
         epoch = trainer.current_epoch
         if not trainer.is_global_zero or epoch % self.every_n_epochs or not self._prepare(trainer, "fit", ("train", "val")):
             return
-        self._write_frame(trainer, self._panels(pl_module, "fit"), "train_val", epoch)
-        self._last_frame_epoch = epoch
+        self._fit_frame(trainer, pl_module, self._panels(pl_module, "fit"), epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch - 1
@@ -226,8 +258,10 @@ class DecisionBoundaryCallback(Callback):
             return
         panels = self._panels(pl_module, "fit")
         if self._last_frame_epoch != epoch:
-            self._write_frame(trainer, panels, "train_val", epoch)
-            self._last_frame_epoch = epoch
+            self._fit_frame(trainer, pl_module, panels, epoch)
+        if self.gif and len(self.frames) > 1:
+            self.gif_path = os.path.join(self.run_dir, "decision_boundary.gif")
+            save_gif(self.frames, self.gif_path)
         metrics = getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
         accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
                              for stage in ("train", "val") if f"{stage}/acc" in metrics)
@@ -246,16 +280,19 @@ class DecisionBoundaryCallback(Callback):
 
 class BayesOptimalCallback(Callback):
     """After ``test``, how close the model is to the best any classifier can do on this data: logs
-    ``test/bayes_acc`` (the exact Bayes-optimal accuracy of make_circles at the data's noise and factor) and
-    ``test/bayes_gap = test/bayes_acc - test/acc``. Does nothing for data without a known optimum."""
+    ``test/bayes_acc`` (the exact Bayes-optimal accuracy of the data's distribution: make_circles at its noise and
+    factor, or the two Gaussians) and ``test/bayes_gap = test/bayes_acc - test/acc``. Does nothing for data
+    without a known optimum."""
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
         accuracy = getattr(pl_module, "test_acc", None)
-        if getattr(data, "dataset", "circles") != "circles" or not hasattr(data, "noise") or accuracy is None:
+        if accuracy is None or not hasattr(data, "noise"):
             return
-        from circles.bayes import bayes_accuracy
+        from circles.datasets import bayes_accuracy
 
-        bayes = bayes_accuracy(data.noise, data.factor)
+        bayes = bayes_accuracy(getattr(data, "dataset", "circles"), data.noise, getattr(data, "factor", 0.8))
+        if bayes is None:
+            return
         test_acc = float(accuracy.compute())  # cached: the module's own compute() returns the same value
         pl_module.log_dict({"test/bayes_acc": bayes, "test/bayes_gap": bayes - test_acc})

@@ -100,6 +100,7 @@ class CirclesCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(DecisionBoundaryCallback, "boundary")
         parser.add_lightning_class_args(ChapterProgressPrinter, "chapter_log")
+        parser.link_arguments("data.features", "model.features")  # the network's input layer follows the data
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
 
@@ -134,6 +135,9 @@ class CirclesCLI(LightningCLI):
                                   f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
         self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                                    if isinstance(v, torch.Tensor)}
+        features = (checkpoint.get("hyper_parameters") or {}).get("features")
+        if features and config.get("data") is not None and list(config.data.features) != list(features):
+            config.data.features = list(features)  # the network was trained on these inputs; others would fit silently
 
     @staticmethod
     def _runs_root(config: Namespace) -> Path:

@@ -1,10 +1,10 @@
-"""The chapter's data: scikit-learn's make_circles, split and batched in memory for Lightning."""
+"""The data: the chapter's make_circles (or another playground set), split and batched in memory for Lightning."""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -12,19 +12,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from circles.datasets import GENERATORS, Dataset
 from circles.errors import ConfigError, check
+from circles.features import Feature, check_features
 
 Batch = tuple[torch.Tensor, ...]
-
-
-def make_circles(
-    n_samples: int, noise: float, factor: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sklearn.datasets.make_circles`` as float32 tensors: points (N, 2) and labels (N,), 1 = inner."""
-    from sklearn.datasets import make_circles as sklearn_make_circles
-
-    x, y = sklearn_make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=seed)
-    return torch.from_numpy(x).float(), torch.from_numpy(y).float()
 
 
 def derived_seed(seed: int, stream: int) -> int:
@@ -137,7 +129,7 @@ def _minimum_samples(val_fraction: float) -> int:
 
 class CirclesDataModule(pl.LightningDataModule):
     """Two noisy concentric circles (scikit-learn's ``make_circles``), split into training and validation points,
-    plus an independent test draw.
+    plus an independent test draw; or another two-class set of TensorFlow Playground (``dataset``).
 
     The defaults are the chapter's data: ``make_circles(1000, noise=0.03, random_state=42)`` split by
     ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200 validation points.
@@ -153,6 +145,8 @@ class CirclesDataModule(pl.LightningDataModule):
         batch_size: Optional[int] = None,
         test_samples: int = 10_000,
         predict_path: Optional[str] = None,
+        dataset: Dataset = "circles",
+        features: Sequence[Feature] = ("x1", "x2"),
     ) -> None:
         """
         Args:
@@ -165,6 +159,9 @@ class CirclesDataModule(pl.LightningDataModule):
                 (full batch, the chapter's choice).
             test_samples: Size of the test set, a fresh draw from the same distribution.
             predict_path: CSV file with ``x1,x2`` columns to predict on; ``None`` predicts on the test set.
+            dataset: Which point set: ``circles`` (the chapter's), ``moons``, ``xor``, ``gaussians``, ``spiral``.
+            features: What the model sees of each point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1, sin_x2; the
+                points themselves stay in the (x1, x2) plane, so pictures and predictions do too.
         """
         super().__init__()
         check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
@@ -178,7 +175,11 @@ class CirclesDataModule(pl.LightningDataModule):
         check(batch_size is None or batch_size >= 1, "batch_size",
               "a positive integer, or null for full-batch training", batch_size)
         check(test_samples >= 1, "test_samples", "a positive integer", test_samples)
+        check(dataset in GENERATORS, "dataset", f"one of {list(GENERATORS)}", dataset)
+        check_features(features)
         self.save_hyperparameters()
+        self.dataset = dataset
+        self.features = list(features)
         self.n_samples = n_samples
         self.noise = noise
         self.factor = factor
@@ -190,6 +191,9 @@ class CirclesDataModule(pl.LightningDataModule):
         self.train_x = self.train_y = self.val_x = self.val_y = None
         self.test_x = self.test_y = self.predict_x = None
 
+    def _draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return GENERATORS[self.dataset](n, self.noise, seed, factor=self.factor)
+
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
@@ -197,12 +201,12 @@ class CirclesDataModule(pl.LightningDataModule):
         if stage in ("fit", "validate") and self.train_x is None:
             from sklearn.model_selection import train_test_split
 
-            x, y = make_circles(self.n_samples, self.noise, self.factor, self.seed)
+            x, y = self._draw(self.n_samples, self.seed)
             self.train_x, self.val_x, self.train_y, self.val_y = train_test_split(
                 x, y, test_size=self.val_fraction, random_state=self.seed
             )
         if stage in ("test", "predict") and self.test_x is None:
-            self.test_x, self.test_y = make_circles(self.test_samples, self.noise, self.factor, derived_seed(self.seed, 1))
+            self.test_x, self.test_y = self._draw(self.test_samples, derived_seed(self.seed, 1))
         if stage == "predict" and self.predict_x is None:
             self.predict_x = read_points_csv(self.predict_path) if self.predict_path else self.test_x
         device = self._device()

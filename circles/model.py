@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from circles.errors import CirclesError, check
+from circles.features import Feature, FeatureMap
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -60,28 +61,38 @@ class CirclesClassifier(pl.LightningModule):
         self,
         hidden_sizes: Sequence[int] = (10, 10),
         activation: Activation = "relu",
-        in_features: int = 2,
+        features: Sequence[Feature] = ("x1", "x2"),
+        l1: float = 0.0,
+        l2: float = 0.0,
         compile_mode: Optional[CompileMode] = None,
     ) -> None:
         """
         Args:
             hidden_sizes: Width of each hidden layer, input side first; ``[]`` is a single linear layer.
             activation: Non-linearity after each hidden layer; ``none`` makes the whole network linear.
-            in_features: Number of input features (2 for the (x1, x2) plane).
+            features: What the network sees of a point (x1, x2): ``[x1, x2]``, or crosses such as
+                ``[x1_sq, x2_sq]``; set through ``data.features`` on the command line.
+            l1: L1 penalty rate on the weights (biases excluded), added to the loss; as in TensorFlow Playground, a
+                weight the step pushes across zero stays at exactly zero.
+            l2: L2 penalty rate on the weights (biases excluded), added to the loss.
             compile_mode: Compile the network with ``torch.compile`` in this mode (``reduce-overhead`` uses CUDA
                 graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
         """
         super().__init__()
-        check(in_features >= 1, "in_features", "a positive integer", in_features)
-        hidden_sizes = list(hidden_sizes)
-        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "in_features": in_features,
-                                   "compile_mode": compile_mode})
-        self.net = build_mlp(in_features, hidden_sizes, activation)
+        check(l1 >= 0, "l1", "a number >= 0", l1)
+        check(l2 >= 0, "l2", "a number >= 0", l2)
+        hidden_sizes, features = list(hidden_sizes), list(features)
+        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
+                                   "l1": l1, "l2": l2, "compile_mode": compile_mode})
+        self.features = FeatureMap(features)
+        self.net = build_mlp(len(features), hidden_sizes, activation)
+        self.l1, self.l2 = l1, l2
         self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
             setattr(self, f"{stage}_acc", BinaryAccuracy(validate_args=False))
+        self.train_penalty = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
         self.epoch_metrics: dict[str, float] = {}
@@ -94,8 +105,41 @@ class CirclesClassifier(pl.LightningModule):
             self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, one per point: shape (N,)."""
-        return self.net(x).squeeze(-1)
+        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,)."""
+        return self.net(self.features(x)).squeeze(-1)
+
+    def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors."""
+        outputs, h = [], self.features(x)
+        layers = list(self.net)
+        for i, layer in enumerate(layers[:-1]):
+            h = layer(h)
+            if not isinstance(layers[i + 1], tuple(ACTIVATIONS.values())):
+                outputs.append(h)
+        return outputs
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [m.weight for m in self.net if isinstance(m, nn.Linear)]
+
+    def penalty(self) -> torch.Tensor:
+        """``l1 * sum|w| + l2 * sum w^2`` over the weights; 0 without regularization."""
+        total = torch.zeros((), device=self.device)
+        if self.l1:
+            total = total + self.l1 * sum(w.abs().sum() for w in self._weights())
+        if self.l2:
+            total = total + self.l2 * sum(w.pow(2).sum() for w in self._weights())
+        return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.l1:
+            self._signs = [w.detach().sign() for w in self._weights()]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.l1:  # TensorFlow Playground's L1: a weight that crossed zero in this step is set to exactly zero
+            with torch.no_grad():
+                for w, sign in zip(self._weights(), self._signs):
+                    w.masked_fill_(w.sign() * sign < 0, 0.0)
+        self._end_of_epoch(batch_idx)
 
     # Metrics are accumulated with torchmetrics (reduced across DDP ranks when computed) and written once per epoch:
     # ``train/*`` and ``val/*`` to the loggers at step = epoch, ``val/acc`` also through ``self.log`` for checkpointing.
@@ -124,15 +168,23 @@ class CirclesClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        if self.l1 or self.l2:
+            penalty = self.penalty()
+            self.train_penalty.update(penalty.detach())
+            loss = loss + penalty
         self._finite &= torch.isfinite(loss.detach())
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def _end_of_epoch(self, batch_idx: int) -> None:
         if batch_idx + 1 < self.trainer.num_training_batches:
             return
         self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
         self._check_finite()
-        self._record(self._compute("train"))
+        values = self._compute("train")
+        if self.l1 or self.l2:
+            values["train/penalty"] = self.train_penalty.compute()
+            self.train_penalty.reset()
+        self._record(values)
 
     def _record(self, values: dict[str, torch.Tensor]) -> None:
         """Keep an epoch's values as floats (one host sync) for printing and for the end-of-epoch write."""

@@ -1,0 +1,43 @@
+"""Input features of a point (x1, x2), as TensorFlow Playground offers them: the input layer of the network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from circles.errors import check
+
+Feature = Literal["x1", "x2", "x1_sq", "x2_sq", "x1_x2", "sin_x1", "sin_x2"]
+FEATURES = {
+    "x1": lambda x: x[:, 0],
+    "x2": lambda x: x[:, 1],
+    "x1_sq": lambda x: x[:, 0] ** 2,
+    "x2_sq": lambda x: x[:, 1] ** 2,
+    "x1_x2": lambda x: x[:, 0] * x[:, 1],
+    "sin_x1": lambda x: torch.sin(x[:, 0]),
+    "sin_x2": lambda x: torch.sin(x[:, 1]),
+}
+
+
+def check_features(features: Sequence[str]) -> None:
+    check(len(features) > 0 and all(f in FEATURES for f in features) and len(set(features)) == len(features),
+          "features", f"a non-empty list of distinct names from {list(FEATURES)}", list(features))
+
+
+class FeatureMap(nn.Module):
+    """The input layer of TensorFlow Playground: points (N, 2) in the (x1, x2) plane -> the chosen features (N, F).
+    No parameters; for ``[x1, x2]`` it passes the points through untouched."""
+
+    def __init__(self, features: Sequence[str]) -> None:
+        super().__init__()
+        check_features(features)
+        self.features = list(features)
+        self.identity = self.features == ["x1", "x2"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return x
+        return torch.stack([FEATURES[f](x) for f in self.features], dim=1)

@@ -1,0 +1,162 @@
+"""The playground's datasets, input features, L1/L2 regularization, per-neuron images and the GIF."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from circles.data import CirclesDataModule
+from circles.datasets import GENERATORS, bayes_accuracy_gaussians
+from circles.errors import ConfigError
+from circles.features import FeatureMap
+from circles.model import CirclesClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def events(run: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+def final(run: Path, tag: str) -> float:
+    return events(run).Scalars(tag)[-1].value
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_generator_shape_balance_and_determinism(name, n):
+    x, y = GENERATORS[name](n, 0.05, 3)
+    assert x.shape == (n, 2) and y.shape == (n,) and x.dtype == y.dtype == torch.float32
+    assert set(y.unique().tolist()) == {0.0, 1.0}
+    assert abs(int(y.sum()) - n / 2) <= 0.5
+    again, other = GENERATORS[name](n, 0.05, 3), GENERATORS[name](n, 0.05, 4)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    assert not torch.equal(x, other[0])
+    assert x.abs().max() < 2.5
+    quiet, noisy = GENERATORS[name](n, 0.0, 3)[0], GENERATORS[name](n, 0.3, 3)[0]
+    assert not torch.equal(quiet, noisy)
+
+
+def test_circles_is_sklearns_make_circles():
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples=500, noise=0.1, factor=0.5, random_state=7)
+    ours = GENERATORS["circles"](500, 0.1, 7, factor=0.5)
+    assert torch.equal(ours[0], torch.from_numpy(x).float()) and torch.equal(ours[1], torch.from_numpy(y).float())
+
+
+def test_xor_labels_are_the_sign_of_x1_x2_without_noise():
+    x, y = GENERATORS["xor"](2000, 0.0, 0)
+    assert torch.equal(y, (x[:, 0] * x[:, 1] < 0).float())
+
+
+def test_gaussians_bayes_accuracy_matches_the_best_line_on_samples():
+    for noise in (0.0, 0.1, 0.3):
+        x, y = GENERATORS["gaussians"](400_000, noise, 1)
+        monte_carlo = ((x.sum(dim=1) > 0).float() == y).float().mean().item()
+        assert monte_carlo == pytest.approx(bayes_accuracy_gaussians(noise), abs=0.002)
+
+
+def test_data_module_dataset_choice_and_validation():
+    data = CirclesDataModule(dataset="spiral", noise=0.05)
+    data.setup("fit")
+    x, y = GENERATORS["spiral"](1000, 0.05, 42)
+    assert torch.equal(torch.cat([data.train_x, data.val_x]).sort(dim=0).values, x.sort(dim=0).values)
+    with pytest.raises(ConfigError) as err:
+        CirclesDataModule(dataset="swirl")
+    assert err.value.field == "dataset"
+    with pytest.raises(ConfigError) as err:
+        CirclesDataModule(features=["x1", "x3"])
+    assert err.value.field == "features"
+
+
+def test_feature_map_computes_the_playgrounds_features():
+    x = torch.tensor([[0.5, -2.0], [1.0, 3.0]])
+    out = FeatureMap(["x1", "x2", "x1_sq", "x2_sq", "x1_x2", "sin_x1", "sin_x2"])(x)
+    expected = [[0.5, -2.0, 0.25, 4.0, -1.0, math.sin(0.5), math.sin(-2.0)], [1, 3, 1, 9, 3, math.sin(1), math.sin(3)]]
+    torch.testing.assert_close(out, torch.tensor(expected))
+    assert FeatureMap(["x1", "x2"])(x) is x
+    model = CirclesClassifier(hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq", "x1_x2"])
+    assert model.net[0].in_features == 3 and model(x).shape == (2,)
+
+
+def test_linear_model_on_squared_features_solves_the_circles(run_cli):
+    """The playground's lesson: no activation, inputs x1^2 and x2^2, and a straight line in those coordinates is a
+    circle in the plane; the same linear model on x1, x2 stays at chance."""
+    crossed = run_cli("fit", "--config", str(CONFIGS / "linear_features.yaml"), "--trainer.max_epochs=150")
+    plain = run_cli("fit", "--config", str(CONFIGS / "linear_features.yaml"), "--trainer.max_epochs=150",
+                    "--data.features=[x1, x2]")
+    assert final(crossed, "val/acc") >= 0.99
+    assert final(plain, "val/acc") <= 0.65
+    # the pictures stay in the (x1, x2) plane: the class image of the boundary is a ring, centre inner, corners outer
+    frame = np.array(Image.open(io.BytesIO(events(crossed).Images("decision_boundary/train_val")[-1].encoded_image_string)))
+    width = (frame.shape[1] - 4) // 2
+    centre, corner = frame[frame.shape[0] // 2, width // 2], frame[3, 3]
+    assert centre[2] > centre[0] and corner[0] > corner[2]  # blue (inner) in the middle, red (outer) in a corner
+
+
+def test_l1_drives_some_weights_exactly_to_zero_and_l2_shrinks_them(run_cli):
+    args = ["fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=60"]
+    l1 = run_cli(*args, "--model.l1=0.003")
+    l2 = run_cli(*args, "--model.l2=0.01")
+    plain = run_cli(*args)
+
+    def weights(run):
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        return torch.cat([v.flatten() for k, v in state.items() if k.startswith("net.") and k.endswith("weight")])
+
+    assert (weights(l1) == 0).sum() >= 5
+    assert (weights(plain) == 0).sum() == 0
+    assert weights(l2).pow(2).sum() < weights(plain).pow(2).sum()
+    assert final(l1, "train/penalty") > 0 and "train/penalty" not in events(plain).Tags()["scalars"]
+
+
+def test_penalty_is_the_weighted_norm_of_the_weights():
+    model = CirclesClassifier(l1=0.1, l2=0.01)
+    weights = [m.weight for m in model.net if isinstance(m, torch.nn.Linear)]
+    expected = 0.1 * sum(w.abs().sum() for w in weights) + 0.01 * sum(w.pow(2).sum() for w in weights)
+    torch.testing.assert_close(model.penalty(), expected)
+    assert float(CirclesClassifier().penalty()) == 0.0
+
+
+def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run_cli):
+    run = run_cli("fit", "--trainer.max_epochs=5", "--data.n_samples=200", "--model.hidden_sizes=[3, 10]",
+                  "--boundary.every_n_epochs=2", "--boundary.show_neurons=true", "--boundary.resolution=20")
+    ea = events(run)
+    assert {"neurons/layer_1", "neurons/layer_2"} <= set(ea.Tags()["images"])
+    for tag, units in (("neurons/layer_1", 3), ("neurons/layer_2", 10)):
+        images = ea.Images(tag)
+        assert [i.step for i in images] == [0, 2, 4]
+        cols = min(units, 8)
+        rows = -(-units // cols)
+        assert (images[-1].width, images[-1].height) == (cols * 22 - 2, rows * 22 - 2)
+    gif = Image.open(run / "decision_boundary.gif")
+    assert gif.n_frames == len(ea.Images("decision_boundary/train_val")) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["moons", "xor", "gaussians", "spiral"])
+def test_each_playground_dataset_is_solved_by_its_config_and_not_by_a_line(run_cli, name):
+    config = str(CONFIGS / f"{name}.yaml")
+    solved = run_cli("test", "--config", config, "--ckpt_path", str(run_cli("fit", "--config", config) /
+                                                                 "checkpoints" / "last.ckpt"))
+    linear = run_cli("fit", "--config", config, "--model.activation=none")
+    linear_test = run_cli("test", "--config", config, "--model.activation=none", "--ckpt_path",
+                          str(linear / "checkpoints" / "last.ckpt"))
+    assert final(solved, "test/acc") >= 0.95
+    if name == "gaussians":  # linearly separable: a line is already as good as anything (Bayes 0.9957)
+        assert final(solved, "test/bayes_gap") <= 0.02 and final(linear_test, "test/acc") >= 0.95
+    elif name == "moons":  # not separable by a line, but most of each moon is
+        assert final(linear_test, "test/acc") <= 0.90
+    else:
+        assert final(linear_test, "test/acc") <= 0.65
