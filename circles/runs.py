@@ -155,12 +155,6 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._hparams_session_written = True
 
     @rank_zero_only
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Flush the event file whenever a checkpoint is written: a run killed later (``kill -9`` included) keeps every
-        value it logged up to its last checkpoint, which is where ``--ckpt_path last`` continues from."""
-        self.save()
-
-    @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
         super().finalize(status)
