@@ -52,9 +52,9 @@ SWEEP_KEYS = {"base", "fixed", "grid", "columns"}
 METRICS = ("val_acc_best", "test_acc", "bayes_acc", "bayes_gap")
 
 # Name parts of well-known keys, in the order they appear in a point's name; other keys follow as ``<last><value>``.
-_NAME_ORDER = ("model.activation", "model.hidden_sizes", "optimizer.class_path", "optimizer.init_args.lr",
+_NAME_ORDER = ("data.dataset", "model.activation", "model.hidden_sizes", "optimizer.class_path", "optimizer.init_args.lr",
                "trainer.max_epochs", "data.noise", "data.factor", "data.n_samples", "seed_everything", "data.seed")
-_PREFIX = {"optimizer.init_args.lr": "lr", "trainer.max_epochs": "e", "data.noise": "n", "data.factor": "f",
+_PREFIX = {"data.dataset": "", "optimizer.init_args.lr": "lr", "trainer.max_epochs": "e", "data.noise": "n", "data.factor": "f",
            "data.n_samples": "N", "seed_everything": "s", "data.seed": "d"}
 _HEADER = {"model.hidden_sizes": "hidden", "optimizer.class_path": "optimizer", "optimizer.init_args.lr": "lr",
            "trainer.max_epochs": "epochs", "seed_everything": "seed"}
@@ -498,8 +498,9 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
         xs, ys = grid_axes(data.val_x, resolution=101)
         parts = row["point"].split("-")
         half = (len(parts) + 2) // 2
+        bayes = row["metrics"].get("bayes_acc")
         title = (f"{' '.join(parts[:half])}\n{' '.join(parts[half:])}\n"
-                 f"test {_num(row['metrics'].get('test_acc'))} (Bayes {_num(row['metrics'].get('bayes_acc'))})")
+                 f"test {_num(row['metrics'].get('test_acc'))}" + (f" (Bayes {_num(bayes)})" if bayes else ""))
         panels.append(BoundaryPanel.of(title, xs, ys, predict_grid(model, xs, ys), data.val_x, data.val_y))
     if not panels:
         path.unlink(missing_ok=True)
