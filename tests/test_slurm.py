@@ -111,9 +111,12 @@ def test_sigusr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     assert job_field(slurm_env, job, "Restarts") == "1"
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert f"job {job} restart 1" in log
+    assert "Traceback" not in log  # e.g. no rank crashing on a logger that SIGUSR1 finalized
     assert f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt" in log
     hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
     assert 0 < hpc["global_step"] < epochs
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == epochs
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the same run directory before and after
+    # The same run directory before and after: two writer processes (one per start of the job). The first may write
+    # a second event file: Lightning's SIGUSR1 handler finalizes the logger and training goes on until the requeue.
+    assert len({p.name.split(".")[-2] for p in run.glob("events.out.tfevents.*")}) == 2
