@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
+import inspect
 import os
 import re
 import signal
@@ -276,8 +278,11 @@ class CirclesCLI(LightningCLI):
         hparams: dict[str, Any] = {"seed_everything": config.seed_everything, "max_epochs": config.trainer.max_epochs}
         optimizer = config.get("optimizer")
         if isinstance(optimizer, Namespace) and optimizer.get("class_path"):
-            hparams["optimizer"] = optimizer.class_path.rsplit(".", 1)[-1]
-            hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or Namespace()).items()})
+            module, name = optimizer.class_path.rsplit(".", 1)
+            defaults = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+            hparams["optimizer"] = name
+            hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or Namespace()).items()
+                            if k not in defaults or v != defaults[k].default})  # the settings that were chosen
         for logger in self.trainer.loggers:
             logger.log_hyperparams(hparams)
 

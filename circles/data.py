@@ -177,9 +177,10 @@ class CirclesDataModule(pl.LightningDataModule):
         check(test_samples >= 1, "test_samples", "a positive integer", test_samples)
         check(dataset in GENERATORS, "dataset", f"one of {list(GENERATORS)}", dataset)
         check_features(features)
+        features = list(features)  # saved as the model saves it: Lightning merges the two hparams
         self.save_hyperparameters()
         self.dataset = dataset
-        self.features = list(features)
+        self.features = features
         self.n_samples = n_samples
         self.noise = noise
         self.factor = factor

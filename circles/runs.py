@@ -149,7 +149,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
             return
         from torch.utils.tensorboard.summary import hparams
 
-        flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items()}
+        flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items() if not key.startswith("_")}
         _, session_start, _ = hparams(flat, {})
         self.experiment._get_file_writer().add_summary(session_start)
         self._hparams_session_written = True
