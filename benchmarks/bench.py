@@ -170,11 +170,14 @@ def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
     nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
     import lightning.pytorch as pl
 
+    from circles.data import TensorBatches
+
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
     with quiet():
         start = time.perf_counter()
-        trainer.fit(chapter_module(log_every_step=False), [(x_train, y_train)], [(x_val, y_val)])
+        trainer.fit(chapter_module(log_every_step=False), TensorBatches((x_train, y_train)),
+                    TensorBatches((x_val, y_val)))
         return time.perf_counter() - start
 
 
