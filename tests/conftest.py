@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,20 @@ def run_cli(tmp_path: Path):
         return runs[-1] if runs else None
 
     return run
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """A real single-node SLURM cluster on this host (scripts/slurm/local_cluster), up for the session; yields the
+    environment that sbatch, scontrol and scancel need (and that jobs inherit: this Python first on PATH)."""
+    if os.geteuid() != 0:
+        pytest.skip("bringing up slurmctld/slurmd needs root")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        pytest.skip("SLURM is not installed and apt-get is not available to install it")
+    cluster, state = REPO / "scripts" / "slurm" / "local_cluster", os.environ.get("CIRCLES_SLURM_STATE", "/tmp/circles-slurm")
+    up = subprocess.run([str(cluster / "up.sh"), state], capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "MASTER_ADDR": "127.0.0.1", "PATH": path}
+    subprocess.run([str(cluster / "down.sh"), state], capture_output=True, timeout=120)

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from circles.cli import cli_main
+
+from helpers import Payload, exit_status
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]
 
 
@@ -111,16 +111,6 @@ CASES = [
 ]
 
 
-class Payload:
-    """Unpickling this would create a file: the test for checkpoints that carry code."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     """The bad files the cases point at."""
     (directory / "unknown_key.yaml").write_text("data:\n  nois: 0.1\n")
@@ -148,15 +138,6 @@ def snapshot(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def run_cli(args: list[str]) -> int:
-    """``cli_main`` as ``python train.py ARGS`` would run it; returns the exit status."""
-    try:
-        cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else args)
-    except SystemExit as exit_info:
-        return 0 if exit_info.code is None else exit_info.code
-    return 0
-
-
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("circles: error:")]
 
@@ -168,7 +149,7 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        assert run_cli(["fit", *TINY]) == 0
+        assert exit_status("fit", *TINY) == 0
     finally:
         os.chdir(cwd)
     write_inputs(directory, directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
@@ -181,7 +162,7 @@ def test_bad_input_gets_one_clear_paragraph_and_nothing_is_lost(bad: Case, earli
     monkeypatch.chdir(where)
     before = snapshot(where)
 
-    status = run_cli(list(bad.args))
+    status = exit_status(*bad.args)
 
     out, err = capfd.readouterr()
     assert status != 0
@@ -233,14 +214,14 @@ def error_table() -> str:
         try:
             os.chdir(base)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                run_cli(["fit", *TINY])
+                exit_status("fit", *TINY)
             write_inputs(base, base / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
             for bad in CASES:
                 where = empty if bad.empty_dir else base
                 os.chdir(where)
                 err = io.StringIO()
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                    status = run_cli(list(bad.args))
+                    status = exit_status(*bad.args)
                 (line,) = error_lines(err.getvalue())
                 rows.append(f"| {bad.id}: `{bad.command}` | {status} | {doc_cell(line, where)} |")
         finally:

@@ -20,25 +20,18 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-from circles.cli import CirclesCLI, cli_main
+from circles.cli import CirclesCLI
 from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger
 
+from helpers import QUIET, exit_status
+
 REPO = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-
-
-def run_cli(*args: str) -> int:
-    try:
-        cli_main(list(args))
-    except SystemExit as exit_info:
-        return 0 if exit_info.code is None else exit_info.code
-    return 0
 
 
 def load(path: Path) -> dict:
@@ -95,7 +88,7 @@ def finite(state_dict: dict) -> bool:
 
 
 def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkpoints(tmp_path, capfd):
-    status = run_cli("fit", *SMALL, "--trainer.max_epochs=1000", "--checkpoint.last_every_n_epochs=1",
+    status = exit_status("fit", *SMALL, "--trainer.max_epochs=1000", "--checkpoint.last_every_n_epochs=1",
                      "--optimizer.init_args.lr=1e6")
     err = capfd.readouterr().err
     assert status == 1 and "Traceback" not in err
@@ -122,7 +115,7 @@ def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeyp
             next(self.parameters()).grad.fill_(float("inf"))
 
     monkeypatch.setattr(CirclesClassifier, "on_before_optimizer_step", infinite_gradient_in_epoch_2)
-    status = run_cli("fit", *SMALL, "--trainer.max_epochs=10", "--checkpoint.last_every_n_epochs=1")
+    status = exit_status("fit", *SMALL, "--trainer.max_epochs=10", "--checkpoint.last_every_n_epochs=1")
     err = capfd.readouterr().err
     assert status == 1
     assert "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
@@ -184,11 +177,11 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
 def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capfd):
-    assert run_cli("fit", *SMALL, "--trainer.max_epochs=1") == 0
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
     data = (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").read_bytes()
     (tmp_path / "torn.ckpt").write_bytes(data[: len(data) - 100])
     capfd.readouterr()
-    assert run_cli(subcommand, *SMALL, "--ckpt_path", "torn.ckpt") == 2
+    assert exit_status(subcommand, *SMALL, "--ckpt_path", "torn.ckpt") == 2
     out, err = capfd.readouterr()
     (line,) = error_lines(err)
     assert "Cannot read checkpoint torn.ckpt: it is truncated, corrupt or not a PyTorch checkpoint" in line
@@ -219,7 +212,7 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     args = ["fit", *SMALL, "--trainer.max_epochs=8", "--checkpoint.last_every_n_epochs=100"]
     handler = signal.getsignal(signal.SIGINT)
     signal_at_epoch(monkeypatch, 3, signum)
-    assert run_cli(*args) == status
+    assert exit_status(*args) == status
     err = capfd.readouterr().err
     (line,) = error_lines(err)
     assert f"fit interrupted by {name}" in line and "--ckpt_path last" in line
@@ -229,10 +222,10 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     # Full-batch: Lightning stops after the epoch's one step, so last.ckpt holds the state after the last logged epoch.
     assert interrupted["global_step"] == 4 and max(logged(run)["train/loss"]) == 3
 
-    assert run_cli(*args, "--ckpt_path", "last") == 0  # the hook fired once: this run goes on undisturbed
+    assert exit_status(*args, "--ckpt_path", "last") == 0  # the hook fired once: this run goes on undisturbed
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
-    assert run_cli(*args) == 0
+    assert exit_status(*args) == 0
     reference = tmp_path / "reference" / "lightning_logs" / "version_0"
     assert_same_weights(load(run / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt"))
     assert logged(run) == logged(reference)
@@ -240,7 +233,7 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
 
 def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     signal_at_epoch(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
-    assert run_cli("fit", *SMALL, "--trainer.max_epochs=8") == 130
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert "fit interrupted by Ctrl-C (SIGINT) at epoch 2, step 3" in line
     assert load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 3
@@ -251,7 +244,7 @@ def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, 
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
-    assert run_cli("fit", *SMALL, "--trainer.max_epochs=8") == 130
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
 
@@ -263,7 +256,7 @@ def test_ctrl_c_during_predict_exits_130(tmp_path, monkeypatch, capfd):
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesClassifier, "predict_step", interrupted_predict_step)
-    assert run_cli("predict", *SMALL) == 130
+    assert exit_status("predict", *SMALL) == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert line == "circles: error: predict interrupted by Ctrl-C (SIGINT)."
 
@@ -287,10 +280,10 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     before_resume = logged(run)
     assert max(before_resume["train/loss"]) >= killed_at - 1  # the events were flushed with the checkpoint
 
-    assert run_cli(*args, "--ckpt_path", "last") == 0
+    assert exit_status(*args, "--ckpt_path", "last") == 0
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
-    assert run_cli(*args) == 0
+    assert exit_status(*args) == 0
     reference = tmp_path / "reference" / "lightning_logs" / "version_0"
 
     for name in ("last.ckpt", "best.ckpt"):
@@ -329,7 +322,7 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
     assert max(logged(run)["train/loss"]) == last["global_step"] - 1  # the checkpoint is the last logged epoch
 
     epochs = last["global_step"] + 2
-    assert run_cli(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
+    assert exit_status(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
     assert max(logged(run)["train/loss"]) == epochs - 1 and load(run / "checkpoints" / "last.ckpt")["global_step"] == epochs
 
 

@@ -10,35 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from circles.cli import cli_main
 from circles.runs import AtomicCheckpointIO, CheckpointError
 
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+from helpers import QUIET, Payload, exit_status
+
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
-
-
-class CreatesAFile:
-    """Unpickling this calls ``open(marker, "w")``: if the marker exists, the payload ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
-def run_cli(*args: str) -> int:
-    try:
-        cli_main(list(args))
-    except SystemExit as exit_info:
-        return 0 if exit_info.code is None else exit_info.code
-    return 0
 
 
 def malicious_copy(source: Path, target: Path, marker: Path) -> None:
     """A real checkpoint with a payload added, as someone could hand one out."""
     checkpoint = torch.load(source, weights_only=True)
-    checkpoint["hyper_parameters"]["note"] = CreatesAFile(marker)
+    checkpoint["hyper_parameters"]["note"] = Payload(marker)
     torch.save(checkpoint, target)
 
 
@@ -48,7 +30,7 @@ def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        assert run_cli("fit", *TINY) == 0
+        assert exit_status("fit", *TINY) == 0
     finally:
         os.chdir(cwd)
     return directory / "lightning_logs"
@@ -74,7 +56,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, f
         args = ["--ckpt_path", "shared.ckpt"] + (["--weights_only", "false"] if how != "path" else [])
     capfd.readouterr()
 
-    assert run_cli(subcommand, *TINY, *args) == 2
+    assert exit_status(subcommand, *TINY, *args) == 2
 
     out, err = capfd.readouterr()
     assert not marker.exists()

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,27 +13,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTER = REPO / "scripts" / "slurm" / "local_cluster"
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
-STATE = "/tmp/circles-slurm"
 # The script asks for GPUs on a partition called gpu; the test cluster has 2 CPU cores in partition debug.
 ON_TEST_CLUSTER = ["--partition=debug", "--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1", "--parsable"]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def slurm_env():
-    if os.geteuid() != 0:
-        pytest.skip("bringing up slurmctld/slurmd needs root")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        pytest.skip("SLURM is not installed and apt-get is not available to install it")
-    up = subprocess.run([str(CLUSTER / "up.sh"), STATE], capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
-    env = {**os.environ, "SLURM_CONF": f"{STATE}/etc/slurm.conf", "MASTER_ADDR": "127.0.0.1"}
-    yield env
-    subprocess.run([str(CLUSTER / "down.sh"), STATE], capture_output=True, timeout=120)
 
 
 def submit(env: dict, cwd: Path, config: str, *args: str) -> str:

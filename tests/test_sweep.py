@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -17,7 +14,6 @@ from circles.sweep import load_sweep, main
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
-SLURM_STATE = os.environ.get("CIRCLES_SLURM_STATE", "/tmp/circles-slurm")  # the local test cluster's state dir
 TINY = {"trainer.max_epochs": 3, "data.n_samples": 100, "data.test_samples": 200,
         "trainer.enable_model_summary": False, "chapter_log.every_n_epochs": None}
 
@@ -131,22 +127,6 @@ def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(t
     assert failed["status"] == "failed" and "data.noise must be a finite number >= 0" in failed["error"]
     assert ok["status"] == "ok" and float(ok["bayes_acc"]) == pytest.approx(0.8406, abs=1e-4)
     assert "Failed points:" in (tmp_path / "sw" / "summary.md").read_text()
-
-
-@pytest.fixture(scope="module")
-def slurm_env():
-    """The local single-node SLURM cluster (scripts/slurm/local_cluster), up for this module's tests."""
-    if os.geteuid() != 0:
-        pytest.skip("bringing up slurmctld/slurmd needs root")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        pytest.skip("SLURM is not installed and apt-get is not available to install it")
-    cluster = REPO / "scripts" / "slurm" / "local_cluster"
-    up = subprocess.run([str(cluster / "up.sh"), SLURM_STATE], capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the job's python is this one
-    yield {**os.environ, "SLURM_CONF": f"{SLURM_STATE}/etc/slurm.conf", "PATH": path}
-    subprocess.run([str(cluster / "down.sh"), SLURM_STATE], capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
