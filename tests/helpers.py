@@ -3,6 +3,7 @@ module as a script)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from circles.cli import cli_main
@@ -27,3 +28,15 @@ class Payload:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
+
+
+def fit_in(directory: Path, *args: str) -> Path:
+    """``fit ARGS`` run inside ``directory`` (for module-scoped fixtures, which cannot use the per-test working
+    directory); returns the directory's ``lightning_logs``."""
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        assert exit_status("fit", *args) == 0
+    finally:
+        os.chdir(cwd)
+    return directory / "lightning_logs"

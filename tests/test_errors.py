@@ -22,7 +22,7 @@ import pytest
 import torch
 
 
-from helpers import Payload, exit_status
+from helpers import Payload, exit_status, fit_in
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
@@ -146,12 +146,7 @@ def error_lines(text: str) -> list[str]:
 def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding a finished run (lightning_logs/version_0) and the bad input files."""
     directory = tmp_path_factory.mktemp("earlier_run")
-    cwd = os.getcwd()
-    os.chdir(directory)
-    try:
-        assert exit_status("fit", *TINY) == 0
-    finally:
-        os.chdir(cwd)
+    fit_in(directory, *TINY)
     write_inputs(directory, directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
     return directory
 

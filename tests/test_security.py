@@ -3,7 +3,6 @@ runs, and what the project itself saves is plain data that ``weights_only=True``
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 from circles.runs import AtomicCheckpointIO, CheckpointError
 
-from helpers import QUIET, Payload, exit_status
+from helpers import QUIET, Payload, exit_status, fit_in
 
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
 
@@ -26,14 +25,7 @@ def malicious_copy(source: Path, target: Path, marker: Path) -> None:
 
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("one_run")
-    cwd = os.getcwd()
-    os.chdir(directory)
-    try:
-        assert exit_status("fit", *TINY) == 0
-    finally:
-        os.chdir(cwd)
-    return directory / "lightning_logs"
+    return fit_in(tmp_path_factory.mktemp("one_run"), *TINY)
 
 
 @pytest.fixture
