@@ -162,7 +162,9 @@ class CirclesCLI(LightningCLI):
         except ConfigError as err:
             raise self._qualified(err) from None
         except (MisconfigurationException, ValueError) as err:  # Lightning's and torch.optim's own argument checks
-            raise self._setting_error(err) from None
+            if isinstance(err, MisconfigurationException) or self._section_of(err) is not None:
+                raise self._setting_error(err) from None
+            raise  # not a setting of ours: a bug, with its traceback
         self._check_checkpoint_fits()
 
     def _check_checkpoint_fits(self) -> None:
@@ -295,7 +297,7 @@ class CirclesCLI(LightningCLI):
             best = self._checkpoint_callback().best_model_path
             kept = [os.path.normpath(p) for p in (best, last) if p and os.path.isfile(p)]
             saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
-            raise TrainingDiverged(f"{err}{saved}") from None
+            raise TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}") from None
 
     def _checkpoint_callback(self) -> RunCheckpoint:
         return next(cb for cb in self.trainer.callbacks if isinstance(cb, RunCheckpoint))

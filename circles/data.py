@@ -100,11 +100,11 @@ class TensorBatches:
         return self.stop - self.start
 
     def __len__(self) -> int:
-        if self.batch_size is None:
-            return 1
-        return math.ceil(self.num_samples / self.batch_size)
+        return math.ceil(self.num_samples / (self.batch_size or max(self.num_samples, 1)))
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.num_samples == 0:  # more ranks than evaluation points
+            return
         size = self.batch_size or self.num_samples
         if not self.shuffle:
             for i in range(self.start, self.stop, size):
@@ -225,7 +225,7 @@ class CirclesDataModule(pl.LightningDataModule):
         return TensorBatches(
             tensors,
             batch_size=self.batch_size,
-            shuffle=train and self.batch_size is not None,
+            shuffle=train and (self.batch_size is not None or world > 1),  # DDP: each epoch other points drop out
             seed=self.seed,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
             rank=rank,

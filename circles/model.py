@@ -210,7 +210,7 @@ class CirclesClassifier(pl.LightningModule):
             return
         self.val_acc_best.update(values["val/acc"])
         values["val/acc_best"] = self.val_acc_best.compute()
-        self.log("val/acc", values["val/acc"], logger=False)
+        self.log("val/acc", values["val/acc"], logger=False, sync_dist=True)  # already reduced: silences the warning
         self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -228,19 +228,23 @@ class CirclesClassifier(pl.LightningModule):
         return torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Never write non-finite weights: raising here keeps the last good checkpoint file in place."""
-        self._finite &= self._weights_finite()
-        self._check_finite()
+        """Never write non-finite weights: raising here keeps the last good checkpoint file in place. (No collective
+        here: this also runs inside SLURM's SIGUSR1 handler; DDP keeps the weights equal on every rank anyway.)"""
+        self._diverged_unless(bool(self._weights_finite()))
 
     def _check_finite(self) -> None:
-        if bool(self._finite):
+        """Raise TrainingDiverged on every rank together when the loss or the weights stopped being finite on any."""
+        self._diverged_unless(self.trainer.strategy.reduce_boolean_decision(bool(self._finite), all=True))
+
+    def _diverged_unless(self, finite: bool) -> None:
+        if finite:
             return
         lrs = sorted({group["lr"] for opt in self.trainer.optimizers for group in opt.param_groups})
         lr = lrs[0] if len(lrs) == 1 else lrs
         raise TrainingDiverged(
             f"Training diverged at epoch {self.current_epoch}: the training loss or the weights are no longer "
-            f"finite numbers. The learning rate ({lr}) is too large for this model; try a smaller one, e.g. "
-            "--optimizer.init_args.lr 0.1."
+            f"finite numbers. The learning rate ({lr}) is too large for this model; try a smaller one "
+            f"(e.g. {lrs[0] / 10:g})."
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

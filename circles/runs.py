@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 

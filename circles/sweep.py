@@ -279,16 +279,6 @@ def _error_line(log: Path) -> str:
     return text[:500] or "the command line exited without a message"
 
 
-def _reopen_tensorboard(trainer: Any) -> None:
-    """Lightning closes the TensorBoard writer when fit ends; ``TensorBoardRunLogger`` writes through its
-    ``file_writer`` (``None`` once closed), so open a new event file before ``test`` logs into the same run."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and getattr(logger.experiment, "file_writer", True) is None:
-            logger.experiment._get_file_writer()
-
-
 def run_point(sweep: Sweep, point: Point) -> dict[str, Any]:
     """Fit the point through the CLI, test its ``last.ckpt`` into the same run, and write its ``result.json``.
 
@@ -314,7 +304,6 @@ def run_point(sweep: Sweep, point: Point) -> dict[str, Any]:
             result["settings"] = {key: _plain(config.get(key)) for key in sweep.keys}
             best = cli.trainer.checkpoint_callback.best_model_score
             metrics = {"val_acc_best": float(best) if best is not None else None}
-            _reopen_tensorboard(cli.trainer)
             start = time.perf_counter()
             (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False,
                                          ckpt_path=str(run_dir / "checkpoints" / "last.ckpt"))
