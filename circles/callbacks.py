@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -84,6 +86,53 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and self.dirpath is not None:
             self.write_last(trainer)
+
+
+class GracefulStopCallback(Callback):
+    """SIGTERM (a scheduler ending the job) and the first Ctrl-C stop fit cleanly, on every rank together: the
+    signal only sets a flag; after each training step the ranks agree on it (one tiny reduce under DDP) and fit
+    stops the way early stopping does, so ``on_train_end`` writes a consistent ``last.ckpt``. ``signal`` then says
+    which signal stopped it. A second Ctrl-C interrupts at once.
+
+    While training runs it stands in for Lightning's SIGTERM handler, which broadcasts from inside the handler and
+    so deadlocks a DDP run whenever the signal lands during another collective (a metric's all-gather, say).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.signal = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stop = self.signal is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            self.signal = self.signal or signal.SIGTERM  # a rank stopped because another one was signalled
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class ChapterProgressPrinter(Callback):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import inspect
@@ -10,8 +9,6 @@ import os
 import re
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -24,7 +21,10 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from circles.callbacks import BayesOptimalCallback, ChapterProgressPrinter, DecisionBoundaryCallback, PredictionWriter, RunCheckpoint
+from circles.callbacks import (
+    BayesOptimalCallback, ChapterProgressPrinter, DecisionBoundaryCallback, GracefulStopCallback, PredictionWriter,
+    RunCheckpoint,
+)
 from circles.data import CirclesDataModule, read_points_csv
 from circles.errors import CirclesError, ConfigError, Interrupted, SettingError
 from circles.model import CirclesClassifier, TrainingDiverged
@@ -89,7 +89,7 @@ class CirclesCLI(LightningCLI):
             trainer_defaults={
                 "max_epochs": 1000,
                 "logger": lazy_instance(TensorBoardRunLogger, save_dir=".", name="lightning_logs"),
-                "callbacks": [PredictionWriter(), BayesOptimalCallback()],
+                "callbacks": [GracefulStopCallback(), PredictionWriter(), BayesOptimalCallback()],
             },
             parser_kwargs={"description": "Train MLPs on two concentric circles and watch why non-linearity matters."},
             parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
@@ -137,9 +137,25 @@ class CirclesCLI(LightningCLI):
                                   f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
         self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                                    if isinstance(v, torch.Tensor)}
+        self._note_other_data(config, checkpoint.get("datamodule_hyper_parameters") or {})
         features = (checkpoint.get("hyper_parameters") or {}).get("features")
         if features and config.get("data") is not None and list(config.data.features) != list(features):
             config.data.features = list(features)  # the network was trained on these inputs; others would fit silently
+
+    @staticmethod
+    @rank_zero_only
+    def _note_other_data(config: Namespace, trained_on: dict[str, Any]) -> None:
+        """Say so when the checkpoint was trained on other data than this run will use (not an error: testing a
+        model on noisier data is a fair question), so that ``test --ckpt_path best`` after a moons run is not taken
+        for a result on moons."""
+        data = config.get("data")
+        keys = ("dataset", "noise", "factor", "n_samples", "val_fraction", "seed")
+        differ = [k for k in keys if data is not None and k in trained_on and data.get(k) != trained_on[k]]
+        if differ:
+            print("circles: note: the checkpoint was trained on " + ", ".join(
+                f"data.{k}={trained_on[k]!r}" for k in differ) + "; this run uses " + ", ".join(
+                f"{data.get(k)!r}" for k in differ) + " (pass the run's config.yaml with --config to use its data).",
+                file=sys.stderr, flush=True)
 
     @staticmethod
     def _runs_root(config: Namespace) -> Path:
@@ -225,7 +241,7 @@ class CirclesCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; a bad value is named by its config section, a SIGTERM or Ctrl-C is reported as an interruption."""
-        self._stop_signal = signal.SIGTERM
+        ctrl_c = signal.getsignal(signal.SIGINT)
         try:
             super()._run_subcommand(subcommand)
         except ConfigError as err:
@@ -233,11 +249,14 @@ class CirclesCLI(LightningCLI):
         except MisconfigurationException as err:
             raise self._setting_error(err) from None
         except SIGTERMException:
-            raise self._interrupted(subcommand, self._stop_signal) from None
+            raise self._interrupted(subcommand, signal.SIGTERM) from None
         except SystemExit as err:
             if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C with sys.exit(1)
                 raise self._interrupted(subcommand, signal.SIGINT) from None
             raise
+        finally:
+            if ctrl_c is not None:
+                signal.signal(signal.SIGINT, ctrl_c)  # Lightning ignores Ctrl-C from its first one on
 
     def _interrupted(self, subcommand: str, signum: int) -> Interrupted:
         name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -250,29 +269,6 @@ class CirclesCLI(LightningCLI):
             signum, f"fit interrupted by {name} at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}; "
             f"the state at the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To continue, "
             "run the same command with --ckpt_path last.")
-
-    @contextlib.contextmanager
-    def _ctrl_c_stops_at_a_step_boundary(self) -> Iterator[None]:
-        """The first Ctrl-C stops fit the way SIGTERM does: Lightning finishes the current step and stops at the next
-        step boundary, so last.ckpt holds a consistent state (a KeyboardInterrupt can land in the middle of an
-        optimizer step). A second Ctrl-C, or one before the loop starts, interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_ctrl_c(signum: int, frame: Any) -> None:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            stop = signal.getsignal(signal.SIGTERM)
-            if not callable(stop):  # Lightning's SIGTERM handler is installed only while its loops run
-                raise KeyboardInterrupt
-            self._stop_signal = signal.SIGINT
-            stop(signum, frame)
-
-        previous = signal.signal(signal.SIGINT, on_ctrl_c)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def before_fit(self) -> None:
         """Add what the model and data hparams leave out (optimizer, epochs, seed) to the run's hyperparameters."""
@@ -290,14 +286,17 @@ class CirclesCLI(LightningCLI):
 
     def fit(self, **kwargs: Any) -> None:
         try:
-            with self._ctrl_c_stops_at_a_step_boundary():
-                self.trainer.fit(**kwargs)
+            self.trainer.fit(**kwargs)
         except TrainingDiverged as err:
             last = self._checkpoint_callback().last_model_path
             best = self._checkpoint_callback().best_model_path
             kept = [os.path.normpath(p) for p in (best, last) if p and os.path.isfile(p)]
             saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
             raise TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}") from None
+        stop = next((cb for cb in self.trainer.callbacks if isinstance(cb, GracefulStopCallback)), None)
+        if stop is not None and stop.signal is not None:
+            self._print_summary(self.trainer.log_dir)
+            raise self._interrupted("fit", stop.signal)
 
     def _checkpoint_callback(self) -> RunCheckpoint:
         return next(cb for cb in self.trainer.callbacks if isinstance(cb, RunCheckpoint))

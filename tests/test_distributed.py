@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,34 @@ def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
     assert scalars(single, "val/acc")[-1] >= 0.99
     assert scalars(ddp, "val/acc")[-1] >= 0.99
     assert scalars(ddp, "train/loss") != pytest.approx(scalars(single, "train/loss"), abs=1e-5)  # really sharded
+
+
+def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
+    """Lightning's own SIGTERM handler broadcasts from inside the handler and deadlocks DDP when the signal lands
+    during a metric's all-gather; the run's handler only sets a flag the ranks agree on after the next step."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *QUIET,
+         "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=20"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 180
+        while not last.is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first last.ckpt"
+            time.sleep(0.2)
+        time.sleep(1.0)  # well inside an epoch's collectives, many times over
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"DDP run did not stop within 60 s of SIGTERM:\n{proc.communicate()[0][-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 143, out[-3000:]
+    assert "fit interrupted by SIGTERM" in out and "--ckpt_path last" in out
+    assert torch.load(last, weights_only=True)["global_step"] > 20
