@@ -454,14 +454,6 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _arguments(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
-    """The saved hyperparameters that ``cls.__init__`` takes (jsonargparse adds ``_instantiator``), eagerly built."""
-    import inspect
-
-    names = set(inspect.signature(cls.__init__).parameters) - {"self", "compile_mode"}
-    return {key: value for key, value in hparams.items() if key in names}
-
-
 def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: int = 60, colors: int = 48) -> int:
     """``boundaries.png``: one decision-boundary panel per finished point over its validation points, titled
     with its name and test accuracy; a small palette PNG. Returns the number of panels."""
@@ -473,16 +465,15 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
     from circles.data import CirclesDataModule
     from circles.model import CirclesClassifier
     from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, predict_grid
-    from circles.runs import load_checkpoint_file
 
     panels = []
     for row in rows:
         if row["status"] != "ok":
             continue
-        checkpoint = load_checkpoint_file(sweep.out / RUNS / row["point"] / "checkpoints" / "last.ckpt")
-        model = CirclesClassifier(**_arguments(CirclesClassifier, checkpoint["hyper_parameters"]))
-        model.load_state_dict(checkpoint["state_dict"])
-        data = CirclesDataModule(**_arguments(CirclesDataModule, checkpoint["datamodule_hyper_parameters"]))
+        checkpoint = sweep.out / RUNS / row["point"] / "checkpoints" / "last.ckpt"
+        model = CirclesClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True,
+                                                       compile_mode=None)
+        data = CirclesDataModule.load_from_checkpoint(checkpoint, weights_only=True)
         data.setup("fit")
         xs, ys = grid_axes(data.val_x, resolution=101)
         parts = row["point"].split("-")
