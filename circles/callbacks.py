@@ -21,6 +21,11 @@ from circles.plotting import (
 )
 
 
+def _latest_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    """The epoch's metrics: the module's own (CirclesClassifier keeps them as floats), else Lightning's."""
+    return getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
+
+
 class RunCheckpoint(ModelCheckpoint):
     """``best.ckpt`` on the monitored metric, plus a ``last.ckpt`` that really holds the last state.
 
@@ -151,7 +156,7 @@ class ChapterProgressPrinter(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs:
             return
-        metrics = getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
+        metrics = _latest_metrics(trainer, pl_module)
         line = f"Epoch: {trainer.current_epoch}"
         for stage, label in (("train", "Train"), ("val", "Val")):
             if f"{stage}/loss" in metrics:
@@ -311,7 +316,7 @@ class DecisionBoundaryCallback(Callback):
         if self.gif and len(self.frames) > 1:
             self.gif_path = os.path.join(self.run_dir, "decision_boundary.gif")
             save_gif(self.frames, self.gif_path)
-        metrics = getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
+        metrics = _latest_metrics(trainer, pl_module)
         accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
                              for stage in ("train", "val") if f"{stage}/acc" in metrics)
         self.png_path = self._save_png(panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")

@@ -84,8 +84,6 @@ class TensorBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
-        self.rank = rank
-        self.world_size = world_size
         n = len(tensors[0])
         if drop_remainder:
             per_rank = n // world_size
