@@ -15,10 +15,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from circles.errors import check
+from circles.errors import Interrupted, check
 from circles.plotting import (
     BoundaryPanel, boundary_figure, boundary_image, grid_activations, grid_axes, neuron_image, predict_grid, save_gif,
 )
+from circles.runs import atomic_file
 
 
 def _latest_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -58,7 +59,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=False,
                          save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
         self.last_every_n_epochs = last_every_n_epochs
-        self._last_saved_step: Optional[int] = None
+        self.last_saved_step: Optional[int] = None  # the global step that last.ckpt holds
         self._stage: Optional[str] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -71,14 +72,14 @@ class RunCheckpoint(ModelCheckpoint):
 
     def write_last(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` for the trainer's current state, unless it already holds it."""
-        if trainer.fast_dev_run or trainer.sanity_checking or self._last_saved_step == trainer.global_step:
+        if trainer.fast_dev_run or trainer.sanity_checking or self.last_saved_step == trainer.global_step:
             return
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         self.last_model_path = path
         for logger in trainer.loggers:  # the logs reach the checkpoint's state before the file exists (kill -9)
             logger.save()
         trainer.save_checkpoint(path, self.save_weights_only)
-        self._last_saved_step = trainer.global_step
+        self.last_saved_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -91,6 +92,10 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and self.dirpath is not None:
             self.write_last(trainer)
+
+    def holds_current_state(self, trainer: pl.Trainer) -> bool:
+        """Whether ``last.ckpt`` exists and holds the trainer's current step."""
+        return self.last_saved_step == trainer.global_step and os.path.isfile(self.last_model_path)
 
 
 class GracefulStopCallback(Callback):
@@ -140,6 +145,42 @@ class GracefulStopCallback(Callback):
         self._previous = {}
 
 
+def interruption(trainer: Optional[pl.Trainer], subcommand: str, signum: int) -> Interrupted:
+    """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state was saved."""
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    if subcommand != "fit":
+        return Interrupted(signum, f"{subcommand} interrupted by {name}.")
+    checkpoint = trainer.checkpoint_callback if trainer is not None else None
+    if not isinstance(checkpoint, RunCheckpoint) or not checkpoint.holds_current_state(trainer):
+        return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")
+    return Interrupted(
+        signum, f"fit interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; the state at "
+        f"the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To continue, run the same "
+        "command with --ckpt_path last.")
+
+
+class RunSummary(Callback):
+    """At the end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its
+    score, the run directory, the decision-boundary picture and the TensorBoard command."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run_dir = trainer.log_dir  # collective under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        lines = [""]
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
+                         f"  ({os.path.normpath(checkpoint.best_model_path)})")
+        lines.append(f"Run directory: {os.path.normpath(run_dir)}")
+        boundary = next((cb for cb in trainer.callbacks if isinstance(cb, DecisionBoundaryCallback)), None)
+        if boundary is not None and boundary.png_path:
+            lines.append(f"Decision boundary: {os.path.normpath(boundary.png_path)}")
+        if isinstance(trainer.logger, TensorBoardLogger):
+            lines.append(f"Open it in TensorBoard: tensorboard --logdir {os.path.normpath(trainer.logger.root_dir)}")
+        print("\n".join(lines), flush=True)
+
+
 class ChapterProgressPrinter(Callback):
     """Prints the chapter's progress line every ``every_n_epochs`` epochs:
     ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val accuracy: 43.50%``."""
@@ -183,10 +224,11 @@ class PredictionWriter(BasePredictionWriter):
             return
         rows = torch.cat(predictions).cpu()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "w") as f:
+        with atomic_file(self.path) as f:
             f.write("x1,x2,probability,label\n")
             for x1, x2, p in rows.tolist():
                 f.write(f"{x1:.6g},{x2:.6g},{p:.6g},{int(p > 0.5)}\n")
+        print(f"Predictions written to {self.path}", flush=True)
 
 
 class DecisionBoundaryCallback(Callback):

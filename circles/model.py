@@ -49,6 +49,48 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str) ->
     return nn.Sequential(*layers)
 
 
+class WeightPenalty:
+    """TensorFlow Playground's regularization of the weights (biases excluded): ``l1 * sum|w| + l2 * sum w^2`` is
+    added to the loss, and with L1 a weight that a step pushes across zero is set to exactly zero."""
+
+    def __init__(self, l1: float, l2: float) -> None:
+        check(l1 >= 0, "l1", "a number >= 0", l1)
+        check(l2 >= 0, "l2", "a number >= 0", l2)
+        self.l1, self.l2 = l1, l2
+        self._signs: list[torch.Tensor] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.l1 or self.l2)
+
+    def __call__(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros((), device=weights[0].device)
+        if self.l1:
+            total = total + self.l1 * sum(w.abs().sum() for w in weights)
+        if self.l2:
+            total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
+        return total
+
+    def before_step(self, weights: Sequence[torch.Tensor]) -> None:
+        if self.l1:
+            self._signs = [w.detach().sign() for w in weights]
+
+    @torch.no_grad()
+    def after_step(self, weights: Sequence[torch.Tensor]) -> None:
+        if self.l1:
+            for w, sign in zip(weights, self._signs):
+                w.masked_fill_(w.sign() * sign < 0, 0.0)
+
+
+def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> TrainingDiverged:
+    """The error for a loss or weights that stopped being finite, with the learning rate to lower."""
+    lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
+    lr = lrs[0] if len(lrs) == 1 else lrs
+    return TrainingDiverged(
+        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer finite numbers. The "
+        f"learning rate ({lr}) is too large for this model; try a smaller one (e.g. {lrs[0] / 10:g})."
+    )
+
+
 class CirclesClassifier(pl.LightningModule):
     """An MLP that classifies 2-D points as outer circle (0) or inner circle (1), trained with
     ``BCEWithLogitsLoss``; SGD with lr 0.1 unless the config names an optimizer.
@@ -79,19 +121,17 @@ class CirclesClassifier(pl.LightningModule):
                 graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
         """
         super().__init__()
-        check(l1 >= 0, "l1", "a number >= 0", l1)
-        check(l2 >= 0, "l2", "a number >= 0", l2)
+        self.regularization = WeightPenalty(l1, l2)
         hidden_sizes, features = list(hidden_sizes), list(features)
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
                                    "l1": l1, "l2": l2, "compile_mode": compile_mode})
         self.features = FeatureMap(features)
         self.net = build_mlp(len(features), hidden_sizes, activation)
-        self.l1, self.l2 = l1, l2
         self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
-        for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
-            setattr(self, f"{stage}_acc", BinaryAccuracy(validate_args=False))
+        self.train_loss, self.train_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
+        self.val_loss, self.val_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
+        self.test_loss, self.test_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
         self.train_penalty = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -122,39 +162,32 @@ class CirclesClassifier(pl.LightningModule):
         return [m.weight for m in self.net if isinstance(m, nn.Linear)]
 
     def penalty(self) -> torch.Tensor:
-        """``l1 * sum|w| + l2 * sum w^2`` over the weights; 0 without regularization."""
-        total = torch.zeros((), device=self.device)
-        if self.l1:
-            total = total + self.l1 * sum(w.abs().sum() for w in self._weights())
-        if self.l2:
-            total = total + self.l2 * sum(w.pow(2).sum() for w in self._weights())
-        return total
+        """The regularization term added to the loss: ``l1 * sum|w| + l2 * sum w^2``; 0 without regularization."""
+        return self.regularization(self._weights())
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.l1:
-            self._signs = [w.detach().sign() for w in self._weights()]
+        self.regularization.before_step(self._weights())
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.l1:  # TensorFlow Playground's L1: a weight that crossed zero in this step is set to exactly zero
-            with torch.no_grad():
-                for w, sign in zip(self._weights(), self._signs):
-                    w.masked_fill_(w.sign() * sign < 0, 0.0)
+        self.regularization.after_step(self._weights())
         self._end_of_epoch(batch_idx)
 
     # Metrics are accumulated with torchmetrics (reduced across DDP ranks when computed) and written once per epoch:
     # ``train/*`` and ``val/*`` to the loggers at step = epoch, ``val/acc`` also through ``self.log`` for checkpointing.
     # Each ``self.log`` call costs Lightning about as much as a whole full-batch step of this model, so there is one.
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric,
+              accuracy: BinaryAccuracy) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
-        getattr(self, f"{stage}_loss").update(loss.detach(), len(y))
-        getattr(self, f"{stage}_acc").update(torch.sigmoid(logits.detach()) > 0.5, y)
+        loss_metric.update(loss.detach(), len(y))
+        accuracy.update(torch.sigmoid(logits.detach()) > 0.5, y)
         return loss
 
-    def _compute(self, stage: str) -> dict[str, torch.Tensor]:
-        loss, accuracy = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+    @staticmethod
+    def _compute(stage: str, loss: MeanMetric, accuracy: BinaryAccuracy) -> dict[str, torch.Tensor]:
+        """``{stage}/loss`` and ``{stage}/acc`` of the epoch; the metrics are reset for the next one."""
         values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}
         loss.reset()
         accuracy.reset()
@@ -167,8 +200,8 @@ class CirclesClassifier(pl.LightningModule):
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
-        if self.l1 or self.l2:
+        loss = self._step(batch, self.train_loss, self.train_acc)
+        if self.regularization:
             penalty = self.penalty()
             self.train_penalty.update(penalty.detach())
             loss = loss + penalty
@@ -180,8 +213,8 @@ class CirclesClassifier(pl.LightningModule):
             return
         self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
         self._check_finite()
-        values = self._compute("train")
-        if self.l1 or self.l2:
+        values = self._compute("train", self.train_loss, self.train_acc)
+        if self.regularization:
             values["train/penalty"] = self.train_penalty.compute()
             self.train_penalty.reset()
         self._record(values)
@@ -199,10 +232,10 @@ class CirclesClassifier(pl.LightningModule):
             self._unlogged = {}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        values = self._compute("val")
+        values = self._compute("val", self.val_loss, self.val_acc)
         if self.trainer.sanity_checking:
             return
         if not self._fitting():
@@ -214,10 +247,10 @@ class CirclesClassifier(pl.LightningModule):
         self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, self.test_loss, self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._compute("test"))
+        self.log_dict(self._compute("test", self.test_loss, self.test_acc))
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Rows of ``(x1, x2, probability of the inner circle)``."""
@@ -230,22 +263,13 @@ class CirclesClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Never write non-finite weights: raising here keeps the last good checkpoint file in place. (No collective
         here: this also runs inside SLURM's SIGUSR1 handler; DDP keeps the weights equal on every rank anyway.)"""
-        self._diverged_unless(bool(self._weights_finite()))
+        if not self._weights_finite():
+            raise diverged(self.current_epoch, self.trainer.optimizers)
 
     def _check_finite(self) -> None:
         """Raise TrainingDiverged on every rank together when the loss or the weights stopped being finite on any."""
-        self._diverged_unless(self.trainer.strategy.reduce_boolean_decision(bool(self._finite), all=True))
-
-    def _diverged_unless(self, finite: bool) -> None:
-        if finite:
-            return
-        lrs = sorted({group["lr"] for opt in self.trainer.optimizers for group in opt.param_groups})
-        lr = lrs[0] if len(lrs) == 1 else lrs
-        raise TrainingDiverged(
-            f"Training diverged at epoch {self.current_epoch}: the training loss or the weights are no longer "
-            f"finite numbers. The learning rate ({lr}) is too large for this model; try a smaller one "
-            f"(e.g. {lrs[0] / 10:g})."
-        )
+        if not self.trainer.strategy.reduce_boolean_decision(bool(self._finite), all=True):
+            raise diverged(self.current_epoch, self.trainer.optimizers)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
