@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
+import signal
 import subprocess
+import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from circles.sweep import load_sweep, main
@@ -130,6 +135,7 @@ def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(t
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_slurm_array_runs_one_point_per_task_and_refuses_a_wrong_array_size(slurm_env, tmp_path):
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
 
@@ -145,3 +151,112 @@ def test_slurm_array_runs_one_point_per_task_and_refuses_a_wrong_array_size(slur
     assert sorted(p.parent.name for p in (tmp_path / "sw" / "runs").glob("*/result.json")) == ["00-linear", "01-relu"]
     assert main(["--config", str(path), "--out", "sw", "--report"]) == 0
     assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok", "ok"]
+
+
+# ------------------------------------------------------------------------------------------ stopping a sweep
+
+
+LONG = {**TINY, "trainer.max_epochs": 100_000, "checkpoint.last_every_n_epochs": 10, "boundary.every_n_epochs": 100_000}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = {int(c) for c in (task / "children").read_text().split()} if (task / "children").exists() else set()
+            todo += list(children - found)
+            found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended
+
+
+def start_long_sweep(tmp_path: Path, points: int = 3) -> tuple[subprocess.Popen, Path, list[str]]:
+    """``python -m circles.sweep --jobs 2`` over points that would train for minutes; returns once two of them
+    train (each has written a last.ckpt)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": LONG,
+                                    "grid": {"data.noise": [0.03, 0.05, 0.1][:points]}}, sort_keys=False))
+    process = subprocess.Popen([sys.executable, "-m", "circles.sweep", "--config", str(path), "--out", "sw",
+                                "--jobs", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    names = [p.name for p in load_sweep(path).points]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / "sw" / "runs" / name / "checkpoints" / "last.ckpt").is_file() for name in names[:2]):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    return process, tmp_path / "sw" / "runs", names
+
+
+def statuses(runs: Path, names: list[str]) -> dict[str, str]:
+    return {n: json.loads((runs / n / "result.json").read_text())["status"] if (runs / n / "result.json").is_file()
+            else "none" for n in names}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_parallel_sweep_whole_and_no_worker_survives_it(tmp_path):
+    process, runs, names = start_long_sweep(tmp_path)
+    workers = descendants(process.pid)
+    assert len(workers) >= 2
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if alive(pid)]
+    assert f"circles-sweep: stopped by SIGTERM; interrupted: {names[0]}, {names[1]}" in err
+    assert "Traceback" not in err
+    assert statuses(runs, names) == {names[0]: "interrupted", names[1]: "interrupted", names[2]: "none"}
+    for name in names[:2]:
+        assert torch.load(runs / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
+
+
+@pytest.mark.slow
+def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
+    process, runs, names = start_long_sweep(tmp_path, points=2)
+    workers = descendants(process.pid)
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if alive(pid)]
+    assert set(statuses(runs, names).values()) <= {"interrupted", "none"}  # nothing half-done counts as finished
+
+
+def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path, monkeypatch, capsys):
+    from circles.model import CirclesClassifier
+
+    path = write_sweep(tmp_path / "s.yaml", {"data.noise": [0.03, 0.1]})
+    path.write_text(path.read_text().replace("trainer.max_epochs: 3", "trainer.max_epochs: 8"))
+    original, fired = CirclesClassifier.on_train_batch_end, []
+
+    def sigterm_at_epoch_3(self, outputs, batch, batch_idx):
+        original(self, outputs, batch, batch_idx)
+        if self.current_epoch == 3 and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(CirclesClassifier, "on_train_batch_end", sigterm_at_epoch_3)
+    assert main(["--config", str(path), "--out", "sw"]) == 143
+    err = capsys.readouterr().err
+    assert "circles-sweep: stopped by SIGTERM; interrupted: 00-n0.03 (run the same command again" in err
+    runs = tmp_path / "sw" / "runs"
+    assert statuses(runs, ["00-n0.03", "01-n0.1"]) == {"00-n0.03": "interrupted", "01-n0.1": "none"}
+    assert torch.load(runs / "00-n0.03" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+    assert main(["--config", str(path), "--out", "sw"]) == 0
+    resumed_args = json.loads((runs / "00-n0.03" / "result.json").read_text())["args"]
+    assert resumed_args[-1] == f"--ckpt_path={Path('sw') / 'runs' / '00-n0.03' / 'checkpoints' / 'last.ckpt'}"
+    assert main(["--config", str(path), "--out", "fresh"]) == 0  # the same sweep, never interrupted
+    resumed, fresh = rows(tmp_path / "sw"), rows(tmp_path / "fresh")
+    assert [r["status"] for r in resumed] == ["ok", "ok"]
+    assert [(r["val_acc_best"], r["test_acc"]) for r in resumed] == [(r["val_acc_best"], r["test_acc"]) for r in fresh]

@@ -1,0 +1,5 @@
+"""``python -m circles.sweep``: run a sweep file."""
+
+from circles.sweep.command import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The sweep runner's command line: ``python -m circles.sweep`` / ``circles-sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from circles.sweep.spec import SweepError, load_sweep
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The sweep runner's options."""
+    from circles.sweep import __doc__ as doc
+
+    parser = argparse.ArgumentParser(prog="circles-sweep", description=doc.split("\n", 1)[0])
+    parser.add_argument("--config", required=True, help="the sweep file (YAML)")
+    parser.add_argument("--out", help="sweep directory (default: sweeps/<sweep file stem>)")
+    parser.add_argument("--jobs", type=int, default=1, help="points run in parallel, each in its own process")
+    parser.add_argument("--point", type=int, help="run only the point with this index (one SLURM array task)")
+    parser.add_argument("--list", action="store_true", help="print the points, one per line: index, name, settings")
+    parser.add_argument("--report", action="store_true", help="only rebuild the summary and boundaries.png")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some failed or
+    missing, 2: a bad sweep file or option, 130/143: stopped by Ctrl-C/SIGTERM)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be at least 1, got {args.jobs}.")
+        sweep = load_sweep(args.config, args.out)
+        if args.point is not None and not 0 <= args.point < len(sweep.points):
+            raise SweepError(f"--point must be an index from 0 to {len(sweep.points) - 1} "
+                             f"({len(sweep.points)} points), got {args.point}.")
+    except SweepError as err:
+        print(f"circles-sweep: error: {err}", file=sys.stderr)
+        return 2
+    if args.list:
+        for point in sweep.points:
+            print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
+        return 0
+    from circles.sweep.report import write_report
+    from circles.sweep.runner import Stopped, read_result, run_points
+
+    start = time.perf_counter()
+    points = sweep.points if args.point is None else [sweep.points[args.point]]
+    try:
+        if args.point is not None:
+            results = run_points(sweep, points)
+            return int(any(r["status"] != "ok" for r in results))
+        if not args.report:
+            run_points(sweep, points, args.jobs)
+    except Stopped as stop:
+        name = "Ctrl-C (SIGINT)" if stop.signum == signal.SIGINT else signal.Signals(stop.signum).name
+        interrupted = [p.name for p in points if (read_result(sweep, p) or {}).get("status") == "interrupted"]
+        print(f"circles-sweep: stopped by {name}"
+              + (f"; interrupted: {', '.join(interrupted)} (run the same command again to continue them from their "
+                 "last.ckpt and run the rest)" if interrupted else "; run the same command again to run the rest")
+              + f". The summary was not rebuilt (--report rebuilds it).", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    rows = write_report(sweep)
+    bad = [row for row in rows if row["status"] != "ok"]
+    print(f"\n{len(rows) - len(bad)} of {len(rows)} points finished"
+          + (f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}" if bad else "")
+          + f". Wall time {time.perf_counter() - start:.1f} s.")
+    print(f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}; "
+          f"boundaries: {sweep.out / 'boundaries.png'}\nCompare the runs: tensorboard --logdir {sweep.out}")
+    return int(bool(bad))

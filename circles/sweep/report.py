@@ -1,0 +1,130 @@
+"""A sweep's report: ``summary.csv``, ``summary.md`` and ``boundaries.png`` from its points' results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from circles.runs import atomic_file
+from circles.sweep.runner import num, read_result
+from circles.sweep.spec import RUNS, Sweep, short
+
+METRICS = ("val_acc_best", "test_acc", "bayes_acc", "bayes_gap")
+_HEADER = {"model.hidden_sizes": "hidden", "optimizer.class_path": "optimizer", "optimizer.init_args.lr": "lr",
+           "trainer.max_epochs": "epochs", "seed_everything": "seed"}
+
+
+def collect(sweep: Sweep) -> list[dict[str, Any]]:
+    """One row per point of the sweep: its settings, metrics, train time and status (``missing`` if not run)."""
+    rows = []
+    for point in sweep.points:
+        result = read_result(sweep, point) or {}
+        overrides = sweep.overrides(point)
+        settings = {key: result.get("settings", {}).get(key, overrides.get(key)) for key in sweep.keys}
+        rows.append({"index": point.index, "point": point.name, "settings": settings,
+                     "metrics": result.get("metrics") or {}, "train_s": result.get("train_s"),
+                     "status": result.get("status", "missing"), "error": result.get("error") or ""})
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    """``summary.csv``: one row per point, settings under their dotted keys (lists as JSON)."""
+    import csv
+
+    with atomic_file(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "point", *keys, *METRICS, "train_s", "status", "error"])
+        for row in rows:
+            settings = [json.dumps(row["settings"][k]) if isinstance(row["settings"][k], list) else
+                        ("" if row["settings"][k] is None else row["settings"][k]) for k in keys]
+            writer.writerow([row["index"], row["point"], *settings, *(num(row["metrics"].get(m)) for m in METRICS),
+                             num(row["train_s"], 1), row["status"], row["error"]])
+
+
+def _cell(key: str, value: Any) -> str:
+    """A setting in the Markdown table: ``[10, 10]`` -> ``10x10``, ``torch.optim.SGD`` -> ``SGD``."""
+    if value is None:
+        return ""
+    if key == "model.hidden_sizes" and isinstance(value, list):
+        return "x".join(map(str, value)) if value else "none"
+    return short(value) if isinstance(value, (list, str)) and key.endswith("class_path") else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    """The summary as a Markdown table, plus the error of every failed point below it."""
+    header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), "best val acc", "test acc", "Bayes acc",
+              "gap", "train s", "status"]
+    align = ["---:", *("---" for _ in keys), *("---:" for _ in range(5)), "---"]  # text left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for row in rows:
+        m = row["metrics"]
+        cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys),
+                 *(num(m.get(name)) for name in METRICS), num(row["train_s"], 1), row["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed points:", ""] + [f"- `{row['point']}`: {row['error']}" for row in failed]
+    return "\n".join(lines) + "\n"
+
+
+def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: int = 60, colors: int = 48) -> int:
+    """``boundaries.png``: one decision-boundary panel per finished point over its validation points, titled
+    with its name and test accuracy; a small palette PNG. Returns the number of panels."""
+    import io
+
+    import matplotlib
+    from PIL import Image
+
+    from circles.data import CirclesDataModule
+    from circles.model import CirclesClassifier
+    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, predict_grid
+
+    panels = []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        checkpoint = sweep.out / RUNS / row["point"] / "checkpoints" / "last.ckpt"
+        model = CirclesClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True,
+                                                       compile_mode=None)
+        data = CirclesDataModule.load_from_checkpoint(checkpoint, weights_only=True)
+        data.setup("fit")
+        xs, ys = grid_axes(data.val_x, resolution=101)
+        parts = row["point"].split("-")
+        half = (len(parts) + 2) // 2
+        bayes = row["metrics"].get("bayes_acc")
+        title = (f"{' '.join(parts[:half])}\n{' '.join(parts[half:])}\n"
+                 f"test {num(row['metrics'].get('test_acc'))}" + (f" (Bayes {num(bayes)})" if bayes else ""))
+        panels.append(BoundaryPanel.of(title, xs, ys, predict_grid(model, xs, ys), data.val_x, data.val_y))
+    if not panels:
+        path.unlink(missing_ok=True)
+        return 0
+    columns = sweep.columns or min(len(panels), math.ceil(math.sqrt(len(panels))))
+    with matplotlib.rc_context({"axes.titlesize": 10, "xtick.labelsize": 7, "ytick.labelsize": 7}):
+        figure = boundary_figure(panels, ncols=columns, panel_size=3.0,
+                                 title=f"{sweep.path.name}: decision boundaries over each run's validation points")
+        for axes in figure.axes:
+            for points in axes.collections[1:]:  # the scatter drawn over the class regions
+                points.set_sizes([6])
+        buffer = io.BytesIO()
+        figure.savefig(buffer, dpi=dpi)
+    image = Image.open(buffer).convert("RGB").quantize(colors)
+    with atomic_file(path, "wb") as f:
+        image.save(f, format="PNG", optimize=True)
+    return len(panels)
+
+
+def write_report(sweep: Sweep) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and ``boundaries.png`` into the sweep directory from the points'
+    results; returns the rows."""
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    rows = collect(sweep)
+    write_csv(rows, sweep.keys, sweep.out / "summary.csv")
+    done = sum(row["status"] == "ok" for row in rows)
+    with atomic_file(sweep.out / "summary.md") as f:
+        f.write(f"# Sweep {sweep.path.name}\n\nBase config `{sweep.base}`; {len(rows)} points, {done} finished. "
+                "Accuracies are fractions; gap = Bayes acc - test acc; train s = wall time of the fit command.\n\n"
+                + markdown_table(rows, sweep.keys))
+    draw_boundaries(sweep, rows, sweep.out / "boundaries.png")
+    return rows

@@ -1,0 +1,304 @@
+"""Running a sweep's points: each an ordinary CLI run in its own run directory, in parallel worker processes,
+resumable, and stopped whole by SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from circles.runs import atomic_file
+from circles.sweep.spec import Point, Sweep
+
+RESULT = "result.json"  # written last: a point with one is finished, failed or interrupted
+LOG = "output.log"  # everything a point printed
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C stopped the sweep. A BaseException, so that the ``except Exception`` around a point does not
+    take it for that point failing."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_state = {"stopped": None, "running": False}  # this process: the signal that stopped it; whether a point runs
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _state["stopped"] = _state["stopped"] or signum
+    if not _state["running"] and multiprocessing.parent_process() is not None:
+        raise SystemExit(128 + signum)  # an idle worker just ends
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM and Ctrl-C raise :class:`Stopped` in this process. Lightning leaves a handler that is
+    already set in place, and while a point trains its ``GracefulStopCallback`` takes over, so the point stops
+    after a step with a consistent ``last.ckpt``."""
+    previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def read_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+    """The point's ``result.json``, if it has one for its current overrides (a stale one counts as none)."""
+    path = sweep.run_dir(point) / RESULT
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("overrides") == _plain(sweep.overrides(point)) else None
+
+
+def is_finished(sweep: Sweep, point: Point) -> bool:
+    """Whether the point has a successful result for its current settings (and is skipped on a re-run)."""
+    result = read_result(sweep, point)
+    return result is not None and result.get("status") == "ok"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready plain data (jsonargparse Namespaces become dicts, tuples lists)."""
+    return json.loads(json.dumps(value, default=lambda v: v.as_dict() if hasattr(v, "as_dict") else str(v)))
+
+
+_FD_STREAMS: list[Any] = []  # text streams over file descriptors 1 and 2, never closed
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send everything printed meanwhile (Python and C level, stdout and stderr) to the file ``path``.
+
+    File descriptors 1 and 2 point at the file meanwhile, and ``sys.stdout``/``sys.stderr`` at streams over those
+    descriptors, so a logging handler created meanwhile keeps a stream that stays open afterwards.
+    """
+    if not _FD_STREAMS:
+        _FD_STREAMS.extend(open(fd, "w", buffering=1, closefd=False, errors="replace") for fd in (1, 2))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        with contextlib.redirect_stdout(_FD_STREAMS[0]), contextlib.redirect_stderr(_FD_STREAMS[1]):
+            yield
+    finally:
+        for stream in _FD_STREAMS:
+            stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _error_line(log: Path) -> str:
+    """The error a CLI printed before exiting (jsonargparse's ``error: ...``), from the point's log."""
+    lines = log.read_text(errors="replace").splitlines()
+    start = next((i for i in range(len(lines) - 1, -1, -1) if "error:" in lines[i]), None)
+    text = " ".join(line.strip() for line in lines[start:]) if start is not None else (lines[-1] if lines else "")
+    return text[:500] or "the command line exited without a message"
+
+
+def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+    """Fit the point through the CLI, test its ``last.ckpt`` into the same run, and write its ``result.json``.
+
+    A point interrupted earlier continues from its ``last.ckpt``; any other earlier attempt in the run directory is
+    removed first. Never raises for a failing point: the result says ``failed`` with the error, and ``output.log``
+    has the rest. A signal ends the point with status ``interrupted`` (its state in ``last.ckpt`` once training had
+    started) and raises :class:`Stopped`; a process that was stopped runs no further points (returns None).
+    """
+    if _state["stopped"]:
+        return None
+    _state["running"] = True
+    try:
+        result = _run(sweep, point)
+    finally:
+        _state["running"] = False
+    if result["status"] == "interrupted":
+        _state["stopped"] = _state["stopped"] or signal.SIGTERM
+        raise Stopped(_state["stopped"])
+    return result
+
+
+def _run(sweep: Sweep, point: Point) -> dict[str, Any]:
+    from circles.cli import CirclesCLI  # before the output goes to the log: logging handlers are made at import
+    from circles.errors import Interrupted
+
+    run_dir = sweep.run_dir(point)
+    earlier, last = read_result(sweep, point), run_dir / "checkpoints" / "last.ckpt"
+    resume = earlier is not None and earlier["status"] == "interrupted" and last.is_file()
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished, failed or stale attempt
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESULT).unlink(missing_ok=True)
+    args = sweep.cli_args(point) + ([f"--ckpt_path={last}"] if resume else [])
+    result: dict[str, Any] = {"index": point.index, "name": point.name, "status": "failed", "error": None,
+                              "overrides": _plain(sweep.overrides(point)), "settings": {}, "metrics": {},
+                              "train_s": None, "test_s": None, "args": args}
+    start = time.perf_counter()
+    with _output_to(run_dir / LOG):
+        try:
+            with warnings.catch_warnings():  # passing ``args`` while sys.argv has the sweep's own options is the point
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                cli = CirclesCLI(args=args)
+            result["train_s"] = time.perf_counter() - start
+            config = cli.config[cli.subcommand]
+            result["settings"] = {key: _plain(config.get(key)) for key in sweep.keys}
+            best = cli.trainer.checkpoint_callback.best_model_score
+            metrics = {"val_acc_best": float(best) if best is not None else None}
+            start = time.perf_counter()
+            (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False, ckpt_path=str(last))
+            result["test_s"] = time.perf_counter() - start
+            for name, tag in (("test_acc", "test/acc"), ("bayes_acc", "test/bayes_acc"),
+                              ("bayes_gap", "test/bayes_gap"), ("test_loss", "test/loss")):
+                metrics[name] = float(tested[tag]) if tag in tested else None
+            result["metrics"] = metrics
+            result["status"] = "ok"
+        except SystemExit:  # jsonargparse printed why (a bad key or value) before exiting
+            error = None
+        except (Interrupted, Stopped) as err:
+            _state["stopped"] = _state["stopped"] or err.signum
+            result["status"] = "interrupted"
+            error = f"stopped by {signal.Signals(err.signum).name}; " + (
+                "continues from its last.ckpt when the sweep is run again" if last.is_file() else
+                "starts again when the sweep is run again")
+        except Exception as err:  # noqa: BLE001 - one failing point must not stop the others
+            traceback.print_exc()
+            error = " ".join([f"{type(err).__name__}:", *str(err).split()])[:500].rstrip(":")
+        else:
+            error = ""
+    if result["status"] != "ok":
+        result["error"] = error or _error_line(run_dir / LOG)
+    with atomic_file(run_dir / RESULT) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _init_process(threads: int) -> None:
+    """Give this process its share of the CPUs and pay the imports once, before its first point."""
+    import torch
+
+    import circles.cli  # noqa: F401
+
+    torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    """A worker process: as :func:`_init_process`, stopped by SIGTERM and Ctrl-C like the sweep itself, and by its
+    parent's end, however that came (``kill -9`` included)."""
+    _init_process(threads)
+    for signum in SIGNALS:
+        signal.signal(signum, _on_signal)
+    threading.Thread(target=_stop_with, args=(multiprocessing.parent_process().sentinel,), daemon=True).start()
+
+
+def _stop_with(sentinel: int) -> None:
+    """Once the parent process has ended: stop the point this worker runs (it saves its state and writes its result),
+    then end the worker, which would otherwise wait for work forever."""
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
+    while _state["running"]:
+        time.sleep(0.1)
+    os._exit(128 + signal.SIGTERM)
+
+
+def cpus() -> int:
+    """CPUs this process may use: the SLURM task's ``--cpus-per-task`` if set, else its CPU affinity."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def num(value: Optional[float], digits: int = 4) -> str:
+    """A number with ``digits`` decimals; empty for a missing one."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def describe(result: dict[str, Any]) -> str:
+    """A point's result in one line: its metrics and train time, or its error."""
+    if result["status"] != "ok":
+        return f"{result['status'].upper()}: {result['error']}"
+    m = result["metrics"]
+    return (f"ok  val {num(m.get('val_acc_best'))}  test {num(m.get('test_acc'))}  Bayes {num(m.get('bayes_acc'))}"
+            f"  gap {num(m.get('bayes_gap'))}  {result['train_s']:.1f} s")
+
+
+def run_points(sweep: Sweep, points: Sequence[Point], jobs: int = 1) -> list[dict[str, Any]]:
+    """Run the unfinished ``points`` (``jobs`` at a time in spawned worker processes, in this one for 1) and
+    print one line per point; finished points are skipped. Returns the results of the points run now.
+
+    SIGTERM or Ctrl-C stops the whole sweep: every worker is signalled, the running points end as ``interrupted``
+    (to continue from their ``last.ckpt`` on the next run), no further point starts, and :class:`Stopped` is
+    raised once every worker has ended."""
+    todo = []
+    for point in points:
+        if is_finished(sweep, point):
+            print(f"[skip] {point.name}: finished earlier", flush=True)
+        else:
+            todo.append(point)
+    results: list[dict[str, Any]] = []
+    if not todo:
+        return results
+    jobs = max(1, min(jobs, len(todo)))
+    threads = max(1, cpus() // jobs)
+    print(f"Running {len(todo)} of {len(points)} points, {jobs} at a time, {threads} torch thread(s) each, "
+          f"into {sweep.out}", flush=True)
+
+    def report(result: dict[str, Any]) -> None:
+        results.append(result)
+        print(f"[{len(results):{len(str(len(todo)))}d}/{len(todo)}] {result['name']}  {describe(result)}", flush=True)
+
+    if jobs == 1:
+        _init_process(threads)
+        _state["stopped"] = None
+        with stop_on_signals():
+            for point in todo:
+                report(run_point(sweep, point))
+        return results
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads,))
+    with stop_on_signals():
+        try:
+            futures = {pool.submit(run_point, sweep, point): point for point in todo}
+            for future in as_completed(futures):
+                point = futures[future]
+                try:
+                    result = future.result()
+                except Exception as err:  # noqa: BLE001 - the worker process died (killed, out of memory)
+                    result = {"index": point.index, "name": point.name, "status": "failed",
+                              "error": f"worker process failed: {type(err).__name__}: {err}"}
+                report(result)
+        except Stopped:
+            for signum in SIGNALS:  # stopping already: wait for the workers to save and end
+                signal.signal(signum, signal.SIG_IGN)
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGTERM)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+    return results

@@ -1,0 +1,172 @@
+"""Sweep files: a base config, fixed overrides and grids, expanded into named points."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
+SWEEP_KEYS = {"base", "fixed", "grid", "columns"}
+
+# Name parts of well-known keys, in the order they appear in a point's name; other keys follow as ``<last><value>``.
+_NAME_ORDER = ("data.dataset", "model.activation", "model.hidden_sizes", "optimizer.class_path", "optimizer.init_args.lr",
+               "trainer.max_epochs", "data.noise", "data.factor", "data.n_samples", "seed_everything", "data.seed")
+_PREFIX = {"data.dataset": "", "optimizer.init_args.lr": "lr", "trainer.max_epochs": "e", "data.noise": "n", "data.factor": "f",
+           "data.n_samples": "N", "seed_everything": "s", "data.seed": "d"}
+
+
+class SweepError(ValueError):
+    """A sweep file or command line that cannot be run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of the sweep: its index, its name (also its run directory) and the overrides of its grid."""
+
+    index: int
+    name: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file: the base config, the fixed overrides, the points and where their runs go."""
+
+    path: Path
+    base: Path
+    fixed: dict[str, Any]
+    points: list[Point]
+    keys: list[str]  # every key some grid varies, in order of first appearance
+    out: Path
+    columns: Optional[int] = None
+
+    def run_dir(self, point: Point) -> Path:
+        """The point's run directory (its TensorBoard logger's ``log_dir``)."""
+        return self.out / RUNS / point.name
+
+    def overrides(self, point: Point) -> dict[str, Any]:
+        """Everything the point sets on top of the base config: the fixed overrides, then its grid values."""
+        return {**self.fixed, **point.settings}
+
+    def cli_args(self, point: Point) -> list[str]:
+        """The point's command line: ``fit`` with the base config, its overrides and its own run directory."""
+        overrides = self.overrides(point)
+        keys = sorted(overrides, key=lambda k: not k.endswith("class_path"))  # a class before its init_args
+        return ["fit", "--config", str(self.base), *(f"--{k}={_cli_value(overrides[k])}" for k in keys),
+                f"--trainer.logger.init_args.save_dir={self.out}", f"--trainer.logger.init_args.name={RUNS}",
+                f"--trainer.logger.init_args.version={point.name}"]
+
+
+def _cli_value(value: Any) -> str:
+    """A value as jsonargparse reads it back: strings as they are, everything else as JSON (lists, null, true)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def short(value: Any) -> str:
+    """A compact, file-name-safe rendering of a value: ``[10, 10]`` -> ``10x10``, ``torch.optim.SGD`` -> ``SGD``."""
+    if isinstance(value, (list, tuple)):
+        text = "x".join(short(v) for v in value) if value else "0"
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, str) and value.count(".") >= 1 and value.split(".")[-1][:1].isupper():
+        text = value.rsplit(".", 1)[-1]  # a class path
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9._+]", "_", text)
+
+
+def point_name(index: int, settings: dict[str, Any], width: int) -> str:
+    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings, well-known keys first."""
+    keys = [k for k in _NAME_ORDER if k in settings] + [k for k in settings if k not in _NAME_ORDER]
+    parts = []
+    for key in keys:
+        value = settings[key]
+        if key == "model.activation":
+            parts.append("linear" if value == "none" else short(value))
+        elif key == "model.hidden_sizes":
+            parts.append(short(value) if value else "nohidden")
+        elif key == "optimizer.class_path":
+            lr = settings.get("optimizer.init_args.lr")
+            parts.append(short(value).lower() + ("" if lr is None else short(lr)))
+        elif key == "optimizer.init_args.lr":
+            if "optimizer.class_path" not in settings:
+                parts.append("lr" + short(value))
+        else:
+            parts.append(_PREFIX.get(key, key.rsplit(".", 1)[-1]) + short(value))
+    return "-".join([f"{index:0{width}d}", *parts])
+
+
+def _resolve_base(base: Any, sweep_path: Path) -> Path:
+    """The base config: absolute, or relative to the sweep file, the working directory or the repository."""
+    if not isinstance(base, str) or not base:
+        raise SweepError(f"{sweep_path}: 'base' must name a config file, got {base!r}.")
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [Path(base)] if Path(base).is_absolute() else [sweep_path.parent / base, Path(base), repo / base]
+    for candidate in candidates:
+        if candidate.is_file():
+            return Path(os.path.normpath(candidate))
+    raise SweepError(f"{sweep_path}: base config {base!r} not found (looked at {', '.join(map(str, candidates))}).")
+
+
+def _dotted_mapping(value: Any, what: str, sweep_path: Path) -> dict[str, Any]:
+    """``value`` checked to be a mapping of dotted config keys (``None`` is an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SweepError(f"{sweep_path}: {what} must be a mapping of dotted config keys, got {value!r}.")
+    return value
+
+
+def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The union of the grids' cartesian products, each point once, in the file's order (the last key of a grid
+    varies fastest, so e.g. two noise levels of one setting sit side by side), and every key that varies."""
+    points: dict[str, dict[str, Any]] = {}
+    keys: list[str] = []
+    for i, grid in enumerate(grids):
+        grid = _dotted_mapping(grid, f"grid {i}", path)
+        if not grid:
+            raise SweepError(f"{path}: grid {i} names no config keys.")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise SweepError(f"{path}: grid {i}: {key} must be a non-empty list of values, got {values!r} "
+                                 f"(a list value is itself listed: [[10, 10]]; one value for all points goes in 'fixed').")
+            keys += [key] if key not in keys else []
+        for values in itertools.product(*grid.values()):
+            combo = dict(zip(grid, values))
+            points.setdefault(json.dumps(combo, sort_keys=True), combo)  # a point listed twice runs once
+    return list(points.values()), keys
+
+
+def load_sweep(path: str | Path, out: Optional[str | Path] = None) -> Sweep:
+    """Parse a sweep file into its points; ``out`` defaults to ``sweeps/<file stem>`` in the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file {str(path)!r} not found.")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping with keys {sorted(SWEEP_KEYS)}.")
+    unknown = set(spec) - SWEEP_KEYS
+    if unknown:
+        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)} "
+                         "(config keys go under 'fixed' or 'grid').")
+    base = _resolve_base(spec.get("base"), path)
+    fixed = _dotted_mapping(spec.get("fixed"), "'fixed'", path)
+    grids = spec.get("grid")
+    combos, keys = _expand(grids if isinstance(grids, list) else [grids], path)
+    if not combos:
+        raise SweepError(f"{path}: the grid has no points.")
+    columns = spec.get("columns")
+    if columns is not None and (not isinstance(columns, int) or columns < 1):
+        raise SweepError(f"{path}: 'columns' must be a positive integer, got {columns!r}.")
+    width = max(2, len(str(len(combos) - 1)))
+    points = [Point(i, point_name(i, combo, width), combo) for i, combo in enumerate(combos)]
+    return Sweep(path, base, fixed, points, keys, Path(out) if out is not None else Path("sweeps") / path.stem, columns)
