@@ -4,11 +4,23 @@ module as a script)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.cli import cli_main
 
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Quiet, fast settings for runs that only need to exercise the machinery.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
 
 
 def exit_status(*args: str) -> int:
@@ -18,16 +30,6 @@ def exit_status(*args: str) -> int:
     except SystemExit as exit_info:
         return 0 if exit_info.code is None else exit_info.code
     return 0
-
-
-class Payload:
-    """Unpickling this calls ``open(marker, "w")``: if the marker file exists, a checkpoint's payload ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def fit_in(directory: Path, *args: str) -> Path:
@@ -40,3 +42,86 @@ def fit_in(directory: Path, *args: str) -> Path:
     finally:
         os.chdir(cwd)
     return directory / "lightning_logs"
+
+
+def error_lines(text: str) -> list[str]:
+    """The lines of ``text`` (a captured stderr) that start with ``circles: error:``."""
+    return [line for line in text.splitlines() if line.startswith("circles: error:")]
+
+
+# ------------------------------------------------------------------------------- TensorBoard, via TensorBoard
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    """The run directory's TensorBoard events as TensorBoard reads them, every scalar and image kept."""
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of the run as TensorBoard shows it: ``{tag: [(step, value), ...]}``."""
+    ea = read_events(run_dir)
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def scalar_values(run_dir: Path, tag: str) -> list[float]:
+    """The values of one scalar tag of the run, in step order as TensorBoard shows them."""
+    return [e.value for e in read_events(run_dir).Scalars(tag)]
+
+
+def final_scalar(run_dir: Path, tag: str) -> float:
+    """The last value of one scalar tag of the run."""
+    return read_events(run_dir).Scalars(tag)[-1].value
+
+
+# ------------------------------------------------------------------------------ TensorBoard, the raw files
+
+
+def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
+    """Every scalar written to the run's event files, as ``(tag, step, value)``, oldest file first, unfiltered."""
+    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    yield value.tag, event.step, value.simple_value
+
+
+def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run's event files exactly as written, ``{tag: [(step, value), ...]}``, repeats kept."""
+    values: dict[str, list[tuple[int, float]]] = {}
+    for tag, step, value in _scalar_events(run_dir):
+        values.setdefault(tag, []).append((step, value))
+    return values
+
+
+def scalars_by_step(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar in the run's event files, ``{tag: {step: value}}``; a later file's value wins for a step logged
+    twice (the epochs a resumed run repeats)."""
+    values: dict[str, dict[int, float]] = {}
+    for tag, step, value in _scalar_events(run_dir):
+        values.setdefault(tag, {})[step] = value
+    return values
+
+
+# -------------------------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint file loaded on the CPU with ``weights_only=True``."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of the run's ``checkpoints/last.ckpt``."""
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+class Payload:
+    """Unpickling this calls ``open(marker, "w")``: if the marker file exists, a checkpoint's payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

@@ -11,39 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from circles.cli import cli_main
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, scalar_history
+
 TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
-    ea.Reload()
-    return ea
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    ea = events(run_dir)
-    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
-
-
-def final(run_dir: Path, tag: str) -> float:
-    return scalars(run_dir)[tag][-1][1]
-
-
-def ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     run = run_cli("fit", *TINY)
     assert run.name == "version_0"
-    tags = scalars(run)
+    tags = scalar_history(run)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
         assert [step for step, _ in tags[tag]] == [0, 1, 2], tag
     assert yaml.safe_load((run / "hparams.yaml").read_text())["hidden_sizes"] == [10, 10]
@@ -54,28 +34,28 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
 
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
     assert test_run.name == "version_1"
-    assert {"test/acc", "test/loss"} <= set(scalars(test_run))
+    assert {"test/acc", "test/loss"} <= set(scalar_history(test_run))
 
 
 def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
     run = run_cli("fit", *TINY, "--optimizer.init_args.lr=0.05")
-    content = events(run).PluginTagToContent("hparams")
+    content = read_events(run).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hparams = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
     assert hparams["activation"] == "relu" and hparams["noise"] == pytest.approx(0.03)
     assert hparams["optimizer"] == "SGD" and hparams["optimizer.lr"] == pytest.approx(0.05)
     assert hparams["max_epochs"] == 3
     assert "_hparams_/experiment" not in content  # no fixed metric list: every logged scalar is a metric column
-    assert final(run, "val/acc_best") == max(v for _, v in scalars(run)["val/acc"])
+    assert final_scalar(run, "val/acc_best") == max(v for _, v in scalar_history(run)["val/acc"])
 
 
 def test_last_ckpt_holds_the_final_epoch_and_best_ckpt_the_best(run_cli):
     # improved.yaml reaches val acc 1.0 at epoch 23 and never beats it: best stays there, last moves on
     run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=40")
-    best, last = ckpt(run / "checkpoints" / "best.ckpt"), ckpt(run / "checkpoints" / "last.ckpt")
+    best, last = load_checkpoint(run / "checkpoints" / "best.ckpt"), load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert last["global_step"] == 40
     assert best["global_step"] < 40
-    val_acc = scalars(run)["val/acc"]
+    val_acc = scalar_history(run)["val/acc"]
     first_best = next(step for step, v in val_acc if v == max(v for _, v in val_acc))
     assert best["global_step"] == first_best + 1
 
@@ -85,10 +65,10 @@ def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupt
     run = run_cli("fit", *args, "--trainer.max_epochs=20")
     resumed = run_cli("fit", *args, "--trainer.max_epochs=40", "--ckpt_path", "last")
     assert resumed == run  # no new version_N: logs and checkpoints continue in the same directory
-    assert [s for s, _ in scalars(run)["train/loss"]] == list(range(40))
+    assert [s for s, _ in scalar_history(run)["train/loss"]] == list(range(40))
     straight = run_cli("fit", *args, "--trainer.max_epochs=40")
     assert straight.name == "version_1"
-    a, b = ckpt(run / "checkpoints" / "last.ckpt"), ckpt(straight / "checkpoints" / "last.ckpt")
+    a, b = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(straight / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 40
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
@@ -144,16 +124,16 @@ def test_chapter_line_and_end_of_fit_summary(run_cli, capsys):
 def test_linear_config_stays_near_chance_and_relu_learns(run_cli):
     linear = run_cli("fit", "--config", str(CONFIGS / "linear.yaml"))
     relu = run_cli("fit", "--config", str(CONFIGS / "relu.yaml"))
-    assert 0.40 <= final(linear, "val/acc") <= 0.60
-    assert final(relu, "val/acc") >= final(linear, "val/acc") + 0.15
+    assert 0.40 <= final_scalar(linear, "val/acc") <= 0.60
+    assert final_scalar(relu, "val/acc") >= final_scalar(linear, "val/acc") + 0.15
 
 
 @pytest.mark.slow
 def test_improved_config_reaches_val_acc_1_and_test_acc_0999(run_cli):
     run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"))
-    assert final(run, "val/acc") == 1.0
+    assert final_scalar(run, "val/acc") == 1.0
     test_run = run_cli("test", "--config", str(CONFIGS / "improved.yaml"), "--ckpt_path", "last")
-    assert final(test_run, "test/acc") >= 0.999
+    assert final_scalar(test_run, "test/acc") >= 0.999
 
 
 def test_console_script_points_at_cli_main():

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from circles.data import CirclesDataModule
 from circles.datasets import GENERATORS, bayes_accuracy_gaussians
@@ -18,18 +16,7 @@ from circles.errors import ConfigError
 from circles.features import FeatureMap
 from circles.model import CirclesClassifier
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-
-
-def events(run: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
-    ea.Reload()
-    return ea
-
-
-def final(run: Path, tag: str) -> float:
-    return events(run).Scalars(tag)[-1].value
+from helpers import CONFIGS, final_scalar, read_events
 
 
 @pytest.mark.parametrize("name", list(GENERATORS))
@@ -96,10 +83,11 @@ def test_linear_model_on_squared_features_solves_the_circles(run_cli):
     crossed = run_cli("fit", "--config", str(CONFIGS / "linear_features.yaml"), "--trainer.max_epochs=150")
     plain = run_cli("fit", "--config", str(CONFIGS / "linear_features.yaml"), "--trainer.max_epochs=150",
                     "--data.features=[x1, x2]")
-    assert final(crossed, "val/acc") >= 0.99
-    assert final(plain, "val/acc") <= 0.65
+    assert final_scalar(crossed, "val/acc") >= 0.99
+    assert final_scalar(plain, "val/acc") <= 0.65
     # the pictures stay in the (x1, x2) plane: the class image of the boundary is a ring, centre inner, corners outer
-    frame = np.array(Image.open(io.BytesIO(events(crossed).Images("decision_boundary/train_val")[-1].encoded_image_string)))
+    image = read_events(crossed).Images("decision_boundary/train_val")[-1]
+    frame = np.array(Image.open(io.BytesIO(image.encoded_image_string)))
     width = (frame.shape[1] - 4) // 2
     centre, corner = frame[frame.shape[0] // 2, width // 2], frame[3, 3]
     assert centre[2] > centre[0] and corner[0] > corner[2]  # blue (inner) in the middle, red (outer) in a corner
@@ -118,7 +106,8 @@ def test_l1_drives_some_weights_exactly_to_zero_and_l2_shrinks_them(run_cli):
     assert (weights(l1) == 0).sum() >= 5
     assert (weights(plain) == 0).sum() == 0
     assert weights(l2).pow(2).sum() < weights(plain).pow(2).sum()
-    assert final(l1, "train/penalty") > 0 and "train/penalty" not in events(plain).Tags()["scalars"]
+    assert final_scalar(l1, "train/penalty") > 0
+    assert "train/penalty" not in read_events(plain).Tags()["scalars"]
 
 
 def test_penalty_is_the_weighted_norm_of_the_weights():
@@ -132,7 +121,7 @@ def test_penalty_is_the_weighted_norm_of_the_weights():
 def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run_cli):
     run = run_cli("fit", "--trainer.max_epochs=5", "--data.n_samples=200", "--model.hidden_sizes=[3, 10]",
                   "--boundary.every_n_epochs=2", "--boundary.show_neurons=true", "--boundary.resolution=20")
-    ea = events(run)
+    ea = read_events(run)
     assert {"neurons/layer_1", "neurons/layer_2"} <= set(ea.Tags()["images"])
     for tag, units in (("neurons/layer_1", 3), ("neurons/layer_2", 10)):
         images = ea.Images(tag)
@@ -153,10 +142,10 @@ def test_each_playground_dataset_is_solved_by_its_config_and_not_by_a_line(run_c
     linear = run_cli("fit", "--config", config, "--model.activation=none")
     linear_test = run_cli("test", "--config", config, "--model.activation=none", "--ckpt_path",
                           str(linear / "checkpoints" / "last.ckpt"))
-    assert final(solved, "test/acc") >= 0.95
+    assert final_scalar(solved, "test/acc") >= 0.95
     if name == "gaussians":  # linearly separable: a line is already as good as anything (Bayes 0.9957)
-        assert final(solved, "test/bayes_gap") <= 0.02 and final(linear_test, "test/acc") >= 0.95
+        assert final_scalar(solved, "test/bayes_gap") <= 0.02 and final_scalar(linear_test, "test/acc") >= 0.95
     elif name == "moons":  # not separable by a line, but most of each moon is
-        assert final(linear_test, "test/acc") <= 0.90
+        assert final_scalar(linear_test, "test/acc") <= 0.90
     else:
-        assert final(linear_test, "test/acc") <= 0.65
+        assert final_scalar(linear_test, "test/acc") <= 0.65

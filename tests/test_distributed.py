@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, last_weights, scalar_values
+
 IMPROVED = str(REPO / "configs" / "improved.yaml")
 DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
-QUIET = ["--trainer.enable_model_summary=false", "--chapter_log.every_n_epochs=null", "--data.test_samples=10"]
+DDP_QUIET = ["--trainer.enable_model_summary=false", "--chapter_log.every_n_epochs=null", "--data.test_samples=10"]
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
     """``python train.py fit ARGS`` in its own process group, killed with all its ranks on timeout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "fit", *args, *QUIET], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "fit", *args, *DDP_QUIET], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -49,16 +49,6 @@ def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
     assert "terminate called" not in out, out[-3000:]
 
 
-def scalars(run: Path, tag: str) -> list[float]:
-    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    ea.Reload()
-    return [e.value for e in ea.Scalars(tag)]
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-
-
 def test_full_batch_ddp_follows_the_single_process_trajectory(tmp_path, run_cli):
     """Each rank's loss is the mean over its 400-point shard; DDP averages the two gradients, which is the gradient
     of the mean over all 800 points: the same trajectory up to rounding."""
@@ -69,11 +59,11 @@ def test_full_batch_ddp_follows_the_single_process_trajectory(tmp_path, run_cli)
     (ddp,) = (tmp_path / "ddp" / "lightning_logs").iterdir()  # rank zero alone created a run directory
     assert ddp.name == "version_0" and len(list(ddp.glob("events.out.tfevents.*"))) == 1
     assert {p.name for p in (ddp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    ddp_loss, single_loss = scalars(ddp, "train/loss"), scalars(single, "train/loss")
+    ddp_loss, single_loss = scalar_values(ddp, "train/loss"), scalar_values(single, "train/loss")
     assert len(ddp_loss) == len(single_loss) == 30
     assert ddp_loss == pytest.approx(single_loss, abs=1e-5)
-    assert scalars(ddp, "val/acc") == pytest.approx(scalars(single, "val/acc"), abs=1e-6)
-    a, b = weights(ddp), weights(single)
+    assert scalar_values(ddp, "val/acc") == pytest.approx(scalar_values(single, "val/acc"), abs=1e-6)
+    a, b = last_weights(ddp), last_weights(single)
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
 
@@ -85,9 +75,10 @@ def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
     ddp = tmp_path / "ddp" / "lightning_logs" / "version_0"
-    assert scalars(single, "val/acc")[-1] >= 0.99
-    assert scalars(ddp, "val/acc")[-1] >= 0.99
-    assert scalars(ddp, "train/loss") != pytest.approx(scalars(single, "train/loss"), abs=1e-5)  # really sharded
+    assert scalar_values(single, "val/acc")[-1] >= 0.99
+    assert scalar_values(ddp, "val/acc")[-1] >= 0.99
+    # really sharded: the loss differs from the single-process run
+    assert scalar_values(ddp, "train/loss") != pytest.approx(scalar_values(single, "train/loss"), abs=1e-5)
 
 
 def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
@@ -96,7 +87,7 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *QUIET,
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *DDP_QUIET,
          "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=20"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import REPO, Payload, error_lines, exit_status, fit_in
 
-from helpers import Payload, exit_status, fit_in
-
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]
 
@@ -136,10 +134,6 @@ def snapshot(directory: Path) -> dict[str, str]:
     """Every file under ``directory``, with a hash of its bytes."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("circles: error:")]
 
 
 @pytest.fixture(scope="module")

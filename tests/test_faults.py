@@ -18,36 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.cli import CirclesCLI
 from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger
 
-from helpers import QUIET, exit_status
+from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, scalars_by_step
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def logged(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar in the run's event files, ``{tag: {step: value}}``; a later file's value wins for a step logged
-    twice (the epochs a resumed run repeats)."""
-    values: dict[str, dict[int, float]] = {}
-    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    values.setdefault(value.tag, {})[event.step] = value.simple_value
-    return values
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -76,10 +58,6 @@ def stop(process: subprocess.Popen) -> None:
     process.communicate(timeout=60)
 
 
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("circles: error:")]
-
-
 def finite(state_dict: dict) -> bool:
     return all(torch.isfinite(v).all() for k, v in state_dict.items() if k.startswith("net."))
 
@@ -98,10 +76,10 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
     assert "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
 
     run = tmp_path / "lightning_logs" / "version_0"
-    values = logged(run)
+    values = scalars_by_step(run)
     assert max(step for steps in values.values() for step in steps) <= epoch  # nothing logged past the divergence
     assert all(torch.isfinite(torch.tensor(list(values["train/loss"].values()))))
-    last, best = load(run / "checkpoints" / "last.ckpt"), load(run / "checkpoints" / "best.ckpt")
+    last, best = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(run / "checkpoints" / "best.ckpt")
     assert last["global_step"] == epoch  # written at the end of the last good epoch, epoch - 1
     assert finite(last["state_dict"]) and finite(best["state_dict"])
 
@@ -120,8 +98,9 @@ def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeyp
     assert status == 1
     assert "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
-    assert load(checkpoints / "last.ckpt")["global_step"] == 2  # end of epoch 1
-    assert finite(load(checkpoints / "last.ckpt")["state_dict"]) and finite(load(checkpoints / "best.ckpt")["state_dict"])
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2  # end of epoch 1
+    assert finite(load_checkpoint(checkpoints / "last.ckpt")["state_dict"])
+    assert finite(load_checkpoint(checkpoints / "best.ckpt")["state_dict"])
 
 
 def test_saving_non_finite_weights_raises_and_keeps_the_file(tmp_path):
@@ -145,7 +124,7 @@ def test_the_run_logger_keeps_logging_after_it_was_finalized(tmp_path):
     logger.finalize("finished")
     logger.log_metrics({"train/loss": 0.25}, step=1)
     logger.finalize("success")
-    assert logged(Path(logger.log_dir)) == {"train/loss": {0: 0.5, 1: 0.25}}
+    assert scalars_by_step(Path(logger.log_dir)) == {"train/loss": {0: 0.5, 1: 0.25}}
 
 
 # ------------------------------------------------------------------------------------------- atomic checkpoints
@@ -169,10 +148,10 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         with pytest.raises(OSError, match="No space left"):
             io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
     assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]  # no temporary file left
-    assert load(path)["step"] == 1
+    assert load_checkpoint(path)["step"] == 1
 
     io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
-    assert load(path)["step"] == 2 and os.listdir(path.parent) == ["last.ckpt"]
+    assert load_checkpoint(path)["step"] == 2 and os.listdir(path.parent) == ["last.ckpt"]
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
@@ -218,18 +197,19 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     assert f"fit interrupted by {name}" in line and "--ckpt_path last" in line
     assert signal.getsignal(signal.SIGINT) is handler and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     run = tmp_path / "lightning_logs" / "version_0"
-    interrupted = load(run / "checkpoints" / "last.ckpt")
+    interrupted = load_checkpoint(run / "checkpoints" / "last.ckpt")
     # Full-batch: the signal came after epoch 3's step; the ranks agree on it after the next step, epoch 4 completes
     # (validation, logging) and fit stops, so last.ckpt holds the state after the last logged epoch.
-    assert interrupted["global_step"] == 5 and max(logged(run)["train/loss"]) == 4
+    assert interrupted["global_step"] == 5 and max(scalars_by_step(run)["train/loss"]) == 4
 
     assert exit_status(*args, "--ckpt_path", "last") == 0  # the hook fired once: this run goes on undisturbed
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
     assert exit_status(*args) == 0
     reference = tmp_path / "reference" / "lightning_logs" / "version_0"
-    assert_same_weights(load(run / "checkpoints" / "last.ckpt"), load(reference / "checkpoints" / "last.ckpt"))
-    assert logged(run) == logged(reference)
+    assert_same_weights(load_checkpoint(run / "checkpoints" / "last.ckpt"),
+                        load_checkpoint(reference / "checkpoints" / "last.ckpt"))
+    assert scalars_by_step(run) == scalars_by_step(reference)
 
 
 def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
@@ -237,7 +217,7 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert "fit interrupted by Ctrl-C (SIGINT) at epoch 2, step 3" in line
-    assert load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert load_checkpoint(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
 def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd):
@@ -276,9 +256,9 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     finally:
         stop(process)
     assert process.returncode == -signal.SIGKILL
-    killed_at = load(run / "checkpoints" / "last.ckpt")["global_step"]
+    killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     assert 0 < killed_at < 300
-    before_resume = logged(run)
+    before_resume = scalars_by_step(run)
     assert max(before_resume["train/loss"]) >= killed_at - 1  # the events were flushed with the checkpoint
 
     assert exit_status(*args, "--ckpt_path", "last") == 0
@@ -288,8 +268,9 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     reference = tmp_path / "reference" / "lightning_logs" / "version_0"
 
     for name in ("last.ckpt", "best.ckpt"):
-        assert_same_weights(load(run / "checkpoints" / name), load(reference / "checkpoints" / name))
-    resumed, straight = logged(run), logged(reference)
+        assert_same_weights(load_checkpoint(run / "checkpoints" / name),
+                            load_checkpoint(reference / "checkpoints" / name))
+    resumed, straight = scalars_by_step(run), scalars_by_step(reference)
     assert resumed == straight  # every metric at every epoch, bitwise
     # The epochs the killed run logged after its checkpoint are logged again by the resumed run (TensorBoard shows
     # those steps twice), with identical values.
@@ -318,13 +299,14 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
     assert config["data"]["n_samples"] == 100
     assert yaml.safe_load((run / "hparams.yaml").read_text())["hidden_sizes"] == [10, 10]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    last, best = load(run / "checkpoints" / "last.ckpt"), load(run / "checkpoints" / "best.ckpt")
+    last, best = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(run / "checkpoints" / "best.ckpt")
     assert last["global_step"] >= best["global_step"] >= 1
-    assert max(logged(run)["train/loss"]) == last["global_step"] - 1  # the checkpoint is the last logged epoch
+    assert max(scalars_by_step(run)["train/loss"]) == last["global_step"] - 1  # the checkpoint is the last logged epoch
 
     epochs = last["global_step"] + 2
     assert exit_status(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
-    assert max(logged(run)["train/loss"]) == epochs - 1 and load(run / "checkpoints" / "last.ckpt")["global_step"] == epochs
+    assert max(scalars_by_step(run)["train/loss"]) == epochs - 1
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
@@ -348,7 +330,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
         seed = yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
         assert yaml.safe_load((run / "hparams.yaml").read_text())["seed"] == seed
         for name in ("best.ckpt", "last.ckpt"):
-            assert load(run / "checkpoints" / name)["datamodule_hyper_parameters"]["seed"] == seed
+            assert load_checkpoint(run / "checkpoints" / name)["datamodule_hyper_parameters"]["seed"] == seed
         (events,) = run.glob("events.out.tfevents.*")  # one writer per directory
         seeds.append(seed)
         pids.append(int(events.name.split(".")[-2]))

@@ -401,17 +401,6 @@ def test_circles_code_never_imports_matplotlib_at_import_time(callbacks_import):
     assert not culprits
 
 
-@pytest.mark.slow
-def test_importing_circles_callbacks_does_not_import_matplotlib(callbacks_import):
-    if callbacks_import["loaded"]:
-        others = [m for m in callbacks_import["importers"] if m.split(".")[0] != "circles"]
-        if others:
-            pytest.xfail(f"matplotlib is imported by dependencies, not by circles: {others} (lightning.pytorch "
-                         "imports torchmetrics, whose utilities.plot imports matplotlib.pyplot whenever it is "
-                         "installed)")
-        pytest.fail("import circles.callbacks imports matplotlib")
-
-
 # ---------------------------------------------------------------------------------------------- the callback
 
 

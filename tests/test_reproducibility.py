@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.cli import cli_main
 
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
-    values: dict[str, list[tuple[int, float]]] = {}
-    for path in run_dir.glob("events.out.tfevents.*"):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    values.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return values
+from helpers import QUIET, written_scalars
 
 
 @pytest.mark.parametrize("batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"])
@@ -29,7 +18,7 @@ def test_same_config_and_seed_give_identical_metrics_and_weights(batching, tmp_p
     cli_main(args)
     first, second = tmp_path / "lightning_logs" / "version_0", tmp_path / "lightning_logs" / "version_1"
 
-    a, b = scalars(first), scalars(second)
+    a, b = written_scalars(first), written_scalars(second)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= a.keys()
     assert a == b  # every value at every epoch, bitwise
     for name in ("best.ckpt", "last.ckpt"):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, scalar_values
+
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
 # The script asks for GPUs on a partition called gpu; the test cluster has 2 CPU cores in partition debug.
 ON_TEST_CLUSTER = ["--partition=debug", "--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1", "--parsable"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 def submit(env: dict, cwd: Path, config: str, *args: str) -> str:
@@ -48,12 +48,6 @@ def wait_for(env: dict, job: str, state: str = "COMPLETED", timeout: float = 300
     pytest.fail(f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{log[-4000:]}")
 
 
-def scalars(run: Path, tag: str) -> list[float]:
-    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    ea.Reload()
-    return [e.value for e in ea.Scalars(tag)]
-
-
 def test_batch_script_runs_ddp_with_two_tasks_and_matches_one_process(slurm_env, tmp_path, run_cli):
     job = submit(slurm_env, tmp_path, "improved.yaml", "--trainer.max_epochs=30", "--data.test_samples=10")
     wait_for(slurm_env, job)
@@ -70,8 +64,8 @@ def test_batch_script_runs_ddp_with_two_tasks_and_matches_one_process(slurm_env,
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
 
     single = run_cli("fit", "--config", str(REPO / "configs" / "improved.yaml"), "--trainer.max_epochs=30")
-    assert scalars(run, "train/loss") == pytest.approx(scalars(single, "train/loss"), abs=1e-5)
-    assert scalars(run, "val/acc") == pytest.approx(scalars(single, "val/acc"), abs=1e-6)
+    assert scalar_values(run, "train/loss") == pytest.approx(scalar_values(single, "train/loss"), abs=1e-5)
+    assert scalar_values(run, "val/acc") == pytest.approx(scalar_values(single, "val/acc"), abs=1e-6)
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(single / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in a:
