@@ -265,7 +265,7 @@ def bench_seed(repeats: int, epochs: int) -> None:
     row("seed", "boundary callback's share of fit", min(ours), min(bare), "s")
 
 
-def bench_startup(repeats: int) -> None:
+def bench_startup(repeats: int, python: str = sys.executable) -> None:
     print("start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a plain script",
           flush=True)
     script = textwrap.dedent('''
@@ -295,17 +295,24 @@ def bench_startup(repeats: int) -> None:
                 print(f"Epoch: {epoch} | Train loss: {loss:.5f} | Train accuracy: {train_acc:.2f}% | "
                       f"Test loss: {test_loss:.5f} | Test accuracy: {test_acc:.2f}%")
     ''')
-    plain, ours = [], []
+    commands = {
+        "plain": [python, "plain.py"],
+        "ours": [python, str(REPO / "train.py"), "fit", "--config", RELU],
+        "plain imports": [python, "-c", "import torch, sklearn.datasets, sklearn.model_selection"],
+        "our imports": [python, "-c", "import circles.cli"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "plain.py").write_text(script)
         for _ in range(repeats):
-            for cmd, out in (([sys.executable, "plain.py"], plain),
-                             ([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU], ours)):
+            for name, cmd in commands.items():
                 start = time.perf_counter()
-                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
-                out.append(time.perf_counter() - start)
-    row("startup", "python train.py fit --config configs/relu.yaml", statistics.median(ours),
-        statistics.median(plain), "s")
+                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    row("startup", "python train.py fit --config configs/relu.yaml", median["ours"], median["plain"], "s")
+    row("startup", "`import circles.cli` vs the plain script's imports (torch, scikit-learn)", median["our imports"],
+        median["plain imports"], "s")
 
 
 def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu") -> None:
@@ -383,6 +390,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
     parser.add_argument("--only", default="seed,startup,scale,compile,gpu", help="comma-separated sections")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter for the startup section (e.g. another environment's, to compare installs)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     sections = set(args.only.split(","))
@@ -392,7 +401,7 @@ def main() -> None:
         if "seed" in sections:
             bench_seed(repeats, epochs=200 if args.quick else 1000)
         if "startup" in sections:
-            bench_startup(repeats)
+            bench_startup(repeats, args.python)
         if "scale" in sections:
             bench_scale(repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5)
         if "compile" in sections:
