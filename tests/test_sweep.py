@@ -232,6 +232,7 @@ def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
     assert set(statuses(runs, names).values()) <= {"interrupted", "none"}  # nothing half-done counts as finished
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path, monkeypatch, capsys):
     from circles.model import CirclesClassifier
 
