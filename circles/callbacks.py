@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
@@ -106,6 +107,8 @@ class GracefulStopCallback(Callback):
 
     While training runs it stands in for Lightning's SIGTERM handler, which broadcasts from inside the handler and
     so deadlocks a DDP run whenever the signal lands during another collective (a metric's all-gather, say).
+    ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop at once (Lightning's
+    own handler only notes a SIGTERM outside fit, and predict would go on to write its file).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -114,15 +117,48 @@ class GracefulStopCallback(Callback):
         self.signal: Optional[int] = None
         self._previous: dict[int, Any] = {}
 
+    def _install(self, handler: Any) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.signal = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+        self._install(self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
+
+    @staticmethod
+    def _stop_now(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
+
+    def _evaluation_start(self, trainer: pl.Trainer) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # fit's validation keeps fit's handler
+            self._install(self._stop_now)
+
+    def _evaluation_end(self, trainer: pl.Trainer) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            self._restore()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_start(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_start(trainer)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_start(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_end(trainer)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_end(trainer)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation_end(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

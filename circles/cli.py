@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -23,11 +24,14 @@ from circles.callbacks import (
     RunCheckpoint, RunSummary, interruption,
 )
 from circles.data import CirclesDataModule, read_points_csv
-from circles.errors import CirclesArgumentParser, CirclesError, ConfigError, SettingError, note, report
+from circles.errors import (
+    CirclesArgumentParser, CirclesError, ConfigError, SettingError, note, os_error_text, report,
+)
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import (
-    DEFAULT_RUNS, AtomicCheckpointIO, CheckpointError, TensorBoardRunLogger, checkpoint_mismatch, data_difference,
-    load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint,
+    CONFIG_KEY, DEFAULT_RUNS, AtomicCheckpointIO, CheckpointError, ResumeError, RunConfig, TensorBoardRunLogger,
+    checkpoint_mismatch, data_difference, load_lightning_checkpoint, next_version, resolve_checkpoint,
+    resume_conflicts, run_of_checkpoint,
 )
 
 CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter}
@@ -42,7 +46,8 @@ class CirclesCLI(LightningCLI):
             CirclesClassifier,
             CirclesDataModule,
             seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfig,
+            save_config_kwargs={},
             trainer_defaults={
                 "max_epochs": 1000,
                 "logger": lazy_instance(TensorBoardRunLogger),
@@ -65,14 +70,25 @@ class CirclesCLI(LightningCLI):
     # -- before anything is built: where runs go, which checkpoint ------------------------------------------------
 
     _checkpoint_shapes: Optional[dict[str, tuple[int, ...]]] = None
+    _resume_conflicts: list[str] = []
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then settle what depends on other settings (:func:`_settle_runs_and_checkpoint`) before LightningCLI
         reads the checkpoint's hyperparameters."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            self._checkpoint_shapes = _settle_runs_and_checkpoint(self.config[subcommand], subcommand)
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")  # as the user gave it
+        checkpoint = _settle_runs_and_checkpoint(config, subcommand)
+        if checkpoint is None:
+            return
+        self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
+                                   if isinstance(v, torch.Tensor)}
+        if subcommand == "fit":  # before LightningCLI replaces the model's settings with the checkpoint's
+            now = yaml.safe_load(parser.dump(self.config))[subcommand]
+            self._resume_conflicts = resume_conflicts(checkpoint.get(CONFIG_KEY), now)
 
     # -- building ---------------------------------------------------------------------------------------------------
 
@@ -86,6 +102,11 @@ class CirclesCLI(LightningCLI):
                 if isinstance(err, ConfigError) or getattr(self, "model", None) is None or hasattr(self, "trainer"):
                     raise
                 raise SettingError("optimizer", err) from None
+        if self._resume_conflicts:  # reported after the values themselves were checked
+            raise ResumeError(
+                f"fit --ckpt_path continues a run with the settings it was trained with, and these differ: "
+                f"{'; '.join(self._resume_conflicts)}. Leave them out to continue the run (trainer settings such as "
+                "--trainer.max_epochs may change), or start a new run without --ckpt_path.")
         found = self._checkpoint_shapes
         mismatch = found and checkpoint_mismatch(found, {k: tuple(v.shape) for k, v in self.model.state_dict().items()})
         if mismatch:  # Lightning builds the model from the checkpoint's hyperparameters: only foreign files get here
@@ -174,29 +195,37 @@ class CirclesCLI(LightningCLI):
         return next((s for s in sections if config[s][field] == value), sections[0] if sections else None)
 
 
-def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[dict[str, tuple[int, ...]]]:
+def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[dict[str, Any]]:
     """Settle in ``config`` what depends on other settings: the logger's folder defaults to
-    ``trainer.default_root_dir``; ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues
-    in that run's directory; the data's features follow the checkpoint's. Returns the checkpoint's weight shapes."""
+    ``trainer.default_root_dir``, and without a logger the run directory becomes the ``default_root_dir``;
+    ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
+    the data's features follow the checkpoint's. Returns the checkpoint, loaded safely, if there is one."""
     logger = _run_logger_args(config)
     if logger is not None and logger.get("save_dir") is None:
         logger.save_dir = config.trainer.get("default_root_dir") or "."
     ckpt_path = config.get("ckpt_path")
-    if ckpt_path is None or ckpt_path == "hpc":
+    if ckpt_path is None and subcommand != "fit":
+        raise ConfigError("ckpt_path", f"given for {subcommand}: 'best', 'last' or a checkpoint file", None,
+                          f"Without one, {subcommand} would evaluate an untrained network.")
+    path = resolve_checkpoint(ckpt_path, _runs_root(config)) if ckpt_path not in (None, "hpc") else None
+    run = run_of_checkpoint(path) if subcommand == "fit" and path is not None and str(path) != ckpt_path else None
+    if run is not None and logger is not None:
+        logger.version = run
+    if config.trainer.get("logger") is False:
+        root = _runs_root(config)
+        config.trainer.default_root_dir = str(root / (run or f"version_{next_version(root)}"))
+    if path is None:
         return None
-    path = resolve_checkpoint(ckpt_path, _runs_root(config))
     config.ckpt_path = str(path)
-    if subcommand == "fit" and ckpt_path != str(path) and logger is not None:
-        logger.version = run_of_checkpoint(path)
     checkpoint = load_lightning_checkpoint(path)
     data = config.get("data")
     text = data_difference(checkpoint.get("datamodule_hyper_parameters") or {}, data)
-    if text:
+    if text and subcommand != "fit":  # fit refuses other data (resume_conflicts)
         note(text)
     features = (checkpoint.get("hyper_parameters") or {}).get("features")
     if features and data is not None and list(data.features) != list(features):
         data.features = list(features)  # the network was trained on these inputs; others would fit silently
-    return {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if isinstance(v, torch.Tensor)}
+    return checkpoint
 
 
 def _run_hyperparameters(config: Namespace) -> dict[str, Any]:
@@ -245,6 +274,9 @@ def cli_main(args: Any = None) -> None:
     except KeyboardInterrupt:
         report("interrupted by Ctrl-C (SIGINT).")
         raise SystemExit(130) from None
+    except OSError as err:  # a full disk, a read-only folder: the file and the cause, not a traceback
+        report(os_error_text(err))
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

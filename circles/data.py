@@ -17,6 +17,8 @@ from circles.errors import ConfigError, check
 from circles.features import Feature, check_features
 
 Batch = tuple[torch.Tensor, ...]
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+MAX_NOISE = 1e30  # beyond it points leave float32's range (3.4e38) or lose every digit of the shape
 
 
 def derived_seed(seed: int, stream: int) -> int:
@@ -51,6 +53,11 @@ def read_points_csv(path: str | Path) -> torch.Tensor:
                 raise ConfigError(
                     "predict_path", "a CSV file of finite numbers (no nan or inf)", str(path),
                     f"Line {line} has x1={row['x1']!r}, x2={row['x2']!r}.",
+                )
+            if not all(abs(v) <= FLOAT32_MAX for v in point):
+                raise ConfigError(
+                    "predict_path", f"a CSV file of numbers the model can take (float32: at most {FLOAT32_MAX:.3g} "
+                    "in size)", str(path), f"Line {line} has x1={row['x1']!r}, x2={row['x2']!r}.",
                 )
             rows.append(point)
     if not rows:
@@ -164,6 +171,8 @@ class CirclesDataModule(pl.LightningDataModule):
         super().__init__()
         check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
               "noise", "a finite number >= 0", noise)
+        check(noise <= MAX_NOISE, "noise", f"at most {MAX_NOISE:g}", noise,
+              "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing of the shape.")
         check(0 < factor < 1, "factor", "strictly between 0 and 1 (the inner radius relative to the outer)", factor)
         check(0 < val_fraction < 1, "val_fraction", "strictly between 0 and 1", val_fraction)
         minimum = _minimum_samples(val_fraction)

@@ -69,6 +69,18 @@ def report(message: str) -> None:
     print(f"circles: error: {message}", file=sys.stderr, flush=True)
 
 
+def os_error_text(err: OSError) -> str:
+    """An operating-system error as one line: the file, the cause and what to do about it."""
+    import errno
+
+    where = str(err.filename) if err.filename else "the run's files"
+    advice = {errno.ENOSPC: "Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR.",
+              errno.EDQUOT: "Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR.",
+              errno.EACCES: "Make the folder writable, or write the runs elsewhere with --trainer.default_root_dir DIR.",
+              errno.EROFS: "Write the runs elsewhere with --trainer.default_root_dir DIR."}.get(err.errno, "")
+    return " ".join(f"{where}: {err.strerror or type(err).__name__}. {advice}".split())
+
+
 @rank_zero_only
 def note(message: str) -> None:
     """Tell the user something worth knowing that is not an error (once, on rank zero)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Optional, Union
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -39,6 +40,8 @@ def atomic_file(path: Union[str, Path], mode: str = "w", **kwargs: Any) -> Itera
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None  # name the file, not its temporary twin
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -89,21 +92,28 @@ def load_lightning_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     return checkpoint
 
 
-def find_run_checkpoint(runs_root: Union[str, Path], which: str) -> Optional[Path]:
-    """The ``checkpoints/<which>.ckpt`` of the most recently written run under ``runs_root``, if any."""
-    candidates = [p for p in Path(runs_root).glob(f"*/checkpoints/{which}.ckpt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
-
-
 def resolve_checkpoint(ckpt_path: str, runs_root: Union[str, Path]) -> Path:
-    """``best``/``last`` -> the newest run's ``checkpoints/best.ckpt``/``last.ckpt`` under ``runs_root``; a path as is."""
+    """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under ``runs_root`` (the run with
+    the most recently written checkpoint); a path as is. When the newest run has no such file, an older run's is not
+    taken in its place (it may be another model altogether): the error names both."""
     if ckpt_path not in ("best", "last"):
         return Path(ckpt_path)
-    found = find_run_checkpoint(runs_root, ckpt_path)
-    if found is None:
+    root = Path(runs_root)
+    checkpoints = [p for p in root.glob("*/checkpoints/*.ckpt") if p.is_file()]
+    if not checkpoints:
         raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
-                          f"No run under {os.path.normpath(runs_root)} has checkpoints/{ckpt_path}.ckpt.")
-    return found
+                          f"No run under {os.path.normpath(root)} has checkpoints/{ckpt_path}.ckpt.")
+    newest_run = max(checkpoints, key=lambda p: p.stat().st_mtime_ns).parent.parent
+    found = newest_run / "checkpoints" / f"{ckpt_path}.ckpt"
+    if found.is_file():
+        return found
+    others = [p for p in checkpoints if p.name == f"{ckpt_path}.ckpt"]
+    elsewhere = (f" The newest run that has one is {max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
+                 "give its file to use it." if others else "")
+    raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
+                      f"The newest run, {os.path.normpath(newest_run)}, has no checkpoints/{ckpt_path}.ckpt "
+                      f"(it has {', '.join(sorted(p.name for p in (newest_run / 'checkpoints').glob('*.ckpt')))})."
+                      + elsewhere)
 
 
 def run_of_checkpoint(path: Path) -> Optional[str]:
@@ -139,19 +149,61 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 # -- run directories ----------------------------------------------------------------------------------------------
 
 
+def next_version(root: Union[str, Path]) -> int:
+    """The N after the highest ``root/version_N`` (0 if there is none)."""
+    taken = [int(p.name[len("version_"):]) for p in Path(root).glob("version_*") if p.name[len("version_"):].isdigit()]
+    return max(taken, default=-1) + 1
+
+
 def claim_version(root: Union[str, Path]) -> int:
     """Create the next free ``root/version_N`` with an atomic ``mkdir`` and return N: runs started at the same moment
     get distinct directories (listing the folder, as Lightning's logger does, races)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[len("version_"):]) for p in root.glob("version_*") if p.name[len("version_"):].isdigit()]
-    version = max(taken, default=-1) + 1
+    version = next_version(root)
     while True:
         try:
             (root / f"version_{version}").mkdir()
             return version
         except FileExistsError:
             version += 1
+
+
+class RunInUse(CirclesError):
+    """Another process is writing into the run directory this one would write into."""
+
+    exit_code = 2
+
+
+def try_lock(path: Union[str, Path]) -> Optional[IO[Any]]:
+    """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open file that holds it, or
+    None if another process holds it. The lock ends when the file is closed or the process ends, however it ends."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def lock_run_dir(run_dir: Union[str, Path]) -> IO[Any]:
+    """Hold ``run_dir/.lock`` while this process writes the run: a second process that would write into the same run
+    (two resumes of one run, a run given the version of a running one) is refused instead of interleaving its curves
+    and checkpoints with the first one's."""
+    lock = try_lock(Path(run_dir) / ".lock")
+    if lock is None:
+        holder = (Path(run_dir) / ".lock").read_text().strip()
+        raise RunInUse(f"{os.path.normpath(run_dir)} is being written by another process (pid {holder or '?'}); "
+                       "one process writes a run at a time. Wait for it to end, or start a new run.")
+    return lock
 
 
 def event_file_writer(writer: Any) -> Any:
@@ -202,13 +254,19 @@ class TensorBoardRunLogger(TensorBoardLogger):
         super().__init__(save_dir if save_dir is not None else ".", name=name, version=version,
                          default_hp_metric=default_hp_metric, **kwargs)
         self._run_version = version
+        self._lock: Optional[IO[Any]] = None
+        self._locked = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
     @property
     def version(self) -> Union[int, str]:
-        """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one."""
+        """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one.
+        Rank zero holds the run directory's lock (:func:`lock_run_dir`) from then until :meth:`finalize`."""
         if self._run_version is None:
             self._run_version = claim_version(self.root_dir) if rank_zero_only.rank == 0 else super().version
+        if not self._locked and rank_zero_only.rank == 0:
+            name = self._run_version if isinstance(self._run_version, str) else f"version_{self._run_version}"
+            self._lock, self._locked = lock_run_dir(Path(self.root_dir) / name), True
         return self._run_version
 
     @rank_zero_only
@@ -243,6 +301,9 @@ class TensorBoardRunLogger(TensorBoardLogger):
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
         super().finalize(status)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def data_difference(trained_on: Mapping[str, Any], data: Optional[Mapping[str, Any]]) -> Optional[str]:
@@ -256,3 +317,89 @@ def data_difference(trained_on: Mapping[str, Any], data: Optional[Mapping[str, A
     return ("the checkpoint was trained on " + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
             + "; this run uses " + ", ".join(f"{data.get(k)!r}" for k in differ)
             + " (pass the run's config.yaml with --config to use its data).")
+
+
+# -- the run's record ---------------------------------------------------------------------------------------------
+
+CONFIG_KEY = "circles_config"  # the run's config.yaml, as text, inside every checkpoint
+# What a resumed fit must train with as the run did: what the model is, what it learns from and how it steps.
+TRAINED_WITH = ("seed_everything", "model", "data", "optimizer", "lr_scheduler")
+FREE_ON_RESUME = ("data.predict_path", "data.test_samples")  # evaluation only
+
+
+class ResumeError(CirclesError):
+    """``fit --ckpt_path`` with settings that differ from the ones the checkpoint was trained with."""
+
+    exit_code = 2
+
+
+class RunConfig(Callback):
+    """Writes the run's ``config.yaml``: the command's resolved config less what ties it to this run (``ckpt_path``,
+    the logger's ``version``), so ``--config <run>/config.yaml`` repeats the run, in a new run directory.
+
+    ``fit`` writes it when training starts, so a fit that ends before (a refused resume, a bad file) leaves the run's
+    record as it was; a resumed fit rewrites it with what it changed (e.g. ``trainer.max_epochs``). Every checkpoint
+    carries it, so a resume can tell what changed (:func:`resume_conflicts`). LightningCLI's ``save_config_callback``.
+    """
+
+    def __init__(self, parser: Any, config: Any, config_filename: str = "config.yaml",
+                 default_root_dir: Optional[str] = None, **kwargs: Any) -> None:
+        """
+        Args:
+            parser: The parser of the subcommand (LightningCLI passes it).
+            config: The subcommand's config (LightningCLI passes it).
+            config_filename: The file's name in the run directory.
+            default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at the run
+                directory when there is no logger).
+            **kwargs: LightningCLI's other options for its own config saver (``overwrite``, ``multifile``): unused.
+        """
+        config = config.clone()
+        if "ckpt_path" in config:
+            config.ckpt_path = None
+        config.trainer.default_root_dir = default_root_dir
+        logger = config.trainer.get("logger")
+        if hasattr(logger, "get") and logger.get("init_args") is not None:
+            logger.init_args.version = None
+        self.text = parser.dump(config, skip_none=False)
+        self.filename = config_filename
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            self._write(trainer)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: Any) -> None:
+        log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        if trainer.is_global_zero:
+            os.makedirs(log_dir, exist_ok=True)
+            with atomic_file(Path(log_dir) / self.filename) as f:
+                f.write(self.text)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.text
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {prefix: {}}
+
+
+def resume_conflicts(trained: Optional[str], now: Mapping[str, Any]) -> list[str]:
+    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the checkpoint's record ``trained``
+    (its ``config.yaml`` text), as ``key (trained: a, now: b)``. A resume that changed them would either ignore them
+    silently (Lightning restores the model and the optimizer's state, learning rate included) or train something that
+    is no longer the run on record, so the CLI refuses it."""
+    if not trained:
+        return []
+    import yaml
+
+    before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
+    after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
+    keys = sorted(k for k in set(before) | set(after)
+                  if k.split(".")[0] in TRAINED_WITH and k not in FREE_ON_RESUME and before.get(k) != after.get(k))
+    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}  # its settings differ anyway
+    keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
+    return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]

@@ -60,6 +60,7 @@ def test_last_ckpt_holds_the_final_epoch_and_best_ckpt_the_best(run_cli):
     assert best["global_step"] == first_best + 1
 
 
+@pytest.mark.slow
 def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupted_run(run_cli, tmp_path):
     args = ["--config", str(CONFIGS / "improved.yaml"), "--checkpoint.last_every_n_epochs=10"]
     run = run_cli("fit", *args, "--trainer.max_epochs=20")
@@ -74,6 +75,7 @@ def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupt
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_validate_test_and_predict_accept_best_last_and_a_path(run_cli, capsys):
     run = run_cli("fit", *TINY)
     run_cli("validate", *TINY, "--ckpt_path", "best")

@@ -77,6 +77,7 @@ def test_feature_map_computes_the_playgrounds_features():
     assert model.net[0].in_features == 3 and model(x).shape == (2,)
 
 
+@pytest.mark.slow
 def test_linear_model_on_squared_features_solves_the_circles(run_cli):
     """The playground's lesson: no activation, inputs x1^2 and x2^2, and a straight line in those coordinates is a
     circle in the plane; the same linear model on x1, x2 stays at chance."""
@@ -93,6 +94,7 @@ def test_linear_model_on_squared_features_solves_the_circles(run_cli):
     assert centre[2] > centre[0] and corner[0] > corner[2]  # blue (inner) in the middle, red (outer) in a corner
 
 
+@pytest.mark.slow
 def test_l1_drives_some_weights_exactly_to_zero_and_l2_shrinks_them(run_cli):
     args = ["fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=60"]
     l1 = run_cli(*args, "--model.l1=0.003")

@@ -92,19 +92,31 @@ CASES = [
     case("checkpoint carrying code", "predict --ckpt_path payload.ckpt", "payload.ckpt", "Refused to load",
          "weights_only=True", "nothing in it ran"),
     case("resume with a bad value", "fit --ckpt_path last --data.noise=-1", "data.noise", ">= 0"),
-    case("predict CSV without x1,x2", "predict --data.predict_path=no_columns.csv", "data.predict_path",
+    case("predict CSV without x1,x2", "predict --ckpt_path last --data.predict_path=no_columns.csv", "data.predict_path",
          "x1 and x2", "lacks ['x2']"),
-    case("predict CSV, non-numeric", "predict --data.predict_path=text.csv", "data.predict_path", "numbers",
+    case("predict CSV, non-numeric", "predict --ckpt_path last --data.predict_path=text.csv", "data.predict_path", "numbers",
          "Line 3"),
-    case("predict CSV, NaN", "predict --data.predict_path=nan.csv", "data.predict_path", "finite numbers",
+    case("predict CSV, NaN", "predict --ckpt_path last --data.predict_path=nan.csv", "data.predict_path", "finite numbers",
          "Line 2"),
-    case("predict CSV, inf", "predict --data.predict_path=inf.csv", "data.predict_path", "finite numbers",
+    case("predict CSV, inf", "predict --ckpt_path last --data.predict_path=inf.csv", "data.predict_path", "finite numbers",
          "Line 2"),
-    case("predict CSV, empty file", "predict --data.predict_path=empty.csv", "data.predict_path", "x1 and x2",
+    case("predict CSV, empty file", "predict --ckpt_path last --data.predict_path=empty.csv", "data.predict_path", "x1 and x2",
          "The file is empty"),
-    case("predict CSV, header only", "predict --data.predict_path=header_only.csv", "data.predict_path",
+    case("predict CSV, header only", "predict --ckpt_path last --data.predict_path=header_only.csv", "data.predict_path",
          "at least one point"),
-    case("predict CSV, missing file", "predict --data.predict_path=missing.csv", "data.predict_path",
+    case("predict CSV beyond float32", "predict --ckpt_path last --data.predict_path=huge.csv", "data.predict_path",
+         "float32", "Line 2"),
+    case("noise beyond float32", "fit --data.noise=1e300", "data.noise", "at most", "float32"),
+    case("test without a checkpoint", "test", "ckpt_path", "given for test", "'best', 'last'", "untrained"),
+    case("predict without a checkpoint", "predict", "ckpt_path", "given for predict", "untrained"),
+    case("resume with another optimizer",
+         "fit --ckpt_path last --data.n_samples=60 --optimizer.class_path=torch.optim.Adam",
+         "optimizer.class_path (trained: 'torch.optim.SGD', now: 'torch.optim.Adam')", "start a new run"),
+    case("resume with another learning rate", "fit --ckpt_path last --data.n_samples=60 --optimizer.init_args.lr=0.001",
+         "optimizer.init_args.lr (trained: 0.1, now: 0.001)", "--trainer.max_epochs may change"),
+    case("resume on other data", "fit --ckpt_path last --data.noise=0.1",
+         "data.n_samples (trained: 60, now: 1000)", "data.noise (trained: 0.03, now: 0.1)"),
+    case("predict CSV, missing file", "predict --ckpt_path last --data.predict_path=missing.csv", "data.predict_path",
          "existing CSV file"),
 ]
 
@@ -128,6 +140,7 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     (directory / "inf.csv").write_text("x1,x2\n0.1,inf\n")
     (directory / "empty.csv").write_text("")
     (directory / "header_only.csv").write_text("x1,x2\n")
+    (directory / "huge.csv").write_text("x1,x2\n1e39,0.2\n")
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -175,7 +188,7 @@ def doc_cell(line: str, where: Path) -> str:
 def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
     """The real entry point, in processes of its own (started together: each spends seconds importing)."""
     commands = [["fit", "--data.noise=-0.1"], ["fit", "--model.activation=swish"], ["fit", "--config", "malformed.yaml"],
-                ["validate", "--ckpt_path", "truncated.ckpt"], ["predict", "--data.predict_path=nan.csv"]]
+                ["validate", "--ckpt_path", "truncated.ckpt"], ["predict", "--ckpt_path", "last", "--data.predict_path=nan.csv"]]
     before = snapshot(earlier_run)
     processes = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=earlier_run, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]

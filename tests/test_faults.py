@@ -186,6 +186,7 @@ def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
     monkeypatch.setattr(CirclesClassifier, "on_train_batch_end", hook)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, name, tmp_path, monkeypatch, capfd):
     args = ["fit", *SMALL, "--trainer.max_epochs=8", "--checkpoint.last_every_n_epochs=100"]
@@ -236,10 +237,31 @@ def test_ctrl_c_during_predict_exits_130(tmp_path, monkeypatch, capfd):
     def interrupted_predict_step(self, batch, batch_idx):
         signal.raise_signal(signal.SIGINT)
 
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
     monkeypatch.setattr(CirclesClassifier, "predict_step", interrupted_predict_step)
-    assert exit_status("predict", *SMALL) == 130
+    assert exit_status("predict", *SMALL, "--ckpt_path=last") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert line == "circles: error: predict interrupted by Ctrl-C (SIGINT)."
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(subcommand, tmp_path, monkeypatch,
+                                                                             capfd):
+    """Lightning only notes a SIGTERM outside fit (predict would go on and write its file): the run stops at once."""
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
+    step = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[subcommand]
+    original = getattr(CirclesClassifier, step)
+
+    def signalled_step(self, batch, batch_idx):
+        signal.raise_signal(signal.SIGTERM)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(CirclesClassifier, step, signalled_step)
+    assert exit_status(subcommand, *SMALL, "--ckpt_path=last") == 143
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line == f"circles: error: {subcommand} interrupted by SIGTERM."
+    assert not list(tmp_path.glob("lightning_logs/*/predictions.csv"))
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 # ------------------------------------------------------------------------------------- signals, subprocesses
@@ -336,3 +358,31 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
         pids.append(int(events.name.split(".")[-2]))
     assert sorted(seeds) == [0, 1, 2, 3]
     assert sorted(pids) == sorted(p.pid for p in processes)
+
+
+# ------------------------------------------------------------------------------------------------ the file system
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(tmp_path, monkeypatch, capfd):
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=2") == 0
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):
+        real_save(obj, __import__("io").BytesIO())
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=4", "--ckpt_path=last") == 1
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line == (f"circles: error: {Path('lightning_logs/version_0/checkpoints/last.ckpt')}: No space left on "
+                    "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR.")
+    assert last.read_bytes() == good and not list(last.parent.glob(".*.tmp"))
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capfd):
+    (tmp_path / "not_a_folder").write_text("a file where the runs would go\n")
+    assert exit_status("fit", *SMALL, f"--trainer.default_root_dir={tmp_path / 'not_a_folder'}") == 1
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line == f"circles: error: {tmp_path / 'not_a_folder' / 'lightning_logs'}: Not a directory."

@@ -6,14 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from circles.errors import ConfigError
 from circles.runs import (
-    TensorBoardRunLogger, atomic_file, claim_version, event_file_writer, resolve_checkpoint, run_of_checkpoint,
+    CONFIG_KEY, RunInUse, TensorBoardRunLogger, atomic_file, claim_version, event_file_writer, resolve_checkpoint,
+    run_of_checkpoint, try_lock,
 )
 
-from helpers import exit_status
+from helpers import QUIET, error_lines, exit_status, load_checkpoint
 
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", "--trainer.max_epochs=2"]
 
@@ -63,19 +66,36 @@ def test_event_file_writer_is_the_summary_writers_own_and_reopens_after_close(tm
     writer.close()
 
 
-def test_resolve_checkpoint_picks_the_newest_runs_file_or_says_what_is_missing(tmp_path):
+def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_instead(tmp_path):
     for run in ("version_0", "version_1"):
         (tmp_path / run / "checkpoints").mkdir(parents=True)
+    (tmp_path / "version_1" / "checkpoints" / "best.ckpt").write_bytes(b"1")
     (tmp_path / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"1")
-    os.utime(tmp_path / "version_1" / "checkpoints" / "last.ckpt", (1, 1))
-    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"0")
+    for name in ("best.ckpt", "last.ckpt"):
+        os.utime(tmp_path / "version_1" / "checkpoints" / name, (1, 1))
+    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"0")  # written last: the newest run
     found = resolve_checkpoint("last", tmp_path)
     assert found == tmp_path / "version_0" / "checkpoints" / "last.ckpt" and run_of_checkpoint(found) == "version_0"
     assert resolve_checkpoint("some/file.ckpt", tmp_path) == Path("some/file.ckpt")
-    with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt"):
+    with pytest.raises(ConfigError) as refused:  # version_1's best.ckpt may be another model: not taken silently
         resolve_checkpoint("best", tmp_path)
+    assert f"The newest run, {tmp_path / 'version_0'}, has no checkpoints/best.ckpt (it has last.ckpt)." in str(
+        refused.value)
+    assert f"The newest run that has one is {tmp_path / 'version_1'}" in str(refused.value)
+    with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt"):
+        resolve_checkpoint("best", tmp_path / "empty")
 
 
+def test_one_process_writes_a_run_at_a_time(tmp_path):
+    first = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared")
+    assert first.version == "shared"
+    with pytest.raises(RunInUse, match=r"runs/shared is being written by another process \(pid \d+\)"):
+        TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
+    first.finalize("success")  # the run is done: the directory is free again
+    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version == "shared"
+
+
+@pytest.mark.slow
 def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path, monkeypatch):
     """``cd elsewhere && python train.py fit --trainer.default_root_dir DIR``: logs, checkpoints, pictures and the
     config go under DIR/lightning_logs; ``--ckpt_path last`` finds the run there and continues it in place."""
@@ -96,3 +116,67 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit wrote into the same run
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *SMALL, "--ckpt_path=last") == 2  # nothing under the working directory
+
+
+# ------------------------------------------------------------------------------------------ the run's record
+
+
+@pytest.mark.slow
+def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resume_changed(tmp_path):
+    assert exit_status("fit", *SMALL) == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["ckpt_path"] is None and record["trainer"]["logger"]["init_args"]["version"] is None
+    assert record["trainer"]["max_epochs"] == 4  # what trained: the resume went on to epoch 4
+    assert yaml.safe_load(load_checkpoint(run / "checkpoints" / "last.ckpt")[CONFIG_KEY]) == record
+
+    assert exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0  # repeat: a new run, same numbers
+    repeat = tmp_path / "lightning_logs" / "version_1"
+    assert load_checkpoint(repeat / "checkpoints" / "last.ckpt")["global_step"] == 4
+    for key, value in load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"].items():
+        assert torch.equal(value, load_checkpoint(repeat / "checkpoints" / "last.ckpt")["state_dict"][key]), key
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
+    assert exit_status("fit", *SMALL) == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for change, named in [("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
+                          ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
+                          ("--data.noise=0.1", "data.noise (trained: 0.03, now: 0.1)"),
+                          ("--model.hidden_sizes=[32]", "model.hidden_sizes (trained: [10, 10], now: [32])")]:
+        assert exit_status("fit", *SMALL, "--ckpt_path=last", change) == 2
+        (line,) = error_lines(capfd.readouterr().err)
+        assert named in line and "start a new run without --ckpt_path" in line
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
+def test_a_run_being_written_is_not_resumed_by_a_second_process(tmp_path, capfd):
+    assert exit_status("fit", *SMALL) == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    held = try_lock(run / ".lock")  # as another process writing the run would
+    try:
+        assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 2
+    finally:
+        held.close()
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "lightning_logs/version_0 is being written by another process" in line
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0  # free again
+
+
+def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
+    for _ in range(2):
+        assert exit_status("fit", *SMALL, "--trainer.logger=false") == 0
+    runs = tmp_path / "lightning_logs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]  # nothing in the working directory
+    for name in ("version_0", "version_1"):
+        assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {p.name for p in (runs / name).iterdir()}
+        assert not list((runs / name).glob("events.out.tfevents.*"))
+    assert yaml.safe_load((runs / "version_0" / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
+    assert exit_status("fit", *SMALL, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
+    assert load_checkpoint(runs / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]

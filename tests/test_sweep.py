@@ -261,3 +261,21 @@ def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path
     resumed, fresh = rows(tmp_path / "sw"), rows(tmp_path / "fresh")
     assert [r["status"] for r in resumed] == ["ok", "ok"]
     assert [(r["val_acc_best"], r["test_acc"]) for r in resumed] == [(r["val_acc_best"], r["test_acc"]) for r in fresh]
+
+
+@pytest.mark.slow
+def test_a_finished_point_whose_checkpoint_was_damaged_is_named_and_trained_again(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
+    config = ["--config", str(path), "--out", "sw"]
+    assert main(config) == 0
+    last = tmp_path / "sw" / "runs" / "01-relu" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])
+    capsys.readouterr()
+    assert main([*config, "--report"]) == 1
+    damaged = [r for r in rows(tmp_path / "sw") if r["point"] == "01-relu"][0]
+    assert damaged["status"] == "damaged" and damaged["error"].startswith("01-relu: Cannot read checkpoint")
+    assert "`01-relu` (damaged): 01-relu: Cannot read checkpoint" in (tmp_path / "sw" / "summary.md").read_text()
+    assert main(config) == 0  # the re-run trains it again
+    out = capsys.readouterr().out
+    assert "[skip] 00-linear: finished earlier" in out and "Running 1 of 2 points" in out
+    assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok", "ok"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from circles.runs import atomic_file
-from circles.sweep.runner import num, read_result
+from circles.sweep.runner import checked_result, num
 from circles.sweep.spec import RUNS, Sweep, short
 
 METRICS = ("val_acc_best", "test_acc", "bayes_acc", "bayes_gap")
@@ -20,7 +20,7 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
     """One row per point of the sweep: its settings, metrics, train time and status (``missing`` if not run)."""
     rows = []
     for point in sweep.points:
-        result = read_result(sweep, point) or {}
+        result = checked_result(sweep, point) or {}
         overrides = sweep.overrides(point)
         settings = {key: result.get("settings", {}).get(key, overrides.get(key)) for key in sweep.keys}
         rows.append({"index": point.index, "point": point.name, "settings": settings,
@@ -63,9 +63,9 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
         cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys),
                  *(num(m.get(name)) for name in METRICS), num(row["train_s"], 1), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
-    failed = [row for row in rows if row["status"] == "failed"]
+    failed = [row for row in rows if row["status"] in ("failed", "damaged")]
     if failed:
-        lines += ["", "Failed points:", ""] + [f"- `{row['point']}`: {row['error']}" for row in failed]
+        lines += ["", "Failed points:", ""] + [f"- `{row['point']}` ({row['status']}): {row['error']}" for row in failed]
     return "\n".join(lines) + "\n"
 
 

@@ -69,9 +69,26 @@ def read_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
     return result if result.get("overrides") == _plain(sweep.overrides(point)) else None
 
 
-def is_finished(sweep: Sweep, point: Point) -> bool:
-    """Whether the point has a successful result for its current settings (and is skipped on a re-run)."""
+def checked_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+    """:func:`read_result`, with a finished point whose ``last.ckpt`` has since gone missing or been damaged marked
+    ``damaged`` (its numbers stand, its model does not: a re-run trains it again)."""
+    from circles.errors import CirclesError
+    from circles.runs import load_checkpoint_file
+
     result = read_result(sweep, point)
+    if result is None or result.get("status") != "ok":
+        return result
+    try:
+        load_checkpoint_file(sweep.run_dir(point) / "checkpoints" / "last.ckpt")
+    except CirclesError as err:
+        return {**result, "status": "damaged", "error": f"{point.name}: {err}"}
+    return result
+
+
+def is_finished(sweep: Sweep, point: Point) -> bool:
+    """Whether the point has a successful result for its current settings and its checkpoint is whole (then it is
+    skipped on a re-run)."""
+    result = checked_result(sweep, point)
     return result is not None and result.get("status") == "ok"
 
 
