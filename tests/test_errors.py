@@ -231,5 +231,16 @@ def error_table() -> str:
     return "\n".join(rows)
 
 
+def test_os_errors_read_as_the_file_the_cause_and_what_to_do():
+    from circles.errors import os_error_text
+
+    assert os_error_text(PermissionError(13, "Permission denied", "runs/version_0")) == (
+        "runs/version_0: Permission denied. Make the folder writable, or write the runs elsewhere with "
+        "--trainer.default_root_dir DIR.")
+    assert os_error_text(OSError(30, "Read-only file system", "/mnt/x")) == (
+        "/mnt/x: Read-only file system. Write the runs elsewhere with --trainer.default_root_dir DIR.")
+    assert os_error_text(OSError(28, "No space left on device")).startswith("the run's files: No space left")
+
+
 if __name__ == "__main__":
     print(error_table())

@@ -279,3 +279,20 @@ def test_a_finished_point_whose_checkpoint_was_damaged_is_named_and_trained_agai
     out = capsys.readouterr().out
     assert "[skip] 00-linear: finished earlier" in out and "Running 1 of 2 points" in out
     assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
+    from circles.runs import try_lock
+
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
+    config = ["--config", str(path), "--out", "sw"]
+    held = try_lock(tmp_path / "sw" / ".locks" / "00-linear")  # as a second sweep into the same --out would
+    try:
+        assert main(config) == 1
+    finally:
+        held.close()
+    assert "00-linear  BUSY: another sweep process is running this point" in capsys.readouterr().out
+    assert statuses(tmp_path / "sw" / "runs", ["00-linear", "01-relu"]) == {"00-linear": "none", "01-relu": "ok"}
+    assert main(config) == 0
+    assert "Running 1 of 2 points" in capsys.readouterr().out

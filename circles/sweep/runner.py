@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from circles.runs import atomic_file
+from circles.runs import atomic_file, try_lock
 from circles.sweep.spec import Point, Sweep
 
 RESULT = "result.json"  # written last: a point with one is finished, failed or interrupted
@@ -146,11 +146,16 @@ def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
     """
     if _state["stopped"]:
         return None
+    lock = try_lock(sweep.out / ".locks" / point.name)
+    if lock is None:  # one writer per run directory: two sweeps into one --out share the work
+        return {"index": point.index, "name": point.name, "status": "busy",
+                "error": "another sweep process is running this point"}
     _state["running"] = True
     try:
-        result = _run(sweep, point)
+        result = checked_result(sweep, point) if is_finished(sweep, point) else _run(sweep, point)
     finally:
         _state["running"] = False
+        lock.close()
     if result["status"] == "interrupted":
         _state["stopped"] = _state["stopped"] or signal.SIGTERM
         raise Stopped(_state["stopped"])
