@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from circles.errors import Interrupted, check
 from circles.plotting import (
-    BoundaryPanel, boundary_figure, boundary_image, grid_activations, grid_axes, neuron_image, predict_grid, save_gif,
+    BoundaryPanel, boundary_figure, boundary_image, grid_activations, grid_axes, grid_predictions, neuron_image, save_gif,
 )
 from circles.runs import atomic_file
 
@@ -217,6 +217,31 @@ class RunSummary(Callback):
         print("\n".join(lines), flush=True)
 
 
+class MembersTable(Callback):
+    """With several members, ``members.csv`` in the run directory: per member its seed, its last and best validation
+    accuracy, and after ``test`` its test accuracy."""
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run_dir = trainer.log_dir  # collective under DDP: every rank asks
+        if getattr(pl_module, "members", 1) == 1 or not trainer.is_global_zero:
+            return
+        columns = {"member": range(pl_module.members), "seed": pl_module.member_seeds.tolist(),
+                   "val_acc": pl_module.member_val_acc.tolist(), "val_acc_best": pl_module.member_val_acc_best.tolist()}
+        if pl_module.member_test_acc is not None and trainer.state.fn == TrainerFn.TESTING:
+            columns["test_acc"] = pl_module.member_test_acc.tolist()
+        os.makedirs(run_dir, exist_ok=True)
+        with atomic_file(os.path.join(run_dir, "members.csv")) as f:
+            f.write(",".join(columns) + "\n")
+            for row in zip(*columns.values()):
+                f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+
 class ChapterProgressPrinter(Callback):
     """Prints the chapter's progress line every ``every_n_epochs`` epochs:
     ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val accuracy: 43.50%``."""
@@ -243,7 +268,8 @@ class ChapterProgressPrinter(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (``x1,x2,probability,label``) into the run directory after ``predict``."""
+    """Writes ``predictions.csv`` (``x1,x2,probability,label``; with several members ``probability`` is their mean and
+    ``probability_std`` their spread) into the run directory after ``predict``."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
@@ -260,10 +286,11 @@ class PredictionWriter(BasePredictionWriter):
             return
         rows = torch.cat(predictions).cpu()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        spread = rows.shape[1] > 3  # several members: their standard deviation follows the mean probability
         with atomic_file(self.path) as f:
-            f.write("x1,x2,probability,label\n")
-            for x1, x2, p in rows.tolist():
-                f.write(f"{x1:.6g},{x2:.6g},{p:.6g},{int(p > 0.5)}\n")
+            f.write("x1,x2,probability," + ("probability_std," if spread else "") + "label\n")
+            for x1, x2, p, *std in rows.tolist():
+                f.write(f"{x1:.6g},{x2:.6g},{p:.6g}," + "".join(f"{v:.6g}," for v in std) + f"{int(p > 0.5)}\n")
         print(f"Predictions written to {self.path}", flush=True)
 
 
@@ -332,8 +359,10 @@ class DecisionBoundaryCallback(Callback):
 
     def _panels(self, pl_module: pl.LightningModule, group: str) -> list[BoundaryPanel]:
         xs, ys = self._axes[group]
-        probs = predict_grid(pl_module, xs, ys)
-        return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000)
+        probs, votes = grid_predictions(pl_module, xs, ys)
+        members = getattr(pl_module, "members", 1)
+        suffix = f" ({members} members: colour = share voting class 1)" if members > 1 else ""
+        return [BoundaryPanel.of(name.capitalize() + suffix, xs, ys, probs, x, y, max_points=2000, votes=votes)
                 for name, (x, y) in self._sets[group].items()]
 
     def _write_frame(self, trainer: pl.Trainer, panels: list[BoundaryPanel], tag: str, step: int) -> np.ndarray:
@@ -426,5 +455,5 @@ class BayesOptimalCallback(Callback):
         bayes = bayes_accuracy(getattr(data, "dataset", "circles"), data.noise, getattr(data, "factor", 0.8))
         if bayes is None:
             return
-        test_acc = float(accuracy.compute())  # cached: the module's own compute() returns the same value
+        test_acc = float(accuracy.compute().mean())  # of the members; cached: the module's compute() reuses it
         pl_module.log_dict({"test/bayes_acc": bayes, "test/bayes_gap": bayes - test_acc})

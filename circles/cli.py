@@ -20,14 +20,14 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from circles.callbacks import (
-    BayesOptimalCallback, ChapterProgressPrinter, DecisionBoundaryCallback, GracefulStopCallback, PredictionWriter,
-    RunCheckpoint, RunSummary, interruption,
+    BayesOptimalCallback, ChapterProgressPrinter, DecisionBoundaryCallback, GracefulStopCallback, MembersTable,
+    PredictionWriter, RunCheckpoint, RunSummary, interruption,
 )
 from circles.data import CirclesDataModule, read_points_csv
 from circles.errors import (
     CirclesArgumentParser, CirclesError, ConfigError, SettingError, note, os_error_text, report,
 )
-from circles.model import CirclesClassifier, TrainingDiverged
+from circles.model import CirclesClassifier, TrainingDiverged, check_independent_members
 from circles.runs import (
     CONFIG_KEY, DEFAULT_RUNS, AtomicCheckpointIO, CheckpointError, ResumeError, RunConfig, TensorBoardRunLogger,
     checkpoint_mismatch, data_difference, load_lightning_checkpoint, next_version, resolve_checkpoint,
@@ -51,7 +51,8 @@ class CirclesCLI(LightningCLI):
             trainer_defaults={
                 "max_epochs": 1000,
                 "logger": lazy_instance(TensorBoardRunLogger),
-                "callbacks": [GracefulStopCallback(), PredictionWriter(), BayesOptimalCallback(), RunSummary()],
+                "callbacks": [GracefulStopCallback(), PredictionWriter(), BayesOptimalCallback(), MembersTable(),
+                              RunSummary()],
             },
             parser_kwargs={"description": "Train MLPs on two concentric circles and watch why non-linearity matters."},
             parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
@@ -102,6 +103,13 @@ class CirclesCLI(LightningCLI):
                 if isinstance(err, ConfigError) or getattr(self, "model", None) is None or hasattr(self, "trainer"):
                     raise
                 raise SettingError("optimizer", err) from None
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            optimizer = config.get("optimizer")
+            if self.subcommand == "fit" and isinstance(optimizer, Namespace) and optimizer.get("class_path"):
+                module, name = optimizer.class_path.rsplit(".", 1)
+                check_independent_members(self.model.members, getattr(importlib.import_module(module), name),
+                                          config.trainer.get("gradient_clip_val"),
+                                          config.trainer.get("gradient_clip_algorithm"))
         if self._resume_conflicts:  # reported after the values themselves were checked
             raise ResumeError(
                 f"fit --ckpt_path continues a run with the settings it was trained with, and these differ: "

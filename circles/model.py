@@ -1,4 +1,5 @@
-"""The chapter's models: a configurable MLP and the LightningModule that trains it as a binary classifier."""
+"""The chapter's models: a configurable MLP (one, or K members stacked) and the LightningModule that trains it as a
+binary classifier."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import BinaryAccuracy
+from torchmetrics.classification import BinaryAccuracy, MultilabelAccuracy
 
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
@@ -47,6 +48,68 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str) ->
             layers.append(ACTIVATIONS[activation]())
     layers.append(nn.Linear(sizes[-1], 1))
     return nn.Sequential(*layers)
+
+
+class StackedMLP(nn.Module):
+    """K networks of one shape as one module: layer l's weights stacked to ``(K, out, in)`` and its biases to
+    ``(K, out)``, applied with batched matrix products, so K members cost one forward and one backward pass. Built from
+    K ordinary networks (:func:`build_mlp`), each member computes exactly what its network computes.
+
+    ``forward`` maps points ``(N, F)`` to ``(K, N, 1)``; ``hidden`` gives each hidden layer's output ``(K, N, units)``.
+    """
+
+    def __init__(self, nets: Sequence[nn.Sequential]) -> None:
+        super().__init__()
+        layers = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
+        self.weights = nn.ParameterList(torch.stack([net[i].weight.detach() for net in layers])
+                                        for i in range(len(layers[0])))
+        self.biases = nn.ParameterList(torch.stack([net[i].bias.detach() for net in layers])
+                                       for i in range(len(layers[0])))
+        self.activation = next((m for m in nets[0] if not isinstance(m, nn.Linear)), nn.Identity())
+
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, outputs = x.expand(len(self.weights[0]), *x.shape), []
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+            h = self.activation(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)))
+            outputs.append(h)
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(x)[-1] if len(self.weights) > 1 else x.expand(len(self.weights[0]), *x.shape)
+        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
+
+
+def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
+    """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
+    :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
+    last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
+    if members == 1:
+        return build_mlp(in_features, hidden_sizes, activation)
+    base, nets = torch.initial_seed(), []
+    for k in range(members):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(base + k)
+            nets.append(build_mlp(in_features, hidden_sizes, activation))
+    return StackedMLP(nets)
+
+
+def check_independent_members(members: int, optimizer: type, gradient_clip_val: Optional[float],
+                              gradient_clip_algorithm: Optional[str]) -> None:
+    """Several members train as one model with the sum of their losses, which keeps them independent only when the
+    optimizer and gradient clipping treat every number on its own. LBFGS (its line search spans all parameters) and
+    clipping by norm (one norm over all members) do not, so they are refused for ``members > 1``."""
+    if members == 1:
+        return
+    couples = ("torch.optim.LBFGS, whose line search treats all members as one problem"
+               if issubclass(optimizer, torch.optim.LBFGS) else
+               "gradient clipping by norm (one norm over all members); clip by value instead"
+               if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" else None)
+    check(couples is None, "members", "1 with " + (couples or ""), members)
+
+
+def member_seeds(base: int, members: int) -> list[int]:
+    """The seed each member was built with."""
+    return [base + k for k in range(members)]
 
 
 class WeightPenalty:
@@ -91,12 +154,23 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     )
 
 
+def _member_accuracy(members: int) -> MultilabelAccuracy:
+    """Accuracy of each member: torchmetrics' multilabel accuracy with one "label" per member (its states are
+    per-member counts, summed over batches and DDP ranks)."""
+    return MultilabelAccuracy(num_labels=members, average=None, validate_args=False)
+
+
 class CirclesClassifier(pl.LightningModule):
     """An MLP that classifies 2-D points as outer circle (0) or inner circle (1), trained with
     ``BCEWithLogitsLoss``; SGD with lr 0.1 unless the config names an optimizer.
 
     ``activation: none`` is the chapter's first model: a stack of linear layers, which is one affine map and can
     only draw a straight boundary. ``relu`` is its second model.
+
+    With ``members: K`` it trains K independently initialised copies of the network at once (member k is the model
+    a single run with ``seed_everything S + k`` trains: the same initial weights, batches and updates). The loss is
+    the sum of the members' losses, so each member's gradient and optimizer state are its own; ``train/*``,
+    ``val/*`` and ``test/acc`` are means over the members, with their spread beside them.
     """
 
     def __init__(
@@ -107,6 +181,7 @@ class CirclesClassifier(pl.LightningModule):
         l1: float = 0.0,
         l2: float = 0.0,
         compile_mode: Optional[CompileMode] = None,
+        members: int = 1,
     ) -> None:
         """
         Args:
@@ -119,19 +194,31 @@ class CirclesClassifier(pl.LightningModule):
             l2: L2 penalty rate on the weights (biases excluded), added to the loss.
             compile_mode: Compile the network with ``torch.compile`` in this mode (``reduce-overhead`` uses CUDA
                 graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
+            members: How many copies of the network to train at once, each from its own seed (seed_everything + k):
+                the spread of their results is the spread over seeds. 1 is the ordinary single network.
         """
         super().__init__()
+        check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
+              "a positive integer", members)
         self.regularization = WeightPenalty(l1, l2)
         hidden_sizes, features = list(hidden_sizes), list(features)
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
-                                   "l1": l1, "l2": l2, "compile_mode": compile_mode})
+                                   "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members})
+        self.members = members
         self.features = FeatureMap(features)
-        self.net = build_mlp(len(features), hidden_sizes, activation)
+        seed = torch.initial_seed()
+        self.net = build_members(members, len(features), hidden_sizes, activation)
+        if members > 1:  # per member: its seed, its last and its best validation accuracy
+            self.register_buffer("member_seeds", torch.tensor(member_seeds(seed, members), dtype=torch.int64))
+            self.register_buffer("member_val_acc", torch.zeros(members))
+            self.register_buffer("member_val_acc_best", torch.zeros(members))
+        self.member_test_acc: Optional[torch.Tensor] = None
         self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_loss, self.train_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
-        self.val_loss, self.val_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
-        self.test_loss, self.test_acc = MeanMetric(nan_strategy="disable"), BinaryAccuracy(validate_args=False)
+        self.train_loss, self.train_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
+        self.val_loss, self.val_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
+        self.test_loss, self.test_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
+        self.test_acc_ensemble = BinaryAccuracy(validate_args=False)
         self.train_penalty = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -144,12 +231,23 @@ class CirclesClassifier(pl.LightningModule):
             self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
             self._compiled = True
 
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's logits for points (N, 2) in the (x1, x2) plane: shape (K, N)."""
+        logits = self.net(self.features(x)).squeeze(-1)
+        return logits if self.members > 1 else logits.unsqueeze(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,)."""
-        return self.net(self.features(x)).squeeze(-1)
+        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,); with several members, the logit of their mean
+        probability (the ensemble's prediction)."""
+        if self.members == 1:
+            return self.net(self.features(x)).squeeze(-1)
+        return torch.logit(torch.sigmoid(self.member_logits(x)).mean(0))
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors."""
+        """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors (with
+        several members, the first member's)."""
+        if self.members > 1:
+            return [h[0] for h in self.net.hidden(self.features(x))]
         outputs, h = [], self.features(x)
         layers = list(self.net)
         for i, layer in enumerate(layers[:-1]):
@@ -159,10 +257,13 @@ class CirclesClassifier(pl.LightningModule):
         return outputs
 
     def _weights(self) -> list[torch.Tensor]:
+        if self.members > 1:
+            return list(self.net.weights)
         return [m.weight for m in self.net if isinstance(m, nn.Linear)]
 
     def penalty(self) -> torch.Tensor:
-        """The regularization term added to the loss: ``l1 * sum|w| + l2 * sum w^2``; 0 without regularization."""
+        """The regularization term added to the loss: ``l1 * sum|w| + l2 * sum w^2`` (summed over the members, so
+        each member's gradient is its own); 0 without regularization."""
         return self.regularization(self._weights())
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -177,18 +278,26 @@ class CirclesClassifier(pl.LightningModule):
     # Each ``self.log`` call costs Lightning about as much as a whole full-batch step of this model, so there is one.
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric,
-              accuracy: BinaryAccuracy) -> torch.Tensor:
+              accuracy: MultilabelAccuracy) -> torch.Tensor:
+        """The sum of the members' mean losses on the batch (each member's gradient is its own); the metrics take
+        the members' mean loss and each member's predictions."""
         x, y = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
-        loss_metric.update(loss.detach(), len(y))
-        accuracy.update(torch.sigmoid(logits.detach()) > 0.5, y)
-        return loss
+        logits = self.member_logits(x)
+        targets = y.expand_as(logits)
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        loss_metric.update(losses.detach().mean(), len(y))
+        accuracy.update((torch.sigmoid(logits.detach()) > 0.5).T, targets.T)
+        return losses.sum()
 
-    @staticmethod
-    def _compute(stage: str, loss: MeanMetric, accuracy: BinaryAccuracy) -> dict[str, torch.Tensor]:
-        """``{stage}/loss`` and ``{stage}/acc`` of the epoch; the metrics are reset for the next one."""
-        values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}
+    def _compute(self, stage: str, loss: MeanMetric, accuracy: MultilabelAccuracy) -> dict[str, torch.Tensor]:
+        """``{stage}/loss`` and ``{stage}/acc`` of the epoch (means over the members; with several, the spread of
+        ``acc`` too); the metrics are reset for the next one."""
+        per_member = accuracy.compute().reshape(-1)
+        values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": per_member.mean()}
+        if self.members > 1:
+            values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
+                           f"{stage}/acc_max": per_member.max()})
+        self._member_acc = per_member
         loss.reset()
         accuracy.reset()
         return values
@@ -197,6 +306,9 @@ class CirclesClassifier(pl.LightningModule):
         return self.trainer.state.fn == TrainerFn.FITTING
 
     def on_fit_start(self) -> None:
+        for optimizer in self.trainer.optimizers:
+            check_independent_members(self.members, type(optimizer), self.trainer.gradient_clip_val,
+                                      self.trainer.gradient_clip_algorithm)
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -214,8 +326,10 @@ class CirclesClassifier(pl.LightningModule):
         self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
         self._check_finite()
         values = self._compute("train", self.train_loss, self.train_acc)
+        if self.members > 1:  # the spread is logged for validation and test; train keeps its mean
+            values = {k: v for k, v in values.items() if not k.startswith("train/acc_")}
         if self.regularization:
-            values["train/penalty"] = self.train_penalty.compute()
+            values["train/penalty"] = self.train_penalty.compute() / self.members
             self.train_penalty.reset()
         self._record(values)
 
@@ -243,19 +357,35 @@ class CirclesClassifier(pl.LightningModule):
             return
         self.val_acc_best.update(values["val/acc"])
         values["val/acc_best"] = self.val_acc_best.compute()
+        if self.members > 1:
+            self.member_val_acc.copy_(self._member_acc)
+            torch.maximum(self.member_val_acc_best, self._member_acc, out=self.member_val_acc_best)
         self.log("val/acc", values["val/acc"], logger=False, sync_dist=True)  # already reduced: silences the warning
         self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_loss, self.test_acc)
+        if self.members > 1:
+            self.test_acc_ensemble.update(torch.sigmoid(self(batch[0])) > 0.5, batch[1])
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._compute("test", self.test_loss, self.test_acc))
+        values = self._compute("test", self.test_loss, self.test_acc)
+        self.member_test_acc = self._member_acc
+        if self.members > 1:  # the 95% interval of the mean over members (Student's t), and the ensemble's accuracy
+            from scipy.stats import t
+
+            values["test/acc_ci95"] = values["test/acc_std"] * float(t.ppf(0.975, self.members - 1)) / self.members**0.5
+            values["test/acc_ensemble"] = self.test_acc_ensemble.compute()
+            self.test_acc_ensemble.reset()
+        self.log_dict(values)
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Rows of ``(x1, x2, probability of the inner circle)``."""
+        """Rows of ``(x1, x2, probability of the inner circle)``; with several members the probability is their mean,
+        followed by their standard deviation."""
         x = batch[0]
-        return torch.cat([x[:, :2], torch.sigmoid(self(x)).unsqueeze(-1)], dim=1)
+        probs = torch.sigmoid(self.member_logits(x))
+        spread = [probs.std(0).unsqueeze(-1)] if self.members > 1 else []
+        return torch.cat([x[:, :2], probs.mean(0).unsqueeze(-1), *spread], dim=1)
 
     def _weights_finite(self) -> torch.Tensor:
         return torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()

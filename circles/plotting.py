@@ -61,12 +61,24 @@ def _grid_points(xs: np.ndarray, ys: np.ndarray, device: torch.device) -> torch.
     return torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
 
 
-def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Probability of class 1 at every grid point, shape ``(len(ys), len(xs))``, row i at ``ys[i]``: one batched
-    forward pass of the model's logits on its own device under inference mode; the model is left as found."""
+def grid_predictions(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray,
+                     ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Over the grid, each ``(len(ys), len(xs))`` with row i at ``ys[i]``: the probability of class 1 and the share of
+    members that vote for class 1 (probability > 0.5). A model with ``member_logits`` (K members) gives their mean
+    probability and the share of the K votes; any other callable on ``(N, 2)`` points gives its probability and its
+    0/1 vote. One batched forward pass on the model's own device under inference mode; the model is left as found."""
     with _inference(model) as device:
-        probs = torch.sigmoid(model(_grid_points(xs, ys, device)).reshape(-1)).float().cpu().numpy()
-    return probs.reshape(len(ys), len(xs))
+        points = _grid_points(xs, ys, device)
+        logits = model.member_logits(points) if hasattr(model, "member_logits") else model(points).reshape(1, -1)
+        member_probs = torch.sigmoid(logits.float())
+        probs = member_probs.mean(0).cpu().numpy()
+        votes = (member_probs > 0.5).float().mean(0).cpu().numpy()
+    return probs.reshape(len(ys), len(xs)), votes.reshape(len(ys), len(xs))
+
+
+def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Probability of class 1 at every grid point (the members' mean): see :func:`grid_predictions`."""
+    return grid_predictions(model, xs, ys)[0]
 
 
 def grid_activations(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
@@ -79,7 +91,9 @@ def grid_activations(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray) -> 
 
 @dataclass
 class BoundaryPanel:
-    """One picture: the model's probabilities over a grid and the points drawn on top."""
+    """One picture: the model's probabilities over a grid and the points drawn on top. ``votes`` is the share of
+    members voting for class 1 (0 or 1 for a single network; see :func:`grid_predictions`): the class view colours
+    it, so with several members the colour shows where they disagree."""
 
     title: str
     xs: np.ndarray
@@ -87,15 +101,20 @@ class BoundaryPanel:
     probs: np.ndarray
     points: np.ndarray
     labels: np.ndarray
+    votes: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.votes is None:
+            self.votes = (self.probs > 0.5).astype(np.float64)
 
     @classmethod
     def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
-           labels: ArrayLike, max_points: Optional[int] = None) -> "BoundaryPanel":
+           labels: ArrayLike, max_points: Optional[int] = None, votes: Optional[np.ndarray] = None) -> "BoundaryPanel":
         points, labels = _numpy(points)[:, :2], _numpy(labels)
         if max_points is not None and len(points) > max_points:
             keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
             points, labels = points[keep], labels[keep]
-        return cls(title, xs, ys, probs, points, labels)
+        return cls(title, xs, ys, probs, points, labels, votes)
 
 
 def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: Optional[int] = None,
@@ -120,7 +139,9 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
         for view, ax in views:
             ax.set_visible(True)
             if view == "class":
-                ax.contourf(panel.xs, panel.ys, np.round(panel.probs), cmap="RdYlBu", alpha=_FILL_ALPHA)
+                split = (panel.votes > 0) & (panel.votes < 1)
+                levels = np.linspace(0, 1, 11) if split.any() else None  # members disagree: shares of the vote
+                ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
                 ax.set_title(panel.title)
             else:
                 image = ax.pcolormesh(panel.xs, panel.ys, panel.probs, cmap="RdYlBu", vmin=0, vmax=1,
@@ -150,7 +171,7 @@ def _disc_offsets(radius: int) -> np.ndarray:
 def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
     probs = np.flipud(panel.probs)  # image row 0 is the top (largest y)
     inside = probs > 0.5
-    index = np.where(inside, 255, 0) if view == "class" else _lut_index(probs)
+    index = _lut_index(np.flipud(panel.votes)) if view == "class" else _lut_index(probs)
     rgb = _FILL_LUT[np.repeat(np.repeat(index, scale, axis=0), scale, axis=1)]
     height, width = rgb.shape[:2]
     if view == "probability":

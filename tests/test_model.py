@@ -310,3 +310,69 @@ def test_finite_training_does_not_raise():
         quiet_trainer(max_epochs=3, callbacks=[recorder]).fit(CirclesClassifier(),
                                                               datamodule=CirclesDataModule(n_samples=100))
     assert len(recorder.losses) == 3
+
+
+# ------------------------------------------------------------------------------------------------------ members
+
+
+def train_members(members: int, seed: int, optimizer: str, batch_size, epochs: int = 12):
+    """Fit ``members`` members after ``seed_everything(seed)``; returns each epoch's per-member training loss of the
+    weights at the end of that epoch, ``(epochs, K)``, and the model."""
+    pl.seed_everything(seed, verbose=False)
+    data = CirclesDataModule(n_samples=200, test_samples=10, batch_size=batch_size)
+    model = CirclesClassifier(members=members)
+    lr = {"SGD": 0.1, "Adam": 0.01}[optimizer]
+    model.configure_optimizers = lambda: getattr(torch.optim, optimizer)(model.parameters(), lr=lr)
+    history = []
+
+    class Record(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            with torch.no_grad():
+                logits = pl_module.member_logits(data.train_x)
+                history.append(nn.functional.binary_cross_entropy_with_logits(
+                    logits, data.train_y.expand_as(logits), reduction="none").mean(-1))
+
+    quiet_trainer(max_epochs=epochs, callbacks=[Record()]).fit(model, data)
+    return torch.stack(history), model
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+@pytest.mark.parametrize("batch_size", [None, 64], ids=["full-batch", "minibatch"])
+def test_member_k_is_the_single_run_with_seed_plus_k(optimizer, batch_size):
+    losses, stacked = train_members(4, 42, optimizer, batch_size)
+    assert stacked.member_seeds.tolist() == [42, 43, 44, 45]
+    for k in range(4):
+        single_losses, single = train_members(1, 42 + k, optimizer, batch_size)
+        torch.testing.assert_close(losses[:, k], single_losses[:, 0], atol=1e-6, rtol=0)
+        for i, layer in enumerate(linears(single.net)):
+            torch.testing.assert_close(stacked.net.weights[i][k], layer.weight, atol=1e-6, rtol=0)
+            torch.testing.assert_close(stacked.net.biases[i][k], layer.bias, atol=1e-6, rtol=0)
+    assert not torch.allclose(losses[-1, 0], losses[-1, 1])  # the members did differ
+
+
+def test_one_member_keeps_the_single_networks_weights_and_keys():
+    pl.seed_everything(7, verbose=False)
+    one = CirclesClassifier(members=1)
+    pl.seed_everything(7, verbose=False)
+    plain = CirclesClassifier()
+    assert one.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(one.state_dict()[k], plain.state_dict()[k]) for k in plain.state_dict())
+    assert "member_seeds" not in one.state_dict() and one.member_logits(torch.randn(5, 2)).shape == (1, 5)
+
+
+def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units():
+    pl.seed_everything(3, verbose=False)
+    model = CirclesClassifier(members=3)
+    x = torch.randn(20, 2)
+    logits = model.member_logits(x)
+    assert logits.shape == (3, 20)
+    torch.testing.assert_close(torch.sigmoid(model(x)), torch.sigmoid(logits).mean(0))
+    assert [h.shape for h in model.hidden_activations(x)] == [(20, 10), (20, 10)]
+    rows = model.predict_step((x,), 0)
+    torch.testing.assert_close(rows[:, 3], torch.sigmoid(logits).std(0))
+
+
+@pytest.mark.parametrize("members", [0, -3, 2.5, "many", True])
+def test_members_must_be_a_positive_integer(members):
+    with pytest.raises(ConfigError, match="members must be a positive integer"):
+        CirclesClassifier(members=members)

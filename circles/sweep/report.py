@@ -79,7 +79,7 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
 
     from circles.data import CirclesDataModule
     from circles.model import CirclesClassifier
-    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, predict_grid
+    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_predictions
 
     panels = []
     for row in rows:
@@ -96,7 +96,8 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
         bayes = row["metrics"].get("bayes_acc")
         title = (f"{' '.join(parts[:half])}\n{' '.join(parts[half:])}\n"
                  f"test {num(row['metrics'].get('test_acc'))}" + (f" (Bayes {num(bayes)})" if bayes else ""))
-        panels.append(BoundaryPanel.of(title, xs, ys, predict_grid(model, xs, ys), data.val_x, data.val_y))
+        probs, votes = grid_predictions(model, xs, ys)
+        panels.append(BoundaryPanel.of(title, xs, ys, probs, data.val_x, data.val_y, votes=votes))
     if not panels:
         path.unlink(missing_ok=True)
         return 0
