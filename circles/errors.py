@@ -108,6 +108,9 @@ def parse_error_text(message: str, parser: LightningArgumentParser) -> str:
     text = re.sub(r'^Parser key "([^"]+)":', r"\1:", message)
     text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", r"expected one of \1, got \2.", text)
     text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    kinds = {"int": "an integer", "float": "a number", "bool": "true or false"}
+    text = re.sub(r"Expected a (int|float|bool)\. Got value: (.*)", lambda m: f"expected {kinds[m.group(1)]}, got "
+                  f"{m.group(2).strip()}.", text)
     text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
     text = text.replace(' in "<unicode string>",', " at")
     return " ".join(text.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import statistics
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -152,3 +153,28 @@ def test_train_py_runs_fit_with_no_config(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Best val/acc" in result.stdout
     assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_members_log_their_mean_and_spread_and_write_members_csv(run_cli):
+    fit = run_cli("fit", *TINY, "--model.members=4")
+    logged = scalar_history(fit)
+    assert {"val/acc_std", "val/acc_min", "val/acc_max", "val/acc_best"} <= set(logged)
+    with open(fit / "members.csv") as f:
+        members = list(csv.DictReader(f))
+    assert [int(m["seed"]) for m in members] == [42, 43, 44, 45]
+    val = [float(m["val_acc"]) for m in members]
+    assert sum(val) / 4 == pytest.approx(logged["val/acc"][-1][1], abs=1e-6)
+    assert min(val) == pytest.approx(logged["val/acc_min"][-1][1], abs=1e-6)
+
+    test = run_cli("test", *TINY, "--ckpt_path=last")  # the checkpoint says 4 members
+    logged = {tag: values[-1][1] for tag, values in scalar_history(test).items()}
+    with open(test / "members.csv") as f:
+        tested = [float(m["test_acc"]) for m in csv.DictReader(f)]
+    assert sum(tested) / 4 == pytest.approx(logged["test/acc"], abs=1e-6)
+    assert logged["test/acc_std"] == pytest.approx(statistics.stdev(tested), abs=1e-6)
+    assert logged["test/acc_ci95"] == pytest.approx(3.182446 * logged["test/acc_std"] / 2, rel=1e-5)  # t(0.975, 3)
+    assert 0 <= logged["test/acc_ensemble"] <= 1
+    assert logged["test/bayes_gap"] == pytest.approx(logged["test/bayes_acc"] - logged["test/acc"], abs=1e-6)
+
+    predicted = run_cli("predict", *TINY, "--ckpt_path=last")
+    assert (predicted / "predictions.csv").read_text().splitlines()[0] == "x1,x2,probability,probability_std,label"

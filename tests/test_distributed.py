@@ -49,10 +49,11 @@ def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
     assert "terminate called" not in out, out[-3000:]
 
 
-def test_full_batch_ddp_follows_the_single_process_trajectory(tmp_path, run_cli):
+@pytest.mark.parametrize("members", [1, 3])
+def test_full_batch_ddp_follows_the_single_process_trajectory(members, tmp_path, run_cli):
     """Each rank's loss is the mean over its 400-point shard; DDP averages the two gradients, which is the gradient
-    of the mean over all 800 points: the same trajectory up to rounding."""
-    args = ["--config", IMPROVED, "--trainer.max_epochs=30"]
+    of the mean over all 800 points: the same trajectory up to rounding. With members, every rank holds them all."""
+    args = ["--config", IMPROVED, "--trainer.max_epochs=30", f"--model.members={members}"]
     (tmp_path / "ddp").mkdir()
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
