@@ -296,3 +296,24 @@ def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
     assert statuses(tmp_path / "sw" / "runs", ["00-linear", "01-relu"]) == {"00-linear": "none", "01-relu": "ok"}
     assert main(config) == 0
     assert "Running 1 of 2 points" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_sweep_over_members_reports_mean_spread_and_interval(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": {**TINY, "model.members": 3},
+                                    "grid": {"model.activation": ["none", "relu"]}}))
+    assert main(["--config", str(path), "--out", "sw"]) == 0
+    for row in rows(tmp_path / "sw"):
+        assert row["members"] == "3" and float(row["test_acc_std"]) >= 0
+        assert float(row["test_acc_min"]) <= float(row["test_acc"]) <= float(row["test_acc_max"])
+        assert float(row["test_acc_ci95"]) == pytest.approx(4.302653 * float(row["test_acc_std"]) / 3**0.5, abs=2e-4)
+    summary = (tmp_path / "sw" / "summary.md").read_text()
+    assert "Each point trains 3 members (seeds)" in summary
+    assert "| test acc (mean ± std) | 95% interval | range | ensemble |" in summary
+    members = (tmp_path / "sw" / "runs" / "01-relu" / "members.csv").read_text().splitlines()
+    assert members[0] == "member,seed,val_acc,val_acc_best,test_acc" and len(members) == 4
+    with Image.open(tmp_path / "sw" / "boundaries.png") as image:
+        assert image.width > 200

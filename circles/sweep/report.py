@@ -11,7 +11,8 @@ from circles.runs import atomic_file
 from circles.sweep.runner import checked_result, num
 from circles.sweep.spec import RUNS, Sweep, short
 
-METRICS = ("val_acc_best", "test_acc", "bayes_acc", "bayes_gap")
+METRICS = ("val_acc_best", "test_acc", "test_acc_std", "test_acc_ci95", "test_acc_min", "test_acc_max",
+           "test_acc_ensemble", "bayes_acc", "bayes_gap", "members")  # the test_acc_* spread: with several members
 _HEADER = {"model.hidden_sizes": "hidden", "optimizer.class_path": "optimizer", "optimizer.init_args.lr": "lr",
            "trainer.max_epochs": "epochs", "seed_everything": "seed"}
 
@@ -39,7 +40,9 @@ def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
         for row in rows:
             settings = [json.dumps(row["settings"][k]) if isinstance(row["settings"][k], list) else
                         ("" if row["settings"][k] is None else row["settings"][k]) for k in keys]
-            writer.writerow([row["index"], row["point"], *settings, *(num(row["metrics"].get(m)) for m in METRICS),
+            metrics = [row["metrics"].get(m) for m in METRICS]
+            writer.writerow([row["index"], row["point"], *settings,
+                             *("" if v is None else v if isinstance(v, int) else num(v) for v in metrics),
                              num(row["train_s"], 1), row["status"], row["error"]])
 
 
@@ -52,16 +55,30 @@ def _cell(key: str, value: Any) -> str:
     return short(value) if isinstance(value, (list, str)) and key.endswith("class_path") else str(value)
 
 
+def _spread_cells(m: dict[str, Any]) -> list[str]:
+    """Test accuracy over the members: mean ± std, the 95% interval of the mean, the range, the ensemble's."""
+    if m.get("test_acc_std") is None:
+        return [num(m.get("test_acc")), "", "", ""]
+    return [f"{num(m['test_acc'])} ± {num(m['test_acc_std'])}", f"±{num(m.get('test_acc_ci95'))}",
+            f"{num(m.get('test_acc_min'))}-{num(m.get('test_acc_max'))}", num(m.get("test_acc_ensemble"))]
+
+
 def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    """The summary as a Markdown table, plus the error of every failed point below it."""
-    header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), "best val acc", "test acc", "Bayes acc",
-              "gap", "train s", "status"]
-    align = ["---:", *("---" for _ in keys), *("---:" for _ in range(5)), "---"]  # text left, numbers right
+    """The summary as a Markdown table, plus the error of every failed point below it. With several members per
+    point the test accuracy is their mean ± standard deviation, with the 95% interval of that mean, the range over
+    the members and the accuracy of their ensemble (averaged probability)."""
+    spread = any(row["metrics"].get("test_acc_std") is not None for row in rows)
+    header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), "best val acc",
+              *(["test acc (mean ± std)", "95% interval", "range", "ensemble"] if spread else ["test acc"]),
+              "Bayes acc", "gap", "train s", "status"]
+    numbers = 8 if spread else 5
+    align = ["---:", *("---" for _ in keys), *("---:" for _ in range(numbers)), "---"]  # text left, numbers right
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         m = row["metrics"]
-        cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys),
-                 *(num(m.get(name)) for name in METRICS), num(row["train_s"], 1), row["status"]]
+        test = _spread_cells(m) if spread else [num(m.get("test_acc"))]
+        cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys), num(m.get("val_acc_best")), *test,
+                 num(m.get("bayes_acc")), num(m.get("bayes_gap")), num(row["train_s"], 1), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [row for row in rows if row["status"] in ("failed", "damaged")]
     if failed:
@@ -123,9 +140,13 @@ def write_report(sweep: Sweep) -> list[dict[str, Any]]:
     rows = collect(sweep)
     write_csv(rows, sweep.keys, sweep.out / "summary.csv")
     done = sum(row["status"] == "ok" for row in rows)
+    members = sorted({row["metrics"].get("members") or 1 for row in rows if row["status"] == "ok"})
+    seeds = (f" Each point trains {' or '.join(map(str, members))} members (seeds): test accuracy is their mean ± "
+             "standard deviation, with the 95% interval of the mean (Student's t), the members' range and the "
+             "accuracy of their averaged probability (ensemble); gap uses the mean." if members not in ([], [1]) else "")
     with atomic_file(sweep.out / "summary.md") as f:
         f.write(f"# Sweep {sweep.path.name}\n\nBase config `{sweep.base}`; {len(rows)} points, {done} finished. "
-                "Accuracies are fractions; gap = Bayes acc - test acc; train s = wall time of the fit command.\n\n"
-                + markdown_table(rows, sweep.keys))
+                "Accuracies are fractions; gap = Bayes acc - test acc; train s = wall time of the fit command."
+                + seeds + "\n\n" + markdown_table(rows, sweep.keys))
     draw_boundaries(sweep, rows, sweep.out / "boundaries.png")
     return rows

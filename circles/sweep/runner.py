@@ -191,9 +191,11 @@ def _run(sweep: Sweep, point: Point) -> dict[str, Any]:
             start = time.perf_counter()
             (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False, ckpt_path=str(last))
             result["test_s"] = time.perf_counter() - start
-            for name, tag in (("test_acc", "test/acc"), ("bayes_acc", "test/bayes_acc"),
-                              ("bayes_gap", "test/bayes_gap"), ("test_loss", "test/loss")):
-                metrics[name] = float(tested[tag]) if tag in tested else None
+            for tag in ("acc", "acc_std", "acc_ci95", "acc_min", "acc_max", "acc_ensemble", "bayes_acc", "bayes_gap",
+                        "loss"):  # the spread of the members' results, when there are several
+                name = tag if tag.startswith("bayes") else f"test_{tag}"
+                metrics[name] = float(tested[f"test/{tag}"]) if f"test/{tag}" in tested else None
+            metrics["members"] = cli.model.members
             result["metrics"] = metrics
             result["status"] = "ok"
         except SystemExit:  # jsonargparse printed why (a bad key or value) before exiting
@@ -263,8 +265,9 @@ def describe(result: dict[str, Any]) -> str:
     if result["status"] != "ok":
         return f"{result['status'].upper()}: {result['error']}"
     m = result["metrics"]
-    return (f"ok  val {num(m.get('val_acc_best'))}  test {num(m.get('test_acc'))}  Bayes {num(m.get('bayes_acc'))}"
-            f"  gap {num(m.get('bayes_gap'))}  {result['train_s']:.1f} s")
+    spread = f" ± {num(m['test_acc_std'])}" if m.get("test_acc_std") is not None else ""
+    return (f"ok  val {num(m.get('val_acc_best'))}  test {num(m.get('test_acc'))}{spread}  Bayes "
+            f"{num(m.get('bayes_acc'))}  gap {num(m.get('bayes_gap'))}  {result['train_s']:.1f} s")
 
 
 def run_points(sweep: Sweep, points: Sequence[Point], jobs: int = 1) -> list[dict[str, Any]]:
