@@ -7,7 +7,8 @@
 Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop and a naive
 Lightning port; the boundary callback's share), ``startup`` (process start to exit vs a plain script), ``scale``
 (samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs DataLoader(TensorDataset)),
-``compile`` (torch.compile on vs off), ``gpu`` (the same on a CUDA device). Every figure is the best of R repeats,
+``compile`` (torch.compile on vs off), ``members`` (K seeds in one run vs K=1, vs separate runs, vs scikit-learn;
+peak memory), ``gpu`` (the same on a CUDA device). Every figure is the best of R repeats,
 baselines and circles interleaved, so a noisy machine slows both sides alike.
 """
 
@@ -354,6 +355,110 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
             loader_rate / 1e6, "M/s")
 
 
+def _peak_rss_mb(members: int, epochs: int) -> float:
+    """Peak resident memory of a fresh process that fits relu.yaml with ``members`` members (MB)."""
+    code = textwrap.dedent(f'''
+        import resource, sys
+        sys.argv = ["train.py"]
+        from circles.cli import cli_main
+        try:
+            cli_main(["fit", "--config", {RELU!r}, "--trainer.max_epochs={epochs}", "--model.members={members}",
+                      "--chapter_log.every_n_epochs=null", "--trainer.enable_model_summary=false"])
+        finally:
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    ''')
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _sklearn_mlp_fit(epochs: int, seed: int, data) -> float:
+    """scikit-learn's MLPClassifier of the chapter's shape and training (10x10 ReLU, full-batch SGD lr 0.1, no
+    momentum, no weight decay, no early stop), ``epochs`` iterations; returns the seconds."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = data[0].numpy(), data[1].numpy()
+    model = MLPClassifier(hidden_layer_sizes=(10, 10), activation="relu", solver="sgd", learning_rate_init=0.1,
+                          momentum=0.0, alpha=0.0, batch_size=len(x), max_iter=epochs, tol=0.0,
+                          n_iter_no_change=epochs + 1, shuffle=False, random_state=seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    return time.perf_counter() - start
+
+
+def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
+    """Seconds for ``steps`` forward+backward passes of K stacked chapter networks: circles' StackedMLP (baddbmm)
+    against torch.func's stack_module_state + vmap(functional_call), the model-ensembling tutorial's way."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state
+
+    from circles.model import StackedMLP, build_mlp
+
+    nets = [build_mlp(2, [10, 10], "relu") for _ in range(members)]
+    stacked = StackedMLP(nets)
+    params, buffers = stack_module_state(nets)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    base = copy.deepcopy(nets[0]).to("meta")
+    x, y = torch.randn(800, 2), (torch.rand(800) > 0.5).float()
+
+    def one(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    def run(forward):
+        start = time.perf_counter()
+        for _ in range(steps):
+            logits = forward().squeeze(-1)
+            nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits)).backward()
+        return time.perf_counter() - start
+
+    ours = run(lambda: stacked(x))
+    theirs = run(lambda: torch.vmap(one, in_dims=(0, 0, None))(params, buffers, x))
+    return ours, theirs
+
+
+def bench_members(repeats: int, epochs: int) -> None:
+    print(f"members: configs/relu.yaml for {epochs} epochs with K members vs K=1; seeds per second", flush=True)
+    args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
+    circles_fit([*args, "--model.members=4", "--trainer.max_epochs=5"])  # warm-up
+    times: dict[int, list[float]] = {k: [] for k in (1, 16, 64, 256)}
+    for _ in range(repeats):
+        for k in times:
+            times[k].append(circles_fit([*args, f"--model.members={k}"])[0])
+    one = min(times[1]) / epochs * 1e3
+    for k in (16, 64, 256):
+        row("members", f"fit relu.yaml, K={k} members vs K=1, per epoch", min(times[k]) / epochs * 1e3, one, "ms")
+    separate = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(3):  # whole processes, as a loop over seeds would run them
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU, f"--trainer.max_epochs={epochs}"],
+                           cwd=tmp, check=True, capture_output=True)
+            separate.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU, f"--trainer.max_epochs={epochs}",
+                        "--model.members=64"], cwd=tmp, check=True, capture_output=True)
+    k64 = time.perf_counter() - start
+    row("members", "seeds per second: one K=64 `fit` process vs separate `fit` processes (median of 3)", 64 / k64,
+        1 / statistics.median(separate), "seeds/s")
+    data = seed_data()
+    sklearn_s = [_sklearn_mlp_fit(epochs, seed, data) for seed in range(8)]
+    row("members", "seeds per second: one K=64 `fit` process vs a loop of scikit-learn MLPClassifier fits "
+        "(same shape and steps, median of 8)", 64 / k64, 1 / statistics.median(sklearn_s), "seeds/s")
+    rss1, rss256 = _peak_rss_mb(1, 50), _peak_rss_mb(256, 50)
+    row("members", "peak RSS of a fit process, K=256 vs K=1", rss256, rss1, "MB")
+    ours, vmap = zip(*(_stacked_vs_vmap(64, 200) for _ in range(repeats)))
+    row("members", "K=64 forward+backward: StackedMLP (baddbmm) vs torch.func stack_module_state + vmap", min(ours),
+        min(vmap), "s")
+
+
 def bench_compile(repeats: int, epochs: int) -> None:
     print(f"compile: configs/relu.yaml for {epochs} epochs with and without --model.compile_mode default", flush=True)
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
@@ -388,7 +493,7 @@ def bench_gpu(repeats: int, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--only", default="seed,startup,scale,compile,gpu", help="comma-separated sections")
+    parser.add_argument("--only", default="seed,startup,scale,compile,members,gpu", help="comma-separated sections")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for the startup section (e.g. another environment's, to compare installs)")
@@ -406,6 +511,8 @@ def main() -> None:
             bench_scale(repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5)
         if "compile" in sections:
             bench_compile(repeats, epochs=200 if args.quick else 1000)
+        if "members" in sections:
+            bench_members(repeats, epochs=200 if args.quick else 1000)
         if "gpu" in sections:
             bench_gpu(repeats, args.quick)
         os.chdir(REPO)
