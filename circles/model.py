@@ -85,7 +85,7 @@ def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], a
     last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
     if members == 1:
         return build_mlp(in_features, hidden_sizes, activation)
-    base, nets = torch.initial_seed(), []
+    base, nets = base_seed(), []
     for k in range(members):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(base + k)
@@ -105,6 +105,13 @@ def check_independent_members(members: int, optimizer: type, gradient_clip_val: 
                "gradient clipping by norm (one norm over all members); clip by value instead"
                if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" else None)
     check(couples is None, "members", "1 with " + (couples or ""), members)
+
+
+def base_seed() -> int:
+    """The seed the random generator was last given (``seed_everything`` takes 0..2**32-1); a process that was never
+    seeded has a random 64-bit one, taken modulo 2**32 so that S + k stays a valid seed."""
+    seed = torch.initial_seed()
+    return seed if seed < 2**32 else seed % 2**32
 
 
 def member_seeds(base: int, members: int) -> list[int]:
@@ -206,7 +213,7 @@ class CirclesClassifier(pl.LightningModule):
                                    "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members})
         self.members = members
         self.features = FeatureMap(features)
-        seed = torch.initial_seed()
+        seed = base_seed()
         self.net = build_members(members, len(features), hidden_sizes, activation)
         if members > 1:  # per member: its seed, its last and its best validation accuracy
             self.register_buffer("member_seeds", torch.tensor(member_seeds(seed, members), dtype=torch.int64))

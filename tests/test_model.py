@@ -376,3 +376,10 @@ def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units(
 def test_members_must_be_a_positive_integer(members):
     with pytest.raises(ConfigError, match="members must be a positive integer"):
         CirclesClassifier(members=members)
+
+
+def test_members_of_a_process_that_was_never_seeded_get_valid_seeds():
+    torch.seed()  # a random 64-bit seed, as in a process that never called seed_everything
+    model = CirclesClassifier(members=3)
+    seeds = model.member_seeds.tolist()
+    assert seeds == list(range(seeds[0], seeds[0] + 3)) and 0 <= seeds[0] < 2**32

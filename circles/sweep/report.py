@@ -88,7 +88,8 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
 
 def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: int = 60, colors: int = 48) -> int:
     """``boundaries.png``: one decision-boundary panel per finished point over its validation points, titled
-    with its name and test accuracy; a small palette PNG. Returns the number of panels."""
+    with its name and test accuracy (with several members: their mean ± std, and the colour is the share of members
+    voting class 1, so where the seeds disagree shows as a band); a small palette PNG. Returns the number of panels."""
     import io
 
     import matplotlib
@@ -111,8 +112,10 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
         parts = row["point"].split("-")
         half = (len(parts) + 2) // 2
         bayes = row["metrics"].get("bayes_acc")
+        std = row["metrics"].get("test_acc_std")
         title = (f"{' '.join(parts[:half])}\n{' '.join(parts[half:])}\n"
-                 f"test {num(row['metrics'].get('test_acc'))}" + (f" (Bayes {num(bayes)})" if bayes else ""))
+                 f"test {num(row['metrics'].get('test_acc'))}" + (f" ± {num(std, 3)}" if std is not None else "")
+                 + (f" (Bayes {num(bayes)})" if bayes else ""))
         probs, votes = grid_predictions(model, xs, ys)
         panels.append(BoundaryPanel.of(title, xs, ys, probs, data.val_x, data.val_y, votes=votes))
     if not panels:
