@@ -383,3 +383,20 @@ def test_members_of_a_process_that_was_never_seeded_get_valid_seeds():
     model = CirclesClassifier(members=3)
     seeds = model.member_seeds.tolist()
     assert seeds == list(range(seeds[0], seeds[0] + 3)) and 0 <= seeds[0] < 2**32
+
+
+def test_members_take_features_regularization_and_a_single_linear_layer():
+    pl.seed_everything(5, verbose=False)
+    model = CirclesClassifier(members=3, hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01,
+                              l2=0.1)
+    singles = []
+    for k in range(3):
+        pl.seed_everything(5 + k, verbose=False)
+        singles.append(CirclesClassifier(hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01,
+                                         l2=0.1))
+    x = torch.randn(30, 2)
+    torch.testing.assert_close(model.member_logits(x), torch.stack([s(x) for s in singles]))
+    torch.testing.assert_close(model.penalty(), sum(s.penalty() for s in singles))  # each member's own term
+    data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
+    quiet_trainer(max_epochs=2).fit(model, data)
+    assert model.member_val_acc.shape == (3,)
