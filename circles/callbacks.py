@@ -447,13 +447,13 @@ class BayesOptimalCallback(Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
-        accuracy = getattr(pl_module, "test_acc", None)
-        if accuracy is None or not hasattr(data, "noise"):
+        metrics = getattr(pl_module, "test_metrics", None)
+        if metrics is None or not hasattr(data, "noise"):
             return
         from circles.datasets import bayes_accuracy
 
         bayes = bayes_accuracy(getattr(data, "dataset", "circles"), data.noise, getattr(data, "factor", 0.8))
         if bayes is None:
             return
-        test_acc = float(accuracy.compute().mean())  # of the members; cached: the module's compute() reuses it
+        test_acc = float(metrics.acc.compute().mean())  # of the members; cached: the module's compute() reuses it
         pl_module.log_dict({"test/bayes_acc": bayes, "test/bayes_gap": bayes - test_acc})

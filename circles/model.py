@@ -161,10 +161,61 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     )
 
 
-def _member_accuracy(members: int) -> MultilabelAccuracy:
-    """Accuracy of each member: torchmetrics' multilabel accuracy with one "label" per member (its states are
-    per-member counts, summed over batches and DDP ranks)."""
-    return MultilabelAccuracy(num_labels=members, average=None, validate_args=False)
+class StageMetrics(nn.Module):
+    """One stage's (train, val or test) metrics over an epoch: the members' mean loss (``loss``) and each member's
+    accuracy (``acc``: torchmetrics' multilabel accuracy with one label per member, whose states are per-member
+    counts summed over batches and DDP ranks)."""
+
+    def __init__(self, members: int) -> None:
+        super().__init__()
+        self.loss = MeanMetric(nan_strategy="disable")
+        self.acc = MultilabelAccuracy(num_labels=members, average=None, validate_args=False)
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Take a batch's member logits ``(K, N)`` and labels ``(N,)``; returns each member's mean loss ``(K,)``."""
+        targets = y.expand_as(logits)
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        self.loss.update(losses.detach().mean(), len(y))
+        self.acc.update((torch.sigmoid(logits.detach()) > 0.5).T, targets.T)
+        return losses
+
+    def compute(self, stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``{stage}/loss`` and ``{stage}/acc`` (means over the members; with several, ``acc_std``, ``acc_min`` and
+        ``acc_max`` too) and each member's accuracy; the metrics are reset for the next epoch."""
+        per_member = self.acc.compute().reshape(-1)
+        values = {f"{stage}/loss": self.loss.compute(), f"{stage}/acc": per_member.mean()}
+        if len(per_member) > 1:
+            values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
+                           f"{stage}/acc_max": per_member.max()})
+        self.loss.reset()
+        self.acc.reset()
+        return values, per_member
+
+
+def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
+    """Half-width of the 95% confidence interval of a mean over ``members`` values with sample std ``std``
+    (Student's t with members - 1 degrees of freedom)."""
+    from scipy.stats import t
+
+    return std * float(t.ppf(0.975, members - 1)) / members**0.5
+
+
+def hidden_outputs(net: nn.Module, h: torch.Tensor) -> list[torch.Tensor]:
+    """Each hidden layer's output (after its activation) of a :func:`build_mlp` network, or of a
+    :class:`StackedMLP`'s first member, for its inputs ``h``: a list of ``(N, units)`` tensors."""
+    if isinstance(net, StackedMLP):
+        return [out[0] for out in net.hidden(h)]
+    outputs, layers = [], list(net)
+    for i, layer in enumerate(layers[:-1]):
+        h = layer(h)
+        if not isinstance(layers[i + 1], tuple(ACTIVATIONS.values())):
+            outputs.append(h)
+    return outputs
+
+
+def linear_weights(net: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices (no biases) of a :func:`build_mlp` network or a :class:`StackedMLP` (stacked)."""
+    return list(net.weights) if isinstance(net, StackedMLP) else [m.weight for m in net if isinstance(m, nn.Linear)]
 
 
 class CirclesClassifier(pl.LightningModule):
@@ -222,9 +273,7 @@ class CirclesClassifier(pl.LightningModule):
         self.member_test_acc: Optional[torch.Tensor] = None
         self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_loss, self.train_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
-        self.val_loss, self.val_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
-        self.test_loss, self.test_acc = MeanMetric(nan_strategy="disable"), _member_accuracy(members)
+        self.train_metrics, self.val_metrics, self.test_metrics = (StageMetrics(members) for _ in range(3))
         self.test_acc_ensemble = BinaryAccuracy(validate_args=False)
         self.train_penalty = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
@@ -253,20 +302,10 @@ class CirclesClassifier(pl.LightningModule):
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors (with
         several members, the first member's)."""
-        if self.members > 1:
-            return [h[0] for h in self.net.hidden(self.features(x))]
-        outputs, h = [], self.features(x)
-        layers = list(self.net)
-        for i, layer in enumerate(layers[:-1]):
-            h = layer(h)
-            if not isinstance(layers[i + 1], tuple(ACTIVATIONS.values())):
-                outputs.append(h)
-        return outputs
+        return hidden_outputs(self.net, self.features(x))
 
     def _weights(self) -> list[torch.Tensor]:
-        if self.members > 1:
-            return list(self.net.weights)
-        return [m.weight for m in self.net if isinstance(m, nn.Linear)]
+        return linear_weights(self.net)
 
     def penalty(self) -> torch.Tensor:
         """The regularization term added to the loss: ``l1 * sum|w| + l2 * sum w^2`` (summed over the members, so
@@ -284,33 +323,10 @@ class CirclesClassifier(pl.LightningModule):
     # ``train/*`` and ``val/*`` to the loggers at step = epoch, ``val/acc`` also through ``self.log`` for checkpointing.
     # Each ``self.log`` call costs Lightning about as much as a whole full-batch step of this model, so there is one.
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric,
-              accuracy: MultilabelAccuracy) -> torch.Tensor:
-        """The sum of the members' mean losses on the batch (each member's gradient is its own); the metrics take
-        the members' mean loss and each member's predictions."""
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: StageMetrics) -> torch.Tensor:
+        """The sum of the members' mean losses on the batch: each member's gradient is its own."""
         x, y = batch
-        logits = self.member_logits(x)
-        targets = y.expand_as(logits)
-        losses = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
-        loss_metric.update(losses.detach().mean(), len(y))
-        accuracy.update((torch.sigmoid(logits.detach()) > 0.5).T, targets.T)
-        return losses.sum()
-
-    def _compute(self, stage: str, loss: MeanMetric, accuracy: MultilabelAccuracy) -> dict[str, torch.Tensor]:
-        """``{stage}/loss`` and ``{stage}/acc`` of the epoch (means over the members; with several, the spread of
-        ``acc`` too); the metrics are reset for the next one."""
-        per_member = accuracy.compute().reshape(-1)
-        values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": per_member.mean()}
-        if self.members > 1:
-            values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
-                           f"{stage}/acc_max": per_member.max()})
-        self._member_acc = per_member
-        loss.reset()
-        accuracy.reset()
-        return values
-
-    def _fitting(self) -> bool:
-        return self.trainer.state.fn == TrainerFn.FITTING
+        return metrics.update(self.member_logits(x), y).sum()
 
     def on_fit_start(self) -> None:
         for optimizer in self.trainer.optimizers:
@@ -319,7 +335,7 @@ class CirclesClassifier(pl.LightningModule):
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_loss, self.train_acc)
+        loss = self._step(batch, self.train_metrics)
         if self.regularization:
             penalty = self.penalty()
             self.train_penalty.update(penalty.detach())
@@ -332,9 +348,8 @@ class CirclesClassifier(pl.LightningModule):
             return
         self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
         self._check_finite()
-        values = self._compute("train", self.train_loss, self.train_acc)
-        if self.members > 1:  # the spread is logged for validation and test; train keeps its mean
-            values = {k: v for k, v in values.items() if not k.startswith("train/acc_")}
+        values, _ = self.train_metrics.compute("train")
+        values = {k: v for k, v in values.items() if not k.startswith("train/acc_")}  # the spread: val and test
         if self.regularization:
             values["train/penalty"] = self.train_penalty.compute() / self.members
             self.train_penalty.reset()
@@ -353,35 +368,32 @@ class CirclesClassifier(pl.LightningModule):
             self._unlogged = {}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_loss, self.val_acc)
+        self._step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        values = self._compute("val", self.val_loss, self.val_acc)
+        values, per_member = self.val_metrics.compute("val")
         if self.trainer.sanity_checking:
             return
-        if not self._fitting():
+        if self.trainer.state.fn != TrainerFn.FITTING:
             self.log_dict(values)
             return
         self.val_acc_best.update(values["val/acc"])
         values["val/acc_best"] = self.val_acc_best.compute()
         if self.members > 1:
-            self.member_val_acc.copy_(self._member_acc)
-            torch.maximum(self.member_val_acc_best, self._member_acc, out=self.member_val_acc_best)
+            self.member_val_acc.copy_(per_member)
+            torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
         self.log("val/acc", values["val/acc"], logger=False, sync_dist=True)  # already reduced: silences the warning
         self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_loss, self.test_acc)
+        self._step(batch, self.test_metrics)
         if self.members > 1:
             self.test_acc_ensemble.update(torch.sigmoid(self(batch[0])) > 0.5, batch[1])
 
     def on_test_epoch_end(self) -> None:
-        values = self._compute("test", self.test_loss, self.test_acc)
-        self.member_test_acc = self._member_acc
-        if self.members > 1:  # the 95% interval of the mean over members (Student's t), and the ensemble's accuracy
-            from scipy.stats import t
-
-            values["test/acc_ci95"] = values["test/acc_std"] * float(t.ppf(0.975, self.members - 1)) / self.members**0.5
+        values, self.member_test_acc = self.test_metrics.compute("test")
+        if self.members > 1:  # the interval of the members' mean, and their ensemble's accuracy
+            values["test/acc_ci95"] = interval95(values["test/acc_std"], self.members)
             values["test/acc_ensemble"] = self.test_acc_ensemble.compute()
             self.test_acc_ensemble.reset()
         self.log_dict(values)
