@@ -222,11 +222,16 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
 
 
 def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd):
+    handlers = []
+
     def interrupted_setup(self, stage):
+        handlers.append(signal.getsignal(signal.SIGINT))  # Python's own: a Ctrl-C here raises KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
-    assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
+    status = exit_status("fit", *SMALL, "--trainer.max_epochs=8")
+    assert handlers == [signal.default_int_handler], handlers  # else an earlier run left its handler behind
+    assert status == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
 
