@@ -222,16 +222,14 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
 
 
 def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd):
-    handlers = []
-
     def interrupted_setup(self, stage):
-        handlers.append(signal.getsignal(signal.SIGINT))  # Python's own: a Ctrl-C here raises KeyboardInterrupt
+        handler = signal.getsignal(signal.SIGINT)
+        if handler is not signal.default_int_handler:  # an earlier run left its handler behind: say which
+            raise RuntimeError(f"SIGINT's handler is {handler!r}, not Python's default_int_handler")
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
-    status = exit_status("fit", *SMALL, "--trainer.max_epochs=8")
-    assert handlers == [signal.default_int_handler], handlers  # else an earlier run left its handler behind
-    assert status == 130
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
 
