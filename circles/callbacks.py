@@ -23,6 +23,9 @@ from circles.plotting import (
 from circles.runs import atomic_file
 
 
+TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)
+
+
 def _latest_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
     """The epoch's metrics: the module's own (CirclesClassifier keeps them as floats), else Lightning's."""
     return getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
@@ -195,6 +198,12 @@ def interruption(trainer: Optional[pl.Trainer], subcommand: str, signum: int) ->
         "command with --ckpt_path last.")
 
 
+def tensorboard_command(logdir: str) -> str:
+    """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the slider (TensorBoard
+    keeps 10 images per tag unless told otherwise)."""
+    return f"tensorboard --logdir {os.path.normpath(logdir)} --samples_per_plugin images={TENSORBOARD_IMAGES}"
+
+
 class RunSummary(Callback):
     """At the end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its
     score, the run directory, the decision-boundary picture and the TensorBoard command."""
@@ -213,7 +222,7 @@ class RunSummary(Callback):
         if boundary is not None and boundary.png_path:
             lines.append(f"Decision boundary: {os.path.normpath(boundary.png_path)}")
         if isinstance(trainer.logger, TensorBoardLogger):
-            lines.append(f"Open it in TensorBoard: tensorboard --logdir {os.path.normpath(trainer.logger.root_dir)}")
+            lines.append(f"Open it in TensorBoard: {tensorboard_command(trainer.logger.root_dir)}")
         print("\n".join(lines), flush=True)
 
 
@@ -360,13 +369,27 @@ class DecisionBoundaryCallback(Callback):
     def _panels(self, pl_module: pl.LightningModule, group: str) -> list[BoundaryPanel]:
         xs, ys = self._axes[group]
         probs, votes = grid_predictions(pl_module, xs, ys)
-        members = getattr(pl_module, "members", 1)
-        suffix = f" ({members} members: colour = share voting class 1)" if members > 1 else ""
-        return [BoundaryPanel.of(name.capitalize() + suffix, xs, ys, probs, x, y, max_points=2000, votes=votes)
+        return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000, votes=votes)
                 for name, (x, y) in self._sets[group].items()]
 
-    def _write_frame(self, trainer: pl.Trainer, panels: list[BoundaryPanel], tag: str, step: int) -> np.ndarray:
-        image = boundary_image(panels, self.show_probability)
+    @staticmethod
+    def _header(trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str, step: int) -> str:
+        """What the frame shows: the epoch and the accuracies of that moment."""
+        metrics = _latest_metrics(trainer, pl_module) if tag != "test" else trainer.callback_metrics
+        stages = ("train", "val") if tag != "test" else ("test",)
+        accuracy = "   ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}" for stage in stages
+                               if f"{stage}/acc" in metrics)
+        return f"{'epoch' if tag != 'test' else 'test set, weights of epoch'} {step}   {accuracy}".rstrip()
+
+    @staticmethod
+    def _members_note(pl_module: pl.LightningModule) -> str:
+        members = getattr(pl_module, "members", 1)
+        return f"colour: share of the {members} members voting class 1" if members > 1 else ""
+
+    def _write_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], tag: str,
+                     step: int) -> np.ndarray:
+        image = boundary_image(panels, self.show_probability, header=self._header(trainer, pl_module, tag, step),
+                               note=self._members_note(pl_module))
         writer = self._tensorboard(trainer)
         if writer is not None:
             writer.add_image(f"{self.TAG}/{tag}", image, global_step=step, dataformats="HWC")
@@ -377,11 +400,12 @@ class DecisionBoundaryCallback(Callback):
         if writer is None or not hasattr(pl_module, "hidden_activations"):
             return
         for i, layer in enumerate(grid_activations(pl_module, *self._axes["fit"]), start=1):
-            writer.add_image(f"neurons/layer_{i}", neuron_image(layer), global_step=step, dataformats="HWC")
+            image = neuron_image(layer, header=f"epoch {step}, hidden layer {i}")
+            writer.add_image(f"neurons/layer_{i}", image, global_step=step, dataformats="HWC")
 
     def _fit_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel],
                    epoch: int) -> None:
-        image = self._write_frame(trainer, panels, "train_val", epoch)
+        image = self._write_frame(trainer, pl_module, panels, "train_val", epoch)
         if self.show_neurons:
             self._write_neurons(trainer, pl_module, epoch)
         self._last_frame_epoch = epoch
@@ -391,10 +415,11 @@ class DecisionBoundaryCallback(Callback):
                 self.frames, self._frame_stride = self.frames[::2], self._frame_stride * 2
         self._frame_index += 1
 
-    def _save_png(self, panels: list[BoundaryPanel], name: str, title: str) -> str:
+    def _save_png(self, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str, title: str) -> str:
         path = os.path.join(self.run_dir, name)
         os.makedirs(self.run_dir, exist_ok=True)
-        figure = boundary_figure(panels, self.show_probability, title=title)
+        note = self._members_note(pl_module)
+        figure = boundary_figure(panels, self.show_probability, title=f"{title} ({note})" if note else title)
         figure.savefig(path, dpi=80)
         return path
 
@@ -426,17 +451,17 @@ class DecisionBoundaryCallback(Callback):
         metrics = _latest_metrics(trainer, pl_module)
         accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
                              for stage in ("train", "val") if f"{stage}/acc" in metrics)
-        self.png_path = self._save_png(panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
+        self.png_path = self._save_png(pl_module, panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self._prepare(trainer, "test", ("test",)):
             return
         panels = self._panels(pl_module, "test")
         step = max(trainer.current_epoch - 1, 0)
-        self._write_frame(trainer, panels, "test", step)
+        self._write_frame(trainer, pl_module, panels, "test", step)
         accuracy = trainer.callback_metrics.get("test/acc")
         title = f"Test set: acc {float(accuracy):.4f}" if accuracy is not None else "Test set"
-        self._save_png(panels, "decision_boundary_test.png", title)
+        self._save_png(pl_module, panels, "decision_boundary_test.png", title)
 
 
 class BayesOptimalCallback(Callback):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import re
 import signal
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +29,7 @@ from circles.data import CirclesDataModule, read_points_csv
 from circles.errors import (
     CirclesArgumentParser, CirclesError, ConfigError, SettingError, note, os_error_text, report,
 )
+from circles.names import run_label
 from circles.model import CirclesClassifier, TrainingDiverged, check_independent_members
 from circles.runs import (
     CONFIG_KEY, DEFAULT_RUNS, AtomicCheckpointIO, CheckpointError, ResumeError, RunConfig, TensorBoardRunLogger,
@@ -50,6 +53,8 @@ class CirclesCLI(LightningCLI):
             save_config_kwargs={},
             trainer_defaults={
                 "max_epochs": 1000,
+                "log_every_n_steps": 1,  # metrics are written once per epoch: no warning about few steps per epoch
+                "enable_model_summary": False,  # its table lists the metric objects; the config says the shape
                 "logger": lazy_instance(TensorBoardRunLogger),
                 "callbacks": [GracefulStopCallback(), PredictionWriter(), BayesOptimalCallback(), MembersTable(),
                               RunSummary()],
@@ -219,6 +224,8 @@ def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[
     run = run_of_checkpoint(path) if subcommand == "fit" and path is not None and str(path) != ckpt_path else None
     if run is not None and logger is not None:
         logger.version = run
+    if logger is not None and logger.get("version") is None and not logger.get("label"):
+        logger.label = _run_label(config, subcommand, path)
     if config.trainer.get("logger") is False:
         root = _runs_root(config)
         config.trainer.default_root_dir = str(root / (run or f"version_{next_version(root)}"))
@@ -234,6 +241,22 @@ def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[
     if features and data is not None and list(data.features) != list(features):
         data.features = list(features)  # the network was trained on these inputs; others would fit silently
     return checkpoint
+
+
+def _run_label(config: Namespace, subcommand: str, checkpoint: Optional[Path]) -> str:
+    """What a new run does, for its directory's name: ``circles-relu-10x10-sgd0.1-e1000`` for ``fit``;
+    ``test-<the checkpoint's run>`` for the other subcommands."""
+    if subcommand != "fit":
+        trained = re.sub(r"^version_\d+-?", "", run_of_checkpoint(checkpoint) or "") if checkpoint else ""
+        return "-".join(filter(None, [subcommand, trained]))
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
+    settings = {"data.dataset": config.data.dataset, "model.activation": config.model.activation,
+                "model.hidden_sizes": list(config.model.hidden_sizes), "optimizer.class_path": optimizer.get("class_path"),
+                "optimizer.init_args.lr": (optimizer.get("init_args") or Namespace()).get("lr"),
+                "trainer.max_epochs": config.trainer.max_epochs}
+    if config.model.get("members", 1) > 1:
+        settings["model.members"] = config.model.members
+    return run_label({k: v for k, v in settings.items() if v is not None})
 
 
 def _run_hyperparameters(config: Namespace) -> dict[str, Any]:
@@ -271,8 +294,30 @@ def _leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+# Lightning's messages that a user of this CLI can do nothing about: the CLI's own optimizer replacing the model's
+# default one (by design), the srun hint (the SLURM scripts use srun; a workstation with SLURM installed is not a
+# job), a torch deprecation inside Lightning, and an advertisement.
+_NOT_FOR_THE_USER = (r"`CirclesClassifier.configure_optimizers` will be overridden",
+                     r"The `srun` command is available on your system but is not used",
+                     r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def _quiet_lightning() -> None:
+    """Hide the messages in ``_NOT_FOR_THE_USER`` and Lightning's logger tip; every other warning still shows."""
+    for message in _NOT_FOR_THE_USER:
+        warnings.filterwarnings("ignore", message=message)
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(getattr(f, "__name__", "") == "_no_tip" for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_no_tip)
+
+
+def _no_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip:")
+
+
 def cli_main(args: Any = None) -> None:
     """Run the command line (``args`` as a list of strings; ``None`` reads ``sys.argv``)."""
+    _quiet_lightning()
     try:
         CirclesCLI(args=args)
         _leave_process_group()

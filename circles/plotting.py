@@ -192,14 +192,40 @@ def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int
     return rgb
 
 
+_TEXT = (40, 40, 40)
+_CLASS_COLOURS = (tuple(_POINT_LUT[0]), tuple(_POINT_LUT[255]))  # class 0 (red), class 1 (blue), as the points
+
+
+def _text_strip(width: int, items: Sequence[tuple[str, Optional[tuple[int, int, int]]]], height: int = 20,
+                size: int = 13) -> np.ndarray:
+    """A white ``(height, width, 3)`` strip with ``items`` written left to right: ``(text, dot colour or None)``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (width, height), "white")
+    draw, font, x = ImageDraw.Draw(image), ImageFont.load_default(size=size), 4
+    for text, dot in items:
+        if dot is not None:
+            draw.ellipse((x, height // 2 - 5, x + 10, height // 2 + 5), fill=dot)
+            x += 14
+        draw.text((x, height // 2), text, fill=_TEXT, font=font, anchor="lm")
+        x += int(draw.textlength(text, font=font)) + 14
+    return np.asarray(image)
+
+
 def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int = 2,
-                   point_radius: int = 2, gap: int = 4) -> np.ndarray:
+                   point_radius: int = 2, gap: int = 4, header: Optional[str] = None, note: str = "",
+                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"), labels: bool = True) -> np.ndarray:
     """The same picture as ``boundary_figure`` drawn straight into an ``(H, W, 3)`` uint8 array, panels side by side
-    (a probability row below with ``show_probability``): no matplotlib, a few milliseconds, for TensorBoard frames."""
+    (a probability row below with ``show_probability``); with ``labels``, each under its title, with ``header``,
+    the classes' legend and ``note`` on top. No matplotlib, a few milliseconds: for TensorBoard frames."""
     views = ["class", "probability"] if show_probability else ["class"]
     rows = []
     for view in views:
-        tiles = [_render_panel(p, view, scale, point_radius) for p in panels]
+        tiles = []
+        for p in panels:
+            tile = _render_panel(p, view, scale, point_radius)
+            title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
+            tiles.append(np.concatenate([_text_strip(tile.shape[1], [(title, None)]), tile]) if labels else tile)
         height = max(t.shape[0] for t in tiles)
         spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
         row = [tiles[0]]
@@ -207,7 +233,9 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
             row += [spacer, tile]
         rows.append(np.concatenate(row, axis=1))
     width = max(r.shape[1] for r in rows)
-    out = []
+    legend = [(name, colour) for name, colour in zip(classes, _CLASS_COLOURS)]
+    out = [*([_text_strip(width, [(header, None)], height=22)] if header else []), _text_strip(width, legend),
+           *([_text_strip(width, [(note, None)])] if note else [])] if labels else []
     for i, row in enumerate(rows):
         if i:
             out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
@@ -215,23 +243,32 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
     return np.concatenate(out, axis=0)
 
 
-def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: int = 8) -> np.ndarray:
+def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: int = 8,
+                 header: Optional[str] = None) -> np.ndarray:
     """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
     the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
-    magnitude, so the shape each neuron has learned is visible whatever its size."""
+    magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and
+    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
     units, height, width = activations.shape
-    peak = np.abs(activations).reshape(units, -1).max(axis=1)
+    flat = activations.reshape(units, -1)
+    peak = np.abs(flat).max(axis=1)
+    dead = flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
     values = 0.5 + 0.5 * activations / np.where(peak > 0, peak, 1)[:, None, None]
     tiles = _POINT_LUT[_lut_index(np.flip(values, axis=1))]
     tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
     ncols = min(ncols, units)
     nrows = -(-units // ncols)
-    th, tw = height * scale, width * scale
-    out = np.full((nrows * (th + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
+    th, tw, label = height * scale, width * scale, 16
+    out = np.full((nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, ncols)
-        out[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = tile
-    return out
+        top, left = r * (th + label + gap), c * (tw + gap)
+        out[top : top + th, left : left + tw] = tile
+        text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
+        out[top + th : top + th + label, left : left + tw] = _text_strip(tw, [(text, None)], height=label, size=11)
+    key = "unit: largest |output| (each tile on its own scale: blue +, red -, pale 0)"
+    strip = _text_strip(out.shape[1], [*([(header, None)] if header else []), (key, None)], height=18, size=11)
+    return np.concatenate([strip, out], axis=0)
 
 
 def save_gif(frames: Sequence[np.ndarray], path: str, seconds_per_frame: float = 0.15) -> None:

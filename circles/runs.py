@@ -148,23 +148,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # -- run directories ----------------------------------------------------------------------------------------------
 
-
 def next_version(root: Union[str, Path]) -> int:
-    """The N after the highest ``root/version_N`` (0 if there is none)."""
-    taken = [int(p.name[len("version_"):]) for p in Path(root).glob("version_*") if p.name[len("version_"):].isdigit()]
+    """The N after the highest ``root/version_N`` or ``root/version_N-<label>`` (0 if there is none)."""
+    taken = [int(m.group(1)) for p in Path(root).glob("version_*") if (m := re.fullmatch(r"version_(\d+)(-.*)?", p.name))]
     return max(taken, default=-1) + 1
 
 
-def claim_version(root: Union[str, Path]) -> int:
-    """Create the next free ``root/version_N`` with an atomic ``mkdir`` and return N: runs started at the same moment
-    get distinct directories (listing the folder, as Lightning's logger does, races)."""
+def claim_version(root: Union[str, Path], label: str = "") -> str:
+    """Create the next free ``root/version_N-<label>`` (``version_N`` without a label) with an atomic ``mkdir`` and
+    return its name: runs started at the same moment get distinct directories (listing the folder, as Lightning's
+    logger does, races)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     version = next_version(root)
     while True:
+        name = f"version_{version}" + (f"-{label}" if label else "")
         try:
-            (root / f"version_{version}").mkdir()
-            return version
+            (root / name).mkdir()
+            return name
         except FileExistsError:
             version += 1
 
@@ -219,10 +220,33 @@ def event_file_writer(writer: Any) -> Any:
     return writer._get_file_writer()
 
 
-def _hparam_value(value: Any) -> Union[int, float, str, bool]:
-    if isinstance(value, (bool, int, float, str)):
+def _hparam_value(value: Any) -> Union[str, bool]:
+    """A hyperparameter as the HPARAMS table shows it best: numbers as written (``1000``, ``0.03``; TensorBoard would
+    print ``1000.0`` and ``0.030000``), lists and None as text."""
+    if isinstance(value, bool):
         return value
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
     return str(value)
+
+
+STAGES = ("train", "val", "test")  # metric name prefixes that get a sub-run of their own in TensorBoard
+CURVES, DETAILS = "curves", "details"  # the tag groups of the stage scalars in TensorBoard (see ``scalar_tag``)
+# The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the order TensorBoard
+# lists them; it ticks the first five (the rest can be ticked).
+HPARAM_COLUMNS = (("activation", "activation"), ("dataset", "dataset"), ("hidden_sizes", "hidden layers"),
+                  ("max_epochs", "epochs"), ("optimizer", "optimizer"), ("members", "seeds (members)"),
+                  ("noise", "noise"), ("seed_everything", "seed"), ("batch_size", "points per step"))
+METRIC_COLUMNS = (("val/acc_best", "best val acc"), ("test/acc", "test acc"), ("test/bayes_gap", "Bayes gap"))
+CURVE_NAMES = ("loss", "acc")  # the pairs drawn train and val together; every other scalar goes to the details group
+
+
+def scalar_tag(name: str) -> str:
+    """The TensorBoard tag of the metric ``name`` (``stage/metric``) in its stage's sub-run: ``curves/loss`` and
+    ``curves/acc`` (the group TensorBoard opens first, train and val on one chart), ``details/<metric>`` for the rest
+    (``val/acc_best``, ``test/bayes_gap``, ...), a group that sorts after the decision-boundary pictures."""
+    metric = name.split("/", 1)[1]
+    return f"{CURVES if metric in CURVE_NAMES else DETAILS}/{metric}"
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
@@ -230,7 +254,12 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
     - Claims ``version_N`` with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
       asked for, so a run that fails before that leaves no empty directory.
-    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event (Lightning writes one per scalar).
+    - Lays the scalars out as TensorBoard shows training best (the layout Keras uses): ``train/loss`` is written as
+      ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as ``curves/loss`` into ``<run>/val``, and so on
+      (:func:`scalar_tag`), so one chart holds the train and the val curve of a metric, and TensorBoard's landing page
+      opens on the ``curves`` and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
+    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning writes one per
+      scalar).
     - Records hyperparameters for TensorBoard's HPARAMS tab without declaring a fixed metric list, so every
       scalar the run logs (``val/acc_best``, ``test/acc``, ...) shows up there as a metric column.
     """
@@ -240,6 +269,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         save_dir: Optional[str] = None,
         name: str = DEFAULT_RUNS,
         version: Optional[Union[int, str]] = None,
+        label: str = "",
         default_hp_metric: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -248,14 +278,18 @@ class TensorBoardRunLogger(TensorBoardLogger):
             save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's ``default_root_dir``
                 (the working directory unless set).
             name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>`` shows them all.
-            version: Run to write into (``3`` or ``"version_3"``); ``null`` claims the next free ``version_N``.
+            version: Run to write into (``3`` or ``"version_3-relu-10x10"``); ``null`` claims the next free one.
+            label: What the run trains, appended to a claimed ``version_N`` so TensorBoard names the run by it
+                (the command line fills it in from the config, e.g. ``circles-relu-10x10-sgd0.1-e1000``).
             default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
         """
         super().__init__(save_dir if save_dir is not None else ".", name=name, version=version,
                          default_hp_metric=default_hp_metric, **kwargs)
         self._run_version = version
+        self._label = label
         self._lock: Optional[IO[Any]] = None
         self._locked = False
+        self._stage_writers: dict[str, Any] = {}
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
     @property
@@ -263,22 +297,46 @@ class TensorBoardRunLogger(TensorBoardLogger):
         """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one.
         Rank zero holds the run directory's lock (:func:`lock_run_dir`) from then until :meth:`finalize`."""
         if self._run_version is None:
-            self._run_version = claim_version(self.root_dir) if rank_zero_only.rank == 0 else super().version
+            self._run_version = claim_version(self.root_dir, self._label) if rank_zero_only.rank == 0 else super().version
         if not self._locked and rank_zero_only.rank == 0:
             name = self._run_version if isinstance(self._run_version, str) else f"version_{self._run_version}"
             self._lock, self._locked = lock_run_dir(Path(self.root_dir) / name), True
         return self._run_version
 
+    def _writer(self, stage: str) -> Any:
+        """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
+        if not stage:
+            return self.experiment
+        if stage not in self._stage_writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._stage_writers[stage] = SummaryWriter(os.path.join(self.log_dir, stage), **self._kwargs)
+        return self._stage_writers[stage]
+
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
-        """All scalars of a call in one TensorBoard event (Lightning writes one event per scalar, ~4x the cost)."""
+        """The scalars of a call, one TensorBoard event per sub-run (see the class): ``stage/name`` goes to the
+        ``stage`` sub-run as ``curves/name``; ``epoch`` (the step already is the epoch) is left out."""
         self._write_hparams_session()
         if self._prefix or not all(isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()):
             return super().log_metrics(metrics, step)
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in metrics.items()]
-        event_file_writer(self.experiment).add_summary(Summary(value=values), step)
+        runs: dict[str, list[Any]] = {}
+        for key, value in metrics.items():
+            stage, _, name = key.partition("/")
+            run = stage if stage in STAGES and name else ""
+            if key != "epoch":
+                runs.setdefault(run, []).append(Summary.Value(tag=scalar_tag(key) if run else key,
+                                                              simple_value=float(value)))
+        for run, values in runs.items():
+            event_file_writer(self._writer(run)).add_summary(Summary(value=values), step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        for writer in self._stage_writers.values():
+            writer.flush()
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None) -> None:
@@ -286,21 +344,37 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._hparams_session_written = metrics is not None  # with metrics, Lightning wrote the session itself
 
     def _write_hparams_session(self) -> None:
-        """TensorBoard keeps the first session record of a run, so it is written once, with every hyperparameter
-        collected, just before the first metrics; no metric list is declared, so every scalar becomes a column."""
+        """The run's record for TensorBoard's HPARAMS tab, written once, with every hyperparameter collected, just
+        before the first metrics (TensorBoard keeps a run's first record): the experiment's declared columns
+        (``HPARAM_COLUMNS`` that the run has, and ``METRIC_COLUMNS`` from the stage sub-runs) and the run's values for
+        them, so the table opens on the settings people vary and the metrics that say how a run did. TensorBoard
+        orders the columns by their names: a column's name is its place and title (``0 activation``), and the table
+        shows the title. (Every hyperparameter is in the run's ``hparams.yaml``.)"""
         if self._hparams_session_written or not self.hparams:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from tensorboard.plugins.hparams import summary_v2 as hp
 
-        flat = {key: _hparam_value(value) for key, value in dict(self.hparams).items() if not key.startswith("_")}
-        _, session_start, _ = hparams(flat, {})
-        event_file_writer(self.experiment).add_summary(session_start)
+        values = {key: _hparam_value(value) for key, value in dict(self.hparams).items() if not key.startswith("_")}
+        if "optimizer" in values and "optimizer.lr" in values:
+            values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
+        if values.get("batch_size") == "None":
+            values["batch_size"] = "all (full batch)"
+        names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
+        columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
+        metrics = [hp.Metric(scalar_tag(name), group=name.split("/", 1)[0], display_name=label)
+                   for name, label in METRIC_COLUMNS]
+        writer = event_file_writer(self.experiment)
+        writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
+        trial = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        writer.add_summary(hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial))
         self._hparams_session_written = True
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
         super().finalize(status)
+        for writer in self._stage_writers.values():
+            writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -335,7 +409,7 @@ class ResumeError(CirclesError):
 
 class RunConfig(Callback):
     """Writes the run's ``config.yaml``: the command's resolved config less what ties it to this run (``ckpt_path``,
-    the logger's ``version``), so ``--config <run>/config.yaml`` repeats the run, in a new run directory.
+    the logger's ``version`` and ``label``), so ``--config <run>/config.yaml`` repeats the run, in a new run directory.
 
     ``fit`` writes it when training starts, so a fit that ends before (a refused resume, a bad file) leaves the run's
     record as it was; a resumed fit rewrites it with what it changed (e.g. ``trainer.max_epochs``). Every checkpoint
@@ -360,6 +434,8 @@ class RunConfig(Callback):
         logger = config.trainer.get("logger")
         if hasattr(logger, "get") and logger.get("init_args") is not None:
             logger.init_args.version = None
+            if "label" in logger.init_args:
+                logger.init_args.label = ""  # a repeat names its run from its own settings
         self.text = parser.dump(config, skip_none=False)
         self.filename = config_filename
 

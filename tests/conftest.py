@@ -13,7 +13,7 @@ import torch
 
 from circles.cli import cli_main
 
-from helpers import QUIET, REPO
+from helpers import QUIET, REPO, run_dir, run_names
 
 SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local single-node cluster (needs "
                 "root; installs SLURM with apt-get when missing); .ci/run sets it")
@@ -41,8 +41,9 @@ def run_cli(tmp_path: Path):
 
     def run(*args: str) -> Path | None:
         cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
-        runs = sorted((tmp_path / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-        return runs[-1] if runs else None
+        runs = tmp_path / "lightning_logs"
+        names = run_names(runs) if runs.is_dir() else []
+        return run_dir(runs, int(names[-1].split("_")[1])) if names else None
 
     return run
 

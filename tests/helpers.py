@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.cli import cli_main
+from circles.runs import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -44,6 +45,18 @@ def fit_in(directory: Path, *args: str) -> Path:
     return directory / "lightning_logs"
 
 
+def run_dir(runs: Path, n: int = 0) -> Path:
+    """The run directory ``version_<n>`` (with its label: ``version_0-circles-relu-10x10-...``) in ``runs``."""
+    (found,) = [p for p in runs.iterdir() if p.name == f"version_{n}" or p.name.startswith(f"version_{n}-")]
+    return found
+
+
+def run_names(runs: Path) -> list[str]:
+    """The ``version_N`` part of every run directory in ``runs``, in order of N."""
+    return sorted((p.name.split("-")[0] for p in runs.iterdir() if p.name.startswith("version_")),
+                  key=lambda name: int(name.split("_")[1]))
+
+
 def error_lines(text: str) -> list[str]:
     """The lines of ``text`` (a captured stderr) that start with ``circles: error:``."""
     return [line for line in text.splitlines() if line.startswith("circles: error:")]
@@ -53,42 +66,56 @@ def error_lines(text: str) -> list[str]:
 
 
 def read_events(run_dir: Path) -> EventAccumulator:
-    """The run directory's TensorBoard events as TensorBoard reads them, every scalar and image kept."""
+    """The run directory's own TensorBoard events (images, hyperparameters) as TensorBoard reads them."""
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
     return ea
 
 
+def _metric(stage: str, tag: str) -> str:
+    """The metric name of a scalar TensorBoard shows as ``tag`` in the run's ``stage`` sub-run (``""``: the run)."""
+    return f"{stage}/{tag.split('/', 1)[1]}" if stage else tag
+
+
 def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of the run as TensorBoard shows it: ``{tag: [(step, value), ...]}``."""
-    ea = read_events(run_dir)
-    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+    """Every scalar of the run and its stage sub-runs as TensorBoard shows them, by metric name (``train/loss``):
+    ``{name: [(step, value), ...]}``."""
+    history = {}
+    for stage in ("", *STAGES):
+        if (run_dir / stage).is_dir():
+            ea = read_events(run_dir / stage)
+            history.update({_metric(stage, tag): [(e.step, e.value) for e in ea.Scalars(tag)]
+                            for tag in ea.Tags()["scalars"]})
+    return history
 
 
-def scalar_values(run_dir: Path, tag: str) -> list[float]:
-    """The values of one scalar tag of the run, in step order as TensorBoard shows them."""
-    return [e.value for e in read_events(run_dir).Scalars(tag)]
+def scalar_values(run_dir: Path, name: str) -> list[float]:
+    """The values of one metric of the run (``val/acc``), in step order as TensorBoard shows them."""
+    return [value for _, value in scalar_history(run_dir)[name]]
 
 
-def final_scalar(run_dir: Path, tag: str) -> float:
-    """The last value of one scalar tag of the run."""
-    return read_events(run_dir).Scalars(tag)[-1].value
+def final_scalar(run_dir: Path, name: str) -> float:
+    """The last value of one metric of the run."""
+    return scalar_history(run_dir)[name][-1][1]
 
 
 # ------------------------------------------------------------------------------ TensorBoard, the raw files
 
 
 def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
-    """Every scalar written to the run's event files, as ``(tag, step, value)``, oldest file first, unfiltered."""
-    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    yield value.tag, event.step, value.simple_value
+    """Every scalar written to the event files of the run and its stage sub-runs, as ``(metric name, step,
+    value)``, oldest file first in each, unfiltered."""
+    for stage in ("", *STAGES):
+        files = sorted((run_dir / stage).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3]))
+        for path in files:
+            for event in LegacyEventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    if value.HasField("simple_value"):
+                        yield _metric(stage, value.tag), event.step, value.simple_value
 
 
 def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the run's event files exactly as written, ``{tag: [(step, value), ...]}``, repeats kept."""
+    """Every scalar in the run's event files exactly as written, ``{name: [(step, value), ...]}``, repeats kept."""
     values: dict[str, list[tuple[int, float]]] = {}
     for tag, step, value in _scalar_events(run_dir):
         values.setdefault(tag, []).append((step, value))
@@ -96,7 +123,7 @@ def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def scalars_by_step(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar in the run's event files, ``{tag: {step: value}}``; a later file's value wins for a step logged
+    """Every scalar in the run's event files, ``{name: {step: value}}``; a later file's value wins for a step logged
     twice (the epochs a resumed run repeats)."""
     values: dict[str, dict[int, float]] = {}
     for tag, step, value in _scalar_events(run_dir):

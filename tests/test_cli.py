@@ -16,14 +16,14 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from circles.cli import cli_main
 
-from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, scalar_history
+from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
 
 TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
 
 
 def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     run = run_cli("fit", *TINY)
-    assert run.name == "version_0"
+    assert run.name == "version_0-circles-relu-10x10-sgd0.1-e3"  # named after what it trains
     tags = scalar_history(run)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
         assert [step for step, _ in tags[tag]] == [0, 1, 2], tag
@@ -34,7 +34,7 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     assert (run / "decision_boundary.png").is_file()
 
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
-    assert test_run.name == "version_1"
+    assert test_run.name == "version_1-test-circles-relu-10x10-sgd0.1-e3"
     assert {"test/acc", "test/loss"} <= set(scalar_history(test_run))
 
 
@@ -43,10 +43,16 @@ def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli
     content = read_events(run).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hparams = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
-    assert hparams["activation"] == "relu" and hparams["noise"] == pytest.approx(0.03)
-    assert hparams["optimizer"] == "SGD" and hparams["optimizer.lr"] == pytest.approx(0.05)
-    assert hparams["max_epochs"] == 3
-    assert "_hparams_/experiment" not in content  # no fixed metric list: every logged scalar is a metric column
+    assert start.group_name == run.name  # the table's trial id is the run's name
+    assert hparams == {"0 activation": "relu", "1 dataset": "circles", "2 hidden layers": "[10, 10]", "3 epochs": "3",
+                       "4 optimizer": "SGD lr 0.05", "5 seeds (members)": "1", "6 noise": "0.03", "7 seed": "42",
+                       "8 points per step": "all (full batch)"}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [h.display_name for h in experiment.hparam_infos][:5] == [
+        "activation", "dataset", "hidden layers", "epochs", "optimizer"]  # TensorBoard ticks the first five
+    assert [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos] == [
+        ("val", "details/acc_best", "best val acc"), ("test", "curves/acc", "test acc"),
+        ("test", "details/bayes_gap", "Bayes gap")]
     assert final_scalar(run, "val/acc_best") == max(v for _, v in scalar_history(run)["val/acc"])
 
 
@@ -69,7 +75,7 @@ def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupt
     assert resumed == run  # no new version_N: logs and checkpoints continue in the same directory
     assert [s for s, _ in scalar_history(run)["train/loss"]] == list(range(40))
     straight = run_cli("fit", *args, "--trainer.max_epochs=40")
-    assert straight.name == "version_1"
+    assert straight.name.startswith("version_1-")
     a, b = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(straight / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 40
     for key in a["state_dict"]:
@@ -152,7 +158,7 @@ def test_train_py_runs_fit_with_no_config(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Best val/acc" in result.stdout
-    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_members_log_their_mean_and_spread_and_write_members_csv(run_cli):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, last_weights, scalar_values
+from helpers import REPO, last_weights, run_dir, scalar_values
 
 IMPROVED = str(REPO / "configs" / "improved.yaml")
 DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
@@ -58,7 +58,7 @@ def test_full_batch_ddp_follows_the_single_process_trajectory(members, tmp_path,
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
     (ddp,) = (tmp_path / "ddp" / "lightning_logs").iterdir()  # rank zero alone created a run directory
-    assert ddp.name == "version_0" and len(list(ddp.glob("events.out.tfevents.*"))) == 1
+    assert ddp.name.startswith("version_0-") and len(list(ddp.glob("events.out.tfevents.*"))) == 1
     assert {p.name for p in (ddp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     ddp_loss, single_loss = scalar_values(ddp, "train/loss"), scalar_values(single, "train/loss")
     assert len(ddp_loss) == len(single_loss) == 30
@@ -75,7 +75,7 @@ def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
     (tmp_path / "ddp").mkdir()
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
-    ddp = tmp_path / "ddp" / "lightning_logs" / "version_0"
+    ddp = run_dir(tmp_path / "ddp" / "lightning_logs", 0)
     assert scalar_values(single, "val/acc")[-1] >= 0.99
     assert scalar_values(ddp, "val/acc")[-1] >= 0.99
     # really sharded: the loss differs from the single-process run
@@ -91,7 +91,7 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
         [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *DDP_QUIET,
          "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=20"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + 180
         while not last.is_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, Payload, error_lines, exit_status, fit_in
+from helpers import REPO, Payload, error_lines, exit_status, fit_in, run_dir
 
 DOC = REPO / "docs" / "errors.md"
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]
@@ -157,7 +157,7 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding a finished run (lightning_logs/version_0) and the bad input files."""
     directory = tmp_path_factory.mktemp("earlier_run")
     fit_in(directory, *TINY)
-    write_inputs(directory, directory / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    write_inputs(directory, run_dir(directory / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
     return directory
 
 
@@ -220,7 +220,7 @@ def error_table() -> str:
             os.chdir(base)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 exit_status("fit", *TINY)
-            write_inputs(base, base / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+            write_inputs(base, run_dir(base / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
             for bad in CASES:
                 where = empty if bad.empty_dir else base
                 os.chdir(where)

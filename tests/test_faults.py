@@ -24,7 +24,7 @@ from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger
 
-from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, scalars_by_step
+from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, run_dir, run_names, scalars_by_step
 
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
 
@@ -75,7 +75,7 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
     assert 0 < epoch < 20, line
     assert "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
 
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = run_dir(tmp_path / "lightning_logs", 0)
     values = scalars_by_step(run)
     assert max(step for steps in values.values() for step in steps) <= epoch  # nothing logged past the divergence
     assert all(torch.isfinite(torch.tensor(list(values["train/loss"].values()))))
@@ -97,7 +97,7 @@ def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeyp
     err = capfd.readouterr().err
     assert status == 1
     assert "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
-    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    checkpoints = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints"
     assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2  # end of epoch 1
     assert finite(load_checkpoint(checkpoints / "last.ckpt")["state_dict"])
     assert finite(load_checkpoint(checkpoints / "best.ckpt")["state_dict"])
@@ -157,7 +157,7 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
 def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capfd):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
-    data = (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").read_bytes()
+    data = (run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt").read_bytes()
     (tmp_path / "torn.ckpt").write_bytes(data[: len(data) - 100])
     capfd.readouterr()
     assert exit_status(subcommand, *SMALL, "--ckpt_path", "torn.ckpt") == 2
@@ -197,7 +197,7 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     (line,) = error_lines(err)
     assert f"fit interrupted by {name}" in line and "--ckpt_path last" in line
     assert signal.getsignal(signal.SIGINT) is handler and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = run_dir(tmp_path / "lightning_logs", 0)
     interrupted = load_checkpoint(run / "checkpoints" / "last.ckpt")
     # Full-batch: the signal came after epoch 3's step; the ranks agree on it after the next step, epoch 4 completes
     # (validation, logging) and fit stops, so last.ckpt holds the state after the last logged epoch.
@@ -207,7 +207,7 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
     assert exit_status(*args) == 0
-    reference = tmp_path / "reference" / "lightning_logs" / "version_0"
+    reference = run_dir(tmp_path / "reference" / "lightning_logs", 0)
     assert_same_weights(load_checkpoint(run / "checkpoints" / "last.ckpt"),
                         load_checkpoint(reference / "checkpoints" / "last.ckpt"))
     assert scalars_by_step(run) == scalars_by_step(reference)
@@ -218,14 +218,20 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert "fit interrupted by Ctrl-C (SIGINT) at epoch 2, step 3" in line
-    assert load_checkpoint(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
-def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler, as in a terminal: a process started in the background (``cmd &``, nohup) inherits
+    SIGINT ignored, and Python then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd, ctrl_c_raises):
     def interrupted_setup(self, stage):
-        handler = signal.getsignal(signal.SIGINT)
-        if handler is not signal.default_int_handler:  # an earlier run left its handler behind: say which
-            raise RuntimeError(f"SIGINT's handler is {handler!r}, not Python's default_int_handler")
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
@@ -273,14 +279,15 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
 @pytest.mark.slow
 def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
     args = ["fit", *SMALL, "--trainer.max_epochs=300", "--checkpoint.last_every_n_epochs=5"]
-    run = tmp_path / "lightning_logs" / "version_0"
     process = train_py(*args, cwd=tmp_path)
     try:
-        wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file() or process.poll() is not None, "last.ckpt")
+        wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")) or process.poll() is not None,
+                 "last.ckpt")
         process.send_signal(signal.SIGKILL)
     finally:
         stop(process)
     assert process.returncode == -signal.SIGKILL
+    run = run_dir(tmp_path / "lightning_logs", 0)
     killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     assert 0 < killed_at < 300
     before_resume = scalars_by_step(run)
@@ -290,7 +297,7 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
     assert exit_status(*args) == 0
-    reference = tmp_path / "reference" / "lightning_logs" / "version_0"
+    reference = run_dir(tmp_path / "reference" / "lightning_logs", 0)
 
     for name in ("last.ckpt", "best.ckpt"):
         assert_same_weights(load_checkpoint(run / "checkpoints" / name),
@@ -307,17 +314,18 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, name, tmp_path):
     args = ["fit", *SMALL, "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=100000"]
-    run = tmp_path / "lightning_logs" / "version_0"
     process = train_py(*args, cwd=tmp_path)
     try:
-        wait_for(lambda: (run / "checkpoints" / "best.ckpt").is_file() or process.poll() is not None, "training")
+        wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/best.ckpt")) or process.poll() is not None,
+                 "training")
         process.send_signal(signum)
         out, err = process.communicate(timeout=120)
     finally:
         stop(process)
     assert process.returncode == status, err
+    run = run_dir(tmp_path / "lightning_logs", 0)
     (line,) = error_lines(err)
-    assert f"fit interrupted by {name}" in line and "saved in lightning_logs/version_0/checkpoints/last.ckpt" in line
+    assert f"fit interrupted by {name}" in line and f"saved in {(run / 'checkpoints' / 'last.ckpt').relative_to(tmp_path)}" in line
     assert "--ckpt_path last" in line and "Traceback" not in out + err
 
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -349,7 +357,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
         for process in processes:
             stop(process)
     runs = sorted((tmp_path / "lightning_logs").iterdir())
-    assert [r.name for r in runs] == ["version_0", "version_1", "version_2", "version_3"]
+    assert run_names(tmp_path / "lightning_logs") == ["version_0", "version_1", "version_2", "version_3"]
     seeds, pids = [], []
     for run in runs:
         seed = yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
@@ -368,7 +376,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
 
 def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(tmp_path, monkeypatch, capfd):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=2") == 0
-    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     good = last.read_bytes()
     real_save = torch.save
 
@@ -379,7 +387,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(t
     monkeypatch.setattr(torch, "save", disk_full)
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=4", "--ckpt_path=last") == 1
     (line,) = error_lines(capfd.readouterr().err)
-    assert line == (f"circles: error: {Path('lightning_logs/version_0/checkpoints/last.ckpt')}: No space left on "
+    assert line == (f"circles: error: {last.relative_to(tmp_path)}: No space left on "
                     "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR.")
     assert last.read_bytes() == good and not list(last.parent.glob(".*.tmp"))
 

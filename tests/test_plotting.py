@@ -13,7 +13,7 @@ from torch import nn
 
 from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier
-from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, predict_grid
+from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, neuron_image, predict_grid
 
 
 def sigmoid(v):
@@ -242,18 +242,18 @@ def half_panel(title="P", nx=21, ny=11, points=None, labels=None) -> BoundaryPan
 @pytest.mark.parametrize("scale, gap", [(1, 0), (2, 4), (3, 5)])
 def test_boundary_image_size(scale, gap):
     panels = [half_panel("Train"), half_panel("Val")]
-    image = boundary_image(panels, scale=scale, gap=gap)
+    image = boundary_image(panels, scale=scale, gap=gap, labels=False)
     assert image.dtype == np.uint8
     assert image.shape == (11 * scale, 2 * 21 * scale + gap, 3)
-    with_probability = boundary_image(panels, show_probability=True, scale=scale, gap=gap)
+    with_probability = boundary_image(panels, show_probability=True, scale=scale, gap=gap, labels=False)
     assert with_probability.shape == (2 * 11 * scale + gap, 2 * 21 * scale + gap, 3)
-    one = boundary_image(panels[:1], scale=scale, gap=gap)
+    one = boundary_image(panels[:1], scale=scale, gap=gap, labels=False)
     assert one.shape == (11 * scale, 21 * scale, 3)
 
 
 def test_boundary_image_colours_classes_red_and_blue_with_north_up():
     scale, gap = 3, 5
-    image = boundary_image([half_panel(), half_panel()], scale=scale, gap=gap).astype(float)
+    image = boundary_image([half_panel(), half_panel()], scale=scale, gap=gap, labels=False).astype(float)
     top, bottom = image[1], image[-2]  # y = +1 is the top row, y = -1 the bottom row
     for row in (top, bottom):
         assert np.all(row[21 * scale : 21 * scale + gap] == 255)  # white gap between the panels
@@ -267,8 +267,9 @@ def test_boundary_image_colours_classes_red_and_blue_with_north_up():
 def test_boundary_image_draws_the_points_in_their_class_colour():
     scale = 4
     # A class-1 point deep in the red half, at x = 0.5, y = -0.5.
-    plain = boundary_image([half_panel()], scale=scale, point_radius=2).astype(float)
-    dotted = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[1])], scale=scale, point_radius=2).astype(float)
+    plain = boundary_image([half_panel()], scale=scale, point_radius=2, labels=False).astype(float)
+    dotted = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[1])], scale=scale, point_radius=2,
+                            labels=False).astype(float)
     changed = np.argwhere(np.any(plain != dotted, axis=2))
     assert len(changed) > 1
     height, width = plain.shape[:2]
@@ -278,14 +279,14 @@ def test_boundary_image_draws_the_points_in_their_class_colour():
     for r, c in changed:
         np.testing.assert_allclose(dotted[r, c], rdylbu(1.0), atol=2)
     # A class-0 point there is drawn too, in full red (darker than the fill).
-    red_dot = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[0])], scale=scale).astype(float)
+    red_dot = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[0])], scale=scale, labels=False).astype(float)
     r, c = changed[len(changed) // 2]
     np.testing.assert_allclose(red_dot[r, c], rdylbu(0.0), atol=2)
 
 
 def test_boundary_image_probability_row_marks_the_half_way_line():
     scale, gap = 2, 4
-    image = boundary_image([half_panel()], show_probability=True, scale=scale, gap=gap)
+    image = boundary_image([half_panel()], show_probability=True, scale=scale, gap=gap, labels=False)
     height = 11 * scale
     classes, probability = image[:height], image[height + gap :]
     assert np.all(image[height : height + gap] == 255)
@@ -294,6 +295,31 @@ def test_boundary_image_probability_row_marks_the_half_way_line():
     rows = np.unique(np.argwhere(black)[:, 0])
     # The 0.5 line sits between y = 0 (class 0) and the first y > 0, i.e. mid-image.
     assert np.all(np.abs(rows - height / 2) <= scale)
+
+
+def test_frames_are_labelled_with_a_header_the_legend_and_panel_titles():
+    panels = [half_panel("Train"), half_panel("Val")]
+    bare = boundary_image(panels, scale=4, labels=False)
+    labelled = boundary_image(panels, scale=4, header="epoch 7   train acc 0.5", note="colour: share of 4 members")
+    assert labelled.shape[1] == bare.shape[1] and labelled.shape[0] == bare.shape[0] + 22 + 20 + 20 + 20
+    np.testing.assert_array_equal(labelled[-bare.shape[0]:, :84], bare[:, :84])  # the first panel, under its title
+    strips = labelled[: labelled.shape[0] - bare.shape[0]]
+    dark = np.all(strips < 120, axis=2)
+    for top in (0, 22, 42, 62):  # header, legend, note, the panels' titles: each a line of text
+        assert dark[top : top + 20].sum() > 20, top
+    legend = strips[22:42].reshape(-1, 3)
+    for colour in (rdylbu(0.0), rdylbu(1.0)):  # the two classes' dots, in the points' colours
+        assert np.any(np.all(np.abs(legend - colour) <= 2, axis=1))
+
+
+def test_neuron_tiles_are_numbered_and_dead_units_marked():
+    flat = np.zeros((1, 5, 5))
+    ramp = np.tile(np.linspace(-2.0, 1.0, 5), (5, 1))[None]
+    image = neuron_image(np.concatenate([ramp, flat]), scale=2)
+    assert image.shape == (18 + 10 + 16, 2 * 10 + 2, 3)
+    np.testing.assert_allclose(image[18 + 5, 0], rdylbu(0.0), atol=2)  # -2, the ramp's largest magnitude: full red
+    labels = image[18 + 10 :]
+    assert np.all(labels < 120, axis=2).any()  # "1: ±2" and "2: dead" under the tiles
 
 
 def test_boundary_panel_subsamples_points():
@@ -440,7 +466,7 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     events.Reload()
     frames = events.Images("decision_boundary/train_val")
     assert [frame.step for frame in frames] == [0, 2, 3]  # every 2 epochs from 0, and the last epoch
-    side = 21 * 2  # default scale 2, gap 4
-    assert (frames[0].height, frames[0].width) == (side, 2 * side + 4)
+    side, labels = 21 * 2, 22 + 20 + 20  # default scale 2, gap 4; header, legend and panel titles above
+    assert (frames[0].height, frames[0].width) == (labels + side, 2 * side + 4)
     test_frames = events.Images("decision_boundary/test")
-    assert len(test_frames) == 1 and (test_frames[0].height, test_frames[0].width) == (side, side)
+    assert len(test_frames) == 1 and (test_frames[0].height, test_frames[0].width) == (labels + side, side)

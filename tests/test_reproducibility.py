@@ -7,7 +7,7 @@ import torch
 
 from circles.cli import cli_main
 
-from helpers import QUIET, written_scalars
+from helpers import QUIET, run_dir, written_scalars
 
 
 @pytest.mark.parametrize("batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"])
@@ -16,7 +16,7 @@ def test_same_config_and_seed_give_identical_metrics_and_weights(batching, tmp_p
             "--optimizer=Adam", "--optimizer.init_args.lr=0.03", "--boundary.every_n_epochs=1000", *batching, *QUIET]
     cli_main(args)
     cli_main(args)
-    first, second = tmp_path / "lightning_logs" / "version_0", tmp_path / "lightning_logs" / "version_1"
+    first, second = run_dir(tmp_path / "lightning_logs", 0), run_dir(tmp_path / "lightning_logs", 1)
 
     a, b = written_scalars(first), written_scalars(second)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= a.keys()
@@ -36,6 +36,6 @@ def test_a_different_seed_gives_different_weights(tmp_path):
     args = ["fit", "--trainer.max_epochs=2", "--data.n_samples=100", "--data.test_samples=20", *QUIET]
     cli_main([*args, "--seed_everything=1"])
     cli_main([*args, "--seed_everything=2"])
-    x, y = (torch.load(tmp_path / "lightning_logs" / v / "checkpoints" / "last.ckpt", weights_only=True)
-            for v in ("version_0", "version_1"))
+    x, y = (torch.load(run_dir(tmp_path / "lightning_logs", n) / "checkpoints" / "last.ckpt", weights_only=True)
+            for n in (0, 1))
     assert not torch.equal(x["state_dict"]["net.0.weight"], y["state_dict"]["net.0.weight"])

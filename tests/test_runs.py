@@ -16,26 +16,27 @@ from circles.runs import (
     run_of_checkpoint, try_lock,
 )
 
-from helpers import QUIET, error_lines, exit_status, load_checkpoint
+from helpers import QUIET, error_lines, exit_status, load_checkpoint, run_dir, run_names
 
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", "--trainer.max_epochs=2"]
 
 
 def test_claim_version_takes_the_next_free_number_and_never_one_that_exists(tmp_path):
-    assert [claim_version(tmp_path / "runs") for _ in range(3)] == [0, 1, 2]
-    (tmp_path / "runs" / "version_7").mkdir()
+    assert [claim_version(tmp_path / "runs") for _ in range(2)] == ["version_0", "version_1"]
+    assert claim_version(tmp_path / "runs", "relu-10x10") == "version_2-relu-10x10"
+    (tmp_path / "runs" / "version_7-spiral").mkdir()
     (tmp_path / "runs" / "version_x").mkdir()
-    assert claim_version(tmp_path / "runs") == 8
+    assert claim_version(tmp_path / "runs") == "version_8"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "version_0", "version_1", "version_2", "version_7", "version_8", "version_x"]
+        "version_0", "version_1", "version_2-relu-10x10", "version_7-spiral", "version_8", "version_x"]
 
 
 def test_the_logger_claims_its_directory_only_when_it_is_first_asked_for(tmp_path):
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
     assert not (tmp_path / "runs").exists()  # a run that fails before writing anything leaves nothing behind
-    assert logger.version == 0 and logger.version == 0
+    assert logger.version == "version_0" and logger.version == "version_0"
     assert logger.log_dir == str(tmp_path / "runs" / "version_0") and (tmp_path / "runs" / "version_0").is_dir()
-    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs").version == 1
+    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", label="relu").version == "version_1-relu"
     assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="mine").log_dir == str(
         tmp_path / "runs" / "mine")
 
@@ -104,15 +105,15 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     monkeypatch.chdir(elsewhere)
     root = f"--trainer.default_root_dir={scratch}"
     assert exit_status("fit", *SMALL, root) == 0
-    run = scratch / "lightning_logs" / "version_0"
+    run = run_dir(scratch / "lightning_logs", 0)
     for name in ("config.yaml", "hparams.yaml", "decision_boundary.png", "checkpoints/best.ckpt",
                  "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     assert exit_status("test", *SMALL, root, "--ckpt_path=best") == 0
-    assert (scratch / "lightning_logs" / "version_1" / "decision_boundary_test.png").is_file()
+    assert (run_dir(scratch / "lightning_logs", 1) / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *SMALL, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
-    assert sorted(p.name for p in (scratch / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    assert run_names(scratch / "lightning_logs") == ["version_0", "version_1"]
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit wrote into the same run
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *SMALL, "--ckpt_path=last") == 2  # nothing under the working directory
@@ -124,7 +125,7 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
 @pytest.mark.slow
 def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resume_changed(tmp_path):
     assert exit_status("fit", *SMALL) == 0
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = run_dir(tmp_path / "lightning_logs", 0)
     assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["ckpt_path"] is None and record["trainer"]["logger"]["init_args"]["version"] is None
@@ -132,7 +133,7 @@ def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resum
     assert yaml.safe_load(load_checkpoint(run / "checkpoints" / "last.ckpt")[CONFIG_KEY]) == record
 
     assert exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0  # repeat: a new run, same numbers
-    repeat = tmp_path / "lightning_logs" / "version_1"
+    repeat = run_dir(tmp_path / "lightning_logs", 1)
     assert load_checkpoint(repeat / "checkpoints" / "last.ckpt")["global_step"] == 4
     for key, value in load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"].items():
         assert torch.equal(value, load_checkpoint(repeat / "checkpoints" / "last.ckpt")["state_dict"][key]), key
@@ -141,7 +142,7 @@ def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resum
 @pytest.mark.slow
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
     assert exit_status("fit", *SMALL) == 0
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = run_dir(tmp_path / "lightning_logs", 0)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     for change, named in [("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
                           ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
@@ -151,19 +152,19 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
         (line,) = error_lines(capfd.readouterr().err)
         assert named in line and "start a new run without --ckpt_path" in line
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
-    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+    assert run_names(tmp_path / "lightning_logs") == ["version_0"]
 
 
 def test_a_run_being_written_is_not_resumed_by_a_second_process(tmp_path, capfd):
     assert exit_status("fit", *SMALL) == 0
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = run_dir(tmp_path / "lightning_logs", 0)
     held = try_lock(run / ".lock")  # as another process writing the run would
     try:
         assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 2
     finally:
         held.close()
     (line,) = error_lines(capfd.readouterr().err)
-    assert "lightning_logs/version_0 is being written by another process" in line
+    assert f"{run.relative_to(tmp_path)} is being written by another process" in line
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0  # free again
 
@@ -173,10 +174,10 @@ def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
         assert exit_status("fit", *SMALL, "--trainer.logger=false") == 0
     runs = tmp_path / "lightning_logs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]  # nothing in the working directory
-    for name in ("version_0", "version_1"):
+    for name in (run_dir(runs, 0).name, run_dir(runs, 1).name):
         assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {p.name for p in (runs / name).iterdir()}
         assert not list((runs / name).glob("events.out.tfevents.*"))
-    assert yaml.safe_load((runs / "version_0" / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
+    assert yaml.safe_load((run_dir(runs, 0) / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
     assert exit_status("fit", *SMALL, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
-    assert load_checkpoint(runs / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 3
-    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
+    assert load_checkpoint(run_dir(runs, 1) / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert run_names(runs) == ["version_0", "version_1"]

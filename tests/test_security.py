@@ -11,7 +11,7 @@ import torch
 
 from circles.runs import AtomicCheckpointIO, CheckpointError
 
-from helpers import QUIET, Payload, exit_status, fit_in
+from helpers import QUIET, Payload, exit_status, fit_in, run_dir, run_names
 
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
 
@@ -32,7 +32,7 @@ def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fitted(one_run: Path, tmp_path: Path) -> Path:
     """A fresh copy of a finished run in the test's directory."""
     shutil.copytree(one_run, tmp_path / "lightning_logs")
-    return tmp_path / "lightning_logs" / "version_0"
+    return run_dir(tmp_path / "lightning_logs", 0)
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
@@ -54,7 +54,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, f
     assert not marker.exists()
     assert "Refused to load" in err and "(io.open)" in err and "weights_only=True" in err
     assert "Traceback" not in out + err
-    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]  # no run was started
+    assert run_names(tmp_path / "lightning_logs") == ["version_0"]  # no run was started
 
 
 def test_the_checkpoint_io_ignores_a_request_for_weights_only_false(fitted, tmp_path):

@@ -17,6 +17,8 @@ import yaml
 
 from circles.sweep import load_sweep, main
 
+from helpers import scalar_history
+
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
 TINY = {"trainer.max_epochs": 3, "data.n_samples": 100, "data.test_samples": 200,
@@ -106,12 +108,12 @@ def test_2x2_sweep_writes_every_output_and_skips_finished_points_when_run_again(
         assert image.mode == "P" and image.width > 200
 
     for name in ("00-linear-4", "03-relu-4x4"):
+        assert {"val/acc", "val/acc_best", "test/acc", "test/bayes_acc", "test/bayes_gap"} <= set(scalar_history(runs / name))
         events = EventAccumulator(str(runs / name))
         events.Reload()
-        assert {"val/acc", "val/acc_best", "test/acc", "test/bayes_acc", "test/bayes_gap"} <= set(events.Tags()["scalars"])
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
-        assert hparams["activation"].string_value == name.split("-")[1].replace("linear", "none")
+        assert hparams["0 activation"].string_value == name.split("-")[1].replace("linear", "none")
         assert (runs / name / "checkpoints" / "last.ckpt").is_file() and (runs / name / "config.yaml").is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}

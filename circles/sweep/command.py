@@ -45,6 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for point in sweep.points:
             print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
         return 0
+    from circles.callbacks import tensorboard_command
     from circles.sweep.report import write_report
     from circles.sweep.runner import Stopped, read_result, run_points
 
@@ -70,5 +71,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           + (f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}" if bad else "")
           + f". Wall time {time.perf_counter() - start:.1f} s.")
     print(f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}; "
-          f"boundaries: {sweep.out / 'boundaries.png'}\nCompare the runs: tensorboard --logdir {sweep.out}")
+          f"boundaries: {sweep.out / 'boundaries.png'}\nCompare the runs: {tensorboard_command(str(sweep.out))}")
     return int(bool(bad))

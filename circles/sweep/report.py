@@ -9,7 +9,8 @@ from typing import Any
 
 from circles.runs import atomic_file
 from circles.sweep.runner import checked_result, num
-from circles.sweep.spec import RUNS, Sweep, short
+from circles.names import short
+from circles.sweep.spec import RUNS, Sweep
 
 METRICS = ("val_acc_best", "test_acc", "test_acc_std", "test_acc_ci95", "test_acc_min", "test_acc_max",
            "test_acc_ensemble", "bayes_acc", "bayes_gap", "members")  # the test_acc_* spread: with several members

@@ -5,22 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from circles.names import run_label
+
 RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
 SWEEP_KEYS = {"base", "fixed", "grid", "columns"}
-
-# Name parts of well-known keys, in the order they appear in a point's name; other keys follow as ``<last><value>``.
-_NAME_ORDER = ("data.dataset", "model.activation", "model.hidden_sizes", "optimizer.class_path", "optimizer.init_args.lr",
-               "trainer.max_epochs", "data.noise", "data.factor", "data.n_samples", "seed_everything", "data.seed")
-_PREFIX = {"data.dataset": "", "optimizer.init_args.lr": "lr", "trainer.max_epochs": "e", "data.noise": "n", "data.factor": "f",
-           "data.n_samples": "N", "seed_everything": "s", "data.seed": "d"}
-
 
 class SweepError(ValueError):
     """A sweep file or command line that cannot be run; the message says what to change."""
@@ -69,40 +63,9 @@ def _cli_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def short(value: Any) -> str:
-    """A compact, file-name-safe rendering of a value: ``[10, 10]`` -> ``10x10``, ``torch.optim.SGD`` -> ``SGD``."""
-    if isinstance(value, (list, tuple)):
-        text = "x".join(short(v) for v in value) if value else "0"
-    elif isinstance(value, bool) or value is None:
-        text = json.dumps(value)
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, str) and value.count(".") >= 1 and value.split(".")[-1][:1].isupper():
-        text = value.rsplit(".", 1)[-1]  # a class path
-    else:
-        text = str(value)
-    return re.sub(r"[^A-Za-z0-9._+]", "_", text)
-
-
 def point_name(index: int, settings: dict[str, Any], width: int) -> str:
-    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings, well-known keys first."""
-    keys = [k for k in _NAME_ORDER if k in settings] + [k for k in settings if k not in _NAME_ORDER]
-    parts = []
-    for key in keys:
-        value = settings[key]
-        if key == "model.activation":
-            parts.append("linear" if value == "none" else short(value))
-        elif key == "model.hidden_sizes":
-            parts.append(short(value) if value else "nohidden")
-        elif key == "optimizer.class_path":
-            lr = settings.get("optimizer.init_args.lr")
-            parts.append(short(value).lower() + ("" if lr is None else short(lr)))
-        elif key == "optimizer.init_args.lr":
-            if "optimizer.class_path" not in settings:
-                parts.append("lr" + short(value))
-        else:
-            parts.append(_PREFIX.get(key, key.rsplit(".", 1)[-1]) + short(value))
-    return "-".join([f"{index:0{width}d}", *parts])
+    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings (:func:`circles.runs.run_label`)."""
+    return "-".join([f"{index:0{width}d}", *([run_label(settings)] if settings else [])])
 
 
 def _resolve_base(base: Any, sweep_path: Path) -> Path:
