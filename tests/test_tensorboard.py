@@ -1,0 +1,183 @@
+"""TensorBoard as a learner sees it: a real run, the command its summary prints, a real TensorBoard server on
+127.0.0.1 and Chromium (Debian's, driven by Playwright) looking at the page.
+
+``python tests/test_tensorboard.py`` makes README's screenshots (``docs/tensorboard_*.png``) the same way, from
+the README's main job and configs/improved.yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless Chromium on a machine without network or display: no sandbox (root), no GPU, nothing phoning home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+EPOCHS, EVERY = 24, 2  # 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
+
+pytestmark = pytest.mark.slow
+
+
+def fit(cwd: Path, *args: str) -> str:
+    """``python train.py fit ARGS`` in ``cwd``; returns the TensorBoard command its summary prints."""
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", *args], cwd=cwd, capture_output=True,
+                         text=True, check=True, timeout=600).stdout
+    (command,) = re.findall(r"^Open it in TensorBoard: (.+)$", out, re.M)
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def tensorboard(command: str, cwd: Path, runs: int) -> Iterator[str]:
+    """Run the printed ``tensorboard ...`` command (on a free port of 127.0.0.1) until the block ends; yields its
+    address once it lists the ``runs`` runs."""
+    port = free_port()
+    argv = [str(Path(sys.executable).with_name("tensorboard")), *shlex.split(command)[1:], "--host", "127.0.0.1",
+            "--port", str(port)]
+    server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        listed = 0
+        while listed < runs:
+            with contextlib.suppress(OSError):  # not listening yet
+                names = json.loads(urllib.request.urlopen(url + "data/runs", timeout=2).read())
+                listed = len({name.split("/")[0] for name in names})
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
+    """A page of headless Chromium (Debian's binary: Playwright downloads no browser of its own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium.new_page(viewport={"width": width, "height": height})
+        finally:
+            chromium.close()
+
+
+def open_landing_page(page, url: str) -> None:
+    """TensorBoard's first page, once its charts and the picture have loaded."""
+    page.goto(url)
+    page.wait_for_selector("scalar-card-component", timeout=30_000)
+    page.wait_for_selector("image-card-component img", timeout=30_000)
+    page.wait_for_timeout(1500)  # the charts draw their lines after the cards appear
+
+
+def open_hparams(page, url: str) -> None:
+    page.goto(url + "#hparams")
+    page.wait_for_selector("text=best val acc", timeout=30_000)
+    page.wait_for_timeout(1000)
+
+
+# ---------------------------------------------------------------------------------------------------- the tests
+
+
+@pytest.fixture(scope="module")
+def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
+    """README's main job, shortened, and TensorBoard as its summary says to open it, seen in Chromium:
+    (page, TensorBoard's address, the run's name)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)")
+    pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install -e '.[test]')")
+    cwd = tmp_path_factory.mktemp("learner")
+    command = fit(cwd, "--config", str(REPO / "configs" / "relu.yaml"), f"--trainer.max_epochs={EPOCHS}",
+                  f"--boundary.every_n_epochs={EVERY}")
+    (run,) = (p.name for p in (cwd / "lightning_logs").iterdir())
+    with tensorboard(command, cwd, runs=1) as url, browser() as page:
+        open_landing_page(page, url)
+        yield page, url, run
+
+
+def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(learner):
+    page, _, run = learner
+    assert run == f"version_0-circles-relu-10x10-sgd0.1-e{EPOCHS}"  # the run is named after what it trains
+    assert page.locator("tb-runs-table, runs-selector").first.inner_text().count(run) >= 1
+    charts = page.locator("scalar-card-component")
+    assert charts.count() == 2  # the two open curve charts, without a click
+    titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(2)]
+    assert sorted(titles) == ["curves/acc", "curves/loss"]
+    for i in range(2):  # each chart holds the train and the val curve of its metric
+        text = charts.nth(i).inner_text()
+        assert f"{run}/train" in text and f"{run}/val" in text
+    frame = page.locator("image-card-component").first
+    assert "decision_boundary/train_val" in frame.inner_text().replace("\n", "")
+    assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
+
+
+def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
+    page, _, _ = learner
+    frame = page.locator("image-card-component").first
+    slider = frame.locator("input[type=range]")
+    assert slider.get_attribute("max") == str(EPOCHS // EVERY)  # every frame kept: 13 steps, slider 0..12
+    slider.focus()
+    slider.press("Home")
+    page.wait_for_timeout(300)
+    assert frame.locator(".step").inner_text() == "Step 0"
+    assert frame.locator("img").get_attribute("alt") == "Image at step 0"
+    slider.press("End")
+    page.wait_for_timeout(300)
+    assert frame.locator(".step").inner_text() == f"Step {EPOCHS - 1}"
+
+
+def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(learner):
+    page, url, run = learner
+    open_hparams(page, url)
+    cells = [c.strip() for c in page.locator("vaadin-grid-cell-content").all_inner_texts()]
+    header = cells[: cells.index("Bayes gap") + 1]
+    assert header == ["Trial ID", "Show Metrics", "activation", "dataset", "hidden layers", "epochs", "optimizer",
+                      "best val acc", "test acc", "Bayes gap"]  # the five settings that differ, then the metrics
+    row = cells[cells.index(run) :]  # the run's row: its name as the trial id, its settings written as set
+    assert row[2:7] == ["relu", "circles", "[10, 10]", str(EPOCHS), "SGD lr 0.1"]
+    assert 0.4 <= float(row[7]) <= 1  # best val acc
+    open_landing_page(page, url)
+
+
+# ---------------------------------------------------------------------------------------------- screenshots
+
+
+def screenshots(out: Path) -> None:
+    """``docs/tensorboard_curves.png`` and ``docs/tensorboard_hparams.png``: README's main job (configs/relu.yaml)
+    and configs/improved.yaml, as TensorBoard shows them with the command the summary prints."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        command = fit(cwd, "--config", str(REPO / "configs" / "relu.yaml"))
+        fit(cwd, "--config", str(REPO / "configs" / "improved.yaml"))
+        with tensorboard(command, cwd, runs=2) as url, browser(width=1600, height=1000) as page:
+            open_landing_page(page, url)
+            page.screenshot(path=str(out / "tensorboard_curves.png"))
+            open_hparams(page, url)
+            page.screenshot(path=str(out / "tensorboard_hparams.png"))
+
+
+if __name__ == "__main__":
+    screenshots(REPO / "docs")
+    print("docs/tensorboard_curves.png, docs/tensorboard_hparams.png")
