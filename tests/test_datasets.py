@@ -89,8 +89,8 @@ def test_linear_model_on_squared_features_solves_the_circles(run_cli):
     # the pictures stay in the (x1, x2) plane: the class image of the boundary is a ring, centre inner, corners outer
     image = read_events(crossed).Images("decision_boundary/train_val")[-1]
     frame = np.array(Image.open(io.BytesIO(image.encoded_image_string)))
-    width = (frame.shape[1] - 4) // 2
-    centre, corner = frame[frame.shape[0] // 2, width // 2], frame[3, 3]
+    width = (frame.shape[1] - 4) // 2  # the Train panel, below the header, legend and title lines (62 rows)
+    centre, corner = frame[62 + (frame.shape[0] - 62) // 2, width // 2], frame[-4, 3]
     assert centre[2] > centre[0] and corner[0] > corner[2]  # blue (inner) in the middle, red (outer) in a corner
 
 

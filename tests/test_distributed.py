@@ -91,10 +91,9 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
         [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *DDP_QUIET,
          "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=20"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + 180
-        while not last.is_file():
+        while not any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")):
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first last.ckpt"
             time.sleep(0.2)
         time.sleep(1.0)  # well inside an epoch's collectives, many times over
@@ -110,4 +109,5 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
             pass
     assert proc.returncode == 143, out[-3000:]
     assert "fit interrupted by SIGTERM" in out and "--ckpt_path last" in out
+    last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] > 20
