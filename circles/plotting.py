@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
@@ -12,6 +13,7 @@ import torch
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from PIL import ImageFont
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -196,13 +198,21 @@ _TEXT = (40, 40, 40)
 _CLASS_COLOURS = (tuple(_POINT_LUT[0]), tuple(_POINT_LUT[255]))  # class 0 (red), class 1 (blue), as the points
 
 
+@functools.lru_cache(maxsize=None)
+def _font(size: int) -> "ImageFont.FreeTypeFont":
+    """Pillow's own font at ``size`` pixels, loaded once."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
 def _text_strip(width: int, items: Sequence[tuple[str, Optional[tuple[int, int, int]]]], height: int = 20,
                 size: int = 13) -> np.ndarray:
     """A white ``(height, width, 3)`` strip with ``items`` written left to right: ``(text, dot colour or None)``."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (width, height), "white")
-    draw, font, x = ImageDraw.Draw(image), ImageFont.load_default(size=size), 4
+    draw, font, x = ImageDraw.Draw(image), _font(size), 4
     for text, dot in items:
         if dot is not None:
             draw.ellipse((x, height // 2 - 5, x + 10, height // 2 + 5), fill=dot)
