@@ -198,6 +198,15 @@ def interruption(trainer: Optional[pl.Trainer], subcommand: str, signum: int) ->
         "command with --ckpt_path last.")
 
 
+def class_legend(data: Any) -> tuple[str, ...]:
+    """What the pictures' legend calls each class: the circles by name, a data file's classes by their labels, else
+    ``class k``."""
+    if getattr(data, "dataset", None) == "circles" and getattr(data, "num_classes", 2) == 2:
+        return ("outer circle (0)", "inner circle (1)")
+    names = getattr(data, "class_names", None)
+    return tuple(names) if names else tuple(f"class {k}" for k in range(getattr(data, "num_classes", 2)))
+
+
 def tensorboard_command(logdir: str) -> str:
     """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the slider (TensorBoard
     keeps 10 images per tag unless told otherwise)."""
@@ -206,7 +215,7 @@ def tensorboard_command(logdir: str) -> str:
 
 class RunSummary(Callback):
     """At the end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its
-    score, the run directory, the decision-boundary picture and the TensorBoard command."""
+    score, where the training, validation and test points came from, the run directory, the decision-boundary picture and the TensorBoard command."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
@@ -217,6 +226,8 @@ class RunSummary(Callback):
         if checkpoint is not None and checkpoint.best_model_score is not None:
             lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
                          f"  ({os.path.normpath(checkpoint.best_model_path)})")
+        if hasattr(trainer.datamodule, "describe"):
+            lines.append(f"Data: {trainer.datamodule.describe()}")
         lines.append(f"Run directory: {os.path.normpath(run_dir)}")
         boundary = next((cb for cb in trainer.callbacks if isinstance(cb, DecisionBoundaryCallback)), None)
         if boundary is not None and boundary.png_path:
@@ -277,8 +288,10 @@ class ChapterProgressPrinter(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (``x1,x2,probability,label``; with several members ``probability`` is their mean and
-    ``probability_std`` their spread) into the run directory after ``predict``."""
+    """Writes ``predictions.csv`` (``x1,x2,probability,label``: the probability of class 1, or with more than two
+    classes of the predicted one; with several members ``probability`` is their mean and ``probability_std`` their
+    spread; the label is the class's name when the data names its classes) into the run directory after
+    ``predict``."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
@@ -295,11 +308,15 @@ class PredictionWriter(BasePredictionWriter):
             return
         rows = torch.cat(predictions).cpu()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        spread = rows.shape[1] > 3  # several members: their standard deviation follows the mean probability
+        binary = getattr(pl_module, "num_classes", 2) == 2
+        spread = rows.shape[1] > (3 if binary else 4)  # several members: the probability's standard deviation
+        names = getattr(trainer.datamodule, "class_names", None)
         with atomic_file(self.path) as f:
             f.write("x1,x2,probability," + ("probability_std," if spread else "") + "label\n")
-            for x1, x2, p, *std in rows.tolist():
-                f.write(f"{x1:.6g},{x2:.6g},{p:.6g}," + "".join(f"{v:.6g}," for v in std) + f"{int(p > 0.5)}\n")
+            for x1, x2, p, *rest in rows.tolist():
+                label = int(p > 0.5) if binary else int(rest.pop())
+                label_text = names[label] if names else str(label)
+                f.write(f"{x1:.6g},{x2:.6g},{p:.6g}," + "".join(f"{v:.6g}," for v in rest) + f"{label_text}\n")
         print(f"Predictions written to {self.path}", flush=True)
 
 
@@ -384,12 +401,16 @@ class DecisionBoundaryCallback(Callback):
     @staticmethod
     def _members_note(pl_module: pl.LightningModule) -> str:
         members = getattr(pl_module, "members", 1)
-        return f"colour: share of the {members} members voting class 1" if members > 1 else ""
+        if members == 1:
+            return ""
+        if getattr(pl_module, "num_classes", 2) == 2:
+            return f"colour: share of the {members} members voting class 1"
+        return f"colour: the class most of the {members} members vote for, paler where they disagree"
 
     def _write_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], tag: str,
                      step: int) -> np.ndarray:
         image = boundary_image(panels, self.show_probability, header=self._header(trainer, pl_module, tag, step),
-                               note=self._members_note(pl_module))
+                               note=self._members_note(pl_module), classes=class_legend(trainer.datamodule))
         writer = self._tensorboard(trainer)
         if writer is not None:
             writer.add_image(f"{self.TAG}/{tag}", image, global_step=step, dataformats="HWC")
@@ -415,11 +436,13 @@ class DecisionBoundaryCallback(Callback):
                 self.frames, self._frame_stride = self.frames[::2], self._frame_stride * 2
         self._frame_index += 1
 
-    def _save_png(self, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str, title: str) -> str:
+    def _save_png(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str,
+                  title: str) -> str:
         path = os.path.join(self.run_dir, name)
         os.makedirs(self.run_dir, exist_ok=True)
         note = self._members_note(pl_module)
-        figure = boundary_figure(panels, self.show_probability, title=f"{title} ({note})" if note else title)
+        figure = boundary_figure(panels, self.show_probability, title=f"{title} ({note})" if note else title,
+                                 classes=class_legend(trainer.datamodule))
         figure.savefig(path, dpi=80)
         return path
 
@@ -451,7 +474,7 @@ class DecisionBoundaryCallback(Callback):
         metrics = _latest_metrics(trainer, pl_module)
         accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
                              for stage in ("train", "val") if f"{stage}/acc" in metrics)
-        self.png_path = self._save_png(pl_module, panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
+        self.png_path = self._save_png(trainer, pl_module, panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self._prepare(trainer, "test", ("test",)):
@@ -461,7 +484,7 @@ class DecisionBoundaryCallback(Callback):
         self._write_frame(trainer, pl_module, panels, "test", step)
         accuracy = trainer.callback_metrics.get("test/acc")
         title = f"Test set: acc {float(accuracy):.4f}" if accuracy is not None else "Test set"
-        self._save_png(pl_module, panels, "decision_boundary_test.png", title)
+        self._save_png(trainer, pl_module, panels, "decision_boundary_test.png", title)
 
 
 class BayesOptimalCallback(Callback):
@@ -473,11 +496,7 @@ class BayesOptimalCallback(Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
         metrics = getattr(pl_module, "test_metrics", None)
-        if metrics is None or not hasattr(data, "noise"):
-            return
-        from circles.datasets import bayes_accuracy
-
-        bayes = bayes_accuracy(getattr(data, "dataset", "circles"), data.noise, getattr(data, "factor", 0.8))
+        bayes = data.bayes_accuracy() if metrics is not None and hasattr(data, "bayes_accuracy") else None
         if bayes is None:
             return
         test_acc = float(metrics.acc.compute().mean())  # of the members; cached: the module's compute() reuses it

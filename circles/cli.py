@@ -70,12 +70,14 @@ class CirclesCLI(LightningCLI):
         for section, callback in CALLBACKS.items():
             parser.add_lightning_class_args(callback, section)
         parser.link_arguments("data.features", "model.features")  # the network's input layer follows the data
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")  # and its output layer
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
 
     # -- before anything is built: where runs go, which checkpoint ------------------------------------------------
 
     _checkpoint_shapes: Optional[dict[str, tuple[int, ...]]] = None
+    _checkpoint_classes: Optional[int] = None
     _resume_conflicts: list[str] = []
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -92,6 +94,7 @@ class CirclesCLI(LightningCLI):
             return
         self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                                    if isinstance(v, torch.Tensor)}
+        self._checkpoint_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
         if subcommand == "fit":  # before LightningCLI replaces the model's settings with the checkpoint's
             now = yaml.safe_load(parser.dump(self.config))[subcommand]
             self._resume_conflicts = resume_conflicts(checkpoint.get(CONFIG_KEY), now)
@@ -120,6 +123,12 @@ class CirclesCLI(LightningCLI):
                 f"fit --ckpt_path continues a run with the settings it was trained with, and these differ: "
                 f"{'; '.join(self._resume_conflicts)}. Leave them out to continue the run (trainer settings such as "
                 "--trainer.max_epochs may change), or start a new run without --ckpt_path.")
+        trained_classes = self._checkpoint_classes
+        if trained_classes is not None and trained_classes != self.datamodule.num_classes:
+            raise CheckpointError(
+                f"{self.config[self.subcommand].ckpt_path} holds a network for {trained_classes} classes and the data "
+                f"has {self.datamodule.num_classes}. Give the data it was trained on: --config <its run>/config.yaml, "
+                "or the same data.dataset, data.classes or data.path.")
         found = self._checkpoint_shapes
         mismatch = found and checkpoint_mismatch(found, {k: tuple(v.shape) for k, v in self.model.state_dict().items()})
         if mismatch:  # Lightning builds the model from the checkpoint's hyperparameters: only foreign files get here
@@ -212,7 +221,7 @@ def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[
     """Settle in ``config`` what depends on other settings: the logger's folder defaults to
     ``trainer.default_root_dir``, and without a logger the run directory becomes the ``default_root_dir``;
     ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
-    the data's features follow the checkpoint's. Returns the checkpoint, loaded safely, if there is one."""
+    the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint, loaded safely, if there is one."""
     logger = _run_logger_args(config)
     if logger is not None and logger.get("save_dir") is None:
         logger.save_dir = config.trainer.get("default_root_dir") or "."
@@ -234,7 +243,11 @@ def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[
     config.ckpt_path = str(path)
     checkpoint = load_lightning_checkpoint(path)
     data = config.get("data")
-    text = data_difference(checkpoint.get("datamodule_hyper_parameters") or {}, data)
+    trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
+    if subcommand != "fit" and data is not None and trained_on.get("path") and data.get("path") is None:
+        for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):  # its classes and held-out points
+            data[key] = trained_on.get(key, data.get(key))
+    text = data_difference(trained_on, data)
     if text and subcommand != "fit":  # fit refuses other data (resume_conflicts)
         note(text)
     features = (checkpoint.get("hyper_parameters") or {}).get("features")
@@ -250,7 +263,10 @@ def _run_label(config: Namespace, subcommand: str, checkpoint: Optional[Path]) -
         trained = re.sub(r"^version_\d+-?", "", run_of_checkpoint(checkpoint) or "") if checkpoint else ""
         return "-".join(filter(None, [subcommand, trained]))
     optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
-    settings = {"data.dataset": config.data.dataset, "model.activation": config.model.activation,
+    dataset = Path(config.data.path).stem if config.data.get("path") else config.data.dataset
+    if not config.data.get("path") and config.data.get("classes") not in (None, 2):
+        dataset += str(config.data.classes)  # spiral3: a three-arm spiral
+    settings = {"data.dataset": dataset, "model.activation": config.model.activation,
                 "model.hidden_sizes": list(config.model.hidden_sizes), "optimizer.class_path": optimizer.get("class_path"),
                 "optimizer.init_args.lr": (optimizer.get("init_args") or Namespace()).get("lr"),
                 "trainer.max_epochs": config.trainer.max_epochs}
@@ -296,10 +312,12 @@ def _leave_process_group() -> None:
 
 # Lightning's messages that a user of this CLI can do nothing about: the CLI's own optimizer replacing the model's
 # default one (by design), the srun hint (the SLURM scripts use srun; a workstation with SLURM installed is not a
-# job), a torch deprecation inside Lightning, and an advertisement.
+# job), a torch deprecation inside Lightning, the prediction loop's note that it cannot tell batch indices (the
+# prediction writer does not use them), and an advertisement.
 _NOT_FOR_THE_USER = (r"`CirclesClassifier.configure_optimizers` will be overridden",
                      r"The `srun` command is available on your system but is not used",
-                     r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+                     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                     r"Couldn't infer the batch indices fetched from your dataloader")
 
 
 def _quiet_lightning() -> None:

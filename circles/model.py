@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import BinaryAccuracy, MultilabelAccuracy
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MultilabelAccuracy
 
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
@@ -31,9 +31,9 @@ class TrainingDiverged(CirclesError):
     """The training loss stopped being a finite number."""
 
 
-def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers ``in_features -> *hidden_sizes -> 1``, created in order with PyTorch's default initialisation,
-    with ``activation`` after every hidden layer (none for ``"none"``)."""
+def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str, outputs: int = 1) -> nn.Sequential:
+    """Linear layers ``in_features -> *hidden_sizes -> outputs``, created in order with PyTorch's default
+    initialisation, with ``activation`` after every hidden layer (none for ``"none"``)."""
     check(activation in ("none", *ACTIVATIONS), "activation", f"one of {['none', *ACTIVATIONS]}", activation)
     check(all(isinstance(h, int) and h >= 1 for h in hidden_sizes), "hidden_sizes",
           "a list of positive integers", list(hidden_sizes))
@@ -46,7 +46,7 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str) ->
         layers.append(nn.Linear(fan_in, fan_out))
         if activation != "none":
             layers.append(ACTIVATIONS[activation]())
-    layers.append(nn.Linear(sizes[-1], 1))
+    layers.append(nn.Linear(sizes[-1], outputs))
     return nn.Sequential(*layers)
 
 
@@ -79,17 +79,18 @@ class StackedMLP(nn.Module):
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
 
 
-def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
+def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str,
+                  outputs: int = 1) -> nn.Module:
     """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
     :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
     last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
     if members == 1:
-        return build_mlp(in_features, hidden_sizes, activation)
+        return build_mlp(in_features, hidden_sizes, activation, outputs)
     base, nets = base_seed(), []
     for k in range(members):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(base + k)
-            nets.append(build_mlp(in_features, hidden_sizes, activation))
+            nets.append(build_mlp(in_features, hidden_sizes, activation, outputs))
     return StackedMLP(nets)
 
 
@@ -161,10 +162,25 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     )
 
 
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean loss on a batch: binary cross-entropy of its logits ``(K, N)``, or for more than two
+    classes cross-entropy of its logits ``(K, N, C)``; labels ``(N,)``. Returns ``(K,)``."""
+    if logits.dim() == 2:
+        return nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)
+    members, n, classes = logits.shape
+    losses = nn.functional.cross_entropy(logits.reshape(-1, classes), y.long().repeat(members), reduction="none")
+    return losses.reshape(members, n).mean(-1)
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Each member's predicted class for its logits: ``(K, N)`` (two classes: probability > 0.5) or ``(K, N, C)``."""
+    return (logits > 0).long() if logits.dim() == 2 else logits.argmax(-1)
+
+
 class StageMetrics(nn.Module):
     """One stage's (train, val or test) metrics over an epoch: the members' mean loss (``loss``) and each member's
-    accuracy (``acc``: torchmetrics' multilabel accuracy with one label per member, whose states are per-member
-    counts summed over batches and DDP ranks)."""
+    accuracy (``acc``: torchmetrics' multilabel accuracy with one label per member, fed whether each of its
+    predictions is right; its states are per-member counts, summed over batches and DDP ranks)."""
 
     def __init__(self, members: int) -> None:
         super().__init__()
@@ -172,11 +188,12 @@ class StageMetrics(nn.Module):
         self.acc = MultilabelAccuracy(num_labels=members, average=None, validate_args=False)
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Take a batch's member logits ``(K, N)`` and labels ``(N,)``; returns each member's mean loss ``(K,)``."""
-        targets = y.expand_as(logits)
-        losses = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        """Take a batch's member logits (``(K, N)``, or ``(K, N, C)`` for C > 2 classes) and labels ``(N,)``;
+        returns each member's mean loss ``(K,)``."""
+        losses = member_losses(logits, y)
         self.loss.update(losses.detach().mean(), len(y))
-        self.acc.update((torch.sigmoid(logits.detach()) > 0.5).T, targets.T)
+        right = predicted_classes(logits.detach()) == y.long()
+        self.acc.update(right.T, torch.ones_like(right.T))
         return losses
 
     def compute(self, stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -240,6 +257,7 @@ class CirclesClassifier(pl.LightningModule):
         l2: float = 0.0,
         compile_mode: Optional[CompileMode] = None,
         members: int = 1,
+        num_classes: int = 2,
     ) -> None:
         """
         Args:
@@ -254,18 +272,22 @@ class CirclesClassifier(pl.LightningModule):
                 graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
             members: How many copies of the network to train at once, each from its own seed (seed_everything + k):
                 the spread of their results is the spread over seeds. 1 is the ordinary single network.
+            num_classes: How many classes the points have (set from the data on the command line): 2 is one output
+                and binary cross-entropy; more is one output per class and cross-entropy.
         """
         super().__init__()
         check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
               "a positive integer", members)
+        check(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)
         self.regularization = WeightPenalty(l1, l2)
         hidden_sizes, features = list(hidden_sizes), list(features)
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
-                                   "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members})
-        self.members = members
+                                   "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members,
+                                   "num_classes": num_classes})
+        self.members, self.num_classes = members, num_classes
         self.features = FeatureMap(features)
         seed = base_seed()
-        self.net = build_members(members, len(features), hidden_sizes, activation)
+        self.net = build_members(members, len(features), hidden_sizes, activation, 1 if num_classes == 2 else num_classes)
         if members > 1:  # per member: its seed, its last and its best validation accuracy
             self.register_buffer("member_seeds", torch.tensor(member_seeds(seed, members), dtype=torch.int64))
             self.register_buffer("member_val_acc", torch.zeros(members))
@@ -274,7 +296,8 @@ class CirclesClassifier(pl.LightningModule):
         self.compile_mode = compile_mode
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_metrics, self.val_metrics, self.test_metrics = (StageMetrics(members) for _ in range(3))
-        self.test_acc_ensemble = BinaryAccuracy(validate_args=False)
+        self.test_acc_ensemble = (BinaryAccuracy(validate_args=False) if num_classes == 2 else
+                                  MulticlassAccuracy(num_classes=num_classes, validate_args=False))
         self.train_penalty = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -288,16 +311,24 @@ class CirclesClassifier(pl.LightningModule):
             self._compiled = True
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits for points (N, 2) in the (x1, x2) plane: shape (K, N)."""
-        logits = self.net(self.features(x)).squeeze(-1)
-        return logits if self.members > 1 else logits.unsqueeze(0)
+        """Each member's logits for points (N, 2) in the (x1, x2) plane: shape (K, N), or (K, N, C) for C > 2
+        classes."""
+        logits = self.net(self.features(x))
+        logits = logits if self.members > 1 else logits.unsqueeze(0)
+        return logits.squeeze(-1) if self.num_classes == 2 else logits
+
+    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K, N, C)."""
+        logits = self.member_logits(x)
+        return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,); with several members, the logit of their mean
-        probability (the ensemble's prediction)."""
+        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,), or (N, C) for C > 2 classes; with several
+        members, those of their mean probability (the ensemble's prediction)."""
         if self.members == 1:
-            return self.net(self.features(x)).squeeze(-1)
-        return torch.logit(torch.sigmoid(self.member_logits(x)).mean(0))
+            return self.member_logits(x)[0]
+        probs = self.member_probabilities(x).mean(0)
+        return torch.logit(probs) if self.num_classes == 2 else torch.log(probs)
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors (with
@@ -388,7 +419,7 @@ class CirclesClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, self.test_metrics)
         if self.members > 1:
-            self.test_acc_ensemble.update(torch.sigmoid(self(batch[0])) > 0.5, batch[1])
+            self.test_acc_ensemble.update(predicted_classes(self(batch[0]).unsqueeze(0))[0], batch[1].long())
 
     def on_test_epoch_end(self) -> None:
         values, self.member_test_acc = self.test_metrics.compute("test")
@@ -399,12 +430,18 @@ class CirclesClassifier(pl.LightningModule):
         self.log_dict(values)
 
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Rows of ``(x1, x2, probability of the inner circle)``; with several members the probability is their mean,
-        followed by their standard deviation."""
+        """Rows of ``(x1, x2, probability of class 1)``, or for C > 2 classes ``(x1, x2, probability of the predicted
+        class, predicted class)``; with several members the probability is their mean, followed by their standard
+        deviation (before the class)."""
         x = batch[0]
-        probs = torch.sigmoid(self.member_logits(x))
-        spread = [probs.std(0).unsqueeze(-1)] if self.members > 1 else []
-        return torch.cat([x[:, :2], probs.mean(0).unsqueeze(-1), *spread], dim=1)
+        probs = self.member_probabilities(x)
+        if self.num_classes == 2:
+            spread = [probs.std(0).unsqueeze(-1)] if self.members > 1 else []
+            return torch.cat([x[:, :2], probs.mean(0).unsqueeze(-1), *spread], dim=1)
+        mean = probs.mean(0)
+        winner = mean.argmax(-1, keepdim=True)
+        spread = [probs.std(0).gather(-1, winner)] if self.members > 1 else []
+        return torch.cat([x[:, :2], mean.gather(-1, winner), *spread, winner.float()], dim=1)
 
     def _weights_finite(self) -> torch.Tensor:
         return torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()

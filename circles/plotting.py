@@ -27,6 +27,15 @@ _LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RDYLBU
 _FILL_ALPHA = 0.7  # the chapter's contourf alpha
 _POINT_LUT = _LUT.round().astype(np.uint8)
 _FILL_LUT = (_FILL_ALPHA * _LUT + (1 - _FILL_ALPHA) * 255).round().astype(np.uint8)
+# More than two classes: matplotlib's tab10, one colour per class (cycled beyond ten).
+_TAB10 = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                   (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
+
+
+def class_colours(classes: int) -> np.ndarray:
+    """The colour of each class, ``(C, 3)`` uint8, in every picture: RdYlBu's red and blue for two classes (the
+    chapter's), tab10 for more."""
+    return np.stack([_POINT_LUT[0], _POINT_LUT[255]]) if classes == 2 else _TAB10[np.arange(classes) % len(_TAB10)]
 
 
 def _numpy(a: ArrayLike) -> np.ndarray:
@@ -66,16 +75,24 @@ def _grid_points(xs: np.ndarray, ys: np.ndarray, device: torch.device) -> torch.
 def grid_predictions(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray,
                      ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Over the grid, each ``(len(ys), len(xs))`` with row i at ``ys[i]``: the probability of class 1 and the share of
-    members that vote for class 1 (probability > 0.5). A model with ``member_logits`` (K members) gives their mean
-    probability and the share of the K votes; any other callable on ``(N, 2)`` points gives its probability and its
-    0/1 vote. One batched forward pass on the model's own device under inference mode; the model is left as found."""
+    members that vote for class 1 (probability > 0.5); for a model of C > 2 classes, each ``(len(ys), len(xs), C)``:
+    every class's probability and share of the votes. A model with ``member_probabilities`` (K members) gives their
+    mean probability and the share of the K votes; any other callable on ``(N, 2)`` points gives its probability (of
+    its logit) and its 0/1 vote. One batched forward pass on the model's own device under inference mode; the model
+    is left as found."""
     with _inference(model) as device:
         points = _grid_points(xs, ys, device)
-        logits = model.member_logits(points) if hasattr(model, "member_logits") else model(points).reshape(1, -1)
-        member_probs = torch.sigmoid(logits.float())
+        if hasattr(model, "member_probabilities"):
+            member_probs = model.member_probabilities(points).float()
+        else:
+            member_probs = torch.sigmoid(model(points).reshape(1, -1).float())
         probs = member_probs.mean(0).cpu().numpy()
-        votes = (member_probs > 0.5).float().mean(0).cpu().numpy()
-    return probs.reshape(len(ys), len(xs)), votes.reshape(len(ys), len(xs))
+        if member_probs.dim() == 2:
+            votes = (member_probs > 0.5).float().mean(0).cpu().numpy()
+        else:  # more than two classes: per class, the share of members whose most probable class it is
+            classes = member_probs.shape[-1]
+            votes = torch.nn.functional.one_hot(member_probs.argmax(-1), classes).float().mean(0).cpu().numpy()
+    return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(len(ys), len(xs), *votes.shape[1:])
 
 
 def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -107,7 +124,12 @@ class BoundaryPanel:
 
     def __post_init__(self) -> None:
         if self.votes is None:
-            self.votes = (self.probs > 0.5).astype(np.float64)
+            self.votes = ((self.probs > 0.5).astype(np.float64) if self.probs.ndim == 2 else
+                          np.eye(self.probs.shape[-1])[self.probs.argmax(-1)])
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.probs.ndim == 2 else self.probs.shape[-1]
 
     @classmethod
     def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
@@ -120,11 +142,12 @@ class BoundaryPanel:
 
 
 def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: Optional[int] = None,
-                    title: Optional[str] = None, panel_size: float = 6.0) -> "Figure":
+                    title: Optional[str] = None, panel_size: float = 6.0, classes: Sequence[str] = ()) -> "Figure":
     """The chapter's picture as a matplotlib Figure: per panel the predicted class as a filled RdYlBu contour
     (alpha 0.7) with the points scattered on top; with ``show_probability`` a second row shows the probability
-    as a continuous map with the 0.5 contour drawn."""
+    as a continuous map with the 0.5 contour drawn. ``classes`` names the classes in a legend below the panels."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     ncols = ncols or len(panels)
     nrows = -(-len(panels) // ncols)
@@ -140,7 +163,9 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
             views.append(("probability", axes[row * rows_per_panel + 1, col]))
         for view, ax in views:
             ax.set_visible(True)
-            if view == "class":
+            if panel.num_classes > 2:
+                _draw_classes(ax, panel, view)
+            elif view == "class":
                 split = (panel.votes > 0) & (panel.votes < 1)
                 levels = np.linspace(0, 1, 11) if split.any() else None  # members disagree: shares of the vote
                 ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
@@ -151,12 +176,31 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
                 ax.contour(panel.xs, panel.ys, panel.probs, levels=[0.5], colors="k", linewidths=1.5)
                 fig.colorbar(image, ax=ax, label="P(inner circle)")
                 ax.set_title(f"{panel.title}: probability")
-            ax.scatter(panel.points[:, 0], panel.points[:, 1], c=panel.labels, s=40, cmap="RdYlBu", vmin=0, vmax=1)
+            if panel.num_classes == 2:
+                ax.scatter(panel.points[:, 0], panel.points[:, 1], c=panel.labels, s=40, cmap="RdYlBu", vmin=0,
+                           vmax=1)
             ax.set_xlim(panel.xs.min(), panel.xs.max())
             ax.set_ylim(panel.ys.min(), panel.ys.max())
     if title:
         fig.suptitle(title)
+    if classes:
+        handles = [Patch(color=colour / 255, label=name) for name, colour in zip(classes, class_colours(len(classes)))]
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), frameon=False)
     return fig
+
+
+def _draw_classes(ax: object, panel: BoundaryPanel, view: str) -> None:
+    """One view of a panel of more than two classes on a matplotlib axes: the same fill as the TensorBoard frames,
+    the edges between the most probable classes (probability view) and the points in their classes' colours."""
+    fill, region = _fill(panel, view)
+    extent = (panel.xs.min(), panel.xs.max(), panel.ys.min(), panel.ys.max())
+    ax.imshow(fill, extent=extent, aspect="auto", interpolation="nearest")
+    if view == "probability":
+        ax.contour(panel.xs, panel.ys, np.flipud(region), levels=np.arange(panel.num_classes) + 0.5, colors="k",
+                   linewidths=1.5)
+    ax.set_title(panel.title if view == "class" else f"{panel.title}: probability of the most probable class")
+    colours = class_colours(panel.num_classes)[panel.labels.astype(np.intp)] / 255
+    ax.scatter(panel.points[:, 0], panel.points[:, 1], c=colours, s=40, edgecolors="white", linewidths=0.4)
 
 
 def _lut_index(values: np.ndarray) -> np.ndarray:
@@ -170,17 +214,32 @@ def _disc_offsets(radius: int) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
+def _fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """The filled grid of a view, ``(len(ys), len(xs), 3)`` uint8 with row 0 at the top (largest y), and the region
+    whose edge the probability view draws (``(len(ys), len(xs))`` class indices). Two classes: RdYlBu at the share of
+    votes for class 1 (class view) or at the probability (its edge: 0.5). More: the colour of the class most members
+    vote for, or of the most probable class, faded towards white as that share or probability falls to 1/C."""
+    probs, votes = np.flipud(panel.probs), np.flipud(panel.votes)
+    if probs.ndim == 2:
+        return _FILL_LUT[_lut_index(votes if view == "class" else probs)], (probs > 0.5).astype(np.intp)
+    share = votes if view == "class" else probs
+    winner, classes = share.argmax(-1), share.shape[-1]
+    strength = np.clip((share.max(-1) - 1 / classes) / (1 - 1 / classes), 0, 1)
+    faded = view == "probability" or len(np.unique(votes)) > 2  # K = 1 votes are 0 or 1: the classes, solid
+    alpha = (_FILL_ALPHA * (strength if faded else np.ones_like(strength)))[..., None]
+    fill = alpha * class_colours(classes)[winner] + (1 - alpha) * 255
+    return fill.round().astype(np.uint8), probs.argmax(-1)
+
+
 def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
-    probs = np.flipud(panel.probs)  # image row 0 is the top (largest y)
-    inside = probs > 0.5
-    index = _lut_index(np.flipud(panel.votes)) if view == "class" else _lut_index(probs)
-    rgb = _FILL_LUT[np.repeat(np.repeat(index, scale, axis=0), scale, axis=1)]
+    fill, region = _fill(panel, view)
+    rgb = np.repeat(np.repeat(fill, scale, axis=0), scale, axis=1)
     height, width = rgb.shape[:2]
     if view == "probability":
-        inside = np.repeat(np.repeat(inside, scale, axis=0), scale, axis=1)
-        edge = np.zeros_like(inside)
-        edge[:, 1:] |= inside[:, 1:] != inside[:, :-1]
-        edge[1:, :] |= inside[1:, :] != inside[:-1, :]
+        region = np.repeat(np.repeat(region, scale, axis=0), scale, axis=1)
+        edge = np.zeros(region.shape, dtype=bool)
+        edge[:, 1:] |= region[:, 1:] != region[:, :-1]
+        edge[1:, :] |= region[1:, :] != region[:-1, :]
         rgb[edge] = 0
     x0, x1, y0, y1 = panel.xs[0], panel.xs[-1], panel.ys[0], panel.ys[-1]
     cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
@@ -188,14 +247,13 @@ def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int
     offsets = _disc_offsets(point_radius)
     r = (rows[:, None] + offsets[None, :, 0]).ravel()
     c = (cols[:, None] + offsets[None, :, 1]).ravel()
-    colours = np.repeat(_POINT_LUT[_lut_index(panel.labels.astype(np.float64))], len(offsets), axis=0)
+    colours = np.repeat(class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0)
     keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
     rgb[r[keep], c[keep]] = colours[keep]
     return rgb
 
 
 _TEXT = (40, 40, 40)
-_CLASS_COLOURS = (tuple(_POINT_LUT[0]), tuple(_POINT_LUT[255]))  # class 0 (red), class 1 (blue), as the points
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,7 +301,7 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
             row += [spacer, tile]
         rows.append(np.concatenate(row, axis=1))
     width = max(r.shape[1] for r in rows)
-    legend = [(name, colour) for name, colour in zip(classes, _CLASS_COLOURS)]
+    legend = [(name, tuple(int(c) for c in colour)) for name, colour in zip(classes, class_colours(len(classes)))]
     out = [*([_text_strip(width, [(header, None)], height=22)] if header else []), _text_strip(width, legend),
            *([_text_strip(width, [(note, None)])] if note else [])] if labels else []
     for i, row in enumerate(rows):

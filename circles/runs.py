@@ -384,7 +384,8 @@ def data_difference(trained_on: Mapping[str, Any], data: Optional[Mapping[str, A
     """Say so when a checkpoint was trained on other data than a run will use (not an error: testing a model on
     noisier data is a fair question), so that ``test --ckpt_path best`` after a moons run is not taken for a result
     on moons."""
-    keys = ("dataset", "noise", "factor", "n_samples", "val_fraction", "seed")
+    keys = ("path", "test_path", "dataset", "classes", "noise", "factor", "n_samples", "val_fraction",
+            "test_fraction", "seed")
     differ = [k for k in keys if data is not None and k in trained_on and data.get(k) != trained_on[k]]
     if not differ:
         return None

@@ -91,3 +91,32 @@ def test_huge_b_fallback_matches_scipy_rice():
     lo, hi = bayes_accuracy(1e-5, f), bayes_accuracy(1e-5 * (1 + 1e-12), f)
     assert lo == pytest.approx(hi, abs=1e-10)
     assert lo == pytest.approx(0.6914624612688111, abs=1e-12)  # mpmath, 40 digits
+
+
+@pytest.mark.parametrize("classes, sigma", [(4, 1.5), (3, 0.4), (5, 2.5)])
+def test_nearest_centre_accuracy_matches_monte_carlo_on_blobs(classes, sigma):
+    """Computed (a one-dimensional integral per class), not sampled; checked against 1,000,000 sampled points."""
+    import numpy as np
+
+    from circles.bayes import nearest_centre_accuracy
+    from circles.datasets import blob_centres
+
+    centres = blob_centres(classes, 42)
+    exact = nearest_centre_accuracy(centres, sigma)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, size=1_000_000)
+    points = centres[labels] + rng.normal(0, sigma, size=(len(labels), 2))
+    nearest = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    sampled = (nearest == labels).mean()
+    assert exact == pytest.approx(sampled, abs=4 * (sampled * (1 - sampled) / len(labels)) ** 0.5 + 1e-4)
+
+
+def test_nearest_centre_accuracy_of_two_centres_is_the_normal_cdf():
+    import math
+
+    from circles.bayes import nearest_centre_accuracy
+
+    for sigma in (0.1, 0.5, 2.0):  # the line halfway between centres 2 apart: Phi(1 / sigma)
+        assert nearest_centre_accuracy([[-1, 0], [1, 0]], sigma) == pytest.approx(
+            0.5 * (1 + math.erf(1 / sigma / math.sqrt(2))), abs=1e-9)
+    assert nearest_centre_accuracy([[0, 0], [3, 4]], 0.0) == 1.0

@@ -19,19 +19,36 @@ from circles.model import CirclesClassifier
 from helpers import CONFIGS, final_scalar, read_events, scalar_history
 
 
-@pytest.mark.parametrize("name", list(GENERATORS))
+GENERATOR_CASES = [*((name, 2) for name in ("circles", "moons", "xor", "gaussians", "spiral")), ("gaussians", 3),
+                   ("spiral", 3), ("blobs", 4), ("blobs", 2)]
+
+
+@pytest.mark.parametrize("name, classes", GENERATOR_CASES)
 @pytest.mark.parametrize("n", [1000, 1001])
-def test_generator_shape_balance_and_determinism(name, n):
-    x, y = GENERATORS[name](n, 0.05, 3)
+def test_generator_shape_balance_and_determinism(name, classes, n):
+    x, y = GENERATORS[name](n, 0.05, 3, classes=classes)
     assert x.shape == (n, 2) and y.shape == (n,) and x.dtype == y.dtype == torch.float32
-    assert set(y.unique().tolist()) == {0.0, 1.0}
-    assert abs(int(y.sum()) - n / 2) <= 0.5
-    again, other = GENERATORS[name](n, 0.05, 3), GENERATORS[name](n, 0.05, 4)
+    counts = torch.bincount(y.long(), minlength=classes)
+    assert len(counts) == classes and counts.max() - counts.min() <= 1  # balanced: about n / C of each class
+    again, other = GENERATORS[name](n, 0.05, 3, classes=classes), GENERATORS[name](n, 0.05, 4, classes=classes)
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])
     assert not torch.equal(x, other[0])
-    assert x.abs().max() < 2.5
-    quiet, noisy = GENERATORS[name](n, 0.0, 3)[0], GENERATORS[name](n, 0.3, 3)[0]
+    assert name == "blobs" or x.abs().max() < 2.5
+    quiet, noisy = GENERATORS[name](n, 0.0, 3, classes=classes)[0], GENERATORS[name](n, 0.3, 3, classes=classes)[0]
     assert not torch.equal(quiet, noisy)
+
+
+def test_blobs_are_the_courses_make_blobs_and_the_test_draw_keeps_their_centres():
+    from sklearn.datasets import make_blobs
+
+    x, y, centres = make_blobs(n_samples=1000, n_features=2, centers=4, cluster_std=1.5, random_state=42,
+                               return_centers=True)
+    ours = GENERATORS["blobs"](1000, 1.5, 42)
+    assert torch.equal(ours[0], torch.from_numpy(x).float()) and torch.equal(ours[1], torch.from_numpy(y).float())
+    test_x, test_y = GENERATORS["blobs"](4000, 1.5, 7, layout_seed=42)  # another seed, the same four blobs
+    for k in range(4):
+        np.testing.assert_allclose(test_x[test_y == k].mean(0).numpy(), centres[k], atol=0.15)
+    assert not torch.equal(test_x[:1000], ours[0])
 
 
 def test_circles_is_sklearns_make_circles():

@@ -17,6 +17,7 @@ from helpers import REPO, last_weights, run_dir, scalar_values
 
 IMPROVED = str(REPO / "configs" / "improved.yaml")
 DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
+RINGS = str(REPO / "examples" / "rings.csv")
 DDP_QUIET = ["--trainer.enable_model_summary=false", "--chapter_log.every_n_epochs=null", "--data.test_samples=10"]
 
 pytestmark = pytest.mark.slow
@@ -49,11 +50,13 @@ def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
     assert "terminate called" not in out, out[-3000:]
 
 
-@pytest.mark.parametrize("members", [1, 3])
-def test_full_batch_ddp_follows_the_single_process_trajectory(members, tmp_path, run_cli):
-    """Each rank's loss is the mean over its 400-point shard; DDP averages the two gradients, which is the gradient
-    of the mean over all 800 points: the same trajectory up to rounding. With members, every rank holds them all."""
-    args = ["--config", IMPROVED, "--trainer.max_epochs=30", f"--model.members={members}"]
+@pytest.mark.parametrize("extra", [[], ["--model.members=3"], [f"--data.path={RINGS}"]],
+                         ids=["one network", "3 members", "3 classes from a CSV file"])
+def test_full_batch_ddp_follows_the_single_process_trajectory(extra, tmp_path, run_cli):
+    """Each rank's loss is the mean over its half of the training points; DDP averages the two gradients, which is
+    the gradient of the mean over all of them: the same trajectory up to rounding. With members, every rank holds
+    them all; a data file is read and split the same way by every rank."""
+    args = ["--config", IMPROVED, "--trainer.max_epochs=30", *extra]
     (tmp_path / "ddp").mkdir()
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)

@@ -121,6 +121,30 @@ CASES = [
          "data.n_samples (trained: 60, now: 1000)", "data.noise (trained: 0.03, now: 0.1)"),
     case("predict CSV, missing file", "predict --ckpt_path last --data.predict_path=missing.csv", "data.predict_path",
          "existing CSV file"),
+    case("data CSV, missing file", "fit --data.path=missing.csv", "data.path", "existing CSV file", "x1,x2,label"),
+    case("data CSV without a header", "fit --data.path=no_header.csv", "data.path", "no header",
+         "Add the line x1,x2,label first"),
+    case("data CSV without a label column", "fit --data.path=no_label.csv", "data.path", "x1, x2 and label",
+         "lacks ['label']"),
+    case("data CSV, empty file", "fit --data.path=empty.csv", "data.path", "The file is empty"),
+    case("data CSV separated by semicolons", "fit --data.path=semicolons.csv", "data.path", "separated by semicolons"),
+    case("data CSV, non-number", "fit --data.path=bad_number.csv", "data.path", "numbers", "Line 3", "x1='0,5'"),
+    case("data CSV, NaN", "fit --data.path=nan_point.csv", "data.path", "finite numbers", "Line 2"),
+    case("data CSV, a line without a label", "fit --data.path=no_label_value.csv", "data.path", "a label on every line",
+         "Line 3"),
+    case("data CSV, one class", "fit --data.path=one_class.csv", "data.path", "at least two classes", "'1'"),
+    case("data CSV, numbers mixed with names", "fit --data.path=mixed.csv", "data.path", "all class names or all integers",
+         "mixes numbers ('2') with names ('cat')"),
+    case("data CSV, integer labels not 0..C-1", "fit --data.path=one_based.csv", "data.path", "0..C-1", "[1, 2]"),
+    case("data CSV, too few points for the split", "fit --data.path=tiny.csv", "data.path", "enough points for the split",
+         "per class [3, 2]", "at least 3 points of each class"),
+    case("test CSV with a class the data lacks", "fit --data.path=good.csv --data.test_path=bird.csv", "data.test_path",
+         "training data's classes ['cat', 'dog']", "['bird']"),
+    case("test_path without path", "fit --data.test_path=good.csv", "data.test_path", "null unless path is given"),
+    case("test_fraction leaves no training points", "fit --data.path=good.csv --data.test_fraction=0.8",
+         "data.test_fraction", "between 0 and 1 - val_fraction (0.8)"),
+    case("checkpoint for other classes", "test --ckpt_path last --data.dataset=blobs",
+         "holds a network for 2 classes and the data has 4", "--config <its run>/config.yaml"),
 ]
 
 
@@ -144,6 +168,19 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     (directory / "empty.csv").write_text("")
     (directory / "header_only.csv").write_text("x1,x2\n")
     (directory / "huge.csv").write_text("x1,x2\n1e39,0.2\n")
+    good = [f"{i / 10},{i % 3},{'cat' if i % 2 else 'dog'}" for i in range(20)]
+    (directory / "good.csv").write_text("\n".join(["x1,x2,label", *good, ""]))
+    (directory / "bird.csv").write_text("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,bird\n")
+    (directory / "no_header.csv").write_text("\n".join(good[:4]) + "\n")
+    (directory / "no_label.csv").write_text("x1,x2\n0.1,0.2\n")
+    (directory / "semicolons.csv").write_text("x1;x2;label\n0,1;0,2;cat\n")
+    (directory / "bad_number.csv").write_text("x1,x2,label\n0.1,0.2,cat\n\"0,5\",0.2,dog\n")
+    (directory / "nan_point.csv").write_text("x1,x2,label\nnan,0.2,cat\n")
+    (directory / "no_label_value.csv").write_text("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,\n")
+    (directory / "one_class.csv").write_text("x1,x2,label\n0.1,0.2,1\n0.3,0.4,1\n")
+    (directory / "mixed.csv").write_text("x1,x2,label\n0.1,0.2,2\n0.3,0.4,cat\n")
+    (directory / "one_based.csv").write_text("x1,x2,label\n0.1,0.2,1\n0.3,0.4,2\n")
+    (directory / "tiny.csv").write_text("x1,x2,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(5)))
 
 
 def snapshot(directory: Path) -> dict[str, str]:

@@ -400,3 +400,27 @@ def test_members_take_features_regularization_and_a_single_linear_layer():
     data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
     quiet_trainer(max_epochs=2).fit(model, data)
     assert model.member_val_acc.shape == (3,)
+
+
+# ------------------------------------------------------------------------------------------- more than two classes
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(members):
+    pl.seed_everything(0, verbose=False)
+    model = CirclesClassifier(num_classes=4, members=members)
+    x, y = torch.randn(12, 2), torch.arange(12) % 4
+    logits = model.member_logits(x)
+    assert logits.shape == (members, 12, 4) and model(x).shape == (12, 4)
+    expected = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(members)])
+    torch.testing.assert_close(model.train_metrics.update(logits, y.float()), expected)
+    values, per_member = model.train_metrics.compute("train")
+    right = (logits.argmax(-1) == y).float().mean(-1)
+    torch.testing.assert_close(per_member, right)
+    rows = model.predict_step((x,), 0)  # x1, x2, the winning class's probability, (its spread,) the class
+    probs = torch.softmax(logits, -1).mean(0)
+    torch.testing.assert_close(rows[:, 2], probs.max(-1).values)
+    assert rows[:, -1].tolist() == probs.argmax(-1).float().tolist()
+    assert CirclesClassifier(num_classes=2).member_logits(x).shape == (1, 12)  # two classes: one logit, as before
+    with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
+        CirclesClassifier(num_classes=1)

@@ -386,6 +386,17 @@ def test_boundary_figure_with_probability_has_a_second_row(tmp_path):
     assert matplotlib.image.imread(path).shape[:2] == (200, 200)
 
 
+def test_boundary_figure_names_the_classes_in_their_colours():
+    from circles.plotting import class_colours
+
+    figure = boundary_figure([half_panel("Train")], panel_size=2.0, classes=("outer circle (0)", "inner circle (1)"))
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["outer circle (0)", "inner circle (1)"]
+    colours = [tuple(np.round(np.asarray(patch.get_facecolor()[:3]) * 255)) for patch in legend.get_patches()]
+    assert colours == [tuple(float(c) for c in colour) for colour in class_colours(2)]
+    assert not boundary_figure([half_panel("Train")], panel_size=2.0).legends
+
+
 # ---------------------------------------------------------------------------------------------- imports
 
 

@@ -319,3 +319,23 @@ def test_a_sweep_over_members_reports_mean_spread_and_interval(tmp_path):
     assert members[0] == "member,seed,val_acc,val_acc_best,test_acc" and len(members) == 4
     with Image.open(tmp_path / "sw" / "boundaries.png") as image:
         assert image.width > 200
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_data_file_tests_on_its_held_out_part(tmp_path):
+    from PIL import Image
+
+    rings = REPO / "examples" / "rings.csv"
+    path = tmp_path / "s.yaml"
+    fixed = {k: v for k, v in TINY.items() if k not in ("data.n_samples", "data.test_samples")}
+    path.write_text(yaml.safe_dump({"base": "configs/improved.yaml", "fixed": {**fixed, "data.path": str(rings)},
+                                    "grid": {"model.activation": ["none", "relu"]}}))
+    assert main(["--config", str(path), "--out", "sw"]) == 0
+    table = rows(tmp_path / "sw")
+    assert [row["status"] for row in table] == ["ok", "ok"]
+    for row in table:  # 120 held-out points: accuracies are whole counts of them
+        assert round(float(row["test_acc"]) * 120, 3) == round(float(row["test_acc"]) * 120)
+    output = (tmp_path / "sw" / "runs" / "01-relu" / "output.log").read_text()
+    assert "rings.csv (3 classes: inner, middle, outer)" in output and "test: 120 points held out of it" in output
+    with Image.open(tmp_path / "sw" / "boundaries.png") as image:
+        assert image.width > 200

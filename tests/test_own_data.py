@@ -1,0 +1,206 @@
+"""Training on your own points: a CSV file with x1, x2 and label columns (``data.path``), split into training,
+validation and test parts or tested on ``data.test_path``; labels as integers or class names, two classes or more."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from circles.data import CirclesDataModule, encode_labels, read_labelled_csv
+from circles.errors import ConfigError
+
+from helpers import exit_status, load_checkpoint, run_dir
+
+TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
+
+
+def write_points(path: Path, n_per_class: int, names: list[str], seed: int = 0, extra_column: bool = True,
+                 newline: str = "\n", bom: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Well-separated blobs, one per name, in shuffled order; returns the points and labels written."""
+    rng = np.random.default_rng(seed)
+    centres = np.stack([np.cos(np.arange(len(names)) * 2 * np.pi / len(names)),
+                        np.sin(np.arange(len(names)) * 2 * np.pi / len(names))], axis=1)
+    labels = np.repeat(np.arange(len(names)), n_per_class)
+    rng.shuffle(labels)
+    points = centres[labels] + rng.normal(0, 0.1, size=(len(labels), 2))
+    header = ["id", "x1", "x2", "label"] if extra_column else ["x1", "x2", "label"]
+    lines = [",".join(header)]
+    for i, ((x1, x2), k) in enumerate(zip(points, labels)):
+        row = [str(i), f"{x1:.6f}", f"{x2:.6f}", names[k]] if extra_column else [f"{x1:.6f}", f"{x2:.6f}", names[k]]
+        lines.append(",".join(row))
+    path.write_bytes(("\ufeff" if bom else "").encode() + newline.join(lines + [""]).encode())
+    return points.astype(np.float32), [names[k] for k in labels]
+
+
+def test_read_labelled_csv_keeps_order_ignores_other_columns_and_takes_bom_and_crlf(tmp_path):
+    points, labels = write_points(tmp_path / "p.csv", 5, ["b", "a"], newline="\r\n", bom=True)
+    x, read = read_labelled_csv(tmp_path / "p.csv")
+    assert read == labels
+    assert torch.allclose(x, torch.from_numpy(points), atol=1e-6)
+
+
+def test_names_map_to_classes_in_sorted_order_and_integers_to_themselves():
+    y, classes, names = encode_labels(["dog", "cat", "emu", "cat"], "path", "f.csv")
+    assert (classes, names, y.tolist()) == (3, ["cat", "dog", "emu"], [1, 0, 2, 0])
+    y, classes, names = encode_labels(["2", "0", "1", "1"], "path", "f.csv")
+    assert (classes, names, y.tolist()) == (3, None, [2, 0, 1, 1])
+    y, _, _ = encode_labels(["emu", "cat"], "test_path", "t.csv", known=(3, ["cat", "dog", "emu"]))
+    assert y.tolist() == [2, 0]  # a test file may lack a class
+
+
+@pytest.mark.parametrize(("labels", "known", "pattern"), [
+    (["0", "0"], None, "at least two classes"),
+    (["1", "2"], None, r"0\.\.C-1, each present.*\[1, 2\]"),
+    (["0", "cat"], None, "mixes numbers"),
+    (["cat", "bird"], (2, ["cat", "dog"]), r"training data's classes \['cat', 'dog'\].*\['bird'\]"),
+    (["2"], (2, None), r"training data's classes \['0', '1'\]"),
+])
+def test_bad_labels_are_refused(labels, known, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        encode_labels(labels, "path", "f.csv", known=known)
+
+
+def test_file_is_split_stratified_seeded_and_disjoint(tmp_path):
+    write_points(tmp_path / "p.csv", 50, ["a", "b", "c"])
+    dm = CirclesDataModule(path=str(tmp_path / "p.csv"), val_fraction=0.2, test_fraction=0.2, seed=7)
+    assert (dm.num_classes, dm.class_names) == (3, ["a", "b", "c"])
+    parts = [(dm.train_x, dm.train_y), (dm.val_x, dm.val_y), (dm.test_x, dm.test_y)]
+    assert [len(y) for _, y in parts] == [90, 30, 30]
+    for x, y in parts:  # every class in the file's proportions: a third each
+        assert torch.bincount(y.long()).tolist() == [len(y) // 3] * 3
+    every = torch.cat([x for x, _ in parts])
+    assert len(torch.unique(every, dim=0)) == 150  # disjoint and complete
+    again = CirclesDataModule(path=str(tmp_path / "p.csv"), val_fraction=0.2, test_fraction=0.2, seed=7)
+    assert torch.equal(again.val_x, dm.val_x)
+    other = CirclesDataModule(path=str(tmp_path / "p.csv"), val_fraction=0.2, test_fraction=0.2, seed=8)
+    assert not torch.equal(other.val_x, dm.val_x)
+    dm.setup("fit")
+    dm.setup("test")
+    assert torch.equal(dm.test_x, parts[2][0])  # nothing is drawn over the file's points
+
+
+def test_test_path_replaces_the_held_out_part(tmp_path):
+    write_points(tmp_path / "p.csv", 20, ["x", "y"])
+    test_points, test_labels = write_points(tmp_path / "t.csv", 7, ["x", "y"], seed=1)
+    dm = CirclesDataModule(path=str(tmp_path / "p.csv"), test_path=str(tmp_path / "t.csv"), val_fraction=0.25)
+    assert (len(dm.train_y), len(dm.val_y), len(dm.test_y)) == (30, 10, 14)
+    assert torch.allclose(dm.test_x, torch.from_numpy(test_points), atol=1e-6)
+    assert dm.test_y.tolist() == [float(label == "y") for label in test_labels]
+    assert "t.csv (14 points)" in dm.describe()
+    assert dm.bayes_accuracy() is None
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"test_fraction": 0.85}, "test_fraction"),
+    ({"test_fraction": 0.0}, "test_fraction"),
+    ({"classes": 3}, "classes"),
+    ({"val_fraction": 0.5, "test_fraction": 0.45}, "path"),  # 1 training point for 2 classes
+])
+def test_file_settings_that_cannot_work_are_refused(tmp_path, kwargs, field):
+    write_points(tmp_path / "p.csv", 13, ["a", "b"])
+    with pytest.raises(ConfigError) as info:
+        CirclesDataModule(path=str(tmp_path / "p.csv"), **{"val_fraction": 0.2, **kwargs})
+    assert info.value.field == field
+
+
+def test_too_few_points_of_a_class_for_three_parts_is_refused(tmp_path):
+    rows = ["x1,x2,label"] + [f"{i},0,a" for i in range(20)] + ["0,1,b", "1,1,b"]
+    (tmp_path / "p.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"per class \[20, 2\].*at least 3 points of each class"):
+        CirclesDataModule(path=str(tmp_path / "p.csv"))
+
+
+def test_test_path_needs_path():
+    with pytest.raises(ConfigError) as info:
+        CirclesDataModule(test_path="t.csv")
+    assert info.value.field == "test_path"
+
+
+# -- through the command line -----------------------------------------------------------------------------------------
+
+
+def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
+    write_points(tmp_path / "pets.csv", 30, ["cat", "dog", "emu"])
+    assert exit_status("fit", "--data.path=pets.csv", "--optimizer=Adam", "--optimizer.init_args.lr=0.05",
+                       "--trainer.max_epochs=30", "--boundary.every_n_epochs=10", "--boundary.resolution=20") == 0
+    out = capsys.readouterr().out
+    run = run_dir(tmp_path / "lightning_logs", 0)
+    assert run.name.startswith("version_0-pets-relu-")
+    assert "Data: pets.csv (3 classes: cat, dog, emu): 54 training, 18 validation points (stratified split, seed 42); " \
+           "test: 18 points held out of it" in out
+    checkpoint = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert checkpoint["hyper_parameters"]["num_classes"] == 3
+    assert checkpoint["CirclesDataModule"] == {"num_classes": 3, "class_names": ["cat", "dog", "emu"]}
+    assert checkpoint["state_dict"]["net.4.weight"].shape == (3, 10)
+
+    # test and predict take the file from the checkpoint: its held-out part, its class names
+    assert exit_status("test", "--ckpt_path=best") == 0
+    assert exit_status("predict", "--ckpt_path=best") == 0
+    with open(run_dir(tmp_path / "lightning_logs", 2) / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 18 and set(rows[0]) == {"x1", "x2", "probability", "label"}
+    dm = CirclesDataModule(path=str(tmp_path / "pets.csv"))
+    written = torch.tensor([[float(r["x1"]), float(r["x2"])] for r in rows])
+    nearest = torch.cdist(written, dm.test_x).argmin(dim=1)  # the rows are the held-out points, as 6-digit text
+    assert torch.allclose(written, dm.test_x[nearest], atol=1e-5)
+    hits = sum(dm.class_names[int(dm.test_y[i])] == r["label"] for i, r in zip(nearest.tolist(), rows))
+    assert hits >= 16  # well-separated blobs: the names written back are the right ones
+    assert all(1 / 3 <= float(r["probability"]) <= 1 for r in rows)  # the winning class's probability
+
+
+def test_test_file_with_other_class_names_is_refused_and_nothing_written(tmp_path, capsys):
+    write_points(tmp_path / "p.csv", 15, ["a", "b"])
+    assert exit_status("fit", "--data.path=p.csv", *TINY) == 0
+    write_points(tmp_path / "renamed.csv", 15, ["a", "c"])
+    runs = sorted((tmp_path / "lightning_logs").iterdir())
+    assert exit_status("test", "--ckpt_path=best", "--data.path=renamed.csv") == 2
+    err = capsys.readouterr().err
+    assert "data.path" in err and "['a', 'b']" in err and "['a', 'c']" in err
+    assert sorted((tmp_path / "lightning_logs").iterdir())[: len(runs)] == runs
+
+
+def test_checkpoint_for_other_classes_is_named_as_such(tmp_path, capsys):
+    write_points(tmp_path / "p.csv", 15, ["a", "b"])
+    write_points(tmp_path / "three.csv", 15, ["a", "b", "c"])
+    assert exit_status("fit", "--data.path=p.csv", *TINY) == 0
+    assert exit_status("fit", "--data.dataset=blobs", "--data.n_samples=80", "--data.test_samples=40", *TINY) == 0
+    assert exit_status("test", "--ckpt_path=lightning_logs/version_0-p-relu-10x10-sgd0.1-e3/checkpoints/best.ckpt",
+                       "--data.path=three.csv") == 2
+    assert "holds a network for 2 classes and the data has 3" in capsys.readouterr().err
+    assert exit_status("test", "--ckpt_path=best") == 2  # the blobs run, on the default circles
+    assert "holds a network for 4 classes and the data has 2" in capsys.readouterr().err
+
+
+def test_integer_labels_with_features_and_members(tmp_path):
+    write_points(tmp_path / "p.csv", 15, ["0", "1"], extra_column=False)
+    assert exit_status("fit", "--data.path=p.csv", "--data.features=[x1,x2,x1_sq,x2_sq]", "--model.members=3",
+                       *TINY) == 0
+    checkpoint = load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["num_classes"] == 2
+    assert checkpoint["CirclesDataModule"]["class_names"] is None
+    assert (run_dir(tmp_path / "lightning_logs", 0) / "members.csv").is_file()
+
+
+def test_a_three_arm_spiral_from_the_command_line(tmp_path):
+    assert exit_status("fit", "--data.dataset=spiral", "--data.classes=3", "--data.n_samples=90", *TINY) == 0
+    run = run_dir(tmp_path / "lightning_logs", 0)
+    assert run.name.startswith("version_0-spiral3-relu-10x10-")
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]["num_classes"] == 3
+    assert (run / "decision_boundary.png").is_file()
+
+
+def test_the_example_file_is_what_its_script_writes(tmp_path):
+    import importlib.util
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    spec = importlib.util.spec_from_file_location("make_rings", examples / "make_rings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path / "rings.csv")
+    assert (tmp_path / "rings.csv").read_bytes() == (examples / "rings.csv").read_bytes()
+    data = CirclesDataModule(path=str(examples / "rings.csv"))
+    assert (data.num_classes, data.class_names, len(data.train_x)) == (3, ["inner", "middle", "outer"], 360)
