@@ -8,7 +8,8 @@ Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapte
 Lightning port; the boundary callback's share), ``startup`` (process start to exit vs a plain script), ``scale``
 (samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs DataLoader(TensorDataset)),
 ``compile`` (torch.compile on vs off), ``members`` (K seeds in one run vs K=1, vs separate runs, vs scikit-learn;
-peak memory), ``gpu`` (the same on a CUDA device). Every figure is the best of R repeats,
+peak memory), ``gpu`` (the same on a CUDA device, members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the
+GPUs there are, then ``test``). Every figure is the best of R repeats,
 baselines and circles interleaved, so a noisy machine slows both sides alike.
 """
 
@@ -32,6 +33,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 RELU = str(REPO / "configs" / "relu.yaml")
+GPU = str(REPO / "configs" / "trainer" / "gpu.yaml")
 ROWS: list[tuple[str, str, str, str, str]] = []
 
 
@@ -316,10 +318,13 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
         median["plain imports"], "s")
 
 
-def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu") -> None:
+def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu", section: str = "",
+                loader: bool = True) -> float:
+    """Samples/s of circles' training epochs at scale against the plain minibatch loop on ``device`` (and, on the
+    CPU with ``loader``, against a DataLoader only fetching the batches); returns circles' rate."""
     from circles.data import CirclesDataModule
 
-    section = "gpu" if device != "cpu" else "scale"
+    section = section or ("gpu" if device != "cpu" else "scale")
     print(f"{section}: N={n_train:,} training points, batch {batch:,}, median of epochs 2..{epochs}, on {device}",
           flush=True)
     n_samples = int(n_train / 0.8)
@@ -343,7 +348,7 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
     plain_rate = n_train / statistics.median(plain)
     row(section, f"samples/s in a training epoch (its validation included), N={n_train:,} batch {batch:,}",
         ours_rate / 1e6, plain_rate / 1e6, "M/s")
-    if device == "cpu":
+    if device == "cpu" and loader:
         from torch.utils.data import DataLoader, TensorDataset
 
         loader = DataLoader(TensorDataset(tensors[0], tensors[1]), batch_size=batch, shuffle=True)
@@ -353,6 +358,7 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
         loader_rate = n_train / (time.perf_counter() - start)
         row(section, "circles' whole epoch vs a DataLoader(TensorDataset) only fetching batches", ours_rate / 1e6,
             loader_rate / 1e6, "M/s")
+    return ours_rate
 
 
 def _peak_rss_mb(members: int, epochs: int) -> float:
@@ -469,31 +475,100 @@ def bench_compile(repeats: int, epochs: int) -> None:
     row("compile", f"fit, {epochs} epochs, compile time included", min(compiled), min(eager), "s")
 
 
+def _per_epoch_ms(args: list[str], warm: int = 2) -> tuple[float, float, object]:
+    """Median seconds of a training epoch after the first ``warm`` ones (ms), the whole fit (s), and the CLI."""
+    clock = EpochClock()
+    seconds, cli = circles_fit(args, clock=clock)
+    return statistics.median(clock.times[warm:]) * 1e3, seconds, cli
+
+
+def _val_acc(cli) -> float:
+    return float(cli.trainer.callback_metrics["val/acc"])
+
+
 def bench_gpu(repeats: int, quick: bool) -> None:
+    """The GPU table: the chapter's run on the GPU against the CPU (same numbers? per-epoch cost, with CUDA graphs),
+    members at GPU scale, the other datasets' classes on the GPU, and samples/s at N=20M against the plain loop."""
     if not torch.cuda.is_available():
         print("gpu: skipped, no CUDA device", flush=True)
         return
     epochs = 200 if quick else 1000
-    print(f"gpu: {torch.cuda.get_device_name()}", flush=True)
-    cpu_args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
-    gpu_args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=gpu", "--trainer.devices=1"]
-    cpu, gpu, graphs = [], [], []
+    print(f"gpu: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    base = ["--config", RELU, f"--trainer.max_epochs={epochs}"]
+    cpu_args = [*base, "--trainer.accelerator=cpu"]
+    gpu_args = [*base, "--config", GPU]
+    circles_fit([*gpu_args, "--trainer.max_epochs=3"])  # CUDA context and kernels loaded before any clock runs
+    cpu, gpu, graphs, accs = [], [], [], {}
     for _ in range(repeats):
-        cpu.append(circles_fit(cpu_args)[0])
-        gpu.append(circles_fit(gpu_args)[0])
-        graphs.append(circles_fit([*gpu_args, "--model.compile_mode=reduce-overhead"])[0])
-    row("gpu", f"seed scale on the GPU vs the CPU, {epochs} epochs", min(gpu), min(cpu), "s")
-    row("gpu", "seed scale, GPU with CUDA graphs vs the CPU", min(graphs), min(cpu), "s")
+        for name, args, times in (("cpu", cpu_args, cpu), ("gpu", gpu_args, gpu),
+                                  ("gpu, reduce-overhead", [*gpu_args, "--model.compile_mode=reduce-overhead"], graphs)):
+            ms, seconds, cli = _per_epoch_ms(args)
+            times.append(ms)
+            accs.setdefault(name, []).append(_val_acc(cli))
+            print(f"  {name}: {ms:.3f} ms per epoch, fit {seconds:.1f} s, final val acc {accs[name][-1]:.4f}",
+                  flush=True)
+    for name, values in accs.items():
+        print(f"  final val acc, relu.yaml seed 42, {name}: {values} (CPU: {accs['cpu'][0]}; "
+              f"|difference| {abs(values[0] - accs['cpu'][0]):.4g})", flush=True)
+    row("gpu", f"relu.yaml per epoch: GPU vs CPU ({epochs} epochs, median after 2)", min(gpu), min(cpu), "ms")
+    row("gpu", "relu.yaml per epoch: GPU with CUDA graphs (reduce-overhead) vs CPU", min(graphs), min(cpu), "ms")
     data = seed_data("cuda")
-    plain = [plain_loop(*data, epochs=epochs) for _ in range(repeats)]
-    row("gpu", "seed scale: circles on the GPU vs the plain loop on the GPU", min(gpu), min(plain), "s")
-    bench_scale(repeats, n_train=2_000_000 if quick else 20_000_000, batch=1 << 20, epochs=5, device="cuda")
+    plain = [plain_loop(*data, epochs=epochs) / epochs * 1e3 for _ in range(repeats)]
+    row("gpu", "relu.yaml per epoch on the GPU vs the chapter's plain loop on the GPU", min(gpu), min(plain), "ms")
+
+    member_epochs = 50 if quick else 200
+    margs = ["--config", RELU, f"--trainer.max_epochs={member_epochs}"]
+    gpu_members = {k: _per_epoch_ms([*margs, "--config", GPU, f"--model.members={k}"]) for k in (1, 64, 256, 4096)}
+    for k in (64, 256, 4096):
+        row("gpu", f"members: K={k} vs K=1 on the GPU, per epoch", gpu_members[k][0], gpu_members[1][0], "ms")
+    cpu_k64 = _per_epoch_ms([*margs, "--trainer.accelerator=cpu", "--model.members=64"])
+    for k in (64, 4096):
+        row("gpu", f"members: seeds/s, K={k} on the GPU vs K=64 on the CPU ({member_epochs} epochs, whole fit)",
+            k / gpu_members[k][1], 64 / cpu_k64[1], "seeds/s")
+
+    for config in ("blobs", "spiral3"):  # more than two classes: the same numbers on either device
+        args = ["--config", str(REPO / "configs" / f"{config}.yaml")]
+        on_cpu = _val_acc(circles_fit([*args, "--trainer.accelerator=cpu"])[1])
+        on_gpu = _val_acc(circles_fit([*args, "--config", GPU])[1])
+        print(f"  {config}.yaml final val acc: CPU {on_cpu:.4f}, GPU {on_gpu:.4f}", flush=True)
+
+    n_train = 2_000_000 if quick else 20_000_000
+    gpu_rate = bench_scale(repeats, n_train=n_train, batch=1 << 20, epochs=5, device="cuda")
+    bench_scale(repeats, n_train=n_train, batch=1 << 22, epochs=5, device="cuda")  # 4x the work per step
+    cpu_rate = bench_scale(1, n_train=n_train, batch=1 << 20, epochs=3, device="cpu", section="gpu", loader=False)
+    row("gpu", f"samples/s, N={n_train:,} batch 1,048,576: circles on the GPU vs circles on the CPU", gpu_rate / 1e6,
+        cpu_rate / 1e6, "M/s")
+
+
+def bench_ddp_gpu(quick: bool) -> None:
+    """``fit configs/improved.yaml --config configs/trainer/ddp.yaml`` on one GPU and, where there are more, on all
+    of them, each followed by ``test --ckpt_path last``: the commands as a user types them, in fresh processes."""
+    if not torch.cuda.is_available():
+        print("ddp: skipped, no CUDA device", flush=True)
+        return
+    improved, ddp = str(REPO / "configs" / "improved.yaml"), str(REPO / "configs" / "trainer" / "ddp.yaml")
+    for devices in sorted({1, torch.cuda.device_count()}):
+        with tempfile.TemporaryDirectory() as tmp:
+            commands = [["fit", "--config", improved, "--config", ddp, f"--trainer.devices={devices}",
+                         *(["--trainer.max_epochs=20"] if quick else [])],
+                        ["test", "--config", improved, "--ckpt_path", "last"]]
+            for command in commands:
+                start = time.perf_counter()
+                done = subprocess.run([sys.executable, str(REPO / "train.py"), *command], cwd=tmp, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                lines = [line for line in done.stdout.splitlines() if "val/acc" in line or "test/acc" in line
+                         or "Error" in line or "error" in line]
+                print(f"  ddp, {devices} GPU(s): {command[0]} exit {done.returncode} in "
+                      f"{time.perf_counter() - start:.1f} s; " + " | ".join(l.strip() for l in lines[-3:]), flush=True)
+                if done.returncode:
+                    print(done.stdout[-3000:], flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--only", default="seed,startup,scale,compile,members,gpu", help="comma-separated sections")
+    parser.add_argument("--only", default="seed,startup,scale,compile,members,gpu,ddp",
+                        help="comma-separated sections")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for the startup section (e.g. another environment's, to compare installs)")
@@ -515,6 +590,8 @@ def main() -> None:
             bench_members(repeats, epochs=200 if args.quick else 1000)
         if "gpu" in sections:
             bench_gpu(repeats, args.quick)
+        if "ddp" in sections:
+            bench_ddp_gpu(args.quick)
         os.chdir(REPO)
     print("\n| section | what | circles | baseline | ratio |\n| --- | --- | --- | --- | --- |")
     for r in ROWS:

@@ -89,7 +89,7 @@ def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], a
     base, nets = base_seed(), []
     for k in range(members):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(base + k)
+            torch.default_generator.manual_seed(base + k)  # the networks are built on the CPU: its generator only
             nets.append(build_mlp(in_features, hidden_sizes, activation, outputs))
     return StackedMLP(nets)
 

@@ -61,7 +61,9 @@ def load_checkpoint_file(path: Union[str, Path], map_location: Any = "cpu") -> A
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        # torch names the global either way: "Unsupported global: GLOBAL io.open" (a module it allows in part) or
+        # "unsupported GLOBAL os.makedirs whose module os is blocked"
+        unsafe = re.search(r"\bGLOBAL ([\w.]+)", str(err))
         if unsafe is None:
             raise _unreadable(path, "it does not unpickle as tensors and plain data") from None
         raise CheckpointError(

@@ -145,10 +145,11 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 class Payload:
-    """Unpickling this calls ``open(marker, "w")``: if the marker file exists, a checkpoint's payload ran."""
+    """Unpickling this calls ``os.makedirs(marker)``: if the marker exists, a checkpoint's payload ran. (``os`` is
+    pure Python, so the global is named ``os.makedirs`` on every Python; ``open`` is ``io.open`` or ``_io.open``.)"""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
     def __reduce__(self):
-        return (open, (str(self.marker), "w"))
+        return (os.makedirs, (str(self.marker),))

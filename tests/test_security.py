@@ -52,9 +52,24 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, f
 
     out, err = capfd.readouterr()
     assert not marker.exists()
-    assert "Refused to load" in err and "(io.open)" in err and "weights_only=True" in err
+    assert "Refused to load" in err and "(os.makedirs)" in err and "weights_only=True" in err
     assert "Traceback" not in out + err
     assert run_names(tmp_path / "lightning_logs") == ["version_0"]  # no run was started
+
+
+def test_a_global_of_an_allowed_module_is_named_too(fitted, tmp_path):
+    """torch words the refusal differently for a global of a module it blocks (``os.makedirs``, the other tests)
+    and of one it allows in part (``open``, named ``io.open`` or ``_io.open`` depending on the Python)."""
+
+    class OpensAFile:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PAYLOAD_RAN"), "w"))
+
+    checkpoint = torch.load(fitted / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    torch.save({**checkpoint, "payload": OpensAFile()}, tmp_path / "shared.ckpt")
+    with pytest.raises(CheckpointError, match=rf"Refused to load .*\({open.__module__}\.open\)"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "shared.ckpt")
+    assert not (tmp_path / "PAYLOAD_RAN").exists()
 
 
 def test_the_checkpoint_io_ignores_a_request_for_weights_only_false(fitted, tmp_path):
