@@ -148,6 +148,27 @@ CASES = [
 ]
 
 
+# The CSV inputs of CASES that are written as they are.
+CSV_FILES = {
+    "no_columns.csv": "x1,y\n0.1,0.2\n",
+    "text.csv": "x1,x2\n0.1,0.2\n0.3,abc\n",
+    "nan.csv": "x1,x2\nnan,0.2\n",
+    "inf.csv": "x1,x2\n0.1,inf\n",
+    "empty.csv": "",
+    "header_only.csv": "x1,x2\n",
+    "huge.csv": "x1,x2\n1e39,0.2\n",
+    "bird.csv": "x1,x2,label\n0.1,0.2,cat\n0.3,0.4,bird\n",
+    "no_label.csv": "x1,x2\n0.1,0.2\n",
+    "semicolons.csv": "x1;x2;label\n0,1;0,2;cat\n",
+    "bad_number.csv": "x1,x2,label\n0.1,0.2,cat\n\"0,5\",0.2,dog\n",
+    "nan_point.csv": "x1,x2,label\nnan,0.2,cat\n",
+    "no_label_value.csv": "x1,x2,label\n0.1,0.2,cat\n0.3,0.4,\n",
+    "one_class.csv": "x1,x2,label\n0.1,0.2,1\n0.3,0.4,1\n",
+    "mixed.csv": "x1,x2,label\n0.1,0.2,2\n0.3,0.4,cat\n",
+    "one_based.csv": "x1,x2,label\n0.1,0.2,1\n0.3,0.4,2\n",
+}
+
+
 def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     """The bad files the cases point at."""
     (directory / "unknown_key.yaml").write_text("data:\n  nois: 0.1\n")
@@ -161,25 +182,11 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     other["state_dict"]["net.0.weight"] = torch.zeros(10, 3)
     torch.save(other, directory / "other_model.ckpt")
     torch.save({"state_dict": {}, "payload": Payload(directory / "PAYLOAD_RAN")}, directory / "payload.ckpt")
-    (directory / "no_columns.csv").write_text("x1,y\n0.1,0.2\n")
-    (directory / "text.csv").write_text("x1,x2\n0.1,0.2\n0.3,abc\n")
-    (directory / "nan.csv").write_text("x1,x2\nnan,0.2\n")
-    (directory / "inf.csv").write_text("x1,x2\n0.1,inf\n")
-    (directory / "empty.csv").write_text("")
-    (directory / "header_only.csv").write_text("x1,x2\n")
-    (directory / "huge.csv").write_text("x1,x2\n1e39,0.2\n")
+    for name, text in CSV_FILES.items():
+        (directory / name).write_text(text)
     good = [f"{i / 10},{i % 3},{'cat' if i % 2 else 'dog'}" for i in range(20)]
     (directory / "good.csv").write_text("\n".join(["x1,x2,label", *good, ""]))
-    (directory / "bird.csv").write_text("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,bird\n")
     (directory / "no_header.csv").write_text("\n".join(good[:4]) + "\n")
-    (directory / "no_label.csv").write_text("x1,x2\n0.1,0.2\n")
-    (directory / "semicolons.csv").write_text("x1;x2;label\n0,1;0,2;cat\n")
-    (directory / "bad_number.csv").write_text("x1,x2,label\n0.1,0.2,cat\n\"0,5\",0.2,dog\n")
-    (directory / "nan_point.csv").write_text("x1,x2,label\nnan,0.2,cat\n")
-    (directory / "no_label_value.csv").write_text("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,\n")
-    (directory / "one_class.csv").write_text("x1,x2,label\n0.1,0.2,1\n0.3,0.4,1\n")
-    (directory / "mixed.csv").write_text("x1,x2,label\n0.1,0.2,2\n0.3,0.4,cat\n")
-    (directory / "one_based.csv").write_text("x1,x2,label\n0.1,0.2,1\n0.3,0.4,2\n")
     (directory / "tiny.csv").write_text("x1,x2,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(5)))
 
 
