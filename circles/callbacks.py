@@ -109,15 +109,20 @@ class GracefulStopCallback(Callback):
     which signal stopped it. A second Ctrl-C interrupts at once.
 
     While training runs it stands in for Lightning's SIGTERM handler, which broadcasts from inside the handler and
-    so deadlocks a DDP run whenever the signal lands during another collective (a metric's all-gather, say).
+    so deadlocks a DDP run whenever the signal lands during another collective (a metric's all-gather, say). For
+    the same reason it defers Lightning's SLURM requeue handler (SIGUSR1: save the hpc checkpoint, with a barrier,
+    and requeue the job): the signal sets a flag, and the ranks run that handler together after the step in which
+    they agreed on it.
     ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop at once (Lightning's
     own handler only notes a SIGTERM outside fit, and predict would go on to write its file).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    REQUEUE = getattr(signal, "SIGUSR1", None)  # SLURM's warning before the end of a job's time
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
+        self.requeue = False
         self._previous: dict[int, Any] = {}
 
     def _install(self, handler: Any) -> None:
@@ -125,8 +130,13 @@ class GracefulStopCallback(Callback):
             self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.signal = None
+        self.signal, self.requeue = None, False
         self._install(self._on_signal)
+        if self.REQUEUE is not None and self._previous and callable(signal.getsignal(self.REQUEUE)):
+            self._previous[self.REQUEUE] = signal.signal(self.REQUEUE, self._on_requeue_signal)
+
+    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
+        self.requeue = True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signal is not None:
@@ -165,9 +175,13 @@ class GracefulStopCallback(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        stop = self.signal is not None
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        stop, requeue = self.signal is not None, self.requeue
+        if trainer.world_size > 1:  # one reduce for both flags: a rank that saw a signal decides for all
+            flags = torch.tensor([stop, requeue], dtype=torch.float32, device=pl_module.device)
+            stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        if requeue:
+            self.requeue = False
+            self._previous[self.REQUEUE](self.REQUEUE, None)
         if stop:
             self.signal = self.signal or signal.SIGTERM  # a rank stopped because another one was signalled
             trainer.should_stop = True

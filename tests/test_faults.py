@@ -221,6 +221,28 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
+def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, monkeypatch):
+    """Lightning's SLURM requeue handler (SIGUSR1) saves a checkpoint with a barrier: run from wherever the signal
+    lands, it would meet another rank inside a different collective and hang DDP. The run defers it to the point
+    after a step where the ranks agree on their signals; here a recording handler stands in for Lightning's."""
+    import inspect
+
+    calls = []
+
+    def requeue_handler(signum, frame):
+        calls.append([f.function for f in inspect.stack()[1:4]])
+
+    previous = signal.signal(signal.SIGUSR1, requeue_handler)
+    try:
+        signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=5") == 0
+        assert len(calls) == 1 and calls[0][0] == "on_train_batch_end", calls  # called by the callback's hook
+        assert signal.getsignal(signal.SIGUSR1) is requeue_handler  # restored after fit
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
 @pytest.fixture
 def ctrl_c_raises():
     """Python's own Ctrl-C handler, as in a terminal: a process started in the background (``cmd &``, nohup) inherits
