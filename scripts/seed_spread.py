@@ -22,24 +22,18 @@ MARKS = {"the chapter's run": 0.735, "the course notebook's run": 0.79}
 
 def spread(members: int, epochs: int) -> list[dict[str, float]]:
     """``members.csv`` of ``fit configs/relu.yaml --model.members N`` as numbers, one dict per member."""
-    import os
-
     from circles.cli import cli_main
 
     with tempfile.TemporaryDirectory() as tmp:
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            cli_main(["fit", "--config", str(REPO / "configs" / "relu.yaml"), f"--model.members={members}",
-                      f"--trainer.max_epochs={epochs}", "--chapter_log.every_n_epochs=null",
-                      "--boundary.every_n_epochs=100000", "--trainer.enable_model_summary=false"])
-            with open(Path(tmp) / "lightning_logs" / "version_0" / "members.csv") as f:
-                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        finally:
-            os.chdir(cwd)
+        cli_main(["fit", "--config", str(REPO / "configs" / "relu.yaml"), f"--model.members={members}",
+                  f"--trainer.max_epochs={epochs}", "--chapter_log.every_n_epochs=null",
+                  "--boundary.every_n_epochs=100000", f"--trainer.default_root_dir={tmp}"])
+        (table,) = Path(tmp).glob("lightning_logs/version_0*/members.csv")  # version_0-<what the run trains>
+        with open(table) as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def draw(rows: list[dict[str, float]], path: Path) -> None:
+def draw(rows: list[dict[str, float]], path: Path, epochs: int) -> None:
     from matplotlib.figure import Figure
 
     accs = [row["val_acc"] for row in rows]
@@ -56,7 +50,7 @@ def draw(rows: list[dict[str, float]], path: Path) -> None:
         ax.text(value, top * 0.97, f" {label}: {value:.1%}", rotation=90, va="top", ha="right", fontsize=8,
                 color=colour)
     mean, std = statistics.mean(accs), statistics.stdev(accs)
-    ax.set_xlabel("final validation accuracy after 1000 epochs")
+    ax.set_xlabel(f"final validation accuracy after {epochs} epochs")
     ax.set_ylabel("seeds")
     ax.set_title(f"configs/relu.yaml from {len(accs)} seeds: mean {mean:.1%}, std {std:.1%}, "
                  f"range {min(accs):.1%} to {max(accs):.1%}", fontsize=10)
@@ -71,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "seed_spread_relu.png"))
     args = parser.parse_args()
     rows = spread(args.members, args.epochs)
-    draw(rows, Path(args.out))
+    draw(rows, Path(args.out), args.epochs)
     accs = sorted(row["val_acc"] for row in rows)
     quartiles = statistics.quantiles(accs, n=4)
     print(f"{len(accs)} seeds: mean {statistics.mean(accs):.4f}, std {statistics.stdev(accs):.4f}, "

@@ -184,3 +184,15 @@ def test_members_log_their_mean_and_spread_and_write_members_csv(run_cli):
 
     predicted = run_cli("predict", *TINY, "--ckpt_path=last")
     assert (predicted / "predictions.csv").read_text().splitlines()[0] == "x1,x2,probability,probability_std,label"
+
+
+def test_the_seed_spread_script_reads_its_runs_members(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seed_spread", REPO / "scripts" / "seed_spread.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.spread(3, 2)
+    assert [row["seed"] for row in rows] == [42, 43, 44] and all(0 <= row["val_acc"] <= 1 for row in rows)
+    script.draw(rows, tmp_path / "spread.png", 2)
+    assert (tmp_path / "spread.png").read_bytes()[:4] == b"\x89PNG"
