@@ -78,6 +78,7 @@ class CirclesCLI(LightningCLI):
 
     _checkpoint_shapes: Optional[dict[str, tuple[int, ...]]] = None
     _checkpoint_classes: Optional[int] = None
+    _checkpoint_data: Optional[dict[str, Any]] = None  # the data module's state in the checkpoint: the class names
     _resume_conflicts: list[str] = []
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -95,6 +96,7 @@ class CirclesCLI(LightningCLI):
         self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                                    if isinstance(v, torch.Tensor)}
         self._checkpoint_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+        self._checkpoint_data = checkpoint.get(CirclesDataModule.__qualname__)
         if subcommand == "fit":  # before LightningCLI replaces the model's settings with the checkpoint's
             now = yaml.safe_load(parser.dump(self.config))[subcommand]
             self._resume_conflicts = resume_conflicts(checkpoint.get(CONFIG_KEY), now)
@@ -129,6 +131,8 @@ class CirclesCLI(LightningCLI):
                 f"{self.config[self.subcommand].ckpt_path} holds a network for {trained_classes} classes and the data "
                 f"has {self.datamodule.num_classes}. Give the data it was trained on: --config <its run>/config.yaml, "
                 "or the same data.dataset, data.classes or data.path.")
+        if self._checkpoint_data is not None:  # the same check Lightning runs when it restores the checkpoint, but
+            self.datamodule.load_state_dict(self._checkpoint_data)  # before a run directory exists
         found = self._checkpoint_shapes
         mismatch = found and checkpoint_mismatch(found, {k: tuple(v.shape) for k, v in self.model.state_dict().items()})
         if mismatch:  # Lightning builds the model from the checkpoint's hyperparameters: only foreign files get here
@@ -221,7 +225,8 @@ def _settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> Optional[
     """Settle in ``config`` what depends on other settings: the logger's folder defaults to
     ``trainer.default_root_dir``, and without a logger the run directory becomes the ``default_root_dir``;
     ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
-    the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint, loaded safely, if there is one."""
+    the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint,
+    loaded safely, if there is one."""
     logger = _run_logger_args(config)
     if logger is not None and logger.get("save_dir") is None:
         logger.save_dir = config.trainer.get("default_root_dir") or "."
