@@ -34,6 +34,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 RELU = str(REPO / "configs" / "relu.yaml")
 GPU = str(REPO / "configs" / "trainer" / "gpu.yaml")
+DDP = str(REPO / "configs" / "trainer" / "ddp.yaml")
 ROWS: list[tuple[str, str, str, str, str]] = []
 
 
@@ -319,9 +320,9 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
 
 
 def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu", section: str = "",
-                loader: bool = True) -> float:
+                with_loader: bool = True) -> float:
     """Samples/s of circles' training epochs at scale against the plain minibatch loop on ``device`` (and, on the
-    CPU with ``loader``, against a DataLoader only fetching the batches); returns circles' rate."""
+    CPU ``with_loader``, against a DataLoader only fetching the batches); returns circles' rate."""
     from circles.data import CirclesDataModule
 
     section = section or ("gpu" if device != "cpu" else "scale")
@@ -348,7 +349,7 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
     plain_rate = n_train / statistics.median(plain)
     row(section, f"samples/s in a training epoch (its validation included), N={n_train:,} batch {batch:,}",
         ours_rate / 1e6, plain_rate / 1e6, "M/s")
-    if device == "cpu" and loader:
+    if device == "cpu" and with_loader:
         from torch.utils.data import DataLoader, TensorDataset
 
         loader = DataLoader(TensorDataset(tensors[0], tensors[1]), batch_size=batch, shuffle=True)
@@ -410,7 +411,6 @@ def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
     nets = [build_mlp(2, [10, 10], "relu") for _ in range(members)]
     stacked = StackedMLP(nets)
     params, buffers = stack_module_state(nets)
-    params = {k: v.detach().requires_grad_() for k, v in params.items()}
     base = copy.deepcopy(nets[0]).to("meta")
     x, y = torch.randn(800, 2), (torch.rand(800) > 0.5).float()
 
@@ -475,11 +475,12 @@ def bench_compile(repeats: int, epochs: int) -> None:
     row("compile", f"fit, {epochs} epochs, compile time included", min(compiled), min(eager), "s")
 
 
-def _per_epoch_ms(args: list[str], warm: int = 2) -> tuple[float, float, object]:
-    """Median seconds of a training epoch after the first ``warm`` ones (ms), the whole fit (s), and the CLI."""
+def _per_epoch_ms(args: list[str]) -> tuple[float, float, object]:
+    """Median time of a training epoch after the first two (ms: the first pay for CUDA graphs, compilation,
+    allocation), the whole fit (s), and the CLI."""
     clock = EpochClock()
     seconds, cli = circles_fit(args, clock=clock)
-    return statistics.median(clock.times[warm:]) * 1e3, seconds, cli
+    return statistics.median(clock.times[2:]) * 1e3, seconds, cli
 
 
 def _val_acc(cli) -> float:
@@ -498,23 +499,27 @@ def bench_gpu(repeats: int, quick: bool) -> None:
     cpu_args = [*base, "--trainer.accelerator=cpu"]
     gpu_args = [*base, "--config", GPU]
     circles_fit([*gpu_args, "--trainer.max_epochs=3"])  # CUDA context and kernels loaded before any clock runs
-    cpu, gpu, graphs, accs = [], [], [], {}
+    runs = {"cpu": cpu_args, "gpu": gpu_args, "gpu, reduce-overhead": [*gpu_args, "--model.compile_mode=reduce-overhead"]}
+    ms: dict[str, list[float]] = {name: [] for name in runs}
+    accs: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for name, args, times in (("cpu", cpu_args, cpu), ("gpu", gpu_args, gpu),
-                                  ("gpu, reduce-overhead", [*gpu_args, "--model.compile_mode=reduce-overhead"], graphs)):
-            ms, seconds, cli = _per_epoch_ms(args)
-            times.append(ms)
-            accs.setdefault(name, []).append(_val_acc(cli))
-            print(f"  {name}: {ms:.3f} ms per epoch, fit {seconds:.1f} s, final val acc {accs[name][-1]:.4f}",
+        for name, args in runs.items():
+            epoch_ms, seconds, cli = _per_epoch_ms(args)
+            ms[name].append(epoch_ms)
+            accs[name].append(_val_acc(cli))
+            print(f"  {name}: {epoch_ms:.3f} ms per epoch, fit {seconds:.1f} s, final val acc {accs[name][-1]:.4f}",
                   flush=True)
-    for name, values in accs.items():
-        print(f"  final val acc, relu.yaml seed 42, {name}: {values} (CPU: {accs['cpu'][0]}; "
-              f"|difference| {abs(values[0] - accs['cpu'][0]):.4g})", flush=True)
-    row("gpu", f"relu.yaml per epoch: GPU vs CPU ({epochs} epochs, median after 2)", min(gpu), min(cpu), "ms")
-    row("gpu", "relu.yaml per epoch: GPU with CUDA graphs (reduce-overhead) vs CPU", min(graphs), min(cpu), "ms")
+    for name in ("gpu", "gpu, reduce-overhead"):
+        print(f"  final val acc, relu.yaml seed 42, {name}: {accs[name]}, CPU: {accs['cpu']} (|difference| "
+              f"{max(abs(a - accs['cpu'][0]) for a in accs[name]):.4g})", flush=True)
+    cpu = min(ms["cpu"])
+    row("gpu", f"relu.yaml per epoch: GPU vs CPU ({epochs} epochs, median after 2)", min(ms["gpu"]), cpu, "ms")
+    row("gpu", "relu.yaml per epoch: GPU with CUDA graphs (reduce-overhead) vs CPU", min(ms["gpu, reduce-overhead"]),
+        cpu, "ms")
     data = seed_data("cuda")
     plain = [plain_loop(*data, epochs=epochs) / epochs * 1e3 for _ in range(repeats)]
-    row("gpu", "relu.yaml per epoch on the GPU vs the chapter's plain loop on the GPU", min(gpu), min(plain), "ms")
+    row("gpu", "relu.yaml per epoch on the GPU vs the chapter's plain loop on the GPU", min(ms["gpu"]), min(plain),
+        "ms")
 
     member_epochs = 50 if quick else 200
     margs = ["--config", RELU, f"--trainer.max_epochs={member_epochs}"]
@@ -535,7 +540,8 @@ def bench_gpu(repeats: int, quick: bool) -> None:
     n_train = 2_000_000 if quick else 20_000_000
     gpu_rate = bench_scale(repeats, n_train=n_train, batch=1 << 20, epochs=5, device="cuda")
     bench_scale(repeats, n_train=n_train, batch=1 << 22, epochs=5, device="cuda")  # 4x the work per step
-    cpu_rate = bench_scale(1, n_train=n_train, batch=1 << 20, epochs=3, device="cpu", section="gpu", loader=False)
+    cpu_rate = bench_scale(1, n_train=n_train, batch=1 << 20, epochs=3, device="cpu", section="gpu",
+                           with_loader=False)
     row("gpu", f"samples/s, N={n_train:,} batch 1,048,576: circles on the GPU vs circles on the CPU", gpu_rate / 1e6,
         cpu_rate / 1e6, "M/s")
 
@@ -546,10 +552,10 @@ def bench_ddp_gpu(quick: bool) -> None:
     if not torch.cuda.is_available():
         print("ddp: skipped, no CUDA device", flush=True)
         return
-    improved, ddp = str(REPO / "configs" / "improved.yaml"), str(REPO / "configs" / "trainer" / "ddp.yaml")
+    improved = str(REPO / "configs" / "improved.yaml")
     for devices in sorted({1, torch.cuda.device_count()}):
         with tempfile.TemporaryDirectory() as tmp:
-            commands = [["fit", "--config", improved, "--config", ddp, f"--trainer.devices={devices}",
+            commands = [["fit", "--config", improved, "--config", DDP, f"--trainer.devices={devices}",
                          *(["--trainer.max_epochs=20"] if quick else [])],
                         ["test", "--config", improved, "--ckpt_path", "last"]]
             for command in commands:
@@ -557,7 +563,7 @@ def bench_ddp_gpu(quick: bool) -> None:
                 done = subprocess.run([sys.executable, str(REPO / "train.py"), *command], cwd=tmp, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 lines = [line for line in done.stdout.splitlines() if "val/acc" in line or "test/acc" in line
-                         or "Error" in line or "error" in line]
+                         or "error" in line.lower()]
                 print(f"  ddp, {devices} GPU(s): {command[0]} exit {done.returncode} in "
                       f"{time.perf_counter() - start:.1f} s; " + " | ".join(l.strip() for l in lines[-3:]), flush=True)
                 if done.returncode:

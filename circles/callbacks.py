@@ -31,6 +31,12 @@ def _latest_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
     return getattr(pl_module, "epoch_metrics", None) or trainer.callback_metrics
 
 
+def _accuracies(metrics: Any, stages: tuple[str, ...], separator: str) -> str:
+    """``train acc 0.865<separator>val acc 0.870``: the stages' accuracies that ``metrics`` holds."""
+    return separator.join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}" for stage in stages
+                          if f"{stage}/acc" in metrics)
+
+
 class RunCheckpoint(ModelCheckpoint):
     """``best.ckpt`` on the monitored metric, plus a ``last.ckpt`` that really holds the last state.
 
@@ -147,31 +153,16 @@ class GracefulStopCallback(Callback):
     def _stop_now(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
 
-    def _evaluation_start(self, trainer: pl.Trainer) -> None:
+    def _evaluation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # fit's validation keeps fit's handler
             self._install(self._stop_now)
 
-    def _evaluation_end(self, trainer: pl.Trainer) -> None:
+    def _evaluation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             self._restore()
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_start(trainer)
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_start(trainer)
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_start(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_end(trainer)
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_end(trainer)
-
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._evaluation_end(trainer)
+    on_validation_start = on_test_start = on_predict_start = _evaluation_start
+    on_validation_end = on_test_end = on_predict_end = _evaluation_end
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -229,7 +220,8 @@ def tensorboard_command(logdir: str) -> str:
 
 class RunSummary(Callback):
     """At the end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its
-    score, where the training, validation and test points came from, the run directory, the decision-boundary picture and the TensorBoard command."""
+    score, where the training, validation and test points came from, the run directory, the decision-boundary
+    picture and the TensorBoard command."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
@@ -323,7 +315,7 @@ class PredictionWriter(BasePredictionWriter):
         rows = torch.cat(predictions).cpu()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         binary = getattr(pl_module, "num_classes", 2) == 2
-        spread = rows.shape[1] > (3 if binary else 4)  # several members: the probability's standard deviation
+        spread = getattr(pl_module, "members", 1) > 1  # the members' probabilities: their standard deviation too
         names = getattr(trainer.datamodule, "class_names", None)
         with atomic_file(self.path) as f:
             f.write("x1,x2,probability," + ("probability_std," if spread else "") + "label\n")
@@ -406,11 +398,11 @@ class DecisionBoundaryCallback(Callback):
     @staticmethod
     def _header(trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str, step: int) -> str:
         """What the frame shows: the epoch and the accuracies of that moment."""
-        metrics = _latest_metrics(trainer, pl_module) if tag != "test" else trainer.callback_metrics
-        stages = ("train", "val") if tag != "test" else ("test",)
-        accuracy = "   ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}" for stage in stages
-                               if f"{stage}/acc" in metrics)
-        return f"{'epoch' if tag != 'test' else 'test set, weights of epoch'} {step}   {accuracy}".rstrip()
+        if tag == "test":
+            what, accuracy = "test set, weights of epoch", _accuracies(trainer.callback_metrics, ("test",), "   ")
+        else:
+            what, accuracy = "epoch", _accuracies(_latest_metrics(trainer, pl_module), ("train", "val"), "   ")
+        return f"{what} {step}   {accuracy}".rstrip()
 
     @staticmethod
     def _members_note(pl_module: pl.LightningModule) -> str:
@@ -485,9 +477,7 @@ class DecisionBoundaryCallback(Callback):
         if self.gif and len(self.frames) > 1:
             self.gif_path = os.path.join(self.run_dir, "decision_boundary.gif")
             save_gif(self.frames, self.gif_path)
-        metrics = _latest_metrics(trainer, pl_module)
-        accuracy = ", ".join(f"{stage} acc {float(metrics[f'{stage}/acc']):.3f}"
-                             for stage in ("train", "val") if f"{stage}/acc" in metrics)
+        accuracy = _accuracies(_latest_metrics(trainer, pl_module), ("train", "val"), ", ")
         self.png_path = self._save_png(trainer, pl_module, panels, "decision_boundary.png", f"Epoch {epoch}: {accuracy}")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

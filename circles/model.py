@@ -319,7 +319,9 @@ class CirclesClassifier(pl.LightningModule):
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K, N, C)."""
-        logits = self.member_logits(x)
+        return self._probabilities(self.member_logits(x))
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -417,9 +419,12 @@ class CirclesClassifier(pl.LightningModule):
         self._record(values)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_metrics)
-        if self.members > 1:
-            self.test_acc_ensemble.update(predicted_classes(self(batch[0]).unsqueeze(0))[0], batch[1].long())
+        x, y = batch
+        logits = self.member_logits(x)
+        self.test_metrics.update(logits, y)
+        if self.members > 1:  # the ensemble: the class of the members' mean probability
+            mean = self._probabilities(logits).mean(0)
+            self.test_acc_ensemble.update((mean > 0.5).long() if self.num_classes == 2 else mean.argmax(-1), y.long())
 
     def on_test_epoch_end(self) -> None:
         values, self.member_test_acc = self.test_metrics.compute("test")

@@ -131,6 +131,11 @@ class BoundaryPanel:
     def num_classes(self) -> int:
         return 2 if self.probs.ndim == 2 else self.probs.shape[-1]
 
+    @property
+    def split_vote(self) -> bool:
+        """Whether the members disagree anywhere on the grid (never, for a single network)."""
+        return bool(((self.votes > 0) & (self.votes < 1)).any())
+
     @classmethod
     def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
            labels: ArrayLike, max_points: Optional[int] = None, votes: Optional[np.ndarray] = None) -> "BoundaryPanel":
@@ -166,8 +171,7 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
             if panel.num_classes > 2:
                 _draw_classes(ax, panel, view)
             elif view == "class":
-                split = (panel.votes > 0) & (panel.votes < 1)
-                levels = np.linspace(0, 1, 11) if split.any() else None  # members disagree: shares of the vote
+                levels = np.linspace(0, 1, 11) if panel.split_vote else None  # shares of the members' vote
                 ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
                 ax.set_title(panel.title)
             else:
@@ -225,7 +229,7 @@ def _fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
     share = votes if view == "class" else probs
     winner, classes = share.argmax(-1), share.shape[-1]
     strength = np.clip((share.max(-1) - 1 / classes) / (1 - 1 / classes), 0, 1)
-    faded = view == "probability" or len(np.unique(votes)) > 2  # K = 1 votes are 0 or 1: the classes, solid
+    faded = view == "probability" or panel.split_vote  # a single network's votes are 0 or 1: the classes, solid
     alpha = (_FILL_ALPHA * (strength if faded else np.ones_like(strength)))[..., None]
     fill = alpha * class_colours(classes)[winner] + (1 - alpha) * 255
     return fill.round().astype(np.uint8), probs.argmax(-1)

@@ -251,6 +251,11 @@ def scalar_tag(name: str) -> str:
     return f"{CURVES if metric in CURVE_NAMES else DETAILS}/{metric}"
 
 
+def _run_name(version: Union[int, str]) -> str:
+    """The run directory's name for a logger version, as Lightning's ``log_dir`` spells it."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
 class TensorBoardRunLogger(TensorBoardLogger):
     """TensorBoard logger for ``<save_dir>/<name>/version_N`` run directories.
 
@@ -301,8 +306,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if self._run_version is None:
             self._run_version = claim_version(self.root_dir, self._label) if rank_zero_only.rank == 0 else super().version
         if not self._locked and rank_zero_only.rank == 0:
-            name = self._run_version if isinstance(self._run_version, str) else f"version_{self._run_version}"
-            self._lock, self._locked = lock_run_dir(Path(self.root_dir) / name), True
+            self._lock, self._locked = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)), True
         return self._run_version
 
     def _writer(self, stage: str) -> Any:
@@ -367,7 +371,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
                    for name, label in METRIC_COLUMNS]
         writer = event_file_writer(self.experiment)
         writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
-        trial = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        trial = _run_name(self.version)
         writer.add_summary(hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial))
         self._hparams_session_written = True
 

@@ -319,7 +319,12 @@ def test_neuron_tiles_are_numbered_and_dead_units_marked():
     assert image.shape == (18 + 10 + 16, 2 * 10 + 2, 3)
     np.testing.assert_allclose(image[18 + 5, 0], rdylbu(0.0), atol=2)  # -2, the ramp's largest magnitude: full red
     labels = image[18 + 10 :]
-    assert np.all(labels < 120, axis=2).any()  # "1: ±2" and "2: dead" under the tiles
+    assert np.all(labels[:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
+    from circles.plotting import _text_strip
+
+    wide = neuron_image(np.concatenate([ramp, flat]), scale=8)[18 + 40 :, 42:]  # room for the flat unit's label
+    assert np.array_equal(wide, _text_strip(40, [("2: dead", None)], height=16, size=11))
+    assert not np.array_equal(wide, _text_strip(40, [("2: ±0", None)], height=16, size=11))
 
 
 def test_boundary_panel_subsamples_points():

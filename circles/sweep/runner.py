@@ -152,7 +152,9 @@ def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
                 "error": "another sweep process is running this point"}
     _state["running"] = True
     try:
-        result = checked_result(sweep, point) if is_finished(sweep, point) else _run(sweep, point)
+        result = checked_result(sweep, point)  # again under the lock: another sweep may have finished it
+        if result is None or result.get("status") != "ok":
+            result = _run(sweep, point, result)
     finally:
         _state["running"] = False
         lock.close()
@@ -162,12 +164,13 @@ def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
     return result
 
 
-def _run(sweep: Sweep, point: Point) -> dict[str, Any]:
+def _run(sweep: Sweep, point: Point, earlier: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Train and test the point; ``earlier`` is its result from a previous attempt (:func:`checked_result`)."""
     from circles.cli import CirclesCLI  # before the output goes to the log: logging handlers are made at import
     from circles.errors import Interrupted
 
     run_dir = sweep.run_dir(point)
-    earlier, last = read_result(sweep, point), run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     resume = earlier is not None and earlier["status"] == "interrupted" and last.is_file()
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished, failed or stale attempt
