@@ -311,7 +311,8 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
         for _ in range(repeats):
             for name, cmd in commands.items():
                 start = time.perf_counter()
-                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}
     row("startup", "python train.py fit --config configs/relu.yaml", median["ours"], median["plain"], "s")
@@ -354,7 +355,7 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
 
         loader = DataLoader(TensorDataset(tensors[0], tensors[1]), batch_size=batch, shuffle=True)
         start = time.perf_counter()
-        for x, y in loader:
+        for _ in loader:
             pass
         loader_rate = n_train / (time.perf_counter() - start)
         row(section, "circles' whole epoch vs a DataLoader(TensorDataset) only fetching batches", ours_rate / 1e6,
@@ -444,13 +445,14 @@ def bench_members(repeats: int, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(3):  # whole processes, as a loop over seeds would run them
             start = time.perf_counter()
-            subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU, f"--trainer.max_epochs={epochs}"],
-                           cwd=tmp, check=True, capture_output=True)
+            subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU,
+                            f"--trainer.max_epochs={epochs}"], cwd=tmp, check=True, capture_output=True)
             separate.append(time.perf_counter() - start)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU, f"--trainer.max_epochs={epochs}",
-                        "--model.members=64"], cwd=tmp, check=True, capture_output=True)
+        subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU,
+                        f"--trainer.max_epochs={epochs}", "--model.members=64"],
+                       cwd=tmp, check=True, capture_output=True)
     k64 = time.perf_counter() - start
     row("members", "seeds per second: one K=64 `fit` process vs separate `fit` processes (median of 3)", 64 / k64,
         1 / statistics.median(separate), "seeds/s")
@@ -460,7 +462,7 @@ def bench_members(repeats: int, epochs: int) -> None:
         "(same shape and steps, median of 8)", 64 / k64, 1 / statistics.median(sklearn_s), "seeds/s")
     rss1, rss256 = _peak_rss_mb(1, 50), _peak_rss_mb(256, 50)
     row("members", "peak RSS of a fit process, K=256 vs K=1", rss256, rss1, "MB")
-    ours, vmap = zip(*(_stacked_vs_vmap(64, 200) for _ in range(repeats)))
+    ours, vmap = zip(*(_stacked_vs_vmap(64, 200) for _ in range(repeats)), strict=True)
     row("members", "K=64 forward+backward: StackedMLP (baddbmm) vs torch.func stack_module_state + vmap", min(ours),
         min(vmap), "s")
 
@@ -499,7 +501,8 @@ def bench_gpu(repeats: int, quick: bool) -> None:
     cpu_args = [*base, "--trainer.accelerator=cpu"]
     gpu_args = [*base, "--config", GPU]
     circles_fit([*gpu_args, "--trainer.max_epochs=3"])  # CUDA context and kernels loaded before any clock runs
-    runs = {"cpu": cpu_args, "gpu": gpu_args, "gpu, reduce-overhead": [*gpu_args, "--model.compile_mode=reduce-overhead"]}
+    runs = {"cpu": cpu_args, "gpu": gpu_args,
+            "gpu, reduce-overhead": [*gpu_args, "--model.compile_mode=reduce-overhead"]}
     ms: dict[str, list[float]] = {name: [] for name in runs}
     accs: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
@@ -565,7 +568,8 @@ def bench_ddp_gpu(quick: bool) -> None:
                 lines = [line for line in done.stdout.splitlines() if "val/acc" in line or "test/acc" in line
                          or "error" in line.lower()]
                 print(f"  ddp, {devices} GPU(s): {command[0]} exit {done.returncode} in "
-                      f"{time.perf_counter() - start:.1f} s; " + " | ".join(l.strip() for l in lines[-3:]), flush=True)
+                      f"{time.perf_counter() - start:.1f} s; " + " | ".join(line.strip() for line in lines[-3:]),
+                      flush=True)
                 if done.returncode:
                     print(done.stdout[-3000:], flush=True)
 

@@ -14,7 +14,9 @@ scipy is imported inside the functions so ``import circles`` stays fast.
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
+
+import numpy as np
 
 __all__ = ["bayes_threshold", "bayes_accuracy", "nearest_centre_accuracy"]
 
@@ -48,7 +50,7 @@ def _log_density_diff(r, noise, factor):
     return (1 - f) * (1 + f - 2 * r) / (2 * s2) + math.log(i0e(f * x)) - math.log(i0e(x))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _threshold(noise, factor):
     from scipy.optimize import brentq
 
@@ -67,7 +69,7 @@ def _threshold(noise, factor):
     return brentq(_log_density_diff, 0.0, 1.0 + c, args=(noise, factor), xtol=1e-15, maxiter=500)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _accuracy(noise, factor):
     from scipy.stats import rice
 
@@ -120,7 +122,7 @@ def bayes_accuracy(noise: float, factor: float = 0.8) -> float:
     return _accuracy(*_check(noise, factor))
 
 
-def nearest_centre_accuracy(centres: Sequence[Sequence[float]], sigma: float) -> float:
+def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sigma: float) -> float:
     """Exact Bayes-optimal accuracy for classes that are round Gaussians of the same ``sigma`` with equal priors
     around ``centres`` (K, 2): the optimal rule is the nearest centre, so the accuracy is the mean over classes of
     the Gaussian mass of the class's Voronoi cell. A 2-D Gaussian puts mass ``1 - exp(-r^2 / (2 sigma^2))`` within
@@ -139,7 +141,7 @@ def nearest_centre_accuracy(centres: Sequence[Sequence[float]], sigma: float) ->
         others = np.delete(c, k, axis=0) - c[k]  # d_j: the other centres, seen from centre k
         half = (others**2).sum(axis=1) / 2  # the bisector of k and j: points x with x . d_j = |d_j|^2 / 2
 
-        def mass(theta: float) -> float:
+        def mass(theta: float, others: np.ndarray = others, half: np.ndarray = half) -> float:
             u = np.array([math.cos(theta), math.sin(theta)])
             along = others @ u
             reach = np.where(along > 0, half / np.where(along > 0, along, 1), np.inf)
@@ -147,6 +149,7 @@ def nearest_centre_accuracy(centres: Sequence[Sequence[float]], sigma: float) ->
             return 1.0 if not np.isfinite(r) else -math.expm1(-r * r / (2 * sigma * sigma))
 
         kinks = sorted({math.atan2(d[1], d[0]) % (2 * math.pi) for d in others} | {0.0, 2 * math.pi})
-        total += sum(quad(mass, a, b, epsabs=1e-12, epsrel=1e-12, limit=200)[0] for a, b in zip(kinks, kinks[1:])
+        total += sum(quad(mass, a, b, epsabs=1e-12, epsrel=1e-12, limit=200)[0]
+                     for a, b in zip(kinks, kinks[1:], strict=False)
                      if b > a) / (2 * math.pi)
     return total / len(c)

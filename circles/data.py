@@ -1,137 +1,31 @@
-"""The data: the chapter's make_circles (or another playground set), split and batched in memory for Lightning."""
+"""The data: generated point sets or your own file, split and batched in memory for Lightning, one shard per rank."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from typing_extensions import override
 
-from circles.datasets import DEFAULT_CLASSES, GENERATORS, TWO_CLASSES, Dataset
+from circles.csvdata import encode_labels, read_labelled_csv, read_points_csv
+from circles.datasets import DATASETS, Dataset, DatasetSpec, dataset_help
 from circles.errors import ConfigError, check
 from circles.features import Feature, check_features
 
 Batch = tuple[torch.Tensor, ...]
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+Points = tuple[torch.Tensor, torch.Tensor]
 MAX_NOISE = 1e30  # beyond it points leave float32's range (3.4e38) or lose every digit of the shape
 
 
 def derived_seed(seed: int, stream: int) -> int:
     """An independent seed for another draw from the same process (``stream`` 1 is the test set)."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
-def _csv_rows(path: Path, field: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """The data rows of a CSV file whose header names ``columns`` (others are ignored), with their line numbers;
-    a UTF-8 byte-order mark and Windows line ends are fine. Errors name the config option ``field``."""
-    names = " and ".join([", ".join(columns[:-1]), columns[-1]]) if len(columns) > 1 else columns[0]
-    if not path.is_file():
-        raise ConfigError(field, f"an existing CSV file with {','.join(columns)} columns", str(path))
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        if len(header) == 1 and ";" in header[0]:
-            raise ConfigError(field, "a CSV file separated by commas", str(path),
-                              f"Its header is separated by semicolons ({header[0]!r}); save it with commas.")
-        missing = [c for c in columns if c not in header]
-        if missing:
-            if not header:
-                detail = "The file is empty."
-            elif all(_is_number(h) for h in header[:2]):
-                detail = f"It has no header: its first line is data ({','.join(header)}). Add the line {','.join(columns)} first."
-            else:
-                detail = f"Its header has {header} and lacks {missing}."
-            raise ConfigError(field, f"a CSV file whose header names the columns {names}", str(path), detail)
-        yield from enumerate(reader, start=2)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _point(row: dict[str, str], line: int, field: str, path: Path) -> tuple[float, float]:
-    """A row's (x1, x2), checked to be numbers the model can take."""
-    where = f"Line {line} has x1={row['x1']!r}, x2={row['x2']!r}."
-    try:
-        point = (float(row["x1"]), float(row["x2"]))
-    except (TypeError, ValueError):
-        raise ConfigError(field, "a CSV file of numbers in the x1 and x2 columns", str(path), where) from None
-    if not all(math.isfinite(v) for v in point):
-        raise ConfigError(field, "a CSV file of finite numbers (no nan or inf)", str(path), where)
-    if not all(abs(v) <= FLOAT32_MAX for v in point):
-        raise ConfigError(field, f"a CSV file of numbers the model can take (float32: at most {FLOAT32_MAX:.3g} "
-                          "in size)", str(path), where)
-    return point
-
-
-def read_points_csv(path: str | Path, field: str = "predict_path") -> torch.Tensor:
-    """Points to predict on from a CSV file with ``x1`` and ``x2`` columns (others are ignored)."""
-    path = Path(path)
-    rows = [_point(row, line, field, path) for line, row in _csv_rows(path, field, ("x1", "x2"))]
-    if not rows:
-        raise ConfigError(field, "a CSV file with at least one point", str(path), "It has no data rows.")
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def read_labelled_csv(path: str | Path, field: str = "path") -> tuple[torch.Tensor, list[str]]:
-    """Labelled points from a CSV file with ``x1``, ``x2`` and ``label`` columns (others are ignored): the points
-    ``(N, 2)`` and each point's label as written."""
-    path = Path(path)
-    points, labels = [], []
-    for line, row in _csv_rows(path, field, ("x1", "x2", "label")):
-        points.append(_point(row, line, field, path))
-        label = (row["label"] or "").strip()
-        if not label:
-            raise ConfigError(field, "a CSV file with a label on every line", str(path), f"Line {line} has none.")
-        labels.append(label)
-    if not points:
-        raise ConfigError(field, "a CSV file with labelled points", str(path), "It has no data rows.")
-    return torch.tensor(points, dtype=torch.float32), labels
-
-
-def encode_labels(labels: Sequence[str], field: str, path: str | Path,
-                  known: Optional[tuple[int, Optional[list[str]]]] = None) -> tuple[torch.Tensor, int, Optional[list[str]]]:
-    """Class indices (as floats) for a file's labels, the number of classes and their names. Integer labels are
-    classes 0..C-1, each present, and have no names; other labels are names, classes in sorted order. ``known`` is the
-    training file's (classes, names), so that a test file takes its classes: it may lack some, not add any."""
-    numeric = [label.lstrip("-").isdigit() for label in labels]
-    if known is None and any(numeric) and not all(numeric):
-        number = next(label for label, n in zip(labels, numeric) if n)
-        name = next(label for label, n in zip(labels, numeric) if not n)
-        raise ConfigError(field, "a CSV file whose labels are all class names or all integers 0..C-1", str(path),
-                          f"It mixes numbers ({number!r}) with names ({name!r}).")
-    if known is not None:
-        classes, names = known
-        index = {name: k for k, name in enumerate(names)} if names else {str(k): k for k in range(classes)}
-        unknown = sorted(set(labels) - set(index))
-        if unknown:
-            raise ConfigError(field, f"a CSV file of the training data's classes {list(index)}", str(path),
-                              f"It has other labels: {unknown[:5]}.")
-        return torch.tensor([index[label] for label in labels], dtype=torch.float32), classes, names
-    if len(set(labels)) < 2:
-        raise ConfigError(field, "a CSV file with at least two classes", str(path),
-                          f"Every point has the label {labels[0]!r}.")
-    if all(numeric):
-        values = sorted({int(label) for label in labels})
-        if values != list(range(len(values))):
-            raise ConfigError(field, "a CSV file whose integer labels are 0..C-1, each present", str(path),
-                              f"Its labels are {values[:12]}{' ...' if len(values) > 12 else ''}.")
-        classes, names, y = len(values), None, [int(label) for label in labels]
-    else:
-        names = sorted(set(labels))
-        index = {name: k for k, name in enumerate(names)}
-        classes, y = len(names), [index[label] for label in labels]
-    return torch.tensor(y, dtype=torch.float32), classes, names
 
 
 def split_file(x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], seed: int, path: str | Path
@@ -145,11 +39,13 @@ def split_file(x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], see
     need = len(fractions)
     if min(counts) < need or min(sizes) < len(counts):
         raise ConfigError("path", "a CSV file with enough points for the split", str(path),
-                          f"It has {len(y)} points, per class {counts}; split {' / '.join(f'{f:g}' for f in fractions)} "
+                          f"It has {len(y)} points, per class {counts}; split {' / '.join(f'{f:g}' for f in fractions)}"
+                          " "
                           f"(training / validation{' / test' if need > 2 else ''}) needs at least {need} points of "
                           f"each class and {len(counts)} points (one per class) in each part. Add points, or change "
                           "val_fraction or test_fraction.")
-    parts, rest_x, rest_y = [], x, y
+    parts: list[Points] = []
+    rest_x, rest_y = x, y
     for size in sizes[:0:-1]:  # the last part first; training keeps what is left
         try:
             rest_x, part_x, rest_y, part_y = train_test_split(rest_x, rest_y, test_size=size, random_state=seed,
@@ -174,7 +70,7 @@ class TensorBatches:
     def __init__(
         self,
         tensors: tuple[torch.Tensor, ...],
-        batch_size: Optional[int] = None,
+        batch_size: int | None = None,
         shuffle: bool = False,
         seed: int = 0,
         epoch: Callable[[], int] = lambda: 0,
@@ -228,10 +124,113 @@ def _minimum_samples(val_fraction: float) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class Generated:
+    """The settings of a generated point set (checked when made), and its draws: ``n_samples`` points split into
+    training and validation, and an independent test draw of ``test_samples``."""
+
+    dataset: str
+    n_samples: int
+    noise: float
+    factor: float
+    classes: int | None
+    test_samples: int
+    val_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        noise, classes = self.noise, self.classes
+        check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
+              "noise", "a finite number >= 0", noise)
+        check(noise <= MAX_NOISE, "noise", f"at most {MAX_NOISE:g}", noise,
+              "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing of the shape.")
+        check(0 < self.factor < 1, "factor", "strictly between 0 and 1 (the inner radius relative to the outer)",
+              self.factor)
+        minimum = _minimum_samples(self.val_fraction)
+        check(self.n_samples >= minimum, "n_samples", f"an integer >= {minimum}", self.n_samples,
+              f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or validation points.")
+        check(self.test_samples >= 1, "test_samples", "a positive integer", self.test_samples)
+        check(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", self.dataset)
+        check(classes is None or (isinstance(classes, int) and classes >= 2), "classes",
+              "an integer >= 2, or null for the dataset's own number", classes)
+        takes = [name for name, spec in DATASETS.items() if spec.any_classes]
+        check(classes in (None, self.spec.classes) or self.spec.any_classes, "classes",
+              f"{self.spec.classes} for dataset {self.dataset}", classes,
+              f"Only {', '.join(takes)} take another number of classes.")
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes or self.spec.classes
+
+    def draw(self, n: int, seed: int) -> Points:
+        return self.spec.generate(n, self.noise, seed, factor=self.factor, classes=self.num_classes,
+                                  layout_seed=self.seed)
+
+    def fit_split(self) -> tuple[Points, Points]:
+        """The chapter's draw and split: ``train_test_split(test_size=val_fraction, random_state=seed)``."""
+        from sklearn.model_selection import train_test_split
+
+        x, y = self.draw(self.n_samples, self.seed)
+        train_x, val_x, train_y, val_y = train_test_split(x, y, test_size=self.val_fraction, random_state=self.seed)
+        return (train_x, train_y), (val_x, val_y)
+
+    def test_split(self) -> Points:
+        return self.draw(self.test_samples, derived_seed(self.seed, 1))
+
+    def bayes_accuracy(self) -> float | None:
+        bayes = self.spec.bayes
+        return bayes(self.noise, self.factor, self.num_classes, self.seed) if bayes is not None else None
+
+
+@dataclass
+class PointFile:
+    """Your own labelled points: the settings (checked when made) and the file read and split, with a
+    ``test_path`` file as the test points or else ``test_fraction`` of ``path`` held out."""
+
+    path: str
+    test_path: str | None
+    test_fraction: float
+    val_fraction: float
+    seed: int
+    classes: int | None
+    num_classes: int = field(init=False)
+    class_names: list[str] | None = field(init=False)
+    parts: list[Points] = field(init=False)
+
+    def __post_init__(self) -> None:
+        holds_out = self.test_path is None
+        check(0 < self.test_fraction < 1 and (self.val_fraction + self.test_fraction < 1 or not holds_out),
+              "test_fraction", f"strictly between 0 and 1 - val_fraction ({1 - self.val_fraction:g})",
+              self.test_fraction)
+        x, labels = read_labelled_csv(self.path, "path")
+        y, self.num_classes, self.class_names = encode_labels(labels, "path", self.path)
+        check(self.classes in (None, self.num_classes), "classes",
+              f"null or {self.num_classes} (the classes in path)", self.classes)
+        fractions = [1 - self.val_fraction, self.val_fraction] + ([self.test_fraction] if holds_out else [])
+        fractions[0] -= sum(fractions[2:])
+        self.parts = split_file(x, y, fractions, self.seed, self.path)
+        if self.test_path is not None:
+            test_x, test_labels = read_labelled_csv(self.test_path, "test_path")
+            known = (self.num_classes, self.class_names)
+            self.parts.append((test_x, encode_labels(test_labels, "test_path", self.test_path, known=known)[0]))
+
+    def describe(self, sizes: str) -> str:
+        classes = ", ".join(self.class_names) if self.class_names else f"0..{self.num_classes - 1}"
+        test_x = self.parts[2][0]
+        test = (f"test: {self.test_path} ({len(test_x)} points)" if self.test_path else
+                f"test: {len(test_x)} points held out of it")
+        return (f"{self.path} ({self.num_classes} classes: {classes}): {sizes} points (stratified split, seed "
+                f"{self.seed}); {test}")
+
+
 class CirclesDataModule(pl.LightningDataModule):
     """Two noisy concentric circles (scikit-learn's ``make_circles``), split into training and validation points,
-    plus an independent test draw; or another set of TensorFlow Playground or the course (``dataset``); or the
-    labelled points of a CSV file (``path``), split into training, validation and test parts.
+    plus an independent test draw; or another generated set (``dataset``); or the labelled points of a CSV file
+    (``path``), split into training, validation and test parts.
 
     The defaults are the chapter's data: ``make_circles(1000, noise=0.03, random_state=42)`` split by
     ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200 validation points.
@@ -244,34 +243,33 @@ class CirclesDataModule(pl.LightningDataModule):
         factor: float = 0.8,
         val_fraction: float = 0.2,
         seed: int = 42,
-        batch_size: Optional[int] = None,
+        batch_size: int | None = None,
         test_samples: int = 10_000,
-        predict_path: Optional[str] = None,
+        predict_path: str | None = None,
         dataset: Dataset = "circles",
         features: Sequence[Feature] = ("x1", "x2"),
-        classes: Optional[int] = None,
-        path: Optional[str] = None,
-        test_path: Optional[str] = None,
+        classes: int | None = None,
+        path: str | None = None,
+        test_path: str | None = None,
         test_fraction: float = 0.2,
     ) -> None:
         """
         Args:
-            n_samples: Points drawn for training plus validation (half on each circle).
-            noise: Standard deviation of the Gaussian noise added to every coordinate.
-            factor: Radius of the inner circle relative to the outer one (which has radius 1).
-            val_fraction: Fraction of the ``n_samples`` points held out for validation.
-            seed: Seed of the draw and of the split; the test draw and the shuffling derive their seeds from it.
+            n_samples: Generated data: points drawn for training plus validation (half on each circle).
+            noise: Generated data: standard deviation of the Gaussian noise added to every coordinate.
+            factor: Generated data: radius of the inner circle relative to the outer one (which has radius 1).
+            val_fraction: Fraction of the points held out for validation.
+            seed: Seed of the draws and of the split; the test draw and the shuffling derive their seeds from it.
             batch_size: Points per training step; ``None`` trains on the whole training set at every step
                 (full batch, the chapter's choice).
-            test_samples: Size of the test set, a fresh draw from the same distribution.
+            test_samples: Generated data: size of the test set, a fresh draw from the same distribution.
             predict_path: CSV file with ``x1,x2`` columns to predict on; ``None`` predicts on the test set.
-            dataset: Which point set: ``circles`` (the chapter's), ``moons``, ``xor``, ``gaussians``, ``spiral``, or
-                ``blobs`` (the course's multi-class set; ``noise`` is its clusters' standard deviation).
+            dataset: Which generated set: {datasets}.
             features: What the model sees of each point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1, sin_x2; the
                 points themselves stay in the (x1, x2) plane, so pictures and predictions do too.
-            classes: How many classes ``gaussians``, ``spiral`` and ``blobs`` have (``null``: 2, blobs 4); the
-                model's output layer follows it.
-            path: CSV file of your own points, with a header naming the columns ``x1``, ``x2`` and ``label`` (others
+            classes: How many classes the generated set has (``null``: its own number); the model's output layer
+                follows it.
+            path: Your own points: a CSV file with a header naming the columns ``x1``, ``x2`` and ``label`` (others
                 are ignored). Labels are integers 0..C-1 or class names (classes in sorted order). It replaces the
                 generated data: ``dataset``, ``n_samples``, ``noise``, ``factor`` and ``test_samples`` are unused.
             test_path: CSV file of test points for ``path``'s classes; ``null`` holds out ``test_fraction`` of
@@ -280,152 +278,117 @@ class CirclesDataModule(pl.LightningDataModule):
                 split into training, validation and test parts is stratified and seeded by ``seed``.
         """
         super().__init__()
-        check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
-              "noise", "a finite number >= 0", noise)
-        check(noise <= MAX_NOISE, "noise", f"at most {MAX_NOISE:g}", noise,
-              "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing of the shape.")
-        check(0 < factor < 1, "factor", "strictly between 0 and 1 (the inner radius relative to the outer)", factor)
         check(0 < val_fraction < 1, "val_fraction", "strictly between 0 and 1", val_fraction)
-        minimum = _minimum_samples(val_fraction)
-        check(n_samples >= minimum, "n_samples", f"an integer >= {minimum}", n_samples,
-              f"With val_fraction={val_fraction} smaller draws leave fewer than 2 training or validation points.")
         check(0 <= seed < 2**32, "seed", "an integer from 0 to 2**32 - 1", seed)
         check(batch_size is None or batch_size >= 1, "batch_size",
               "a positive integer, or null for full-batch training", batch_size)
-        check(test_samples >= 1, "test_samples", "a positive integer", test_samples)
-        check(dataset in GENERATORS, "dataset", f"one of {list(GENERATORS)}", dataset)
-        check(classes is None or (isinstance(classes, int) and classes >= 2), "classes",
-              "an integer >= 2, or null for the dataset's own number", classes)
-        check(classes in (None, 2) or dataset not in TWO_CLASSES, "classes", f"2 for dataset {dataset}", classes,
-              "Only gaussians, spiral and blobs take another number of classes.")
-        holds_out = path is not None and test_path is None
-        check(0 < test_fraction < 1 and (val_fraction + test_fraction < 1 or not holds_out), "test_fraction",
-              f"strictly between 0 and 1 - val_fraction ({1 - val_fraction:g})", test_fraction)
         check(test_path is None or path is not None, "test_path", "null unless path is given", test_path,
               "Generated data draws its own test points.")
         check_features(features)
         features = list(features)  # saved as the model saves it: Lightning merges the two hparams
         self.save_hyperparameters()
-        self.dataset = dataset
-        self.classes = classes
-        self.num_classes = classes or DEFAULT_CLASSES.get(dataset, 2)
-        self.class_names: Optional[list[str]] = None
-        self.path, self.test_path, self.test_fraction = path, test_path, test_fraction
-        self.features = features
-        self.n_samples = n_samples
-        self.noise = noise
-        self.factor = factor
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.batch_size = batch_size
-        self.test_samples = test_samples
-        self.predict_path = predict_path
-        self.train_x = self.train_y = self.val_x = self.val_y = None
-        self.test_x = self.test_y = self.predict_x = None
-        if path is not None:
-            self._read_files()
+        self.generated = Generated(dataset, n_samples, noise, factor, classes, test_samples, val_fraction, seed)
+        self.file = PointFile(path, test_path, test_fraction, val_fraction, seed, classes) if path else None
+        self.num_classes = self.file.num_classes if self.file else self.generated.num_classes
+        self.class_names = self.file.class_names if self.file else None
+        self.features, self.batch_size, self.seed, self.predict_path = features, batch_size, seed, predict_path
+        self.train_x: torch.Tensor | None = None
+        self.train_y: torch.Tensor | None = None
+        self.val_x: torch.Tensor | None = None
+        self.val_y: torch.Tensor | None = None
+        self.test_x: torch.Tensor | None = None
+        self.test_y: torch.Tensor | None = None
+        self.predict_x: torch.Tensor | None = None
+        if self.file is not None:
+            (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = self.file.parts
 
-    def _read_files(self) -> None:
-        """Read ``path`` (and ``test_path``) and split them, so that a bad file stops the command before it starts."""
-        x, labels = read_labelled_csv(self.path, "path")
-        y, self.num_classes, self.class_names = encode_labels(labels, "path", self.path)
-        check(self.classes in (None, self.num_classes), "classes", f"null or {self.num_classes} (the classes in path)",
-              self.classes)
-        fractions = [1 - self.val_fraction, self.val_fraction]
-        if self.test_path is None:
-            fractions = [1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction]
-        parts = split_file(x, y, fractions, self.seed, self.path)
-        (self.train_x, self.train_y), (self.val_x, self.val_y) = parts[:2]
-        if self.test_path is None:
-            self.test_x, self.test_y = parts[2]
-        else:
-            test_x, test_labels = read_labelled_csv(self.test_path, "test_path")
-            self.test_y = encode_labels(test_labels, "test_path", self.test_path,
-                                        known=(self.num_classes, self.class_names))[0]
-            self.test_x = test_x
+    def points(self, stage: str) -> Points | None:
+        """The points and labels of ``train``, ``val`` or ``test``, once set up (see :mod:`circles.contracts`)."""
+        x, y = getattr(self, f"{stage}_x"), getattr(self, f"{stage}_y")
+        return (x, y) if x is not None else None
 
     def describe(self) -> str:
         """Where the training, validation and test points come from, in one line."""
-        sizes = f"{len(self.train_x)} training, {len(self.val_x)} validation" if self.train_x is not None else ""
-        if self.path is None:
-            what = f"{self.dataset} (noise {self.noise:g}{f', {self.num_classes} classes' if self.num_classes > 2 else ''})"
-            split = f"{sizes} points; " if sizes else ""
-            return f"{what}: {split}test: a fresh draw of {self.test_samples} points"
-        classes = ", ".join(self.class_names) if self.class_names else f"0..{self.num_classes - 1}"
-        test = (f"test: {self.test_path} ({len(self.test_x)} points)" if self.test_path else
-                f"test: {len(self.test_x)} points held out of it")
-        return (f"{self.path} ({self.num_classes} classes: {classes}): {sizes} points (stratified split, seed "
-                f"{self.seed}); {test}")
+        sizes = (f"{len(self.train_x)} training, {len(self.val_x)} validation"
+                 if self.train_x is not None and self.val_x is not None else "")
+        if self.file is not None:
+            return self.file.describe(sizes)
+        g = self.generated
+        what = f"{g.dataset} (noise {g.noise:g}{f', {g.num_classes} classes' if g.num_classes > 2 else ''})"
+        return f"{what}: {f'{sizes} points; ' if sizes else ''}test: a fresh draw of {g.test_samples} points"
 
-    def bayes_accuracy(self) -> Optional[float]:
+    def class_legend(self) -> tuple[str, ...]:
+        """What the pictures' legend calls each class: a file's labels, a generated set's names, else ``class k``."""
+        return tuple(self.class_names) if self.class_names else self.generated.spec.legend(self.num_classes)
+
+    def probability_label(self) -> str:
+        """What a two-class picture's probability view shows: ``P(inner circle)``, ``P(<class 1's label>)``."""
+        if self.class_names and self.num_classes == 2:
+            return f"P({self.class_names[1]})"
+        return self.generated.spec.probability_label(self.num_classes)
+
+    def bayes_accuracy(self) -> float | None:
         """The best accuracy any classifier can reach on this data, where it is known exactly (not for a file)."""
-        if self.path is not None:
-            return None
-        from circles.datasets import bayes_accuracy
+        return None if self.file is not None else self.generated.bayes_accuracy()
 
-        return bayes_accuracy(self.dataset, self.noise, self.factor, self.num_classes, self.seed)
-
+    @override
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the classes' names (a data file's label for each class index)."""
         return {"num_classes": self.num_classes, "class_names": self.class_names}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         names = state_dict.get("class_names")
         if state_dict.get("num_classes", self.num_classes) != self.num_classes or names != self.class_names:
             raise ConfigError("path", f"a file with the classes the network was trained on: {names or 'unnamed'} "
-                              f"({state_dict.get('num_classes')} classes)", self.path,
+                              f"({state_dict.get('num_classes')} classes)", self.hparams["path"],
                               f"Its classes are {self.class_names or 'unnamed'} ({self.num_classes}).")
 
-    def _draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return GENERATORS[self.dataset](n, self.noise, seed, factor=self.factor, classes=self.num_classes,
-                                        layout_seed=self.seed)
-
-    def _device(self) -> torch.device:
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-
+    @override
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self.val_x is None:
-            from sklearn.model_selection import train_test_split
-
-            x, y = self._draw(self.n_samples, self.seed)
-            self.train_x, self.val_x, self.train_y, self.val_y = train_test_split(
-                x, y, test_size=self.val_fraction, random_state=self.seed
-            )
+            (self.train_x, self.train_y), (self.val_x, self.val_y) = self.generated.fit_split()
         if stage in ("test", "predict") and self.test_x is None:
-            self.test_x, self.test_y = self._draw(self.test_samples, derived_seed(self.seed, 1))
+            self.test_x, self.test_y = self.generated.test_split()
         if stage == "predict" and self.predict_x is None:
             self.predict_x = read_points_csv(self.predict_path) if self.predict_path else self.test_x
-        device = self._device()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "predict_x"):
             tensor = getattr(self, name)
             if tensor is not None and tensor.device != device:
                 setattr(self, name, tensor.to(device))
 
-    def _batches(self, tensors: tuple[torch.Tensor, ...], train: bool = False, shard: bool = True) -> TensorBatches:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None and shard else (0, 1)
-        if train and len(tensors[0]) < world:
-            raise ConfigError("n_samples", f"large enough to give each of the {world} processes a training point",
-                              self.n_samples)
-        return TensorBatches(
-            tensors,
-            batch_size=self.batch_size,
-            shuffle=train and (self.batch_size is not None or world > 1),  # DDP: each epoch other points drop out
-            seed=self.seed,
-            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
-            rank=rank,
-            world_size=world,
-            drop_remainder=train,
-        )
-
+    @override
     def train_dataloader(self) -> TensorBatches:
-        return self._batches((self.train_x, self.train_y), train=True)
+        return shard(self, (self.train_x, self.train_y), train=True)
 
+    @override
     def val_dataloader(self) -> TensorBatches:
-        return self._batches((self.val_x, self.val_y))
+        return shard(self, (self.val_x, self.val_y))
 
+    @override
     def test_dataloader(self) -> TensorBatches:
-        return self._batches((self.test_x, self.test_y))
+        return shard(self, (self.test_x, self.test_y))
 
+    @override
     def predict_dataloader(self) -> TensorBatches:
-        return self._batches((self.predict_x,), shard=False)
+        return shard(self, (self.predict_x,), ranks=False)
+
+
+def shard(data: CirclesDataModule, tensors: tuple[torch.Tensor | None, ...], train: bool = False,
+          ranks: bool = True) -> TensorBatches:
+    """The batches of ``tensors`` for this process: its shard of them under DDP (of every point, without ``ranks``),
+    shuffled each epoch for minibatch training and, under DDP, so that other points drop out each epoch."""
+    trainer = data.trainer
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None and ranks else (0, 1)
+    present = tuple(t for t in tensors if t is not None)
+    if train and len(present[0]) < world:
+        raise ConfigError("n_samples", f"large enough to give each of the {world} processes a training point",
+                          data.hparams["n_samples"])
+    shuffle = train and (data.batch_size is not None or world > 1)
+    epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+    return TensorBatches(present, batch_size=data.batch_size, shuffle=shuffle, seed=data.seed, epoch=epoch, rank=rank,
+                         world_size=world, drop_remainder=train)
+
+
+CirclesDataModule.__init__.__doc__ = (CirclesDataModule.__init__.__doc__ or "").replace("{datasets}", dataset_help())

@@ -11,15 +11,12 @@ and ``xor`` have two classes; ``gaussians`` and ``spiral`` take any number (``cl
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-
-Dataset = Literal["circles", "moons", "xor", "gaussians", "spiral", "blobs"]
-LINEARLY_SEPARABLE = {"gaussians", "blobs"}
-TWO_CLASSES = {"circles", "moons", "xor"}  # the others take ``classes``
-DEFAULT_CLASSES = {"blobs": 4}  # the course's four blobs; every other set: 2
 
 
 def _finish(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +91,7 @@ def blob_centres(classes: int, layout_seed: int) -> np.ndarray:
                       return_centers=True)[2]
 
 
-def blobs(n: int, noise: float, seed: int, classes: int = 4, layout_seed: Optional[int] = None,
+def blobs(n: int, noise: float, seed: int, classes: int = 4, layout_seed: int | None = None,
           **_: object) -> tuple[torch.Tensor, torch.Tensor]:
     """The course's multi-class set: scikit-learn's ``make_blobs(n, n_features=2, centers=classes,
     cluster_std=noise, random_state=seed)``, unchanged when ``seed`` is the ``layout_seed``; another seed (the test
@@ -107,29 +104,24 @@ def blobs(n: int, noise: float, seed: int, classes: int = 4, layout_seed: Option
     return torch.from_numpy(x).float(), torch.from_numpy(y).float()
 
 
-GENERATORS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "circles": circles, "moons": moons, "xor": xor, "gaussians": gaussians, "spiral": spiral, "blobs": blobs,
-}
+def _circles_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
+    from circles.bayes import bayes_accuracy
+
+    return bayes_accuracy(noise, factor)
 
 
-def bayes_accuracy(dataset: str, noise: float, factor: float = 0.8, classes: int = 2,
-                   layout_seed: int = 42) -> Optional[float]:
-    """The best accuracy any classifier can reach on ``dataset``, where it is known exactly; else None."""
-    if dataset == "circles":
-        from circles.bayes import bayes_accuracy as circles_bayes
+def _gaussians_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
+    if classes == 2:
+        return bayes_accuracy_gaussians(noise)
+    from circles.bayes import nearest_centre_accuracy
 
-        return circles_bayes(noise, factor)
-    if dataset == "gaussians":
-        if classes == 2:
-            return bayes_accuracy_gaussians(noise)
-        from circles.bayes import nearest_centre_accuracy
+    return nearest_centre_accuracy(gaussian_centres(classes), math.hypot(0.25, noise))
 
-        return nearest_centre_accuracy(gaussian_centres(classes), math.hypot(0.25, noise))
-    if dataset == "blobs":
-        from circles.bayes import nearest_centre_accuracy
 
-        return nearest_centre_accuracy(blob_centres(classes, layout_seed), noise)
-    return None
+def _blobs_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
+    from circles.bayes import nearest_centre_accuracy
+
+    return nearest_centre_accuracy(blob_centres(classes, layout_seed), noise)
 
 
 def bayes_accuracy_gaussians(noise: float) -> float:
@@ -137,3 +129,50 @@ def bayes_accuracy_gaussians(noise: float) -> float:
     sqrt(0.5) from each centre, so accuracy = Phi(sqrt(0.5) / sigma) with sigma^2 = 0.25^2 + noise^2."""
     sigma = math.hypot(0.25, noise)
     return 0.5 * (1 + math.erf(math.sqrt(0.5) / sigma / math.sqrt(2)))
+
+
+BayesAccuracy = Callable[[float, float, int, int], float | None]  # (noise, factor, classes, layout seed)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A generated point set, declared once: everything the data module, the pictures and the help text say of it."""
+
+    name: str
+    generate: Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (n, noise, seed, factor=, classes=, layout_seed=)
+    about: str  # what it is, for --help
+    classes: int = 2  # its number of classes unless ``data.classes`` says otherwise
+    any_classes: bool = False  # whether ``data.classes`` may set another number
+    class_names: tuple[str, ...] = ()  # what the pictures call its classes (two-class sets); else ``class k``
+    bayes: BayesAccuracy | None = None  # its exact Bayes-optimal accuracy, where known
+
+    def legend(self, classes: int) -> tuple[str, ...]:
+        """The pictures' name of each class: ``outer circle (0)``, ``class 2``."""
+        if self.class_names and classes == len(self.class_names):
+            return tuple(f"{name} ({k})" for k, name in enumerate(self.class_names))
+        return tuple(f"class {k}" for k in range(classes))
+
+    def probability_label(self, classes: int) -> str:
+        """What the probability view of a two-class picture shows: ``P(inner circle)``, ``P(class 1)``."""
+        return f"P({self.class_names[1]})" if self.class_names and classes == 2 else "P(class 1)"
+
+
+DATASETS = {spec.name: spec for spec in (
+    DatasetSpec("circles", circles, "the chapter's two concentric circles (scikit-learn's make_circles)",
+                class_names=("outer circle", "inner circle"), bayes=_circles_bayes),
+    DatasetSpec("moons", moons, "two interleaved half circles (make_moons)"),
+    DatasetSpec("xor", xor, "the four quadrants, class 1 where x1 * x2 < 0"),
+    DatasetSpec("gaussians", gaussians, "one round Gaussian blob per class", any_classes=True, bayes=_gaussians_bayes),
+    DatasetSpec("spiral", spiral, "one arm of a spiral per class", any_classes=True),
+    DatasetSpec("blobs", blobs, "the course's multi-class blobs (make_blobs; noise is their cluster_std)", classes=4,
+                any_classes=True, bayes=_blobs_bayes),
+)}
+if TYPE_CHECKING:
+    Dataset = str
+else:
+    Dataset = Literal[tuple(DATASETS)]  # the choices the command line offers and checks
+
+
+def dataset_help() -> str:
+    """The generated sets, one phrase each, for --help."""
+    return "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())

@@ -1,20 +1,19 @@
-"""The chapter's models: a configurable MLP (one, or K members stacked) and the LightningModule that trains it as a
-binary classifier."""
+"""The chapter's models: a configurable MLP (one, or K members stacked) and the LightningModule that trains it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy, MultilabelAccuracy
+from typing_extensions import override
 
+from circles.contracts import has_data_module, trainer_data
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
+from circles.metrics import EpochMetrics, member_losses
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -42,7 +41,7 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str, ou
           "layers (e.g. [10, 10]) or set activation: none for a single linear layer.")
     layers: list[nn.Module] = []
     sizes = [in_features, *hidden_sizes]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers.append(nn.Linear(fan_in, fan_out))
         if activation != "none":
             layers.append(ACTIVATIONS[activation]())
@@ -69,7 +68,7 @@ class StackedMLP(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, outputs = x.expand(len(self.weights[0]), *x.shape), []
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = self.activation(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)))
             outputs.append(h)
         return outputs
@@ -79,8 +78,14 @@ class StackedMLP(nn.Module):
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
 
 
+def output_size(num_classes: int) -> int:
+    """The network's outputs for ``num_classes`` classes: one logit for two, one per class for more."""
+    check(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)
+    return 1 if num_classes == 2 else num_classes
+
+
 def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str,
-                  outputs: int = 1) -> nn.Module:
+                  outputs: int = 1) -> nn.Sequential | StackedMLP:
     """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
     :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
     last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
@@ -94,8 +99,8 @@ def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], a
     return StackedMLP(nets)
 
 
-def check_independent_members(members: int, optimizer: type, gradient_clip_val: Optional[float],
-                              gradient_clip_algorithm: Optional[str]) -> None:
+def check_independent_members(members: int, optimizer: type, gradient_clip_val: float | None,
+                              gradient_clip_algorithm: str | None) -> None:
     """Several members train as one model with the sum of their losses, which keeps them independent only when the
     optimizer and gradient clipping treat every number on its own. LBFGS (its line search spans all parameters) and
     clipping by norm (one norm over all members) do not, so they are refused for ``members > 1``."""
@@ -116,7 +121,9 @@ def base_seed() -> int:
 
 
 def member_seeds(base: int, members: int) -> list[int]:
-    """The seed each member was built with."""
+    """The seed each member is built with: ``base``, ``base + 1``, ... (``members`` checked to be a count)."""
+    check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
+          "a positive integer", members)
     return [base + k for k in range(members)]
 
 
@@ -148,7 +155,7 @@ class WeightPenalty:
     @torch.no_grad()
     def after_step(self, weights: Sequence[torch.Tensor]) -> None:
         if self.l1:
-            for w, sign in zip(weights, self._signs):
+            for w, sign in zip(weights, self._signs, strict=True):
                 w.masked_fill_(w.sign() * sign < 0, 0.0)
 
 
@@ -162,62 +169,7 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     )
 
 
-def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean loss on a batch: binary cross-entropy of its logits ``(K, N)``, or for more than two
-    classes cross-entropy of its logits ``(K, N, C)``; labels ``(N,)``. Returns ``(K,)``."""
-    if logits.dim() == 2:
-        return nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)
-    members, n, classes = logits.shape
-    losses = nn.functional.cross_entropy(logits.reshape(-1, classes), y.long().repeat(members), reduction="none")
-    return losses.reshape(members, n).mean(-1)
-
-
-def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
-    """Each member's predicted class for its logits: ``(K, N)`` (two classes: probability > 0.5) or ``(K, N, C)``."""
-    return (logits > 0).long() if logits.dim() == 2 else logits.argmax(-1)
-
-
-class StageMetrics(nn.Module):
-    """One stage's (train, val or test) metrics over an epoch: the members' mean loss (``loss``) and each member's
-    accuracy (``acc``: torchmetrics' multilabel accuracy with one label per member, fed whether each of its
-    predictions is right; its states are per-member counts, summed over batches and DDP ranks)."""
-
-    def __init__(self, members: int) -> None:
-        super().__init__()
-        self.loss = MeanMetric(nan_strategy="disable")
-        self.acc = MultilabelAccuracy(num_labels=members, average=None, validate_args=False)
-
-    def update(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Take a batch's member logits (``(K, N)``, or ``(K, N, C)`` for C > 2 classes) and labels ``(N,)``;
-        returns each member's mean loss ``(K,)``."""
-        losses = member_losses(logits, y)
-        self.loss.update(losses.detach().mean(), len(y))
-        right = predicted_classes(logits.detach()) == y.long()
-        self.acc.update(right.T, torch.ones_like(right.T))
-        return losses
-
-    def compute(self, stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``{stage}/loss`` and ``{stage}/acc`` (means over the members; with several, ``acc_std``, ``acc_min`` and
-        ``acc_max`` too) and each member's accuracy; the metrics are reset for the next epoch."""
-        per_member = self.acc.compute().reshape(-1)
-        values = {f"{stage}/loss": self.loss.compute(), f"{stage}/acc": per_member.mean()}
-        if len(per_member) > 1:
-            values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
-                           f"{stage}/acc_max": per_member.max()})
-        self.loss.reset()
-        self.acc.reset()
-        return values, per_member
-
-
-def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
-    """Half-width of the 95% confidence interval of a mean over ``members`` values with sample std ``std``
-    (Student's t with members - 1 degrees of freedom)."""
-    from scipy.stats import t
-
-    return std * float(t.ppf(0.975, members - 1)) / members**0.5
-
-
-def hidden_outputs(net: nn.Module, h: torch.Tensor) -> list[torch.Tensor]:
+def hidden_outputs(net: nn.Sequential | StackedMLP, h: torch.Tensor) -> list[torch.Tensor]:
     """Each hidden layer's output (after its activation) of a :func:`build_mlp` network, or of a
     :class:`StackedMLP`'s first member, for its inputs ``h``: a list of ``(N, units)`` tensors."""
     if isinstance(net, StackedMLP):
@@ -230,23 +182,37 @@ def hidden_outputs(net: nn.Module, h: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
-def linear_weights(net: nn.Module) -> list[torch.Tensor]:
+def linear_weights(net: nn.Sequential | StackedMLP) -> list[torch.Tensor]:
     """The weight matrices (no biases) of a :func:`build_mlp` network or a :class:`StackedMLP` (stacked)."""
     return list(net.weights) if isinstance(net, StackedMLP) else [m.weight for m in net if isinstance(m, nn.Linear)]
 
 
+
+
+# Checkpoints written before the metrics had a module of their own kept these under other names.
+_RENAMED = {"val_acc_best.max_value": "metrics.val_acc_best", "member_seeds": "metrics.member_seeds",
+            "member_val_acc": "metrics.member_val_acc", "member_val_acc_best": "metrics.member_val_acc_best"}
+
+
+def upgrade_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's weights and records under today's names (:data:`_RENAMED`); changes it in place."""
+    for old, new in _RENAMED.items():
+        if old in state_dict:
+            state_dict[new] = state_dict.pop(old)
+    return state_dict
+
+
+def weights_finite(module: nn.Module) -> torch.Tensor:
+    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device): their sum is finite
+    exactly when they all are, short of a sum beyond float32's range, which only diverged weights reach."""
+    return torch.isfinite(torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum())
+
+
 class CirclesClassifier(pl.LightningModule):
-    """An MLP that classifies 2-D points as outer circle (0) or inner circle (1), trained with
-    ``BCEWithLogitsLoss``; SGD with lr 0.1 unless the config names an optimizer.
-
-    ``activation: none`` is the chapter's first model: a stack of linear layers, which is one affine map and can
-    only draw a straight boundary. ``relu`` is its second model.
-
-    With ``members: K`` it trains K independently initialised copies of the network at once (member k is the model
-    a single run with ``seed_everything S + k`` trains: the same initial weights, batches and updates). The loss is
-    the sum of the members' losses, so each member's gradient and optimizer state are its own; ``train/*``,
-    ``val/*`` and ``test/acc`` are means over the members, with their spread beside them.
-    """
+    """An MLP that classifies points of the plane: one logit and binary cross-entropy for two classes, a logit per
+    class and cross-entropy for more. ``activation: none`` is the chapter's first model (a stack of linear layers is
+    one affine map: a straight boundary), ``relu`` its second. ``members: K`` trains K copies from seeds S..S+K-1 at
+    once; the loss is the sum of theirs, so each member's gradients and optimizer state are its own."""
 
     def __init__(
         self,
@@ -255,7 +221,7 @@ class CirclesClassifier(pl.LightningModule):
         features: Sequence[Feature] = ("x1", "x2"),
         l1: float = 0.0,
         l2: float = 0.0,
-        compile_mode: Optional[CompileMode] = None,
+        compile_mode: CompileMode | None = None,
         members: int = 1,
         num_classes: int = 2,
     ) -> None:
@@ -276,191 +242,118 @@ class CirclesClassifier(pl.LightningModule):
                 and binary cross-entropy; more is one output per class and cross-entropy.
         """
         super().__init__()
-        check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
-              "a positive integer", members)
-        check(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)
         self.regularization = WeightPenalty(l1, l2)
         hidden_sizes, features = list(hidden_sizes), list(features)
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
                                    "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members,
                                    "num_classes": num_classes})
-        self.members, self.num_classes = members, num_classes
+        self.members, self.num_classes, self.compile_mode = members, num_classes, compile_mode
         self.features = FeatureMap(features)
-        seed = base_seed()
-        self.net = build_members(members, len(features), hidden_sizes, activation, 1 if num_classes == 2 else num_classes)
-        if members > 1:  # per member: its seed, its last and its best validation accuracy
-            self.register_buffer("member_seeds", torch.tensor(member_seeds(seed, members), dtype=torch.int64))
-            self.register_buffer("member_val_acc", torch.zeros(members))
-            self.register_buffer("member_val_acc_best", torch.zeros(members))
-        self.member_test_acc: Optional[torch.Tensor] = None
-        self.compile_mode = compile_mode
-        self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_metrics, self.val_metrics, self.test_metrics = (StageMetrics(members) for _ in range(3))
-        self.test_acc_ensemble = (BinaryAccuracy(validate_args=False) if num_classes == 2 else
-                                  MulticlassAccuracy(num_classes=num_classes, validate_args=False))
-        self.train_penalty = MeanMetric(nan_strategy="disable")
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)
-        self.epoch_metrics: dict[str, float] = {}
-        self._unlogged: dict[str, float] = {}
-        self._finite = torch.ones((), dtype=torch.bool)
+        seeds = member_seeds(base_seed(), members)  # before the networks draw their weights
+        self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
+        self.metrics = EpochMetrics(seeds)
+        self.epoch_metrics = self.metrics.latest  # the latest epoch's values by metric name
 
+    @override
     def configure_model(self) -> None:
-        if self.compile_mode is not None and not getattr(self, "_compiled", False):
+        if self.compile_mode is not None and not getattr(self.net, "_compiled_call_impl", None):
             self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
-            self._compiled = True
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits for points (N, 2) in the (x1, x2) plane: shape (K, N), or (K, N, C) for C > 2
-        classes."""
+        """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for C > 2 classes."""
         logits = self.net(self.features(x))
         logits = logits if self.members > 1 else logits.unsqueeze(0)
         return logits.squeeze(-1) if self.num_classes == 2 else logits
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K, N, C)."""
-        return self._probabilities(self.member_logits(x))
-
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = self.member_logits(x)
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=-1)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for points (N, 2) in the (x1, x2) plane: shape (N,), or (N, C) for C > 2 classes; with several
-        members, those of their mean probability (the ensemble's prediction)."""
+        """Logits (N,) or (N, C) for points (N, 2); of the members' mean probability (their ensemble), with several."""
         if self.members == 1:
             return self.member_logits(x)[0]
         probs = self.member_probabilities(x).mean(0)
         return torch.logit(probs) if self.num_classes == 2 else torch.log(probs)
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's output (after its activation) for points (N, 2): a list of (N, units) tensors (with
-        several members, the first member's)."""
+        """Each hidden layer's output for points (N, 2): (N, units) tensors (with several members, the first's)."""
         return hidden_outputs(self.net, self.features(x))
 
-    def _weights(self) -> list[torch.Tensor]:
-        return linear_weights(self.net)
+    def member_table(self) -> dict[str, list[Any]] | None:
+        """Per member its seed, last and best validation accuracy and, after test, its test accuracy; None for one."""
+        return self.metrics.member_table()
 
-    def penalty(self) -> torch.Tensor:
-        """The regularization term added to the loss: ``l1 * sum|w| + l2 * sum w^2`` (summed over the members, so
-        each member's gradient is its own); 0 without regularization."""
-        return self.regularization(self._weights())
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.regularization.before_step(self._weights())
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.regularization.after_step(self._weights())
-        self._end_of_epoch(batch_idx)
-
-    # Metrics are accumulated with torchmetrics (reduced across DDP ranks when computed) and written once per epoch:
-    # ``train/*`` and ``val/*`` to the loggers at step = epoch, ``val/acc`` also through ``self.log`` for checkpointing.
-    # Each ``self.log`` call costs Lightning about as much as a whole full-batch step of this model, so there is one.
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: StageMetrics) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """The sum of the members' mean losses on the batch: each member's gradient is its own."""
         x, y = batch
-        return metrics.update(self.member_logits(x), y).sum()
+        logits = self.member_logits(x)
+        losses = member_losses(logits, y)
+        self.metrics.tallies[stage].add(losses, logits, y, ensemble=stage == "test" and self.members > 1)
+        return losses.sum()
 
+    @override
     def on_fit_start(self) -> None:
         for optimizer in self.trainer.optimizers:
             check_independent_members(self.members, type(optimizer), self.trainer.gradient_clip_val,
                                       self.trainer.gradient_clip_algorithm)
-        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
 
+    @override
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_metrics)
+        loss = self._step(batch, "train")
         if self.regularization:
-            penalty = self.penalty()
-            self.train_penalty.update(penalty.detach())
+            penalty = self.regularization(linear_weights(self.net))
+            self.metrics.tallies["train"].add_penalty(penalty)
             loss = loss + penalty
-        self._finite &= torch.isfinite(loss.detach())
         return loss
 
-    def _end_of_epoch(self, batch_idx: int) -> None:
-        if batch_idx + 1 < self.trainer.num_training_batches:
-            return
-        self._finite &= self._weights_finite()  # after the epoch's last step: what the epoch's checkpoints would hold
-        self._check_finite()
-        values, _ = self.train_metrics.compute("train")
-        values = {k: v for k, v in values.items() if not k.startswith("train/acc_")}  # the spread: val and test
-        if self.regularization:
-            values["train/penalty"] = self.train_penalty.compute() / self.members
-            self.train_penalty.reset()
-        self._record(values)
+    @override
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.regularization.before_step(linear_weights(self.net))
 
-    def _record(self, values: dict[str, torch.Tensor]) -> None:
-        """Keep an epoch's values as floats (one host sync) for printing and for the end-of-epoch write."""
-        floats = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
-        self.epoch_metrics.update(floats)
-        self._unlogged.update(floats)
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the epoch's last step, publish its training values (Lightning validates before it calls the callbacks'
+        ``on_train_epoch_end``, and those before the module's, so this is the moment they are complete and not yet
+        read), and stop, on every rank, a run whose loss or weights are no longer finite, before any checkpoint."""
+        self.regularization.after_step(linear_weights(self.net))
+        if batch_idx + 1 == self.trainer.num_training_batches and not self.metrics.end_training(self):
+            raise diverged(self.current_epoch, self.trainer.optimizers)
 
-    def on_train_epoch_end(self) -> None:
-        if self._unlogged:
-            for logger in self.loggers:
-                logger.log_metrics(self._unlogged, step=self.current_epoch)
-            self._unlogged = {}
-
+    @override
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_metrics)
+        self._step(batch, "val")
 
+    @override
     def on_validation_epoch_end(self) -> None:
-        values, per_member = self.val_metrics.compute("val")
-        if self.trainer.sanity_checking:
-            return
-        if self.trainer.state.fn != TrainerFn.FITTING:
-            self.log_dict(values)
-            return
-        self.val_acc_best.update(values["val/acc"])
-        values["val/acc_best"] = self.val_acc_best.compute()
-        if self.members > 1:
-            self.member_val_acc.copy_(per_member)
-            torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
-        self.log("val/acc", values["val/acc"], logger=False, sync_dist=True)  # already reduced: silences the warning
-        self._record(values)
+        self.metrics.end_validation(self)
 
+    @override
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self.member_logits(x)
-        self.test_metrics.update(logits, y)
-        if self.members > 1:  # the ensemble: the class of the members' mean probability
-            mean = self._probabilities(logits).mean(0)
-            self.test_acc_ensemble.update((mean > 0.5).long() if self.num_classes == 2 else mean.argmax(-1), y.long())
+        self._step(batch, "test")
 
+    @override
     def on_test_epoch_end(self) -> None:
-        values, self.member_test_acc = self.test_metrics.compute("test")
-        if self.members > 1:  # the interval of the members' mean, and their ensemble's accuracy
-            values["test/acc_ci95"] = interval95(values["test/acc_std"], self.members)
-            values["test/acc_ensemble"] = self.test_acc_ensemble.compute()
-            self.test_acc_ensemble.reset()
-        self.log_dict(values)
+        known = has_data_module(self.trainer)
+        self.metrics.end_test(self, trainer_data(self.trainer).bayes_accuracy() if known else None)
 
-    def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Rows of ``(x1, x2, probability of class 1)``, or for C > 2 classes ``(x1, x2, probability of the predicted
-        class, predicted class)``; with several members the probability is their mean, followed by their standard
-        deviation (before the class)."""
-        x = batch[0]
-        probs = self.member_probabilities(x)
-        if self.num_classes == 2:
-            spread = [probs.std(0).unsqueeze(-1)] if self.members > 1 else []
-            return torch.cat([x[:, :2], probs.mean(0).unsqueeze(-1), *spread], dim=1)
-        mean = probs.mean(0)
-        winner = mean.argmax(-1, keepdim=True)
-        spread = [probs.std(0).gather(-1, winner)] if self.members > 1 else []
-        return torch.cat([x[:, :2], mean.gather(-1, winner), *spread, winner.float()], dim=1)
+    @override
+    def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points and each member's probabilities for them (see :meth:`member_probabilities`)."""
+        return batch[0], self.member_probabilities(batch[0])
 
-    def _weights_finite(self) -> torch.Tensor:
-        return torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_state_dict(checkpoint["state_dict"])
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Never write non-finite weights: raising here keeps the last good checkpoint file in place. (No collective
-        here: this also runs inside SLURM's SIGUSR1 handler; DDP keeps the weights equal on every rank anyway.)"""
-        if not self._weights_finite():
+        """Never write non-finite weights: raising keeps the last good file. (Runs in SLURM's requeue handler too.)"""
+        if not weights_finite(self):
             raise diverged(self.current_epoch, self.trainer.optimizers)
 
-    def _check_finite(self) -> None:
-        """Raise TrainingDiverged on every rank together when the loss or the weights stopped being finite on any."""
-        if not self.trainer.strategy.reduce_boolean_decision(bool(self._finite), all=True):
-            raise diverged(self.current_epoch, self.trainer.optimizers)
-
+    @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -6,16 +6,19 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from PIL import ImageFont
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+    from circles.contracts import Classifier
+
+ArrayLike = np.ndarray | torch.Tensor
 
 # matplotlib's RdYlBu is a linear interpolation of these ColorBrewer colours; class 0 is red, class 1 blue.
 _RDYLBU = np.array([
@@ -50,7 +53,7 @@ def grid_axes(points: ArrayLike, resolution: int = 101, margin: float = 0.1) -> 
 
 
 @contextlib.contextmanager
-def _inference(model: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[torch.device]:
+def _inference(model: object) -> Iterator[torch.device]:
     """Evaluation mode and inference mode for the duration; an ``nn.Module`` is then left exactly as found:
     same device, same train/eval flags, gradients untouched. Yields the device to put inputs on."""
     device = torch.device("cpu")
@@ -72,17 +75,19 @@ def _grid_points(xs: np.ndarray, ys: np.ndarray, device: torch.device) -> torch.
     return torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
 
 
-def grid_predictions(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray,
+def grid_predictions(model: Classifier | Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray,
                      ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Over the grid, each ``(len(ys), len(xs))`` with row i at ``ys[i]``: the probability of class 1 and the share of
     members that vote for class 1 (probability > 0.5); for a model of C > 2 classes, each ``(len(ys), len(xs), C)``:
-    every class's probability and share of the votes. A model with ``member_probabilities`` (K members) gives their
+    every class's probability and share of the votes. A :class:`circles.contracts.Classifier` (K members) gives their
     mean probability and the share of the K votes; any other callable on ``(N, 2)`` points gives its probability (of
     its logit) and its 0/1 vote. One batched forward pass on the model's own device under inference mode; the model
     is left as found."""
+    from circles.contracts import Classifier
+
     with _inference(model) as device:
         points = _grid_points(xs, ys, device)
-        if hasattr(model, "member_probabilities"):
+        if isinstance(model, Classifier):
             member_probs = model.member_probabilities(points).float()
         else:
             member_probs = torch.sigmoid(model(points).reshape(1, -1).float())
@@ -95,12 +100,7 @@ def grid_predictions(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarr
     return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(len(ys), len(xs), *votes.shape[1:])
 
 
-def predict_grid(model: Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Probability of class 1 at every grid point (the members' mean): see :func:`grid_predictions`."""
-    return grid_predictions(model, xs, ys)[0]
-
-
-def grid_activations(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
+def grid_activations(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
     """Every hidden unit's output over the grid, per hidden layer ``(units, len(ys), len(xs))``, from the model's
     ``hidden_activations(x)`` (a list of ``(N, units)`` tensors); the model is left as found."""
     with _inference(model) as device:
@@ -120,12 +120,8 @@ class BoundaryPanel:
     probs: np.ndarray
     points: np.ndarray
     labels: np.ndarray
-    votes: Optional[np.ndarray] = None
+    votes: np.ndarray
 
-    def __post_init__(self) -> None:
-        if self.votes is None:
-            self.votes = ((self.probs > 0.5).astype(np.float64) if self.probs.ndim == 2 else
-                          np.eye(self.probs.shape[-1])[self.probs.argmax(-1)])
 
     @property
     def num_classes(self) -> int:
@@ -138,19 +134,24 @@ class BoundaryPanel:
 
     @classmethod
     def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
-           labels: ArrayLike, max_points: Optional[int] = None, votes: Optional[np.ndarray] = None) -> "BoundaryPanel":
+           labels: ArrayLike, max_points: int | None = None, votes: np.ndarray | None = None) -> BoundaryPanel:
+        """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a single network's."""
         points, labels = _numpy(points)[:, :2], _numpy(labels)
         if max_points is not None and len(points) > max_points:
             keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
             points, labels = points[keep], labels[keep]
+        if votes is None:
+            votes = (probs > 0.5).astype(np.float64) if probs.ndim == 2 else np.eye(probs.shape[-1])[probs.argmax(-1)]
         return cls(title, xs, ys, probs, points, labels, votes)
 
 
-def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: Optional[int] = None,
-                    title: Optional[str] = None, panel_size: float = 6.0, classes: Sequence[str] = ()) -> "Figure":
+def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: int | None = None,
+                    title: str | None = None, panel_size: float = 6.0, classes: Sequence[str] = (),
+                    probability_label: str = "P(class 1)") -> Figure:
     """The chapter's picture as a matplotlib Figure: per panel the predicted class as a filled RdYlBu contour
     (alpha 0.7) with the points scattered on top; with ``show_probability`` a second row shows the probability
-    as a continuous map with the 0.5 contour drawn. ``classes`` names the classes in a legend below the panels."""
+    as a continuous map with the 0.5 contour drawn and a colour bar titled ``probability_label``. ``classes`` names
+    the classes in a legend below the panels."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -178,7 +179,7 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
                 image = ax.pcolormesh(panel.xs, panel.ys, panel.probs, cmap="RdYlBu", vmin=0, vmax=1,
                                       alpha=_FILL_ALPHA, shading="auto")
                 ax.contour(panel.xs, panel.ys, panel.probs, levels=[0.5], colors="k", linewidths=1.5)
-                fig.colorbar(image, ax=ax, label="P(inner circle)")
+                fig.colorbar(image, ax=ax, label=probability_label)
                 ax.set_title(f"{panel.title}: probability")
             if panel.num_classes == 2:
                 ax.scatter(panel.points[:, 0], panel.points[:, 1], c=panel.labels, s=40, cmap="RdYlBu", vmin=0,
@@ -188,12 +189,13 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
     if title:
         fig.suptitle(title)
     if classes:
-        handles = [Patch(color=colour / 255, label=name) for name, colour in zip(classes, class_colours(len(classes)))]
+        colours = class_colours(len(classes)) / 255
+        handles = [Patch(color=colour, label=name) for name, colour in zip(classes, colours, strict=True)]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), frameon=False)
     return fig
 
 
-def _draw_classes(ax: object, panel: BoundaryPanel, view: str) -> None:
+def _draw_classes(ax: Axes, panel: BoundaryPanel, view: str) -> None:
     """One view of a panel of more than two classes on a matplotlib axes: the same fill as the TensorBoard frames,
     the edges between the most probable classes (probability view) and the points in their classes' colours."""
     fill, region = _fill(panel, view)
@@ -260,15 +262,15 @@ def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int
 _TEXT = (40, 40, 40)
 
 
-@functools.lru_cache(maxsize=None)
-def _font(size: int) -> "ImageFont.FreeTypeFont":
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's own font at ``size`` pixels, loaded once."""
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
 
 
-def _text_strip(width: int, items: Sequence[tuple[str, Optional[tuple[int, int, int]]]], height: int = 20,
+def _text_strip(width: int, items: Sequence[tuple[str, tuple[int, int, int] | None]], height: int = 20,
                 size: int = 13) -> np.ndarray:
     """A white ``(height, width, 3)`` strip with ``items`` written left to right: ``(text, dot colour or None)``."""
     from PIL import Image, ImageDraw
@@ -285,8 +287,9 @@ def _text_strip(width: int, items: Sequence[tuple[str, Optional[tuple[int, int, 
 
 
 def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int = 2,
-                   point_radius: int = 2, gap: int = 4, header: Optional[str] = None, note: str = "",
-                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"), labels: bool = True) -> np.ndarray:
+                   point_radius: int = 2, gap: int = 4, header: str | None = None, note: str = "",
+                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"),
+                   labels: bool = True) -> np.ndarray:
     """The same picture as ``boundary_figure`` drawn straight into an ``(H, W, 3)`` uint8 array, panels side by side
     (a probability row below with ``show_probability``); with ``labels``, each under its title, with ``header``,
     the classes' legend and ``note`` on top. No matplotlib, a few milliseconds: for TensorBoard frames."""
@@ -304,19 +307,28 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
         for tile in tiles[1:]:
             row += [spacer, tile]
         rows.append(np.concatenate(row, axis=1))
+    return _stack(rows, header, note, classes, gap, labels)
+
+
+def _stack(rows: list[np.ndarray], header: str | None, note: str, classes: Sequence[str], gap: int,
+           labels: bool) -> np.ndarray:
+    """The rows of a frame one under the other, under the header, the classes' legend and the note."""
     width = max(r.shape[1] for r in rows)
-    legend = [(name, tuple(int(c) for c in colour)) for name, colour in zip(classes, class_colours(len(classes)))]
-    out = [*([_text_strip(width, [(header, None)], height=22)] if header else []), _text_strip(width, legend),
-           *([_text_strip(width, [(note, None)])] if note else [])] if labels else []
-    for i, row in enumerate(rows):
+    colours = class_colours(len(classes))
+    legend: list[tuple[str, tuple[int, int, int] | None]] = [
+        (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)]
+    out: list[np.ndarray] = [*([_text_strip(width, [(header, None)], height=22)] if header else []),
+                             _text_strip(width, legend), *([_text_strip(width, [(note, None)])] if note else [])
+                             ] if labels else []
+    for i, image in enumerate(rows):
         if i:
             out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
-        out.append(np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255))
+        out.append(np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255))
     return np.concatenate(out, axis=0)
 
 
 def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: int = 8,
-                 header: Optional[str] = None) -> np.ndarray:
+                 header: str | None = None) -> np.ndarray:
     """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
     the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
     magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and

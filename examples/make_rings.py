@@ -8,13 +8,15 @@ import numpy as np
 RADII = {"inner": 0.3, "middle": 0.65, "outer": 1.0}
 
 
-def main(path: Path = Path(__file__).with_name("rings.csv"), per_ring: int = 200, noise: float = 0.05,
-         seed: int = 0) -> None:
+RINGS_CSV = Path(__file__).with_name("rings.csv")
+
+
+def main(path: Path = RINGS_CSV, per_ring: int = 200, noise: float = 0.05, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     names = rng.permutation(np.repeat(list(RADII), per_ring))
     angle = rng.uniform(0, 2 * np.pi, len(names))
     radius = np.array([RADII[name] for name in names]) + rng.normal(0, noise, len(names))
-    rows = [f"{r * np.cos(a):.5f},{r * np.sin(a):.5f},{name}" for r, a, name in zip(radius, angle, names)]
+    rows = [f"{r * np.cos(a):.5f},{r * np.sin(a):.5f},{name}" for r, a, name in zip(radius, angle, names, strict=True)]
     path.write_text("\n".join(["x1,x2,label", *rows]) + "\n")
 
 

@@ -45,7 +45,7 @@ def draw(rows: list[dict[str, float]], path: Path, epochs: int) -> None:
     ax.hist(accs, bins=bins, color="#4575b4", alpha=0.8)
     top = ax.get_ylim()[1]
     for (label, value), colour in zip({**MARKS, "seed 42 (configs/relu.yaml)": seed42}.items(),
-                                      ("#d73027", "#fc8d59", "#1a9850")):
+                                      ("#d73027", "#fc8d59", "#1a9850"), strict=True):
         ax.axvline(value, color=colour, linewidth=2)
         ax.text(value, top * 0.97, f" {label}: {value:.1%}", rotation=90, va="top", ha="right", fontsize=8,
                 color=colour)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.cli import cli_main
-from circles.runs import STAGES
+from circles.metrics import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

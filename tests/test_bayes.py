@@ -34,7 +34,9 @@ def test_threshold_is_where_the_rice_densities_cross():
         outer = rice.logpdf(t, 1.0 / noise, scale=noise)
         assert inner == pytest.approx(outer, abs=1e-9)
         # and the threshold is optimal: moving it either way loses accuracy
-        acc = lambda s: 0.5 * rice.cdf(s, factor / noise, scale=noise) + 0.5 * rice.sf(s, 1 / noise, scale=noise)
+        def acc(s, noise=noise, factor=factor):
+            return 0.5 * rice.cdf(s, factor / noise, scale=noise) + 0.5 * rice.sf(s, 1 / noise, scale=noise)
+
         assert acc(t) == pytest.approx(bayes_accuracy(noise, factor), abs=1e-15)
         assert acc(t) > max(acc(t - 1e-3), acc(t + 1e-3))
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from circles.data import CirclesDataModule, TensorBatches, derived_seed, read_points_csv
+from circles.csvdata import read_points_csv
+from circles.data import CirclesDataModule, TensorBatches, derived_seed
 from circles.errors import ConfigError
 
 
@@ -207,7 +208,7 @@ def test_training_shards_of_two_ranks_are_disjoint_equal_and_cover_all_but_the_r
         shards = []
         for rank in range(2):
             batches = collect(TensorBatches((index,), batch_size=batch_size, shuffle=batch_size is not None,
-                                            seed=5, epoch=lambda: epoch, rank=rank, world_size=2,
+                                            seed=5, epoch=lambda epoch=epoch: epoch, rank=rank, world_size=2,
                                             drop_remainder=True))
             shards.append(torch.cat([b[0] for b in batches]).tolist())
         a, b = shards

@@ -8,16 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, final_scalar, read_events, scalar_history
 from PIL import Image
 
 from circles.data import CirclesDataModule
-from circles.datasets import GENERATORS, bayes_accuracy_gaussians
+from circles.datasets import DATASETS, bayes_accuracy_gaussians
 from circles.errors import ConfigError
 from circles.features import FeatureMap
 from circles.model import CirclesClassifier
-
-from helpers import CONFIGS, final_scalar, read_events, scalar_history
-
 
 GENERATOR_CASES = [*((name, 2) for name in ("circles", "moons", "xor", "gaussians", "spiral")), ("gaussians", 3),
                    ("spiral", 3), ("blobs", 4), ("blobs", 2)]
@@ -26,15 +24,15 @@ GENERATOR_CASES = [*((name, 2) for name in ("circles", "moons", "xor", "gaussian
 @pytest.mark.parametrize("name, classes", GENERATOR_CASES)
 @pytest.mark.parametrize("n", [1000, 1001])
 def test_generator_shape_balance_and_determinism(name, classes, n):
-    x, y = GENERATORS[name](n, 0.05, 3, classes=classes)
+    x, y = DATASETS[name].generate(n, 0.05, 3, classes=classes)
     assert x.shape == (n, 2) and y.shape == (n,) and x.dtype == y.dtype == torch.float32
     counts = torch.bincount(y.long(), minlength=classes)
     assert len(counts) == classes and counts.max() - counts.min() <= 1  # balanced: about n / C of each class
-    again, other = GENERATORS[name](n, 0.05, 3, classes=classes), GENERATORS[name](n, 0.05, 4, classes=classes)
+    again, other = DATASETS[name].generate(n, 0.05, 3, classes=classes), DATASETS[name].generate(n, 0.05, 4, classes=classes)
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])
     assert not torch.equal(x, other[0])
     assert name == "blobs" or x.abs().max() < 2.5
-    quiet, noisy = GENERATORS[name](n, 0.0, 3, classes=classes)[0], GENERATORS[name](n, 0.3, 3, classes=classes)[0]
+    quiet, noisy = DATASETS[name].generate(n, 0.0, 3, classes=classes)[0], DATASETS[name].generate(n, 0.3, 3, classes=classes)[0]
     assert not torch.equal(quiet, noisy)
 
 
@@ -43,9 +41,9 @@ def test_blobs_are_the_courses_make_blobs_and_the_test_draw_keeps_their_centres(
 
     x, y, centres = make_blobs(n_samples=1000, n_features=2, centers=4, cluster_std=1.5, random_state=42,
                                return_centers=True)
-    ours = GENERATORS["blobs"](1000, 1.5, 42)
+    ours = DATASETS["blobs"].generate(1000, 1.5, 42)
     assert torch.equal(ours[0], torch.from_numpy(x).float()) and torch.equal(ours[1], torch.from_numpy(y).float())
-    test_x, test_y = GENERATORS["blobs"](4000, 1.5, 7, layout_seed=42)  # another seed, the same four blobs
+    test_x, test_y = DATASETS["blobs"].generate(4000, 1.5, 7, layout_seed=42)  # another seed, the same four blobs
     for k in range(4):
         np.testing.assert_allclose(test_x[test_y == k].mean(0).numpy(), centres[k], atol=0.15)
     assert not torch.equal(test_x[:1000], ours[0])
@@ -55,18 +53,18 @@ def test_circles_is_sklearns_make_circles():
     from sklearn.datasets import make_circles
 
     x, y = make_circles(n_samples=500, noise=0.1, factor=0.5, random_state=7)
-    ours = GENERATORS["circles"](500, 0.1, 7, factor=0.5)
+    ours = DATASETS["circles"].generate(500, 0.1, 7, factor=0.5)
     assert torch.equal(ours[0], torch.from_numpy(x).float()) and torch.equal(ours[1], torch.from_numpy(y).float())
 
 
 def test_xor_labels_are_the_sign_of_x1_x2_without_noise():
-    x, y = GENERATORS["xor"](2000, 0.0, 0)
+    x, y = DATASETS["xor"].generate(2000, 0.0, 0)
     assert torch.equal(y, (x[:, 0] * x[:, 1] < 0).float())
 
 
 def test_gaussians_bayes_accuracy_matches_the_best_line_on_samples():
     for noise in (0.0, 0.1, 0.3):
-        x, y = GENERATORS["gaussians"](400_000, noise, 1)
+        x, y = DATASETS["gaussians"].generate(400_000, noise, 1)
         monte_carlo = ((x.sum(dim=1) > 0).float() == y).float().mean().item()
         assert monte_carlo == pytest.approx(bayes_accuracy_gaussians(noise), abs=0.002)
 
@@ -74,7 +72,7 @@ def test_gaussians_bayes_accuracy_matches_the_best_line_on_samples():
 def test_data_module_dataset_choice_and_validation():
     data = CirclesDataModule(dataset="spiral", noise=0.05)
     data.setup("fit")
-    x, y = GENERATORS["spiral"](1000, 0.05, 42)
+    x, y = DATASETS["spiral"].generate(1000, 0.05, 42)
     assert torch.equal(torch.cat([data.train_x, data.val_x]).sort(dim=0).values, x.sort(dim=0).values)
     with pytest.raises(ConfigError) as err:
         CirclesDataModule(dataset="swirl")
@@ -129,12 +127,17 @@ def test_l1_drives_some_weights_exactly_to_zero_and_l2_shrinks_them(run_cli):
     assert "train/penalty" not in scalar_history(plain)
 
 
-def test_penalty_is_the_weighted_norm_of_the_weights():
+def test_the_training_loss_adds_the_weighted_norm_of_the_weights():
+    x, y = torch.randn(50, 2), (torch.rand(50) > 0.5).float()
+    torch.manual_seed(0)
     model = CirclesClassifier(l1=0.1, l2=0.01)
+    torch.manual_seed(0)
+    plain = CirclesClassifier()
     weights = [m.weight for m in model.net if isinstance(m, torch.nn.Linear)]
-    expected = 0.1 * sum(w.abs().sum() for w in weights) + 0.01 * sum(w.pow(2).sum() for w in weights)
-    torch.testing.assert_close(model.penalty(), expected)
-    assert float(CirclesClassifier().penalty()) == 0.0
+    penalty = 0.1 * sum(w.abs().sum() for w in weights) + 0.01 * sum(w.pow(2).sum() for w in weights)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(plain(x), y)
+    torch.testing.assert_close(plain.training_step((x, y), 0), loss)
+    torch.testing.assert_close(model.training_step((x, y), 0), loss + penalty)
 
 
 def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run_cli):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, last_weights, run_dir, scalar_values
 
 IMPROVED = str(REPO / "configs" / "improved.yaml")

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, Payload, error_lines, exit_status, fit_in, run_dir
 
 DOC = REPO / "docs" / "errors.md"
@@ -245,7 +243,7 @@ def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
         for p in processes:
             p.kill()
             p.wait()
-    for args, p, (out, err) in zip(commands, processes, results):
+    for args, p, (out, err) in zip(commands, processes, results, strict=True):
         assert p.returncode == 2, (args, err)
         assert len(error_lines(err)) == 1, (args, err)
         assert "Traceback" not in out + err, (args, err)

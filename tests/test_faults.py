@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, run_dir, run_names, scalars_by_step
 
+from circles.checkpoints import AtomicCheckpointIO
 from circles.cli import CirclesCLI
 from circles.data import CirclesDataModule
+from circles.logger import TensorBoardRunLogger
 from circles.model import CirclesClassifier, TrainingDiverged
-from circles.runs import AtomicCheckpointIO, TensorBoardRunLogger
-
-from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, run_dir, run_names, scalars_by_step
 
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
 
@@ -221,26 +221,53 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
-def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, monkeypatch):
-    """Lightning's SLURM requeue handler (SIGUSR1) saves a checkpoint with a barrier: run from wherever the signal
-    lands, it would meet another rank inside a different collective and hang DDP. The run defers it to the point
-    after a step where the ranks agree on their signals; here a recording handler stands in for Lightning's."""
+@pytest.fixture
+def slurm_job(monkeypatch):
+    """The environment of a one-task SLURM job, as srun sets it: Lightning's SLURM environment, with auto-requeue."""
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0",
+                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize("requeue, args", [
+    (signal.SIGUSR1, []),
+    (signal.SIGUSR2, ["--trainer.plugins=lightning.fabric.plugins.environments.SLURMEnvironment",
+                      "--trainer.plugins.init_args.requeue_signal=SIGUSR2"]),
+], ids=["SIGUSR1", "its requeue_signal"])
+def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, monkeypatch, slurm_job, requeue, args):
+    """Lightning's SLURM requeue handler saves a checkpoint with a barrier: run from wherever the signal lands, it
+    would meet another rank inside a different collective and hang DDP. The run defers it to the point after a step
+    where the ranks agree on their signals; here a recording handler stands in for Lightning's (which leaves a
+    handler already there in place). The signal is the one Lightning's SLURM environment names."""
     import inspect
 
     calls = []
 
     def requeue_handler(signum, frame):
-        calls.append(inspect.stack()[1].function)
+        calls.append((signum, inspect.stack()[1].function))
 
-    previous = signal.signal(signal.SIGUSR1, requeue_handler)
+    previous = signal.signal(requeue, requeue_handler)
     try:
-        signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
-        assert exit_status("fit", *SMALL, "--trainer.max_epochs=5") == 0
-        assert calls == ["on_train_batch_end"]  # called once, by the callback's hook
-        assert signal.getsignal(signal.SIGUSR1) is requeue_handler  # restored after fit
+        signal_at_epoch(monkeypatch, 2, requeue)
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=5", *args) == 0
+        assert calls == [(requeue, "on_train_batch_end")]  # called once, by the callback's hook
+        assert signal.getsignal(requeue) is requeue_handler  # restored after fit
+    finally:
+        signal.signal(requeue, previous)
+    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
+    import inspect
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(inspect.stack()[1].function))
+    try:
+        signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 0
+        assert calls == ["hook"]  # at once, where it landed: no requeue handler of Lightning's to defer
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from torch import nn
 
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
-from circles.model import CirclesClassifier, TrainingDiverged, build_mlp
+from circles.model import CirclesClassifier, TrainingDiverged, build_mlp, linear_weights
 
 ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 
@@ -77,7 +77,7 @@ def test_default_is_the_chapters_relu_network():
 def test_layer_sizes_follow_hidden_sizes(hidden):
     model = CirclesClassifier(hidden_sizes=hidden)
     sizes = [2, *hidden, 1]
-    assert [(m.in_features, m.out_features) for m in linears(model)] == list(zip(sizes[:-1], sizes[1:]))
+    assert [(m.in_features, m.out_features) for m in linears(model)] == list(zip(sizes[:-1], sizes[1:], strict=True))
     assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == len(hidden)
     assert model(torch.randn(5, 2)).shape == (5,)
 
@@ -189,20 +189,23 @@ def test_no_hidden_layers_with_activation_none_is_a_single_linear_layer():
         assert torch.allclose(model(x), x @ modules[0].weight[0] + modules[0].bias[0])
 
 
-def test_default_optimizer_is_the_chapters_sgd():
-    model = CirclesClassifier()
-    optimizer = model.configure_optimizers()
-    assert isinstance(optimizer, torch.optim.SGD)
-    assert [group["lr"] for group in optimizer.param_groups] == [0.1]
+def test_the_command_lines_default_optimizer_is_the_chapters_sgd():
+    from circles.cli import CirclesCLI
+
+    cli = CirclesCLI(args=["--trainer.max_epochs=1", "--trainer.logger=false"], run=False)
+    optimizer = cli.model.configure_optimizers()  # the one the command line gave the model
+    assert type(optimizer) is torch.optim.SGD
+    assert [(group["lr"], group["momentum"]) for group in optimizer.param_groups] == [(0.1, 0)]
     params = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert params == {id(p) for p in model.parameters()}
+    assert params == {id(p) for p in cli.model.parameters()}
 
 
-def test_loss_is_bce_with_logits():
+def test_training_minimises_binary_cross_entropy_of_the_logits():
     model = CirclesClassifier()
-    logits, y = torch.randn(9), torch.randint(0, 2, (9,)).float()
-    expected = -(y * torch.log(torch.sigmoid(logits)) + (1 - y) * torch.log(1 - torch.sigmoid(logits))).mean()
-    assert torch.allclose(model.loss_fn(logits, y), expected, atol=1e-6)
+    x, y = torch.randn(9, 2), torch.randint(0, 2, (9,)).float()
+    p = torch.sigmoid(model(x))
+    expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    torch.testing.assert_close(model.training_step((x, y), 0), expected, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------- exact parity
@@ -251,7 +254,7 @@ def test_lightning_training_equals_the_chapters_plain_loop():
     loss_fn = nn.BCEWithLogitsLoss()
     optimizer = torch.optim.SGD(params=model2.parameters(), lr=0.1)
     losses = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model2.train()
         train_logit = model2(X_train).squeeze()
         train_loss = loss_fn(train_logit, y_train)
@@ -266,7 +269,7 @@ def test_lightning_training_equals_the_chapters_plain_loop():
             test_acc = accuracy(test_pred, y_test)
 
     assert len(recorder.losses) == epochs
-    assert max(abs(a - b) for a, b in zip(recorder.losses, losses)) <= 1e-6
+    assert max(abs(a - b) for a, b in zip(recorder.losses, losses, strict=True)) <= 1e-6
     final = chapter_state(lit)
     for name, value in model2.state_dict().items():
         assert torch.allclose(final[name], value, atol=1e-6, rtol=0), name
@@ -340,7 +343,7 @@ def train_members(members: int, seed: int, optimizer: str, batch_size, epochs: i
 @pytest.mark.parametrize("batch_size", [None, 64], ids=["full-batch", "minibatch"])
 def test_member_k_is_the_single_run_with_seed_plus_k(optimizer, batch_size):
     losses, stacked = train_members(4, 42, optimizer, batch_size)
-    assert stacked.member_seeds.tolist() == [42, 43, 44, 45]
+    assert stacked.member_table()["seed"] == [42, 43, 44, 45]
     for k in range(4):
         single_losses, single = train_members(1, 42 + k, optimizer, batch_size)
         torch.testing.assert_close(losses[:, k], single_losses[:, 0], atol=1e-6, rtol=0)
@@ -357,7 +360,7 @@ def test_one_member_keeps_the_single_networks_weights_and_keys():
     plain = CirclesClassifier()
     assert one.state_dict().keys() == plain.state_dict().keys()
     assert all(torch.equal(one.state_dict()[k], plain.state_dict()[k]) for k in plain.state_dict())
-    assert "member_seeds" not in one.state_dict() and one.member_logits(torch.randn(5, 2)).shape == (1, 5)
+    assert one.member_table() is None and one.member_logits(torch.randn(5, 2)).shape == (1, 5)
 
 
 def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units():
@@ -368,8 +371,9 @@ def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units(
     assert logits.shape == (3, 20)
     torch.testing.assert_close(torch.sigmoid(model(x)), torch.sigmoid(logits).mean(0))
     assert [h.shape for h in model.hidden_activations(x)] == [(20, 10), (20, 10)]
-    rows = model.predict_step((x,), 0)
-    torch.testing.assert_close(rows[:, 3], torch.sigmoid(logits).std(0))
+    points, probs = model.predict_step((x,), 0)
+    assert torch.equal(points, x)
+    torch.testing.assert_close(probs, torch.sigmoid(logits))
 
 
 @pytest.mark.parametrize("members", [0, -3, 2.5, "many", True])
@@ -381,7 +385,7 @@ def test_members_must_be_a_positive_integer(members):
 def test_members_of_a_process_that_was_never_seeded_get_valid_seeds():
     torch.seed()  # a random 64-bit seed, as in a process that never called seed_everything
     model = CirclesClassifier(members=3)
-    seeds = model.member_seeds.tolist()
+    seeds = model.member_table()["seed"]
     assert seeds == list(range(seeds[0], seeds[0] + 3)) and 0 <= seeds[0] < 2**32
 
 
@@ -396,10 +400,13 @@ def test_members_take_features_regularization_and_a_single_linear_layer():
                                          l2=0.1))
     x = torch.randn(30, 2)
     torch.testing.assert_close(model.member_logits(x), torch.stack([s(x) for s in singles]))
-    torch.testing.assert_close(model.penalty(), sum(s.penalty() for s in singles))  # each member's own term
+    def penalty(m):
+        return m.regularization(linear_weights(m.net))
+
+    torch.testing.assert_close(penalty(model), sum(penalty(s) for s in singles))  # each member's own term
     data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
     quiet_trainer(max_epochs=2).fit(model, data)
-    assert model.member_val_acc.shape == (3,)
+    assert len(model.member_table()["val_acc"]) == 3
 
 
 # ------------------------------------------------------------------------------------------- more than two classes
@@ -413,14 +420,12 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     logits = model.member_logits(x)
     assert logits.shape == (members, 12, 4) and model(x).shape == (12, 4)
     expected = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(members)])
-    torch.testing.assert_close(model.train_metrics.update(logits, y.float()), expected)
-    values, per_member = model.train_metrics.compute("train")
-    right = (logits.argmax(-1) == y).float().mean(-1)
-    torch.testing.assert_close(per_member, right)
-    rows = model.predict_step((x,), 0)  # x1, x2, the winning class's probability, (its spread,) the class
-    probs = torch.softmax(logits, -1).mean(0)
-    torch.testing.assert_close(rows[:, 2], probs.max(-1).values)
-    assert rows[:, -1].tolist() == probs.argmax(-1).float().tolist()
+    torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())  # what training minimises
+    tally = model.metrics.tallies["train"]
+    right = (logits.argmax(-1) == y).sum(-1)
+    assert tally.right.tolist() == right.tolist() and tally.points == 12
+    _, probs = model.predict_step((x,), 0)
+    torch.testing.assert_close(probs, torch.softmax(logits, -1))
     assert CirclesClassifier(num_classes=2).member_logits(x).shape == (1, 12)  # two classes: one logit, as before
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         CirclesClassifier(num_classes=1)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from circles.data import CirclesDataModule, encode_labels, read_labelled_csv
-from circles.errors import ConfigError
-
 from helpers import exit_status, load_checkpoint, run_dir
+
+from circles.csvdata import encode_labels, read_labelled_csv
+from circles.data import CirclesDataModule
+from circles.errors import ConfigError
 
 TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
 
@@ -29,7 +29,7 @@ def write_points(path: Path, n_per_class: int, names: list[str], seed: int = 0, 
     points = centres[labels] + rng.normal(0, 0.1, size=(len(labels), 2))
     header = ["id", "x1", "x2", "label"] if extra_column else ["x1", "x2", "label"]
     lines = [",".join(header)]
-    for i, ((x1, x2), k) in enumerate(zip(points, labels)):
+    for i, ((x1, x2), k) in enumerate(zip(points, labels, strict=True)):
         row = [str(i), f"{x1:.6f}", f"{x2:.6f}", names[k]] if extra_column else [f"{x1:.6f}", f"{x2:.6f}", names[k]]
         lines.append(",".join(row))
     path.write_bytes(("\ufeff" if bom else "").encode() + newline.join(lines + [""]).encode())
@@ -70,7 +70,7 @@ def test_file_is_split_stratified_seeded_and_disjoint(tmp_path):
     assert (dm.num_classes, dm.class_names) == (3, ["a", "b", "c"])
     parts = [(dm.train_x, dm.train_y), (dm.val_x, dm.val_y), (dm.test_x, dm.test_y)]
     assert [len(y) for _, y in parts] == [90, 30, 30]
-    for x, y in parts:  # every class in the file's proportions: a third each
+    for _, y in parts:  # every class in the file's proportions: a third each
         assert torch.bincount(y.long()).tolist() == [len(y) // 3] * 3
     every = torch.cat([x for x, _ in parts])
     assert len(torch.unique(every, dim=0)) == 150  # disjoint and complete
@@ -147,7 +147,7 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
     written = torch.tensor([[float(r["x1"]), float(r["x2"])] for r in rows])
     nearest = torch.cdist(written, dm.test_x).argmin(dim=1)  # the rows are the held-out points, as 6-digit text
     assert torch.allclose(written, dm.test_x[nearest], atol=1e-5)
-    hits = sum(dm.class_names[int(dm.test_y[i])] == r["label"] for i, r in zip(nearest.tolist(), rows))
+    hits = sum(dm.class_names[int(dm.test_y[i])] == r["label"] for i, r in zip(nearest.tolist(), rows, strict=True))
     assert hits >= 16  # well-separated blobs: the names written back are the right ones
     assert all(1 / 3 <= float(r["probability"]) <= 1 for r in rows)  # the winning class's probability
 

@@ -13,7 +13,12 @@ from torch import nn
 
 from circles.data import CirclesDataModule
 from circles.model import CirclesClassifier
-from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, neuron_image, predict_grid
+from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions, neuron_image
+
+
+def predict_grid(model, xs, ys):
+    """The probability of class 1 over the grid."""
+    return grid_predictions(model, xs, ys)[0]
 
 
 def sigmoid(v):
@@ -189,7 +194,7 @@ def trained_relu():
     model = CirclesClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(300):
-        loss = model.loss_fn(model(dm.train_x), dm.train_y)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(dm.train_x), dm.train_y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import QUIET, run_dir, written_scalars
 
 from circles.cli import cli_main
-
-from helpers import QUIET, run_dir, written_scalars
 
 
 @pytest.mark.parametrize("batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"])
@@ -27,7 +26,7 @@ def test_same_config_and_seed_give_identical_metrics_and_weights(batching, tmp_p
         assert x["global_step"] == y["global_step"]
         for key in x["state_dict"]:
             assert torch.equal(x["state_dict"][key], y["state_dict"][key]), key
-        for p, q in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values()):
+        for p, q in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values(), strict=True):
             assert all(torch.equal(p[k], q[k]) for k in p)
 
 

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import QUIET, error_lines, exit_status, load_checkpoint, run_dir, run_names
 from torch.utils.tensorboard import SummaryWriter
 
+from circles.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_checkpoint
 from circles.errors import ConfigError
-from circles.runs import (
-    CONFIG_KEY, RunInUse, TensorBoardRunLogger, atomic_file, claim_version, event_file_writer, resolve_checkpoint,
-    run_of_checkpoint, try_lock,
-)
-
-from helpers import QUIET, error_lines, exit_status, load_checkpoint, run_dir, run_names
+from circles.files import RunInUse, atomic_file, claim_version, try_lock
+from circles.logger import TensorBoardRunLogger, event_file_writer
 
 SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", "--trainer.max_epochs=2"]
 
@@ -91,7 +89,7 @@ def test_one_process_writes_a_run_at_a_time(tmp_path):
     first = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared")
     assert first.version == "shared"
     with pytest.raises(RunInUse, match=r"runs/shared is being written by another process \(pid \d+\)"):
-        TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
+        _ = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
     first.finalize("success")  # the run is done: the directory is free again
     assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version == "shared"
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from circles.runs import AtomicCheckpointIO, CheckpointError
-
 from helpers import QUIET, Payload, exit_status, fit_in, run_dir, run_names
+
+from circles.checkpoints import AtomicCheckpointIO, CheckpointError
 
 TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, scalar_values
 
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"

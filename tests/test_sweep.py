@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import scalar_history
 
 from circles.sweep import load_sweep, main
-
-from helpers import scalar_history
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
@@ -285,7 +284,7 @@ def test_a_finished_point_whose_checkpoint_was_damaged_is_named_and_trained_agai
 
 @pytest.mark.slow
 def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
-    from circles.runs import try_lock
+    from circles.files import try_lock
 
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
     config = ["--config", str(path), "--out", "sw"]

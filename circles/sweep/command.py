@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Optional
 
 from circles.sweep.spec import SweepError, load_sweep
 
@@ -27,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some failed or
     missing, 2: a bad sweep file or option, 130/143: stopped by Ctrl-C/SIGTERM)."""
     args = _parser().parse_args(argv)
@@ -45,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for point in sweep.points:
             print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
         return 0
-    from circles.callbacks import tensorboard_command
+    from circles.logger import tensorboard_command
     from circles.sweep.report import write_report
     from circles.sweep.runner import Stopped, read_result, run_points
 
@@ -63,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"circles-sweep: stopped by {name}"
               + (f"; interrupted: {', '.join(interrupted)} (run the same command again to continue them from their "
                  "last.ckpt and run the rest)" if interrupted else "; run the same command again to run the rest")
-              + f". The summary was not rebuilt (--report rebuilds it).", file=sys.stderr, flush=True)
+              + ". The summary was not rebuilt (--report rebuilds it).", file=sys.stderr, flush=True)
         return 128 + stop.signum
     rows = write_report(sweep)
     bad = [row for row in rows if row["status"] != "ok"]

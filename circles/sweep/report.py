@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from circles.runs import atomic_file
-from circles.sweep.runner import checked_result, num
+from circles.files import atomic_file
+from circles.metrics import METRICS, Metric, num, sweep_columns
 from circles.names import short
+from circles.sweep.runner import checked_result
 from circles.sweep.spec import RUNS, Sweep
 
-METRICS = ("val_acc_best", "test_acc", "test_acc_std", "test_acc_ci95", "test_acc_min", "test_acc_max",
-           "test_acc_ensemble", "bayes_acc", "bayes_gap", "members")  # the test_acc_* spread: with several members
+COLUMNS = [*sweep_columns(), "members"]  # summary.csv's columns after the settings: the metrics, then the members
 _HEADER = {"model.hidden_sizes": "hidden", "optimizer.class_path": "optimizer", "optimizer.init_args.lr": "lr",
            "trainer.max_epochs": "epochs", "seed_everything": "seed"}
 
@@ -37,11 +37,11 @@ def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
 
     with atomic_file(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "point", *keys, *METRICS, "train_s", "status", "error"])
+        writer.writerow(["index", "point", *keys, *COLUMNS, "train_s", "status", "error"])
         for row in rows:
             settings = [json.dumps(row["settings"][k]) if isinstance(row["settings"][k], list) else
                         ("" if row["settings"][k] is None else row["settings"][k]) for k in keys]
-            metrics = [row["metrics"].get(m) for m in METRICS]
+            metrics = [row["metrics"].get(m) for m in COLUMNS]
             writer.writerow([row["index"], row["point"], *settings,
                              *("" if v is None else v if isinstance(v, int) else num(v) for v in metrics),
                              num(row["train_s"], 1), row["status"], row["error"]])
@@ -56,34 +56,36 @@ def _cell(key: str, value: Any) -> str:
     return short(value) if isinstance(value, (list, str)) and key.endswith("class_path") else str(value)
 
 
-def _spread_cells(m: dict[str, Any]) -> list[str]:
-    """Test accuracy over the members: mean ± std, the 95% interval of the mean, the range, the ensemble's."""
-    if m.get("test_acc_std") is None:
-        return [num(m.get("test_acc")), "", "", ""]
-    return [f"{num(m['test_acc'])} ± {num(m['test_acc_std'])}", f"±{num(m.get('test_acc_ci95'))}",
-            f"{num(m.get('test_acc_min'))}-{num(m.get('test_acc_max'))}", num(m.get("test_acc_ensemble"))]
+def _report_cell(metric: Metric, m: dict[str, Any]) -> str:
+    """A metric's cell in summary.md: its value; with the members' spread beside it in the table, ``mean ± std``
+    (``_std``), the range ``min-max`` (``_min`` with its ``_max``) and the interval ``±half-width`` (``_ci95``)."""
+    value = num(m.get(metric.sweep)) if metric.sweep else ""
+    if metric.sweep and m.get(f"{metric.sweep}_std") is not None:
+        return f"{value} ± {num(m[f'{metric.sweep}_std'])}"
+    if metric.sweep and metric.sweep.endswith("_min") and value:
+        return f"{value}-{num(m.get(metric.sweep[:-4] + '_max'))}"
+    return f"±{value}" if metric.name.endswith("_ci95") and value else value
 
 
 def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    """The summary as a Markdown table, plus the error of every failed point below it. With several members per
-    point the test accuracy is their mean ± standard deviation, with the 95% interval of that mean, the range over
-    the members and the accuracy of their ensemble (averaged probability)."""
+    """The summary as a Markdown table, plus the error of every failed point below it: a column per metric with a
+    summary.md title in :data:`circles.metrics.METRICS`. With several members per point the test accuracy is their
+    mean ± standard deviation, with the 95% interval of that mean, the range over the members and the accuracy of
+    their ensemble (averaged probability)."""
     spread = any(row["metrics"].get("test_acc_std") is not None for row in rows)
-    header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), "best val acc",
-              *(["test acc (mean ± std)", "95% interval", "range", "ensemble"] if spread else ["test acc"]),
-              "Bayes acc", "gap", "train s", "status"]
-    numbers = 8 if spread else 5
-    align = ["---:", *("---" for _ in keys), *("---:" for _ in range(numbers)), "---"]  # text left, numbers right
+    shown = [m for m in METRICS if m.report and (spread or not m.spread)]
+    titles = [f"{m.report} (mean ± std)" if spread and m.sweep == "test_acc" else str(m.report) for m in shown]
+    header = ["#", *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys), *titles, "train s", "status"]
+    align = ["---:", *("---" for _ in keys), *("---:" for _ in shown), "---:", "---"]  # text left, numbers right
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
-        m = row["metrics"]
-        test = _spread_cells(m) if spread else [num(m.get("test_acc"))]
-        cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys), num(m.get("val_acc_best")), *test,
-                 num(m.get("bayes_acc")), num(m.get("bayes_gap")), num(row["train_s"], 1), row["status"]]
+        cells = [str(row["index"]), *(_cell(k, row["settings"][k]) for k in keys),
+                 *(_report_cell(m, row["metrics"]) for m in shown), num(row["train_s"], 1), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [row for row in rows if row["status"] in ("failed", "damaged")]
     if failed:
-        lines += ["", "Failed points:", ""] + [f"- `{row['point']}` ({row['status']}): {row['error']}" for row in failed]
+        lines += ["", "Failed points:", ""]
+        lines += [f"- `{row['point']}` ({row['status']}): {row['error']}" for row in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -94,6 +96,7 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
     import io
 
     import matplotlib
+    from matplotlib.collections import PathCollection
     from PIL import Image
 
     from circles.data import CirclesDataModule
@@ -109,7 +112,9 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
                                                        compile_mode=None)
         data = CirclesDataModule.load_from_checkpoint(checkpoint, weights_only=True)
         data.setup("fit")
-        xs, ys = grid_axes(data.val_x, resolution=101)
+        val = data.points("val")
+        assert val is not None, "set up for fit"
+        xs, ys = grid_axes(val[0], resolution=101)
         parts = row["point"].split("-")
         half = (len(parts) + 2) // 2
         bayes = row["metrics"].get("bayes_acc")
@@ -118,7 +123,7 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
                  f"test {num(row['metrics'].get('test_acc'))}" + (f" ± {num(std, 3)}" if std is not None else "")
                  + (f" (Bayes {num(bayes)})" if bayes else ""))
         probs, votes = grid_predictions(model, xs, ys)
-        panels.append(BoundaryPanel.of(title, xs, ys, probs, data.val_x, data.val_y, votes=votes))
+        panels.append(BoundaryPanel.of(title, xs, ys, probs, *val, votes=votes))
     if not panels:
         path.unlink(missing_ok=True)
         return 0
@@ -127,8 +132,9 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
         figure = boundary_figure(panels, ncols=columns, panel_size=3.0,
                                  title=f"{sweep.path.name}: decision boundaries over each run's validation points")
         for axes in figure.axes:
-            for points in axes.collections[1:]:  # the scatter drawn over the class regions
-                points.set_sizes([6])
+            for points in axes.collections:
+                if isinstance(points, PathCollection):  # the scatter drawn over the class regions
+                    points.set_sizes([6])
         buffer = io.BytesIO()
         figure.savefig(buffer, dpi=dpi)
     image = Image.open(buffer).convert("RGB").quantize(colors)
@@ -147,7 +153,8 @@ def write_report(sweep: Sweep) -> list[dict[str, Any]]:
     members = sorted({row["metrics"].get("members") or 1 for row in rows if row["status"] == "ok"})
     seeds = (f" Each point trains {' or '.join(map(str, members))} members (seeds): test accuracy is their mean ± "
              "standard deviation, with the 95% interval of the mean (Student's t), the members' range and the "
-             "accuracy of their averaged probability (ensemble); gap uses the mean." if members not in ([], [1]) else "")
+             "accuracy of their averaged probability (ensemble); gap uses the mean."
+             if members not in ([], [1]) else "")
     with atomic_file(sweep.out / "summary.md") as f:
         f.write(f"# Sweep {sweep.path.name}\n\nBase config `{sweep.base}`; {len(rows)} points, {done} finished. "
                 "Accuracies are fractions; gap = Bayes acc - test acc; train s = wall time of the fit command."

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -17,9 +16,10 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from circles.runs import atomic_file, try_lock
+from circles.files import atomic_file, try_lock
+from circles.metrics import METRICS, num
 from circles.sweep.spec import Point, Sweep
 
 RESULT = "result.json"  # written last: a point with one is finished, failed or interrupted
@@ -36,7 +36,7 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-_state = {"stopped": None, "running": False}  # this process: the signal that stopped it; whether a point runs
+_state: dict[str, Any] = {"stopped": None, "running": False}  # this process: the signal that stopped it; a point runs
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -59,7 +59,7 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def read_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+def read_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """The point's ``result.json``, if it has one for its current overrides (a stale one counts as none)."""
     path = sweep.run_dir(point) / RESULT
     try:
@@ -69,11 +69,11 @@ def read_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
     return result if result.get("overrides") == _plain(sweep.overrides(point)) else None
 
 
-def checked_result(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+def checked_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """:func:`read_result`, with a finished point whose ``last.ckpt`` has since gone missing or been damaged marked
     ``damaged`` (its numbers stand, its model does not: a re-run trains it again)."""
+    from circles.checkpoints import load_checkpoint_file
     from circles.errors import CirclesError
-    from circles.runs import load_checkpoint_file
 
     result = read_result(sweep, point)
     if result is None or result.get("status") != "ok":
@@ -136,7 +136,7 @@ def _error_line(log: Path) -> str:
     return text[:500] or "the command line exited without a message"
 
 
-def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
+def run_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """Fit the point through the CLI, test its ``last.ckpt`` into the same run, and write its ``result.json``.
 
     A point interrupted earlier continues from its ``last.ckpt``; any other earlier attempt in the run directory is
@@ -164,9 +164,11 @@ def run_point(sweep: Sweep, point: Point) -> Optional[dict[str, Any]]:
     return result
 
 
-def _run(sweep: Sweep, point: Point, earlier: Optional[dict[str, Any]]) -> dict[str, Any]:
+def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str, Any]:
     """Train and test the point; ``earlier`` is its result from a previous attempt (:func:`checked_result`)."""
-    from circles.cli import CirclesCLI  # before the output goes to the log: logging handlers are made at import
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from circles.cli import CirclesCLI, quiet_lightning  # before the output goes to the log: handlers made at import
     from circles.errors import Interrupted
 
     run_dir = sweep.run_dir(point)
@@ -183,21 +185,22 @@ def _run(sweep: Sweep, point: Point, earlier: Optional[dict[str, Any]]) -> dict[
     start = time.perf_counter()
     with _output_to(run_dir / LOG):
         try:
-            with warnings.catch_warnings():  # passing ``args`` while sys.argv has the sweep's own options is the point
+            with quiet_lightning(), warnings.catch_warnings():
+                # sys.argv holds the sweep's own options: passing args instead is the point
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
                 cli = CirclesCLI(args=args)
             result["train_s"] = time.perf_counter() - start
             config = cli.config[cli.subcommand]
             result["settings"] = {key: _plain(config.get(key)) for key in sweep.keys}
-            best = cli.trainer.checkpoint_callback.best_model_score
+            checkpoint = cli.trainer.checkpoint_callback
+            best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
             metrics = {"val_acc_best": float(best) if best is not None else None}
             start = time.perf_counter()
-            (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False, ckpt_path=str(last))
+            with quiet_lightning():
+                (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False, ckpt_path=str(last))
             result["test_s"] = time.perf_counter() - start
-            for tag in ("acc", "acc_std", "acc_ci95", "acc_min", "acc_max", "acc_ensemble", "bayes_acc", "bayes_gap",
-                        "loss"):  # the spread of the members' results, when there are several
-                name = tag if tag.startswith("bayes") else f"test_{tag}"
-                metrics[name] = float(tested[f"test/{tag}"]) if f"test/{tag}" in tested else None
+            metrics.update({m.sweep: float(tested[m.name]) if m.name in tested else None
+                            for m in METRICS if m.sweep is not None and m.stage == "test"})
             metrics["members"] = cli.model.members
             result["metrics"] = metrics
             result["status"] = "ok"
@@ -236,7 +239,9 @@ def _init_worker(threads: int) -> None:
     _init_process(threads)
     for signum in SIGNALS:
         signal.signal(signum, _on_signal)
-    threading.Thread(target=_stop_with, args=(multiprocessing.parent_process().sentinel,), daemon=True).start()
+    parent = multiprocessing.parent_process()
+    assert parent is not None, "a worker runs in a process the sweep started"
+    threading.Thread(target=_stop_with, args=(parent.sentinel,), daemon=True).start()
 
 
 def _stop_with(sentinel: int) -> None:
@@ -256,11 +261,6 @@ def cpus() -> int:
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def num(value: Optional[float], digits: int = 4) -> str:
-    """A number with ``digits`` decimals; empty for a missing one."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -294,7 +294,9 @@ def run_points(sweep: Sweep, points: Sequence[Point], jobs: int = 1) -> list[dic
     print(f"Running {len(todo)} of {len(points)} points, {jobs} at a time, {threads} torch thread(s) each, "
           f"into {sweep.out}", flush=True)
 
-    def report(result: dict[str, Any]) -> None:
+    def report(result: dict[str, Any] | None) -> None:
+        if result is None:  # the process was stopped before the point started
+            return
         results.append(result)
         print(f"[{len(results):{len(str(len(todo)))}d}/{len(todo)}] {result['name']}  {describe(result)}", flush=True)
 
@@ -324,7 +326,8 @@ def run_points(sweep: Sweep, points: Sequence[Point], jobs: int = 1) -> list[dic
             for signum in SIGNALS:  # stopping already: wait for the workers to save and end
                 signal.signal(signum, signal.SIG_IGN)
             for worker in multiprocessing.active_children():
-                os.kill(worker.pid, signal.SIGTERM)
+                if worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGTERM)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:

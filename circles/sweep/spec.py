@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -39,7 +39,7 @@ class Sweep:
     points: list[Point]
     keys: list[str]  # every key some grid varies, in order of first appearance
     out: Path
-    columns: Optional[int] = None
+    columns: int | None = None
 
     def run_dir(self, point: Point) -> Path:
         """The point's run directory (its TensorBoard logger's ``log_dir``)."""
@@ -101,15 +101,16 @@ def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[st
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise SweepError(f"{path}: grid {i}: {key} must be a non-empty list of values, got {values!r} "
-                                 f"(a list value is itself listed: [[10, 10]]; one value for all points goes in 'fixed').")
+                                 "(a list value is itself listed: [[10, 10]]; one value for all points goes in "
+                                 "'fixed').")
             keys += [key] if key not in keys else []
         for values in itertools.product(*grid.values()):
-            combo = dict(zip(grid, values))
+            combo = dict(zip(grid, values, strict=True))
             points.setdefault(json.dumps(combo, sort_keys=True), combo)  # a point listed twice runs once
     return list(points.values()), keys
 
 
-def load_sweep(path: str | Path, out: Optional[str | Path] = None) -> Sweep:
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     """Parse a sweep file into its points; ``out`` defaults to ``sweeps/<file stem>`` in the working directory."""
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,231 @@
+"""Checkpoints: loaded safely, written whole, resolved from ``best``/``last``, and what each records of its run (the
+config it trained with) so that a resume can tell what changed."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
+
+from circles.errors import CirclesError, ConfigError
+from circles.files import atomic_file
+
+
+class CheckpointError(CirclesError):
+    """A checkpoint file that cannot or must not be loaded."""
+
+    exit_code = 2
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear error for a missing, corrupt or unsafe file.
+
+    ``weights_only=True`` restricts unpickling to tensors and plain containers, so a checkpoint carrying a
+    pickled object is refused before any of its code can run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("ckpt_path", "an existing checkpoint file, 'best' or 'last'", str(path))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names the global either way: "Unsupported global: GLOBAL io.open" (a module it allows in part) or
+        # "unsupported GLOBAL os.makedirs whose module os is blocked"
+        unsafe = re.search(r"\bGLOBAL ([\w.]+)", str(err))
+        if unsafe is None:
+            raise _unreadable(path, "it does not unpickle as tensors and plain data") from None
+        raise CheckpointError(
+            f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could run code when "
+            "unpickled, so loading it with weights_only=True rejected it and nothing in it ran. Checkpoints written "
+            "by this project hold only tensors and plain data; do not load this file unless you made it."
+        ) from None
+    except Exception as err:  # a torn or foreign file fails in many ways: zip, EOF, key, OS errors
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
+        raise _unreadable(path, f"{type(err).__name__}: {first}") from None
+
+
+def _unreadable(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint ({detail}). Use "
+        "another checkpoint, e.g. the run's checkpoints/best.ckpt or checkpoints/last.ckpt."
+    )
+
+
+def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file checked to be one Lightning wrote (weights and the version that wrote them)."""
+    checkpoint = load_checkpoint_file(path)
+    missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(checkpoint, dict)
+               or k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project: it holds no "
+                              f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
+    return checkpoint
+
+
+def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:
+    """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under ``runs_root`` (the run with
+    the most recently written checkpoint); a path as is. When the newest run has no such file, an older run's is not
+    taken in its place (it may be another model altogether): the error names both."""
+    if ckpt_path not in ("best", "last"):
+        return Path(ckpt_path)
+    root = Path(runs_root)
+    checkpoints = [p for p in root.glob("*/checkpoints/*.ckpt") if p.is_file()]
+    if not checkpoints:
+        raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
+                          f"No run under {os.path.normpath(root)} has checkpoints/{ckpt_path}.ckpt.")
+    newest_run = max(checkpoints, key=lambda p: p.stat().st_mtime_ns).parent.parent
+    found = newest_run / "checkpoints" / f"{ckpt_path}.ckpt"
+    if found.is_file():
+        return found
+    others = [p for p in checkpoints if p.name == f"{ckpt_path}.ckpt"]
+    elsewhere = (f" The newest run that has one is {max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
+                 "give its file to use it." if others else "")
+    raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
+                      f"The newest run, {os.path.normpath(newest_run)}, has no checkpoints/{ckpt_path}.ckpt "
+                      f"(it has {', '.join(sorted(p.name for p in (newest_run / 'checkpoints').glob('*.ckpt')))})."
+                      + elsewhere)
+
+
+def run_of_checkpoint(path: Path) -> str | None:
+    """The run directory's name for ``<run>/checkpoints/<file>.ckpt``, else None."""
+    return path.parent.parent.name if path.parent.name == "checkpoints" else None
+
+
+def checkpoint_mismatch(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Where the weight shapes of a checkpoint differ from a model's (the first three), or None if they fit."""
+    if found == expected:
+        return None
+    differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+    details = [f"{k} (checkpoint {found[k]}, model {expected[k]})" if k in found and k in expected
+               else f"{k} (only in the {'checkpoint' if k in found else 'model'})" for k in differ[:3]]
+    return ", ".join(details) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint with :func:`atomic_file`, so a reader (or a resume after ``kill -9``) never sees half a
+    file; loads with ``weights_only=True`` only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "wb") as f:
+            torch.save(checkpoint, f)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location=map_location or "cpu")
+
+
+def data_difference(trained_on: Mapping[str, Any], data: Mapping[str, Any] | None) -> str | None:
+    """Say so when a checkpoint was trained on other data than a run will use (not an error: testing a model on
+    noisier data is a fair question), so that ``test --ckpt_path best`` after a moons run is not taken for a result
+    on moons."""
+    keys = ("path", "test_path", "dataset", "classes", "noise", "factor", "n_samples", "val_fraction",
+            "test_fraction", "seed")
+    if data is None:
+        return None
+    differ = [k for k in keys if k in trained_on and data.get(k) != trained_on[k]]
+    if not differ:
+        return None
+    return ("the checkpoint was trained on " + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
+            + "; this run uses " + ", ".join(f"{data.get(k)!r}" for k in differ)
+            + " (pass the run's config.yaml with --config to use its data).")
+
+
+CONFIG_KEY = "circles_config"  # the run's config.yaml, as text, inside every checkpoint
+# What a resumed fit must train with as the run did: what the model is, what it learns from and how it steps.
+TRAINED_WITH = ("seed_everything", "model", "data", "optimizer", "lr_scheduler")
+FREE_ON_RESUME = ("data.predict_path", "data.test_samples")  # evaluation only
+
+
+class ResumeError(CirclesError):
+    """``fit --ckpt_path`` with settings that differ from the ones the checkpoint was trained with."""
+
+    exit_code = 2
+
+
+class RunConfig(SaveConfigCallback):
+    """The run's ``config.yaml``: the command's resolved config less what ties it to this run (``ckpt_path``, the
+    logger's ``version`` and ``label``), so ``--config <run>/config.yaml`` repeats the run, in a new run directory.
+    Every checkpoint carries the same text, so a resume can tell what changed (:func:`resume_conflicts`).
+
+    Unlike Lightning's own saver, ``fit`` writes it when training starts, so a fit that ends before (a refused resume,
+    a bad file) leaves the run's record as it was, and a resumed fit rewrites it with what it changed (e.g.
+    ``trainer.max_epochs``).
+    """
+
+    def __init__(self, parser: Any, config: Any, config_filename: str = "config.yaml",
+                 default_root_dir: str | None = None, **kwargs: Any) -> None:
+        """
+        Args:
+            parser: The parser of the subcommand (LightningCLI passes it).
+            config: The subcommand's config (LightningCLI passes it).
+            config_filename: The file's name in the run directory.
+            default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at the run
+                directory when there is no logger).
+            **kwargs: LightningCLI's other options for its config saver (``overwrite``, ``multifile``): unused, the
+                file is always replaced whole.
+        """
+        config = config.clone()
+        if "ckpt_path" in config:
+            config.ckpt_path = None
+        config.trainer.default_root_dir = default_root_dir
+        logger = config.trainer.get("logger")
+        if hasattr(logger, "get") and logger.get("init_args") is not None:
+            logger.init_args.version = None
+            if "label" in logger.init_args:
+                logger.init_args.label = ""  # a repeat names its run from its own settings
+        super().__init__(parser, config, config_filename, overwrite=True)
+        self.text = parser.dump(config, skip_none=False)
+
+    @override
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            self._write(trainer)
+
+    @override
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: Any) -> None:
+        log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        if trainer.is_global_zero:
+            os.makedirs(log_dir, exist_ok=True)
+            with atomic_file(Path(log_dir) / self.config_filename) as f:
+                f.write(self.text)
+
+    @override
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.text
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {prefix: {}}
+
+
+def resume_conflicts(trained: str | None, now: Mapping[str, Any]) -> list[str]:
+    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the checkpoint's record ``trained``
+    (its ``config.yaml`` text), as ``key (trained: a, now: b)``. A resume that changed them would either ignore them
+    silently (Lightning restores the model and the optimizer's state, learning rate included) or train something that
+    is no longer the run on record, so the CLI refuses it."""
+    if not trained:
+        return []
+    import yaml
+
+    before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
+    after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
+    keys = sorted(k for k in set(before) | set(after)
+                  if k.split(".")[0] in TRAINED_WITH and k not in FREE_ON_RESUME and before.get(k) != after.get(k))
+    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}  # its settings differ anyway
+    keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
+    return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]

@@ -1,0 +1,92 @@
+"""What the callbacks, the CLI and the sweep need from the model and from the data, written down as Protocols.
+
+``CirclesClassifier`` and ``CirclesDataModule`` implement them; another LightningModule or data module works with the
+callbacks when it does too. :func:`classifier` and :func:`point_data` check a trainer's module and data module once,
+with an error that names what is missing, instead of each consumer probing attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """A classifier of points in the plane that may hold K members (K seeds of one network)."""
+
+    members: int
+    num_classes: int
+
+    @property
+    def epoch_metrics(self) -> Mapping[str, float]:
+        """The latest epoch's values by metric name (``train/acc``, ``val/loss``, ``test/acc``, ...)."""
+
+    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's probabilities for points ``(N, 2)``: of class 1 ``(K, N)``, or of each class ``(K, N, C)``."""
+
+    def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each hidden layer's output for points ``(N, 2)`` (the first member's): ``(N, units)`` tensors."""
+
+    def member_table(self) -> dict[str, list[Any]] | None:
+        """With several members, a column per fact about them (seed, accuracies), a row per member; else None."""
+
+
+@runtime_checkable
+class PointData(Protocol):
+    """Labelled points in the plane, split into stages, with what the pictures call their classes."""
+
+    num_classes: int
+    class_names: list[str] | None  # a data file's label of each class; None for generated data (labels 0..C-1)
+
+    def points(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The points ``(N, 2)`` and labels ``(N,)`` of ``train``, ``val`` or ``test``, once set up; else None."""
+
+    def describe(self) -> str:
+        """Where the training, validation and test points come from, in one line."""
+
+    def class_legend(self) -> tuple[str, ...]:
+        """What the pictures' legend calls each class, in class order."""
+
+    def probability_label(self) -> str:
+        """What the probability view shows: ``P(inner circle)``, ``P(class 1)``."""
+
+    def bayes_accuracy(self) -> float | None:
+        """The best accuracy any classifier can reach on the test points' distribution, where it is known."""
+
+
+def trainer_data(trainer: Any) -> PointData:
+    """The trainer's data module as :class:`PointData` (Lightning attaches ``trainer.datamodule`` when a run starts;
+    None when the run was given dataloaders instead)."""
+    return point_data(trainer.datamodule)
+
+
+def has_data_module(trainer: Any) -> bool:
+    """Whether the run was given a data module (rather than dataloaders)."""
+    return trainer.datamodule is not None
+
+
+def trainer_callbacks(trainer: Any) -> list[Any]:
+    """The trainer's callbacks (a list Lightning builds when the trainer is made)."""
+    return list(trainer.callbacks)
+
+
+def classifier(module: Any) -> Classifier:
+    """``module`` as a :class:`Classifier`, or a TypeError naming what it lacks."""
+    return _checked(module, Classifier, "model")
+
+
+def point_data(data: Any) -> PointData:
+    """``data`` as :class:`PointData`, or a TypeError naming what it lacks."""
+    return _checked(data, PointData, "data module")
+
+
+def _checked(value: Any, protocol: type, what: str) -> Any:
+    if not isinstance(value, protocol):
+        names = {*getattr(protocol, "__annotations__", {}), *(n for n in vars(protocol) if not n.startswith("_"))}
+        members = [name for name in names if not hasattr(value, name)]
+        raise TypeError(f"The {what} {type(value).__name__} does not provide what circles' callbacks use "
+                        f"(circles.contracts.{protocol.__name__}): it lacks {', '.join(sorted(members))}.")
+    return value

@@ -1,0 +1,93 @@
+"""Files a run writes: atomic replacement, exclusive locks and the one allocator of run directories."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from circles.errors import CirclesError
+
+PathLike = str | Path
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; when the block ends without an error, flush it to disk and
+    rename it to ``path`` in one step. A reader, a crash or ``kill -9`` sees the old file or the new one, never half
+    of one, and no temporary file is left behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None  # name the file, not its temporary twin
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class RunInUse(CirclesError):
+    """Another process is writing into the run directory this one would write into."""
+
+    exit_code = 2
+
+
+def try_lock(path: PathLike) -> IO[Any] | None:
+    """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open file that holds it, or
+    None if another process holds it. The lock ends when the file is closed or the process ends, however it ends."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def lock_run_dir(run_dir: PathLike) -> IO[Any]:
+    """Hold ``run_dir/.lock`` while this process writes the run: a second process that would write into the same run
+    (two resumes of one run, a run given the version of a running one) is refused instead of interleaving its curves
+    and checkpoints with the first one's."""
+    lock = try_lock(Path(run_dir) / ".lock")
+    if lock is None:
+        holder = (Path(run_dir) / ".lock").read_text().strip()
+        raise RunInUse(f"{os.path.normpath(run_dir)} is being written by another process (pid {holder or '?'}); "
+                       "one process writes a run at a time. Wait for it to end, or start a new run.")
+    return lock
+
+
+def next_version(root: PathLike) -> int:
+    """The N after the highest ``root/version_N`` or ``root/version_N-<label>`` (0 if there is none)."""
+    names = [re.fullmatch(r"version_(\d+)(-.*)?", p.name) for p in Path(root).glob("version_*")]
+    taken = [int(m.group(1)) for m in names if m]
+    return max(taken, default=-1) + 1
+
+
+def claim_version(root: PathLike, label: str = "") -> str:
+    """Create the next free ``root/version_N-<label>`` (``version_N`` without a label) with an atomic ``mkdir`` and
+    return its name: runs started at the same moment get distinct directories (listing the folder, as Lightning's
+    logger does, races)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = next_version(root)
+    while True:
+        name = f"version_{version}" + (f"-{label}" if label else "")
+        try:
+            (root / name).mkdir()
+            return name
+        except FileExistsError:
+            version += 1

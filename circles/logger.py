@@ -1,0 +1,209 @@
+"""The TensorBoard run logger: one directory per run, train/val/test curves as sub-runs, and the HPARAMS record."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from typing_extensions import override
+
+from circles.files import claim_version, lock_run_dir
+from circles.metrics import STAGES, hparams_metrics, scalar_tag
+
+DEFAULT_RUNS = "lightning_logs"  # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/version_N
+TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)
+
+
+def tensorboard_command(logdir: str) -> str:
+    """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the slider (TensorBoard
+    keeps 10 images per tag unless told otherwise)."""
+    return f"tensorboard --logdir {os.path.normpath(logdir)} --samples_per_plugin images={TENSORBOARD_IMAGES}"
+
+
+def event_file_writer(writer: Any) -> Any:
+    """The event-file writer of a ``torch.utils.tensorboard.SummaryWriter``, reopened if the writer was closed.
+
+    ``SummaryWriter`` has no public way to write one ``Summary`` holding several scalars, or an hparams session
+    record: ``add_scalars`` makes a writer, and a run in TensorBoard, per tag (pytorch/pytorch#32651), and Lightning's
+    own ``TensorBoardLogger.log_hyperparams`` calls this same private method (lightning/pytorch/loggers/tensorboard.py).
+    It also reopens the event file after ``close()``, which matters because Lightning finalizes the loggers on
+    SLURM's SIGUSR1 while training goes on until the job is requeued. ``tests/test_runs.py`` fails loudly if either
+    library changes it.
+    """
+    return writer._get_file_writer()
+
+
+def _hparam_value(value: Any) -> str | bool:
+    """A hyperparameter as the HPARAMS table shows it best: numbers as written (``1000``, ``0.03``; TensorBoard would
+    print ``1000.0`` and ``0.030000``), lists and None as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    return str(value)
+
+
+# The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the order TensorBoard
+# lists them; it ticks the first five (the rest can be ticked).
+HPARAM_COLUMNS = (("activation", "activation"), ("dataset", "dataset"), ("hidden_sizes", "hidden layers"),
+                  ("max_epochs", "epochs"), ("optimizer", "optimizer"), ("members", "seeds (members)"),
+                  ("noise", "noise"), ("seed_everything", "seed"), ("batch_size", "points per step"))
+
+
+def _rank_zero() -> bool:
+    """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process starts)."""
+    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
+
+
+def _run_name(version: int | str) -> str:
+    """The run directory's name for a logger version, as Lightning's ``log_dir`` spells it."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+class TensorBoardRunLogger(TensorBoardLogger):
+    """TensorBoard logger for ``<save_dir>/<name>/version_N`` run directories.
+
+    - Claims ``version_N`` with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
+      asked for, so a run that fails before that leaves no empty directory.
+    - Lays the scalars out as TensorBoard shows training best (the layout Keras uses): ``train/loss`` is written as
+      ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as ``curves/loss`` into ``<run>/val``, and so on
+      (:func:`scalar_tag`), so one chart holds the train and the val curve of a metric, and TensorBoard's landing page
+      opens on the ``curves`` and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
+    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning writes one per
+      scalar).
+    - Records the run for TensorBoard's HPARAMS tab: the settings people vary and the metrics of the table in
+      :mod:`circles.metrics` that have a column there.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str = DEFAULT_RUNS,
+        version: int | str | None = None,
+        label: str = "",
+        default_hp_metric: bool = False,
+        log_graph: bool = False,
+        prefix: str = "",
+        sub_dir: str | None = None,
+        **writer_kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's ``default_root_dir``
+                (the working directory unless set).
+            name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>`` shows them all.
+            version: Run to write into (``3`` or ``"version_3-relu-10x10"``); ``null`` claims the next free one.
+            label: What the run trains, appended to a claimed ``version_N`` so TensorBoard names the run by it
+                (the command line fills it in from the config, e.g. ``circles-relu-10x10-sgd0.1-e1000``).
+            default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
+            log_graph: Add the model's graph to TensorBoard (Lightning's option).
+            prefix: Put in front of every metric's name; the scalars are then written as Lightning writes them,
+                without the train/val/test sub-runs.
+            sub_dir: A folder inside the run directory for the events (Lightning's option).
+            **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer of the run.
+        """
+        super().__init__(save_dir if save_dir is not None else ".", name=name, version=version, log_graph=log_graph,
+                         default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **writer_kwargs)
+        self._metric_prefix, self._writer_kwargs = prefix, writer_kwargs
+        self._run_version = version
+        self._label = label
+        self._lock: IO[Any] | None = None
+        self._locked = False
+        self._stage_writers: dict[str, Any] = {}
+        self._hparams_session_written = True  # nothing to write until hyperparameters arrive
+
+    @property
+    @override
+    def version(self) -> int | str:
+        """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one.
+        Rank zero holds the run directory's lock (:func:`lock_run_dir`) from then until :meth:`finalize`."""
+        if self._run_version is None:
+            self._run_version = claim_version(self.root_dir, self._label) if _rank_zero() else super().version
+        if not self._locked and _rank_zero():
+            self._lock, self._locked = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)), True
+        return self._run_version
+
+    def _writer(self, stage: str) -> Any:
+        """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
+        if not stage:
+            return self.experiment
+        if stage not in self._stage_writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._stage_writers[stage] = SummaryWriter(os.path.join(self.log_dir, stage), **self._writer_kwargs)
+        return self._stage_writers[stage]
+
+    @override
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """The scalars of a call, one TensorBoard event per sub-run (see the class): ``stage/name`` goes to the
+        ``stage`` sub-run as ``curves/name``; ``epoch`` (the step already is the epoch) is left out."""
+        self._write_hparams_session()
+        if self._metric_prefix or not all(isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()):
+            return super().log_metrics(metrics, step)
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        runs: dict[str, list[Any]] = {}
+        for key, value in metrics.items():
+            stage, _, name = key.partition("/")
+            run = stage if stage in STAGES and name else ""
+            if key != "epoch":
+                runs.setdefault(run, []).append(Summary.Value(tag=scalar_tag(key) if run else key,
+                                                              simple_value=float(value)))
+        for run, values in runs.items():
+            event_file_writer(self._writer(run)).add_summary(Summary(value=values), step)
+
+    @override
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        for writer in self._stage_writers.values():
+            writer.flush()
+
+    @override
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        super().log_hyperparams(params, metrics, step)
+        self._hparams_session_written = metrics is not None  # with metrics, Lightning wrote the session itself
+
+    def _write_hparams_session(self) -> None:
+        """The run's record for TensorBoard's HPARAMS tab, written once, with every hyperparameter collected, just
+        before the first metrics (TensorBoard keeps a run's first record): the experiment's declared columns
+        (``HPARAM_COLUMNS`` that the run has, and the metrics of :mod:`circles.metrics` with an HPARAMS column) and the
+        run's values for them, so the table opens on the settings people vary and the metrics that say how a run did.
+        TensorBoard orders the columns by their names: a column's name is its place and title (``0 activation``), and
+        the table shows the title. (Every hyperparameter is in the run's ``hparams.yaml``.)"""
+        if self._hparams_session_written or not self.hparams:
+            return
+        from tensorboard.plugins.hparams import summary_v2 as hp
+
+        values = {key: _hparam_value(value) for key, value in dict(self.hparams).items() if not key.startswith("_")}
+        if "optimizer" in values and "optimizer.lr" in values:
+            values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
+        if values.get("batch_size") == "None":
+            values["batch_size"] = "all (full batch)"
+        names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
+        columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
+        metrics = [hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
+                   for metric in hparams_metrics()]
+        writer = event_file_writer(self.experiment)
+        writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
+        trial = _run_name(self.version)
+        writer.add_summary(hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial))
+        self._hparams_session_written = True
+
+    @override
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self._write_hparams_session()
+        super().finalize(status)
+        for writer in self._stage_writers.values():
+            writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

@@ -1,0 +1,131 @@
+"""SIGTERM, Ctrl-C and SLURM's requeue signal: every rank stops together after a step, with its state saved."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
+
+from circles.errors import Interrupted
+
+
+def requeue_signal(trainer: pl.Trainer) -> int | None:
+    """The signal on which Lightning saves an hpc checkpoint and requeues the job: its SLURM environment's
+    ``requeue_signal`` (SIGUSR1 unless the environment was built with another) when auto-requeue is on, else None."""
+    environment = trainer._accelerator_connector.cluster_environment  # what Lightning's signal connector reads
+    if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+        return environment.requeue_signal
+    return None
+
+
+class GracefulStopCallback(Callback):
+    """SIGTERM (a scheduler ending the job) and the first Ctrl-C stop fit cleanly, on every rank together: the
+    signal only sets a flag; after each training step the ranks agree on it (one tiny reduce under DDP) and fit
+    stops the way early stopping does, so ``on_train_end`` writes a consistent ``last.ckpt``. ``signal`` then says
+    which signal stopped it. A second Ctrl-C interrupts at once.
+
+    Why not Lightning's own handlers: its SIGTERM handler broadcasts from inside the handler, and its SLURM requeue
+    handler saves the hpc checkpoint with a barrier from inside the handler, so either deadlocks a DDP run whenever
+    the signal lands while another rank is inside a different collective (a metric's reduce, say). Here the requeue
+    signal (:func:`requeue_signal`) also only sets a flag, and the ranks run Lightning's handler together after the
+    step in which they agreed on it.
+
+    ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop at once (Lightning's
+    own handler only notes a SIGTERM outside fit, and predict would go on to write its file).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.requeue = False
+        self._requeue_signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _install(self, handler: Any) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.signal, self.requeue = None, False
+        self._install(self._on_signal)
+        self._requeue_signal = requeue_signal(trainer)
+        if self._requeue_signal is not None and self._previous and callable(signal.getsignal(self._requeue_signal)):
+            self._previous[self._requeue_signal] = signal.signal(self._requeue_signal, self._on_requeue_signal)
+
+    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
+        self.requeue = True
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @staticmethod
+    def _stop_now(signum: int, frame: Any) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
+
+    def _evaluation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # fit's validation keeps fit's handler
+            self._install(self._stop_now)
+
+    def _evaluation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            self._restore()
+
+    on_validation_start = on_test_start = on_predict_start = override(_evaluation_start)
+    on_validation_end = on_test_end = on_predict_end = override(_evaluation_end)
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stop, requeue = self.signal is not None, self.requeue
+        if trainer.world_size > 1:  # one reduce for both flags: a rank that saw a signal decides for all
+            flags = torch.tensor([stop, requeue], dtype=torch.float32, device=pl_module.device)
+            stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        if requeue and self._requeue_signal is not None:
+            self.requeue = False
+            self._previous[self._requeue_signal](self._requeue_signal, None)
+        if stop:
+            self.signal = self.signal or signal.SIGTERM  # a rank stopped because another one was signalled
+            trainer.should_stop = True
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:
+    """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state was saved."""
+    from circles.callbacks import RunCheckpoint
+
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    if subcommand != "fit":
+        return Interrupted(signum, f"{subcommand} interrupted by {name}.")
+    checkpoint = trainer.checkpoint_callback if trainer is not None else None
+    if trainer is None or not isinstance(checkpoint, RunCheckpoint) or not checkpoint.holds_current_state(trainer):
+        return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")
+    return Interrupted(
+        signum, f"fit interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; the state at "
+        f"the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To continue, run the same "
+        "command with --ckpt_path last.")
