@@ -5,7 +5,9 @@
     python benchmarks/bench.py --only seed,startup
 
 Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop and a naive
-Lightning port; the boundary callback's share), ``startup`` (process start to exit vs a plain script), ``scale``
+Lightning port; the boundary callback's share), ``epoch`` (the whole-process cost of an epoch, against the
+chapter's script and, with ``--base DIR``, another checkout; the metric path against torchmetrics),
+``startup`` (process start to exit vs a plain script), ``scale``
 (samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs DataLoader(TensorDataset)),
 ``compile`` (torch.compile on vs off), ``members`` (K seeds in one run vs K=1, vs separate runs, vs scikit-learn;
 peak memory), ``gpu`` (the same on a CUDA device, members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the
@@ -269,10 +271,9 @@ def bench_seed(repeats: int, epochs: int) -> None:
     row("seed", "boundary callback's share of fit", min(ours), min(bare), "s")
 
 
-def bench_startup(repeats: int, python: str = sys.executable) -> None:
-    print("start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a plain script",
-          flush=True)
-    script = textwrap.dedent('''
+# The chapter's script: ``python plain.py EPOCHS`` trains the ReLU model, printing its line every 10 epochs.
+PLAIN_SCRIPT = textwrap.dedent('''
+        import sys
         import torch
         from torch import nn
         from sklearn.datasets import make_circles
@@ -284,7 +285,7 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
         loss_fn = nn.BCEWithLogitsLoss()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         acc = lambda p, t: torch.eq(t, p).sum().item() / len(p) * 100
-        for epoch in range(1000):
+        for epoch in range(int(sys.argv[1])):
             model.train()
             logit = model(X_train).squeeze()
             loss = loss_fn(logit, y_train)
@@ -298,16 +299,88 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
             if epoch % 10 == 0:
                 print(f"Epoch: {epoch} | Train loss: {loss:.5f} | Train accuracy: {train_acc:.2f}% | "
                       f"Test loss: {test_loss:.5f} | Test accuracy: {test_acc:.2f}%")
-    ''')
+''')
+
+
+def _process_seconds(argv: list[str], cwd: str, tree: Path) -> float:
+    """Wall seconds of a fresh process running ``argv`` with ``tree``'s circles first on the import path."""
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    return time.perf_counter() - start
+
+
+def bench_epoch(repeats: int, base: Path | None, epochs: int = 1000) -> None:
+    """The whole-process cost of an epoch of configs/relu.yaml: a fit of 10 + ``epochs`` epochs minus a fit of 10,
+    each a fresh process (so start-up, data and the end of fit cancel), for this tree, for ``base`` (another checkout
+    of circles, e.g. ``git worktree add /tmp/base <commit>``) and for the chapter's plain script, interleaved. Each
+    of the two fits is taken at its fastest over the repeats (a loaded machine only ever adds time)."""
+    trees = {"circles": REPO, **({"base": base} if base is not None else {})}
+    print(f"epoch: whole-process cost of an epoch of relu.yaml (fit {10 + epochs} epochs - fit 10, fresh processes), "
+          f"{', '.join(f'{name} {tree}' for name, tree in trees.items())}", flush=True)
+    commands = {name: [sys.executable, str(tree / "train.py"), "fit", "--config", str(tree / "configs" / "relu.yaml"),
+                       "--trainer.max_epochs={}"] for name, tree in trees.items()}
+    commands["plain"] = [sys.executable, "plain.py", "{}"]
+    seconds: dict[tuple[str, int], list[float]] = {(name, n): [] for name in commands for n in (10, 10 + epochs)}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "plain.py").write_text(PLAIN_SCRIPT)
+        for _ in range(repeats):
+            for (name, n), times in seconds.items():
+                argv = [arg.format(n) for arg in commands[name]]
+                times.append(_process_seconds(argv, tmp, trees.get(name, REPO)))
+    best = {name: (min(seconds[name, 10 + epochs]) - min(seconds[name, 10])) / epochs * 1e3 for name in commands}
+    row("epoch", "whole-process cost of an epoch, relu.yaml vs the chapter's plain script", best["circles"],
+        best["plain"], "ms")
+    if base is not None:
+        row("epoch", f"whole-process cost of an epoch, relu.yaml vs the same at {base}", best["circles"], best["base"],
+            "ms")
+    bench_metric_path(repeats)
+
+
+def bench_metric_path(repeats: int) -> None:
+    """One stage's epoch of metrics for one full batch of the chapter's data: the project's tally (add, values)
+    against torchmetrics' BinaryAccuracy (update, compute, reset), which the metrics used to be."""
+    from torchmetrics.classification import BinaryAccuracy
+
+    from circles.metrics import Tally, member_losses
+
+    logits, y = torch.randn(1, 800), (torch.rand(800) > 0.5).float()
+    losses, accuracy = member_losses(logits, y), BinaryAccuracy(validate_args=False)
+
+    def tally() -> None:
+        t = Tally()
+        t.add(losses, logits, y)
+        (t.right.float() / t.points).mean()
+
+    def torchmetrics() -> None:
+        accuracy.update(logits[0], y)
+        accuracy.compute()
+        accuracy.reset()
+
+    def seconds(fn, n: int = 2000) -> float:
+        for _ in range(200):
+            fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    ours, theirs = zip(*((seconds(tally), seconds(torchmetrics)) for _ in range(repeats)), strict=True)
+    row("epoch", "accuracy of one stage's epoch (one batch of 800): the tally vs torchmetrics' BinaryAccuracy",
+        min(ours) * 1e6, min(theirs) * 1e6, "us")
+
+
+def bench_startup(repeats: int, python: str = sys.executable) -> None:
+    print("start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a plain script",
+          flush=True)
     commands = {
-        "plain": [python, "plain.py"],
+        "plain": [python, "plain.py", "1000"],
         "ours": [python, str(REPO / "train.py"), "fit", "--config", RELU],
         "plain imports": [python, "-c", "import torch, sklearn.datasets, sklearn.model_selection"],
         "our imports": [python, "-c", "import circles.cli"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "plain.py").write_text(script)
+        Path(tmp, "plain.py").write_text(PLAIN_SCRIPT)
         for _ in range(repeats):
             for name, cmd in commands.items():
                 start = time.perf_counter()
@@ -577,9 +650,11 @@ def bench_ddp_gpu(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--only", default="seed,startup,scale,compile,members,gpu,ddp",
+    parser.add_argument("--only", default="seed,epoch,startup,scale,compile,members,gpu,ddp",
                         help="comma-separated sections")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--base", type=Path, default=None,
+                        help="another checkout of circles to compare with in the epoch section (its own train.py)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for the startup section (e.g. another environment's, to compare installs)")
     args = parser.parse_args()
@@ -590,6 +665,8 @@ def main() -> None:
         os.chdir(workdir)  # runs land in a temporary lightning_logs/
         if "seed" in sections:
             bench_seed(repeats, epochs=200 if args.quick else 1000)
+        if "epoch" in sections:
+            bench_epoch(repeats, args.base, epochs=200 if args.quick else 1000)
         if "startup" in sections:
             bench_startup(repeats, args.python)
         if "scale" in sections:

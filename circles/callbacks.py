@@ -20,7 +20,7 @@ from circles.errors import check
 from circles.files import atomic_file
 from circles.logger import tensorboard_command
 from circles.metrics import accuracy_text
-from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions, save_gif
+from circles.plotting import Animation, BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -224,7 +224,6 @@ class DecisionBoundaryCallback(Callback):
     """
 
     TAG = "decision_boundary"
-    MAX_GIF_FRAMES = 100
 
     def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False,
                  show_neurons: bool = False, gif: bool = True) -> None:
@@ -240,8 +239,7 @@ class DecisionBoundaryCallback(Callback):
         check(resolution >= 2, "resolution", "an integer >= 2", resolution)
         self.every_n_epochs, self.resolution, self.gif = every_n_epochs, resolution, gif
         self.show_probability, self.show_neurons = show_probability, show_neurons
-        self.frames: list[np.ndarray] = []
-        self._frame_stride, self._frame_index = 1, 0
+        self.frames = Animation(max_frames=100)
         self.run_dir: str | None = None
         self.png_path: str | None = None
         self._grids: dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]] = {}
@@ -313,11 +311,8 @@ class DecisionBoundaryCallback(Callback):
                    epoch: int) -> None:
         image = self._frame(trainer, pl_module, panels, "train_val", epoch)
         self._last_frame_epoch = epoch
-        if self.gif and self._frame_index % self._frame_stride == 0:
-            self.frames.append(image)
-            if len(self.frames) > self.MAX_GIF_FRAMES:  # keep every other frame and slow down the intake
-                self.frames, self._frame_stride = self.frames[::2], self._frame_stride * 2
-        self._frame_index += 1
+        if self.gif:
+            self.frames.add(image)
 
     def _save_png(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str,
                   title: str) -> str:
@@ -348,7 +343,7 @@ class DecisionBoundaryCallback(Callback):
         if self._last_frame_epoch != epoch:
             self._fit_frame(trainer, pl_module, panels, epoch)
         if self.gif and len(self.frames) > 1:
-            save_gif(self.frames, os.path.join(str(self.run_dir), "decision_boundary.gif"))
+            self.frames.save(os.path.join(str(self.run_dir), "decision_boundary.gif"))
         accuracy = accuracy_text(classifier(pl_module).epoch_metrics, ("train", "val"), ", ")
         title = f"Epoch {epoch}: {accuracy}"
         self.png_path = self._save_png(trainer, pl_module, panels, "decision_boundary.png", title)

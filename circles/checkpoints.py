@@ -113,11 +113,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint with :func:`atomic_file`, so a reader (or a resume after ``kill -9``) never sees half a
     file; loads with ``weights_only=True`` only."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as f:
             torch.save(checkpoint, f)
 
+    @override
     def load_checkpoint(
         self, path: Any, map_location: Callable | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:

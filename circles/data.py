@@ -236,6 +236,14 @@ class CirclesDataModule(pl.LightningDataModule):
     ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200 validation points.
     """
 
+    train_x: torch.Tensor | None = None  # each stage's points and labels, once read or drawn
+    train_y: torch.Tensor | None = None
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    predict_x: torch.Tensor | None = None
+
     def __init__(
         self,
         n_samples: int = 1000,
@@ -255,7 +263,7 @@ class CirclesDataModule(pl.LightningDataModule):
     ) -> None:
         """
         Args:
-            n_samples: Generated data: points drawn for training plus validation (half on each circle).
+            n_samples: Generated data: points drawn for training plus validation (about as many of each class).
             noise: Generated data: standard deviation of the Gaussian noise added to every coordinate.
             factor: Generated data: radius of the inner circle relative to the outer one (which has radius 1).
             val_fraction: Fraction of the points held out for validation.
@@ -292,13 +300,6 @@ class CirclesDataModule(pl.LightningDataModule):
         self.num_classes = self.file.num_classes if self.file else self.generated.num_classes
         self.class_names = self.file.class_names if self.file else None
         self.features, self.batch_size, self.seed, self.predict_path = features, batch_size, seed, predict_path
-        self.train_x: torch.Tensor | None = None
-        self.train_y: torch.Tensor | None = None
-        self.val_x: torch.Tensor | None = None
-        self.val_y: torch.Tensor | None = None
-        self.test_x: torch.Tensor | None = None
-        self.test_y: torch.Tensor | None = None
-        self.predict_x: torch.Tensor | None = None
         if self.file is not None:
             (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = self.file.parts
 

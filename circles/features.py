@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from circles.errors import check
 
@@ -37,6 +38,7 @@ class FeatureMap(nn.Module):
         self.features = list(features)
         self.identity = self.features == ["x1", "x2"]
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity:
             return x

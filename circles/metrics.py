@@ -72,11 +72,6 @@ def num(value: float | None, digits: int = 4) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def formatted(name: str, value: float | None) -> str:
-    """A metric's value with its table's decimals."""
-    return num(value, BY_NAME[name].digits if name in BY_NAME else 4)
-
-
 def accuracy_text(values: Mapping[str, float], stages: Iterable[str], separator: str) -> str:
     """``train acc 0.865<separator>val acc 0.870``: the accuracies of ``stages`` that ``values`` holds."""
     return separator.join(f"{stage} acc {values[f'{stage}/acc']:.3f}" for stage in stages if f"{stage}/acc" in values)

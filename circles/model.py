@@ -73,6 +73,7 @@ class StackedMLP(nn.Module):
             outputs.append(h)
         return outputs
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden(x)[-1] if len(self.weights) > 1 else x.expand(len(self.weights[0]), *x.shape)
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))

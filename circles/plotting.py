@@ -355,10 +355,29 @@ def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: i
     return np.concatenate([strip, out], axis=0)
 
 
-def save_gif(frames: Sequence[np.ndarray], path: str, seconds_per_frame: float = 0.15) -> None:
-    """An animated GIF of ``(H, W, 3)`` uint8 frames (the last one held for a second), looping."""
-    from PIL import Image
+class Animation:
+    """Frames ``(H, W, 3)`` uint8 for an animated GIF, at most ``max_frames`` evenly spaced over however many come:
+    past the limit every other frame is dropped and the intake slows to match."""
 
-    images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in frames]
-    durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)
+    def __init__(self, max_frames: int = 100) -> None:
+        self.max_frames = max_frames
+        self.frames: list[np.ndarray] = []
+        self._stride, self._offered = 1, 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._offered % self._stride == 0:
+            self.frames.append(frame)
+            if len(self.frames) > self.max_frames:
+                self.frames, self._stride = self.frames[::2], self._stride * 2
+        self._offered += 1
+
+    def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
+        """The frames as a looping GIF, the last one held for a second."""
+        from PIL import Image
+
+        images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in self.frames]
+        durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, REPO, run_dir, run_names
 
 from circles.cli import cli_main
+
+from helpers import QUIET, REPO, run_dir, run_names
 
 SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local single-node cluster (needs "
                 "root; installs SLURM with apt-get when missing); .ci/run sets it")

@@ -3,8 +3,14 @@ module as a script)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -19,9 +25,49 @@ CONFIGS = REPO / "configs"
 
 # Quiet, fast settings for runs that only need to exercise the machinery.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000"]  # a few epochs' worth
+TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]  # a run that only has to exist
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def started(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
+            merge_output: bool = False) -> Iterator[subprocess.Popen]:
+    """``argv`` started in a process group of its own, its output captured (stderr into stdout with
+    ``merge_output``). Leaving the block kills whatever is left of the group (DDP ranks, sweep workers) and reaps the
+    process, so nothing it started outlives the test."""
+    process = subprocess.Popen(list(argv), cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT if merge_output else subprocess.PIPE, start_new_session=True)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def train_py(*args: str, cwd: Path, env: dict[str, str] | None = None,
+             merge_output: bool = False) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """``python train.py ARGS`` in a process group of its own (see :func:`started`)."""
+    return started([sys.executable, str(REPO / "train.py"), *args], cwd, env, merge_output)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
 
 
 def exit_status(*args: str) -> int:

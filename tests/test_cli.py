@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from circles.cli import cli_main
+
+from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
 
 TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, final_scalar, read_events, scalar_history
 from PIL import Image
 
 from circles.data import CirclesDataModule
@@ -16,6 +15,8 @@ from circles.datasets import DATASETS, bayes_accuracy_gaussians
 from circles.errors import ConfigError
 from circles.features import FeatureMap
 from circles.model import CirclesClassifier
+
+from helpers import CONFIGS, final_scalar, read_events, scalar_history
 
 GENERATOR_CASES = [*((name, 2) for name in ("circles", "moons", "xor", "gaussians", "spiral")), ("gaussians", 3),
                    ("spiral", 3), ("blobs", 4), ("blobs", 2)]

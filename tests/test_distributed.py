@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, last_weights, run_dir, scalar_values
+
+from helpers import REPO, free_port, last_weights, run_dir, scalar_values, train_py, wait_for
 
 IMPROVED = str(REPO / "configs" / "improved.yaml")
 DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
@@ -22,29 +21,19 @@ DDP_QUIET = ["--trainer.enable_model_summary=false", "--chapter_log.every_n_epoc
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ddp_env() -> dict[str, str]:
+    """This process's environment for a DDP run on 127.0.0.1 (outside any SLURM job this process may be in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
 
 
 def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
-    """``python train.py fit ARGS`` in its own process group, killed with all its ranks on timeout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "fit", *args, *DDP_QUIET], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP run did not finish in {timeout} s:\n{out[-3000:]}")
-    finally:
+    """``python train.py fit ARGS``, all its ranks killed on timeout."""
+    with train_py("fit", *args, *DDP_QUIET, cwd=cwd, env=ddp_env(), merge_output=True) as proc:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # no rank may outlive the test
-        except ProcessLookupError:
-            pass
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"DDP run did not finish in {timeout} s")
     assert proc.returncode == 0, out[-3000:]
     assert "terminate called" not in out, out[-3000:]
 
@@ -87,28 +76,18 @@ def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
 def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
     """Lightning's own SIGTERM handler broadcasts from inside the handler and deadlocks DDP when the signal lands
     during a metric's all-gather; the run's handler only sets a flag the ranks agree on after the next step."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", IMPROVED, "--config", DDP_CPU, *DDP_QUIET,
-         "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=20"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first last.ckpt"
-            time.sleep(0.2)
+    args = ["fit", "--config", IMPROVED, "--config", DDP_CPU, *DDP_QUIET, "--trainer.max_epochs=100000",
+            "--checkpoint.last_every_n_epochs=20"]
+    with train_py(*args, cwd=tmp_path, env=ddp_env(), merge_output=True) as proc:
+        wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")) or proc.poll() is not None,
+                 "the first last.ckpt", timeout=180)
+        assert proc.poll() is None, "the run ended before its first last.ckpt"
         time.sleep(1.0)  # well inside an epoch's collectives, many times over
         os.killpg(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"DDP run did not stop within 60 s of SIGTERM:\n{proc.communicate()[0][-3000:]}")
-    finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("DDP run did not stop within 60 s of SIGTERM")
     assert proc.returncode == 143, out[-3000:]
     assert "fit interrupted by SIGTERM" in out and "--ckpt_path last" in out
     last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"

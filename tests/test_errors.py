@@ -11,18 +11,16 @@ import contextlib
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, Payload, error_lines, exit_status, fit_in, run_dir
+
+from helpers import REPO, TINY, Payload, error_lines, exit_status, fit_in, run_dir, train_py
 
 DOC = REPO / "docs" / "errors.md"
-TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]
 
 
 @dataclass(frozen=True)
@@ -235,14 +233,9 @@ def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
     commands = [["fit", "--data.noise=-0.1"], ["fit", "--model.activation=swish"], ["fit", "--config", "malformed.yaml"],
                 ["validate", "--ckpt_path", "truncated.ckpt"], ["predict", "--ckpt_path", "last", "--data.predict_path=nan.csv"]]
     before = snapshot(earlier_run)
-    processes = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=earlier_run, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
-    try:
+    with contextlib.ExitStack() as stack:
+        processes = [stack.enter_context(train_py(*args, cwd=earlier_run)) for args in commands]
         results = [p.communicate(timeout=300) for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-            p.wait()
     for args, p, (out, err) in zip(commands, processes, results, strict=True):
         assert p.returncode == 2, (args, err)
         assert len(error_lines(err)) == 1, (args, err)

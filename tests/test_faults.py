@@ -7,18 +7,14 @@ point is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import QUIET, REPO, error_lines, exit_status, load_checkpoint, run_dir, run_names, scalars_by_step
 
 from circles.checkpoints import AtomicCheckpointIO
 from circles.cli import CirclesCLI
@@ -26,8 +22,18 @@ from circles.data import CirclesDataModule
 from circles.logger import TensorBoardRunLogger
 from circles.model import CirclesClassifier, TrainingDiverged
 
-SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", *QUIET]
-
+from helpers import (
+    QUIET,
+    SMALL,
+    error_lines,
+    exit_status,
+    load_checkpoint,
+    run_dir,
+    run_names,
+    scalars_by_step,
+    train_py,
+    wait_for,
+)
 
 # ------------------------------------------------------------------------------------------------------- helpers
 
@@ -37,25 +43,6 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-def train_py(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.communicate(timeout=60)
 
 
 def finite(state_dict: dict) -> bool:
@@ -327,14 +314,12 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
 
 @pytest.mark.slow
 def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["fit", *SMALL, "--trainer.max_epochs=300", "--checkpoint.last_every_n_epochs=5"]
-    process = train_py(*args, cwd=tmp_path)
-    try:
+    args = ["fit", *SMALL, *QUIET, "--trainer.max_epochs=300", "--checkpoint.last_every_n_epochs=5"]
+    with train_py(*args, cwd=tmp_path) as process:
         wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")) or process.poll() is not None,
                  "last.ckpt")
         process.send_signal(signal.SIGKILL)
-    finally:
-        stop(process)
+        process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
     run = run_dir(tmp_path / "lightning_logs", 0)
     killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
@@ -362,15 +347,12 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, name, tmp_path):
-    args = ["fit", *SMALL, "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=100000"]
-    process = train_py(*args, cwd=tmp_path)
-    try:
+    args = ["fit", *SMALL, *QUIET, "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=100000"]
+    with train_py(*args, cwd=tmp_path) as process:
         wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/best.ckpt")) or process.poll() is not None,
                  "training")
         process.send_signal(signum)
         out, err = process.communicate(timeout=120)
-    finally:
-        stop(process)
     assert process.returncode == status, err
     run = run_dir(tmp_path / "lightning_logs", 0)
     (line,) = error_lines(err)
@@ -396,15 +378,12 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
 
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_run_directories(tmp_path):
-    processes = [train_py("fit", *SMALL, "--trainer.max_epochs=2", f"--data.seed={seed}", cwd=tmp_path)
-                 for seed in range(4)]
-    try:
+    with contextlib.ExitStack() as stack:
+        processes = [stack.enter_context(train_py("fit", *SMALL, *QUIET, "--trainer.max_epochs=2",
+                                                  f"--data.seed={seed}", cwd=tmp_path)) for seed in range(4)]
         for process in processes:
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
-    finally:
-        for process in processes:
-            stop(process)
     runs = sorted((tmp_path / "lightning_logs").iterdir())
     assert run_names(tmp_path / "lightning_logs") == ["version_0", "version_1", "version_2", "version_3"]
     seeds, pids = [], []

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import exit_status, load_checkpoint, run_dir
 
 from circles.csvdata import encode_labels, read_labelled_csv
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
+
+from helpers import exit_status, load_checkpoint, run_dir
 
 TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
 

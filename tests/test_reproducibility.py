@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import QUIET, run_dir, written_scalars
 
 from circles.cli import cli_main
+
+from helpers import QUIET, run_dir, written_scalars
 
 
 @pytest.mark.parametrize("batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"])

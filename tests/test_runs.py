@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import QUIET, error_lines, exit_status, load_checkpoint, run_dir, run_names
-from torch.utils.tensorboard import SummaryWriter
 
 from circles.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_checkpoint
 from circles.errors import ConfigError
 from circles.files import RunInUse, atomic_file, claim_version, try_lock
-from circles.logger import TensorBoardRunLogger, event_file_writer
+from circles.logger import TensorBoardRunLogger
 
-SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000", "--trainer.max_epochs=2"]
+from helpers import QUIET, SMALL, error_lines, exit_status, load_checkpoint, run_dir, run_names
+
+RUN = [*SMALL, "--trainer.max_epochs=2"]  # a two-epoch run
 
 
 def test_claim_version_takes_the_next_free_number_and_never_one_that_exists(tmp_path):
@@ -50,19 +50,6 @@ def test_atomic_file_replaces_the_file_whole_or_leaves_it_alone(tmp_path):
     with atomic_file(path, "wb") as f:
         f.write(b"new\n")
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["out.csv"]
-
-
-def test_event_file_writer_is_the_summary_writers_own_and_reopens_after_close(tmp_path):
-    """The one private call into torch's SummaryWriter (see ``event_file_writer``): fails here, not in a run,
-    if torch renames or changes it."""
-    writer = SummaryWriter(str(tmp_path))
-    first = event_file_writer(writer)
-    assert first is writer.file_writer and hasattr(first, "add_summary")
-    writer.close()
-    assert writer.file_writer is None
-    reopened = event_file_writer(writer)
-    assert reopened is not None and hasattr(reopened, "add_summary")
-    writer.close()
 
 
 def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_instead(tmp_path):
@@ -102,19 +89,19 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     root = f"--trainer.default_root_dir={scratch}"
-    assert exit_status("fit", *SMALL, root) == 0
+    assert exit_status("fit", *RUN, root) == 0
     run = run_dir(scratch / "lightning_logs", 0)
     for name in ("config.yaml", "hparams.yaml", "decision_boundary.png", "checkpoints/best.ckpt",
                  "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
-    assert exit_status("test", *SMALL, root, "--ckpt_path=best") == 0
+    assert exit_status("test", *RUN, root, "--ckpt_path=best") == 0
     assert (run_dir(scratch / "lightning_logs", 1) / "decision_boundary_test.png").is_file()
-    assert exit_status("fit", *SMALL, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
+    assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert run_names(scratch / "lightning_logs") == ["version_0", "version_1"]
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit wrote into the same run
     assert os.listdir(elsewhere) == []
-    assert exit_status("fit", *SMALL, "--ckpt_path=last") == 2  # nothing under the working directory
+    assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
 
 
 # ------------------------------------------------------------------------------------------ the run's record
@@ -122,9 +109,9 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
 
 @pytest.mark.slow
 def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resume_changed(tmp_path):
-    assert exit_status("fit", *SMALL) == 0
+    assert exit_status("fit", *RUN) == 0
     run = run_dir(tmp_path / "lightning_logs", 0)
-    assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0
+    assert exit_status("fit", *RUN, "--ckpt_path=last", "--trainer.max_epochs=4") == 0
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["ckpt_path"] is None and record["trainer"]["logger"]["init_args"]["version"] is None
     assert record["trainer"]["max_epochs"] == 4  # what trained: the resume went on to epoch 4
@@ -139,14 +126,14 @@ def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resum
 
 @pytest.mark.slow
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
-    assert exit_status("fit", *SMALL) == 0
+    assert exit_status("fit", *RUN) == 0
     run = run_dir(tmp_path / "lightning_logs", 0)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     for change, named in [("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
                           ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
                           ("--data.noise=0.1", "data.noise (trained: 0.03, now: 0.1)"),
                           ("--model.hidden_sizes=[32]", "model.hidden_sizes (trained: [10, 10], now: [32])")]:
-        assert exit_status("fit", *SMALL, "--ckpt_path=last", change) == 2
+        assert exit_status("fit", *RUN, "--ckpt_path=last", change) == 2
         (line,) = error_lines(capfd.readouterr().err)
         assert named in line and "start a new run without --ckpt_path" in line
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
@@ -154,28 +141,28 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
 
 
 def test_a_run_being_written_is_not_resumed_by_a_second_process(tmp_path, capfd):
-    assert exit_status("fit", *SMALL) == 0
+    assert exit_status("fit", *RUN) == 0
     run = run_dir(tmp_path / "lightning_logs", 0)
     held = try_lock(run / ".lock")  # as another process writing the run would
     try:
-        assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 2
+        assert exit_status("fit", *RUN, "--ckpt_path=last", "--trainer.max_epochs=4") == 2
     finally:
         held.close()
     (line,) = error_lines(capfd.readouterr().err)
     assert f"{run.relative_to(tmp_path)} is being written by another process" in line
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
-    assert exit_status("fit", *SMALL, "--ckpt_path=last", "--trainer.max_epochs=4") == 0  # free again
+    assert exit_status("fit", *RUN, "--ckpt_path=last", "--trainer.max_epochs=4") == 0  # free again
 
 
 def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
     for _ in range(2):
-        assert exit_status("fit", *SMALL, "--trainer.logger=false") == 0
+        assert exit_status("fit", *RUN, "--trainer.logger=false") == 0
     runs = tmp_path / "lightning_logs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]  # nothing in the working directory
     for name in (run_dir(runs, 0).name, run_dir(runs, 1).name):
         assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {p.name for p in (runs / name).iterdir()}
         assert not list((runs / name).glob("events.out.tfevents.*"))
     assert yaml.safe_load((run_dir(runs, 0) / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
-    assert exit_status("fit", *SMALL, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
+    assert exit_status("fit", *RUN, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert load_checkpoint(run_dir(runs, 1) / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert run_names(runs) == ["version_0", "version_1"]

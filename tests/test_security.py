@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, Payload, exit_status, fit_in, run_dir, run_names
 
 from circles.checkpoints import AtomicCheckpointIO, CheckpointError
 
-TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20", *QUIET]
+from helpers import TINY, Payload, exit_status, fit_in, run_dir, run_names
 
 
 def malicious_copy(source: Path, target: Path, marker: Path) -> None:

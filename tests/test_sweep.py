@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import scalar_history
 
 from circles.sweep import load_sweep, main
+
+from helpers import scalar_history, started, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
@@ -180,20 +183,21 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie has ended
 
 
-def start_long_sweep(tmp_path: Path, points: int = 3) -> tuple[subprocess.Popen, Path, list[str]]:
-    """``python -m circles.sweep --jobs 2`` over points that would train for minutes; returns once two of them
-    train (each has written a last.ckpt)."""
+@contextlib.contextmanager
+def long_sweep(tmp_path: Path, points: int = 3) -> Iterator[tuple[subprocess.Popen, Path, list[str]]]:
+    """``python -m circles.sweep --jobs 2`` over points that would train for minutes, in a process group of its own;
+    the block starts once two of them train (each has written a last.ckpt)."""
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": LONG,
                                     "grid": {"data.noise": [0.03, 0.05, 0.1][:points]}}, sort_keys=False))
-    process = subprocess.Popen([sys.executable, "-m", "circles.sweep", "--config", str(path), "--out", "sw",
-                                "--jobs", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     names = [p.name for p in load_sweep(path).points]
-    deadline = time.monotonic() + 120
-    while not all((tmp_path / "sw" / "runs" / name / "checkpoints" / "last.ckpt").is_file() for name in names[:2]):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.2)
-    return process, tmp_path / "sw" / "runs", names
+    argv = [sys.executable, "-m", "circles.sweep", "--config", str(path), "--out", "sw", "--jobs", "2"]
+    with started(argv, tmp_path) as process:
+        wait_for(lambda: process.poll() is not None or all(
+            (tmp_path / "sw" / "runs" / name / "checkpoints" / "last.ckpt").is_file() for name in names[:2]),
+            "two points training", timeout=120)
+        assert process.poll() is None, process.communicate()
+        yield process, tmp_path / "sw" / "runs", names
 
 
 def statuses(runs: Path, names: list[str]) -> dict[str, str]:
@@ -203,16 +207,16 @@ def statuses(runs: Path, names: list[str]) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_sigterm_stops_a_parallel_sweep_whole_and_no_worker_survives_it(tmp_path):
-    process, runs, names = start_long_sweep(tmp_path)
-    workers = descendants(process.pid)
-    assert len(workers) >= 2
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in workers if alive(pid)]
+    with long_sweep(tmp_path) as (process, runs, names):
+        workers = descendants(process.pid)
+        assert len(workers) >= 2
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 143, err
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if alive(pid)]
     assert f"circles-sweep: stopped by SIGTERM; interrupted: {names[0]}, {names[1]}" in err
     assert "Traceback" not in err
     assert statuses(runs, names) == {names[0]: "interrupted", names[1]: "interrupted", names[2]: "none"}
@@ -222,14 +226,14 @@ def test_sigterm_stops_a_parallel_sweep_whole_and_no_worker_survives_it(tmp_path
 
 @pytest.mark.slow
 def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
-    process, runs, names = start_long_sweep(tmp_path, points=2)
-    workers = descendants(process.pid)
-    process.kill()
-    process.communicate(timeout=60)
-    deadline = time.monotonic() + 60
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in workers if alive(pid)]
+    with long_sweep(tmp_path, points=2) as (process, runs, names):
+        workers = descendants(process.pid)
+        process.kill()
+        process.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if alive(pid)]
     assert set(statuses(runs, names).values()) <= {"interrupted", "none"}  # nothing half-done counts as finished
 
 

@@ -12,7 +12,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, free_port
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless Chromium on a machine without network or display: no sandbox (root), no GPU, nothing phoning home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -39,12 +39,6 @@ def fit(cwd: Path, *args: str) -> str:
                          text=True, check=True, timeout=600).stdout
     (command,) = re.findall(r"^Open it in TensorBoard: (.+)$", out, re.M)
     return command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

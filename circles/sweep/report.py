@@ -59,11 +59,11 @@ def _cell(key: str, value: Any) -> str:
 def _report_cell(metric: Metric, m: dict[str, Any]) -> str:
     """A metric's cell in summary.md: its value; with the members' spread beside it in the table, ``mean ± std``
     (``_std``), the range ``min-max`` (``_min`` with its ``_max``) and the interval ``±half-width`` (``_ci95``)."""
-    value = num(m.get(metric.sweep)) if metric.sweep else ""
+    value = num(m.get(metric.sweep), metric.digits) if metric.sweep else ""
     if metric.sweep and m.get(f"{metric.sweep}_std") is not None:
-        return f"{value} ± {num(m[f'{metric.sweep}_std'])}"
+        return f"{value} ± {num(m[f'{metric.sweep}_std'], metric.digits)}"
     if metric.sweep and metric.sweep.endswith("_min") and value:
-        return f"{value}-{num(m.get(metric.sweep[:-4] + '_max'))}"
+        return f"{value}-{num(m.get(metric.sweep[:-4] + '_max'), metric.digits)}"
     return f"±{value}" if metric.name.endswith("_ci95") and value else value
 
 

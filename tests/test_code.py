@@ -1,0 +1,62 @@
+"""The shape of the code itself: every overridden hook says so, and no module, class or function outgrows what a
+reader takes in at once."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import circles
+
+PACKAGE = Path(circles.__file__).parent
+LIMITS = {"module": 400, "class": 150, "function": 60}  # lines, docstrings included
+
+
+def modules() -> list[str]:
+    return ["circles", *(m.name for m in pkgutil.walk_packages([str(PACKAGE)], "circles.")
+                         if not m.name.endswith("__main__"))]
+
+
+def sizes() -> list[tuple[str, str, int]]:
+    """(kind, name, lines) of every module, class and function in the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        where = path.relative_to(PACKAGE.parent)
+        found.append(("module", str(where), len(source.splitlines())))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                kind = "class" if isinstance(node, ast.ClassDef) else "function"
+                found.append((kind, f"{where}:{node.name}", node.end_lineno - node.lineno + 1))
+    return found
+
+
+@pytest.mark.parametrize("kind", LIMITS)
+def test_nothing_outgrows_its_limit(kind):
+    too_long = [(name, lines) for k, name, lines in sizes() if k == kind and lines > LIMITS[kind]]
+    assert not too_long, f"{kind}s over {LIMITS[kind]} lines: {too_long}"
+
+
+def test_every_overridden_method_is_marked_override():
+    """``@override`` on every method that replaces one of a base class (Lightning's hooks above all), so that a base
+    class adding or renaming a hook is visible where it matters (``ModelCheckpoint.on_train_end`` was added under a
+    subclass that already had one)."""
+    unmarked = []
+    for name in modules():
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name:
+                continue
+            for attr, value in vars(cls).items():
+                function = value.fget if isinstance(value, property) else value
+                if not callable(function) or attr.startswith("__") or isinstance(value, (staticmethod, classmethod)):
+                    continue
+                overrides = any(attr in vars(base) for base in cls.__mro__[1:] if base is not object)
+                if overrides and not getattr(function, "__override__", False):
+                    unmarked.append(f"{name}.{cls.__name__}.{attr}")
+    assert not unmarked, f"overriding without @override: {unmarked}"

@@ -1,0 +1,247 @@
+"""Every assumption circles makes about Lightning, torch, TensorBoard and jsonargparse beyond their documented
+interfaces: private attributes it reads, hook orders it relies on, message texts it filters or parses. An upgrade that
+breaks one fails here first, by name, instead of somewhere inside a run."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+import signal
+import sys
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from jsonargparse import ArgumentParser
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard import SummaryWriter
+
+from circles import cli
+from circles.checkpoints import load_checkpoint_file
+from circles.data import TensorBatches
+from circles.logger import event_file_writer
+
+from helpers import Payload
+
+
+class Recorder(pl.LightningModule):
+    """A module and callback pair that records the order of the hooks circles relies on."""
+
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+        self.calls = calls
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.calls.append(f"module.on_train_batch_end {batch_idx}")
+
+    def on_validation_epoch_end(self):
+        self.calls.append("module.on_validation_epoch_end")
+
+    def on_train_epoch_end(self):
+        self.calls.append("module.on_train_epoch_end")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, **kwargs)
+
+
+def test_hooks_run_in_the_order_the_metric_path_relies_on():
+    """circles.metrics publishes the training values after the epoch's last step (``on_train_batch_end``) and the
+    validation values in ``on_validation_epoch_end``, so that both are there when the callbacks' ``on_train_epoch_end``
+    runs, and before ``ModelCheckpoint`` saves in ``on_validation_end``."""
+    calls: list[str] = []
+
+    class Watch(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            calls.append("callback.on_validation_end")
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append("callback.on_train_epoch_end")
+
+    batches = TensorBatches((torch.randn(8, 2),), batch_size=4)
+    quiet_trainer(max_epochs=1, enable_checkpointing=False, callbacks=[Watch()]).fit(Recorder(calls), batches, batches)
+    assert calls == ["module.on_train_batch_end 0", "module.on_train_batch_end 1", "module.on_validation_epoch_end",
+                     "callback.on_validation_end", "callback.on_train_epoch_end", "module.on_train_epoch_end"]
+
+
+def test_callback_metrics_is_one_dict_that_checkpoints_and_early_stopping_read(tmp_path):
+    """circles.metrics writes the epoch's values into ``trainer.callback_metrics`` instead of calling ``self.log``
+    (measured: about a step's cost per call); the dict must be the trainer's own and be what monitors read."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class Publishes(Recorder):
+        def on_validation_epoch_end(self):
+            self.trainer.callback_metrics["val/acc"] = torch.tensor(float(self.current_epoch))
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/acc", mode="max", filename="best")
+    stop = EarlyStopping(monitor="val/acc", mode="max", stopping_threshold=2.5)
+    trainer = quiet_trainer(max_epochs=10, callbacks=[checkpoint, stop])
+    batches = TensorBatches((torch.randn(8, 2),))
+    trainer.fit(Publishes([]), batches, batches)
+    assert trainer.callback_metrics is trainer.callback_metrics
+    assert float(checkpoint.best_model_score) == 3.0 and trainer.current_epoch == 4  # stopped past the threshold
+
+
+def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(monkeypatch):
+    """circles.signals.requeue_signal reads ``trainer._accelerator_connector.cluster_environment``, as Lightning's
+    signal connector does, and defers the handler Lightning installs for its ``requeue_signal``."""
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    source = inspect.getsource(_SignalConnector.register_signal_handlers)
+    assert "self.trainer._accelerator_connector.cluster_environment" in source
+    assert "environment.requeue_signal" in source and "environment.auto_requeue" in source
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                       "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "1"}.items():
+        monkeypatch.setenv(key, value)
+    environment = quiet_trainer()._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+    assert environment.requeue_signal == signal.SIGUSR1
+    assert SLURMEnvironment(requeue_signal=signal.SIGUSR2).requeue_signal == signal.SIGUSR2
+
+
+def test_the_event_file_writer_is_the_summary_writers_own_and_reopens_after_close(tmp_path):
+    """The one private call into torch's SummaryWriter (circles.logger.event_file_writer), also what Lightning's own
+    TensorBoardLogger.log_hyperparams calls."""
+    from lightning.fabric.loggers.tensorboard import TensorBoardLogger as FabricTensorBoardLogger
+
+    assert "_get_file_writer()" in inspect.getsource(FabricTensorBoardLogger.log_hyperparams)
+    writer = SummaryWriter(str(tmp_path))
+    first = event_file_writer(writer)
+    assert first is writer.file_writer and hasattr(first, "add_summary")
+    writer.close()
+    assert writer.file_writer is None
+    reopened = event_file_writer(writer)
+    assert reopened is not None and hasattr(reopened, "add_summary")
+    writer.close()
+
+
+def test_the_tensorboard_logger_takes_the_options_the_run_logger_passes_on():
+    parameters = inspect.signature(TensorBoardLogger.__init__).parameters
+    assert {"save_dir", "name", "version", "log_graph", "default_hp_metric", "prefix", "sub_dir"} <= set(parameters)
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())  # to the SummaryWriter
+
+
+def test_save_config_callback_takes_what_the_run_config_passes():
+    parameters = inspect.signature(SaveConfigCallback.__init__).parameters
+    assert list(parameters)[:5] == ["self", "parser", "config", "config_filename", "overwrite"]
+
+
+def test_model_checkpoint_has_its_own_on_train_end_that_run_checkpoint_replaces():
+    from circles.callbacks import RunCheckpoint
+
+    assert "on_train_end" in vars(ModelCheckpoint)  # Lightning 2.6 added it: it saves last.ckpt with save_last
+    assert vars(RunCheckpoint)["on_train_end"].__override__
+
+
+def test_lightning_sets_the_trainer_attributes_circles_reads_at_run_time(tmp_path):
+    """``trainer.datamodule``, ``trainer.callbacks`` and ``trainer.fast_dev_run`` are set by the Trainer without
+    being declared on its class (circles.contracts reads the first two, RunCheckpoint the third);
+    ``rank_zero_only.rank`` is set on the function by Lightning."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    trainer = quiet_trainer(default_root_dir=tmp_path)
+    assert isinstance(trainer.callbacks, list) and trainer.fast_dev_run is False and trainer.datamodule is None
+    assert rank_zero_only.rank == 0
+
+
+def test_the_unpicklers_refusal_names_the_global():
+    """circles.checkpoints finds the blocked global's name with ``GLOBAL <name>`` in torch's message."""
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        torch.load(_pickled(Payload("never")), weights_only=True)
+    assert re.search(r"\bGLOBAL ([\w.]+)", str(refused.value)).group(1) == "os.makedirs"
+
+
+def _pickled(payload: object):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": payload}, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
+    path = tmp_path / "payload.ckpt"
+    path.write_bytes(_pickled(Payload(tmp_path / "ran")).getvalue())
+    with pytest.raises(Exception, match=r"holds a Python object \(os\.makedirs\)"):
+        load_checkpoint_file(path)
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("pattern, where", [
+    (cli.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
+    (cli.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
+    (cli.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
+    (cli.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
+    (re.escape(cli.TIP), "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"),
+])
+def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where):
+    """A filter whose message the library no longer writes hides nothing: remove it (circles.cli)."""
+    __import__(where)
+    source = inspect.getsource(sys.modules[where]).replace('"\n', "").replace("f\"", "").replace("\"", "")
+    text = re.sub(r"\{[^}]*\}", "CirclesClassifier", " ".join(source.split()))
+    assert re.search(pattern, text), f"{where} no longer writes {pattern!r}"
+
+
+def test_lightning_ends_a_handled_ctrl_c_with_exit_status_1_from_the_keyboard_interrupt():
+    """circles.cli tells a Ctrl-C that Lightning handled from other exits by the SystemExit's context."""
+    from lightning.pytorch.trainer import call
+
+    source = inspect.getsource(call._call_and_handle_interrupt)
+    assert "KeyboardInterrupt" in source and "sys.exit(1)" in source
+
+
+def test_jsonargparse_words_its_errors_as_the_cli_rewrites_them():
+    """circles.cli.parse_error_text shortens these messages; if their words change, the errors come out long."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--number", type=int)
+    parser.add_argument("--kind", type=__import__("typing").Literal["a", "b"])
+    with pytest.raises(Exception) as wrong_type:
+        parser.parse_args(["--number", "x"])
+    with pytest.raises(Exception) as wrong_choice:
+        parser.parse_args(["--kind", "c"])
+    with pytest.raises(Exception) as unknown:
+        parser.parse_args(["--nmuber", "1"])
+    assert re.search(r'Parser key "number":.*Expected a <class \'int\'>\. Got value: x', " ".join(str(wrong_type.value).split()))
+    assert re.search(r"Expected a typing\.Literal\['a', 'b'\]\. Got value: c", " ".join(str(wrong_choice.value).split()))
+    assert str(unknown.value).startswith("unrecognized arguments:") or "does not accept option" in str(unknown.value)
+
+
+def test_the_trainer_state_compares_equal_to_the_stage_name():
+    """circles.metrics asks ``trainer.state.fn == "fit"``: TrainerFn is a string enum."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    assert TrainerFn.FITTING == "fit" and TrainerFn.TESTING != "fit"
+
+
+def test_the_clis_warning_filters_end_with_the_command():
+    """The CLI hides Lightning's messages while it runs (circles.cli.quiet_lightning), not in the rest of a process
+    that imports circles or runs a command in-process."""
+    import subprocess
+
+    code = ("import re, warnings, circles.cli, circles.sweep.runner\n"
+            "try:\n    circles.cli.cli_main(['fit', '--print_config'])\nexcept SystemExit:\n    pass\n"
+            "ours = [f for f in warnings.filters if f[1] is not None and any(re.search(re.escape(p[:20]), "
+            "f[1].pattern) for p in circles.cli.NOT_FOR_THE_USER)]\nassert not ours, ours")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    with warnings.catch_warnings():
+        before = list(warnings.filters)
+        with cli.quiet_lightning():
+            assert len(warnings.filters) > len(before)
+        assert warnings.filters == before
