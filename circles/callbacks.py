@@ -93,7 +93,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and self.dirpath is not None:
+        """Fit's state on Ctrl-C or SIGTERM; validate, test and predict have none to save (only fit writes
+        checkpoints: a test run's last.ckpt would become the newest run's, for ``--ckpt_path last``)."""
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if stopped and self._stage == "fit" and self.dirpath is not None:
             self.write_last(trainer)
 
     def written(self) -> list[str]:
@@ -128,7 +131,7 @@ class RunSummary(Callback):
         boundary = next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, DecisionBoundaryCallback)), None)
         if boundary is not None and boundary.png_path:
             lines.append(f"Decision boundary: {os.path.normpath(boundary.png_path)}")
-        if isinstance(trainer.logger, TensorBoardLogger):
+        if isinstance(trainer.logger, TensorBoardLogger) and getattr(trainer.logger, "writes_events", True):
             lines.append(f"Open it in TensorBoard: {tensorboard_command(trainer.logger.root_dir)}")
         print("\n".join(lines), flush=True)
 
@@ -268,7 +271,7 @@ class DecisionBoundaryCallback(Callback):
 
     def _writer(self, trainer: pl.Trainer) -> Any:
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
+            if isinstance(logger, TensorBoardLogger) and getattr(logger, "writes_events", True):
                 return logger.experiment
         if not self._warned:
             rank_zero_warn("DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "

@@ -126,15 +126,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location=map_location or "cpu")
 
 
-def data_difference(trained_on: Mapping[str, Any], data: Mapping[str, Any] | None) -> str | None:
+def data_difference(trained_on: Mapping[str, Any], data: Mapping[str, Any] | None,
+                    files: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Say so when a checkpoint was trained on other data than a run will use (not an error: testing a model on
     noisier data is a fair question), so that ``test --ckpt_path best`` after a moons run is not taken for a result
-    on moons."""
+    on moons. A file is the same file when it resolves to the path the checkpoint recorded (``files``)."""
     keys = ("path", "test_path", "dataset", "classes", "noise", "factor", "n_samples", "val_fraction",
             "test_fraction", "seed")
     if data is None:
         return None
-    differ = [k for k in keys if k in trained_on and data.get(k) != trained_on[k]]
+
+    def same(key: str) -> bool:
+        resolved = files.get(key, {}).get("resolved")
+        if resolved is not None and data.get(key) is not None:
+            return str(Path(data[key]).resolve()) == resolved
+        return data.get(key) == trained_on[key]
+
+    differ = [k for k in keys if k in trained_on and not same(k)]
     if not differ:
         return None
     return ("the checkpoint was trained on " + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
@@ -215,17 +223,23 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {prefix: {}}
 
 
-def resume_conflicts(trained: str | None, now: Mapping[str, Any]) -> list[str]:
+def resume_conflicts(trained: str | None, now: Mapping[str, Any],
+                     files: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the checkpoint's record ``trained``
     (its ``config.yaml`` text), as ``key (trained: a, now: b)``. A resume that changed them would either ignore them
     silently (Lightning restores the model and the optimizer's state, learning rate included) or train something that
-    is no longer the run on record, so the CLI refuses it."""
+    is no longer the run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
+    holds the checkpoint's record of them (whether their content is the same is the data module's check)."""
     if not trained:
         return []
     import yaml
 
     before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
     after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
+    for key, record in (files or {}).items():
+        if record.get("resolved") and after.get(f"data.{key}") is not None:
+            before[f"data.{key}"] = record["resolved"]
+            after[f"data.{key}"] = str(Path(after[f"data.{key}"]).resolve())
     keys = sorted(k for k in set(before) | set(after)
                   if k.split(".")[0] in TRAINED_WITH and k not in FREE_ON_RESUME and before.get(k) != after.get(k))
     other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}  # its settings differ anyway

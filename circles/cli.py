@@ -121,11 +121,11 @@ class CheckpointFacts:
     def read(cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None) -> CheckpointFacts:
         """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the resume conflicts."""
         state = upgrade_state_dict(dict(checkpoint["state_dict"]))
-        trained = checkpoint.get(CONFIG_KEY)
+        trained, data_state = checkpoint.get(CONFIG_KEY), checkpoint.get(CirclesDataModule.__qualname__)
+        files = (data_state or {}).get("files")
         return cls(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
-                   (checkpoint.get("hyper_parameters") or {}).get("num_classes"),
-                   checkpoint.get(CirclesDataModule.__qualname__), trained,
-                   resume_conflicts(trained, now) if now is not None else [])
+                   (checkpoint.get("hyper_parameters") or {}).get("num_classes"), data_state, trained,
+                   resume_conflicts(trained, now, files) if now is not None else [])
 
 
 def check_optimizer(config: Namespace, subcommand: str) -> None:
@@ -155,9 +155,10 @@ def check_resume(facts: CheckpointFacts) -> None:
             "--trainer.max_epochs may change), or start a new run without --ckpt_path.")
 
 
-def check_classes(facts: CheckpointFacts, data: CirclesDataModule) -> None:
-    """The data has the classes the network was trained for, by number and by name (the data module's own check,
-    which Lightning runs only when it restores the checkpoint, after the run directory exists)."""
+def check_data(facts: CheckpointFacts, data: CirclesDataModule) -> None:
+    """The data has the classes the network was trained for, by number and by name, and a file it trained with has
+    not changed since (the data module's own check, which Lightning runs only when it restores the checkpoint, after
+    the run directory exists)."""
     if facts.num_classes is not None and facts.num_classes != data.num_classes:
         raise CheckpointError(
             f"{facts.path} holds a network for {facts.num_classes} classes and the data has {data.num_classes}. Give "
@@ -239,7 +240,7 @@ class CirclesCLI(LightningCLI):
             super().instantiate_classes()
         if self.checkpoint is not None:
             check_resume(self.checkpoint)
-            check_classes(self.checkpoint, self.datamodule)
+            check_data(self.checkpoint, self.datamodule)
             check_shapes(self.checkpoint, self.model)
 
     @override

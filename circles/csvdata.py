@@ -1,123 +1,199 @@
-"""The one reader of outside point files: CSV with a header naming x1, x2 (and label), checked line by line."""
+"""The one reader of outside point files: CSV with a header naming x1, x2 (and label), checked line by line and
+bounded in size; its encoding, numbers and labels read one way wherever a file is given."""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
+import io
 import math
+import re
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from circles.errors import ConfigError
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: beyond it a point file is not what this project reads
+MAX_POINTS = 10_000_000
+MAX_FIELD = 1000  # characters in one field: a number or a class name is far shorter
+MAX_CLASSES = 1000
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+INTEGER = re.compile(r"-?\d+", re.ASCII)
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE's mark begins like UTF-16 LE's
 
 
-def _csv_rows(path: Path, field: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """The data rows of a CSV file whose header names ``columns`` (others are ignored), with their line numbers;
-    a UTF-8 byte-order mark and Windows line ends are fine. Errors name the config option ``field``."""
-    names = " and ".join([", ".join(columns[:-1]), columns[-1]]) if len(columns) > 1 else columns[0]
+def _refuse(field: str, allowed: str, path: Path, detail: str) -> ConfigError:
+    return ConfigError(field, allowed, str(path), detail)
+
+
+def read_text(path: Path, field: str, what: str) -> str:
+    """The file's text: UTF-8 with or without a byte-order mark, or UTF-16/UTF-32 with one; ``what`` says what the
+    file should be, for the error of a missing one. Refuses another encoding naming the line and the byte."""
     if not path.is_file():
-        raise ConfigError(field, f"an existing CSV file with {','.join(columns)} columns", str(path))
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        if len(header) == 1 and ";" in header[0]:
-            raise ConfigError(field, "a CSV file separated by commas", str(path),
-                              f"Its header is separated by semicolons ({header[0]!r}); save it with commas.")
-        missing = [c for c in columns if c not in header]
-        if missing:
-            if not header:
-                detail = "The file is empty."
-            elif all(_is_number(h) for h in header[:2]):
-                detail = (f"It has no header: its first line is data ({','.join(header)}). Add the line "
-                          f"{','.join(columns)} first.")
-            else:
-                detail = f"Its header has {header} and lacks {missing}."
-            raise ConfigError(field, f"a CSV file whose header names the columns {names}", str(path), detail)
-        yield from enumerate(reader, start=2)
-
-
-def _is_number(text: str) -> bool:
+        raise _refuse(field, f"an existing {what}", path, "")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise _refuse(field, f"a CSV file of at most {MAX_FILE_BYTES >> 20} MiB", path,
+                      f"It has {size / (1 << 20):,.0f} MiB.")
+    data = path.read_bytes()
+    encoding = next((name for bom, name in BOMS if data.startswith(bom)), "utf-8")
+    allowed = "a CSV file in UTF-8 (or UTF-16/32 with a byte-order mark)"
+    if encoding == "utf-8" and b"\x00" in data[:1000]:
+        raise _refuse(field, allowed, path, "It holds NUL bytes: UTF-16 without a byte-order mark? Save it as UTF-8.")
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise _refuse(field, allowed, path, f"Line {line} has the byte 0x{data[err.start]:02x}, which is not "
+                      f"{encoding.upper()}; save it as UTF-8.") from None
 
 
-def _point(row: dict[str, str], line: int, field: str, path: Path) -> tuple[float, float]:
-    """A row's (x1, x2), checked to be numbers the model can take."""
-    where = f"Line {line} has x1={row['x1']!r}, x2={row['x2']!r}."
+def _rows(path: Path, field: str, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """The data rows of a CSV file whose header names ``columns`` (others are ignored) as those columns' fields, with
+    the line each ends on; blank lines are skipped. Errors name the config option ``field``."""
+    names = " and ".join([", ".join(columns[:-1]), columns[-1]]) if len(columns) > 1 else columns[0]
+    reader = csv.reader(io.StringIO(read_text(path, field, f"CSV file with {','.join(columns)} columns"), newline=""))
     try:
-        point = (float(row["x1"]), float(row["x2"]))
-    except (TypeError, ValueError):
-        raise ConfigError(field, "a CSV file of numbers in the x1 and x2 columns", str(path), where) from None
-    if not all(math.isfinite(v) for v in point):
-        raise ConfigError(field, "a CSV file of finite numbers (no nan or inf)", str(path), where)
-    if not all(abs(v) <= FLOAT32_MAX for v in point):
-        raise ConfigError(field, f"a CSV file of numbers the model can take (float32: at most {FLOAT32_MAX:.3g} "
-                          "in size)", str(path), where)
-    return point
+        header = [h.strip() for h in next(reader, [])]
+        _check_header(header, columns, names, field, path)
+        where = [header.index(c) for c in columns]
+        for row in reader:
+            if not row or not any(f.strip() for f in row):
+                continue
+            if len(row) < len(header):
+                raise _refuse(field, f"a CSV file with the header's {len(header)} fields on every line", path,
+                              f"Line {reader.line_num} has {len(row)}.")
+            if max(len(f) for f in row) > MAX_FIELD:
+                raise _refuse(field, f"a CSV file of fields of at most {MAX_FIELD} characters", path,
+                              f"Line {reader.line_num} has one of {max(len(f) for f in row):,}.")
+            yield reader.line_num, [row[i].strip() for i in where]
+    except csv.Error as err:  # a field beyond the csv module's own limit (131,072), a stray quote
+        if "field larger than field limit" in str(err):
+            raise _refuse(field, f"a CSV file of fields of at most {MAX_FIELD} characters", path,
+                          f"Line {reader.line_num} has one of over {csv.field_size_limit():,}.") from None
+        raise _refuse(field, "a CSV file", path, f"Line {reader.line_num}: {err}.") from None
+
+
+def _check_header(header: list[str], columns: tuple[str, ...], names: str, field: str, path: Path) -> None:
+    if len(header) == 1 and ";" in header[0]:
+        raise _refuse(field, "a CSV file separated by commas", path,
+                      f"Its header is separated by semicolons ({header[0][:80]!r}); save it with commas.")
+    twice = sorted({c for c in columns if header.count(c) > 1})
+    if twice:
+        raise _refuse(field, f"a CSV file whose header names each of {names} once", path,
+                      f"Its header has {', '.join(twice)} {max(header.count(c) for c in twice)} times.")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        if not header:
+            detail = "The file is empty."
+        elif all(NUMBER.fullmatch(h) for h in header[:2]):
+            detail = (f"It has no header: its first line is data ({','.join(header)[:80]}). Add the line "
+                      f"{','.join(columns)} first.")
+        else:
+            detail = f"Its header has {[h[:40] for h in header[:12]]} and lacks {missing}."
+        raise _refuse(field, f"a CSV file whose header names the columns {names}", path, detail)
+
+
+def _number(text: str, line: int, name: str, field: str, path: Path) -> float:
+    """A coordinate written as a plain decimal number (``1_000``, other digits and hex are refused)."""
+    if not NUMBER.fullmatch(text):
+        raise _refuse(field, "a CSV file of numbers in the x1 and x2 columns", path,
+                      f"Line {line} has {name}={text!r}.")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _refuse(field, "a CSV file of finite numbers (no nan or inf)", path, f"Line {line} has {name}={text!r}.")
+    if abs(value) > FLOAT32_MAX:
+        raise _refuse(field, f"a CSV file of numbers the model can take (float32: at most {FLOAT32_MAX:.3g} in size)",
+                      path, f"Line {line} has {name}={text!r}.")
+    return value
+
+
+def _read(path: Path, field: str, labelled: bool) -> tuple[torch.Tensor, list[str]]:
+    columns = ("x1", "x2", "label") if labelled else ("x1", "x2")
+    x1, x2, labels, seen = array("d"), array("d"), [], dict[str, str]()
+    for line, fields in _rows(path, field, columns):
+        if len(x1) == MAX_POINTS:
+            raise _refuse(field, f"a CSV file of at most {MAX_POINTS:,} points", path, f"Line {line} is one more.")
+        x1.append(_number(fields[0], line, "x1", field, path))
+        x2.append(_number(fields[1], line, "x2", field, path))
+        if labelled:
+            if not fields[2]:
+                raise _refuse(field, "a CSV file with a label on every line", path, f"Line {line} has none.")
+            labels.append(seen.setdefault(fields[2], fields[2]))
+    if not x1:
+        raise _refuse(field, f"a CSV file with {'labelled points' if labelled else 'at least one point'}", path,
+                      "It has no data rows.")
+    return torch.from_numpy(np.stack([np.frombuffer(x1), np.frombuffer(x2)], axis=1).astype(np.float32)), labels
 
 
 def read_points_csv(path: str | Path, field: str = "predict_path") -> torch.Tensor:
     """Points to predict on from a CSV file with ``x1`` and ``x2`` columns (others are ignored)."""
-    path = Path(path)
-    rows = [_point(row, line, field, path) for line, row in _csv_rows(path, field, ("x1", "x2"))]
-    if not rows:
-        raise ConfigError(field, "a CSV file with at least one point", str(path), "It has no data rows.")
-    return torch.tensor(rows, dtype=torch.float32)
+    return _read(Path(path), field, labelled=False)[0]
 
 
 def read_labelled_csv(path: str | Path, field: str = "path") -> tuple[torch.Tensor, list[str]]:
     """Labelled points from a CSV file with ``x1``, ``x2`` and ``label`` columns (others are ignored): the points
     ``(N, 2)`` and each point's label as written."""
-    path = Path(path)
-    points, labels = [], []
-    for line, row in _csv_rows(path, field, ("x1", "x2", "label")):
-        points.append(_point(row, line, field, path))
-        label = (row["label"] or "").strip()
-        if not label:
-            raise ConfigError(field, "a CSV file with a label on every line", str(path), f"Line {line} has none.")
-        labels.append(label)
-    if not points:
-        raise ConfigError(field, "a CSV file with labelled points", str(path), "It has no data rows.")
-    return torch.tensor(points, dtype=torch.float32), labels
+    return _read(Path(path), field, labelled=True)
 
 
 def encode_labels(labels: Sequence[str], field: str, path: str | Path,
                   known: tuple[int, list[str] | None] | None = None) -> tuple[torch.Tensor, int, list[str] | None]:
     """Class indices (as floats) for a file's labels, the number of classes and their names. Integer labels are
-    classes 0..C-1, each present, and have no names; other labels are names, classes in sorted order. ``known`` is the
-    training file's (classes, names), so that a test file takes its classes: it may lack some, not add any."""
-    numeric = [label.lstrip("-").isdigit() for label in labels]
-    if known is None and any(numeric) and not all(numeric):
-        number = next(label for label, n in zip(labels, numeric, strict=True) if n)
-        name = next(label for label, n in zip(labels, numeric, strict=True) if not n)
-        raise ConfigError(field, "a CSV file whose labels are all class names or all integers 0..C-1", str(path),
-                          f"It mixes numbers ({number!r}) with names ({name!r}).")
+    classes 0..C-1, each present, and have no names (``01`` is class 1); other labels are names, classes in sorted
+    order. ``known`` is the training file's (classes, names), so that a test file takes its classes: it may lack
+    some, not add any."""
+    path = Path(path)
+    distinct = sorted(set(labels))
+    integers = [label for label in distinct if INTEGER.fullmatch(label)]
     if known is not None:
         classes, names = known
-        index = {name: k for k, name in enumerate(names)} if names else {str(k): k for k in range(classes)}
-        unknown = sorted(set(labels) - set(index))
+        index = ({name: k for k, name in enumerate(names)} if names else
+                 {label: int(label) for label in integers if 0 <= int(label) < classes})
+        unknown = [label for label in distinct if label not in index]
         if unknown:
-            raise ConfigError(field, f"a CSV file of the training data's classes {list(index)}", str(path),
-                              f"It has other labels: {unknown[:5]}.")
+            allowed = names or [str(k) for k in range(classes)]
+            raise _refuse(field, f"a CSV file of the training data's classes {allowed}", path,
+                          f"It has other labels: {unknown[:5]}.")
         return torch.tensor([index[label] for label in labels], dtype=torch.float32), classes, names
-    if len(set(labels)) < 2:
-        raise ConfigError(field, "a CSV file with at least two classes", str(path),
-                          f"Every point has the label {labels[0]!r}.")
-    if all(numeric):
-        values = sorted({int(label) for label in labels})
-        if values != list(range(len(values))):
-            raise ConfigError(field, "a CSV file whose integer labels are 0..C-1, each present", str(path),
-                              f"Its labels are {values[:12]}{' ...' if len(values) > 12 else ''}.")
-        classes, names, y = len(values), None, [int(label) for label in labels]
-    else:
-        names = sorted(set(labels))
-        index = {name: k for k, name in enumerate(names)}
-        classes, y = len(names), [index[label] for label in labels]
-    return torch.tensor(y, dtype=torch.float32), classes, names
+    if integers and len(integers) < len(distinct):
+        name = next(label for label in distinct if label not in integers)
+        raise _refuse(field, "a CSV file whose labels are all class names or all integers 0..C-1", path,
+                      f"It mixes numbers ({integers[0]!r}) with names ({name!r}).")
+    values = sorted({int(label) for label in integers})
+    if len(distinct) < 2 or (integers and len(values) < 2):
+        raise _refuse(field, "a CSV file with at least two classes", path,
+                      f"Every point has the label {distinct[0]!r}.")
+    if integers and values != list(range(len(values))):
+        raise _refuse(field, "a CSV file whose integer labels are 0..C-1, each present", path,
+                      f"Its labels are {values[:12]}{' ...' if len(values) > 12 else ''}.")
+    index = {label: int(label) for label in integers} if integers else {n: k for k, n in enumerate(distinct)}
+    classes, names = (len(values), None) if integers else (len(distinct), distinct)
+    if classes > MAX_CLASSES:
+        raise _refuse(field, f"a CSV file of at most {MAX_CLASSES} classes", path, f"It has {classes}.")
+    return torch.tensor([index[label] for label in labels], dtype=torch.float32), classes, names
+
+
+def _rows_of(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Labelled points as rows of their float32 bits ``(N, 3)``: equal rows for equal points and labels."""
+    return np.concatenate([x.numpy().astype("<f4").view("<i4"), y.numpy().astype("<f4").view("<i4")[:, None]], axis=1)
+
+
+def content_order(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The order that sorts labelled points by their content (x1, x2, label): a file's rows in any order come out
+    the same, so whatever is split from them does not depend on how the file was ordered."""
+    rows = _rows_of(x, y)
+    return torch.from_numpy(np.lexsort(rows.T[::-1]).astype(np.int64))
+
+
+def fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A digest of labelled points as a set: the same for the same points and labels in any order."""
+    rows = _rows_of(x, y)
+    return hashlib.sha256(rows[np.lexsort(rows.T[::-1])].tobytes()).hexdigest()[:16]

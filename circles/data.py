@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from typing_extensions import override
 
-from circles.csvdata import encode_labels, read_labelled_csv, read_points_csv
+from circles.csvdata import content_order, encode_labels, fingerprint, read_labelled_csv, read_points_csv
 from circles.datasets import DATASETS, Dataset, DatasetSpec, dataset_help
 from circles.errors import ConfigError, check
 from circles.features import Feature, check_features
@@ -200,6 +200,7 @@ class PointFile:
     num_classes: int = field(init=False)
     class_names: list[str] | None = field(init=False)
     parts: list[Points] = field(init=False)
+    record: dict[str, dict[str, Any]] = field(init=False)  # per file setting: what trained (see :meth:`record_of`)
 
     def __post_init__(self) -> None:
         holds_out = self.test_path is None
@@ -210,13 +211,38 @@ class PointFile:
         y, self.num_classes, self.class_names = encode_labels(labels, "path", self.path)
         check(self.classes in (None, self.num_classes), "classes",
               f"null or {self.num_classes} (the classes in path)", self.classes)
+        order = content_order(x, y)  # the split follows the points, not the order of the lines
+        x, y = x[order], y[order]
         fractions = [1 - self.val_fraction, self.val_fraction] + ([self.test_fraction] if holds_out else [])
         fractions[0] -= sum(fractions[2:])
         self.parts = split_file(x, y, fractions, self.seed, self.path)
+        self.record = {"path": self.record_of(self.path, x, y)}
         if self.test_path is not None:
             test_x, test_labels = read_labelled_csv(self.test_path, "test_path")
             known = (self.num_classes, self.class_names)
-            self.parts.append((test_x, encode_labels(test_labels, "test_path", self.test_path, known=known)[0]))
+            test_y = encode_labels(test_labels, "test_path", self.test_path, known=known)[0]
+            self.parts.append((test_x, test_y))
+            self.record["test_path"] = self.record_of(self.test_path, test_x, test_y)
+        self.record["path"]["held_out"] = fingerprint(*self.parts[2])
+
+    @staticmethod
+    def record_of(path: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """What a checkpoint keeps of a file it was trained with: where it is (resolved, so ``./a.csv`` and ``a.csv``
+        are one file, whatever the working directory later) and what it held (:func:`fingerprint`, points)."""
+        return {"resolved": str(Path(path).resolve()), "fingerprint": fingerprint(x, y), "points": len(y)}
+
+    def check_unchanged(self, trained: dict[str, dict[str, Any]]) -> None:
+        """Refuse a file the checkpoint was trained with (the same resolved path) whose content has changed since:
+        its split would hold other points out. Another file altogether is the user's choice (the CLI notes it for
+        test, refuses it for a resumed fit: :func:`circles.checkpoints.resume_conflicts`)."""
+        for key, was in trained.items():
+            now = self.record.get(key)
+            if now is None or now["resolved"] != was.get("resolved") or now["fingerprint"] == was.get("fingerprint"):
+                continue
+            raise ConfigError(key, "the file the checkpoint was trained on, unchanged", getattr(self, key),
+                              f"{now['resolved']} has changed since ({was.get('points')} points then, {now['points']} "
+                              "now, other content): its held-out points would not be the ones held out in training. "
+                              "Restore the file, or give the points to test with --data.test_path.")
 
     def describe(self, sizes: str) -> str:
         classes = ", ".join(self.class_names) if self.class_names else f"0..{self.num_classes - 1}"
@@ -334,16 +360,24 @@ class CirclesDataModule(pl.LightningDataModule):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the classes' names (a data file's label for each class index)."""
-        return {"num_classes": self.num_classes, "class_names": self.class_names}
+        """Saved in every checkpoint: the classes' names (a data file's label for each class index) and, for your own
+        points, each file's resolved path, fingerprint and size and the fingerprint of the held-out points."""
+        return {"num_classes": self.num_classes, "class_names": self.class_names,
+                "files": self.file.record if self.file is not None else {}}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Check that this data is what a checkpoint's network (its data state, ``state_dict``) can take: its number
+        of classes, and with a file, the classes' names and, if it is the file the network trained with, the same
+        content."""
         names = state_dict.get("class_names")
-        if state_dict.get("num_classes", self.num_classes) != self.num_classes or names != self.class_names:
+        other_names = self.file is not None and names != self.class_names
+        if state_dict.get("num_classes", self.num_classes) != self.num_classes or other_names:
             raise ConfigError("path", f"a file with the classes the network was trained on: {names or 'unnamed'} "
                               f"({state_dict.get('num_classes')} classes)", self.hparams["path"],
                               f"Its classes are {self.class_names or 'unnamed'} ({self.num_classes}).")
+        if self.file is not None:
+            self.file.check_unchanged(state_dict.get("files") or {})
 
     @override
     def setup(self, stage: str) -> None:

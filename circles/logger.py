@@ -66,7 +66,7 @@ def _run_name(version: int | str) -> str:
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
-    """TensorBoard logger for ``<save_dir>/<name>/version_N`` run directories.
+    """TensorBoard logger for ``<save_dir>/<name>/version_N`` run directories, the one allocator of them.
 
     - Claims ``version_N`` with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
       asked for, so a run that fails before that leaves no empty directory.
@@ -127,6 +127,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if not self._locked and _rank_zero():
             self._lock, self._locked = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)), True
         return self._run_version
+
+    writes_events = True  # TensorBoard's event files: the curves, the frames, the HPARAMS record
 
     def _writer(self, stage: str) -> Any:
         """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
@@ -207,3 +209,32 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+class RunDirectory(TensorBoardRunLogger):
+    """The run directory of a run without a logger (``--trainer.logger false``): claimed, labelled and locked as
+    every run's is (:class:`TensorBoardRunLogger`), holding what the run writes itself (config.yaml, checkpoints,
+    pictures), and no TensorBoard events."""
+
+    writes_events = False
+
+    @property
+    @override
+    def experiment(self) -> None:
+        """No TensorBoard writer (Lightning asks for it once at set-up)."""
+        return None
+
+    @override
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        pass
+
+    @override
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        pass
+
+    @override
+    @rank_zero_only
+    def save(self) -> None:
+        pass

@@ -11,15 +11,18 @@ from typing import Any
 from jsonargparse import Namespace
 
 from circles.checkpoints import data_difference, load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint
+from circles.data import CirclesDataModule
 from circles.errors import ConfigError, note
-from circles.files import next_version
 from circles.logger import DEFAULT_RUNS
 from circles.names import run_label
+
+DATA_STATE = CirclesDataModule.__qualname__  # the key of the data module's state in a checkpoint
 
 
 def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path, dict[str, Any]] | None:
     """Settle in ``config`` what depends on other settings: the logger's folder defaults to
-    ``trainer.default_root_dir``, and without a logger the run directory becomes the ``default_root_dir``;
+    ``trainer.default_root_dir``, and without a logger the run still gets its directory from the logger's allocator
+    (:class:`circles.logger.RunDirectory`, no TensorBoard events);
     ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
     the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint's
     path and the checkpoint, loaded safely, if there is one."""
@@ -36,25 +39,42 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
         logger.version = run
     if logger is not None and logger.get("version") is None and not logger.get("label"):
         logger.label = _run_label(config, subcommand, path)
-    if config.trainer.get("logger") is False:
-        root = _runs_root(config)
-        config.trainer.default_root_dir = str(root / (run or f"version_{next_version(root)}"))
+    if config.trainer.get("logger") is False:  # a run directory all the same, from the same allocator
+        label = _run_label(config, subcommand, path) if run is None else ""
+        config.trainer.logger = Namespace(class_path="circles.logger.RunDirectory", init_args=Namespace(
+            save_dir=config.trainer.get("default_root_dir") or ".", name=DEFAULT_RUNS, version=run, label=label))
     if path is None:
         return None
     config.ckpt_path = str(path)
     checkpoint = load_lightning_checkpoint(path)
     data = config.get("data")
     trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
-    if subcommand != "fit" and data is not None and trained_on.get("path") and data.get("path") is None:
-        for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):  # its classes and held-out points
-            data[key] = trained_on.get(key, data.get(key))
-    text = data_difference(trained_on, data)
+    files = (checkpoint.get(DATA_STATE) or {}).get("files") or {}
+    if subcommand != "fit" and data is not None and data.get("path") is None:
+        _adopt_trained_file(data, trained_on, files)
+    text = data_difference(trained_on, data, files)
     if text and subcommand != "fit":  # fit refuses other data (resume_conflicts)
         note(text)
     features = (checkpoint.get("hyper_parameters") or {}).get("features")
     if features and data is not None and list(data.features) != list(features):
         data.features = list(features)  # the network was trained on these inputs; others would fit silently
     return path, checkpoint
+
+
+# Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated data to test on.
+GENERATED = ("dataset", "classes", "noise", "factor", "n_samples", "test_samples")
+
+
+def _adopt_trained_file(data: Namespace, trained_on: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    """Test, validate and predict on the file the checkpoint trained with (its classes, its held-out points), found by
+    the resolved path the checkpoint recorded, unless the command names generated data that the checkpoint's
+    settings do not (then that data is what it asked for)."""
+    if not trained_on.get("path") or any(k in trained_on and data.get(k) != trained_on[k] for k in GENERATED):
+        return
+    for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):  # its classes and held-out points
+        data[key] = trained_on.get(key, data.get(key))
+    for key, record in files.items():
+        data[key] = record.get("resolved", data[key])
 
 
 def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> str:

@@ -276,17 +276,23 @@ def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, 
     assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
 
 
-def test_ctrl_c_during_predict_exits_130(tmp_path, monkeypatch, capfd):
-    """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the interruption it is."""
+@pytest.mark.parametrize("subcommand", ["test", "predict"])
+def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(subcommand, tmp_path, monkeypatch, capfd,
+                                                                         ctrl_c_raises):
+    """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the interruption it is. Only fit
+    writes checkpoints: a last.ckpt in the test run would become ``--ckpt_path last``."""
+    step = f"{subcommand}_step"
 
-    def interrupted_predict_step(self, batch, batch_idx):
+    def interrupted_step(self, batch, batch_idx):
         signal.raise_signal(signal.SIGINT)
 
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
-    monkeypatch.setattr(CirclesClassifier, "predict_step", interrupted_predict_step)
-    assert exit_status("predict", *SMALL, "--ckpt_path=last") == 130
+    monkeypatch.setattr(CirclesClassifier, step, interrupted_step)
+    assert exit_status(subcommand, *SMALL, "--ckpt_path=last") == 130
     (line,) = error_lines(capfd.readouterr().err)
-    assert line == "circles: error: predict interrupted by Ctrl-C (SIGINT)."
+    assert line == f"circles: error: {subcommand} interrupted by Ctrl-C (SIGINT)."
+    (fit_run,) = {p.parent.parent for p in tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt")}
+    assert fit_run == run_dir(tmp_path / "lightning_logs", 0)
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
@@ -306,6 +312,7 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
     (line,) = error_lines(capfd.readouterr().err)
     assert line == f"circles: error: {subcommand} interrupted by SIGTERM."
     assert not list(tmp_path.glob("lightning_logs/*/predictions.csv"))
+    assert len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2  # only fit writes checkpoints
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
@@ -397,6 +404,31 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
         pids.append(int(events.name.split(".")[-2]))
     assert sorted(seeds) == [0, 1, 2, 3]
     assert sorted(pids) == sorted(p.pid for p in processes)
+
+
+@pytest.mark.slow
+def test_runs_without_a_logger_started_together_get_their_own_labelled_run_directories(tmp_path):
+    """``--trainer.logger false`` takes its directory from the same allocator as a logged run: an atomic mkdir of
+    ``version_N-<label>``, locked while the run writes it."""
+    with contextlib.ExitStack() as stack:
+        processes = [stack.enter_context(train_py("fit", *SMALL, *QUIET, "--trainer.max_epochs=30",
+                                                  "--trainer.logger=false", f"--seed_everything={seed}", cwd=tmp_path))
+                     for seed in (1, 2)]
+        for process in processes:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+    runs = sorted((tmp_path / "lightning_logs").iterdir())
+    assert [run.name for run in runs] == ["version_0-circles-relu-10x10-sgd0.1-e30",
+                                          "version_1-circles-relu-10x10-sgd0.1-e30"]
+    seeds = []
+    for run in runs:
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+        seed = yaml.safe_load((run / "config.yaml").read_text())["seed_everything"]
+        for name in ("best.ckpt", "last.ckpt"):
+            assert yaml.safe_load(load_checkpoint(run / "checkpoints" / name)["circles_config"])["seed_everything"] == seed
+        assert not list(run.glob("events.out.tfevents.*"))
+        seeds.append(seed)
+    assert sorted(seeds) == [1, 2]
 
 
 # ------------------------------------------------------------------------------------------------ the file system

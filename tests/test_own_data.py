@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from circles.csvdata import encode_labels, read_labelled_csv
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
 
-from helpers import exit_status, load_checkpoint, run_dir
+from helpers import error_lines, exit_status, load_checkpoint, run_dir
 
 TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
 
@@ -135,7 +136,11 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
            "test: 18 points held out of it" in out
     checkpoint = load_checkpoint(run / "checkpoints" / "best.ckpt")
     assert checkpoint["hyper_parameters"]["num_classes"] == 3
-    assert checkpoint["CirclesDataModule"] == {"num_classes": 3, "class_names": ["cat", "dog", "emu"]}
+    state = checkpoint["CirclesDataModule"]
+    assert (state["num_classes"], state["class_names"]) == (3, ["cat", "dog", "emu"])
+    record = state["files"]["path"]  # what trained: the file where it is, and what it held
+    assert record["resolved"] == str((tmp_path / "pets.csv").resolve()) and record["points"] == 90
+    assert len(record["fingerprint"]) == len(record["held_out"]) == 16
     assert checkpoint["state_dict"]["net.4.weight"].shape == (3, 10)
 
     # test and predict take the file from the checkpoint: its held-out part, its class names
@@ -205,3 +210,54 @@ def test_the_example_file_is_what_its_script_writes(tmp_path):
     assert (tmp_path / "rings.csv").read_bytes() == (examples / "rings.csv").read_bytes()
     data = CirclesDataModule(path=str(examples / "rings.csv"))
     assert (data.num_classes, data.class_names, len(data.train_x)) == (3, ["inner", "middle", "outer"], 360)
+
+
+# -- what trained: the file's content, where it is, what was held out -------------------------------------------------
+
+
+def test_the_split_follows_the_points_not_the_order_of_the_lines(tmp_path):
+    write_points(tmp_path / "p.csv", 20, ["a", "b", "c"])
+    header, *rows = (tmp_path / "p.csv").read_text().splitlines()
+    (tmp_path / "reversed.csv").write_text("\n".join([header, *reversed(rows)]) + "\n")
+    ours, reversed_ = CirclesDataModule(path=str(tmp_path / "p.csv")), CirclesDataModule(path=str(tmp_path / "reversed.csv"))
+    for stage in ("train", "val", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(ours.points(stage), reversed_.points(stage), strict=True)), stage
+    assert ours.file.record["path"]["fingerprint"] == reversed_.file.record["path"]["fingerprint"]
+    assert ours.file.record["path"]["held_out"] == reversed_.file.record["path"]["held_out"]
+
+
+def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it_changed(tmp_path, monkeypatch, capfd):
+    write_points(tmp_path / "data.csv", 15, ["a", "b"])
+    assert exit_status("fit", "--data.path=./data.csv", *TINY) == 0
+    trained = run_dir(tmp_path / "lightning_logs", 0)
+    best = str(trained / "checkpoints" / "best.ckpt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_points(elsewhere / "data.csv", 15, ["a", "b"], seed=5)  # another folder's data.csv
+    monkeypatch.chdir(elsewhere)
+    assert exit_status("test", f"--ckpt_path={best}") == 0
+    (tested,) = (elsewhere / "lightning_logs").iterdir()
+    assert yaml.safe_load((tested / "config.yaml").read_text())["data"]["path"] == str(tmp_path / "data.csv")
+
+    with open(tmp_path / "data.csv", "a") as f:  # one more point: other content, another split
+        f.write("99,0.5,0.5,a\n")
+    capfd.readouterr()
+    for args in (["test", f"--ckpt_path={best}"], ["fit", f"--ckpt_path={best}", f"--data.path={tmp_path / 'data.csv'}"]):
+        assert exit_status(*args, *TINY) == 2
+        (line,) = error_lines(capfd.readouterr().err)
+        assert f"{tmp_path / 'data.csv'} has changed since (30 points then, 31 now, other content)" in line, args
+    assert exit_status("fit", f"--ckpt_path={best}", "--data.path=data.csv", *TINY) == 2  # elsewhere/data.csv
+    (line,) = error_lines(capfd.readouterr().err)
+    assert f"data.path (trained: '{tmp_path / 'data.csv'}', now: '{elsewhere / 'data.csv'}')" in line
+    assert len(list((elsewhere / "lightning_logs").iterdir())) == 1  # nothing written by the refused commands
+
+
+def test_a_model_trained_on_a_file_is_tested_on_generated_data_when_the_command_asks_for_it(tmp_path, capfd):
+    write_points(tmp_path / "rings.csv", 15, ["inner", "middle", "outer"])
+    assert exit_status("fit", "--data.path=rings.csv", *TINY) == 0
+    assert exit_status("test", "--ckpt_path=best", "--data.dataset=spiral", "--data.classes=3", *TINY) == 0
+    tested = run_dir(tmp_path / "lightning_logs", 1)
+    data = yaml.safe_load((tested / "config.yaml").read_text())["data"]
+    assert (data["path"], data["dataset"], data["classes"]) == (None, "spiral", 3)
+    notes = [line for line in capfd.readouterr().err.splitlines() if line.startswith("circles: note:")]
+    assert len(notes) == 1 and "data.path='rings.csv'" in notes[0] and "'spiral'" in notes[0]
