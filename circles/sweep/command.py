@@ -46,10 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from circles.logger import tensorboard_command
     from circles.sweep.report import write_report
-    from circles.sweep.runner import Stopped, read_result, run_points
+    from circles.sweep.runner import Stopped, check_no_other_points, read_result, run_points
 
     start = time.perf_counter()
     points = sweep.points if args.point is None else [sweep.points[args.point]]
+    if not args.report:
+        try:
+            check_no_other_points(sweep, points)
+        except SweepError as err:
+            print(f"circles-sweep: error: {err}", file=sys.stderr)
+            return 2
     try:
         if args.point is not None:
             results = run_points(sweep, points)

@@ -22,6 +22,7 @@ from circles.files import atomic_file, try_lock
 from circles.metrics import METRICS, num
 from circles.sweep.spec import Point, Sweep
 
+POINT = "point.json"  # written first: the point's identity (every setting), before anything trains
 RESULT = "result.json"  # written last: a point with one is finished, failed or interrupted
 LOG = "output.log"  # everything a point printed
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -59,30 +60,68 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def read_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
-    """The point's ``result.json``, if it has one for its current overrides (a stale one counts as none)."""
-    path = sweep.run_dir(point) / RESULT
+def _json(path: Path) -> Any:
     try:
-        result = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return result if result.get("overrides") == _plain(sweep.overrides(point)) else None
+
+
+def holds_other_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
+    """The identity recorded in the point's run directory when it is another point's (other settings under the same
+    name, e.g. another sweep file with other ``fixed:`` settings into the same ``--out``); else None."""
+    run_dir = sweep.run_dir(point)
+    recorded = _json(run_dir / POINT) or {}
+    if not recorded:  # a directory from before point.json: its result's overrides are all there is to compare
+        recorded = {"overrides": (_json(run_dir / RESULT) or {}).get("overrides", sweep.overrides(point))}
+        return None if recorded["overrides"] == _plain(sweep.overrides(point)) else recorded
+    return None if recorded == sweep.identity(point) else recorded
+
+
+def check_no_other_points(sweep: Sweep, points: Sequence[Point]) -> None:
+    """Refuse to run points whose run directories hold other points' work: nothing of it is ever deleted."""
+    from circles.sweep.spec import SweepError
+
+    others = [(p, found) for p in points if (found := holds_other_point(sweep, p)) is not None]
+    if others:
+        point, found = others[0]
+        mine = sweep.identity(point)
+        differ = sorted(k for k in set(mine["overrides"]) | set(found.get("overrides", {}))
+                        if mine["overrides"].get(k) != found.get("overrides", {}).get(k))
+        if found.get("base_sha256", mine["base_sha256"]) != mine["base_sha256"] or found.get("base") != mine["base"]:
+            differ.insert(0, f"base config {found.get('base')}")
+        raise SweepError(f"{sweep.run_dir(point)} holds another point's run (differing: {', '.join(differ)})"
+                         + (f", and {len(others) - 1} more point(s) do too" if len(others) > 1 else "")
+                         + "; nothing was run. Give this sweep its own --out, or remove those runs.")
+
+
+def read_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
+    """The point's ``result.json``, if it has one and it is this point's (see :func:`holds_other_point`)."""
+    result = _json(sweep.run_dir(point) / RESULT)
+    return result if isinstance(result, dict) and holds_other_point(sweep, point) is None else None
 
 
 def checked_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """:func:`read_result`, with a finished point whose ``last.ckpt`` has since gone missing or been damaged marked
     ``damaged`` (its numbers stand, its model does not: a re-run trains it again)."""
-    from circles.checkpoints import load_checkpoint_file
-    from circles.errors import CirclesError
-
     result = read_result(sweep, point)
     if result is None or result.get("status") != "ok":
         return result
+    damage = _damage(sweep.run_dir(point) / "checkpoints" / "last.ckpt")
+    return result if damage is None else {**result, "status": "damaged", "error": f"{point.name}: {damage}"}
+
+
+def _damage(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be loaded, or None when it is whole (a point killed while writing it keeps the
+    previous one: checkpoints are replaced whole)."""
+    from circles.checkpoints import load_checkpoint_file
+    from circles.errors import CirclesError
+
     try:
-        load_checkpoint_file(sweep.run_dir(point) / "checkpoints" / "last.ckpt")
+        load_checkpoint_file(checkpoint)
     except CirclesError as err:
-        return {**result, "status": "damaged", "error": f"{point.name}: {err}"}
-    return result
+        return str(err)
+    return None
 
 
 def is_finished(sweep: Sweep, point: Point) -> bool:
@@ -139,10 +178,12 @@ def _error_line(log: Path) -> str:
 def run_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """Fit the point through the CLI, test its ``last.ckpt`` into the same run, and write its ``result.json``.
 
-    A point interrupted earlier continues from its ``last.ckpt``; any other earlier attempt in the run directory is
-    removed first. Never raises for a failing point: the result says ``failed`` with the error, and ``output.log``
-    has the rest. A signal ends the point with status ``interrupted`` (its state in ``last.ckpt`` once training had
-    started) and raises :class:`Stopped`; a process that was stopped runs no further points (returns None).
+    A point interrupted earlier (stopped, or killed before it wrote a result) continues from its ``last.ckpt``; any
+    other earlier attempt of this point in the run directory is removed first (another point's is never: see
+    :func:`check_no_other_points`). Never raises for a failing point: the result says ``failed`` with the error, and
+    ``output.log`` has the rest. A signal ends the point with status ``interrupted`` (its state in ``last.ckpt`` once
+    training had started) and raises :class:`Stopped`; a process that was stopped runs no further points (returns
+    None).
     """
     if _state["stopped"]:
         return None
@@ -173,11 +214,13 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
 
     run_dir = sweep.run_dir(point)
     last = run_dir / "checkpoints" / "last.ckpt"
-    resume = earlier is not None and earlier["status"] == "interrupted" and last.is_file()
+    resume = (earlier is None or earlier["status"] == "interrupted") and _damage(last) is None  # stopped or killed
     if not resume:
-        shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished, failed or stale attempt
+        shutil.rmtree(run_dir, ignore_errors=True)  # this point's own failed or unfinished attempt
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT).unlink(missing_ok=True)
+    with atomic_file(run_dir / POINT) as f:
+        f.write(json.dumps(sweep.identity(point), indent=2) + "\n")
     args = sweep.cli_args(point) + ([f"--ckpt_path={last}"] if resume else [])
     result: dict[str, Any] = {"index": point.index, "name": point.name, "status": "failed", "error": None,
                               "overrides": _plain(sweep.overrides(point)), "settings": {}, "metrics": {},

@@ -49,6 +49,15 @@ class Sweep:
         """Everything the point sets on top of the base config: the fixed overrides, then its grid values."""
         return {**self.fixed, **point.settings}
 
+    def identity(self, point: Point) -> dict[str, Any]:
+        """What makes the point the point it is: every setting it trains with, the base config by its content as
+        well as its place (a point with the same name but other settings is another point)."""
+        import hashlib
+
+        content = hashlib.sha256(self.base.read_bytes()).hexdigest()[:16]
+        return {"base": str(self.base.resolve()), "base_sha256": content,
+                "overrides": json.loads(json.dumps(self.overrides(point), default=str))}
+
     def cli_args(self, point: Point) -> list[str]:
         """The point's command line: ``fit`` with the base config, its overrides and its own run directory."""
         overrides = self.overrides(point)
