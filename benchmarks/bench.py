@@ -176,7 +176,7 @@ def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
     nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
     import lightning.pytorch as pl
 
-    from circles.data import TensorBatches
+    from circles.batches import TensorBatches
 
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")

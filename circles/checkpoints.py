@@ -60,14 +60,58 @@ def _unreadable(path: Path, detail: str) -> CheckpointError:
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint file checked to be one Lightning wrote (weights and the version that wrote them)."""
+    """A checkpoint file checked to be one Lightning wrote for this project before anything is built from it: its
+    weights a mapping of names to tensors, the version that wrote it a version, its hyperparameters, the data's state
+    and the run's record mappings (their values are checked where they are used)."""
     checkpoint = load_checkpoint_file(path)
     missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(checkpoint, dict)
                or k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a Lightning checkpoint of this project: it holds no "
                               f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
+    wrong = _malformed(checkpoint)
+    if wrong:
+        raise CheckpointError(f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
+                              "checkpoints/best.ckpt or checkpoints/last.ckpt.")
     return checkpoint
+
+
+def _malformed(checkpoint: dict[str, Any]) -> str | None:
+    """What is wrong with the structure of a loaded checkpoint, or None."""
+    from packaging.version import InvalidVersion, Version
+
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in
+                                              state.items()):
+        return f"its state_dict is a {type(state).__name__}, not a mapping of names to tensors"
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        return "its weights are not all finite numbers"
+    written_by = str(checkpoint["pytorch-lightning_version"])[:40]
+    try:
+        if Version(written_by) < Version("2.0"):  # Lightning would migrate it from a layout this project never wrote
+            return f"Lightning {written_by} wrote it, older than any this project was written for (2.x)"
+    except InvalidVersion:
+        return f"its pytorch-lightning_version is {written_by!r}"
+    for key in ("hyper_parameters", "datamodule_hyper_parameters", "CirclesDataModule"):
+        if key in checkpoint and not isinstance(checkpoint[key], dict):
+            return f"its {key} is a {type(checkpoint[key]).__name__}, not a mapping"
+    data = checkpoint.get("CirclesDataModule") or {}
+    names = data.get("class_names")
+    if not isinstance(data.get("num_classes", 2), int) or not (names is None or isinstance(names, list) and
+                                                                all(isinstance(n, str) for n in names)):
+        return "its data state's classes are not a number and a list of names"
+    if not isinstance(data.get("files", {}), dict):
+        return "its data state's files are not a mapping"
+    if CONFIG_KEY in checkpoint:
+        import yaml
+
+        try:
+            config = yaml.safe_load(checkpoint[CONFIG_KEY]) if isinstance(checkpoint[CONFIG_KEY], str) else None
+        except yaml.YAMLError:
+            config = None
+        if not isinstance(config, dict):
+            return "its record of the run's config is not a YAML mapping"
+    return None
 
 
 def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:

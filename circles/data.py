@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from typing_extensions import override
 
+from circles.batches import TensorBatches, derived_seed, shard
 from circles.csvdata import content_order, encode_labels, fingerprint, read_labelled_csv, read_points_csv
 from circles.datasets import DATASETS, Dataset, DatasetSpec, dataset_help
 from circles.errors import ConfigError, check
-from circles.features import Feature, check_features
+from circles.features import Feature, check_features, check_finite_features
 
 Batch = tuple[torch.Tensor, ...]
 Points = tuple[torch.Tensor, torch.Tensor]
 MAX_NOISE = 1e30  # beyond it points leave float32's range (3.4e38) or lose every digit of the shape
-
-
-def derived_seed(seed: int, stream: int) -> int:
-    """An independent seed for another draw from the same process (``stream`` 1 is the test set)."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def split_file(x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], seed: int, path: str | Path
@@ -55,65 +50,6 @@ def split_file(x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], see
                               f"{err}") from None
         parts.insert(0, (part_x, part_y))
     return [(rest_x, rest_y), *parts]
-
-
-class TensorBatches:
-    """Batches sliced from tensors that already sit on the training device, one shard per DDP rank.
-
-    No DataLoader and no per-sample ``__getitem__``: with ``batch_size=None`` the whole shard is one batch
-    (for one process: the tensors themselves), otherwise each epoch draws a permutation seeded by
-    ``(seed, epoch)`` on the tensors' device and slices it. Training shards (``drop_remainder=True``) have
-    equal sizes on every rank, so every rank takes the same number of steps; evaluation shards cover every
-    point exactly once.
-    """
-
-    def __init__(
-        self,
-        tensors: tuple[torch.Tensor, ...],
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch: Callable[[], int] = lambda: 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_remainder: bool = False,
-    ) -> None:
-        self.tensors = tensors
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = epoch
-        n = len(tensors[0])
-        if drop_remainder:
-            per_rank = n // world_size
-            self.start, self.stop = rank * per_rank, (rank + 1) * per_rank
-        else:
-            bounds = np.linspace(0, n, world_size + 1).round().astype(int)
-            self.start, self.stop = int(bounds[rank]), int(bounds[rank + 1])
-
-    @property
-    def num_samples(self) -> int:
-        """Points this rank sees per epoch."""
-        return self.stop - self.start
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / (self.batch_size or max(self.num_samples, 1)))
-
-    def __iter__(self) -> Iterator[Batch]:
-        if self.num_samples == 0:  # more ranks than evaluation points
-            return
-        size = self.batch_size or self.num_samples
-        if not self.shuffle:
-            for i in range(self.start, self.stop, size):
-                yield tuple(t[i : min(i + size, self.stop)] for t in self.tensors)
-            return
-        device = self.tensors[0].device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(derived_seed(self.seed, 1000 + self.epoch()))
-        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)[self.start : self.stop]
-        for i in range(0, self.num_samples, size):
-            index = order[i : i + size]
-            yield tuple(t[index] for t in self.tensors)
 
 
 def _minimum_samples(val_fraction: float) -> int:
@@ -185,6 +121,16 @@ class Generated:
         bayes = self.spec.bayes
         return bayes(self.noise, self.factor, self.num_classes, self.seed) if bayes is not None else None
 
+    def describe(self, sizes: str) -> str:
+        what = f"{self.dataset} (noise {self.noise:g}{f', {self.num_classes} classes' if self.num_classes > 2 else ''})"
+        return f"{what}: {f'{sizes} points; ' if sizes else ''}test: a fresh draw of {self.test_samples} points"
+
+    def class_legend(self) -> tuple[str, ...]:
+        return self.spec.legend(self.num_classes)
+
+    def probability_label(self) -> str:
+        return self.spec.probability_label(self.num_classes)
+
 
 @dataclass
 class PointFile:
@@ -231,11 +177,17 @@ class PointFile:
         are one file, whatever the working directory later) and what it held (:func:`fingerprint`, points)."""
         return {"resolved": str(Path(path).resolve()), "fingerprint": fingerprint(x, y), "points": len(y)}
 
-    def check_unchanged(self, trained: dict[str, dict[str, Any]]) -> None:
-        """Refuse a file the checkpoint was trained with (the same resolved path) whose content has changed since:
+    def check_trained_on(self, state: dict[str, Any]) -> None:
+        """Refuse this file for a network trained on other classes (``state``: the data state a checkpoint holds),
+        or if it is a file the network was trained with (the same resolved path) whose content has changed since:
         its split would hold other points out. Another file altogether is the user's choice (the CLI notes it for
         test, refuses it for a resumed fit: :func:`circles.checkpoints.resume_conflicts`)."""
-        for key, was in trained.items():
+        names, classes = state.get("class_names"), state.get("num_classes", self.num_classes)
+        if classes != self.num_classes or names != self.class_names:
+            raise ConfigError("path", f"a file with the classes the network was trained on: {names or 'unnamed'} "
+                              f"({classes} classes)", self.path,
+                              f"Its classes are {self.class_names or 'unnamed'} ({self.num_classes}).")
+        for key, was in (state.get("files") or {}).items():
             now = self.record.get(key)
             if now is None or now["resolved"] != was.get("resolved") or now["fingerprint"] == was.get("fingerprint"):
                 continue
@@ -243,6 +195,15 @@ class PointFile:
                               f"{now['resolved']} has changed since ({was.get('points')} points then, {now['points']} "
                               "now, other content): its held-out points would not be the ones held out in training. "
                               "Restore the file, or give the points to test with --data.test_path.")
+
+    def class_legend(self) -> tuple[str, ...]:
+        return tuple(self.class_names) if self.class_names else tuple(f"class {k}" for k in range(self.num_classes))
+
+    def probability_label(self) -> str:
+        return f"P({self.class_names[1]})" if self.class_names and self.num_classes == 2 else "P(class 1)"
+
+    def bayes_accuracy(self) -> float | None:
+        return None  # the distribution behind a file is unknown
 
     def describe(self, sizes: str) -> str:
         classes = ", ".join(self.class_names) if self.class_names else f"0..{self.num_classes - 1}"
@@ -323,7 +284,8 @@ class CirclesDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.generated = Generated(dataset, n_samples, noise, factor, classes, test_samples, val_fraction, seed)
         self.file = PointFile(path, test_path, test_fraction, val_fraction, seed, classes) if path else None
-        self.num_classes = self.file.num_classes if self.file else self.generated.num_classes
+        self.source: PointFile | Generated = self.file or self.generated
+        self.num_classes = self.source.num_classes
         self.class_names = self.file.class_names if self.file else None
         self.features, self.batch_size, self.seed, self.predict_path = features, batch_size, seed, predict_path
         if self.file is not None:
@@ -338,25 +300,19 @@ class CirclesDataModule(pl.LightningDataModule):
         """Where the training, validation and test points come from, in one line."""
         sizes = (f"{len(self.train_x)} training, {len(self.val_x)} validation"
                  if self.train_x is not None and self.val_x is not None else "")
-        if self.file is not None:
-            return self.file.describe(sizes)
-        g = self.generated
-        what = f"{g.dataset} (noise {g.noise:g}{f', {g.num_classes} classes' if g.num_classes > 2 else ''})"
-        return f"{what}: {f'{sizes} points; ' if sizes else ''}test: a fresh draw of {g.test_samples} points"
+        return self.source.describe(sizes)
 
     def class_legend(self) -> tuple[str, ...]:
         """What the pictures' legend calls each class: a file's labels, a generated set's names, else ``class k``."""
-        return tuple(self.class_names) if self.class_names else self.generated.spec.legend(self.num_classes)
+        return self.source.class_legend()
 
     def probability_label(self) -> str:
         """What a two-class picture's probability view shows: ``P(inner circle)``, ``P(<class 1's label>)``."""
-        if self.class_names and self.num_classes == 2:
-            return f"P({self.class_names[1]})"
-        return self.generated.spec.probability_label(self.num_classes)
+        return self.source.probability_label()
 
     def bayes_accuracy(self) -> float | None:
         """The best accuracy any classifier can reach on this data, where it is known exactly (not for a file)."""
-        return None if self.file is not None else self.generated.bayes_accuracy()
+        return self.source.bayes_accuracy()
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -368,16 +324,11 @@ class CirclesDataModule(pl.LightningDataModule):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Check that this data is what a checkpoint's network (its data state, ``state_dict``) can take: its number
-        of classes, and with a file, the classes' names and, if it is the file the network trained with, the same
-        content."""
-        names = state_dict.get("class_names")
-        other_names = self.file is not None and names != self.class_names
-        if state_dict.get("num_classes", self.num_classes) != self.num_classes or other_names:
-            raise ConfigError("path", f"a file with the classes the network was trained on: {names or 'unnamed'} "
-                              f"({state_dict.get('num_classes')} classes)", self.hparams["path"],
-                              f"Its classes are {self.class_names or 'unnamed'} ({self.num_classes}).")
+        of classes, and with a file, :meth:`PointFile.check_trained_on`."""
         if self.file is not None:
-            self.file.check_unchanged(state_dict.get("files") or {})
+            self.file.check_trained_on(state_dict)
+        check(state_dict.get("num_classes", self.num_classes) == self.num_classes, "classes",
+              f"the network's {state_dict.get('num_classes')} classes", self.num_classes)
 
     @override
     def setup(self, stage: str) -> None:
@@ -386,7 +337,11 @@ class CirclesDataModule(pl.LightningDataModule):
         if stage in ("test", "predict") and self.test_x is None:
             self.test_x, self.test_y = self.generated.test_split()
         if stage == "predict" and self.predict_x is None:
-            self.predict_x = read_points_csv(self.predict_path) if self.predict_path else self.test_x
+            self.predict_x = predict_points(self.predict_path, self.features) if self.predict_path else self.test_x
+        field, where = ("path", self.hparams["path"]) if self.file is not None else ("noise", self.generated.noise)
+        for points in (self.train_x, self.val_x, self.test_x):
+            if points is not None:
+                check_finite_features(self.features, points, field, where)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "predict_x"):
             tensor = getattr(self, name)
@@ -410,20 +365,11 @@ class CirclesDataModule(pl.LightningDataModule):
         return shard(self, (self.predict_x,), ranks=False)
 
 
-def shard(data: CirclesDataModule, tensors: tuple[torch.Tensor | None, ...], train: bool = False,
-          ranks: bool = True) -> TensorBatches:
-    """The batches of ``tensors`` for this process: its shard of them under DDP (of every point, without ``ranks``),
-    shuffled each epoch for minibatch training and, under DDP, so that other points drop out each epoch."""
-    trainer = data.trainer
-    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None and ranks else (0, 1)
-    present = tuple(t for t in tensors if t is not None)
-    if train and len(present[0]) < world:
-        raise ConfigError("n_samples", f"large enough to give each of the {world} processes a training point",
-                          data.hparams["n_samples"])
-    shuffle = train and (data.batch_size is not None or world > 1)
-    epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-    return TensorBatches(present, batch_size=data.batch_size, shuffle=shuffle, seed=data.seed, epoch=epoch, rank=rank,
-                         world_size=world, drop_remainder=train)
+def predict_points(path: str, features: Sequence[str]) -> torch.Tensor:
+    """The points of a ``predict_path`` file, read and checked: the features the network sees of each are finite."""
+    points = read_points_csv(path)
+    check_finite_features(features, points, "predict_path", path)
+    return points
 
 
 CirclesDataModule.__init__.__doc__ = (CirclesDataModule.__init__.__doc__ or "").replace("{datasets}", dataset_help())

@@ -43,3 +43,18 @@ class FeatureMap(nn.Module):
         if self.identity:
             return x
         return torch.stack([FEATURES[f](x) for f in self.features], dim=1)
+
+
+def check_finite_features(features: Sequence[str], x: torch.Tensor, field: str, where: object) -> None:
+    """Refuse points whose features leave float32's range (``x1_sq`` of 1e20 is inf): the network would give nan for
+    them. Names the first of them by their place among the points (1 is the first) and coordinates. (Points as read
+    or drawn are finite: only products and squares can leave the range.)"""
+    if list(features) == ["x1", "x2"]:
+        return
+    values = FeatureMap(features)(x)
+    bad = (~torch.isfinite(values)).any(dim=1).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        check(False, field, "points whose features are finite float32 numbers", where,
+              f"{len(bad):,} of its {len(x):,} points are not, the first point {i + 1} = ({float(x[i, 0]):g}, "
+              f"{float(x[i, 1]):g}) with features {list(features)}.")

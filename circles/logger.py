@@ -21,8 +21,11 @@ TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard co
 
 def tensorboard_command(logdir: str) -> str:
     """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the slider (TensorBoard
-    keeps 10 images per tag unless told otherwise)."""
-    return f"tensorboard --logdir {os.path.normpath(logdir)} --samples_per_plugin images={TENSORBOARD_IMAGES}"
+    keeps 10 images per tag unless told otherwise), ready to paste into a shell whatever the folder is called."""
+    import shlex
+
+    folder = shlex.quote(os.path.normpath(logdir))
+    return f"tensorboard --logdir {folder} --samples_per_plugin images={TENSORBOARD_IMAGES}"
 
 
 def event_file_writer(writer: Any) -> Any:

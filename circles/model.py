@@ -26,6 +26,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+MAX_MEMBERS = 65_536
+MAX_LAYERS = 1_000
+MAX_PARAMETERS = 2**28  # 268M weights: 1 GiB as float32, several with gradients and Adam's state
+
+
 class TrainingDiverged(CirclesError):
     """The training loss stopped being a finite number."""
 
@@ -90,6 +95,7 @@ def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], a
     """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
     :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
     last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
+    check_network_size(in_features, hidden_sizes, outputs, members)
     if members == 1:
         return build_mlp(in_features, hidden_sizes, activation, outputs)
     base, nets = base_seed(), []
@@ -122,10 +128,28 @@ def base_seed() -> int:
 
 
 def member_seeds(base: int, members: int) -> list[int]:
-    """The seed each member is built with: ``base``, ``base + 1``, ... (``members`` checked to be a count)."""
+    """The seed each member is built with: ``base``, ``base + 1``, ..."""
+    return [base + k for k in range(members)]
+
+
+def check_network_size(in_features: int, hidden_sizes: Sequence[int], outputs: int, members: int) -> None:
+    """Refuse, before anything is allocated, a network too large to train here: more than ``MAX_LAYERS`` hidden
+    layers, or more than ``MAX_PARAMETERS`` weights over all members (said with what they would take)."""
     check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
           "a positive integer", members)
-    return [base + k for k in range(members)]
+    check(members <= MAX_MEMBERS, "members", f"at most {MAX_MEMBERS:,}", members,
+          "Each member is built as a network of its own first; split a larger study into runs.")
+    check(len(hidden_sizes) <= MAX_LAYERS, "hidden_sizes", f"at most {MAX_LAYERS} hidden layers",
+          f"{len(hidden_sizes)} layers")
+    sizes = [in_features, *hidden_sizes, outputs]
+    if not all(isinstance(h, int) for h in sizes):
+        return  # build_mlp names the bad value
+    per_member = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    total = per_member * members
+    field = "members" if members > 1 and per_member <= MAX_PARAMETERS else "hidden_sizes"
+    check(total <= MAX_PARAMETERS, field, f"a network of at most {MAX_PARAMETERS:,} weights over all members",
+          members if field == "members" else list(hidden_sizes)[:8],
+          f"It would hold {total:,} ({total * 4 / 2**30:,.1f} GiB as float32, before gradients and optimizer state).")
 
 
 class WeightPenalty:
@@ -133,8 +157,8 @@ class WeightPenalty:
     added to the loss, and with L1 a weight that a step pushes across zero is set to exactly zero."""
 
     def __init__(self, l1: float, l2: float) -> None:
-        check(l1 >= 0, "l1", "a number >= 0", l1)
-        check(l2 >= 0, "l2", "a number >= 0", l2)
+        check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)
+        check(isinstance(l2, (int, float)) and l2 >= 0, "l2", "a number >= 0", l2)
         self.l1, self.l2 = l1, l2
         self._signs: list[torch.Tensor] = []
 
@@ -250,9 +274,8 @@ class CirclesClassifier(pl.LightningModule):
                                    "num_classes": num_classes})
         self.members, self.num_classes, self.compile_mode = members, num_classes, compile_mode
         self.features = FeatureMap(features)
-        seeds = member_seeds(base_seed(), members)  # before the networks draw their weights
         self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
-        self.metrics = EpochMetrics(seeds)
+        self.metrics = EpochMetrics(member_seeds(base_seed(), members))  # the seed drawing weights leaves as it was
         self.epoch_metrics = self.metrics.latest  # the latest epoch's values by metric name
 
     @override

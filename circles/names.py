@@ -50,4 +50,17 @@ def run_label(settings: Mapping[str, Any]) -> str:
             parts.append(f"{short(value)}seeds")
         else:
             parts.append(_PREFIX.get(key, key.rsplit(".", 1)[-1]) + short(value))
-    return "-".join(parts)
+    return shortened("-".join(parts))
+
+
+MAX_NAME = 100  # characters of a run's name: file systems take 255 bytes, and a run directory's name is a part of more
+
+
+def shortened(name: str) -> str:
+    """``name`` if it is at most ``MAX_NAME`` characters, else its start and a digest of the whole (distinct names
+    stay distinct)."""
+    if len(name) <= MAX_NAME:
+        return name
+    import hashlib
+
+    return f"{name[: MAX_NAME - 11]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"

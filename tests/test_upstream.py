@@ -22,8 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from circles import cli
+from circles.batches import TensorBatches
 from circles.checkpoints import load_checkpoint_file
-from circles.data import TensorBatches
 from circles.logger import event_file_writer
 
 from helpers import Payload

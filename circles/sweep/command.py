@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from circles.sweep.spec import SweepError, load_sweep
+from circles.sweep.spec import Point, Sweep, SweepError, load_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some failed or
-    missing, 2: a bad sweep file or option, 130/143: stopped by Ctrl-C/SIGTERM)."""
+    missing, or a file could not be written, 2: a bad sweep file or option, 130/143: stopped by Ctrl-C/SIGTERM)."""
     args = _parser().parse_args(argv)
     try:
         if args.jobs < 1:
@@ -37,25 +37,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.point is not None and not 0 <= args.point < len(sweep.points):
             raise SweepError(f"--point must be an index from 0 to {len(sweep.points) - 1} "
                              f"({len(sweep.points)} points), got {args.point}.")
+        if args.list:
+            for point in sweep.points:
+                print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
+            return 0
+        points = sweep.points if args.point is None else [sweep.points[args.point]]
+        if not args.report:
+            from circles.sweep.runner import check_no_other_points
+
+            check_no_other_points(sweep, points)
+        sweep.out.mkdir(parents=True, exist_ok=True)
     except SweepError as err:
         print(f"circles-sweep: error: {err}", file=sys.stderr)
         return 2
-    if args.list:
-        for point in sweep.points:
-            print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
-        return 0
+    except OSError as err:  # --out is a file, or under a folder that cannot be written
+        print(f"circles-sweep: error: --out {sweep.out} cannot hold the sweep: {err.strerror or err}.", file=sys.stderr)
+        return 2
+    try:
+        return _run(sweep, points, args)
+    except OSError as err:  # a full disk, a folder that stopped being writable
+        from circles.errors import os_error_text
+
+        print(f"circles-sweep: error: {os_error_text(err)}", file=sys.stderr)
+        return 1
+
+
+def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
+    """Run the points (unless ``--report``), then, for a whole sweep, write and name its report."""
     from circles.logger import tensorboard_command
     from circles.sweep.report import write_report
-    from circles.sweep.runner import Stopped, check_no_other_points, read_result, run_points
+    from circles.sweep.runner import Stopped, read_result, run_points
 
     start = time.perf_counter()
-    points = sweep.points if args.point is None else [sweep.points[args.point]]
-    if not args.report:
-        try:
-            check_no_other_points(sweep, points)
-        except SweepError as err:
-            print(f"circles-sweep: error: {err}", file=sys.stderr)
-            return 2
     try:
         if args.point is not None:
             results = run_points(sweep, points)
@@ -75,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(rows) - len(bad)} of {len(rows)} points finished"
           + (f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}" if bad else "")
           + f". Wall time {time.perf_counter() - start:.1f} s.")
-    print(f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}; "
-          f"boundaries: {sweep.out / 'boundaries.png'}\nCompare the runs: {tensorboard_command(str(sweep.out))}")
+    picture = sweep.out / "boundaries.png"
+    print(f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}"
+          + (f"; boundaries: {picture}" if picture.is_file() else " (no finished point to draw)")
+          + f"\nCompare the runs: {tensorboard_command(str(sweep.out))}")
     return int(bool(bad))

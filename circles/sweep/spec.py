@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from circles.names import run_label
+from circles.names import run_label, shortened
 
+MAX_POINTS = 10_000
 RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
 SWEEP_KEYS = {"base", "fixed", "grid", "columns"}
 
@@ -73,8 +75,9 @@ def _cli_value(value: Any) -> str:
 
 
 def point_name(index: int, settings: dict[str, Any], width: int) -> str:
-    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings (:func:`circles.runs.run_label`)."""
-    return "-".join([f"{index:0{width}d}", *([run_label(settings)] if settings else [])])
+    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings (:func:`circles.names.run_label`),
+    shortened with a digest when long."""
+    return shortened("-".join([f"{index:0{width}d}", *([run_label(settings)] if settings else [])]))
 
 
 def _resolve_base(base: Any, sweep_path: Path) -> Path:
@@ -113,10 +116,33 @@ def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[st
                                  "(a list value is itself listed: [[10, 10]]; one value for all points goes in "
                                  "'fixed').")
             keys += [key] if key not in keys else []
+        count = math.prod(len(values) for values in grid.values())
+        if len(points) + count > MAX_POINTS:
+            raise SweepError(f"{path}: a sweep has at most {MAX_POINTS:,} points; grid {i} alone has {count:,}.")
         for values in itertools.product(*grid.values()):
             combo = dict(zip(grid, values, strict=True))
             points.setdefault(json.dumps(combo, sort_keys=True), combo)  # a point listed twice runs once
     return list(points.values()), keys
+
+
+def _read_yaml(path: Path) -> Any:
+    """The sweep file's YAML, bounded (:func:`circles.inputs.check_yaml`); its errors as one line."""
+    from circles.errors import ConfigError
+    from circles.inputs import MAX_BYTES, check_yaml
+
+    if path.stat().st_size > MAX_BYTES:
+        raise SweepError(f"{path}: a sweep file is at most {MAX_BYTES >> 20} MiB; it has {path.stat().st_size:,} "
+                         "bytes.")
+    text = path.read_text(errors="replace")
+    try:
+        check_yaml(text, "sweep file", str(path))
+        return yaml.safe_load(text)
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise SweepError(f"{path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}.") from None
 
 
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
@@ -124,7 +150,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"sweep file {str(path)!r} not found.")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = _read_yaml(path) or {}
     if not isinstance(spec, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with keys {sorted(SWEEP_KEYS)}.")
     unknown = set(spec) - SWEEP_KEYS

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
-import importlib
 import logging
 import re
 import signal
+import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import yaml
@@ -29,152 +26,20 @@ from circles.callbacks import (
     RunCheckpoint,
     RunSummary,
 )
-from circles.checkpoints import (
-    CONFIG_KEY,
-    AtomicCheckpointIO,
-    CheckpointError,
-    ResumeError,
-    RunConfig,
-    checkpoint_mismatch,
-    resume_conflicts,
-)
+from circles.checkpoints import AtomicCheckpointIO, RunConfig
+from circles.cli.checks import CheckpointFacts, check_data, check_optimizer, check_resume, check_shapes
+from circles.cli.parser import CirclesArgumentParser
 from circles.contracts import trainer_callbacks
-from circles.csvdata import read_points_csv
-from circles.data import CirclesDataModule
+from circles.data import CirclesDataModule, predict_points
 from circles.errors import CirclesError, ConfigError, SettingError, os_error_text, report
+from circles.inputs import check_arguments
 from circles.logger import TensorBoardRunLogger
-from circles.model import CirclesClassifier, TrainingDiverged, check_independent_members, upgrade_state_dict
+from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import run_hyperparameters, settle_runs_and_checkpoint
 from circles.signals import GracefulStopCallback, interruption
 
 CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter}
 SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in an error is looked up, in this order
-
-
-# -- parsing --------------------------------------------------------------------------------------------------------
-
-
-class CirclesArgumentParser(LightningArgumentParser):
-    """Reports a parse error (unknown option, wrong type, bad YAML, missing file) as one ``circles: error:``
-    paragraph that names the option and what it accepts, instead of the whole usage text."""
-
-    @override
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:  # jsonargparse parses with errors as exceptions where it tries alternatives
-            super().error(message, ex)
-        report(parse_error_text(message, getattr(ex, "subcommand_parser", None) or self))
-        self.exit(2)
-
-
-def parse_error_text(message: str, parser: LightningArgumentParser) -> str:
-    """jsonargparse's error message, shortened to one line that names the option and what it accepts."""
-    unknown = re.findall(r"does not accept option '([^']+)'", message)
-    if message.startswith("unrecognized arguments:"):
-        unknown = [arg[2:].split("=")[0] for arg in message.split()[2:] if arg.startswith("--")]
-    if unknown:
-        return " ".join(_unknown_option_text(parser, key) for key in unknown)
-    text = re.sub(r'^Parser key "([^"]+)":', r"\1:", message)
-    text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", r"expected one of \1, got \2.", text)
-    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
-    kinds = {"int": "an integer", "float": "a number", "bool": "true or false"}
-    text = re.sub(r"Expected a (int|float|bool)\. Got value: (.*)", lambda m: f"expected {kinds[m.group(1)]}, got "
-                  f"{m.group(2).strip()}.", text)
-    text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
-    text = text.replace(' in "<unicode string>",', " at")
-    return " ".join(text.split())
-
-
-def _options(parser: LightningArgumentParser, group: str) -> list[str]:
-    """The options directly inside ``group`` (``""``: the top level), in the parser's order."""
-    prefix = f"{group}." if group else ""
-    names = [key[len(prefix):].split(".")[0] for key in parser.get_defaults().keys() if key.startswith(prefix)]
-    return [n for n in dict.fromkeys(names) if n and n != "config"]
-
-
-def _unknown_option_text(parser: LightningArgumentParser, key: str) -> str:
-    group, _, name = key.rpartition(".")
-    options = _options(parser, group)
-    if not options:
-        group, name, options = "", key.split(".")[0], _options(parser, "")
-    close = difflib.get_close_matches(name, options, n=1)
-    guess = f" Did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
-    where = f"{group} accepts" if group else "the options are"
-    return f"{key} is not an option; {where}: {', '.join(options)}.{guess}"
-
-
-# -- the checkpoint, between parsing and building ---------------------------------------------------------------------
-
-
-@dataclass
-class CheckpointFacts:
-    """What ``--ckpt_path`` holds, read once after parsing (before LightningCLI replaces the model's settings with
-    the checkpoint's) and checked against what is built from the config (:meth:`CirclesCLI.instantiate_classes`)."""
-
-    path: Path
-    shapes: dict[str, tuple[int, ...]]  # the weights' shapes, under today's names
-    num_classes: int | None  # the network's classes
-    data_state: dict[str, Any] | None  # the data module's state: its classes and their names
-    trained_config: str | None  # the run's config.yaml as the checkpoint recorded it
-    conflicts: list[str] = field(default_factory=list)  # for fit: trained settings this command sets otherwise
-
-    @classmethod
-    def read(cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None) -> CheckpointFacts:
-        """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the resume conflicts."""
-        state = upgrade_state_dict(dict(checkpoint["state_dict"]))
-        trained, data_state = checkpoint.get(CONFIG_KEY), checkpoint.get(CirclesDataModule.__qualname__)
-        files = (data_state or {}).get("files")
-        return cls(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
-                   (checkpoint.get("hyper_parameters") or {}).get("num_classes"), data_state, trained,
-                   resume_conflicts(trained, now, files) if now is not None else [])
-
-
-def check_optimizer(config: Namespace, subcommand: str) -> None:
-    """The configured optimizer accepts its settings (``torch.optim`` checks them when it is built: built here on a
-    stand-in parameter, so an error is surely the optimizer's), and, for ``fit`` with several members, treats each
-    number on its own (:func:`check_independent_members`)."""
-    optimizer = config.get("optimizer")
-    if not isinstance(optimizer, Namespace) or not optimizer.get("class_path"):
-        return
-    module, name = optimizer.class_path.rsplit(".", 1)
-    optimizer_class = getattr(importlib.import_module(module), name)
-    try:
-        optimizer_class([torch.zeros(1, requires_grad=True)], **dict(optimizer.get("init_args") or {}))
-    except (ValueError, TypeError) as err:
-        raise SettingError("optimizer", err) from None
-    if subcommand == "fit":
-        check_independent_members(config.model.members, optimizer_class, config.trainer.get("gradient_clip_val"),
-                                  config.trainer.get("gradient_clip_algorithm"))
-
-
-def check_resume(facts: CheckpointFacts) -> None:
-    """``fit --ckpt_path`` continues a run only with the settings it was trained with."""
-    if facts.conflicts:
-        raise ResumeError(
-            f"fit --ckpt_path continues a run with the settings it was trained with, and these differ: "
-            f"{'; '.join(facts.conflicts)}. Leave them out to continue the run (trainer settings such as "
-            "--trainer.max_epochs may change), or start a new run without --ckpt_path.")
-
-
-def check_data(facts: CheckpointFacts, data: CirclesDataModule) -> None:
-    """The data has the classes the network was trained for, by number and by name, and a file it trained with has
-    not changed since (the data module's own check, which Lightning runs only when it restores the checkpoint, after
-    the run directory exists)."""
-    if facts.num_classes is not None and facts.num_classes != data.num_classes:
-        raise CheckpointError(
-            f"{facts.path} holds a network for {facts.num_classes} classes and the data has {data.num_classes}. Give "
-            "the data it was trained on: --config <its run>/config.yaml, or the same data.dataset, data.classes or "
-            "data.path.")
-    if facts.data_state is not None:
-        data.load_state_dict(facts.data_state)
-
-
-def check_shapes(facts: CheckpointFacts, model: CirclesClassifier) -> None:
-    """The checkpoint's weights fit the model (Lightning builds it from the checkpoint's hyperparameters, so only a
-    file this project did not write gets here)."""
-    mismatch = checkpoint_mismatch(facts.shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    if mismatch:
-        raise CheckpointError(f"{facts.path} does not fit the model: its weights differ in {mismatch}. Use a "
-                              "checkpoint written by this project.")
 
 
 # -- the command line -----------------------------------------------------------------------------------------------
@@ -218,6 +83,7 @@ class CirclesCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then settle what depends on other settings (:func:`circles.runs.settle_runs_and_checkpoint`) and
         read the checkpoint's facts, before LightningCLI reads the checkpoint's hyperparameters."""
+        check_arguments(sys.argv[1:] if args is None else [str(a) for a in args])
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -268,6 +134,13 @@ class CirclesCLI(LightningCLI):
                 checkpoint = self.trainer.checkpoint_callback
                 kept = checkpoint.written() if isinstance(checkpoint, RunCheckpoint) else []
                 saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
+                train = self.datamodule.points("train")
+                reach = float(train[0].abs().max()) if train is not None and len(train[0]) else 0.0
+                if reach > 1e4:  # the data, not the step size: it diverges at any learning rate
+                    raise TrainingDiverged(
+                        f"Training diverged: the training points reach |x| = {reach:.3g}, far beyond the few units a "
+                        f"network of this size takes; scale the data (a smaller learning rate does not help).{saved}"
+                    ) from None
                 raise TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}") from None
         stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
         if stop.signal is not None:
@@ -285,7 +158,7 @@ class CirclesCLI(LightningCLI):
         """Check the CSV to predict on before a run directory is created for the predictions."""
         if self.datamodule.predict_path:
             with self._reported():
-                read_points_csv(self.datamodule.predict_path)
+                predict_points(self.datamodule.predict_path, self.datamodule.features)
 
     def predict(self, **kwargs: Any) -> None:
         with self._reported():

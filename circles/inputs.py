@@ -1,0 +1,62 @@
+"""Bounds on outside input that arrives as YAML (config files, command-line values, sweep files): its size, and the
+number of values it stands for once its aliases are expanded, checked before any parser builds anything from it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from circles.errors import ConfigError
+
+MAX_BYTES = 1 << 20  # a config file, a sweep file or one command-line value: far more than any real one
+MAX_VALUES = 100_000  # YAML nodes once aliases are expanded: a few lines of aliases can stand for billions
+MAX_ITEMS = 1_000  # in one list or mapping: the longest a setting takes (hidden_sizes); jsonargparse's time grows
+#                    with the square of a list's length (2,000 items: 10 s, 4,000: 30 s; tests/test_inputs.py)
+
+
+def check_yaml(text: str, field: str, where: str) -> None:
+    """Refuse YAML ``text`` (given as ``field``, read from ``where``) that is larger than ``MAX_BYTES``, stands for
+    more than ``MAX_VALUES`` values or has a list or mapping of more than ``MAX_ITEMS``; YAML that does not parse is
+    left to the parser that reports it."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(field, f"at most {MAX_BYTES >> 20} MiB of YAML", where, f"It has {len(text):,} characters.")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    except RecursionError:
+        raise ConfigError(field, "YAML nested at most a few hundred levels deep", where) from None
+    todo, count = [root] if root is not None else [], 0
+    while todo:
+        node = todo.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(field, f"YAML that stands for at most {MAX_VALUES:,} values", where,
+                              "Its aliases (*name) expand to more.")
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and len(node.value) > MAX_ITEMS:
+            raise ConfigError(field, f"YAML of lists and mappings of at most {MAX_ITEMS:,} items", where,
+                              f"Line {node.start_mark.line + 1} starts one of {len(node.value):,}.")
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            todo.extend(part for pair in node.value for part in pair)
+
+
+def check_arguments(args: Sequence[str]) -> None:
+    """Check every value on a command line and every ``--config`` file it names with :func:`check_yaml` (a missing
+    file is left to the parser)."""
+    previous = ""
+    for arg in args:
+        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        name = (option if equals else previous).lstrip("-") or "argument"
+        if not option or equals:
+            if name == "config" and Path(value).is_file():
+                path = Path(value)
+                if path.stat().st_size > MAX_BYTES:
+                    raise ConfigError("config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value)
+                check_yaml(path.read_text(errors="replace"), "config", value)
+            else:
+                check_yaml(value, name, value[:80])
+        previous = option if not equals else ""

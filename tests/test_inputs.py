@@ -1,0 +1,348 @@
+"""Every reader of outside input, fed what Hypothesis makes up: CSV bytes (encodings, separators, quoting, numbers,
+sizes, duplicate and missing columns), YAML configs and sweep files (aliases, nesting, types, sizes) and checkpoints
+(valid ones mutated: types, shapes, versions, hyperparameters). For each input the command ends with status 0 and
+the right result, or with status 2 and one ``error:`` line: no traceback, nothing written, and no input takes longer
+than ``BOUND`` seconds. A few dozen examples per reader in the quick tier, hundreds in the slow one; the inputs that
+once broke a promise are kept as explicit examples."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from circles.cli import cli_main
+from circles.sweep import main as sweep_main
+
+from helpers import TINY, fit_in, run_dir
+
+BOUND = 60  # seconds any single input may take, set up and refusal included
+QUICK, MANY = 25, 80  # examples per reader: quick tier, slow tier
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+
+
+@contextlib.contextmanager
+def bounded(seconds: int = BOUND) -> Iterator[None]:
+    """Fail the example, rather than hang the suite, if it takes longer than ``seconds``."""
+    def expire(signum, frame):
+        raise AssertionError(f"an input took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def outcome(command: Callable[[], object], capfd) -> tuple[int, str]:
+    """Run a command as its console script would; returns its exit status and what it wrote to stderr."""
+    capfd.readouterr()
+    with bounded():
+        try:
+            command()
+            status = 0
+        except SystemExit as exit_info:
+            status = 0 if exit_info.code is None else exit_info.code
+    return status, capfd.readouterr().err
+
+
+def assert_kept_its_promise(status: int, err: str, prefix: str = "circles: error:") -> None:
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith(prefix)]
+    if status == 0:
+        assert not errors, err
+    else:
+        assert status == 2 and len(errors) == 1, (status, err)
+
+
+def files_under(directory: Path) -> set[Path]:
+    return {p for p in directory.rglob("*") if p.is_file()}
+
+
+# -- CSV files --------------------------------------------------------------------------------------------------------
+
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64).map(repr),
+                    st.integers(-10**40, 10**40).map(str), st.sampled_from(["1_000", "\u0661", "0x1f", "", " 1 ", "1e",
+                                                                            "nan", "-inf", "1e39", ".5", "5."]),
+                    st.text(max_size=8))
+LABELS = st.one_of(st.sampled_from(["a", "b", "c", "0", "1", "2", "00", "01", "", " a", "é"]), st.text(max_size=6))
+
+
+@st.composite
+def csv_files(draw) -> bytes:
+    """CSV bytes: a header of the three columns and others, shuffled, doubled or missing; rows of numbers and labels
+    (or not); a separator, line ends, quoting and an encoding; now and then just bytes."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    columns = draw(st.lists(st.sampled_from(["x1", "x2", "label", "id", "x1", "label"]), min_size=0, max_size=5))
+    columns = columns if draw(st.booleans()) else ["x1", "x2", "label", *columns[:1]]
+    separator = draw(st.sampled_from([",", ",", ",", ";", "\t"]))
+    rows = []
+    for _ in range(draw(st.integers(0, 40))):
+        cells = [draw(LABELS) if name == "label" else draw(NUMBERS) for name in columns]
+        if draw(st.integers(0, 9)) == 0:
+            cells = cells[: draw(st.integers(0, len(cells)))]
+        rows.append(cells)
+    quote = draw(st.sampled_from(["", "", '"']))
+    lines = [separator.join(f"{quote}{c}{quote}" for c in row) for row in [columns, *rows]]
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), "")
+    text = draw(st.sampled_from(["\n", "\r\n"])).join(lines) + "\n"
+    encoding, bom = draw(st.sampled_from([("utf-8", b""), ("utf-8", codecs.BOM_UTF8), ("utf-16-le", b""),
+                                          ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-32-be", codecs.BOM_UTF32_BE),
+                                          ("latin-1", b"")]))
+    return bom + text.encode(encoding, errors="replace")
+
+
+def read_as_data(tmp_path: Path, content: bytes) -> None:
+    """The bytes as ``data.path`` (read, labels encoded, split) and as points to predict on: each is read into finite
+    float32 points, or refused with one ConfigError line naming the setting."""
+    from circles.csvdata import read_points_csv
+    from circles.data import CirclesDataModule
+    from circles.errors import ConfigError
+
+    (tmp_path / "data.csv").write_bytes(content)
+    with bounded():
+        for read in (lambda: CirclesDataModule(path="data.csv", val_fraction=0.3).points("test"),
+                     lambda: (read_points_csv("data.csv"), None)):
+            try:
+                points, labels = read()
+            except ConfigError as err:
+                assert "\n" not in str(err) and err.field in ("path", "predict_path", "classes"), err
+                continue
+            assert points.dtype == torch.float32 and points.shape[1] == 2 and torch.isfinite(points).all()
+            assert labels is None or len(labels) == len(points)
+
+
+def fit_on(tmp_path: Path, content: bytes, capfd) -> None:
+    """``fit --data.path`` on the bytes, from the command line: trained on, or refused in one line with nothing
+    written."""
+    (tmp_path / "data.csv").write_bytes(content)
+    before = files_under(tmp_path)
+    status, err = outcome(lambda: cli_main(["fit", "--data.path=data.csv", "--trainer.max_epochs=1",
+                                            "--trainer.enable_progress_bar=false", "--boundary.gif=false",
+                                            "--data.val_fraction=0.3", "--data.test_fraction=0.3"]), capfd)
+    assert_kept_its_promise(status, err)
+    if status:
+        assert files_under(tmp_path) == before  # a refused file leaves nothing behind
+
+
+CSV_EXAMPLES = [  # inputs that once broke a promise: kept as they were found
+    "x1,x2,label\n0,0,a\n1,1,b\n".encode("utf-16-le"), codecs.BOM_UTF16_LE,
+    "x1,x2,label\n0,0,caf\xe9\n1,1,b\n".encode("latin-1"), b"x1,x2,x1,label\n1,2,3,a\n", b"x1,x2,label,label\n1,2,a,b\n",
+    b"x1,x2,label\n1_000,2,a\n", "x1,x2,label\n\u0661,2,a\n".encode(), b"x1,x2,label\n\n1,2,a\n\n3,x,b\n",
+    b"x1,x2,label\n1,2," + b"a" * 200_000 + b"\n",
+]
+
+
+def csv_examples(test):
+    for content in CSV_EXAMPLES:
+        test = example(content=content)(test)
+    return test
+
+
+@settings(max_examples=4 * QUICK, **SETTINGS)
+@csv_examples
+@given(content=csv_files())
+def test_any_csv_file_is_read_or_refused_in_one_line(tmp_path, content):
+    read_as_data(tmp_path, content)
+
+
+@pytest.mark.slow
+@settings(max_examples=MANY, **SETTINGS)
+@csv_examples
+@given(content=csv_files())
+def test_any_csv_file_is_trained_on_or_refused_in_one_line_from_the_command_line(tmp_path, capfd, content):
+    read_as_data(tmp_path, content)
+    fit_on(tmp_path, content, capfd)
+
+
+# -- YAML: configs and sweep files ------------------------------------------------------------------------------------
+
+KEYS = ["model", "data", "trainer", "optimizer", "boundary", "seed_everything", "hidden_sizes", "noise", "features",
+        "max_epochs", "members", "activation", "class_path", "init_args", "lr", "nope", "dataset", "grid", "fixed",
+        "base", "model.activation", "data.noise", "columns"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                    st.text(max_size=10), st.sampled_from(["relu", "none", "x1_sq", "torch.optim.Adam", "[1, 2]"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+                      max_leaves=20)
+
+
+@st.composite
+def yaml_texts(draw) -> str:
+    """YAML documents of config-like keys and any values, sometimes with anchors and aliases nested into a bomb, or
+    just text."""
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(st.text(max_size=200))
+    if kind == 1:  # aliases of aliases: a few lines standing for 10^depth values
+        depth, width = draw(st.integers(2, 8)), draw(st.integers(2, 10))
+        lines = [f"l0: &l0 [{', '.join(['1'] * width)}]"]
+        lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, depth)]
+        key = draw(st.sampled_from(["model:\n  hidden_sizes", "data:\n  features", "grid:\n  model.activation"]))
+        return "\n".join(lines) + f"\n{key}: *l{depth - 1}\n"
+    return yaml.safe_dump(draw(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5)), default_flow_style=None)
+
+
+def parse_config(tmp_path: Path, text: str, capfd) -> None:
+    (tmp_path / "config.yaml").write_text(text)
+    before = files_under(tmp_path)
+    status, err = outcome(lambda: cli_main(["fit", "--config", "config.yaml", "--print_config"]), capfd)
+    assert_kept_its_promise(status, err)
+    assert files_under(tmp_path) == before
+
+
+def list_sweep(tmp_path: Path, text: str, capfd) -> None:
+    (tmp_path / "sweep.yaml").write_text(text)
+    before = files_under(tmp_path)
+    status, err = outcome(lambda: sys_exit(sweep_main(["--config", "sweep.yaml", "--list"])), capfd)
+    assert_kept_its_promise(status, err, prefix="circles-sweep: error:")
+    assert files_under(tmp_path) == before
+
+
+def sys_exit(status: int) -> None:
+    raise SystemExit(status)
+
+
+YAML_EXAMPLES = ["a: [b", "model:\n  hidden_sizes: [" + ", ".join(["1"] * 5000) + "]\n", "grid: 5\n", "- 1\n- 2\n",
+                 "base: configs/relu.yaml\ngrid:\n  model.activation: [none]\n  data.noise: " + "[" * 300 + "]" * 300]
+
+
+def yaml_examples(test):
+    for text in YAML_EXAMPLES:
+        test = example(text=text)(test)
+    return test
+
+
+@settings(max_examples=QUICK, **SETTINGS)
+@yaml_examples
+@given(text=yaml_texts())
+def test_any_config_file_is_parsed_or_refused_in_one_line(tmp_path, capfd, text):
+    parse_config(tmp_path, text, capfd)
+
+
+@settings(max_examples=QUICK, **SETTINGS)
+@yaml_examples
+@given(text=yaml_texts())
+def test_any_sweep_file_is_listed_or_refused_in_one_line(tmp_path, capfd, text):
+    list_sweep(tmp_path, text, capfd)
+
+
+@pytest.mark.slow
+@settings(max_examples=MANY, **SETTINGS)
+@given(text=yaml_texts())
+def test_any_config_or_sweep_file_many(tmp_path, capfd, text):
+    parse_config(tmp_path, text, capfd)
+    list_sweep(tmp_path, text, capfd)
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A checkpoint of a finished run, loaded."""
+    runs = fit_in(tmp_path_factory.mktemp("trained"), *TINY)
+    return torch.load(run_dir(runs, 0) / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+ODD = st.one_of(st.none(), st.integers(-3, 10**7), st.floats(allow_nan=True), st.text(max_size=8),
+                st.lists(st.integers(-2, 40), max_size=4), st.just({}), st.just(torch.zeros(3, 7)))
+
+
+@st.composite
+def mutations(draw) -> list[tuple[str, ...]]:
+    """Changes to a checkpoint: (where, what), applied by :func:`mutated`."""
+    places = ["state_dict", "hyper_parameters", "datamodule_hyper_parameters", "CirclesDataModule", "circles_config",
+              "pytorch-lightning_version", "epoch", "optimizer_states"]
+    hparams = ["hidden_sizes", "activation", "features", "members", "num_classes", "l1", "compile_mode", "lr"]
+    changes = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["drop", "replace", "hparam", "weight", "version"]))
+        if kind == "hparam":
+            changes.append(("hparam", draw(st.sampled_from(hparams)), draw(ODD)))
+        elif kind == "weight":
+            changes.append(("weight", draw(st.integers(0, 3)), draw(st.sampled_from(["shape", "drop", "nan"]))))
+        elif kind == "version":
+            changes.append(("version", draw(st.sampled_from(["not.a.version", "99.0.0", "", "1.0rc"]))))
+        else:
+            changes.append((kind, draw(st.sampled_from(places)), draw(ODD)))
+    return changes
+
+
+def mutated(checkpoint: dict, changes: list[tuple]) -> dict:
+    result = {**checkpoint, "state_dict": dict(checkpoint["state_dict"]),
+              "hyper_parameters": dict(checkpoint["hyper_parameters"])}
+    for change in changes:
+        if change[0] == "drop":
+            result.pop(change[1], None)
+        elif change[0] == "replace":
+            result[change[1]] = change[2]
+        elif change[0] == "hparam" and isinstance(result.get("hyper_parameters"), dict):
+            result["hyper_parameters"][change[1]] = change[2]
+        elif change[0] == "weight" and isinstance(result.get("state_dict"), dict) and result["state_dict"]:
+            key = sorted(result["state_dict"])[change[1] % len(result["state_dict"])]
+            if change[2] == "drop":
+                del result["state_dict"][key]
+            else:
+                value = result["state_dict"][key]
+                result["state_dict"][key] = torch.zeros(7, *value.shape) if change[2] == "shape" else value * float("nan")
+        elif change[0] == "version":
+            result["pytorch-lightning_version"] = change[1]
+    return result
+
+
+def evaluate_with(tmp_path: Path, checkpoint: dict, changes: list[tuple], capfd) -> None:
+    buffer = io.BytesIO()
+    torch.save(mutated(checkpoint, changes), buffer)
+    (tmp_path / "given.ckpt").write_bytes(buffer.getvalue())
+    before = files_under(tmp_path)
+    status, err = outcome(lambda: cli_main(["test", "--ckpt_path=given.ckpt", "--data.test_samples=50",
+                                            "--trainer.enable_progress_bar=false", "--boundary.gif=false"]), capfd)
+    assert_kept_its_promise(status, err)
+    if status:
+        assert files_under(tmp_path) == before, changes  # refused before any run directory was made
+
+
+CHECKPOINT_EXAMPLES = [[("replace", "state_dict", [1, 2])], [("replace", "hyper_parameters", [1])],
+                       [("replace", "CirclesDataModule", "x")], [("replace", "circles_config", 5)],
+                       [("version", "not.a.version")], [("hparam", "members", 10**6)],
+                       [("hparam", "hidden_sizes", [10**6, 10**6])], [("hparam", "lr", 0.1)]]
+
+
+def checkpoint_examples(test):
+    for changes in CHECKPOINT_EXAMPLES:
+        test = example(changes=changes)(test)
+    return test
+
+
+@settings(max_examples=QUICK // 2, **SETTINGS)
+@checkpoint_examples
+@given(changes=mutations())
+def test_any_changed_checkpoint_is_tested_or_refused_in_one_line(tmp_path, capfd, trained, changes):
+    evaluate_with(tmp_path, trained, changes, capfd)
+
+
+@pytest.mark.slow
+@settings(max_examples=MANY, **SETTINGS)
+@given(changes=mutations())
+def test_any_changed_checkpoint_many(tmp_path, capfd, trained, changes):
+    evaluate_with(tmp_path, trained, changes, capfd)
+
+
+def test_the_bound_is_a_real_one():
+    """``bounded`` does stop what takes too long (so the tests above would fail, not hang)."""
+    with pytest.raises(AssertionError, match="longer than 1 s"), bounded(1):
+        signal.pause()
