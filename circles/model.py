@@ -94,7 +94,7 @@ def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], a
                   outputs: int = 1) -> nn.Sequential | StackedMLP:
     """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
     :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
-    last given (``seed_everything S`` in a run): member k of a run is the single run with seed S + k."""
+    last given (``seed_everything S`` in a run): member k of a run starts as the single run with seed S + k."""
     check_network_size(in_features, hidden_sizes, outputs, members)
     if members == 1:
         return build_mlp(in_features, hidden_sizes, activation, outputs)

@@ -58,6 +58,16 @@ def draw(rows: list[dict[str, float]], path: Path, epochs: int) -> None:
     fig.savefig(path, dpi=80)
 
 
+def summary(accs: list[float]) -> dict:
+    """What README says of the seeds' final accuracies: mean, standard deviation, median, range, quartiles, and the
+    share of seeds below each of MARKS."""
+    accs = sorted(accs)
+    q1, median, q3 = statistics.quantiles(accs, n=4)
+    below = {value: sum(a < value for a in accs) / len(accs) for value in MARKS.values()}
+    return {"mean": statistics.mean(accs), "std": statistics.stdev(accs), "median": median, "min": accs[0],
+            "max": accs[-1], "q1": q1, "q3": q3, "below": below}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=256, help="seeds, trained at once")
@@ -66,14 +76,11 @@ def main() -> None:
     args = parser.parse_args()
     rows = spread(args.members, args.epochs)
     draw(rows, Path(args.out), args.epochs)
-    accs = sorted(row["val_acc"] for row in rows)
-    quartiles = statistics.quantiles(accs, n=4)
-    print(f"{len(accs)} seeds: mean {statistics.mean(accs):.4f}, std {statistics.stdev(accs):.4f}, "
-          f"quartiles {quartiles[0]:.4f} / {quartiles[1]:.4f} / {quartiles[2]:.4f}, min {accs[0]:.4f}, "
-          f"max {accs[-1]:.4f}")
+    facts = summary([row["val_acc"] for row in rows])
+    print(f"{len(rows)} seeds: mean {facts['mean']:.4f}, std {facts['std']:.4f}, quartiles {facts['q1']:.4f} / "
+          f"{facts['median']:.4f} / {facts['q3']:.4f}, min {facts['min']:.4f}, max {facts['max']:.4f}")
     for label, value in MARKS.items():
-        below = sum(a < value for a in accs) / len(accs)
-        print(f"{label} ({value:.1%}): {below:.0%} of seeds end below it")
+        print(f"{label} ({value:.1%}): {facts['below'][value]:.0%} of seeds end below it")
     print(f"picture: {args.out}")
 
 

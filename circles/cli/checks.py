@@ -9,17 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 
 from circles.checkpoints import CONFIG_KEY, CheckpointError, ResumeError, checkpoint_mismatch, resume_conflicts
-from circles.cli.parser import parse_error_text
 from circles.data import CirclesDataModule
-from circles.errors import ConfigError, SettingError
+from circles.errors import SettingError
 from circles.model import (
     CirclesClassifier,
     check_independent_members,
-    check_network_size,
-    output_size,
     upgrade_state_dict,
 )
 
@@ -39,34 +36,12 @@ class CheckpointFacts:
     @classmethod
     def read(cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None) -> CheckpointFacts:
         """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the resume conflicts."""
-        check_hyperparameters(path, checkpoint.get("hyper_parameters") or {})
         state = upgrade_state_dict(dict(checkpoint["state_dict"]))
         trained, data_state = checkpoint.get(CONFIG_KEY), checkpoint.get(CirclesDataModule.__qualname__)
         files = (data_state or {}).get("files")
         return cls(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
                    (checkpoint.get("hyper_parameters") or {}).get("num_classes"), data_state, trained,
                    resume_conflicts(trained, now, files) if now is not None else [])
-
-
-def check_hyperparameters(path: Path, hparams: dict[str, Any]) -> None:
-    """A checkpoint's hyperparameters are the model's, with values it takes, for a network that can be built here:
-    checked before LightningCLI builds the model from them."""
-    model = {k: v for k, v in hparams.items() if k != "_instantiator"}
-    empty = sorted(k for k, v in model.items() if v is None and k != "compile_mode")
-    if empty:
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: {', '.join(empty)} null.")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(CirclesClassifier, "model")
-    try:
-        parser.parse_object({"model": model})
-    except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError, whatever it wraps
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: "
-                              f"{parse_error_text(str(err), parser)}") from None
-    try:
-        check_network_size(len(model.get("features", (0, 0))), model.get("hidden_sizes", ()),
-                           output_size(model.get("num_classes", 2)), model.get("members", 1))
-    except ConfigError as err:
-        raise CheckpointError(f"{path} describes a network that cannot be built here: model.{err}") from None
 
 
 def check_optimizer(config: Namespace, subcommand: str) -> None:
