@@ -10,7 +10,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
@@ -18,7 +17,7 @@ from typing_extensions import override
 from circles.contracts import classifier, trainer_callbacks, trainer_data
 from circles.errors import check
 from circles.files import atomic_file
-from circles.logger import tensorboard_command
+from circles.logger import tensorboard_command, tensorboard_of
 from circles.metrics import accuracy_text
 from circles.plotting import Animation, BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions
 
@@ -131,8 +130,9 @@ class RunSummary(Callback):
         boundary = next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, DecisionBoundaryCallback)), None)
         if boundary is not None and boundary.png_path:
             lines.append(f"Decision boundary: {os.path.normpath(boundary.png_path)}")
-        if isinstance(trainer.logger, TensorBoardLogger) and getattr(trainer.logger, "writes_events", True):
-            lines.append(f"Open it in TensorBoard: {tensorboard_command(trainer.logger.root_dir)}")
+        tensorboard = tensorboard_of(trainer.loggers)
+        if tensorboard is not None:
+            lines.append(f"Open it in TensorBoard: {tensorboard_command(tensorboard.root_dir)}")
         print("\n".join(lines), flush=True)
 
     @override
@@ -270,9 +270,9 @@ class DecisionBoundaryCallback(Callback):
                 for name, (x, y) in sets.items()]
 
     def _writer(self, trainer: pl.Trainer) -> Any:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and getattr(logger, "writes_events", True):
-                return logger.experiment
+        tensorboard = tensorboard_of(trainer.loggers)
+        if tensorboard is not None:
+            return tensorboard.experiment
         if not self._warned:
             rank_zero_warn("DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
                            "the PNG is still saved in the run directory.")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
@@ -260,7 +261,7 @@ class RunConfig(SaveConfigCallback):
             config.ckpt_path = None
         config.trainer.default_root_dir = default_root_dir
         logger = config.trainer.get("logger")
-        if hasattr(logger, "get") and logger.get("init_args") is not None:
+        if isinstance(logger, Namespace) and logger.get("init_args") is not None:
             logger.init_args.version = None
             if "label" in logger.init_args:
                 logger.init_args.label = ""  # a repeat names its run from its own settings

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,12 @@ def tensorboard_command(logdir: str) -> str:
 
     folder = shlex.quote(os.path.normpath(logdir))
     return f"tensorboard --logdir {folder} --samples_per_plugin images={TENSORBOARD_IMAGES}"
+
+
+def tensorboard_of(loggers: Sequence[Any]) -> TensorBoardLogger | None:
+    """The first of a run's loggers that writes TensorBoard events (not a :class:`RunDirectory`), if any."""
+    return next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)
+                 and not isinstance(logger, RunDirectory)), None)
 
 
 def event_file_writer(writer: Any) -> Any:
@@ -131,7 +138,23 @@ class TensorBoardRunLogger(TensorBoardLogger):
             self._lock, self._locked = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)), True
         return self._run_version
 
-    writes_events = True  # TensorBoard's event files: the curves, the frames, the HPARAMS record
+    @property
+    def claimed(self) -> Path | None:
+        """The run directory, once this process has claimed or locked it (asking ``log_dir`` would claim one)."""
+        if not self._locked or self._run_version is None:
+            return None
+        return Path(self.root_dir) / _run_name(self._run_version)
+
+    def forget_if_empty(self) -> None:
+        """Remove the claimed run directory if it holds nothing but its lock, its config, its hyperparameters and
+        event files (an interrupted evaluation's); anything else in it stays."""
+        run = self.claimed
+        if run is None:
+            return
+        own = {".lock", "config.yaml", "hparams.yaml"}
+        if all(p.name in own or p.name.startswith("events.out.tfevents.") for p in run.rglob("*") if p.is_file()):
+            self.finalize("interrupted")
+            shutil.rmtree(run, ignore_errors=True)
 
     def _writer(self, stage: str) -> Any:
         """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
@@ -218,8 +241,6 @@ class RunDirectory(TensorBoardRunLogger):
     """The run directory of a run without a logger (``--trainer.logger false``): claimed, labelled and locked as
     every run's is (:class:`TensorBoardRunLogger`), holding what the run writes itself (config.yaml, checkpoints,
     pictures), and no TensorBoard events."""
-
-    writes_events = False
 
     @property
     @override

@@ -272,7 +272,7 @@ class CirclesClassifier(pl.LightningModule):
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
                                    "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members,
                                    "num_classes": num_classes})
-        self.members, self.num_classes, self.compile_mode = members, num_classes, compile_mode
+        self.members, self.num_classes, self.compile_mode, self.compiled = members, num_classes, compile_mode, False
         self.features = FeatureMap(features)
         self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
         self.metrics = EpochMetrics(member_seeds(base_seed(), members))  # the seed drawing weights leaves as it was
@@ -280,8 +280,9 @@ class CirclesClassifier(pl.LightningModule):
 
     @override
     def configure_model(self) -> None:
-        if self.compile_mode is not None and not getattr(self.net, "_compiled_call_impl", None):
+        if self.compile_mode is not None and not self.compiled:
             self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
+            self.compiled = True
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for C > 2 classes."""

@@ -33,6 +33,9 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
     if ckpt_path is None and subcommand != "fit":
         raise ConfigError("ckpt_path", f"given for {subcommand}: 'best', 'last' or a checkpoint file", None,
                           f"Without one, {subcommand} would evaluate an untrained network.")
+    if ckpt_path == "hpc" and not any(Path(config.trainer.get("default_root_dir") or ".").glob("hpc_ckpt_*.ckpt")):
+        raise ConfigError("ckpt_path", "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
+                          "trainer.default_root_dir)", ckpt_path, "There is none; give 'last' or a checkpoint file.")
     path = resolve_checkpoint(ckpt_path, _runs_root(config)) if ckpt_path not in (None, "hpc") else None
     run = run_of_checkpoint(path) if subcommand == "fit" and path is not None and str(path) != ckpt_path else None
     if run is not None and logger is not None:

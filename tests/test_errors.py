@@ -141,6 +141,27 @@ CASES = [
          "data.test_fraction", "between 0 and 1 - val_fraction (0.8)"),
     case("checkpoint for other classes", "test --ckpt_path last --data.dataset=blobs",
          "holds a network for 2 classes and the data has 4", "--config <its run>/config.yaml"),
+    case("members as quoted text", 'fit --model.members="3"', "model.members", "the text '3'", "without quotes"),
+    case("members beyond the bound", "fit --model.members=1000000000", "model.members", "at most 65,536"),
+    case("a network too large to build", "fit --model.hidden_sizes=[100000,100000]", "model.hidden_sizes",
+         "at most 268,435,456 weights", "37.3 GiB"),
+    case("--ckpt_path hpc without one", "fit --ckpt_path hpc", "ckpt_path", "'hpc' only where a SLURM requeue"),
+    case("YAML alias bomb", "fit --config bomb.yaml", "config", "at most 100,000 values", "aliases"),
+    case("a list too long to parse", "fit --config long_list.yaml", "config", "at most 1,000 items", "Line 2"),
+    case("checkpoint with a list for weights", "test --ckpt_path list_weights.ckpt", "list_weights.ckpt",
+         "its state_dict is a list"),
+    case("checkpoint of an unknown Lightning version", "test --ckpt_path bad_version.ckpt", "bad_version.ckpt",
+         "its pytorch-lightning_version is 'not.a.version'"),
+    case("checkpoint with another model's hyperparameters", "test --ckpt_path foreign_hparams.ckpt",
+         "foreign_hparams.ckpt", "model.lr is not an option"),
+    case("checkpoint of a network too large to build", "test --ckpt_path huge_members.ckpt", "huge_members.ckpt",
+         "model.members must be at most 65,536"),
+    case("data CSV, a column named twice", "fit --data.path=twice.csv", "data.path", "header has label 2 times"),
+    case("data CSV in Latin-1", "fit --data.path=latin1.csv", "data.path", "UTF-8", "Line 3 has the byte 0xe9"),
+    case("data CSV in UTF-16 without a byte-order mark", "fit --data.path=utf16.csv", "data.path", "NUL bytes"),
+    case("data CSV, a number with an underscore", "fit --data.path=underscore.csv", "data.path", "x1='1_000'"),
+    case("predict CSV with features beyond float32", "predict --ckpt_path squared.ckpt --data.predict_path=far.csv",
+         "data.predict_path", "features are finite", "point 2 = (1e+20, 1e+20)"),
 ]
 
 
@@ -162,6 +183,13 @@ CSV_FILES = {
     "one_class.csv": "x1,x2,label\n0.1,0.2,1\n0.3,0.4,1\n",
     "mixed.csv": "x1,x2,label\n0.1,0.2,2\n0.3,0.4,cat\n",
     "one_based.csv": "x1,x2,label\n0.1,0.2,1\n0.3,0.4,2\n",
+    "twice.csv": "x1,x2,label,label\n0.1,0.2,cat,dog\n",
+    "underscore.csv": "x1,x2,label\n1_000,0.2,cat\n",
+    "far.csv": "x1,x2\n0.5,0.5\n1e20,1e20\n",
+    "bomb.yaml": "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n" for p, x in zip("abcdef", "bcdefg", strict=True))
+        + "model:\n  hidden_sizes: *g\n",
+    "long_list.yaml": "model:\n  hidden_sizes: [" + ", ".join(["1"] * 2000) + "]\n",
 }
 
 
@@ -184,6 +212,17 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     (directory / "good.csv").write_text("\n".join(["x1,x2,label", *good, ""]))
     (directory / "no_header.csv").write_text("\n".join(good[:4]) + "\n")
     (directory / "tiny.csv").write_text("x1,x2,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(5)))
+    (directory / "latin1.csv").write_bytes("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,caf\xe9\n".encode("latin-1"))
+    (directory / "utf16.csv").write_bytes("x1,x2,label\n0.1,0.2,cat\n".encode("utf-16-le"))
+    torch.save({**other, "state_dict": [1, 2]}, directory / "list_weights.ckpt")
+    real = torch.load(real_checkpoint, weights_only=True)
+    torch.save({**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt")
+    torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "lr": 0.1}}, directory / "foreign_hparams.ckpt")
+    torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "members": 10**6}},
+               directory / "huge_members.ckpt")
+    squared = {**real, "hyper_parameters": {**real["hyper_parameters"], "features": ["x1_sq", "x2_sq"]}}
+    squared["datamodule_hyper_parameters"] = {**real["datamodule_hyper_parameters"], "features": ["x1_sq", "x2_sq"]}
+    torch.save(squared, directory / "squared.ckpt")
 
 
 def snapshot(directory: Path) -> dict[str, str]:

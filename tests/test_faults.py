@@ -313,6 +313,7 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
     assert line == f"circles: error: {subcommand} interrupted by SIGTERM."
     assert not list(tmp_path.glob("lightning_logs/*/predictions.csv"))
     assert len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2  # only fit writes checkpoints
+    assert len(list((tmp_path / "lightning_logs").iterdir())) == 1  # the interrupted run held nothing: it is gone
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 

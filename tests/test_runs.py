@@ -166,3 +166,12 @@ def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
     assert exit_status("fit", *RUN, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert load_checkpoint(run_dir(runs, 1) / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert run_names(runs) == ["version_0", "version_1"]
+
+
+def test_a_data_file_with_a_long_name_gets_a_run_directory_the_file_system_takes(tmp_path):
+    name = "p" * 240 + ".csv"
+    (tmp_path / name).write_text("x1,x2,label\n" + "".join(f"{i / 10},{i % 7},{i % 2}\n" for i in range(40)))
+    assert exit_status("fit", f"--data.path={name}", *RUN) == 0
+    (run,) = (tmp_path / "lightning_logs").iterdir()
+    assert run.name.startswith("version_0-pppp") and len(run.name) <= 110
+    assert (run / "checkpoints" / "last.ckpt").is_file()

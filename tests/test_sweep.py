@@ -74,6 +74,37 @@ def test_list_and_bad_sweep_files(tmp_path, capsys):
     assert "base config 'nope.yaml' not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, message", [
+    ("base: configs/relu.yaml\ngrid: {model.activation: [none\n", "is not valid YAML at line 3, column 1"),
+    ("base: configs/relu.yaml\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n" for p, x in zip("abcde", "bcdef", strict=True))
+     + "grid: {model.activation: *f}\n", "at most 100,000 values"),
+    ("base: configs/relu.yaml\ngrid:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(20)), "at most 10,000 points"),
+])
+def test_a_broken_sweep_file_is_one_line(tmp_path, capsys, text, message):
+    (tmp_path / "s.yaml").write_text(text)
+    assert main(["--config", "s.yaml", "--list"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("circles-sweep: error:") and message in line
+
+
+def test_an_out_folder_that_cannot_hold_the_sweep_and_an_empty_report_are_one_line(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none"]})
+    (tmp_path / "a_file").write_text("")
+    assert main(["--config", str(path), "--out", "a_file"]) == 2
+    assert capsys.readouterr().err.strip() == "circles-sweep: error: --out a_file cannot hold the sweep: File exists."
+    assert main(["--config", str(path), "--out", "empty", "--report"]) == 1  # nothing finished: not ok
+    out = capsys.readouterr().out
+    assert "0 of 1 points finished" in out and "(no finished point to draw)" in out and "boundaries.png" not in out
+
+
+def test_long_point_names_are_shortened_with_a_digest(tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", {"model.hidden_sizes": [[1] * 150, [2] * 150]})
+    assert main(["--config", str(path), "--list"]) == 0
+    names = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert all(len(name) == 100 for name in names) and len(set(names)) == 2
+
+
 def test_console_script_points_at_main():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "circles-sweep"]
     assert script.load() is main

@@ -178,14 +178,23 @@ class CirclesCLI(LightningCLI):
             name = re.search(r"`(\w+)`", str(err))
             raise SettingError(self._section_of(name.group(1)) if name else None, err) from None
         except SIGTERMException:
+            self._forget_empty_run()
             raise interruption(getattr(self, "trainer", None), str(self.subcommand), signal.SIGTERM) from None
         except SystemExit as err:
             if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C with sys.exit(1)
+                self._forget_empty_run()
                 raise interruption(getattr(self, "trainer", None), str(self.subcommand), signal.SIGINT) from None
             raise
         finally:
             if ctrl_c is not None:
                 signal.signal(signal.SIGINT, ctrl_c)
+
+    def _forget_empty_run(self) -> None:
+        """Remove the run directory of an interrupted validate, test or predict that wrote nothing of its own (its
+        lock, config and an empty event file are all it holds): it has no result to keep."""
+        logger = getattr(self, "trainer", None) and self.trainer.logger
+        if self.subcommand != "fit" and isinstance(logger, TensorBoardRunLogger) and logger.claimed is not None:
+            logger.forget_if_empty()
 
     def _section_of(self, field: str, value: Any = None) -> str | None:
         """The config section with a setting called ``field``; of several (``every_n_epochs``), the one set to

@@ -39,12 +39,21 @@ def parse_error_text(message: str, parser: ArgumentParser) -> str:
     text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
     text = re.sub(r"Expected a collections\.abc\.Sequence\. Got value: (.*)", r"expected a list, got \1.", text)
     text = re.sub(r"^argument (\w+\.\w+) --> (\w+\.\w+): .*", r"\2 follows \1: give --\1 instead.", text)
-    kinds = {"int": "an integer", "float": "a number", "bool": "true or false"}
-    text = re.sub(r"Expected a (int|float|bool)\. Got value: (.*)", lambda m: f"expected {kinds[m.group(1)]}, got "
-                  f"{m.group(2).strip()}.", text)
+    text = re.sub(r"Expected a (int|float|bool)\. Got value: (.*)", lambda m: _expected(m.group(1), m.group(2)), text)
     text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
     text = text.replace(' in "<unicode string>",', " at")
     return " ".join(text.split())
+
+
+def _expected(kind: str, got: str) -> str:
+    """``expected an integer, got abc.``; a value that reads as the kind asked for was given as text (quoted)."""
+    got = got.strip()
+    written = {"int": r"-?\d+", "float": r"-?[\d.]+(e-?\d+)?", "bool": r"true|false"}
+    quoted = re.fullmatch(written[kind], got, re.IGNORECASE) is not None
+    wanted = {"int": "an integer", "float": "a number", "bool": "true or false"}[kind]
+    if quoted:
+        return f"expected {wanted}, got the text {got!r} (write it without quotes)."
+    return f"expected {wanted}, got {got}."
 
 
 def _options(parser: ArgumentParser, group: str) -> list[str]:
