@@ -113,6 +113,8 @@ CASES = [
          "optimizer.class_path (trained: 'torch.optim.SGD', now: 'torch.optim.Adam')", "start a new run"),
     case("resume with another learning rate", "fit --ckpt_path last --data.n_samples=60 --optimizer.init_args.lr=0.001",
          "optimizer.init_args.lr (trained: 0.1, now: 0.001)", "--trainer.max_epochs may change"),
+    case("resume with other input features", "fit --ckpt_path last --data.n_samples=60 --data.features=[x1_sq,x2_sq]",
+         "data.features (trained: ['x1', 'x2'], now: ['x1_sq', 'x2_sq'])"),
     case("resume on other data", "fit --ckpt_path last --data.noise=0.1",
          "data.n_samples (trained: 60, now: 1000)", "data.noise (trained: 0.03, now: 0.1)"),
     case("predict CSV, missing file", "predict --ckpt_path last --data.predict_path=missing.csv", "data.predict_path",
