@@ -79,15 +79,22 @@ def exit_status(*args: str) -> int:
     return 0
 
 
-def fit_in(directory: Path, *args: str) -> Path:
-    """``fit ARGS`` run inside ``directory`` (for module-scoped fixtures, which cannot use the per-test working
-    directory); returns the directory's ``lightning_logs``."""
+@contextlib.contextmanager
+def inside(directory: Path) -> Iterator[None]:
+    """The working directory is ``directory`` while inside (for module-scoped fixtures, which cannot use the
+    per-test working directory)."""
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        assert exit_status("fit", *args) == 0
+        yield
     finally:
         os.chdir(cwd)
+
+
+def fit_in(directory: Path, *args: str) -> Path:
+    """``fit ARGS`` run inside ``directory``; returns the directory's ``lightning_logs``."""
+    with inside(directory):
+        assert exit_status("fit", *args) == 0
     return directory / "lightning_logs"
 
 

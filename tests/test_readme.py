@@ -4,22 +4,22 @@ in docs/benchmarks.md, made by benchmarks/bench.py.)"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import re
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from helpers import CONFIGS, REPO, final_scalar, scalar_history, scalar_values
+from helpers import CONFIGS, REPO, exit_status, final_scalar, inside, scalar_history, scalar_values
 
 pytestmark = pytest.mark.slow
 README = (REPO / "README.md").read_text()
 # Long Adam runs end a few points apart on CPUs that split the work into other numbers of threads (README says so):
 # the numbers are those of 2 torch threads, what .ci/run's machines have.
-TWO_THREADS = {**os.environ, "OMP_NUM_THREADS": "2"}
 RINGS = str(REPO / "examples" / "rings.csv")
 QUIET = ["--trainer.enable_progress_bar=false", "--boundary.every_n_epochs=100000", "--boundary.gif=false"]
 # What README's numbers come from: name -> the fit's arguments; each of them is then tested on its own test points.
@@ -44,27 +44,28 @@ def says(text: str) -> None:
 
 
 def train_and_test(root: Path, name: str) -> tuple[Path, Path, str]:
-    """``fit`` then ``test --ckpt_path last`` of one of RUNS in its own folder; returns both run directories and what
-    fit printed."""
+    """``fit`` then ``test --ckpt_path last`` of one of RUNS in its own folder, in this process (the imports are paid
+    once); returns both run directories and what fit printed."""
     folder = root / name
     folder.mkdir()
-    command = [sys.executable, str(REPO / "train.py")]
-    fit = subprocess.run([*command, "fit", *RUNS[name], *QUIET], cwd=folder, capture_output=True, text=True,
-                         timeout=900, env=TWO_THREADS)
-    assert fit.returncode == 0, fit.stderr[-2000:]
-    tested = subprocess.run([*command, "test", *RUNS[name], *QUIET, "--ckpt_path=last"], cwd=folder,
-                            capture_output=True, text=True, timeout=900, env=TWO_THREADS)
-    assert tested.returncode == 0, tested.stderr[-2000:]
+    printed = io.StringIO()
+    with inside(folder), contextlib.redirect_stdout(printed):
+        assert exit_status("fit", *RUNS[name], *QUIET) == 0
+        assert exit_status("test", *RUNS[name], *QUIET, "--ckpt_path=last") == 0
     first, second = sorted((folder / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("-")[0][8:]))
-    return first, second, fit.stdout
+    return first, second, printed.getvalue()
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, str]]:
-    """Every run README quotes, two at a time."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Path, str]]]:
+    """Every run README quotes, on 2 torch threads."""
     root = tmp_path_factory.mktemp("readme")
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(RUNS, pool.map(lambda name: train_and_test(root, name), RUNS), strict=True))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield {name: train_and_test(root, name) for name in RUNS}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def accuracy_of(runs, name: str, stage: str = "test") -> float:
