@@ -150,6 +150,12 @@ def test_console_script_points_at_cli_main():
     assert script.load() is cli_main
 
 
+def test_python_m_circles_cli_is_the_command_line_the_slurm_scripts_run():
+    result = subprocess.run([sys.executable, "-m", "circles.cli", "fit", "--model.activation=swish"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("circles: error: model.activation")
+
+
 @pytest.mark.slow
 def test_train_py_runs_fit_with_no_config(tmp_path):
     result = subprocess.run(
