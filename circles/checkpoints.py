@@ -114,7 +114,10 @@ def _malformed(checkpoint: dict[str, Any]) -> str | None:
         return f"its state_dict is a {type(state).__name__}, not a mapping of names to tensors"
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         return "its weights are not all finite numbers"
-    written_by = str(checkpoint["pytorch-lightning_version"])[:40]
+    written_by = checkpoint["pytorch-lightning_version"]
+    if not isinstance(written_by, str):  # Lightning reads it as a version text when it migrates the checkpoint
+        return f"its pytorch-lightning_version is the {type(written_by).__name__} {str(written_by)[:40]}, not a version"
+    written_by = written_by[:40]
     try:
         if Version(written_by) < Version("2.0"):  # Lightning would migrate it from a layout this project never wrote
             return f"Lightning {written_by} wrote it, older than any this project was written for (2.x)"

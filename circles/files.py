@@ -78,16 +78,24 @@ def next_version(root: PathLike) -> int:
 
 
 def claim_version(root: PathLike, label: str = "") -> str:
-    """Create the next free ``root/version_N-<label>`` (``version_N`` without a label) with an atomic ``mkdir`` and
-    return its name: runs started at the same moment get distinct directories (listing the folder, as Lightning's
-    logger does, races)."""
+    """Create the next free ``root/version_N-<label>`` (``version_N`` without a label) and return its name. The number
+    is chosen and the directory made under an exclusive lock on the folder ``root`` itself, so runs started at the same
+    moment get distinct numbers whatever their labels (an atomic ``mkdir`` alone keeps apart only equal names, and
+    listing the folder, as Lightning's logger does, races)."""
+    import fcntl
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    version = next_version(root)
-    while True:
-        name = f"version_{version}" + (f"-{label}" if label else "")
-        try:
-            (root / name).mkdir()
-            return name
-        except FileExistsError:
-            version += 1
+    folder = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # released when closed, or when the process ends however it ends
+        version = next_version(root)
+        while True:
+            name = f"version_{version}" + (f"-{label}" if label else "")
+            try:
+                (root / name).mkdir()
+                return name
+            except FileExistsError:
+                version += 1
+    finally:
+        os.close(folder)

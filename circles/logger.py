@@ -65,6 +65,26 @@ HPARAM_COLUMNS = (("activation", "activation"), ("dataset", "dataset"), ("hidden
                   ("noise", "noise"), ("seed_everything", "seed"), ("batch_size", "points per step"))
 
 
+def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
+    """A run's record for TensorBoard's HPARAMS tab: the experiment's declared columns (``HPARAM_COLUMNS`` that the
+    run has, and the metrics of :mod:`circles.metrics` with an HPARAMS column) and the run's values for them, so the
+    table opens on the settings people vary and the metrics that say how a run did. TensorBoard orders the columns by
+    their names: a column's name is its place and title (``0 activation``), and the table shows the title. (Every
+    hyperparameter is in the run's ``hparams.yaml``.)"""
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    values = {key: _hparam_value(value) for key, value in hparams.items() if not key.startswith("_")}
+    if "optimizer" in values and "optimizer.lr" in values:
+        values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
+    if values.get("batch_size") == "None":
+        values["batch_size"] = "all (full batch)"
+    names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
+    columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
+    metrics = [hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams) for metric in hparams_metrics()]
+    return [hp.hparams_config_pb(hparams=columns, metrics=metrics),
+            hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial)]
+
+
 def _rank_zero() -> bool:
     """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process starts)."""
     return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
@@ -200,29 +220,13 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._hparams_session_written = metrics is not None  # with metrics, Lightning wrote the session itself
 
     def _write_hparams_session(self) -> None:
-        """The run's record for TensorBoard's HPARAMS tab, written once, with every hyperparameter collected, just
-        before the first metrics (TensorBoard keeps a run's first record): the experiment's declared columns
-        (``HPARAM_COLUMNS`` that the run has, and the metrics of :mod:`circles.metrics` with an HPARAMS column) and the
-        run's values for them, so the table opens on the settings people vary and the metrics that say how a run did.
-        TensorBoard orders the columns by their names: a column's name is its place and title (``0 activation``), and
-        the table shows the title. (Every hyperparameter is in the run's ``hparams.yaml``.)"""
+        """The run's record for TensorBoard's HPARAMS tab (:func:`hparams_session`), written once, with every
+        hyperparameter collected, just before the first metrics (TensorBoard keeps a run's first record)."""
         if self._hparams_session_written or not self.hparams:
             return
-        from tensorboard.plugins.hparams import summary_v2 as hp
-
-        values = {key: _hparam_value(value) for key, value in dict(self.hparams).items() if not key.startswith("_")}
-        if "optimizer" in values and "optimizer.lr" in values:
-            values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
-        if values.get("batch_size") == "None":
-            values["batch_size"] = "all (full batch)"
-        names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
-        columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
-        metrics = [hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
-                   for metric in hparams_metrics()]
         writer = event_file_writer(self.experiment)
-        writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
-        trial = _run_name(self.version)
-        writer.add_summary(hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial))
+        for summary in hparams_session(dict(self.hparams), _run_name(self.version)):
+            writer.add_summary(summary)
         self._hparams_session_written = True
 
     @override

@@ -319,7 +319,8 @@ def evaluate_with(tmp_path: Path, checkpoint: dict, changes: list[tuple], capfd)
 CHECKPOINT_EXAMPLES = [[("replace", "state_dict", [1, 2])], [("replace", "hyper_parameters", [1])],
                        [("replace", "CirclesDataModule", "x")], [("replace", "circles_config", 5)],
                        [("version", "not.a.version")], [("hparam", "members", 10**6)],
-                       [("hparam", "hidden_sizes", [10**6, 10**6])], [("hparam", "lr", 0.1)]]
+                       [("hparam", "hidden_sizes", [10**6, 10**6])], [("hparam", "lr", 0.1)],
+                       [("replace", "pytorch-lightning_version", 2)]]
 
 
 def checkpoint_examples(test):

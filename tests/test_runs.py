@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -27,6 +28,24 @@ def test_claim_version_takes_the_next_free_number_and_never_one_that_exists(tmp_
     assert claim_version(tmp_path / "runs") == "version_8"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         "version_0", "version_1", "version_2-relu-10x10", "version_7-spiral", "version_8", "version_x"]
+
+
+def _claim_at_once(root: str, label: str, start: Any) -> str:
+    start.wait()
+    return claim_version(root, label)
+
+
+def test_runs_claimed_at_the_same_moment_get_distinct_numbers_whatever_their_labels(tmp_path):
+    """Eight processes claim at once, each with its own label: eight numbers (an atomic mkdir alone would let
+    ``version_0-a`` and ``version_0-b`` both succeed)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(8) as pool:
+        start = manager.Barrier(8)
+        names = pool.starmap(_claim_at_once, [(str(tmp_path), f"run{i}", start) for i in range(8)])
+    numbers = sorted(int(name.split("-")[0].removeprefix("version_")) for name in names)
+    assert numbers == list(range(8)), names
 
 
 def test_the_logger_claims_its_directory_only_when_it_is_first_asked_for(tmp_path):

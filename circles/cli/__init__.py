@@ -131,17 +131,7 @@ class CirclesCLI(LightningCLI):
             try:
                 self.trainer.fit(**kwargs)
             except TrainingDiverged as err:
-                checkpoint = self.trainer.checkpoint_callback
-                kept = checkpoint.written() if isinstance(checkpoint, RunCheckpoint) else []
-                saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
-                train = self.datamodule.points("train")
-                reach = float(train[0].abs().max()) if train is not None and len(train[0]) else 0.0
-                if reach > 1e4:  # the data, not the step size: it diverges at any learning rate
-                    raise TrainingDiverged(
-                        f"Training diverged: the training points reach |x| = {reach:.3g}, far beyond the few units a "
-                        f"network of this size takes; scale the data (a smaller learning rate does not help).{saved}"
-                    ) from None
-                raise TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}") from None
+                raise _divergence(err, self.trainer, self.datamodule) from None
         stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
         if stop.signal is not None:
             raise interruption(self.trainer, "fit", stop.signal)
@@ -202,6 +192,21 @@ class CirclesCLI(LightningCLI):
         config = self.config.get(str(self.subcommand), self.config)
         sections = [s for s in SECTIONS if isinstance(config.get(s), Namespace) and field in config[s]]
         return next((s for s in sections if config[s][field] == value), sections[0] if sections else None)
+
+
+def _divergence(err: TrainingDiverged, trainer: Any, data: CirclesDataModule) -> TrainingDiverged:
+    """What to do about a diverged fit, with the checkpoints kept from before it: scale the data when its points lie
+    far beyond what a network of this size takes (it diverges at any learning rate), else lower the learning rate."""
+    checkpoint = trainer.checkpoint_callback
+    kept = checkpoint.written() if isinstance(checkpoint, RunCheckpoint) else []
+    saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
+    train = data.points("train")
+    reach = float(train[0].abs().max()) if train is not None and len(train[0]) else 0.0
+    if reach > 1e4:
+        return TrainingDiverged(
+            f"Training diverged: the training points reach |x| = {reach:.3g}, far beyond the few units a network of "
+            f"this size takes; scale the data (a smaller learning rate does not help).{saved}")
+    return TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}")
 
 
 def _leave_process_group() -> None:
