@@ -73,9 +73,9 @@ def test_batch_script_runs_ddp_with_two_tasks_and_matches_one_process(slurm_env,
 
 
 def test_sigusr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
-    epochs = 1500
+    epochs = 600  # seconds of training left when the signal comes after the first last.ckpt
     job = submit(slurm_env, tmp_path, "relu.yaml", f"--trainer.max_epochs={epochs}", "--data.test_samples=10",
-                 "--checkpoint.last_every_n_epochs=100")
+                 "--checkpoint.last_every_n_epochs=20")
     run = tmp_path / "lightning_logs" / f"slurm-{job}"
     deadline = time.monotonic() + 180
     while not (run / "checkpoints" / "last.ckpt").is_file():  # well into training
