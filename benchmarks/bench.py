@@ -220,7 +220,7 @@ def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool 
                 clock: EpochClock | None = None) -> tuple[float, object]:
     """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints); times trainer.fit.
     With ``pregenerate`` the data is drawn before the clock starts (setup() then only moves it to the device)."""
-    from circles.callbacks import DecisionBoundaryCallback
+    from circles.boundary import DecisionBoundaryCallback
     from circles.cli import CirclesCLI
 
     with quiet():
@@ -480,7 +480,7 @@ def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
 
     from torch.func import functional_call, stack_module_state
 
-    from circles.model import StackedMLP, build_mlp
+    from circles.networks import StackedMLP, build_mlp
 
     nets = [build_mlp(2, [10, 10], "relu") for _ in range(members)]
     stacked = StackedMLP(nets)

@@ -1,5 +1,5 @@
-"""Lightning callbacks of a circles run: checkpoints, the chapter's progress line, the end-of-fit summary,
-predictions and decision boundaries."""
+"""Lightning callbacks of a circles run: checkpoints, the chapter's progress line, the run's summary and its
+predictions (the pictures: :mod:`circles.boundary`)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ import os
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
+from circles.boundary import DecisionBoundaryCallback, collapse_lines, weights_text
 from circles.contracts import classifier, trainer_callbacks, trainer_data
 from circles.errors import check
 from circles.files import atomic_file
 from circles.logger import tensorboard_command, tensorboard_of
-from circles.metrics import accuracy_text
-from circles.plotting import Animation, BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -109,10 +106,16 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class RunSummary(Callback):
-    """The run's own account of itself. At the end of fit (also one stopped by SIGTERM or Ctrl-C), where everything
-    is: the best checkpoint and its score, where the points came from, the run directory, the decision-boundary
-    picture and the TensorBoard command. With several members, ``members.csv`` in the run directory after fit and
-    after test: per member its seed and accuracies."""
+    """The run's own account of itself. After ``validate`` and ``test`` (the fit's own test included): the numbers,
+    on what points and from the weights of which epoch, beside the best accuracy possible where it is known. At the
+    end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its score, where
+    the points came from, the run directory, the decision-boundary picture and the TensorBoard command; while
+    ``hold`` is set (the command line's test after fit follows), these lines wait for :meth:`flush`. With several
+    members, ``members.csv`` in the run directory after fit and after test: per member its seed and accuracies."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self._pending: list[str] = []
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -125,7 +128,13 @@ class RunSummary(Callback):
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
             lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
                          f"  ({os.path.normpath(checkpoint.best_model_path)})")
-        lines.append(f"Data: {trainer_data(trainer).describe()}")
+        model, data = classifier(pl_module), trainer_data(trainer)
+        collapsed = collapse_lines(model, model.feature_names, data.class_legend())
+        if collapsed:
+            lines.append("No activation, so the layers are one affine map" + (" (member 0's)" if model.members > 1
+                                                                             else "") + ":")
+            lines += [f"  {line}" for line in collapsed]
+        lines.append(f"Data: {data.describe()}")
         lines.append(f"Run directory: {os.path.normpath(run_dir)}")
         boundary = next((cb for cb in trainer_callbacks(trainer) if isinstance(cb, DecisionBoundaryCallback)), None)
         if boundary is not None and boundary.png_path:
@@ -133,11 +142,26 @@ class RunSummary(Callback):
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is not None:
             lines.append(f"Open it in TensorBoard: {tensorboard_command(tensorboard.root_dir)}")
-        print("\n".join(lines), flush=True)
+        self._pending = lines
+        if not self.hold:
+            self.flush()
+
+    def flush(self) -> None:
+        """Print the end-of-fit lines held back."""
+        if self._pending:
+            print("\n".join(self._pending), flush=True)
+        self._pending = []
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "validate" and trainer.is_global_zero:
+            print("\n".join(evaluation_lines(trainer, pl_module, "val")), flush=True)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_members(trainer, pl_module, trainer.log_dir)
+        if trainer.is_global_zero:
+            print("\n".join(evaluation_lines(trainer, pl_module, "test")), flush=True)
 
     @staticmethod
     def _write_members(trainer: pl.Trainer, pl_module: pl.LightningModule, run_dir: str | None) -> None:
@@ -151,14 +175,48 @@ class RunSummary(Callback):
                 f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
 
 
+def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> list[str]:
+    """What ``validate`` or ``test`` measured, in the digits that mean something: accuracy (with several members its
+    spread and the ensemble's), loss, the points and weights it is of; for ``test``, the best accuracy possible where
+    it is known, and whether the gap to it is more than the test points' sampling error."""
+    model, data = classifier(pl_module), trainer_data(trainer)
+    values, points = model.epoch_metrics, data.points(stage)
+    n = len(points[0]) if points is not None else 0
+    acc = values.get(f"{stage}/acc")
+    if acc is None:
+        return []
+    name = {"val": "Validation", "test": "Test"}[stage]
+    if model.members > 1:
+        spread = (f" (mean of {model.members} seeds, std {values.get(f'{stage}/acc_std', 0):.4f}, from "
+                  f"{values.get(f'{stage}/acc_min', acc):.4f} to {values.get(f'{stage}/acc_max', acc):.4f})")
+        if f"{stage}/acc_ensemble" in values:
+            spread += f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
+    else:
+        spread = ""
+    lines = [f"{name}: acc {acc:.4f}{spread}, loss {values[f'{stage}/loss']:.5f} on {n:,} points, "
+             f"{weights_text(trainer, pl_module)}"]
+    if stage == "val" and trainer.ckpt_path and os.path.basename(str(trainer.ckpt_path)).startswith("best"):
+        lines.append("  best.ckpt holds the first epoch that reached the best val/acc; later epochs can lower the "
+                     "loss at the same accuracy (last.ckpt).")
+    bayes = values.get("test/bayes_acc") if stage == "test" else None
+    if bayes is not None and n:
+        gap, error = bayes - acc, 2 * (acc * (1 - acc) / n) ** 0.5
+        verdict = (f"within the sampling error of {n:,} test points (±{error:.4f})" if abs(gap) <= error else
+                   f"short of the best possible by more than the test points' sampling error (±{error:.4f})"
+                   if gap > 0 else f"above it by more than the sampling error (±{error:.4f}): the test points are "
+                   "not of the distribution it is computed for")
+        lines.append(f"  Bayes-optimal acc {bayes:.4f}: gap {gap:+.4f}, {verdict}")
+    return lines
+
+
 class ChapterProgressPrinter(Callback):
-    """Prints the chapter's progress line every ``every_n_epochs`` epochs:
+    """Prints the chapter's progress line every ``every_n_epochs`` epochs and at the last one:
     ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val accuracy: 43.50%``."""
 
-    def __init__(self, every_n_epochs: int | None = None) -> None:
+    def __init__(self, every_n_epochs: int | None = 10) -> None:
         """
         Args:
-            every_n_epochs: Print at epochs 0, N, 2N, ...; ``null`` prints nothing.
+            every_n_epochs: Print at epochs 0, N, 2N, ... and at the last epoch; ``null`` prints nothing.
         """
         check(every_n_epochs is None or every_n_epochs >= 1, "every_n_epochs",
               "a positive integer, or null to print nothing", every_n_epochs)
@@ -166,7 +224,8 @@ class ChapterProgressPrinter(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs:
+        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+        if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs and not last:
             return
         metrics = classifier(pl_module).epoch_metrics
         line = f"Epoch: {trainer.current_epoch}"
@@ -212,151 +271,3 @@ class PredictionWriter(BasePredictionWriter):
             for *values, k in zip(*(c.tolist() for c in columns), label.tolist(), strict=True):
                 f.write("".join(f"{v:.6g}," for v in values) + f"{names[k] if names else k}\n")
         print(f"Predictions written to {self.path}", flush=True)
-
-
-class DecisionBoundaryCallback(Callback):
-    """Shows what the model learned: its decision boundary over the data, in TensorBoard and as a PNG.
-
-    Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val picture is written
-    to TensorBoard under ``decision_boundary/train_val`` at ``global_step = epoch``; ``test`` writes
-    ``decision_boundary/test``. These frames are drawn straight from the prediction grid (no matplotlib); the
-    last picture of a fit is also saved with matplotlib, axes and all, as ``decision_boundary.png`` in the run
-    directory (``decision_boundary_test.png`` after ``test``), and the frames of the fit as an animation,
-    ``decision_boundary.gif``. With ``show_neurons`` every frame also shows each hidden unit's output over the
-    plane, one image per layer (``neurons/layer_1``, ...). Runs on rank zero only.
-    """
-
-    TAG = "decision_boundary"
-
-    def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False,
-                 show_neurons: bool = False, gif: bool = True) -> None:
-        """
-        Args:
-            every_n_epochs: Epochs between two TensorBoard frames.
-            resolution: Grid points per axis over the data's extent +- 0.1.
-            show_probability: Add the probability view (the probability, its 0.5 contour drawn) under the class view.
-            show_neurons: Also write, per hidden layer, a tile per unit showing its output over the plane.
-            gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100, evenly spaced).
-        """
-        check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
-        check(resolution >= 2, "resolution", "an integer >= 2", resolution)
-        self.every_n_epochs, self.resolution, self.gif = every_n_epochs, resolution, gif
-        self.show_probability, self.show_neurons = show_probability, show_neurons
-        self.frames = Animation(max_frames=100)
-        self.run_dir: str | None = None
-        self.png_path: str | None = None
-        self._grids: dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]] = {}
-        self._last_frame_epoch: int | None = None
-        self._warned = False
-
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.run_dir = trainer.log_dir  # collective under DDP: every rank must ask, not only rank zero
-
-    def _panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule, group: str,
-                stages: tuple[str, ...]) -> list[BoundaryPanel] | None:
-        """The model over the grid of ``stages``' points (made the first time), one panel per stage; None before the
-        data is set up."""
-        if group not in self._grids:
-            found = {stage: trainer_data(trainer).points(stage) for stage in stages}
-            if any(points is None for points in found.values()):
-                return None
-            sets = {stage: (x.cpu().numpy(), y.cpu().numpy()) for stage, (x, y) in found.items()}  # type: ignore[misc]
-            axes = grid_axes(np.concatenate([x for x, _ in sets.values()]), self.resolution)
-            self._grids[group] = (sets, axes)
-        sets, (xs, ys) = self._grids[group]
-        probs, votes = grid_predictions(pl_module, xs, ys)
-        return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000, votes=votes)
-                for name, (x, y) in sets.items()]
-
-    def _writer(self, trainer: pl.Trainer) -> Any:
-        tensorboard = tensorboard_of(trainer.loggers)
-        if tensorboard is not None:
-            return tensorboard.experiment
-        if not self._warned:
-            rank_zero_warn("DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
-                           "the PNG is still saved in the run directory.")
-            self._warned = True
-        return None
-
-    @staticmethod
-    def _members_note(pl_module: pl.LightningModule) -> str:
-        model = classifier(pl_module)
-        if model.members == 1:
-            return ""
-        if model.num_classes == 2:
-            return f"colour: share of the {model.members} members voting class 1"
-        return f"colour: the class most of the {model.members} members vote for, paler where they disagree"
-
-    def _frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], tag: str,
-               step: int) -> np.ndarray:
-        """The frame of ``panels`` under a header (the epoch and its accuracies), written to TensorBoard."""
-        what, stages = ("test set, weights of epoch", ("test",)) if tag == "test" else ("epoch", ("train", "val"))
-        header = f"{what} {step}   {accuracy_text(classifier(pl_module).epoch_metrics, stages, '   ')}".rstrip()
-        data = trainer_data(trainer)
-        image = boundary_image(panels, self.show_probability, header=header, note=self._members_note(pl_module),
-                               classes=data.class_legend())
-        writer = self._writer(trainer)
-        if writer is not None:
-            writer.add_image(f"{self.TAG}/{tag}", image, global_step=step, dataformats="HWC")
-            if self.show_neurons and tag != "test":
-                self._write_neurons(writer, pl_module, step)
-        return image
-
-    def _write_neurons(self, writer: Any, pl_module: pl.LightningModule, step: int) -> None:
-        from circles.plotting import grid_activations, neuron_image
-
-        for i, layer in enumerate(grid_activations(classifier(pl_module), *self._grids["fit"][1]), start=1):
-            image = neuron_image(layer, header=f"epoch {step}, hidden layer {i}")
-            writer.add_image(f"neurons/layer_{i}", image, global_step=step, dataformats="HWC")
-
-    def _fit_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel],
-                   epoch: int) -> None:
-        image = self._frame(trainer, pl_module, panels, "train_val", epoch)
-        self._last_frame_epoch = epoch
-        if self.gif:
-            self.frames.add(image)
-
-    def _save_png(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str,
-                  title: str) -> str:
-        path = os.path.join(str(self.run_dir), name)
-        os.makedirs(str(self.run_dir), exist_ok=True)
-        note = self._members_note(pl_module)
-        data = trainer_data(trainer)
-        figure = boundary_figure(panels, self.show_probability, title=f"{title} ({note})" if note else title,
-                                 classes=data.class_legend(), probability_label=data.probability_label())
-        figure.savefig(path, dpi=80)
-        return path
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if not trainer.is_global_zero or epoch % self.every_n_epochs:
-            return
-        panels = self._panels(trainer, pl_module, "fit", ("train", "val"))
-        if panels is not None:
-            self._fit_frame(trainer, pl_module, panels, epoch)
-
-    @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch - 1
-        panels = self._panels(trainer, pl_module, "fit", ("train", "val")) if trainer.is_global_zero else None
-        if epoch < 0 or panels is None:
-            return
-        if self._last_frame_epoch != epoch:
-            self._fit_frame(trainer, pl_module, panels, epoch)
-        if self.gif and len(self.frames) > 1:
-            self.frames.save(os.path.join(str(self.run_dir), "decision_boundary.gif"))
-        accuracy = accuracy_text(classifier(pl_module).epoch_metrics, ("train", "val"), ", ")
-        title = f"Epoch {epoch}: {accuracy}"
-        self.png_path = self._save_png(trainer, pl_module, panels, "decision_boundary.png", title)
-
-    @override
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        panels = self._panels(trainer, pl_module, "test", ("test",)) if trainer.is_global_zero else None
-        if panels is None:
-            return
-        self._frame(trainer, pl_module, panels, "test", max(trainer.current_epoch - 1, 0))
-        accuracy = classifier(pl_module).epoch_metrics.get("test/acc")
-        title = f"Test set: acc {accuracy:.4f}" if accuracy is not None else "Test set"
-        self._save_png(trainer, pl_module, panels, "decision_boundary_test.png", title)

@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from circles.errors import CirclesError, ConfigError
-from circles.files import atomic_file
+from circles.files import EVALUATIONS, atomic_file
 
 
 class CheckpointError(CirclesError):
@@ -84,7 +84,8 @@ def check_hyperparameters(path: Path, hparams: dict[str, Any]) -> None:
     from jsonargparse import ArgumentParser
 
     from circles.cli.parser import parse_error_text
-    from circles.model import CirclesClassifier, check_network_size, output_size
+    from circles.model import CirclesClassifier
+    from circles.networks import check_network_size, output_size
 
     model = {k: v for k, v in hparams.items() if k != "_instantiator"}
     empty = sorted(k for k, v in model.items() if v is None and k != "compile_mode")
@@ -266,6 +267,8 @@ class RunConfig(SaveConfigCallback):
         logger = config.trainer.get("logger")
         if isinstance(logger, Namespace) and logger.get("init_args") is not None:
             logger.init_args.version = None
+            if str(logger.init_args.get("name")).endswith(f"/{EVALUATIONS}"):  # the CLI's placing of evaluations
+                logger.init_args.name = logger.init_args.name.removesuffix(f"/{EVALUATIONS}")
             if "label" in logger.init_args:
                 logger.init_args.label = ""  # a repeat names its run from its own settings
         super().__init__(parser, config, config_filename, overwrite=True)

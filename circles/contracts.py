@@ -21,14 +21,28 @@ class Classifier(Protocol):
     num_classes: int
 
     @property
+    def feature_names(self) -> list[str]:
+        """The names of the network's inputs (``x1``, ``x2``, ``x1_sq``, ...), in order."""
+
+    @property
+    def weights_epoch(self) -> int | None:
+        """The epoch whose training made the weights it holds (None: untrained)."""
+
+    @property
     def epoch_metrics(self) -> Mapping[str, float]:
         """The latest epoch's values by metric name (``train/acc``, ``val/loss``, ``test/acc``, ...)."""
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's probabilities for points ``(N, 2)``: of class 1 ``(K, N)``, or of each class ``(K, N, C)``."""
 
-    def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's output for points ``(N, 2)`` (the first member's): ``(N, units)`` tensors."""
+    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs, every hidden layer's output and the logits for points ``(N, 2)`` (the first member's)."""
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """The first member's weight matrices ``(out, in)``, input side first."""
+
+    def collapsed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Without activations, the affine map the network is: weights ``(K, outputs, F)``, biases ``(K, outputs)``."""
 
     def member_table(self) -> dict[str, list[Any]] | None:
         """With several members, a column per fact about them (seed, accuracies), a row per member; else None."""

@@ -70,15 +70,30 @@ def lock_run_dir(run_dir: PathLike) -> IO[Any]:
     return lock
 
 
+EVALUATIONS = "evaluations"  # the folder of validate, test and predict runs, inside the runs: out of the fits' way
+RUN_NAME = re.compile(r"(?:version_)?(\d+)(-.*)?")  # ``0003-relu-10x10-...``; earlier releases: ``version_3-...``
+
+
+def run_number(name: str) -> int | None:
+    """The number of a run directory's name (``0003-relu-10x10`` -> 3), or None for another name."""
+    match = RUN_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def run_name(number: int, label: str = "") -> str:
+    """``0003-<label>``: four digits first, so the runs sort in the order they were made (TensorBoard sorts names as
+    text), then what the run does, so names differ where TensorBoard's cards cut them off."""
+    return f"{number:04d}" + (f"-{label}" if label else "")
+
+
 def next_version(root: PathLike) -> int:
-    """The N after the highest ``root/version_N`` or ``root/version_N-<label>`` (0 if there is none)."""
-    names = [re.fullmatch(r"version_(\d+)(-.*)?", p.name) for p in Path(root).glob("version_*")]
-    taken = [int(m.group(1)) for m in names if m]
-    return max(taken, default=-1) + 1
+    """The number after the highest run directory's in ``root`` (0 if there is none)."""
+    taken = [run_number(p.name) for p in Path(root).iterdir() if p.is_dir()] if Path(root).is_dir() else []
+    return max((n for n in taken if n is not None), default=-1) + 1
 
 
 def claim_version(root: PathLike, label: str = "") -> str:
-    """Create the next free ``root/version_N-<label>`` (``version_N`` without a label) and return its name. The number
+    """Create the next free ``root/NNNN-<label>`` (:func:`run_name`) and return its name. The number
     is chosen and the directory made under an exclusive lock on the folder ``root`` itself, so runs started at the same
     moment get distinct numbers whatever their labels (an atomic ``mkdir`` alone keeps apart only equal names, and
     listing the folder, as Lightning's logger does, races)."""
@@ -91,7 +106,7 @@ def claim_version(root: PathLike, label: str = "") -> str:
         fcntl.flock(folder, fcntl.LOCK_EX)  # released when closed, or when the process ends however it ends
         version = next_version(root)
         while True:
-            name = f"version_{version}" + (f"-{label}" if label else "")
+            name = run_name(version, label)
             try:
                 (root / name).mkdir()
                 return name

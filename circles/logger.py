@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -13,10 +14,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
-from circles.files import claim_version, lock_run_dir
+from circles.files import claim_version, lock_run_dir, run_name
 from circles.metrics import STAGES, hparams_metrics, scalar_tag
 
-DEFAULT_RUNS = "lightning_logs"  # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/version_N
+DEFAULT_RUNS = "lightning_logs"  # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/0003-<label>
 TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)
 
 
@@ -61,8 +62,9 @@ def _hparam_value(value: Any) -> str | bool:
 # The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the order TensorBoard
 # lists them; it ticks the first five (the rest can be ticked).
 HPARAM_COLUMNS = (("activation", "activation"), ("dataset", "dataset"), ("hidden_sizes", "hidden layers"),
-                  ("max_epochs", "epochs"), ("optimizer", "optimizer"), ("members", "seeds (members)"),
-                  ("noise", "noise"), ("seed_everything", "seed"), ("batch_size", "points per step"))
+                  ("max_epochs", "epochs"), ("optimizer", "optimizer"), ("bayes_acc", "Bayes-optimal acc"),
+                  ("members", "seeds (members)"), ("noise", "noise"), ("seed_everything", "seed"),
+                  ("batch_size", "points per step"))
 
 
 def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
@@ -74,6 +76,9 @@ def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
     from tensorboard.plugins.hparams import summary_v2 as hp
 
     values = {key: _hparam_value(value) for key, value in hparams.items() if not key.startswith("_")}
+    if values.get("path", "None") != "None":  # a file's points: named by the file; no generator, no noise
+        values["dataset"] = os.path.basename(str(values["path"]))
+        values.pop("noise", None)
     if "optimizer" in values and "optimizer.lr" in values:
         values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
     if values.get("batch_size") == "None":
@@ -91,14 +96,14 @@ def _rank_zero() -> bool:
 
 
 def _run_name(version: int | str) -> str:
-    """The run directory's name for a logger version, as Lightning's ``log_dir`` spells it."""
-    return version if isinstance(version, str) else f"version_{version}"
+    """The run directory's name for a logger version (a number is :func:`circles.files.run_name`'s)."""
+    return version if isinstance(version, str) else run_name(version)
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
-    """TensorBoard logger for ``<save_dir>/<name>/version_N`` run directories, the one allocator of them.
+    """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator of them.
 
-    - Claims ``version_N`` with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
+    - Claims the next number with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
       asked for, so a run that fails before that leaves no empty directory.
     - Lays the scalars out as TensorBoard shows training best (the layout Keras uses): ``train/loss`` is written as
       ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as ``curves/loss`` into ``<run>/val``, and so on
@@ -127,8 +132,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
             save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's ``default_root_dir``
                 (the working directory unless set).
             name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>`` shows them all.
-            version: Run to write into (``3`` or ``"version_3-relu-10x10"``); ``null`` claims the next free one.
-            label: What the run trains, appended to a claimed ``version_N`` so TensorBoard names the run by it
+            version: Run to write into (``3`` or ``"0003-relu-10x10"``); ``null`` claims the next free one.
+            label: What the run trains, appended to a claimed number so TensorBoard names the run by it
                 (the command line fills it in from the config, e.g. ``circles-relu-10x10-sgd0.1-e1000``).
             default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
             log_graph: Add the model's graph to TensorBoard (Lightning's option).
@@ -152,6 +157,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
     def version(self) -> int | str:
         """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one.
         Rank zero holds the run directory's lock (:func:`lock_run_dir`) from then until :meth:`finalize`."""
+        if isinstance(self._run_version, int):
+            self._run_version = _run_name(self._run_version)  # Lightning's log_dir would say version_3
         if self._run_version is None:
             self._run_version = claim_version(self.root_dir, self._label) if _rank_zero() else super().version
         if not self._locked and _rank_zero():
@@ -175,6 +182,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if all(p.name in own or p.name.startswith("events.out.tfevents.") for p in run.rglob("*") if p.is_file()):
             self.finalize("interrupted")
             shutil.rmtree(run, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the folder of evaluations, if this was its only run
+                run.parent.rmdir()
 
     def _writer(self, stage: str) -> Any:
         """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
@@ -213,11 +222,12 @@ class TensorBoardRunLogger(TensorBoardLogger):
         for writer in self._stage_writers.values():
             writer.flush()
 
-    @override
     @rank_zero_only
-    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
-        super().log_hyperparams(params, metrics, step)
-        self._hparams_session_written = metrics is not None  # with metrics, Lightning wrote the session itself
+    def record_trial(self, params: Any) -> None:
+        """Add ``params`` to the hyperparameters and make the run a trial of TensorBoard's HPARAMS table: its record
+        is written with the first metrics (a fit's; an evaluation's run is no trial of its own)."""
+        self.log_hyperparams(params)
+        self._hparams_session_written = False
 
     def _write_hparams_session(self) -> None:
         """The run's record for TensorBoard's HPARAMS tab (:func:`hparams_session`), written once, with every
@@ -260,6 +270,11 @@ class RunDirectory(TensorBoardRunLogger):
     @override
     @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        pass
+
+    @override
+    @rank_zero_only
+    def record_trial(self, params: Any) -> None:
         pass
 
     @override

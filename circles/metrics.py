@@ -57,7 +57,7 @@ METRICS = (
     Metric("test/acc_max", sweep="test_acc_max", spread=True),
     Metric("test/acc_ensemble", sweep="test_acc_ensemble", report="ensemble", spread=True),
     Metric("test/bayes_acc", sweep="bayes_acc", report="Bayes acc"),
-    Metric("test/bayes_gap", hparams="Bayes gap", sweep="bayes_gap", report="gap"),
+    Metric("test/bayes_gap", sweep="bayes_gap", report="gap"),  # HPARAMS: the Bayes accuracy is a setting's column
 )
 BY_NAME = {metric.name: metric for metric in METRICS}
 
@@ -172,6 +172,7 @@ class EpochMetrics(nn.Module):
         self.members = members = len(seeds)
         self.tallies = {stage: Tally() for stage in STAGES}
         self.latest: dict[str, float] = {}
+        self.weights_epoch: int | None = None  # the epoch whose training made the module's weights (its values' step)
         self.register_buffer("val_acc_best", torch.zeros(()))
         if members > 1:
             self.register_buffer("member_seeds", torch.tensor(seeds, dtype=torch.int64))
@@ -248,7 +249,8 @@ class EpochMetrics(nn.Module):
         ``trainer.callback_metrics``, which ``ModelCheckpoint``, ``EarlyStopping`` and learning-rate schedulers
         monitor. Not through ``self.log``: its first call in an epoch costs about as much as a full-batch step of
         this model, every further one about half of that (``benchmarks/bench.py --only epoch``). Outside fit
-        (validate, test) through ``log_dict``, which prints Lightning's table and returns them from the call.
+        (validate, test) to every logger at step = the epoch the weights are of, and through ``log_dict``, which
+        returns them from ``trainer.validate``/``trainer.test``.
         """
         keys, tensors = list(values), [*values.values(), *([] if unless_infinite is None else [unless_infinite])]
         if not tensors:
@@ -260,12 +262,13 @@ class EpochMetrics(nn.Module):
         floats = dict(zip(keys, numbers[: len(keys)], strict=True))
         self.latest.update(floats)
         trainer = module.trainer
-        if trainer.state.fn == "fit":
-            for logger in trainer.loggers:
-                logger.log_metrics(floats, step=trainer.current_epoch)
+        fit = trainer.state.fn == "fit"
+        for logger in trainer.loggers:
+            logger.log_metrics(floats, step=trainer.current_epoch if fit else self.weights_epoch or 0)
+        if fit:
             trainer.callback_metrics.update(zip(keys, stacked.unbind(), strict=False))
         else:
-            module.log_dict(floats)
+            module.log_dict(floats, logger=False)  # what trainer.validate/test return
         return True
 
 

@@ -1,4 +1,4 @@
-"""The chapter's models: a configurable MLP (one, or K members stacked) and the LightningModule that trains it."""
+"""The LightningModule that trains the chapter's networks (:mod:`circles.networks`): one, or K members at once."""
 
 from __future__ import annotations
 
@@ -14,96 +14,21 @@ from circles.contracts import has_data_module, trainer_data
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
 from circles.metrics import EpochMetrics, member_losses
+from circles.networks import (
+    MemberViews,
+    base_seed,
+    build_members,
+    linear_weights,
+    member_seeds,
+    output_size,
+)
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-}
-
-
-MAX_MEMBERS = 65_536
-MAX_LAYERS = 1_000
-MAX_PARAMETERS = 2**28  # 268M weights: 1 GiB as float32, several with gradients and Adam's state
 
 
 class TrainingDiverged(CirclesError):
     """The training loss stopped being a finite number."""
-
-
-def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str, outputs: int = 1) -> nn.Sequential:
-    """Linear layers ``in_features -> *hidden_sizes -> outputs``, created in order with PyTorch's default
-    initialisation, with ``activation`` after every hidden layer (none for ``"none"``)."""
-    check(activation in ("none", *ACTIVATIONS), "activation", f"one of {['none', *ACTIVATIONS]}", activation)
-    check(all(isinstance(h, int) and h >= 1 for h in hidden_sizes), "hidden_sizes",
-          "a list of positive integers", list(hidden_sizes))
-    check(len(hidden_sizes) > 0 or activation == "none", "hidden_sizes", "non-empty when an activation is used",
-          list(hidden_sizes), f"Without hidden layers activation {activation!r} is never applied: give hidden "
-          "layers (e.g. [10, 10]) or set activation: none for a single linear layer.")
-    layers: list[nn.Module] = []
-    sizes = [in_features, *hidden_sizes]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if activation != "none":
-            layers.append(ACTIVATIONS[activation]())
-    layers.append(nn.Linear(sizes[-1], outputs))
-    return nn.Sequential(*layers)
-
-
-class StackedMLP(nn.Module):
-    """K networks of one shape as one module: layer l's weights stacked to ``(K, out, in)`` and its biases to
-    ``(K, out)``, applied with batched matrix products, so K members cost one forward and one backward pass. Built from
-    K ordinary networks (:func:`build_mlp`), each member computes exactly what its network computes.
-
-    ``forward`` maps points ``(N, F)`` to ``(K, N, 1)``; ``hidden`` gives each hidden layer's output ``(K, N, units)``.
-    """
-
-    def __init__(self, nets: Sequence[nn.Sequential]) -> None:
-        super().__init__()
-        layers = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
-        self.weights = nn.ParameterList(torch.stack([net[i].weight.detach() for net in layers])
-                                        for i in range(len(layers[0])))
-        self.biases = nn.ParameterList(torch.stack([net[i].bias.detach() for net in layers])
-                                       for i in range(len(layers[0])))
-        self.activation = next((m for m in nets[0] if not isinstance(m, nn.Linear)), nn.Identity())
-
-    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h, outputs = x.expand(len(self.weights[0]), *x.shape), []
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            h = self.activation(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)))
-            outputs.append(h)
-        return outputs
-
-    @override
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(x)[-1] if len(self.weights) > 1 else x.expand(len(self.weights[0]), *x.shape)
-        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
-
-
-def output_size(num_classes: int) -> int:
-    """The network's outputs for ``num_classes`` classes: one logit for two, one per class for more."""
-    check(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)
-    return 1 if num_classes == 2 else num_classes
-
-
-def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str,
-                  outputs: int = 1) -> nn.Sequential | StackedMLP:
-    """One network (:func:`build_mlp`) for ``members=1``; else a :class:`StackedMLP` whose member k is the network
-    :func:`build_mlp` makes right after ``torch.manual_seed(S + k)``, where S is the seed the random generator was
-    last given (``seed_everything S`` in a run): member k of a run starts as the single run with seed S + k."""
-    check_network_size(in_features, hidden_sizes, outputs, members)
-    if members == 1:
-        return build_mlp(in_features, hidden_sizes, activation, outputs)
-    base, nets = base_seed(), []
-    for k in range(members):
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(base + k)  # the networks are built on the CPU: its generator only
-            nets.append(build_mlp(in_features, hidden_sizes, activation, outputs))
-    return StackedMLP(nets)
 
 
 def check_independent_members(members: int, optimizer: type, gradient_clip_val: float | None,
@@ -118,38 +43,6 @@ def check_independent_members(members: int, optimizer: type, gradient_clip_val: 
                "gradient clipping by norm (one norm over all members); clip by value instead"
                if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" else None)
     check(couples is None, "members", "1 with " + (couples or ""), members)
-
-
-def base_seed() -> int:
-    """The seed the random generator was last given (``seed_everything`` takes 0..2**32-1); a process that was never
-    seeded has a random 64-bit one, taken modulo 2**32 so that S + k stays a valid seed."""
-    seed = torch.initial_seed()
-    return seed if seed < 2**32 else seed % 2**32
-
-
-def member_seeds(base: int, members: int) -> list[int]:
-    """The seed each member is built with: ``base``, ``base + 1``, ..."""
-    return [base + k for k in range(members)]
-
-
-def check_network_size(in_features: int, hidden_sizes: Sequence[int], outputs: int, members: int) -> None:
-    """Refuse, before anything is allocated, a network too large to train here: more than ``MAX_LAYERS`` hidden
-    layers, or more than ``MAX_PARAMETERS`` weights over all members (said with what they would take)."""
-    check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
-          "a positive integer", members)
-    check(members <= MAX_MEMBERS, "members", f"at most {MAX_MEMBERS:,}", members,
-          "Each member is built as a network of its own first; split a larger study into runs.")
-    check(len(hidden_sizes) <= MAX_LAYERS, "hidden_sizes", f"at most {MAX_LAYERS} hidden layers",
-          f"{len(hidden_sizes)} layers")
-    sizes = [in_features, *hidden_sizes, outputs]
-    if not all(isinstance(h, int) for h in sizes):
-        return  # build_mlp names the bad value
-    per_member = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    total = per_member * members
-    field = "members" if members > 1 and per_member <= MAX_PARAMETERS else "hidden_sizes"
-    check(total <= MAX_PARAMETERS, field, f"a network of at most {MAX_PARAMETERS:,} weights over all members",
-          members if field == "members" else list(hidden_sizes)[:8],
-          f"It would hold {total:,} ({total * 4 / 2**30:,.1f} GiB as float32, before gradients and optimizer state).")
 
 
 class WeightPenalty:
@@ -194,26 +87,7 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     )
 
 
-def hidden_outputs(net: nn.Sequential | StackedMLP, h: torch.Tensor) -> list[torch.Tensor]:
-    """Each hidden layer's output (after its activation) of a :func:`build_mlp` network, or of a
-    :class:`StackedMLP`'s first member, for its inputs ``h``: a list of ``(N, units)`` tensors."""
-    if isinstance(net, StackedMLP):
-        return [out[0] for out in net.hidden(h)]
-    outputs, layers = [], list(net)
-    for i, layer in enumerate(layers[:-1]):
-        h = layer(h)
-        if not isinstance(layers[i + 1], tuple(ACTIVATIONS.values())):
-            outputs.append(h)
-    return outputs
-
-
-def linear_weights(net: nn.Sequential | StackedMLP) -> list[torch.Tensor]:
-    """The weight matrices (no biases) of a :func:`build_mlp` network or a :class:`StackedMLP` (stacked)."""
-    return list(net.weights) if isinstance(net, StackedMLP) else [m.weight for m in net if isinstance(m, nn.Linear)]
-
-
-
-
+WEIGHTS_EPOCH = "circles_weights_epoch"  # a checkpoint's record of the epoch whose training made its weights
 # Checkpoints written before the metrics had a module of their own kept these under other names.
 _RENAMED = {"val_acc_best.max_value": "metrics.val_acc_best", "member_seeds": "metrics.member_seeds",
             "member_val_acc": "metrics.member_val_acc", "member_val_acc_best": "metrics.member_val_acc_best"}
@@ -233,7 +107,7 @@ def weights_finite(module: nn.Module) -> torch.Tensor:
     return torch.isfinite(torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum())
 
 
-class CirclesClassifier(pl.LightningModule):
+class CirclesClassifier(MemberViews, pl.LightningModule):
     """An MLP that classifies points of the plane: one logit and binary cross-entropy for two classes, a logit per
     class and cross-entropy for more. ``activation: none`` is the chapter's first model (a stack of linear layers is
     one affine map: a straight boundary), ``relu`` its second. ``members: K`` trains K copies from seeds S..S+K-1 at
@@ -272,7 +146,8 @@ class CirclesClassifier(pl.LightningModule):
         self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
                                    "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members,
                                    "num_classes": num_classes})
-        self.members, self.num_classes, self.compile_mode, self.compiled = members, num_classes, compile_mode, False
+        self.members, self.num_classes, self.activation = members, num_classes, activation
+        self.compile_mode, self.compiled = compile_mode, False
         self.features = FeatureMap(features)
         self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
         self.metrics = EpochMetrics(member_seeds(base_seed(), members))  # the seed drawing weights leaves as it was
@@ -284,16 +159,10 @@ class CirclesClassifier(pl.LightningModule):
             self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
             self.compiled = True
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for C > 2 classes."""
-        logits = self.net(self.features(x))
-        logits = logits if self.members > 1 else logits.unsqueeze(0)
-        return logits.squeeze(-1) if self.num_classes == 2 else logits
-
-    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K, N, C)."""
-        logits = self.member_logits(x)
-        return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=-1)
+    @property
+    def weights_epoch(self) -> int | None:
+        """The epoch whose training made the weights held: the last one trained, or the checkpoint's."""
+        return self.metrics.weights_epoch
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,10 +171,6 @@ class CirclesClassifier(pl.LightningModule):
             return self.member_logits(x)[0]
         probs = self.member_probabilities(x).mean(0)
         return torch.logit(probs) if self.num_classes == 2 else torch.log(probs)
-
-    def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's output for points (N, 2): (N, units) tensors (with several members, the first's)."""
-        return hidden_outputs(self.net, self.features(x))
 
     def member_table(self) -> dict[str, list[Any]] | None:
         """Per member its seed, last and best validation accuracy and, after test, its test accuracy; None for one."""
@@ -344,8 +209,10 @@ class CirclesClassifier(pl.LightningModule):
         ``on_train_epoch_end``, and those before the module's, so this is the moment they are complete and not yet
         read), and stop, on every rank, a run whose loss or weights are no longer finite, before any checkpoint."""
         self.regularization.after_step(linear_weights(self.net))
-        if batch_idx + 1 == self.trainer.num_training_batches and not self.metrics.end_training(self):
-            raise diverged(self.current_epoch, self.trainer.optimizers)
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self.metrics.weights_epoch = self.current_epoch
+            if not self.metrics.end_training(self):
+                raise diverged(self.current_epoch, self.trainer.optimizers)
 
     @override
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -372,12 +239,17 @@ class CirclesClassifier(pl.LightningModule):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_state_dict(checkpoint["state_dict"])
+        epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))  # Lightning's count, for older checkpoints
+        self.metrics.weights_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Never write non-finite weights: raising keeps the last good file. (Runs in SLURM's requeue handler too.)"""
+        """Record the epoch the weights are of (Lightning's ``epoch`` counts the epoch in progress, which differs
+        between a checkpoint written after validation and one written at the end of fit); never write non-finite
+        weights: raising keeps the last good file. (Runs in SLURM's requeue handler too.)"""
         if not weights_finite(self):
             raise diverged(self.current_epoch, self.trainer.optimizers)
+        checkpoint[WEIGHTS_EPOCH] = self.metrics.weights_epoch
 
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,9 +1,9 @@
-"""Decision-boundary pictures: predict a model over a grid, then draw it with matplotlib or straight into an array."""
+"""Decision-boundary pictures: predict a model over a grid, then draw it with matplotlib (the PNGs; TensorBoard's
+frames are drawn into arrays by :mod:`circles.frames`)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,7 +14,6 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from PIL import ImageFont
 
     from circles.contracts import Classifier
 
@@ -100,12 +99,20 @@ def grid_predictions(model: Classifier | Callable[[torch.Tensor], torch.Tensor],
     return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(len(ys), len(xs), *votes.shape[1:])
 
 
-def grid_activations(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
-    """Every hidden unit's output over the grid, per hidden layer ``(units, len(ys), len(xs))``, from the model's
-    ``hidden_activations(x)`` (a list of ``(N, units)`` tensors); the model is left as found."""
+def grid_layers(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output over the grid, the inputs first and the logits last (the model's ``layer_outputs``),
+    each ``(units, len(ys), len(xs))``; the model is left as found."""
     with _inference(model) as device:
-        layers = model.hidden_activations(_grid_points(xs, ys, device))
+        layers = model.layer_outputs(_grid_points(xs, ys, device))
         return [a.float().cpu().numpy().T.reshape(-1, len(ys), len(xs)) for a in layers]
+
+
+def grid_boundaries(model: Classifier, xs: np.ndarray, ys: np.ndarray, members: int = 16) -> np.ndarray:
+    """Each member's probability of class 1 less one half over the grid, ``(K, len(ys), len(xs))`` for the first
+    ``members`` of them: zero on each member's own boundary. (Two classes.)"""
+    with _inference(model) as device:
+        probs = model.member_probabilities(_grid_points(xs, ys, device))[:members].float().cpu().numpy()
+    return probs.reshape(len(probs), len(ys), len(xs)) - 0.5
 
 
 @dataclass
@@ -121,7 +128,7 @@ class BoundaryPanel:
     points: np.ndarray
     labels: np.ndarray
     votes: np.ndarray
-
+    boundaries: np.ndarray | None = None  # (K, ny, nx): functions whose zero sets are drawn, one per member
 
     @property
     def num_classes(self) -> int:
@@ -134,15 +141,17 @@ class BoundaryPanel:
 
     @classmethod
     def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
-           labels: ArrayLike, max_points: int | None = None, votes: np.ndarray | None = None) -> BoundaryPanel:
-        """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a single network's."""
+           labels: ArrayLike, max_points: int | None = None, votes: np.ndarray | None = None,
+           boundaries: np.ndarray | None = None) -> BoundaryPanel:
+        """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a single network's;
+        ``boundaries``: each member's decision function over the grid, whose zero line is drawn."""
         points, labels = _numpy(points)[:, :2], _numpy(labels)
         if max_points is not None and len(points) > max_points:
             keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
             points, labels = points[keep], labels[keep]
         if votes is None:
             votes = (probs > 0.5).astype(np.float64) if probs.ndim == 2 else np.eye(probs.shape[-1])[probs.argmax(-1)]
-        return cls(title, xs, ys, probs, points, labels, votes)
+        return cls(title, xs, ys, probs, points, labels, votes, boundaries)
 
 
 def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: int | None = None,
@@ -173,7 +182,10 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
                 _draw_classes(ax, panel, view)
             elif view == "class":
                 levels = np.linspace(0, 1, 11) if panel.split_vote else None  # shares of the members' vote
-                ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
+                shares = ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
+                if panel.split_vote:  # an averaged picture carries its key
+                    voting = classes[1] if len(classes) == 2 else "class 1"
+                    fig.colorbar(shares, ax=ax, label=f"share of the members voting {voting}")
                 ax.set_title(panel.title)
             else:
                 image = ax.pcolormesh(panel.xs, panel.ys, panel.probs, cmap="RdYlBu", vmin=0, vmax=1,
@@ -181,6 +193,8 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
                 ax.contour(panel.xs, panel.ys, panel.probs, levels=[0.5], colors="k", linewidths=1.5)
                 fig.colorbar(image, ax=ax, label=probability_label)
                 ax.set_title(f"{panel.title}: probability")
+            for function in panel.boundaries if panel.boundaries is not None and view == "class" else []:
+                ax.contour(panel.xs, panel.ys, function, levels=[0], colors="k", linewidths=1)
             if panel.num_classes == 2:
                 ax.scatter(panel.points[:, 0], panel.points[:, 1], c=panel.labels, s=40, cmap="RdYlBu", vmin=0,
                            vmax=1)
@@ -198,7 +212,7 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
 def _draw_classes(ax: Axes, panel: BoundaryPanel, view: str) -> None:
     """One view of a panel of more than two classes on a matplotlib axes: the same fill as the TensorBoard frames,
     the edges between the most probable classes (probability view) and the points in their classes' colours."""
-    fill, region = _fill(panel, view)
+    fill, region = panel_fill(panel, view)
     extent = (panel.xs.min(), panel.xs.max(), panel.ys.min(), panel.ys.max())
     ax.imshow(fill, extent=extent, aspect="auto", interpolation="nearest")
     if view == "probability":
@@ -213,21 +227,24 @@ def _lut_index(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values * 255), 0, 255).astype(np.intp)
 
 
-def _disc_offsets(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    dy, dx = np.meshgrid(r, r, indexing="ij")
-    keep = dy**2 + dx**2 <= radius**2 + radius
-    return np.stack([dy[keep], dx[keep]], axis=1)
+def fill_colours(values: np.ndarray) -> np.ndarray:
+    """The fill's RdYlBu colour (alpha 0.7 on white) of values in [0, 1]: uint8, one more axis of 3."""
+    return _FILL_LUT[_lut_index(values)]
 
 
-def _fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
+def signed_colours(values: np.ndarray) -> np.ndarray:
+    """RdYlBu at full strength for values in [-1, 1]: red -1, yellow-white 0, blue +1 (the neuron tiles')."""
+    return _POINT_LUT[_lut_index(0.5 + 0.5 * values)]
+
+
+def panel_fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
     """The filled grid of a view, ``(len(ys), len(xs), 3)`` uint8 with row 0 at the top (largest y), and the region
     whose edge the probability view draws (``(len(ys), len(xs))`` class indices). Two classes: RdYlBu at the share of
     votes for class 1 (class view) or at the probability (its edge: 0.5). More: the colour of the class most members
     vote for, or of the most probable class, faded towards white as that share or probability falls to 1/C."""
     probs, votes = np.flipud(panel.probs), np.flipud(panel.votes)
     if probs.ndim == 2:
-        return _FILL_LUT[_lut_index(votes if view == "class" else probs)], (probs > 0.5).astype(np.intp)
+        return fill_colours(votes if view == "class" else probs), (probs > 0.5).astype(np.intp)
     share = votes if view == "class" else probs
     winner, classes = share.argmax(-1), share.shape[-1]
     strength = np.clip((share.max(-1) - 1 / classes) / (1 - 1 / classes), 0, 1)
@@ -237,147 +254,3 @@ def _fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
     return fill.round().astype(np.uint8), probs.argmax(-1)
 
 
-def _render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
-    fill, region = _fill(panel, view)
-    rgb = np.repeat(np.repeat(fill, scale, axis=0), scale, axis=1)
-    height, width = rgb.shape[:2]
-    if view == "probability":
-        region = np.repeat(np.repeat(region, scale, axis=0), scale, axis=1)
-        edge = np.zeros(region.shape, dtype=bool)
-        edge[:, 1:] |= region[:, 1:] != region[:, :-1]
-        edge[1:, :] |= region[1:, :] != region[:-1, :]
-        rgb[edge] = 0
-    x0, x1, y0, y1 = panel.xs[0], panel.xs[-1], panel.ys[0], panel.ys[-1]
-    cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
-    rows = np.rint((y1 - panel.points[:, 1]) / (y1 - y0) * (height - 1)).astype(np.intp)
-    offsets = _disc_offsets(point_radius)
-    r = (rows[:, None] + offsets[None, :, 0]).ravel()
-    c = (cols[:, None] + offsets[None, :, 1]).ravel()
-    colours = np.repeat(class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0)
-    keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    rgb[r[keep], c[keep]] = colours[keep]
-    return rgb
-
-
-_TEXT = (40, 40, 40)
-
-
-@functools.cache
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's own font at ``size`` pixels, loaded once."""
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=size)
-
-
-def _text_strip(width: int, items: Sequence[tuple[str, tuple[int, int, int] | None]], height: int = 20,
-                size: int = 13) -> np.ndarray:
-    """A white ``(height, width, 3)`` strip with ``items`` written left to right: ``(text, dot colour or None)``."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (width, height), "white")
-    draw, font, x = ImageDraw.Draw(image), _font(size), 4
-    for text, dot in items:
-        if dot is not None:
-            draw.ellipse((x, height // 2 - 5, x + 10, height // 2 + 5), fill=dot)
-            x += 14
-        draw.text((x, height // 2), text, fill=_TEXT, font=font, anchor="lm")
-        x += int(draw.textlength(text, font=font)) + 14
-    return np.asarray(image)
-
-
-def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int = 2,
-                   point_radius: int = 2, gap: int = 4, header: str | None = None, note: str = "",
-                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"),
-                   labels: bool = True) -> np.ndarray:
-    """The same picture as ``boundary_figure`` drawn straight into an ``(H, W, 3)`` uint8 array, panels side by side
-    (a probability row below with ``show_probability``); with ``labels``, each under its title, with ``header``,
-    the classes' legend and ``note`` on top. No matplotlib, a few milliseconds: for TensorBoard frames."""
-    views = ["class", "probability"] if show_probability else ["class"]
-    rows = []
-    for view in views:
-        tiles = []
-        for p in panels:
-            tile = _render_panel(p, view, scale, point_radius)
-            title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
-            tiles.append(np.concatenate([_text_strip(tile.shape[1], [(title, None)]), tile]) if labels else tile)
-        height = max(t.shape[0] for t in tiles)
-        spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
-        row = [tiles[0]]
-        for tile in tiles[1:]:
-            row += [spacer, tile]
-        rows.append(np.concatenate(row, axis=1))
-    return _stack(rows, header, note, classes, gap, labels)
-
-
-def _stack(rows: list[np.ndarray], header: str | None, note: str, classes: Sequence[str], gap: int,
-           labels: bool) -> np.ndarray:
-    """The rows of a frame one under the other, under the header, the classes' legend and the note."""
-    width = max(r.shape[1] for r in rows)
-    colours = class_colours(len(classes))
-    legend: list[tuple[str, tuple[int, int, int] | None]] = [
-        (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)]
-    out: list[np.ndarray] = [*([_text_strip(width, [(header, None)], height=22)] if header else []),
-                             _text_strip(width, legend), *([_text_strip(width, [(note, None)])] if note else [])
-                             ] if labels else []
-    for i, image in enumerate(rows):
-        if i:
-            out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
-        out.append(np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255))
-    return np.concatenate(out, axis=0)
-
-
-def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 2, ncols: int = 8,
-                 header: str | None = None) -> np.ndarray:
-    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
-    the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
-    magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and
-    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
-    units, height, width = activations.shape
-    flat = activations.reshape(units, -1)
-    peak = np.abs(flat).max(axis=1)
-    dead = flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
-    values = 0.5 + 0.5 * activations / np.where(peak > 0, peak, 1)[:, None, None]
-    tiles = _POINT_LUT[_lut_index(np.flip(values, axis=1))]
-    tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
-    ncols = min(ncols, units)
-    nrows = -(-units // ncols)
-    th, tw, label = height * scale, width * scale, 16
-    out = np.full((nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, ncols)
-        top, left = r * (th + label + gap), c * (tw + gap)
-        out[top : top + th, left : left + tw] = tile
-        text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
-        out[top + th : top + th + label, left : left + tw] = _text_strip(tw, [(text, None)], height=label, size=11)
-    key = "unit: largest |output| (each tile on its own scale: blue +, red -, pale 0)"
-    strip = _text_strip(out.shape[1], [*([(header, None)] if header else []), (key, None)], height=18, size=11)
-    return np.concatenate([strip, out], axis=0)
-
-
-class Animation:
-    """Frames ``(H, W, 3)`` uint8 for an animated GIF, at most ``max_frames`` evenly spaced over however many come:
-    past the limit every other frame is dropped and the intake slows to match."""
-
-    def __init__(self, max_frames: int = 100) -> None:
-        self.max_frames = max_frames
-        self.frames: list[np.ndarray] = []
-        self._stride, self._offered = 1, 0
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def add(self, frame: np.ndarray) -> None:
-        if self._offered % self._stride == 0:
-            self.frames.append(frame)
-            if len(self.frames) > self.max_frames:
-                self.frames, self._stride = self.frames[::2], self._stride * 2
-        self._offered += 1
-
-    def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
-        """The frames as a looping GIF, the last one held for a second."""
-        from PIL import Image
-
-        images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in self.frames]
-        durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ from jsonargparse import Namespace
 from circles.checkpoints import data_difference, load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError, note
+from circles.files import EVALUATIONS
 from circles.logger import DEFAULT_RUNS
-from circles.names import run_label
+from circles.names import run_label, short, shortened
 
 DATA_STATE = CirclesDataModule.__qualname__  # the key of the data module's state in a checkpoint
 
@@ -44,8 +46,11 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
         logger.label = _run_label(config, subcommand, path)
     if config.trainer.get("logger") is False:  # a run directory all the same, from the same allocator
         label = _run_label(config, subcommand, path) if run is None else ""
-        config.trainer.logger = Namespace(class_path="circles.logger.RunDirectory", init_args=Namespace(
+        logger = config.trainer.logger = Namespace(class_path="circles.logger.RunDirectory", init_args=Namespace(
             save_dir=config.trainer.get("default_root_dir") or ".", name=DEFAULT_RUNS, version=run, label=label))
+        logger = logger.init_args
+    if subcommand != "fit" and logger is not None and logger.get("version") is None:
+        logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"  # beside the fits, not among them
     if path is None:
         return None
     config.ckpt_path = str(path)
@@ -81,37 +86,47 @@ def _adopt_trained_file(data: Namespace, trained_on: dict[str, Any], files: dict
 
 
 def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> str:
-    """What a new run does, for its directory's name: ``circles-relu-10x10-sgd0.1-e1000`` for ``fit``;
-    ``test-<the checkpoint's run>`` for the other subcommands."""
+    """What a new run does, for its directory's name: ``relu-10x10-sgd0.1-e1000-circles`` for ``fit`` (the model
+    first: what runs differ in most, where TensorBoard's cards cut names off); ``test-<the checkpoint's run>`` for the
+    other subcommands."""
     if subcommand != "fit":
-        trained = re.sub(r"^version_\d+-?", "", run_of_checkpoint(checkpoint) or "") if checkpoint else ""
+        trained = re.sub(r"^(?:version_)?\d+-?", "", run_of_checkpoint(checkpoint) or "") if checkpoint else ""
         return "-".join(filter(None, [subcommand, trained]))
     optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
     dataset = Path(config.data.path).stem if config.data.get("path") else config.data.dataset
     if not config.data.get("path") and config.data.get("classes") not in (None, 2):
         dataset += str(config.data.classes)  # spiral3: a three-arm spiral
-    settings = {"data.dataset": dataset, "model.activation": config.model.activation,
-                "model.hidden_sizes": list(config.model.hidden_sizes),
+    settings = {"model.activation": config.model.activation, "model.hidden_sizes": list(config.model.hidden_sizes),
                 "optimizer.class_path": optimizer.get("class_path"),
                 "optimizer.init_args.lr": (optimizer.get("init_args") or Namespace()).get("lr"),
                 "trainer.max_epochs": config.trainer.max_epochs}
     if config.model.get("members", 1) > 1:
         settings["model.members"] = config.model.members
-    return run_label({k: v for k, v in settings.items() if v is not None})
+    return shortened(f"{run_label({k: v for k, v in settings.items() if v is not None})}-{short(dataset)}")
 
 
-def run_hyperparameters(config: Namespace) -> dict[str, Any]:
+def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -> dict[str, Any]:
     """The run's settings that the model's and data's hyperparameters leave out: seed, epochs, the optimizer and the
-    settings of it that were chosen (not its defaults)."""
-    hparams: dict[str, Any] = {"seed_everything": config.seed_everything, "max_epochs": config.trainer.max_epochs}
+    settings of it that were chosen (not its defaults); with ``bayes``, the best accuracy possible on the data."""
+    trainer = config.get("trainer") or {}
+    hparams: dict[str, Any] = {"seed_everything": config.get("seed_everything"),
+                               "max_epochs": trainer.get("max_epochs")}
     optimizer = config.get("optimizer")
-    if isinstance(optimizer, Namespace) and optimizer.get("class_path"):
-        module, name = optimizer.class_path.rsplit(".", 1)
+    if isinstance(optimizer, Mapping) and optimizer.get("class_path"):
+        module, name = optimizer["class_path"].rsplit(".", 1)
         defaults = inspect.signature(getattr(importlib.import_module(module), name)).parameters
         hparams["optimizer"] = name
-        hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or Namespace()).items()
-                        if k not in defaults or v != defaults[k].default})
+        hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or {}).items()
+                        if k not in defaults or not _same(v, defaults[k].default)})
+    hparams["bayes_acc"] = f"{bayes:.4f}" if bayes is not None else "unknown"
     return hparams
+
+
+def _same(value: Any, default: Any) -> bool:
+    """A setting equals its default, a list as the tuple it stands for (``betas: [0.9, 0.999]``)."""
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) == list(default)
+    return bool(value == default)
 
 
 def _run_logger_args(config: Namespace) -> Namespace | None:

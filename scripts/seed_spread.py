@@ -28,7 +28,7 @@ def spread(members: int, epochs: int) -> list[dict[str, float]]:
         cli_main(["fit", "--config", str(REPO / "configs" / "relu.yaml"), f"--model.members={members}",
                   f"--trainer.max_epochs={epochs}", "--chapter_log.every_n_epochs=null",
                   "--boundary.every_n_epochs=100000", f"--trainer.default_root_dir={tmp}"])
-        (table,) = Path(tmp).glob("lightning_logs/version_0*/members.csv")  # version_0-<what the run trains>
+        (table,) = Path(tmp).glob("lightning_logs/0000-*/members.csv")  # 0000-<what the run trains>
         with open(table) as f:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 

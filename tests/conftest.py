@@ -37,13 +37,15 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def run_cli(tmp_path: Path):
-    """Call the CLI in-process, like ``python train.py ARGS``; returns the newest run directory (or None)."""
+    """Call the CLI in-process, like ``python train.py ARGS``; returns the newest run directory of the subcommand's
+    kind (a fit's in ``lightning_logs``, an evaluation's in ``lightning_logs/evaluations``), or None."""
 
     def run(*args: str) -> Path | None:
         cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
-        runs = tmp_path / "lightning_logs"
+        runs = tmp_path / "lightning_logs" / ("evaluations" if args and args[0] in ("validate", "test", "predict")
+                                              else "")
         names = run_names(runs) if runs.is_dir() else []
-        return run_dir(runs, int(names[-1].split("_")[1])) if names else None
+        return run_dir(runs, int(names[-1])) if names else None
 
     return run
 

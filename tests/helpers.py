@@ -99,15 +99,19 @@ def fit_in(directory: Path, *args: str) -> Path:
 
 
 def run_dir(runs: Path, n: int = 0) -> Path:
-    """The run directory ``version_<n>`` (with its label: ``version_0-circles-relu-10x10-...``) in ``runs``."""
-    (found,) = [p for p in runs.iterdir() if p.name == f"version_{n}" or p.name.startswith(f"version_{n}-")]
+    """Run directory number ``n`` (with its label: ``0000-relu-10x10-sgd0.1-e1000-circles``) in ``runs``."""
+    (found,) = [p for p in runs.iterdir() if p.name == f"{n:04d}" or p.name.startswith(f"{n:04d}-")]
     return found
 
 
+def evaluation_dir(runs: Path, n: int = 0) -> Path:
+    """Validate, test or predict run number ``n`` in ``runs/evaluations``."""
+    return run_dir(runs / "evaluations", n)
+
+
 def run_names(runs: Path) -> list[str]:
-    """The ``version_N`` part of every run directory in ``runs``, in order of N."""
-    return sorted((p.name.split("-")[0] for p in runs.iterdir() if p.name.startswith("version_")),
-                  key=lambda name: int(name.split("_")[1]))
+    """The number part (``0003``) of every run directory in ``runs``, in order."""
+    return sorted(p.name.split("-")[0] for p in runs.iterdir() if p.is_dir() and p.name[:4].isdigit())
 
 
 def error_lines(text: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import yaml
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from circles.cli import cli_main
+from circles.model import CirclesClassifier
+from circles.networks import affine_text
 
 from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
 
@@ -23,7 +26,7 @@ TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=2
 
 def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     run = run_cli("fit", *TINY)
-    assert run.name == "version_0-circles-relu-10x10-sgd0.1-e3"  # named after what it trains
+    assert run.name == "0000-relu-10x10-sgd0.1-e3-circles"  # numbered in order, named after what it trains
     tags = scalar_history(run)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
         assert [step for step, _ in tags[tag]] == [0, 1, 2], tag
@@ -33,9 +36,11 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert (run / "decision_boundary.png").is_file()
 
+    assert {"test/acc", "test/loss"} <= set(scalar_history(run))  # fit ends with the test of its final weights
+    assert scalar_history(run)["test/acc"][0][0] == 2  # at the last epoch's step: beside the curves' ends
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
-    assert test_run.name == "version_1-test-circles-relu-10x10-sgd0.1-e3"
-    assert {"test/acc", "test/loss"} <= set(scalar_history(test_run))
+    assert test_run == run.parent / "evaluations" / "0000-test-relu-10x10-sgd0.1-e3-circles"  # out of the fits' way
+    assert scalar_history(test_run)["test/acc"] == scalar_history(run)["test/acc"]  # the same weights, the same step
 
 
 def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
@@ -45,14 +50,14 @@ def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli
     hparams = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
     assert start.group_name == run.name  # the table's trial id is the run's name
     assert hparams == {"0 activation": "relu", "1 dataset": "circles", "2 hidden layers": "[10, 10]", "3 epochs": "3",
-                       "4 optimizer": "SGD lr 0.05", "5 seeds (members)": "1", "6 noise": "0.03", "7 seed": "42",
-                       "8 points per step": "all (full batch)"}
+                       "4 optimizer": "SGD lr 0.05", "5 Bayes-optimal acc": "0.9996", "6 seeds (members)": "1",
+                       "7 noise": "0.03", "8 seed": "42", "9 points per step": "all (full batch)"}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [h.display_name for h in experiment.hparam_infos][:5] == [
         "activation", "dataset", "hidden layers", "epochs", "optimizer"]  # TensorBoard ticks the first five
     assert [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos] == [
-        ("val", "details/acc_best", "best val acc"), ("test", "curves/acc", "test acc"),
-        ("test", "details/bayes_gap", "Bayes gap")]
+        ("val", "details/acc_best", "best val acc"), ("test", "curves/acc", "test acc")]
+    assert {"val/acc_best", "test/acc"} <= set(scalar_history(run))  # every declared metric: the run is drawn
     assert final_scalar(run, "val/acc_best") == max(v for _, v in scalar_history(run)["val/acc"])
 
 
@@ -127,6 +132,45 @@ def test_chapter_line_and_end_of_fit_summary(run_cli, capsys):
     assert f"Run directory: {run.relative_to(Path.cwd())}" in out
     assert "tensorboard --logdir lightning_logs" in out
     assert f"Decision boundary: {(run / 'decision_boundary.png').relative_to(Path.cwd())}" in out
+
+
+def test_the_last_epoch_has_its_chapter_line_and_fit_ends_with_its_test(run_cli, capsys):
+    run_cli("fit", *TINY, "--trainer.max_epochs=4", "--chapter_log.every_n_epochs=2")
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" |")[0] for line in out if line.startswith("Epoch: ")] == ["Epoch: 0", "Epoch: 2", "Epoch: 3"]
+    (test,) = [i for i, line in enumerate(out) if line.startswith("Test: ")]
+    assert "on 200 points, weights of epoch 3 (the end of the fit)" in out[test]
+    assert re.fullmatch(r"  Bayes-optimal acc 0\.9996: gap [+-]0\.\d{4}, .+", out[test + 1])
+    assert test < next(i for i, line in enumerate(out) if line.startswith("Best val/acc: "))  # the summary after it
+    assert not any("DataLoader" in line or "─" in line for line in out)  # no progress bar, no table of 17 digits
+
+
+def test_evaluations_say_which_weights_they_measured(run_cli, capsys):
+    run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=30",
+                  "--data.test_samples=200", "--test_after_fit=false")
+    capsys.readouterr()
+    run_cli("validate", "--ckpt_path", "best", "--data.test_samples=200")
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    (line, note) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert line.startswith("Validation: acc 1.0000, loss ") and line.endswith(
+        f"on 200 points, weights of epoch {best['circles_weights_epoch']} (best.ckpt)")
+    assert "the first epoch that reached the best val/acc" in note
+    tested = run_cli("test", "--ckpt_path", "last", "--data.test_samples=200")
+    assert "weights of epoch 29 (last.ckpt)" in capsys.readouterr().out
+    assert [step for step, _ in scalar_history(tested)["test/acc"]] == [29]
+
+
+def test_a_linear_network_prints_the_one_affine_map_it_is(run_cli, capsys):
+    run = run_cli("fit", *TINY, "--model.activation=none", "--model.hidden_sizes=[4, 3]")
+    out = capsys.readouterr().out
+    (line,) = [line.strip() for line in out.splitlines() if line.strip().startswith("logit = ")]
+    model = CirclesClassifier(hidden_sizes=[4, 3], activation="none")
+    model.load_state_dict(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    weights, biases = model.collapsed()
+    assert line == f"logit = {affine_text(weights[0, 0], biases[0, 0], ['x1', 'x2'])}; the boundary is where it is 0"
+    assert "No activation, so the layers are one affine map:" in out
+    run_cli("fit", *TINY)
+    assert "logit = " not in capsys.readouterr().out  # a ReLU network is no such map
 
 
 @pytest.mark.slow

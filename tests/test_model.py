@@ -8,11 +8,14 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
-from circles.model import CirclesClassifier, TrainingDiverged, build_mlp, linear_weights
+from circles.model import CirclesClassifier, TrainingDiverged
+from circles.networks import affine_text, build_mlp, linear_weights
 
 ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 
@@ -127,6 +130,34 @@ def test_activation_none_is_one_affine_map(hidden):
     with torch.no_grad():
         assert torch.allclose(model(x), (x @ W.T + b).squeeze(-1), atol=1e-5)
     assert affine_fit_residual(model, x) < 1e-5
+
+
+@settings(max_examples=40, deadline=None)
+@given(hidden=st.lists(st.integers(1, 12), max_size=4), members=st.integers(1, 4), classes=st.integers(2, 4),
+       features=st.sampled_from([["x1", "x2"], ["x1_sq", "x2_sq"], ["x1", "x2", "x1_x2", "sin_x1"]]),
+       seed=st.integers(0, 2**16))
+def test_the_collapsed_map_is_the_networks_logits_to_rounding(hidden, members, classes, features, seed):
+    """What the summary prints and the pictures draw for a model without activations, ``logit = a*x1 + b*x2 + c``
+    (one per class for more than two), is the network itself: its logits for any points, to float32 rounding."""
+    pl.seed_everything(seed, verbose=False)
+    model = CirclesClassifier(hidden_sizes=hidden, activation="none", members=members, num_classes=classes,
+                              features=features)
+    weights, biases = model.collapsed()
+    assert weights.shape == (members, 1 if classes == 2 else classes, len(features)) and biases.shape[0] == members
+    x = torch.randn(200, 2) * 2
+    with torch.no_grad():
+        logits = model.member_logits(x).double()
+        collapsed = torch.einsum("kof,nf->kno", weights, model.features(x).double()) + biases[:, None, :]
+    collapsed = collapsed.squeeze(-1) if classes == 2 else collapsed
+    scale = 1 + logits.abs().max()
+    assert (collapsed - logits).abs().max() <= 1e-5 * scale
+    assert CirclesClassifier(hidden_sizes=hidden or [3], members=members).collapsed() is None  # ReLU: no such map
+
+
+def test_the_collapsed_map_reads_as_its_formula():
+    text = affine_text(torch.tensor([0.5, -0.25, 2.0]), torch.tensor(-1.5), ["x1", "x2", "x1_sq"])
+    assert text == "0.5*x1 - 0.25*x2 + 2*x1_sq - 1.5"
+    assert affine_text(torch.tensor([-0.123456, 0.0]), torch.tensor(0.0), ["x1", "x2"]) == "-0.1235*x1 + 0*x2 + 0"
 
 
 def test_relu_network_is_not_affine():

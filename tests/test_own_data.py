@@ -15,7 +15,7 @@ from circles.csvdata import encode_labels, read_labelled_csv
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
 
-from helpers import error_lines, exit_status, load_checkpoint, run_dir
+from helpers import error_lines, evaluation_dir, exit_status, load_checkpoint, run_dir
 
 TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
 
@@ -131,7 +131,7 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
                        "--trainer.max_epochs=30", "--boundary.every_n_epochs=10", "--boundary.resolution=20") == 0
     out = capsys.readouterr().out
     run = run_dir(tmp_path / "lightning_logs", 0)
-    assert run.name.startswith("version_0-pets-relu-")
+    assert run.name.startswith("0000-relu-") and run.name.endswith("-pets")
     assert "Data: pets.csv (3 classes: cat, dog, emu): 54 training, 18 validation points (stratified split, seed 42); " \
            "test: 18 points held out of it" in out
     checkpoint = load_checkpoint(run / "checkpoints" / "best.ckpt")
@@ -146,7 +146,7 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
     # test and predict take the file from the checkpoint: its held-out part, its class names
     assert exit_status("test", "--ckpt_path=best") == 0
     assert exit_status("predict", "--ckpt_path=best") == 0
-    with open(run_dir(tmp_path / "lightning_logs", 2) / "predictions.csv", newline="") as f:
+    with open(evaluation_dir(tmp_path / "lightning_logs", 1) / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 18 and set(rows[0]) == {"x1", "x2", "probability", "label"}
     dm = CirclesDataModule(path=str(tmp_path / "pets.csv"))
@@ -194,7 +194,7 @@ def test_integer_labels_with_features_and_members(tmp_path):
 def test_a_three_arm_spiral_from_the_command_line(tmp_path):
     assert exit_status("fit", "--data.dataset=spiral", "--data.classes=3", "--data.n_samples=90", *TINY) == 0
     run = run_dir(tmp_path / "lightning_logs", 0)
-    assert run.name.startswith("version_0-spiral3-relu-10x10-")
+    assert run.name.startswith("0000-relu-10x10-") and run.name.endswith("-spiral3")
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]["num_classes"] == 3
     assert (run / "decision_boundary.png").is_file()
 
@@ -236,7 +236,7 @@ def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it
     write_points(elsewhere / "data.csv", 15, ["a", "b"], seed=5)  # another folder's data.csv
     monkeypatch.chdir(elsewhere)
     assert exit_status("test", f"--ckpt_path={best}") == 0
-    (tested,) = (elsewhere / "lightning_logs").iterdir()
+    (tested,) = (elsewhere / "lightning_logs" / "evaluations").iterdir()
     assert yaml.safe_load((tested / "config.yaml").read_text())["data"]["path"] == str(tmp_path / "data.csv")
 
     with open(tmp_path / "data.csv", "a") as f:  # one more point: other content, another split
@@ -249,14 +249,15 @@ def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it
     assert exit_status("fit", f"--ckpt_path={best}", "--data.path=data.csv", *TINY) == 2  # elsewhere/data.csv
     (line,) = error_lines(capfd.readouterr().err)
     assert f"data.path (trained: '{tmp_path / 'data.csv'}', now: '{elsewhere / 'data.csv'}')" in line
-    assert len(list((elsewhere / "lightning_logs").iterdir())) == 1  # nothing written by the refused commands
+    assert len(list((elsewhere / "lightning_logs" / "evaluations").iterdir())) == 1  # nothing written by the refused
+    assert [p.name for p in (elsewhere / "lightning_logs").iterdir()] == ["evaluations"]  # commands
 
 
 def test_a_model_trained_on_a_file_is_tested_on_generated_data_when_the_command_asks_for_it(tmp_path, capfd):
     write_points(tmp_path / "rings.csv", 15, ["inner", "middle", "outer"])
     assert exit_status("fit", "--data.path=rings.csv", *TINY) == 0
     assert exit_status("test", "--ckpt_path=best", "--data.dataset=spiral", "--data.classes=3", *TINY) == 0
-    tested = run_dir(tmp_path / "lightning_logs", 1)
+    tested = evaluation_dir(tmp_path / "lightning_logs", 0)
     data = yaml.safe_load((tested / "config.yaml").read_text())["data"]
     assert (data["path"], data["dataset"], data["classes"]) == (None, "spiral", 3)
     notes = [line for line in capfd.readouterr().err.splitlines() if line.startswith("circles: note:")]

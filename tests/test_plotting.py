@@ -12,8 +12,22 @@ import torch
 from torch import nn
 
 from circles.data import CirclesDataModule
+from circles.frames import (
+    BODY,
+    HEADER,
+    NEGATIVE,
+    NETWORK_SPAN,
+    NETWORK_TILE,
+    NETWORK_UNITS,
+    POSITIVE,
+    boundary_image,
+    network_image,
+    neuron_image,
+    text_block,
+    vote_key,
+)
 from circles.model import CirclesClassifier
-from circles.plotting import BoundaryPanel, boundary_figure, boundary_image, grid_axes, grid_predictions, neuron_image
+from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_predictions
 
 
 def predict_grid(model, xs, ys):
@@ -304,32 +318,97 @@ def test_boundary_image_probability_row_marks_the_half_way_line():
 
 def test_frames_are_labelled_with_a_header_the_legend_and_panel_titles():
     panels = [half_panel("Train"), half_panel("Val")]
-    bare = boundary_image(panels, scale=4, labels=False)
-    labelled = boundary_image(panels, scale=4, header="epoch 7   train acc 0.5", note="colour: share of 4 members")
-    assert labelled.shape[1] == bare.shape[1] and labelled.shape[0] == bare.shape[0] + 22 + 20 + 20 + 20
-    np.testing.assert_array_equal(labelled[-bare.shape[0]:, :84], bare[:, :84])  # the first panel, under its title
+    bare = boundary_image(panels, scale=10, labels=False)
+    labelled = boundary_image(panels, scale=10, header="epoch 7   train acc 0.5", note="colour: share of 4 members")
+    header, body = HEADER + 6, BODY + 6  # a line of each size
+    assert labelled.shape[1] == bare.shape[1] == 2 * 210 + 4
+    assert labelled.shape[0] == bare.shape[0] + header + 3 * body  # header, legend, note, the panels' titles
+    np.testing.assert_array_equal(labelled[-bare.shape[0]:, :210], bare[:, :210])  # the first panel, under its title
     strips = labelled[: labelled.shape[0] - bare.shape[0]]
     dark = np.all(strips < 120, axis=2)
-    for top in (0, 22, 42, 62):  # header, legend, note, the panels' titles: each a line of text
-        assert dark[top : top + 20].sum() > 20, top
-    legend = strips[22:42].reshape(-1, 3)
+    for top, size in ((0, header), (header, body), (header + body, body), (header + 2 * body, body)):
+        assert dark[top : top + size].sum() > 20, top  # each a line of text
+    legend = strips[header : header + body].reshape(-1, 3)
     for colour in (rdylbu(0.0), rdylbu(1.0)):  # the two classes' dots, in the points' colours
         assert np.any(np.all(np.abs(legend - colour) <= 2, axis=1))
+
+
+def test_text_longer_than_a_frame_goes_on_more_lines_and_nothing_is_cut_off():
+    words = "test set, weights of epoch 99 (last.ckpt)   test acc 0.9997"
+    one = text_block(1000, [(words, None)])
+    wrapped = text_block(202, [(words, None)])
+    assert one.shape[0] == BODY + 6 and wrapped.shape[0] >= 2 * (BODY + 6)
+    ink = np.all(wrapped < 120, axis=2)
+    assert ink.sum() == pytest.approx(np.all(one < 120, axis=2).sum(), rel=0.1)  # the same text, all of it
+    assert not ink[:, -3:].any()  # nothing runs into the right edge
+    legend = text_block(202, [(f"class {k}", (0, 0, 255)) for k in range(6)])
+    assert legend.shape[0] >= 2 * (BODY + 6) and not np.all(legend < 120, axis=2)[:, -3:].any()
 
 
 def test_neuron_tiles_are_numbered_and_dead_units_marked():
     flat = np.zeros((1, 5, 5))
     ramp = np.tile(np.linspace(-2.0, 1.0, 5), (5, 1))[None]
     image = neuron_image(np.concatenate([ramp, flat]), scale=2)
-    assert image.shape == (18 + 10 + 16, 2 * 10 + 2, 3)
-    np.testing.assert_allclose(image[18 + 5, 0], rdylbu(0.0), atol=2)  # -2, the ramp's largest magnitude: full red
-    labels = image[18 + 10 :]
-    assert np.all(labels[:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
-    from circles.plotting import _text_strip
+    tiles = image[-(10 + BODY + 6):]  # the row of tiles under the key
+    assert image.shape[1] == 2 * 10 + 4
+    np.testing.assert_allclose(tiles[5, 0], rdylbu(0.0), atol=2)  # -2, the ramp's largest magnitude: full red
+    assert np.all(tiles[10:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
+    wide = neuron_image(np.concatenate([ramp, flat]), scale=16)
+    label = wide[-(BODY + 6):, 84:]  # under the flat unit's tile, 80 pixels wide
+    assert np.array_equal(label, text_block(80, [("2: dead", None)]))
+    assert not np.array_equal(label, text_block(80, [("2: ±0", None)]))
 
-    wide = neuron_image(np.concatenate([ramp, flat]), scale=8)[18 + 40 :, 42:]  # room for the flat unit's label
-    assert np.array_equal(wide, _text_strip(40, [("2: dead", None)], height=16, size=11))
-    assert not np.array_equal(wide, _text_strip(40, [("2: ±0", None)], height=16, size=11))
+
+def test_a_members_boundary_is_drawn_as_a_one_pixel_line_where_it_lies():
+    """A linear model's panel carries each member's decision function; the frame draws where each crosses zero:
+    black pixels on the line x1 - 0.5 x2 + 0.1 = 0, one pixel thick, and none without it."""
+    xs = ys = np.linspace(-1, 1, 21)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    line = grid_x - 0.5 * grid_y + 0.1
+    probs = (line > 0).astype(np.float64)
+    scale = 10
+    plain = boundary_image([BoundaryPanel.of("T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0))], scale=scale,
+                           labels=False)
+    drawn = boundary_image([BoundaryPanel.of("T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0),
+                                             boundaries=line[None])], scale=scale, labels=False)
+    assert not np.all(plain == 0, axis=2).any()
+    rows, cols = np.nonzero(np.all(drawn == 0, axis=2))
+    size = len(xs) * scale
+    x, y = -1 + 2 * cols / (size - 1), 1 - 2 * rows / (size - 1)  # pixel centres in the plane, north up
+    assert len(rows) >= size  # it spans the picture
+    assert np.abs(x - 0.5 * y + 0.1).max() <= 2.5 * 2 / size  # on the line, within a pixel or two
+    per_row = np.bincount(rows)
+    assert per_row[per_row > 0].max() <= 3  # thin: a line, not the grid's steps
+
+
+def test_a_picture_of_members_carries_the_key_of_its_colours():
+    key = vote_key(400, 16, "inner circle (1)")
+    fill = key[2:12, 4:304].reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(fill[0], filled(0.0), atol=2)  # none of them: the fill of class 0
+    np.testing.assert_allclose(fill[-1], filled(1.0), atol=2)  # all: class 1's
+    assert np.all(key[14:] < 120, axis=2).any()  # its counts and what they count
+    panels = [half_panel("Train")]
+    with_key = boundary_image(panels, scale=10, header="epoch 3", key=key)
+    assert with_key.shape[0] == boundary_image(panels, scale=10, header="epoch 3").shape[0] + key.shape[0]
+
+
+def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units_marked():
+    ramp = np.tile(np.linspace(-1.0, 1.0, 30), (30, 1))
+    outputs = [np.stack([ramp, ramp.T]), np.stack([ramp, np.zeros_like(ramp), -ramp]), ramp[None]]
+    weights = [np.array([[1.0, 0.0], [0.5, -0.5], [-1.0, 0.2]]), np.array([[2.0, 0.0, -0.1]])]
+    image = network_image(outputs, weights, ["x1", "x2"])
+    assert image.shape[1] == 2 * 30 + 3 * NETWORK_TILE + 2 * NETWORK_SPAN
+    pixels = image.reshape(-1, 3).astype(int)
+    blue, red = np.array(POSITIVE), np.array(NEGATIVE)
+    assert (np.abs(pixels - blue).sum(1) < 60).sum() > 100 and (np.abs(pixels - red).sum(1) < 60).sum() > 50
+    alive = network_image([outputs[0], np.stack([ramp, ramp, -ramp]), outputs[2]], weights, ["x1", "x2"])
+    marked = np.argwhere(np.all(image == red, axis=2))  # "dead" is written in red; links are translucent
+    assert len(marked) > 10 and not np.all(alive == red, axis=2).any()
+    assert 30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()  # under the hidden layer's tile
+    assert marked[:, 1].max() <= 30 + 2 * NETWORK_TILE + NETWORK_SPAN + 15
+    wide = network_image([np.repeat(ramp[None], 20, axis=0), np.repeat(ramp[None], 40, axis=0), ramp[None]],
+                         [np.ones((40, 20)), np.ones((1, 40))], [f"f{i}" for i in range(20)])
+    assert wide.shape[0] < 100 + NETWORK_UNITS * (NETWORK_TILE + 60)  # at most NETWORK_UNITS tiles a column
 
 
 def test_boundary_panel_subsamples_points():
@@ -457,7 +536,7 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from circles.callbacks import DecisionBoundaryCallback
+    from circles.boundary import DecisionBoundaryCallback
 
     modes = []
 

@@ -21,13 +21,14 @@ RUN = [*SMALL, "--trainer.max_epochs=2"]  # a two-epoch run
 
 
 def test_claim_version_takes_the_next_free_number_and_never_one_that_exists(tmp_path):
-    assert [claim_version(tmp_path / "runs") for _ in range(2)] == ["version_0", "version_1"]
-    assert claim_version(tmp_path / "runs", "relu-10x10") == "version_2-relu-10x10"
-    (tmp_path / "runs" / "version_7-spiral").mkdir()
+    assert [claim_version(tmp_path / "runs") for _ in range(2)] == ["0000", "0001"]
+    assert claim_version(tmp_path / "runs", "relu-10x10") == "0002-relu-10x10"
+    (tmp_path / "runs" / "version_7-spiral").mkdir()  # an earlier release's name counts
     (tmp_path / "runs" / "version_x").mkdir()
-    assert claim_version(tmp_path / "runs") == "version_8"
+    (tmp_path / "runs" / "evaluations").mkdir()
+    assert claim_version(tmp_path / "runs") == "0008"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "version_0", "version_1", "version_2-relu-10x10", "version_7-spiral", "version_8", "version_x"]
+        "0000", "0001", "0002-relu-10x10", "0008", "evaluations", "version_7-spiral", "version_x"]
 
 
 def _claim_at_once(root: str, label: str, start: Any) -> str:
@@ -44,16 +45,17 @@ def test_runs_claimed_at_the_same_moment_get_distinct_numbers_whatever_their_lab
     with context.Manager() as manager, context.Pool(8) as pool:
         start = manager.Barrier(8)
         names = pool.starmap(_claim_at_once, [(str(tmp_path), f"run{i}", start) for i in range(8)])
-    numbers = sorted(int(name.split("-")[0].removeprefix("version_")) for name in names)
+    numbers = sorted(int(name.split("-")[0]) for name in names)
     assert numbers == list(range(8)), names
 
 
 def test_the_logger_claims_its_directory_only_when_it_is_first_asked_for(tmp_path):
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
     assert not (tmp_path / "runs").exists()  # a run that fails before writing anything leaves nothing behind
-    assert logger.version == "version_0" and logger.version == "version_0"
-    assert logger.log_dir == str(tmp_path / "runs" / "version_0") and (tmp_path / "runs" / "version_0").is_dir()
-    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", label="relu").version == "version_1-relu"
+    assert logger.version == "0000" and logger.version == "0000"
+    assert logger.log_dir == str(tmp_path / "runs" / "0000") and (tmp_path / "runs" / "0000").is_dir()
+    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", label="relu").version == "0001-relu"
+    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version=5).log_dir == str(tmp_path / "runs" / "0005")
     assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="mine").log_dir == str(
         tmp_path / "runs" / "mine")
 
@@ -117,7 +119,7 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     assert exit_status("test", *RUN, root, "--ckpt_path=best") == 0
     assert (run_dir(scratch / "lightning_logs", 1) / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
-    assert run_names(scratch / "lightning_logs") == ["version_0", "version_1"]
+    assert run_names(scratch / "lightning_logs") == ["0000", "0001"]
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit wrote into the same run
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
@@ -156,7 +158,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
         (line,) = error_lines(capfd.readouterr().err)
         assert named in line and "start a new run without --ckpt_path" in line
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
-    assert run_names(tmp_path / "lightning_logs") == ["version_0"]
+    assert run_names(tmp_path / "lightning_logs") == ["0000"]
 
 
 def test_a_run_being_written_is_not_resumed_by_a_second_process(tmp_path, capfd):
@@ -184,7 +186,7 @@ def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
     assert yaml.safe_load((run_dir(runs, 0) / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
     assert exit_status("fit", *RUN, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert load_checkpoint(run_dir(runs, 1) / "checkpoints" / "last.ckpt")["global_step"] == 3
-    assert run_names(runs) == ["version_0", "version_1"]
+    assert run_names(runs) == ["0000", "0001"]
 
 
 def test_a_data_file_with_a_long_name_gets_a_run_directory_the_file_system_takes(tmp_path):
@@ -192,5 +194,5 @@ def test_a_data_file_with_a_long_name_gets_a_run_directory_the_file_system_takes
     (tmp_path / name).write_text("x1,x2,label\n" + "".join(f"{i / 10},{i % 7},{i % 2}\n" for i in range(40)))
     assert exit_status("fit", f"--data.path={name}", *RUN) == 0
     (run,) = (tmp_path / "lightning_logs").iterdir()
-    assert run.name.startswith("version_0-pppp") and len(run.name) <= 110
+    assert run.name.startswith("0000-relu-10x10-sgd0.1-e2-pppp") and len(run.name) <= 110
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -4,34 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import signal
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import Namespace, lazy_instance
+from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
-from circles.callbacks import (
-    ChapterProgressPrinter,
-    DecisionBoundaryCallback,
-    PredictionWriter,
-    RunCheckpoint,
-    RunSummary,
-)
+from circles.boundary import DecisionBoundaryCallback
+from circles.callbacks import ChapterProgressPrinter, PredictionWriter, RunCheckpoint, RunSummary
 from circles.checkpoints import AtomicCheckpointIO, RunConfig
 from circles.cli.checks import CheckpointFacts, check_data, check_optimizer, check_resume, check_shapes
 from circles.cli.parser import CirclesArgumentParser
+from circles.cli.reporting import reported
 from circles.contracts import trainer_callbacks
 from circles.data import CirclesDataModule, predict_points
-from circles.errors import CirclesError, ConfigError, SettingError, os_error_text, report
+from circles.errors import CirclesError, SettingError, os_error_text, report
 from circles.inputs import check_arguments
 from circles.logger import TensorBoardRunLogger
 from circles.model import CirclesClassifier, TrainingDiverged
@@ -48,6 +42,8 @@ SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in 
 class CirclesCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for ``CirclesClassifier`` on ``CirclesDataModule``."""
 
+    SECTIONS = SECTIONS
+
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         self.checkpoint: CheckpointFacts | None = None
         super().__init__(
@@ -60,6 +56,7 @@ class CirclesCLI(LightningCLI):
                 "max_epochs": 1000,
                 "log_every_n_steps": 1,  # metrics are written once per epoch: no warning about few steps per epoch
                 "enable_model_summary": False,  # the config says the shape
+                "enable_progress_bar": False,  # the chapter's progress line (fit) and RunSummary's lines say more
                 "logger": lazy_instance(TensorBoardRunLogger),
                 "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
             },
@@ -76,6 +73,9 @@ class CirclesCLI(LightningCLI):
             parser.add_lightning_class_args(callback, section)
         parser.link_arguments("data.features", "model.features")  # the network's input layer follows the data
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")  # and its output layer
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="fit only: then test the final weights on the test points, into the same run (its "
+                                 "TensorBoard record then holds the test accuracy beside the best one possible)")
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
 
@@ -101,7 +101,7 @@ class CirclesCLI(LightningCLI):
         """Check the optimizer's settings, build the classes, then check them against the checkpoint (in this order:
         a bad value is reported before a resume conflict it may cause)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        with self._reported():
+        with reported(self):
             check_optimizer(config, str(self.subcommand))
             super().instantiate_classes()
         if self.checkpoint is not None:
@@ -121,77 +121,72 @@ class CirclesCLI(LightningCLI):
             raise SettingError("trainer", err) from None
 
     def before_fit(self) -> None:
-        """Add what the model and data hparams leave out (optimizer, epochs, seed) to the run's hyperparameters."""
-        hparams = run_hyperparameters(self.config[self.subcommand])
-        for logger in self.trainer.loggers:
-            logger.log_hyperparams(hparams)
+        """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams leave out (optimizer,
+        epochs, seed, the best accuracy possible) added to them; the end-of-fit summary after the test that follows."""
+        record_settings(self.trainer, self.datamodule, self.config[self.subcommand].as_dict(), trial=True)
+        _summary(self.trainer).hold = bool(self.config[self.subcommand].get("test_after_fit"))
 
     def fit(self, **kwargs: Any) -> None:
-        with self._reported():
-            try:
-                self.trainer.fit(**kwargs)
-            except TrainingDiverged as err:
-                raise _divergence(err, self.trainer, self.datamodule) from None
-        stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
-        if stop.signal is not None:
-            raise interruption(self.trainer, "fit", stop.signal)
+        try:
+            with reported(self):
+                try:
+                    self.trainer.fit(**kwargs)
+                except TrainingDiverged as err:
+                    raise _divergence(err, self.trainer, self.datamodule) from None
+            stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
+            if stop.signal is not None:
+                raise interruption(self.trainer, "fit", stop.signal)
+            if self.config[self.subcommand].get("test_after_fit"):
+                with reported(self):
+                    self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        finally:
+            _summary(self.trainer).flush()
+
+    def before_validate(self) -> None:
+        self._record_trained()
 
     def validate(self, **kwargs: Any) -> None:
-        with self._reported():
-            self.trainer.validate(**kwargs)
+        with reported(self):
+            self.trainer.validate(**{**kwargs, "verbose": False})  # RunSummary says what it measured
+
+    def before_test(self) -> None:
+        self._record_trained()
 
     def test(self, **kwargs: Any) -> None:
-        with self._reported():
-            self.trainer.test(**kwargs)
+        with reported(self):
+            self.trainer.test(**{**kwargs, "verbose": False})
+
+    def _record_trained(self) -> None:
+        """An evaluation records the settings of the run that trained its checkpoint."""
+        trained = self.checkpoint.trained_config if self.checkpoint is not None else None
+        if trained:
+            record_settings(self.trainer, self.datamodule, yaml.safe_load(trained))
 
     def before_predict(self) -> None:
         """Check the CSV to predict on before a run directory is created for the predictions."""
         if self.datamodule.predict_path:
-            with self._reported():
+            with reported(self):
                 predict_points(self.datamodule.predict_path, self.datamodule.features)
+        self._record_trained()
 
     def predict(self, **kwargs: Any) -> None:
-        with self._reported():
+        with reported(self):
             self.trainer.predict(**kwargs)
 
-    @contextlib.contextmanager
-    def _reported(self) -> Iterator[None]:
-        """Turn what goes wrong inside into the one-line errors of :func:`cli_main`: a bad value named by its config
-        section, a setting Lightning rejected, SIGTERM or Ctrl-C as an interruption of the subcommand. Lightning
-        ignores Ctrl-C after handling one, so Ctrl-C's handler is put back afterwards."""
-        ctrl_c = signal.getsignal(signal.SIGINT)
-        try:
-            yield
-        except ConfigError as err:
-            raise err.qualified(self._section_of(err.field, err.got)) from None
-        except MisconfigurationException as err:  # Lightning names the setting in backticks: "`mode` can be ..."
-            name = re.search(r"`(\w+)`", str(err))
-            raise SettingError(self._section_of(name.group(1)) if name else None, err) from None
-        except SIGTERMException:
-            self._forget_empty_run()
-            raise interruption(getattr(self, "trainer", None), str(self.subcommand), signal.SIGTERM) from None
-        except SystemExit as err:
-            if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C with sys.exit(1)
-                self._forget_empty_run()
-                raise interruption(getattr(self, "trainer", None), str(self.subcommand), signal.SIGINT) from None
-            raise
-        finally:
-            if ctrl_c is not None:
-                signal.signal(signal.SIGINT, ctrl_c)
 
-    def _forget_empty_run(self) -> None:
-        """Remove the run directory of an interrupted validate, test or predict that wrote nothing of its own (its
-        lock, config and an empty event file are all it holds): it has no result to keep."""
-        logger = getattr(self, "trainer", None) and self.trainer.logger
-        if self.subcommand != "fit" and isinstance(logger, TensorBoardRunLogger) and logger.claimed is not None:
-            logger.forget_if_empty()
+def record_settings(trainer: Any, data: CirclesDataModule, config: Mapping[str, Any], trial: bool = False) -> None:
+    """Add the run's settings (:func:`circles.runs.run_hyperparameters` of ``config``) to its hyperparameters; a
+    fit's also become its record in TensorBoard's HPARAMS table (an evaluation's run is no trial of its own)."""
+    hparams = run_hyperparameters(config, data.bayes_accuracy())
+    for logger in trainer.loggers:
+        if trial and isinstance(logger, TensorBoardRunLogger):
+            logger.record_trial(hparams)
+        else:
+            logger.log_hyperparams(hparams)
 
-    def _section_of(self, field: str, value: Any = None) -> str | None:
-        """The config section with a setting called ``field``; of several (``every_n_epochs``), the one set to
-        ``value``."""
-        config = self.config.get(str(self.subcommand), self.config)
-        sections = [s for s in SECTIONS if isinstance(config.get(s), Namespace) and field in config[s]]
-        return next((s for s in sections if config[s][field] == value), sections[0] if sections else None)
+
+def _summary(trainer: Any) -> RunSummary:
+    return next(cb for cb in trainer_callbacks(trainer) if isinstance(cb, RunSummary))
 
 
 def _divergence(err: TrainingDiverged, trainer: Any, data: CirclesDataModule) -> TrainingDiverged:

@@ -176,7 +176,7 @@ def _error_line(log: Path) -> str:
 
 
 def run_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
-    """Fit the point through the CLI, test its ``last.ckpt`` into the same run, and write its ``result.json``.
+    """Fit the point through the CLI (which tests the final weights into the same run), and write its ``result.json``.
 
     A point interrupted earlier (stopped, or killed before it wrote a result) continues from its ``last.ckpt``; any
     other earlier attempt of this point in the run directory is removed first (another point's is never: see
@@ -210,6 +210,7 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from circles.cli import CirclesCLI, quiet_lightning  # before the output goes to the log: handlers made at import
+    from circles.contracts import classifier
     from circles.errors import Interrupted
 
     run_dir = sweep.run_dir(point)
@@ -221,10 +222,10 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     (run_dir / RESULT).unlink(missing_ok=True)
     with atomic_file(run_dir / POINT) as f:
         f.write(json.dumps(sweep.identity(point), indent=2) + "\n")
-    args = sweep.cli_args(point) + ([f"--ckpt_path={last}"] if resume else [])
+    args = sweep.cli_args(point) + ([f"--ckpt_path={last}"] if resume else [])  # fit, then its test (the CLI's)
     result: dict[str, Any] = {"index": point.index, "name": point.name, "status": "failed", "error": None,
                               "overrides": _plain(sweep.overrides(point)), "settings": {}, "metrics": {},
-                              "train_s": None, "test_s": None, "args": args}
+                              "train_s": None, "args": args}
     start = time.perf_counter()
     with _output_to(run_dir / LOG):
         try:
@@ -232,16 +233,13 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
                 # sys.argv holds the sweep's own options: passing args instead is the point
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
                 cli = CirclesCLI(args=args)
-            result["train_s"] = time.perf_counter() - start
+            result["train_s"] = time.perf_counter() - start  # and the test of the final weights, a fraction of it
             config = cli.config[cli.subcommand]
             result["settings"] = {key: _plain(config.get(key)) for key in sweep.keys}
             checkpoint = cli.trainer.checkpoint_callback
             best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
             metrics = {"val_acc_best": float(best) if best is not None else None}
-            start = time.perf_counter()
-            with quiet_lightning():
-                (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False, ckpt_path=str(last))
-            result["test_s"] = time.perf_counter() - start
+            tested = classifier(cli.model).epoch_metrics
             metrics.update({m.sweep: float(tested[m.name]) if m.name in tested else None
                             for m in METRICS if m.sweep is not None and m.stage == "test"})
             metrics["members"] = cli.model.members

@@ -1,0 +1,59 @@
+"""What goes wrong inside a subcommand, as the command line's one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+
+from circles.errors import ConfigError, SettingError
+from circles.logger import TensorBoardRunLogger
+from circles.signals import interruption
+
+
+@contextlib.contextmanager
+def reported(cli: Any) -> Iterator[None]:
+    """Turn what goes wrong inside into the one-line errors of :func:`circles.cli.cli_main`: a bad value named by
+    its config section, a setting Lightning rejected, SIGTERM or Ctrl-C as an interruption of the subcommand.
+    Lightning ignores Ctrl-C after handling one, so Ctrl-C's handler is put back afterwards."""
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    subcommand, trainer = str(cli.subcommand), getattr(cli, "trainer", None)  # no trainer yet while building
+    config, sections = cli.config.get(subcommand, cli.config), cli.SECTIONS
+    try:
+        yield
+    except ConfigError as err:
+        raise err.qualified(section_of(config, sections, err.field, err.got)) from None
+    except MisconfigurationException as err:  # Lightning names the setting in backticks: "`mode` can be ..."
+        name = re.search(r"`(\w+)`", str(err))
+        raise SettingError(section_of(config, sections, name.group(1)) if name else None, err) from None
+    except SIGTERMException:
+        _forget_empty_run(trainer, subcommand)
+        raise interruption(trainer, subcommand, signal.SIGTERM) from None
+    except SystemExit as err:
+        if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C with sys.exit(1)
+            _forget_empty_run(trainer, subcommand)
+            raise interruption(trainer, subcommand, signal.SIGINT) from None
+        raise
+    finally:
+        if ctrl_c is not None:
+            signal.signal(signal.SIGINT, ctrl_c)
+
+
+def _forget_empty_run(trainer: Any, subcommand: str) -> None:
+    """Remove the run directory of an interrupted validate, test or predict that wrote nothing of its own (its
+    lock, config and an empty event file are all it holds): it has no result to keep."""
+    logger = trainer.logger if trainer is not None else None
+    if subcommand != "fit" and isinstance(logger, TensorBoardRunLogger) and logger.claimed is not None:
+        logger.forget_if_empty()
+
+
+def section_of(config: Namespace, sections: tuple[str, ...], field: str, value: Any = None) -> str | None:
+    """The first of ``sections`` of the config with a setting called ``field``; of several (``every_n_epochs``),
+    the one set to ``value``."""
+    sections = tuple(s for s in sections if isinstance(config.get(s), Namespace) and field in config[s])
+    return next((s for s in sections if config[s][field] == value), sections[0] if sections else None)

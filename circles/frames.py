@@ -1,0 +1,308 @@
+"""TensorBoard's pictures drawn straight into arrays (no matplotlib, milliseconds each): decision-boundary frames,
+hidden-unit tiles, the network, and the frames of a fit as an animation. Sized for TensorBoard's image cards: about
+400 pixels wide and text of 15 to 18 pixels, which a card shows at about four fifths of its size."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from circles.plotting import BoundaryPanel, class_colours, panel_fill, signed_colours
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
+
+Colour = tuple[int, int, int]
+TEXT: Colour = (40, 40, 40)
+FRAME_WIDTH = 400  # pixels a frame of panels is at least wide: a panel of a 101-point grid is drawn 4x, two 2x
+HEADER, BODY = 18, 15  # font sizes: the header line, every other line
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own font at ``size`` pixels, loaded once."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def text_block(width: int, items: Sequence[tuple[str, Colour | None]], size: int = BODY) -> np.ndarray:
+    """A white ``(H, width, 3)`` block with ``items`` (``(text, dot colour or None)``) written left to right, on as
+    many lines as they need: an item that does not fit goes to the next line, a text longer than a line is broken
+    at its spaces. Nothing is cut off."""
+    from PIL import Image, ImageDraw
+
+    font, line = _font(size), size + 6
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    placed: list[list[tuple[int, str, Colour | None]]] = [[]]
+    x = 4
+    for text, dot in items:
+        for word_line in _broken(text, width - 8 - (14 if dot else 0), font, measure):
+            extent = (14 if dot else 0) + int(measure.textlength(word_line, font=font))
+            if x > 4 and x + extent > width - 4:
+                placed.append([])
+                x = 4
+            placed[-1].append((x, word_line, dot))
+            dot = None  # a broken text's dot goes with its first line
+            x += extent + 14
+    image = Image.new("RGB", (width, line * len(placed)), "white")
+    draw = ImageDraw.Draw(image)
+    for row, entries in enumerate(placed):
+        middle = row * line + line // 2
+        for left, text, dot in entries:
+            if dot is not None:
+                draw.ellipse((left, middle - 5, left + 10, middle + 5), fill=dot)
+                left += 14
+            draw.text((left, middle), text, fill=TEXT, font=font, anchor="lm")
+    return np.asarray(image)
+
+
+def _broken(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, measure: object) -> list[str]:
+    """``text`` broken at spaces into pieces at most ``width`` pixels wide (a single word may be wider)."""
+    pieces, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and measure.textlength(candidate, font=font) > width:  # type: ignore[attr-defined]
+            pieces.append(current)
+            candidate = word
+        current = candidate
+    return [*pieces, current]
+
+
+def _disc_offsets(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(r, r, indexing="ij")
+    keep = dy**2 + dx**2 <= radius**2 + radius
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def _edges(region: np.ndarray) -> np.ndarray:
+    """Where a ``(H, W)`` array of regions changes from one pixel to the next."""
+    edge = np.zeros(region.shape, dtype=bool)
+    edge[:, 1:] |= region[:, 1:] != region[:, :-1]
+    edge[1:, :] |= region[1:, :] != region[:-1, :]
+    return edge
+
+
+def _zero_lines(functions: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Where each of the ``(K, ny, nx)`` functions over the grid (row 0 at the smallest y) crosses zero, at a
+    ``(height, width)`` picture's resolution: the grid is interpolated bilinearly (exact for a function that is
+    affine in x1 and x2: a straight line stays straight), so lines are one pixel thick, not steps of the grid."""
+    grid = torch.from_numpy(np.ascontiguousarray(np.flip(functions, axis=1), dtype=np.float32))[:, None]
+    fine = torch.nn.functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+    return np.logical_or.reduce([_edges(f > 0) for f in fine.numpy()]) if len(fine) else np.zeros((height, width), bool)
+
+
+def render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
+    """One view of a panel, ``scale`` pixels per grid point: the fill, the probability view's edge, each member's
+    own boundary where the panel carries them (``panel.boundaries``), then the points."""
+    fill, region = panel_fill(panel, view)
+    rgb = np.repeat(np.repeat(fill, scale, axis=0), scale, axis=1)
+    height, width = rgb.shape[:2]
+    if view == "probability":
+        rgb[_edges(np.repeat(np.repeat(region, scale, axis=0), scale, axis=1))] = 0
+    if panel.boundaries is not None:
+        rgb[_zero_lines(panel.boundaries, height, width)] = 0
+    x0, x1, y0, y1 = panel.xs[0], panel.xs[-1], panel.ys[0], panel.ys[-1]
+    cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
+    rows = np.rint((y1 - panel.points[:, 1]) / (y1 - y0) * (height - 1)).astype(np.intp)
+    offsets = _disc_offsets(point_radius)
+    r = (rows[:, None] + offsets[None, :, 0]).ravel()
+    c = (cols[:, None] + offsets[None, :, 1]).ravel()
+    colours = np.repeat(class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0)
+    keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    rgb[r[keep], c[keep]] = colours[keep]
+    return rgb
+
+
+def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
+    """The colour key of a frame whose colour is the share of ``members`` voting for ``class_name``: the fill's
+    colours from none of them to all, with the counts at its ends."""
+    from PIL import Image, ImageDraw
+
+    from circles.plotting import fill_colours
+
+    bar_width, line = min(width - 8, 300), BODY + 6
+    image = Image.new("RGB", (width, 14 + line), "white")
+    image.paste(Image.fromarray(np.repeat(fill_colours(np.linspace(0, 1, bar_width))[None], 10, axis=0)), (4, 2))
+    draw, font = ImageDraw.Draw(image), _font(BODY)
+    draw.text((4, 14 + line // 2), "0", fill=TEXT, font=font, anchor="lm")
+    draw.text((4 + bar_width // 2, 14 + line // 2), f"members voting {class_name}", fill=TEXT, font=font, anchor="mm")
+    draw.text((4 + bar_width, 14 + line // 2), str(members), fill=TEXT, font=font, anchor="rm")
+    return np.asarray(image)
+
+
+def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int | None = None,
+                   point_radius: int = 2, gap: int = 4, header: str | None = None, note: str = "",
+                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"), labels: bool = True,
+                   key: np.ndarray | None = None) -> np.ndarray:
+    """The picture of ``boundary_figure`` drawn into an ``(H, W, 3)`` uint8 array, panels side by side (a probability
+    row below with ``show_probability``), at least ``FRAME_WIDTH`` wide unless ``scale`` is given; with ``labels``,
+    each panel under its title, and on top ``header``, the classes' legend, ``note`` and ``key`` (a colour key, see
+    :func:`vote_key`). For TensorBoard's frames."""
+    if scale is None:
+        scale = max(2, -(-FRAME_WIDTH // sum(len(p.xs) for p in panels)))
+    rows = []
+    for view in ["class", "probability"] if show_probability else ["class"]:
+        tiles = []
+        for p in panels:
+            tile = render_panel(p, view, scale, point_radius)
+            title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
+            tiles.append(np.concatenate([text_block(tile.shape[1], [(title, None)]), tile]) if labels else tile)
+        height = max(t.shape[0] for t in tiles)
+        spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+        row = [tiles[0]]
+        for tile in tiles[1:]:
+            row += [spacer, tile]
+        rows.append(np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
+                                    if t.ndim == 3 else t for t in row], axis=1))
+    width = max(r.shape[1] for r in rows)
+    out: list[np.ndarray] = []
+    if labels:
+        colours = class_colours(len(classes))
+        legend: list[tuple[str, Colour | None]] = [
+            (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)]
+        out += [text_block(width, [(header, None)], size=HEADER)] if header else []
+        out += [text_block(width, legend), *([text_block(width, [(note, None)])] if note else [])]
+        out += [_fit_width(key, width)] if key is not None else []
+    for i, image in enumerate(rows):
+        if i:
+            out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
+        out.append(np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255))
+    return np.concatenate(out, axis=0)
+
+
+def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(image[:, :width], ((0, 0), (0, max(0, width - image.shape[1])), (0, 0)), constant_values=255)
+
+
+def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 4,
+                 header: str | None = None) -> np.ndarray:
+    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
+    the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
+    magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and
+    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
+    units, height, width = activations.shape
+    flat = activations.reshape(units, -1)
+    peak = np.abs(flat).max(axis=1)
+    dead = dead_units(activations)
+    values = activations / np.where(peak > 0, peak, 1)[:, None, None]
+    tiles = signed_colours(np.flip(values, axis=1))
+    tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
+    ncols = min(ncols, units)
+    nrows = -(-units // ncols)
+    th, tw = height * scale, width * scale
+    label = BODY + 6
+    out = np.full((nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        top, left = r * (th + label + gap), c * (tw + gap)
+        out[top : top + th, left : left + tw] = tile
+        text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
+        out[top + th : top + th + label, left : left + tw] = _fit_width(text_block(tw, [(text, None)]), tw)[:label]
+    key = "under each unit: its largest |output|; each tile on its own scale (blue +, red -, pale 0)"
+    lines = [*([text_block(out.shape[1], [(header, None)], size=HEADER)] if header else []),
+             text_block(out.shape[1], [(key, None)])]
+    return np.concatenate([*lines, out], axis=0)
+
+
+def dead_units(activations: np.ndarray) -> np.ndarray:
+    """Which of the ``(units, ...)`` outputs are the same everywhere (a ReLU that never fires over the plane)."""
+    flat = activations.reshape(len(activations), -1)
+    peak = np.abs(flat).max(axis=1)
+    return flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
+
+
+NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN, NETWORK_UNITS = 36, 8, 90, 12  # pixels; units drawn per layer at most
+POSITIVE, NEGATIVE = (49, 54, 149), (215, 48, 39)  # RdYlBu's blue and red, as in the tiles
+
+
+def network_image(outputs: Sequence[np.ndarray], weights: Sequence[np.ndarray], inputs: Sequence[str],
+                  header: str | None = None) -> np.ndarray:
+    """The network as TensorBoard Playground draws it, as an ``(H, W, 3)`` uint8 image: a column of tiles per layer
+    (the inputs, each hidden layer, the output), each tile that unit's output over the plane on its own scale (blue +,
+    red -), dead units marked; between columns a link per weight, as wide as its size (relative to the layer's
+    largest) and coloured by its sign. ``outputs``: per layer ``(units, ny, nx)``; ``weights``: per layer ``(out,
+    in)``; ``inputs``: the input features' names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
+    from PIL import Image, ImageDraw
+
+    tile, gap, span = NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN
+    shown = [min(len(o), NETWORK_UNITS) for o in outputs]
+    titles = ["inputs", *(f"layer {i}" for i in range(1, len(outputs) - 1)), "output"]
+    label, top = BODY + 6, BODY + 10
+    margin = 30  # room for a column's title wider than its tiles
+    height = top + max(shown) * (tile + label + gap)
+    width = 2 * margin + len(outputs) * tile + (len(outputs) - 1) * span
+    image = Image.new("RGB", (width, height), "white")
+    overlay = Image.new("RGBA", (width, height), (255, 255, 255, 0))
+    draw, links = ImageDraw.Draw(image), ImageDraw.Draw(overlay)
+
+    def place(layer: int, unit: int) -> tuple[int, int]:
+        column = top + (max(shown) - shown[layer]) * (tile + label + gap) // 2
+        return margin + layer * (tile + span), column + unit * (tile + label + gap)
+
+    for layer, weight in enumerate(weights):
+        largest = float(np.abs(weight).max()) or 1.0
+        for j in range(shown[layer + 1]):
+            for i in range(shown[layer]):
+                w = float(weight[j, i])
+                (x0, y0), (x1, y1) = place(layer, i), place(layer + 1, j)
+                colour = (*(POSITIVE if w > 0 else NEGATIVE), int(60 + 160 * abs(w) / largest))
+                links.line((x0 + tile, y0 + tile // 2, x1, y1 + tile // 2), fill=colour,
+                           width=max(1, round(5 * abs(w) / largest)))
+    image.paste(overlay, (0, 0), overlay)
+    font = _font(BODY)
+    for layer, maps in enumerate(outputs):
+        x, _ = place(layer, 0)
+        draw.text((x + tile // 2, 4), titles[layer], fill=TEXT, font=font, anchor="mt")
+        dead = dead_units(maps) if 0 < layer < len(outputs) - 1 else np.zeros(len(maps), bool)
+        for unit in range(shown[layer]):
+            peak = float(np.abs(maps[unit]).max()) or 1.0
+            picture = Image.fromarray(signed_colours(np.flipud(maps[unit]) / peak)).resize((tile, tile))
+            x, y = place(layer, unit)
+            image.paste(picture, (x, y))
+            draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=(120, 120, 120))
+            name = inputs[unit] if layer == 0 else "dead" if dead[unit] else ""
+            draw.text((x + tile // 2, y + tile + 2), name, fill=NEGATIVE if dead[unit] else TEXT, font=font,
+                      anchor="mt")
+        if len(maps) > shown[layer]:
+            draw.text((x + tile // 2, height - label), f"+{len(maps) - shown[layer]}", fill=TEXT, font=font,
+                      anchor="mt")
+    key = "links: width = |weight| (of the layer's largest), blue +, red -; tiles: each unit's output over the plane"
+    lines = [*([text_block(width, [(header, None)], size=HEADER)] if header else []), text_block(width, [(key, None)])]
+    return np.concatenate([*lines, np.asarray(image)], axis=0)
+
+
+class Animation:
+    """Frames ``(H, W, 3)`` uint8 for an animated GIF, at most ``max_frames`` evenly spaced over however many come:
+    past the limit every other frame is dropped and the intake slows to match."""
+
+    def __init__(self, max_frames: int = 100) -> None:
+        self.max_frames = max_frames
+        self.frames: list[np.ndarray] = []
+        self._stride, self._offered = 1, 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._offered % self._stride == 0:
+            self.frames.append(frame)
+            if len(self.frames) > self.max_frames:
+                self.frames, self._stride = self.frames[::2], self._stride * 2
+        self._offered += 1
+
+    def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
+        """The frames as a looping GIF, the last one held for a second (frames of other sizes padded white)."""
+        from PIL import Image
+
+        height, width = max(f.shape[0] for f in self.frames), max(f.shape[1] for f in self.frames)
+        padded = [np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255)
+                  for f in self.frames]
+        images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in padded]
+        durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)
