@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from circles.errors import CirclesError, ConfigError
-from circles.files import EVALUATIONS, atomic_file
+from circles.files import atomic_file
 
 
 class CheckpointError(CirclesError):
@@ -249,12 +249,14 @@ class RunConfig(SaveConfigCallback):
     """
 
     def __init__(self, parser: Any, config: Any, config_filename: str = "config.yaml",
-                 default_root_dir: str | None = None, **kwargs: Any) -> None:
+                 default_root_dir: str | None = None, logger_as_given: Namespace | None = None,
+                 **kwargs: Any) -> None:
         """
         Args:
             parser: The parser of the subcommand (LightningCLI passes it).
             config: The subcommand's config (LightningCLI passes it).
             config_filename: The file's name in the run directory.
+            logger_as_given: The logger's settings as the user gave them (the CLI settles where the run goes).
             default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at the run
                 directory when there is no logger).
             **kwargs: LightningCLI's other options for its config saver (``overwrite``, ``multifile``): unused, the
@@ -266,9 +268,9 @@ class RunConfig(SaveConfigCallback):
         config.trainer.default_root_dir = default_root_dir
         logger = config.trainer.get("logger")
         if isinstance(logger, Namespace) and logger.get("init_args") is not None:
+            if logger_as_given is not None:  # as the user gave it: where this run went was the CLI's choice
+                logger.init_args = logger_as_given.clone()
             logger.init_args.version = None
-            if str(logger.init_args.get("name")).endswith(f"/{EVALUATIONS}"):  # the CLI's placing of evaluations
-                logger.init_args.name = logger.init_args.name.removesuffix(f"/{EVALUATIONS}")
             if "label" in logger.init_args:
                 logger.init_args.label = ""  # a repeat names its run from its own settings
         super().__init__(parser, config, config_filename, overwrite=True)

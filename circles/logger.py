@@ -90,6 +90,21 @@ def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
             hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial)]
 
 
+def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, list[Any]]:
+    """The scalars as TensorBoard summary values by the sub-run they go to: ``train/loss`` to ``train`` as
+    ``curves/loss`` (an evaluation's as ``evaluation/loss``), others to the run itself; ``epoch`` left out."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    runs: dict[str, list[Any]] = {}
+    for key, value in metrics.items():
+        stage, _, name = key.partition("/")
+        run = stage if stage in STAGES and name else ""
+        tag = (f"evaluation/{name}" if evaluation else scalar_tag(key)) if run else key
+        if key != "epoch":
+            runs.setdefault(run, []).append(Summary.Value(tag=tag, simple_value=float(value)))
+    return runs
+
+
 def _rank_zero() -> bool:
     """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process starts)."""
     return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
@@ -125,6 +140,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         log_graph: bool = False,
         prefix: str = "",
         sub_dir: str | None = None,
+        evaluation: bool = False,
         **writer_kwargs: Any,
     ) -> None:
         """
@@ -140,13 +156,15 @@ class TensorBoardRunLogger(TensorBoardLogger):
             prefix: Put in front of every metric's name; the scalars are then written as Lightning writes them,
                 without the train/val/test sub-runs.
             sub_dir: A folder inside the run directory for the events (Lightning's option).
+            evaluation: A validate, test or predict run (the command line says so): its scalars go to TensorBoard's
+                ``evaluation`` group, apart from the fits' ``curves``.
             **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer of the run.
         """
         super().__init__(save_dir if save_dir is not None else ".", name=name, version=version, log_graph=log_graph,
                          default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **writer_kwargs)
         self._metric_prefix, self._writer_kwargs = prefix, writer_kwargs
         self._run_version = version
-        self._label = label
+        self._label, self._evaluation = label, evaluation
         self._lock: IO[Any] | None = None
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
@@ -205,14 +223,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
             return super().log_metrics(metrics, step)
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        runs: dict[str, list[Any]] = {}
-        for key, value in metrics.items():
-            stage, _, name = key.partition("/")
-            run = stage if stage in STAGES and name else ""
-            if key != "epoch":
-                runs.setdefault(run, []).append(Summary.Value(tag=scalar_tag(key) if run else key,
-                                                              simple_value=float(value)))
-        for run, values in runs.items():
+        for run, values in _values_by_run(metrics, self._evaluation).items():
             event_file_writer(self._writer(run)).add_summary(Summary(value=values), step)
 
     @override

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
             save_dir=config.trainer.get("default_root_dir") or ".", name=DEFAULT_RUNS, version=run, label=label))
         logger = logger.init_args
     if subcommand != "fit" and logger is not None and logger.get("version") is None:
-        logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"  # beside the fits, not among them
+        _place_evaluation(logger, path)
     if path is None:
         return None
     config.ckpt_path = str(path)
@@ -67,6 +66,18 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
     if features and data is not None and list(data.features) != list(features):
         data.features = list(features)  # the network was trained on these inputs; others would fit silently
     return path, checkpoint
+
+
+def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
+    """Validate, test and predict runs go with the run that trained their checkpoint, in its ``evaluations``
+    folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from elsewhere in the runs' own
+    ``evaluations`` folder: never among the fits, and their scalars apart from the fits' curves."""
+    trained = run_of_checkpoint(checkpoint) if checkpoint is not None else None
+    if trained is not None and checkpoint is not None:
+        logger.save_dir, logger.name = str(checkpoint.parent.parent), EVALUATIONS
+    else:
+        logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"
+    logger.evaluation = True
 
 
 # Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated data to test on.
@@ -87,11 +98,11 @@ def _adopt_trained_file(data: Namespace, trained_on: dict[str, Any], files: dict
 
 def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> str:
     """What a new run does, for its directory's name: ``relu-10x10-sgd0.1-e1000-circles`` for ``fit`` (the model
-    first: what runs differ in most, where TensorBoard's cards cut names off); ``test-<the checkpoint's run>`` for the
-    other subcommands."""
-    if subcommand != "fit":
-        trained = re.sub(r"^(?:version_)?\d+-?", "", run_of_checkpoint(checkpoint) or "") if checkpoint else ""
-        return "-".join(filter(None, [subcommand, trained]))
+    first: what runs differ in most, where TensorBoard's cards cut names off); the subcommand for the others (and the
+    checkpoint's name, for one that is not in a run directory)."""
+    if subcommand != "fit":  # a checkpoint from elsewhere is named; one of a run holds the evaluation (see below)
+        return "-".join(filter(None, [subcommand, checkpoint.stem if checkpoint and not run_of_checkpoint(checkpoint)
+                                      else ""]))
     optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
     dataset = Path(config.data.path).stem if config.data.get("path") else config.data.dataset
     if not config.data.get("path") and config.data.get("classes") not in (None, 2):

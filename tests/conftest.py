@@ -13,7 +13,7 @@ import torch
 
 from circles.cli import cli_main
 
-from helpers import QUIET, REPO, run_dir, run_names
+from helpers import QUIET, REPO, evaluation_dirs, run_dir, run_names
 
 SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local single-node cluster (needs "
                 "root; installs SLURM with apt-get when missing); .ci/run sets it")
@@ -38,12 +38,14 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run_cli(tmp_path: Path):
     """Call the CLI in-process, like ``python train.py ARGS``; returns the newest run directory of the subcommand's
-    kind (a fit's in ``lightning_logs``, an evaluation's in ``lightning_logs/evaluations``), or None."""
+    kind (a fit's, or an evaluation's: in its trained run's ``evaluations`` folder), or None."""
 
     def run(*args: str) -> Path | None:
         cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
-        runs = tmp_path / "lightning_logs" / ("evaluations" if args and args[0] in ("validate", "test", "predict")
-                                              else "")
+        runs = tmp_path / "lightning_logs"
+        if args and args[0] in ("validate", "test", "predict"):
+            evaluations = evaluation_dirs(runs)
+            return evaluations[-1] if evaluations else None
         names = run_names(runs) if runs.is_dir() else []
         return run_dir(runs, int(names[-1])) if names else None
 

@@ -104,9 +104,11 @@ def run_dir(runs: Path, n: int = 0) -> Path:
     return found
 
 
-def evaluation_dir(runs: Path, n: int = 0) -> Path:
-    """Validate, test or predict run number ``n`` in ``runs/evaluations``."""
-    return run_dir(runs / "evaluations", n)
+def evaluation_dirs(runs: Path) -> list[Path]:
+    """Every validate, test and predict run under ``runs`` (in a run's ``evaluations`` folder, or the runs' own), in
+    the order they were made."""
+    found = [p for p in [*runs.glob("*/evaluations/*"), *runs.glob("evaluations/*")] if p.is_dir()]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns)
 
 
 def run_names(runs: Path) -> list[str]:

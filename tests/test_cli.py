@@ -39,7 +39,9 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     assert {"test/acc", "test/loss"} <= set(scalar_history(run))  # fit ends with the test of its final weights
     assert scalar_history(run)["test/acc"][0][0] == 2  # at the last epoch's step: beside the curves' ends
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
-    assert test_run == run.parent / "evaluations" / "0000-test-relu-10x10-sgd0.1-e3-circles"  # out of the fits' way
+    assert test_run == run / "evaluations" / "0000-test"  # with the run it evaluated, out of the fits' way
+    assert sorted(read_events(test_run / "test").Tags()["scalars"]) == ["evaluation/acc", "evaluation/bayes_acc",
+                                                                        "evaluation/bayes_gap", "evaluation/loss"]
     assert scalar_history(test_run)["test/acc"] == scalar_history(run)["test/acc"]  # the same weights, the same step
 
 

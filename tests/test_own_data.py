@@ -15,7 +15,7 @@ from circles.csvdata import encode_labels, read_labelled_csv
 from circles.data import CirclesDataModule
 from circles.errors import ConfigError
 
-from helpers import error_lines, evaluation_dir, exit_status, load_checkpoint, run_dir
+from helpers import error_lines, evaluation_dirs, exit_status, load_checkpoint, run_dir
 
 TINY = ["--trainer.max_epochs=3", "--boundary.every_n_epochs=2", "--boundary.resolution=20"]
 
@@ -146,7 +146,7 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
     # test and predict take the file from the checkpoint: its held-out part, its class names
     assert exit_status("test", "--ckpt_path=best") == 0
     assert exit_status("predict", "--ckpt_path=best") == 0
-    with open(evaluation_dir(tmp_path / "lightning_logs", 1) / "predictions.csv", newline="") as f:
+    with open(evaluation_dirs(tmp_path / "lightning_logs")[-1] / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 18 and set(rows[0]) == {"x1", "x2", "probability", "label"}
     dm = CirclesDataModule(path=str(tmp_path / "pets.csv"))
@@ -236,7 +236,7 @@ def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it
     write_points(elsewhere / "data.csv", 15, ["a", "b"], seed=5)  # another folder's data.csv
     monkeypatch.chdir(elsewhere)
     assert exit_status("test", f"--ckpt_path={best}") == 0
-    (tested,) = (elsewhere / "lightning_logs" / "evaluations").iterdir()
+    (tested,) = evaluation_dirs(tmp_path / "lightning_logs")  # with the run it evaluated
     assert yaml.safe_load((tested / "config.yaml").read_text())["data"]["path"] == str(tmp_path / "data.csv")
 
     with open(tmp_path / "data.csv", "a") as f:  # one more point: other content, another split
@@ -249,15 +249,15 @@ def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it
     assert exit_status("fit", f"--ckpt_path={best}", "--data.path=data.csv", *TINY) == 2  # elsewhere/data.csv
     (line,) = error_lines(capfd.readouterr().err)
     assert f"data.path (trained: '{tmp_path / 'data.csv'}', now: '{elsewhere / 'data.csv'}')" in line
-    assert len(list((elsewhere / "lightning_logs" / "evaluations").iterdir())) == 1  # nothing written by the refused
-    assert [p.name for p in (elsewhere / "lightning_logs").iterdir()] == ["evaluations"]  # commands
+    assert evaluation_dirs(tmp_path / "lightning_logs") == [tested]  # nothing written by the refused commands
+    assert not (elsewhere / "lightning_logs").exists()
 
 
 def test_a_model_trained_on_a_file_is_tested_on_generated_data_when_the_command_asks_for_it(tmp_path, capfd):
     write_points(tmp_path / "rings.csv", 15, ["inner", "middle", "outer"])
     assert exit_status("fit", "--data.path=rings.csv", *TINY) == 0
     assert exit_status("test", "--ckpt_path=best", "--data.dataset=spiral", "--data.classes=3", *TINY) == 0
-    tested = evaluation_dir(tmp_path / "lightning_logs", 0)
+    (tested,) = evaluation_dirs(tmp_path / "lightning_logs")
     data = yaml.safe_load((tested / "config.yaml").read_text())["data"]
     assert (data["path"], data["dataset"], data["classes"]) == (None, "spiral", 3)
     notes = [line for line in capfd.readouterr().err.splitlines() if line.startswith("circles: note:")]

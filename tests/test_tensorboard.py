@@ -106,6 +106,8 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
     command = fit(cwd, "--config", str(REPO / "configs" / "relu.yaml"), f"--trainer.max_epochs={EPOCHS}",
                   f"--boundary.every_n_epochs={EVERY}")
     (run,) = (p.name for p in (cwd / "lightning_logs").iterdir())
+    subprocess.run([sys.executable, str(REPO / "train.py"), "test", "--ckpt_path=last", "--data.test_samples=500"],
+                   cwd=cwd, capture_output=True, check=True, timeout=600)  # an evaluation: it must stay out of the way
     with tensorboard(command, cwd, runs=1) as url, browser() as page:
         open_landing_page(page, url)
         yield page, url, run
@@ -113,18 +115,22 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
 
 def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(learner):
     page, _, run = learner
-    assert run == f"version_0-circles-relu-10x10-sgd0.1-e{EPOCHS}"  # the run is named after what it trains
-    assert page.locator("tb-runs-table, runs-selector").first.inner_text().count(run) >= 1
+    assert run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"  # numbered, named after what it trains, model first
+    runs = [line.strip() for line in page.locator("tb-runs-table, runs-selector").first.inner_text().splitlines()
+            if line.strip() and line.strip() != "Run"]
+    assert runs[0] == run and f"{run}/evaluations/0000-test" in runs  # the fit first, its evaluation inside it
     charts = page.locator("scalar-card-component")
     assert charts.count() == 2  # the two open curve charts, without a click
     titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(2)]
     assert sorted(titles) == ["curves/acc", "curves/loss"]
-    for i in range(2):  # each chart holds the train and the val curve of its metric
+    for i in range(2):  # each chart holds the train and the val curve of its metric, and no evaluation's
         text = charts.nth(i).inner_text()
-        assert f"{run}/train" in text and f"{run}/val" in text
+        assert f"{run}/train" in text and f"{run}/val" in text and "evaluations" not in text
     frame = page.locator("image-card-component").first
     assert "decision_boundary/train_val" in frame.inner_text().replace("\n", "")
     assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
+    shown = frame.locator("img").bounding_box()
+    assert shown is not None and shown["width"] >= 0.7 * 408  # the frame, its 17-pixel text at 12 or more
 
 
 def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
@@ -146,12 +152,17 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
     page, url, run = learner
     open_hparams(page, url)
     cells = [c.strip() for c in page.locator("vaadin-grid-cell-content").all_inner_texts()]
-    header = cells[: cells.index("Bayes gap") + 1]
+    header = cells[: cells.index("test acc") + 1]
     assert header == ["Trial ID", "Show Metrics", "activation", "dataset", "hidden layers", "epochs", "optimizer",
-                      "best val acc", "test acc", "Bayes gap"]  # the five settings that differ, then the metrics
+                      "best val acc", "test acc"]  # the five settings ticked first, then the metrics
+    assert cells.count("0000-test") == 0 and cells.count(run) == 1  # fits are the trials, each once
     row = cells[cells.index(run) :]  # the run's row: its name as the trial id, its settings written as set
     assert row[2:7] == ["relu", "circles", "[10, 10]", str(EPOCHS), "SGD lr 0.1"]
-    assert 0.4 <= float(row[7]) <= 1  # best val acc
+    metrics = [float(cell) for cell in row[7:10] if cell]  # the grid may hold an empty cell between them
+    assert len(metrics) == 2 and all(0.4 <= m <= 1 for m in metrics)  # best val acc, and the fit's test acc
+    page.locator("text=PARALLEL COORDINATES VIEW").first.click()
+    page.wait_for_timeout(1500)
+    assert page.locator("g.foreground path").count() == 1  # the run is drawn: a line through every axis
     open_landing_page(page, url)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import yaml
-from jsonargparse import lazy_instance
+from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -90,6 +90,9 @@ class CirclesCLI(LightningCLI):
             return
         config = self.config[subcommand]
         self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")  # as the user gave it
+        logger = config.trainer.get("logger")
+        given = logger.get("init_args") if isinstance(logger, Namespace) else None
+        self.save_config_kwargs["logger_as_given"] = given.clone() if isinstance(given, Namespace) else None
         now = yaml.safe_load(parser.dump(self.config))[subcommand] if subcommand == "fit" else None
         loaded = settle_runs_and_checkpoint(config, subcommand)
         if loaded is not None:
