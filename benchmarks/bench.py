@@ -217,18 +217,18 @@ class EpochClock:
 
 
 def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool = False,
-                clock: EpochClock | None = None) -> tuple[float, object]:
+                clock: EpochClock | None = None, drop: tuple[str, ...] = ()) -> tuple[float, object]:
     """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints); times trainer.fit.
-    With ``pregenerate`` the data is drawn before the clock starts (setup() then only moves it to the device)."""
-    from circles.boundary import DecisionBoundaryCallback
+    With ``pregenerate`` the data is drawn before the clock starts (setup() then only moves it to the device);
+    ``drop`` names callbacks taken out (``drop_boundary``: the decision-boundary pictures)."""
     from circles.cli import CirclesCLI
 
+    drop = (*drop, "DecisionBoundaryCallback") if drop_boundary else drop
     with quiet():
         cli = CirclesCLI(args=args, run=False)
         if pregenerate:
             cli.datamodule.setup("fit")
-        if drop_boundary:
-            cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, DecisionBoundaryCallback)]
+        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if type(c).__name__ not in drop]
         if clock is not None:
             cli.trainer.callbacks.insert(0, clock.callback)
         start = time.perf_counter()
@@ -253,11 +253,12 @@ def bench_seed(repeats: int, epochs: int) -> None:
     data = seed_data()
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
     circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])  # warm-up: first-call costs
-    plain, ours, bare, naive, floor = [], [], [], [], []
+    plain, ours, bare, naive, floor, unweighed = [], [], [], [], [], []
     for r in range(repeats):
         plain.append(plain_loop(*data, epochs=epochs))
         ours.append(circles_fit(args)[0])
         bare.append(circles_fit(args, drop_boundary=True)[0])
+        unweighed.append(circles_fit(args, drop=("WeightsCallback",))[0])
         floor.append(lightning_floor_fit(*data, epochs=epochs))
         if r == 0:
             with tempfile.TemporaryDirectory() as root:
@@ -269,6 +270,8 @@ def bench_seed(repeats: int, epochs: int) -> None:
         p / epochs * 1e3, "ms")
     row("seed", "fit relu.yaml as shipped vs Lightning's floor", min(ours), min(floor), "s")
     row("seed", "boundary callback's share of fit", min(ours), min(bare), "s")
+    row("seed", "weights callback's share of fit (dead units every epoch, histograms every 50)", min(ours),
+        min(unweighed), "s")
 
 
 # The chapter's script: ``python plain.py EPOCHS`` trains the ReLU model, printing its line every 10 epochs.

@@ -41,6 +41,15 @@ class Classifier(Protocol):
     def layer_weights(self) -> list[torch.Tensor]:
         """The first member's weight matrices ``(out, in)``, input side first."""
 
+    def weight_parameters(self) -> list[torch.Tensor]:
+        """The weight matrices as the optimizer holds them, with their gradients after a backward pass."""
+
+    def dead_units(self, x: torch.Tensor) -> list[float]:
+        """Per hidden layer, the ReLU units that give 0 for all of the points ``(N, 2)`` (members' mean)."""
+
+    def publish(self, values: Mapping[str, float]) -> None:
+        """Log and record more of the current epoch's values, through the module's one metric path."""
+
     def collapsed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Without activations, the affine map the network is: weights ``(K, outputs, F)``, biases ``(K, outputs)``."""
 

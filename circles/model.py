@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -172,9 +172,12 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         probs = self.member_probabilities(x).mean(0)
         return torch.logit(probs) if self.num_classes == 2 else torch.log(probs)
 
+    def publish(self, values: Mapping[str, float]) -> None:
+        """Log and record more of this epoch's values (a callback's) as its own (:meth:`EpochMetrics.publish`)."""
+        self.metrics.publish(self, {name: torch.as_tensor(value) for name, value in values.items()})
+
     def member_table(self) -> dict[str, list[Any]] | None:
-        """Per member its seed, last and best validation accuracy and, after test, its test accuracy; None for one."""
-        return self.metrics.member_table()
+        return self.metrics.member_table()  # per member its seed and accuracies; None for a single network
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """The sum of the members' mean losses on the batch: each member's gradient is its own."""

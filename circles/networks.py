@@ -220,6 +220,21 @@ class MemberViews:
         weights = linear_weights(self.net)
         return [w[0] if self.members > 1 else w for w in weights]
 
+    def weight_parameters(self) -> list[torch.Tensor]:
+        """The weight matrices as the optimizer holds them (stacked ``(K, out, in)`` with several members), with their
+        gradients after a backward pass."""
+        return linear_weights(self.net)
+
+    def dead_units(self, x: torch.Tensor) -> list[float]:
+        """Per hidden layer, how many of its ReLU units give 0 for every one of the points ``(N, 2)`` (they never
+        fire, so they no longer learn), on average over the members; empty for a network of another activation."""
+        if self.activation != "relu":
+            return []
+        h = self.features(x)
+        net = self.net
+        outputs = net.hidden(h) if isinstance(net, StackedMLP) else [o[None] for o in hidden_outputs(net, h)]
+        return [float((o.amax(dim=1) <= 0).sum(-1).float().mean()) for o in outputs]
+
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's output for points (N, 2): (N, units) tensors (with several members, the first's)."""
         return hidden_outputs(self.net, self.features(x))

@@ -126,7 +126,7 @@ def error_lines(text: str) -> list[str]:
 
 def read_events(run_dir: Path) -> EventAccumulator:
     """The run directory's own TensorBoard events (images, hyperparameters) as TensorBoard reads them."""
-    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
     ea.Reload()
     return ea
 

@@ -245,3 +245,19 @@ def test_the_clis_warning_filters_end_with_the_command():
         with cli.quiet_lightning():
             assert len(warnings.filters) > len(before)
         assert warnings.filters == before
+
+
+def test_the_learning_rate_finder_smooths_as_the_report_corrects_it():
+    """Lightning's finder divides its running average after n steps by ``1 - beta**(n + 1)`` (its step count is
+    already n) with beta 0.98: :func:`circles.inside.finder_curve` undoes exactly that."""
+    import inspect
+
+    from lightning.pytorch.tuner.lr_finder import _LRCallback
+
+    from circles.inside import FINDER_BETA
+
+    source = inspect.getsource(_LRCallback.on_train_batch_end)
+    assert "current_step = trainer.global_step" in source
+    assert "self.avg_loss = self.beta * self.avg_loss + (1 - self.beta) * current_loss" in source
+    assert "smoothed_loss = self.avg_loss / (1 - self.beta ** (current_step + 1))" in source
+    assert inspect.signature(_LRCallback).parameters["beta"].default == FINDER_BETA

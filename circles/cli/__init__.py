@@ -27,12 +27,14 @@ from circles.contracts import trainer_callbacks
 from circles.data import CirclesDataModule, predict_points
 from circles.errors import CirclesError, SettingError, os_error_text, report
 from circles.inputs import check_arguments
+from circles.inside import WeightsCallback
 from circles.logger import TensorBoardRunLogger
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import run_hyperparameters, settle_runs_and_checkpoint
 from circles.signals import GracefulStopCallback, interruption
 
-CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter}
+CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter,
+             "weights": WeightsCallback}
 SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in an error is looked up, in this order
 
 
