@@ -37,7 +37,7 @@ def test_the_steepest_fall_is_found_on_the_log_scale_of_the_rates():
 
 
 def test_histograms_of_weights_and_gradients_and_the_dead_units_of_each_layer(run_cli):
-    run = run_cli("fit", *TINY, "--weights.histograms_every_n_epochs=2")
+    run = run_cli("fit", *TINY, "--weights.histograms_every_n_epochs=2", "--weights.dead_units_every_n_epochs=1")
     events = read_events(run)
     assert set(events.Tags()["histograms"]) == {f"{kind}/layer_{i}" for kind in ("weights", "gradients")
                                                 for i in (1, 2, 3)}
@@ -47,7 +47,7 @@ def test_histograms_of_weights_and_gradients_and_the_dead_units_of_each_layer(ru
     dead = scalar_history(run)
     assert [step for step, _ in dead["train/dead_units_1"]] == [0, 1, 2, 3]
     assert all(0 <= value <= 10 for _, value in dead["train/dead_units_2"])
-    tanh = run_cli("fit", *TINY, "--model.activation=tanh")
+    tanh = run_cli("fit", *TINY, "--model.activation=tanh", "--weights.dead_units_every_n_epochs=1")
     assert "train/dead_units_1" not in scalar_history(tanh)  # only a ReLU dies
 
 
