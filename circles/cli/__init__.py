@@ -248,8 +248,14 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def cli_main(args: Any = None) -> None:
-    """Run the command line (``args`` as a list of strings; ``None`` reads ``sys.argv``)."""
+    """Run the command line (``args`` as a list of strings; ``None`` reads ``sys.argv``): ``fit``, ``validate``,
+    ``test``, ``predict``, or ``compare`` (:mod:`circles.compare`)."""
+    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
     try:
+        if argv[:1] == ["compare"]:
+            from circles.compare import main
+
+            raise SystemExit(main(argv[1:]))
         with quiet_lightning():
             CirclesCLI(args=args)
             _leave_process_group()
