@@ -179,9 +179,9 @@ def numbers_table(records: Sequence[RunRecord]) -> str:
 
 
 # matplotlib's player takes its buttons' icons from a font on the web; the page is to open offline: plain symbols.
-ICONS = {"fa fa-minus": "\u2212", "fa fa-plus": "+", "fa fa-fast-backward": "\u25c2\u25c2", "fa fa-step-backward": "\u25c2",
-         "fa fa-play fa-flip-horizontal": "\u25c0", "fa fa-pause": "\u25ae\u25ae", "fa fa-play": "\u25b6",
-         "fa fa-step-forward": "\u25b8", "fa fa-fast-forward": "\u25b8\u25b8"}  # in the fonts every system has
+ICONS = {"fa fa-minus": "\u2212", "fa fa-plus": "+", "fa fa-fast-backward": "\u25c2\u25c2",
+         "fa fa-step-backward": "\u25c2", "fa fa-play fa-flip-horizontal": "\u25c0", "fa fa-pause": "\u25ae\u25ae",
+         "fa fa-play": "\u25b6", "fa fa-step-forward": "\u25b8", "fa fa-fast-forward": "\u25b8\u25b8"}
 
 
 def offline(player: str) -> str:
