@@ -24,7 +24,7 @@ README = (REPO / "README.md").read_text()
 # the CPUs measured, README says by how much and the claim allows it (``within``).
 RINGS = str(REPO / "examples" / "rings.csv")
 QUIET = ["--trainer.enable_progress_bar=false", "--boundary.every_n_epochs=100000", "--boundary.gif=false"]
-# What README's numbers come from: name -> the fit's arguments; each of them is then tested on its own test points.
+# What README's numbers come from: name -> the fit's arguments (the fit tests its final weights on its test points).
 RUNS = {
     "relu": [f"--config={CONFIGS / 'relu.yaml'}"],
     "linear": [f"--config={CONFIGS / 'linear.yaml'}"],
@@ -37,6 +37,11 @@ RUNS = {
     "spiral3_linear": [f"--config={CONFIGS / 'spiral3.yaml'}", "--model.activation=none"],
     "rings": [f"--config={CONFIGS / 'relu.yaml'}", f"--data.path={RINGS}"],
     "rings_linear": [f"--config={CONFIGS / 'relu.yaml'}", f"--data.path={RINGS}", "--model.activation=none"],
+    "until_1": [f"--config={CONFIGS / 'improved.yaml'}", f"--config={CONFIGS / 'trainer' / 'until_val_acc_1.yaml'}"],
+    "lr_find": [f"--config={CONFIGS / 'relu.yaml'}", f"--config={CONFIGS / 'trainer' / 'lr_find.yaml'}",
+                "--trainer.max_epochs=100"],  # the finder's 100 steps, then a short fit
+    **{name: [f"--config={CONFIGS / 'relu.yaml'}", f"--optimizer.init_args.lr={lr}"]
+       for name, lr in (("lr1", 1), ("lr3", 3), ("lr_suggested", 8.91))},
 }
 
 
@@ -81,44 +86,73 @@ def readme() -> Iterator[Claims]:
     claims.hold()
 
 
-def train_and_test(root: Path, name: str) -> tuple[Path, Path, str]:
-    """``fit`` then ``test --ckpt_path last`` of one of RUNS in its own folder, in this process (the imports are paid
-    once); returns both run directories and what fit printed."""
+def fit_run(root: Path, name: str, *evaluations: str) -> tuple[Path, str]:
+    """``fit`` of one of RUNS in its own folder, in this process (the imports are paid once), then the evaluations
+    asked for (``test --ckpt_path=last``, ...) of its checkpoints; returns the run directory (whose ``test`` sub-run
+    holds the fit's own test) and everything printed."""
     folder = root / name
     folder.mkdir()
     printed = io.StringIO()
     with inside(folder), contextlib.redirect_stdout(printed):
         assert exit_status("fit", *RUNS[name], *QUIET) == 0
-        assert exit_status("test", *RUNS[name], *QUIET, "--ckpt_path=last") == 0
-    first, second = sorted((folder / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("-")[0][8:]))
-    return first, second, printed.getvalue()
+        for evaluation in evaluations:
+            subcommand, ckpt = evaluation.split()
+            assert exit_status(subcommand, *RUNS[name], *QUIET, f"--ckpt_path={ckpt}") == 0
+    (run,) = (p for p in (folder / "lightning_logs").iterdir() if p.name[:4].isdigit())
+    return run, printed.getvalue()
+
+
+EVALUATED = {"improved": ("test last", "validate best")}  # README quotes what these print
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Path, str]]]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, str]]]:
     """Every run README quotes, on 2 torch threads."""
     root = tmp_path_factory.mktemp("readme")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        yield {name: train_and_test(root, name) for name in RUNS}
+        yield {name: fit_run(root, name, *EVALUATED.get(name, ())) for name in RUNS}
     finally:
         torch.set_num_threads(threads)
 
 
 def accuracy_of(runs, name: str, stage: str = "test") -> float:
-    fitted, tested, _ = runs[name]
-    return final_scalar(tested if stage == "test" else fitted, f"{stage}/acc")
+    """The run's final accuracy of ``stage``: for ``test``, the fit's own test of its final weights (what
+    ``test --ckpt_path last`` measures too)."""
+    return final_scalar(runs[name][0], f"{stage}/acc")
+
+
+def printed(runs, name: str, start: str) -> list[str]:
+    """The lines the run's commands printed that start with ``start``."""
+    return [line for line in runs[name][1].splitlines() if line.startswith(start)]
 
 
 def test_the_main_jobs_console_and_summary(runs, readme):
-    fitted, _, out = runs["relu"]
-    (last_line,) = [line for line in out.splitlines() if line.startswith("Epoch: 990 |")]
-    readme.says(last_line.replace("{", "{{").replace("}", "}}"))
+    fitted, out = runs["relu"]
+    for epoch in (990, 999):
+        (line,) = printed(runs, "relu", f"Epoch: {epoch} |")
+        readme.says(line)
+    (test,) = printed(runs, "relu", "Test: ")
+    readme.says(test)
+    (bayes,) = printed(runs, "relu", "  Bayes-optimal acc ")
+    readme.says(bayes.strip())
     (best,) = re.findall(r"^Best val/acc: (\d\.\d{4})", out, re.M)
     readme.says("Best val/acc: {:.4f}", float(best))
     final, top = final_scalar(fitted, "val/acc"), max(scalar_values(fitted, "val/acc"))
     readme.says("final val acc {:.3f} (best {:.2f})", final, top)
+    first_layer = scalar_values(fitted, "train/dead_units_1")
+    assert first_layer[0] == first_layer[-1] == 3
+    readme.says("In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
+                int(first_layer[0]))
+
+
+def test_the_evaluations_say_what_they_measured(runs, readme):
+    for start in ("Test: ", "Validation: "):
+        (line,) = [line for line in printed(runs, "improved", start) if "ckpt)" in line]  # not the fit's own test
+        readme.says(line)
+    (bayes, _) = printed(runs, "improved", "  Bayes-optimal acc ")
+    readme.says(bayes.strip())
 
 
 def test_the_config_table(runs, readme):
@@ -126,7 +160,7 @@ def test_the_config_table(runs, readme):
     val = scalar_history(runs["improved"][0])["val/acc"]
     first_perfect = next(epoch for epoch, value in val if value == 1.0)
     assert all(value == 1.0 for epoch, value in val if epoch >= first_perfect)
-    bayes = final_scalar(runs["improved"][1], "test/bayes_acc")
+    bayes = final_scalar(runs["improved"][0], "test/bayes_acc")
     readme.says("val acc 1.0 from epoch {}, test acc {:.4f} (Bayes-optimal: {:.4f})", first_perfect,
                 accuracy_of(runs, "improved"), bayes)
     readme.says("test acc {:.4f}: a line in those coordinates is a circle", accuracy_of(runs, "linear_features"))
@@ -134,9 +168,31 @@ def test_the_config_table(runs, readme):
                 *(accuracy_of(runs, name) for name in ("moons", "xor", "gaussians", "spiral")), within=0.001)
     readme.says("val acc {:.3f} (the course's 99.5%, on the same 200 points), test acc {:.4f} (Bayes-optimal: "
                 "{:.4f}); no activation: {:.4f}", final_scalar(runs["blobs"][0], "val/acc"), accuracy_of(runs, "blobs"),
-                final_scalar(runs["blobs"][1], "test/bayes_acc"), accuracy_of(runs, "blobs_linear"))
+                final_scalar(runs["blobs"][0], "test/bayes_acc"), accuracy_of(runs, "blobs_linear"))
     readme.says("test acc {:.3f}; no activation: {:.3f}", accuracy_of(runs, "spiral3"),
                 accuracy_of(runs, "spiral3_linear"), within=0.01)
+    stopped = runs["until_1"][0]
+    readme.says("`improved.yaml`: stops after epoch {} (of 100), test acc {:.4f}", len(scalar_values(stopped, "val/acc"))
+                - 1, accuracy_of(runs, "until_1"))
+
+
+def test_the_affine_maps_readme_prints(runs, readme):
+    for name in ("linear", "linear_features"):
+        (line,) = [line.strip() for line in printed(runs, name, "  logit = ")]
+        readme.says(line.removesuffix("; the boundary is where it is 0").replace("{", "{{"))
+
+
+def test_what_the_learning_rate_finder_says(runs, readme):
+    (line,) = printed(runs, "lr_find", "Learning-rate finder (")
+    readme.says(line)
+    for name in ("lr_suggested", "lr3"):
+        assert final_scalar(runs[name][0], "val/acc") == 0.5 and final_scalar(runs[name][0], "train/dead_units_2") == 10
+    readme.says("the run ends at chance (val acc {:.3f}, loss {:.3f})", final_scalar(runs["lr_suggested"][0], "val/acc"),
+                final_scalar(runs["lr_suggested"][0], "val/loss"))
+    val = scalar_history(runs["lr1"][0])["val/acc"]
+    perfect = next(epoch for epoch, value in val if value == 1.0)
+    assert perfect <= 500 and val[-1][1] == 1.0
+    readme.says("reaches val acc 1.000 by epoch 500 and test acc {:.3f}", accuracy_of(runs, "lr1"))
 
 
 def test_your_own_points(runs, readme):
