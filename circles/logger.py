@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -168,6 +166,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._lock: IO[Any] | None = None
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
+        self._hold = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
     @property
@@ -189,19 +188,6 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if not self._locked or self._run_version is None:
             return None
         return Path(self.root_dir) / _run_name(self._run_version)
-
-    def forget_if_empty(self) -> None:
-        """Remove the claimed run directory if it holds nothing but its lock, its config, its hyperparameters and
-        event files (an interrupted evaluation's); anything else in it stays."""
-        run = self.claimed
-        if run is None:
-            return
-        own = {".lock", "config.yaml", "hparams.yaml"}
-        if all(p.name in own or p.name.startswith("events.out.tfevents.") for p in run.rglob("*") if p.is_file()):
-            self.finalize("interrupted")
-            shutil.rmtree(run, ignore_errors=True)
-            with contextlib.suppress(OSError):  # the folder of evaluations, if this was its only run
-                run.parent.rmdir()
 
     def _writer(self, stage: str) -> Any:
         """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
@@ -250,10 +236,18 @@ class TensorBoardRunLogger(TensorBoardLogger):
             writer.add_summary(summary)
         self._hparams_session_written = True
 
+    def hold_open(self, hold: bool) -> None:
+        self._hold = hold  # while set, a stage's end only flushes: the fit's test writes into the fit's own files
+
     @override
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
+        if self._hold:
+            self.save()
+            if self._experiment is not None:
+                self._experiment.flush()
+            return
         super().finalize(status)
         for writer in self._stage_writers.values():
             writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)

@@ -79,10 +79,10 @@ def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupt
     args = ["--config", str(CONFIGS / "improved.yaml"), "--checkpoint.last_every_n_epochs=10"]
     run = run_cli("fit", *args, "--trainer.max_epochs=20")
     resumed = run_cli("fit", *args, "--trainer.max_epochs=40", "--ckpt_path", "last")
-    assert resumed == run  # no new version_N: logs and checkpoints continue in the same directory
+    assert resumed == run  # no new run: logs and checkpoints continue in the same directory
     assert [s for s, _ in scalar_history(run)["train/loss"]] == list(range(40))
     straight = run_cli("fit", *args, "--trainer.max_epochs=40")
-    assert straight.name.startswith("version_1-")
+    assert straight.name.startswith("0001-")
     a, b = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(straight / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 40
     for key in a["state_dict"]:
@@ -95,7 +95,7 @@ def test_validate_test_and_predict_accept_best_last_and_a_path(run_cli, capsys):
     run_cli("validate", *TINY, "--ckpt_path", "best")
     run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "best.ckpt"))
     out = capsys.readouterr().out
-    assert "val/acc" in out and "test/acc" in out
+    assert "Validation: acc " in out and "(best.ckpt)" in out and "Test: acc " in out
 
     predict_run = run_cli("predict", *TINY, "--ckpt_path", "last")
     with open(predict_run / "predictions.csv") as f:

@@ -49,7 +49,7 @@ def test_full_batch_ddp_follows_the_single_process_trajectory(extra, tmp_path, r
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
     (ddp,) = (tmp_path / "ddp" / "lightning_logs").iterdir()  # rank zero alone created a run directory
-    assert ddp.name.startswith("version_0-") and len(list(ddp.glob("events.out.tfevents.*"))) == 1
+    assert ddp.name.startswith("0000-") and len(list(ddp.glob("events.out.tfevents.*"))) == 1
     assert {p.name for p in (ddp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     ddp_loss, single_loss = scalar_values(ddp, "train/loss"), scalar_values(single, "train/loss")
     assert len(ddp_loss) == len(single_loss) == 30

@@ -235,7 +235,7 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding a finished run (lightning_logs/version_0) and the bad input files."""
+    """A directory holding a finished run (lightning_logs/0000-...) and the bad input files."""
     directory = tmp_path_factory.mktemp("earlier_run")
     fit_in(directory, *TINY)
     write_inputs(directory, run_dir(directory / "lightning_logs", 0) / "checkpoints" / "last.ckpt")

@@ -393,7 +393,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
     runs = sorted((tmp_path / "lightning_logs").iterdir())
-    assert run_names(tmp_path / "lightning_logs") == ["version_0", "version_1", "version_2", "version_3"]
+    assert run_names(tmp_path / "lightning_logs") == ["0000", "0001", "0002", "0003"]
     seeds, pids = [], []
     for run in runs:
         seed = yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
@@ -410,7 +410,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
 @pytest.mark.slow
 def test_runs_without_a_logger_started_together_get_their_own_labelled_run_directories(tmp_path):
     """``--trainer.logger false`` takes its directory from the same allocator as a logged run: an atomic mkdir of
-    ``version_N-<label>``, locked while the run writes it."""
+    ``NNNN-<label>``, locked while the run writes it."""
     with contextlib.ExitStack() as stack:
         processes = [stack.enter_context(train_py("fit", *SMALL, *QUIET, "--trainer.max_epochs=30",
                                                   "--trainer.logger=false", f"--seed_everything={seed}", cwd=tmp_path))
@@ -419,8 +419,8 @@ def test_runs_without_a_logger_started_together_get_their_own_labelled_run_direc
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
     runs = sorted((tmp_path / "lightning_logs").iterdir())
-    assert [run.name for run in runs] == ["version_0-circles-relu-10x10-sgd0.1-e30",
-                                          "version_1-circles-relu-10x10-sgd0.1-e30"]
+    assert [run.name for run in runs] == ["0000-relu-10x10-sgd0.1-e30-circles",
+                                          "0001-relu-10x10-sgd0.1-e30-circles"]
     seeds = []
     for run in runs:
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

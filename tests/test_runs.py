@@ -117,10 +117,10 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     assert exit_status("test", *RUN, root, "--ckpt_path=best") == 0
-    assert (run_dir(scratch / "lightning_logs", 1) / "decision_boundary_test.png").is_file()
+    assert (run / "evaluations" / "0000-test" / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
-    assert run_names(scratch / "lightning_logs") == ["0000", "0001"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit wrote into the same run
+    assert run_names(scratch / "lightning_logs") == ["0000"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit (and its test) wrote into the run
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
 

@@ -132,19 +132,28 @@ class CirclesCLI(LightningCLI):
         _summary(self.trainer).hold = bool(self.config[self.subcommand].get("test_after_fit"))
 
     def fit(self, **kwargs: Any) -> None:
+        test = bool(self.config[self.subcommand].get("test_after_fit"))
+        loggers = [logger for logger in self.trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
         try:
+            for logger in loggers:
+                logger.hold_open(test)  # the test writes into the fit's own event files
             with reported(self):
                 try:
                     self.trainer.fit(**kwargs)
                 except TrainingDiverged as err:
                     raise _divergence(err, self.trainer, self.datamodule) from None
+            for logger in loggers:
+                logger.hold_open(False)
             stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
             if stop.signal is not None:
                 raise interruption(self.trainer, "fit", stop.signal)
-            if self.config[self.subcommand].get("test_after_fit"):
+            if test:
                 with reported(self):
                     self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         finally:
+            for logger in loggers:  # closed whatever happened (a second close of a closed run does nothing)
+                logger.hold_open(False)
+                logger.finalize("finished")
             _summary(self.trainer).flush()
 
     def before_validate(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -46,10 +47,19 @@ def reported(cli: Any) -> Iterator[None]:
 
 def _forget_empty_run(trainer: Any, subcommand: str) -> None:
     """Remove the run directory of an interrupted validate, test or predict that wrote nothing of its own (its
-    lock, config and an empty event file are all it holds): it has no result to keep."""
+    lock, config, hyperparameters and event files are all it holds): it has no result to keep (and the folder of
+    evaluations, if it was the only one)."""
     logger = trainer.logger if trainer is not None else None
-    if subcommand != "fit" and isinstance(logger, TensorBoardRunLogger) and logger.claimed is not None:
-        logger.forget_if_empty()
+    if subcommand == "fit" or not isinstance(logger, TensorBoardRunLogger) or logger.claimed is None:
+        return
+    run, own = logger.claimed, {".lock", "config.yaml", "hparams.yaml"}
+    if not all(p.name in own or p.name.startswith("events.out.tfevents.") for p in run.rglob("*")
+                              if p.is_file()):
+        return
+    logger.finalize("interrupted")
+    shutil.rmtree(run, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run.parent.rmdir()
 
 
 def section_of(config: Namespace, sections: tuple[str, ...], field: str, value: Any = None) -> str | None:
