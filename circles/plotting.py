@@ -156,11 +156,12 @@ class BoundaryPanel:
 
 def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = False, ncols: int | None = None,
                     title: str | None = None, panel_size: float = 6.0, classes: Sequence[str] = (),
-                    probability_label: str = "P(class 1)") -> Figure:
+                    probability_label: str = "P(class 1)", one_key: bool = False) -> Figure:
     """The chapter's picture as a matplotlib Figure: per panel the predicted class as a filled RdYlBu contour
     (alpha 0.7) with the points scattered on top; with ``show_probability`` a second row shows the probability
     as a continuous map with the 0.5 contour drawn and a colour bar titled ``probability_label``. ``classes`` names
-    the classes in a legend below the panels."""
+    the classes in a legend below the panels. A panel of members who disagree carries the key of its shares of
+    votes; with ``one_key``, one key below all panels serves them all."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -181,12 +182,7 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
             if panel.num_classes > 2:
                 _draw_classes(ax, panel, view)
             elif view == "class":
-                levels = np.linspace(0, 1, 11) if panel.split_vote else None  # shares of the members' vote
-                shares = ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
-                if panel.split_vote:  # an averaged picture carries its key
-                    voting = classes[1] if len(classes) == 2 else "class 1"
-                    fig.colorbar(shares, ax=ax, label=f"share of the members voting {voting}")
-                ax.set_title(panel.title)
+                _draw_votes(fig, ax, panel, classes[1] if len(classes) == 2 else "class 1", not one_key)
             else:
                 image = ax.pcolormesh(panel.xs, panel.ys, panel.probs, cmap="RdYlBu", vmin=0, vmax=1,
                                       alpha=_FILL_ALPHA, shading="auto")
@@ -202,11 +198,34 @@ def boundary_figure(panels: Sequence[BoundaryPanel], show_probability: bool = Fa
             ax.set_ylim(panel.ys.min(), panel.ys.max())
     if title:
         fig.suptitle(title)
+    if one_key and any(p.split_vote and p.num_classes == 2 for p in panels):
+        _vote_key(fig, axes, classes[1] if len(classes) == 2 else "class 1")
     if classes:
         colours = class_colours(len(classes)) / 255
         handles = [Patch(color=colour, label=name) for name, colour in zip(classes, colours, strict=True)]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), frameon=False)
     return fig
+
+
+def _draw_votes(fig: Figure, ax: Axes, panel: BoundaryPanel, voting: str, key: bool) -> None:
+    """The class view of two classes: each point's class, or with members who disagree the share of them voting
+    ``voting``, in eleven steps and with its key (``key``)."""
+    levels = np.linspace(0, 1, 11) if panel.split_vote else None
+    shares = ax.contourf(panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA)
+    if panel.split_vote and key:
+        fig.colorbar(shares, ax=ax, label=f"share of the members voting {voting}")
+    ax.set_title(panel.title)
+
+
+def _vote_key(fig: Figure, axes: np.ndarray, voting: str) -> None:
+    """One key of the shares of votes below the panels."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    faded = ListedColormap(_FILL_LUT / 255)  # the fill's colours: RdYlBu at alpha 0.7 on white
+    fig.colorbar(ScalarMappable(Normalize(0, 1), faded), ax=list(axes.ravel()), location="bottom", shrink=0.5,
+                 aspect=40, label=f"colour: the share of a run's seeds voting {voting}\nblack lines: each seed's "
+                                  "boundary (no activation)")
 
 
 def _draw_classes(ax: Axes, panel: BoundaryPanel, view: str) -> None:

@@ -99,9 +99,10 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
     from matplotlib.collections import PathCollection
     from PIL import Image
 
+    from circles.boundary import MEMBER_LINES, draws_lines
     from circles.data import CirclesDataModule
     from circles.model import CirclesClassifier
-    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_predictions
+    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_boundaries, grid_predictions
 
     panels = []
     for row in rows:
@@ -123,13 +124,14 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
                  f"test {num(row['metrics'].get('test_acc'))}" + (f" ± {num(std, 3)}" if std is not None else "")
                  + (f" (Bayes {num(bayes)})" if bayes else ""))
         probs, votes = grid_predictions(model, xs, ys)
-        panels.append(BoundaryPanel.of(title, xs, ys, probs, *val, votes=votes))
+        lines = grid_boundaries(model, xs, ys, MEMBER_LINES) if draws_lines(model) else None  # each seed's line
+        panels.append(BoundaryPanel.of(title, xs, ys, probs, *val, votes=votes, boundaries=lines))
     if not panels:
         path.unlink(missing_ok=True)
         return 0
     columns = sweep.columns or min(len(panels), math.ceil(math.sqrt(len(panels))))
     with matplotlib.rc_context({"axes.titlesize": 10, "xtick.labelsize": 7, "ytick.labelsize": 7}):
-        figure = boundary_figure(panels, ncols=columns, panel_size=3.0,
+        figure = boundary_figure(panels, ncols=columns, panel_size=3.0, one_key=True,
                                  title=f"{sweep.path.name}: decision boundaries over each run's validation points")
         for axes in figure.axes:
             for points in axes.collections:
