@@ -42,15 +42,18 @@ class RunRecord:
     name: str = ""
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     pictures: dict[int, np.ndarray] = field(default_factory=dict)
+    networks: dict[int, np.ndarray] = field(default_factory=dict)  # the network, as TensorFlow Playground draws it
     final: dict[str, float] = field(default_factory=dict)
     members: int = 1
     classes: tuple[str, ...] = ()
 
-    def picture_at(self, epoch: int) -> tuple[int, np.ndarray]:
-        """The latest picture at or before ``epoch`` (the first one before it starts, the last one after it ends)."""
-        epochs = sorted(self.pictures)
+    def picture_at(self, epoch: int, pictures: dict[int, np.ndarray] | None = None) -> tuple[int, np.ndarray]:
+        """The latest picture (of ``pictures``: the boundaries unless given) at or before ``epoch`` (the first one
+        before it starts, the last one after it ends)."""
+        pictures = self.pictures if pictures is None else pictures
+        epochs = sorted(pictures)
         shown = max((e for e in epochs if e <= epoch), default=epochs[0])
-        return shown, self.pictures[shown]
+        return shown, pictures[shown]
 
 
 class RunRecorder(Callback):
@@ -79,6 +82,7 @@ class RunRecorder(Callback):
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         if epoch % self._every == 0 or last or trainer.should_stop:
             self.record.pictures[epoch] = self._picture(trainer, pl_module)
+            self.record.networks[epoch] = self._network(pl_module)
 
     def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> np.ndarray:
         """The boundary over the validation points, as the TensorBoard frames draw it (a linear model's lines too)."""
@@ -96,6 +100,16 @@ class RunRecorder(Callback):
         lines = grid_boundaries(model, *self._grid, MEMBER_LINES) if draws_lines(model) else None
         return render_panel(BoundaryPanel.of("", *self._grid, probs, x, y, votes=votes, boundaries=lines), "class", 2,
                             2)
+
+    def _network(self, pl_module: pl.LightningModule) -> np.ndarray:
+        """The network's units over the plane and its weights (the first member's)."""
+        from circles.frames import network_image
+        from circles.plotting import grid_layers
+
+        assert self._grid is not None  # the boundary's picture made it
+        model = classifier(pl_module)
+        weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
+        return network_image(grid_layers(model, *self._grid), weights, model.feature_names)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -116,16 +130,17 @@ def _figure(records: Sequence[RunRecord]) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
     columns = max(2, len(records))
-    figure = Figure(figsize=(3.2 * columns, 6.6), layout="constrained")
-    grid = figure.add_gridspec(2, columns * 2, height_ratios=[1.15, 1])
+    figure = Figure(figsize=(3.2 * columns, 11.5), layout="constrained")
+    grid = figure.add_gridspec(3, columns * 2, height_ratios=[1.15, 1.75, 1])
     pictures = [figure.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(len(records))]
-    curves = [figure.add_subplot(grid[1, :columns]), figure.add_subplot(grid[1, columns:])]
+    networks = [figure.add_subplot(grid[1, 2 * i : 2 * i + 2]) for i in range(len(records))]
+    curves = [figure.add_subplot(grid[2, :columns]), figure.add_subplot(grid[2, columns:])]
     colours = [f"C{i}" for i in range(len(records))]
     images, marks = [], []
-    for ax, record in zip(pictures, records, strict=True):
-        images.append(ax.imshow(record.picture_at(0)[1], interpolation="nearest"))
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for ax, drawn, record in [*((a, "pictures", r) for a, r in zip(pictures, records, strict=True)),
+                              *((a, "networks", r) for a, r in zip(networks, records, strict=True))]:
+        images.append(ax.imshow(record.picture_at(0, getattr(record, drawn))[1], interpolation="antialiased"))
+        ax.set_axis_off()
     for ax, metric, label in ((curves[0], "acc", "accuracy"), (curves[1], "loss", "loss")):
         for record, colour in zip(records, colours, strict=True):
             for stage, style in (("train", "--"), ("val", "-")):
@@ -142,10 +157,12 @@ def _figure(records: Sequence[RunRecord]) -> tuple[Any, Any]:
     curves[0].legend(fontsize=7, loc="lower right")
 
     def show(epoch: int) -> None:
-        for ax, image, record in zip(pictures, images, records, strict=True):
+        for ax, image, record in zip(pictures, images, records, strict=False):
             shown, picture = record.picture_at(epoch)
             image.set_data(picture)
             ax.set_title(f"{title_of(record)}\nepoch {shown}", fontsize=9)
+        for image, record in zip(images[len(records):], records, strict=True):
+            image.set_data(record.picture_at(epoch, record.networks)[1])
         for mark in marks:
             mark.set_xdata([epoch, epoch])
 
@@ -194,12 +211,14 @@ def offline(player: str) -> str:
 
 def write_page(records: Sequence[RunRecord], out: Path) -> tuple[Path, Path]:
     """``compare.html`` (the slider page, self-contained) and ``compare.png`` (the last epoch) in ``out``."""
+    import matplotlib
     from matplotlib.animation import FuncAnimation
 
     figure, show = _figure(records)
     epochs = slider_epochs(records)
     animation = FuncAnimation(figure, lambda i: show(epochs[i]), frames=len(epochs), interval=150)
-    player = offline(animation.to_jshtml(fps=8, default_mode="once"))
+    with matplotlib.rc_context({"animation.frame_format": "jpeg", "savefig.dpi": 72}):  # a few MB, not tens
+        player = offline(animation.to_jshtml(fps=8, default_mode="once"))
     show(epochs[-1])
     png = out / "compare.png"
     figure.savefig(png, dpi=80)
@@ -210,8 +229,10 @@ def write_page(records: Sequence[RunRecord], out: Path) -> tuple[Path, Path]:
 td, th {{ border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: left; }}</style></head><body>
 <h1>{html.escape(names)}</h1>
 <p>Each picture is a run's decision boundary over its validation points (the colour of the class it predicts; with
-several seeds, the share of them voting each class); the slider moves every run to the same epoch (a run that has
-ended shows its last). Below: accuracy and loss of every run, train dashed, val solid.</p>
+several seeds, the share of them voting each class); under it the network as TensorFlow Playground draws it (its
+first seed's): each unit's output over the plane, joined by links as wide as their weights, blue positive, red
+negative. The slider moves every run to the same epoch (a run that has ended shows its last). Below: accuracy and
+loss of every run, train dashed, val solid.</p>
 {numbers_table(records)}
 {player}
 </body></html>

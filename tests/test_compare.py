@@ -64,7 +64,7 @@ def test_the_pages_slider_moves_every_run_to_the_epoch(compared):
         slider.press("End")
         page.wait_for_timeout(300)
         last = image.get_attribute("src")
-        assert first and last and first.startswith("data:image/png;base64,") and first != last
+        assert first and last and first.startswith("data:image/jpeg;base64,") and first != last
         slider.press("Home")
         page.wait_for_timeout(300)
         assert image.get_attribute("src") == first  # back at epoch 0: the same picture
