@@ -177,8 +177,8 @@ class DecisionBoundaryCallback(Callback):
                   title: str) -> str:
         path = os.path.join(str(self.run_dir), name)
         os.makedirs(str(self.run_dir), exist_ok=True)
-        notes = picture_notes(classifier(pl_module), trainer_data(trainer))
         data = trainer_data(trainer)
+        notes = picture_notes(classifier(pl_module), data)
         figure = boundary_figure(panels, self.show_probability, title="\n".join([title, *notes]),
                                  classes=data.class_legend(), probability_label=data.probability_label())
         figure.savefig(path, dpi=80)

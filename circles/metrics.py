@@ -245,12 +245,12 @@ class EpochMetrics(nn.Module):
         With ``unless_infinite`` (a value waited for with them), nothing is published when it or a value is not a
         finite number; returns whether they were published.
 
-        During fit: to every logger at step = epoch (so curves are drawn over epochs) and into
-        ``trainer.callback_metrics``, which ``ModelCheckpoint``, ``EarlyStopping`` and learning-rate schedulers
-        monitor. Not through ``self.log``: its first call in an epoch costs about as much as a full-batch step of
-        this model, every further one about half of that (``benchmarks/bench.py --only epoch``). Outside fit
-        (validate, test) to every logger at step = the epoch the weights are of, and through ``log_dict``, which
-        returns them from ``trainer.validate``/``trainer.test``.
+        To every logger at step = the epoch (so curves are drawn over epochs; outside fit, the epoch the weights are
+        of) and into ``trainer.callback_metrics``, which ``ModelCheckpoint``, ``EarlyStopping`` and learning-rate
+        schedulers monitor. Not through ``self.log``: its first call in an epoch costs about as much as a full-batch
+        step of this model, every further one about half of that (``benchmarks/bench.py --only epoch``); so
+        ``trainer.validate``/``trainer.test`` return no values of their own: read ``trainer.callback_metrics`` or the
+        module's ``epoch_metrics``.
         """
         keys, tensors = list(values), [*values.values(), *([] if unless_infinite is None else [unless_infinite])]
         if not tensors:
@@ -262,13 +262,10 @@ class EpochMetrics(nn.Module):
         floats = dict(zip(keys, numbers[: len(keys)], strict=True))
         self.latest.update(floats)
         trainer = module.trainer
-        fit = trainer.state.fn == "fit"
+        step = trainer.current_epoch if trainer.state.fn == "fit" else self.weights_epoch or 0
         for logger in trainer.loggers:
-            logger.log_metrics(floats, step=trainer.current_epoch if fit else self.weights_epoch or 0)
-        if fit:
-            trainer.callback_metrics.update(zip(keys, stacked.unbind(), strict=False))
-        else:
-            module.log_dict(floats, logger=False)  # what trainer.validate/test return
+            logger.log_metrics(floats, step=step)
+        trainer.callback_metrics.update(zip(keys, stacked.unbind(), strict=False))
         return True
 
 

@@ -217,8 +217,7 @@ class MemberViews:
 
     def layer_weights(self) -> list[torch.Tensor]:
         """The first member's weight matrices, ``(out, in)`` each, input side first."""
-        weights = linear_weights(self.net)
-        return [w[0] if self.members > 1 else w for w in weights]
+        return [w[0] if self.members > 1 else w for w in self.weight_parameters()]
 
     def weight_parameters(self) -> list[torch.Tensor]:
         """The weight matrices as the optimizer holds them (stacked ``(K, out, in)`` with several members), with their
@@ -233,7 +232,7 @@ class MemberViews:
         h = self.features(x)
         net = self.net
         outputs = net.hidden(h) if isinstance(net, StackedMLP) else [o[None] for o in hidden_outputs(net, h)]
-        return [float((o.amax(dim=1) <= 0).sum(-1).float().mean()) for o in outputs]
+        return torch.stack([(o.amax(dim=1) <= 0).sum(-1).float().mean() for o in outputs]).tolist()  # one wait
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's output for points (N, 2): (N, units) tensors (with several members, the first's)."""

@@ -72,8 +72,7 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     """Validate, test and predict runs go with the run that trained their checkpoint, in its ``evaluations``
     folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from elsewhere in the runs' own
     ``evaluations`` folder: never among the fits, and their scalars apart from the fits' curves."""
-    trained = run_of_checkpoint(checkpoint) if checkpoint is not None else None
-    if trained is not None and checkpoint is not None:
+    if checkpoint is not None and run_of_checkpoint(checkpoint) is not None:
         logger.save_dir, logger.name = str(checkpoint.parent.parent), EVALUATIONS
     else:
         logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"
@@ -100,9 +99,9 @@ def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> s
     """What a new run does, for its directory's name: ``relu-10x10-sgd0.1-e1000-circles`` for ``fit`` (the model
     first: what runs differ in most, where TensorBoard's cards cut names off); the subcommand for the others (and the
     checkpoint's name, for one that is not in a run directory)."""
-    if subcommand != "fit":  # a checkpoint from elsewhere is named; one of a run holds the evaluation (see below)
-        return "-".join(filter(None, [subcommand, checkpoint.stem if checkpoint and not run_of_checkpoint(checkpoint)
-                                      else ""]))
+    if subcommand != "fit":  # in a run's evaluations folder the run names what it evaluated; elsewhere, the file
+        from_elsewhere = checkpoint is not None and run_of_checkpoint(checkpoint) is None
+        return f"{subcommand}-{checkpoint.stem}" if from_elsewhere and checkpoint is not None else subcommand
     optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
     dataset = Path(config.data.path).stem if config.data.get("path") else config.data.dataset
     if not config.data.get("path") and config.data.get("classes") not in (None, 2):

@@ -136,14 +136,12 @@ class CirclesCLI(LightningCLI):
         loggers = [logger for logger in self.trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
         try:
             for logger in loggers:
-                logger.hold_open(test)  # the test writes into the fit's own event files
+                logger.hold_open(True)  # a stage's end only flushes: the test writes into the fit's own event files
             with reported(self):
                 try:
                     self.trainer.fit(**kwargs)
                 except TrainingDiverged as err:
                     raise _divergence(err, self.trainer, self.datamodule) from None
-            for logger in loggers:
-                logger.hold_open(False)
             stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
             if stop.signal is not None:
                 raise interruption(self.trainer, "fit", stop.signal)
@@ -151,7 +149,7 @@ class CirclesCLI(LightningCLI):
                 with reported(self):
                     self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         finally:
-            for logger in loggers:  # closed whatever happened (a second close of a closed run does nothing)
+            for logger in loggers:  # closed once, whatever happened
                 logger.hold_open(False)
                 logger.finalize("finished")
             _summary(self.trainer).flush()

@@ -53,8 +53,8 @@ def _forget_empty_run(trainer: Any, subcommand: str) -> None:
     if subcommand == "fit" or not isinstance(logger, TensorBoardRunLogger) or logger.claimed is None:
         return
     run, own = logger.claimed, {".lock", "config.yaml", "hparams.yaml"}
-    if not all(p.name in own or p.name.startswith("events.out.tfevents.") for p in run.rglob("*")
-                              if p.is_file()):
+    files = [p.name for p in run.rglob("*") if p.is_file()]
+    if not all(name in own or name.startswith("events.out.tfevents.") for name in files):
         return
     logger.finalize("interrupted")
     shutil.rmtree(run, ignore_errors=True)
