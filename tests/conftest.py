@@ -68,5 +68,5 @@ def slurm_env():
     if up.returncode != 0:
         pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "MASTER_ADDR": "127.0.0.1", "PATH": path}
+    yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "PATH": path}
     subprocess.run([str(cluster / "down.sh"), state], capture_output=True, timeout=120)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Tear down the single-node SLURM cluster started by up.sh.
+# Tear down the SLURM cluster started by up.sh.
 #
 #   scripts/slurm/local_cluster/down.sh [STATE_DIR]    (default: /tmp/circles-slurm)
 #
-# Cancels whatever jobs are left, stops slurmd, slurmctld and munged through the pid
+# Cancels whatever jobs are left, stops the slurmds, slurmctld and munged through the pid
 # files in STATE_DIR/run (a pid is only signalled if /proc/PID/comm names the expected
 # daemon, so stale pid files after a reboot are harmless), kills leftover job step
-# daemons (slurmstepd) of this cluster with their process trees, and waits until all
-# of it is gone. The state dir itself is kept (logs); up.sh wipes what it needs to.
-# Safe to run when nothing is up. Exit status 0 unless something survived SIGKILL.
+# daemons (slurmstepd) of this cluster and every process left in a node's namespace, and
+# waits until all of it is gone; then removes the nodes' network namespaces (their veth
+# pairs go with them) and the bridge. The state dir itself is kept
+# (logs); up.sh wipes what it needs to. Safe to run when nothing is up, and again.
+# Exit status 0 unless something survived SIGKILL or could not be removed.
 set -uo pipefail
 
 STATE=${1:-/tmp/circles-slurm}
@@ -16,6 +18,7 @@ case $STATE in /*) ;; *) STATE=$(pwd)/$STATE ;; esac
 RUN=$STATE/run
 CONF=$STATE/etc/slurm.conf
 export PATH=$PATH:/usr/sbin:/sbin
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/names.sh"
 
 T0=${EPOCHREALTIME/[.,]/}
 log() { local t=$(( ${EPOCHREALTIME/[.,]/} - T0 )); printf '[slurm-down %d.%02ds] %s\n' $((t / 1000000)) $((t % 1000000 / 10000)) "$*" >&2; }
@@ -44,18 +47,19 @@ wait_gone() { # seconds pid...
     return 1
 }
 
-stop() { # name
-    local name=$1 pid
-    pid=$(pid_of "$RUN/$name.pid" "$name") || { rm -f "$RUN/$name.pid"; return 0; }
-    log "stopping $name (pid $pid)"
+stop() { # pidfile daemon
+    local file=$1 name=$2 pid
+    pid=$(pid_of "$file" "$name") || { rm -f "$file"; return 0; }
+    log "stopping $(basename "$file" .pid) (pid $pid)"
     kill -TERM "$pid" 2>/dev/null
     if ! wait_gone 15 "$pid"; then
         log "$name (pid $pid) ignored SIGTERM, sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null
         wait_gone 5 "$pid" || { log "ERROR: $name (pid $pid) survived SIGKILL"; rc=1; }
     fi
-    rm -f "$RUN/$name.pid"
+    rm -f "$file"
 }
+our_namespaces() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NET-n[0-9]+\$"; }
 
 # slurmstepd processes of *this* cluster: slurmd passes its environment (with our
 # SLURM_CONF) on to them.
@@ -108,15 +112,31 @@ if [[ -n ${steps// } ]]; then
     wait_gone 5 $victims || { log "ERROR: job processes survived SIGKILL: $victims"; rc=1; }
 fi
 
-stop slurmd
-stop slurmctld
-stop munged
+for f in "$RUN"/slurmd-*.pid; do [[ -e $f ]] && stop "$f" slurmd; done
+stop "$RUN/slurmctld.pid" slurmctld
+stop "$RUN/munged.pid" munged
 rm -f "$RUN"/munge.socket*
 # A step daemon started while we were stopping slurmd would be orphaned: last sweep.
 steps=$(our_stepds | tr '\n' ' ')
 if [[ -n ${steps// } ]]; then
     # shellcheck disable=SC2046,SC2086
     kill -KILL $(descendants $steps) 2>/dev/null
+fi
+
+# The nodes: whatever still runs inside a node's namespace goes first, then the namespace.
+for ns in $(our_namespaces); do
+    left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+    if [[ -n ${left// } ]]; then
+        log "killing processes left in $ns: $left"
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null
+        # shellcheck disable=SC2086
+        wait_gone 5 $left || { log "ERROR: processes in $ns survived SIGKILL: $left"; rc=1; }
+    fi
+    ip netns delete "$ns" || { log "ERROR: could not delete network namespace $ns"; rc=1; }
+done
+if ip link show "$NET" >/dev/null 2>&1; then
+    ip link delete "$NET" || { log "ERROR: could not delete bridge $NET"; rc=1; }
 fi
 log "done"
 exit $rc
