@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
 
 class CirclesError(Exception):
     """A problem the user can fix; its message says what and how."""
@@ -78,7 +76,9 @@ def os_error_text(err: OSError) -> str:
     return " ".join(f"{where}: {err.strerror or type(err).__name__}. {advice}".split())
 
 
-@rank_zero_only
 def note(message: str) -> None:
     """Tell the user something worth knowing that is not an error (once, on rank zero)."""
-    print(f"circles: note: {message}", file=sys.stderr, flush=True)
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # not at import: `circles.sweep --list` is quick
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"circles: note: {message}", file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ from circles.cli import cli_main
 
 from helpers import QUIET, REPO, evaluation_dirs, run_dir, run_names
 
-SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local single-node cluster (needs "
+SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local cluster of two nodes (needs "
                 "root; installs SLURM with apt-get when missing); .ci/run sets it")
 
 
@@ -52,21 +52,56 @@ def run_cli(tmp_path: Path):
     return run
 
 
+SLURM_CLUSTER = REPO / "scripts" / "slurm" / "local_cluster"
+
+
+def slurm_state() -> str:
+    return os.environ.get("CIRCLES_SLURM_STATE", "/tmp/circles-slurm")
+
+
+def slurm_leftovers(state: str) -> list[str]:
+    """What of the local cluster of ``state`` is still on this host: its nodes' network namespaces, its bridge, their
+    mounts, its daemons and job processes (names as scripts/slurm/local_cluster/names.sh makes them)."""
+    net = f"circles{os.environ.get('CIRCLES_SLURM_PORT', '6817')}"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    left = [f"network namespace {name}" for name in netns if name.startswith(f"{net}-n")]
+    if subprocess.run(["ip", "link", "show", net], capture_output=True).returncode == 0:
+        left.append(f"bridge {net}")
+    left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+             if f"/netns/{net}-" in line or state in line]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            comm = (proc / "comm").read_text().strip()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        job = f"SLURM_CONF={state}/etc/slurm.conf".encode() in environ and any(
+            v.startswith(b"SLURM_JOB_ID=") for v in environ)
+        if job or comm in ("slurmd", "slurmctld", "munged", "slurmstepd") and state in cmdline:
+            left.append(f"process {proc.name} ({comm})")
+    return left
+
+
 @pytest.fixture(scope="session")
 def slurm_env():
-    """A real single-node SLURM cluster on this host (scripts/slurm/local_cluster), up for the session; yields the
+    """A real SLURM cluster of two nodes on this host (scripts/slurm/local_cluster), up for the session; yields the
     environment that sbatch, scontrol and scancel need (and that jobs inherit: this Python first on PATH). Opt-in:
-    skips unless ``CIRCLES_TEST_SLURM=1``."""
+    skips unless ``CIRCLES_TEST_SLURM=1``. At the end it is taken down, twice (down.sh is idempotent), and nothing of
+    it may be left: no namespace, interface, mount or process."""
     if os.environ.get("CIRCLES_TEST_SLURM") != "1":
         pytest.skip(SLURM_OPT_IN)
     if os.geteuid() != 0:
-        pytest.skip("bringing up slurmctld/slurmd needs root")
+        pytest.skip("bringing up slurmctld/slurmd and the nodes' network namespaces needs root")
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("SLURM is not installed and apt-get is not available to install it")
-    cluster, state = REPO / "scripts" / "slurm" / "local_cluster", os.environ.get("CIRCLES_SLURM_STATE", "/tmp/circles-slurm")
-    up = subprocess.run([str(cluster / "up.sh"), state], capture_output=True, text=True, timeout=600)
+    state = slurm_state()
+    up = subprocess.run([str(SLURM_CLUSTER / "up.sh"), state], capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
         pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "PATH": path}
-    subprocess.run([str(cluster / "down.sh"), state], capture_output=True, timeout=120)
+    for _ in range(2):
+        down = subprocess.run([str(SLURM_CLUSTER / "down.sh"), state], capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+    assert slurm_leftovers(state) == []

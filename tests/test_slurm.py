@@ -1,5 +1,6 @@
-"""The project's SLURM batch script on a real single-node cluster (slurmctld + slurmd + munge on this host):
-2 CPU tasks under srun, then preemption with SIGUSR1, requeue and resume."""
+"""The project's SLURM batch script on a real cluster of two nodes on this host (scripts/slurm/local_cluster: each
+node its own network namespace, hostname and slurmd): DDP on 1, 2 and 4 ranks equal to one process, a requeue
+across both nodes, one node's task dying, and allocations that cannot work refused in one line."""
 
 from __future__ import annotations
 
@@ -11,19 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, scalar_values
+from helpers import REPO, error_lines, load_checkpoint, scalars_by_step
 
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
-# The script asks for GPUs on a partition called gpu; the test cluster has 2 CPU cores in partition debug.
-ON_TEST_CLUSTER = ["--partition=debug", "--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1", "--parsable"]
+DDP_CPU = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
+# The script asks for GPUs on a partition called gpu; the test cluster's nodes have 2 CPU cores in partition debug.
+ON_TEST_CLUSTER = ["--partition=debug", "--gres=none", "--cpus-per-task=1", "--parsable"]
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+QUICK = ["--trainer.enable_model_summary=false", "--data.test_samples=10"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
-def submit(env: dict, cwd: Path, config: str, *args: str) -> str:
-    job_env = {**env, "CONFIG": str(REPO / "configs" / config),
-               "TRAINER_CONFIG": str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")}
-    out = subprocess.run(["sbatch", *ON_TEST_CLUSTER, str(SBATCH), *args, "--trainer.enable_model_summary=false"],
+def submit(env: dict, cwd: Path, config: str, *args: str, nodes: int = 1, per_node: int = 2,
+           script: list[str] | None = None) -> str:
+    """``sbatch`` the training script (or ``script``: sbatch's own arguments, ``--wrap`` say) from ``cwd``."""
+    job_env = {**env, "CONFIG": str(REPO / "configs" / config), "TRAINER_CONFIG": str(DDP_CPU)}
+    command = script or [str(SBATCH), *args, *QUICK]
+    out = subprocess.run(["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", f"--ntasks-per-node={per_node}", *command],
                          cwd=cwd, env=job_env, capture_output=True, text=True, check=True, timeout=60)
     return out.stdout.strip().split(";")[0]
 
@@ -34,65 +40,218 @@ def job_field(env: dict, job: str, field: str) -> str:
     return match.group(1) if match else ""
 
 
-def wait_for(env: dict, job: str, state: str = "COMPLETED", timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def job_log(cwd: Path, job: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in cwd.glob(f"slurm-{job}.out"))
+
+
+def wait_for(env: dict, cwd: Path, job: str, state: str = "COMPLETED", timeout: float = 300) -> float:
+    """Wait until the job is in ``state``; returns the seconds waited. Fails (and cancels it) if it ends otherwise."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
         current = job_field(env, job, "JobState")
         if current == state:
-            return
-        if current in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return time.monotonic() - start
+        if current in ENDED:
             break
-        time.sleep(1)
-    log = "".join(p.read_text() for p in Path.cwd().glob(f"slurm-{job}.out"))
-    subprocess.run(["scancel", job], env=env, timeout=30)
-    pytest.fail(f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{log[-4000:]}")
-
-
-def test_batch_script_runs_ddp_with_two_tasks_and_matches_one_process(slurm_env, tmp_path, run_cli):
-    job = submit(slurm_env, tmp_path, "improved.yaml", "--trainer.max_epochs=30", "--data.test_samples=10")
-    wait_for(slurm_env, job)
-    assert job_field(slurm_env, job, "ExitCode") == "0:0"
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log
-    assert "terminate called" not in log
-
-    run = tmp_path / "lightning_logs" / f"slurm-{job}"
-    assert {p.name for p in (tmp_path / "lightning_logs").iterdir()} == {run.name}
-    for name in ("config.yaml", "hparams.yaml", "decision_boundary.png", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt"):
-        assert (run / name).is_file(), name
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
-
-    single = run_cli("fit", "--config", str(REPO / "configs" / "improved.yaml"), "--trainer.max_epochs=30")
-    assert scalar_values(run, "train/loss") == pytest.approx(scalar_values(single, "train/loss"), abs=1e-5)
-    assert scalar_values(run, "val/acc") == pytest.approx(scalar_values(single, "val/acc"), abs=1e-6)
-    a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(single / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
-
-
-def test_sigusr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
-    epochs = 600  # seconds of training left when the signal comes after the first last.ckpt
-    job = submit(slurm_env, tmp_path, "relu.yaml", f"--trainer.max_epochs={epochs}", "--data.test_samples=10",
-                 "--checkpoint.last_every_n_epochs=20")
-    run = tmp_path / "lightning_logs" / f"slurm-{job}"
-    deadline = time.monotonic() + 180
-    while not (run / "checkpoints" / "last.ckpt").is_file():  # well into training
-        assert time.monotonic() < deadline, (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
         time.sleep(0.5)
+    subprocess.run(["scancel", job], env=env, timeout=30)
+    pytest.fail(f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{job_log(cwd, job)[-4000:]}")
+
+
+_SINGLE: dict[tuple[str, ...], Path] = {}
+
+
+def single_process(run_cli, *args: str) -> Path:
+    """The run of ``fit ARGS`` in this process, once per set of arguments."""
+    if args not in _SINGLE:
+        _SINGLE[args] = run_cli("fit", *args, *QUICK)
+    return _SINGLE[args]
+
+
+def assert_same_run(run: Path, single: Path) -> None:
+    """Every logged loss and accuracy, at every step, and the final weights agree to 1e-5."""
+    ours, theirs = scalars_by_step(run), scalars_by_step(single)
+    for name in ("train/loss", "val/loss", "val/acc"):
+        assert ours[name].keys() == theirs[name].keys(), name
+        assert list(ours[name].values()) == pytest.approx(list(theirs[name].values()), abs=1e-5), name
+    a = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(single / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], atol=1e-5, rtol=0)
+
+
+def writers(run: Path) -> set[str]:
+    """The ``host.pid`` of every process that wrote a TensorBoard event file of the run (its sub-runs too)."""
+    return {".".join(p.name.split(".")[4:-1]) for p in run.rglob("events.out.tfevents.*")}
+
+
+# ------------------------------------------------------------------------------------- 1, 2 and 4 ranks
+
+
+NODE_LISTS = {1: "node[12]", 2: re.escape("node[1-2]")}  # as the job's SLURM_JOB_NODELIST names them
+RELU_CSV_MEMBERS = ("relu.yaml", "--data.path", str(REPO / "examples" / "rings.csv"), "--model.members=3")
+
+
+@pytest.mark.parametrize("nodes, per_node, config", [
+    (1, 2, ("improved.yaml",)),
+    (2, 1, ("improved.yaml",)),
+    (2, 2, ("improved.yaml",)),
+    (2, 2, RELU_CSV_MEMBERS),
+], ids=["2 ranks on 1 node", "2 ranks on 2 nodes", "4 ranks on 2 nodes", "4 ranks, members and a CSV"])
+def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(slurm_env, tmp_path, run_cli, nodes,
+                                                                         per_node, config):
+    job = submit(slurm_env, tmp_path, config[0], *config[1:], "--trainer.max_epochs=30", nodes=nodes,
+                 per_node=per_node)
+    wait_for(slurm_env, tmp_path, job)
+    assert job_field(slurm_env, job, "ExitCode") == "0:0"
+    log = job_log(tmp_path, job)
+    ranks = nodes * per_node
+    assert f"All distributed processes registered. Starting with {ranks} processes" in log
+    assert re.search(rf"job {job} restart 0 on {NODE_LISTS[nodes]}:", log), log[:500]
+    assert "Traceback" not in log and "terminate called" not in log
+
+    run = tmp_path / "lightning_logs" / f"slurm-{job}"
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [run.name]  # one run directory
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # one set
+    (writer,) = writers(run)  # one TensorBoard run: every event file from one process, rank 0 on the first node
+    assert writer.startswith("node1.")
+    assert (run / "config.yaml").is_file() and (run / "decision_boundary.png").is_file()
+
+    config_args = ("--config", str(REPO / "configs" / config[0]), *config[1:], "--trainer.max_epochs=30")
+    assert_same_run(run, single_process(run_cli, *config_args))
+
+
+# --------------------------------------------------------------------------------- requeue, a dying task
+
+
+def when_trained_a_while(cwd: Path, job: str, timeout: float = 180) -> Path:
+    """Wait until the job's run has a ``last.ckpt`` (training well under way); returns the run directory."""
+    run = cwd / "lightning_logs" / f"slurm-{job}"
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline, job_log(cwd, job)[-3000:]
+        time.sleep(0.5)
+    return run
+
+
+def test_sigusr1_on_two_nodes_stops_every_rank_after_one_step_requeues_and_ends_equal_to_one_run(
+        slurm_env, tmp_path, run_cli):
+    epochs = ("--trainer.max_epochs=500", "--checkpoint.last_every_n_epochs=20")
+    job = submit(slurm_env, tmp_path, "relu.yaml", *epochs, nodes=2, per_node=1)
+    run = when_trained_a_while(tmp_path, job)
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm_env, check=True, timeout=30)
 
-    wait_for(slurm_env, job, timeout=400)
+    wait_for(slurm_env, tmp_path, job, timeout=400)
     assert job_field(slurm_env, job, "Restarts") == "1"
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert f"job {job} restart 1" in log
+    log = job_log(tmp_path, job)
+    assert f"job {job} restart 1 on node[1-2]" in log
     assert "Traceback" not in log  # e.g. no rank crashing on a logger that SIGUSR1 finalized
     assert f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt" in log
-    hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
-    assert 0 < hpc["global_step"] < epochs
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == epochs
-    # The same run directory before and after: two writer processes (one per start of the job). The first may write
-    # a second event file: Lightning's SIGUSR1 handler finalizes the logger and training goes on until the requeue.
-    assert len({p.name.split(".")[-2] for p in run.glob("events.out.tfevents.*")}) == 2
+    hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
+    assert 0 < hpc["global_step"] < 500  # written by both ranks' handler together, after the same step
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 500
+    # One writer per start of the job, on the first node: the run is one TensorBoard run before and after.
+    assert len(writers(run)) == 2 and all(w.startswith("node1.") for w in writers(run))
+    assert_same_run(run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs))
+
+
+def rank_processes(env: dict, job: str, node: int) -> list[int]:
+    """The training processes of ``job`` on its ``node``-th node (0-based), found by their SLURM environment."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode().split("\0") if "=" in kv)
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if (environ.get("SLURM_JOB_ID") == job and environ.get("SLURM_NODEID") == str(node)
+                and "SLURM_STEP_ID" in environ and b"circles.cli" in cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_the_checkpoint_stays_whole(
+        slurm_env, tmp_path):
+    """A rank on the second node killed (SIGKILL: out of memory, a lost node): srun ends the step's other tasks
+    (``--kill-on-bad-exit``), so the first node's rank does not wait in a collective for a peer that is gone."""
+    from circles.checkpoints import load_checkpoint_file
+
+    job = submit(slurm_env, tmp_path, "relu.yaml", "--trainer.max_epochs=100000",
+                 "--checkpoint.last_every_n_epochs=20", nodes=2, per_node=1)
+    run = when_trained_a_while(tmp_path, job)
+    (victim,) = rank_processes(slurm_env, job, node=1)
+    survivors = rank_processes(slurm_env, job, node=0)
+    assert len(survivors) == 1
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=60)
+    assert waited < 30, f"the job took {waited:.0f} s to end"  # KillWait (10 s on this cluster) and a margin
+    assert not any(Path(f"/proc/{pid}").exists() for pid in survivors)
+    log = job_log(tmp_path, job)
+    assert "task 1: Killed" in log
+    load_checkpoint_file(run / "checkpoints" / "last.ckpt")  # whole: it loads, with its weights
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] % 20 == 0
+
+
+# ------------------------------------------------------------------------------------- wrong allocations
+
+
+def wrapped(command: str) -> list[str]:
+    return ["--output=slurm-%j.out", "--wrap", command]
+
+
+FIT = (f"python -m circles.cli fit --config {REPO / 'configs' / 'relu.yaml'} --config {DDP_CPU} "
+       "--trainer.max_epochs=2 --data.test_samples=10")
+
+
+@pytest.mark.parametrize("nodes, per_node, script, expected", [
+    (1, 2, [str(SBATCH), "--trainer.devices=1"],
+     "circles: error: trainer.devices is 1, but SLURM starts 2 task(s) per node (--ntasks-per-node=2), one rank per "
+     "device: set --trainer.devices 2 (scripts/slurm/train.sbatch sets it from the allocation: leave it out of the "
+     "script's arguments), or submit with --ntasks-per-node=1."),
+    (2, 1, [str(SBATCH), "--trainer.num_nodes=1"],
+     "circles: error: trainer.num_nodes is 1, but SLURM job {job} runs on 2 node(s) (--nodes=2): set "
+     "--trainer.num_nodes 2 (scripts/slurm/train.sbatch sets it from the allocation"),
+    (1, 2, wrapped(FIT),
+     "circles: error: SLURM job {job} has 2 tasks (--ntasks-per-node times --nodes), but this command runs outside "
+     "srun"),
+    (2, 0, wrapped(f"srun {FIT} --trainer.num_nodes=2 --trainer.devices=1"),
+     "circles: error: SLURM job {job} asks for --ntasks=2, and the ranks need to know their tasks per node: submit "
+     "with --nodes=2 --ntasks-per-node=1 instead of --ntasks"),
+], ids=["devices against --ntasks-per-node", "num_nodes against --nodes", "no srun", "--ntasks"])
+def test_an_allocation_the_ranks_cannot_fill_is_one_line_naming_the_setting_and_its_fix(
+        slurm_env, tmp_path, nodes, per_node, script, expected):
+    if per_node == 0:  # --ntasks instead of --ntasks-per-node
+        out = subprocess.run(["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", "--ntasks=2", *script], cwd=tmp_path,
+                             env=slurm_env, capture_output=True, text=True, check=True, timeout=60)
+        job = out.stdout.strip().split(";")[0]
+    else:
+        job = submit(slurm_env, tmp_path, "relu.yaml", nodes=nodes, per_node=per_node, script=script)
+    waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=120)
+    assert waited < 60  # no rendezvous timeout (30 min), no hang
+    assert job_field(slurm_env, job, "ExitCode") != "0:0"
+    log = job_log(tmp_path, job)
+    (line,) = set(error_lines(log)) or {log[-3000:]}  # one line, whichever ranks print it
+    assert line.startswith(expected.format(job=job)), log[-3000:]
+    assert "Traceback" not in log
+
+
+# ------------------------------------------------------------------------------------------- the cluster
+
+
+def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it(slurm_env, tmp_path):
+    from conftest import SLURM_CLUSTER, slurm_state
+
+    again = subprocess.run([str(SLURM_CLUSTER / "up.sh"), slurm_state()], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already up, reusing it" in again.stderr, again.stderr
+    out = subprocess.run(
+        ["srun", "--nodes=2", "--ntasks-per-node=1", "--partition=debug", "bash", "-c",
+         f'echo "$SLURM_NODEID $(hostname) $(hostname -I) $(getent hosts node1 node2 | tr -s " \\n" " ")" '
+         f'> {tmp_path}/from-$SLURM_NODEID'],
+        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = sorted((tmp_path / f"from-{i}").read_text().split() for i in (0, 1))  # both written to one folder
+    (_, host1, addr1, *names1), (_, host2, addr2, *names2) = seen
+    assert (host1, host2) == ("node1", "node2") and addr1 != addr2
+    assert names1 == names2 == [addr1, "node1", addr2, "node2"]  # each node resolves both names the same way

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,23 +171,60 @@ def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(t
     assert "Failed points:" in (tmp_path / "sw" / "summary.md").read_text()
 
 
+def array_tasks(env: dict, cwd: Path, sweep: Path, array: str) -> str:
+    """Submit the sweep's SLURM array (``--array=ARRAY``) from ``cwd``; returns its job id."""
+    out = subprocess.run(["sbatch", "--parsable", f"--array={array}", str(SBATCH), str(sweep), "sw"], cwd=cwd,
+                         env=env, capture_output=True, text=True, check=True, timeout=60)
+    return out.stdout.strip().split(";")[0]
+
+
+def wait_for_array(env: dict, cwd: Path, *jobs: str, timeout: float = 240) -> dict[str, str]:
+    """Wait until every task of the arrays ``jobs`` has ended; returns each task's output, by ``JOB_TASK``."""
+    def running() -> bool:
+        return bool(subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], env=env, capture_output=True, text=True,
+                                   timeout=30).stdout.strip())
+
+    wait_for(lambda: not running(), f"the tasks of {jobs} to end", timeout)
+    return {p.name[len("slurm-"):-len(".out")]: p.read_text() for job in jobs for p in cwd.glob(f"slurm-{job}_*.out")}
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_slurm_array_runs_one_point_per_task_and_refuses_a_wrong_array_size(slurm_env, tmp_path):
-    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
+def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_and_never_trains_a_point_twice(
+        slurm_env, tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "data.noise": [0.03, 0.1]})
+    names = [p.name for p in load_sweep(path, tmp_path / "sw").points]
 
-    def sbatch(array: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["sbatch", "--wait", f"--array={array}", str(SBATCH), str(path), "sw"], cwd=tmp_path,
-                              env=slurm_env, capture_output=True, text=True, timeout=300)
+    wrong = wait_for_array(slurm_env, tmp_path, array_tasks(slurm_env, tmp_path, path, "0"))
+    assert "has 4 points but this array has 1 tasks; submit it with sbatch --array=0-3" in "".join(wrong.values())
+    assert not (tmp_path / "sw").exists()
 
-    assert sbatch("0").returncode != 0
-    assert "has 2 points but this array has 1 tasks; submit it with sbatch --array=0-1" in "".join(
-        p.read_text() for p in tmp_path.glob("slurm-*_0.out"))
-    done = sbatch("0-1")
-    assert done.returncode == 0, done.stderr + "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
-    assert sorted(p.parent.name for p in (tmp_path / "sw" / "runs").glob("*/result.json")) == ["00-linear", "01-relu"]
+    first = array_tasks(slurm_env, tmp_path, path, "0-3")
+    subprocess.run(["scancel", f"{first}_3"], env=slurm_env, check=True, timeout=30)  # while it starts
+    logs = wait_for_array(slurm_env, tmp_path, first)
+    hosts = {task: re.search(r" on (node\d):", log).group(1) for task, log in logs.items()}
+    assert set(hosts.values()) == {"node1", "node2"}, hosts  # the tasks ran on both nodes
+    finished = {name for name in names if (tmp_path / "sw" / "runs" / name / "result.json").is_file()
+                and json.loads((tmp_path / "sw" / "runs" / name / "result.json").read_text())["status"] == "ok"}
+    assert finished == set(names[:3])
+    files = {p: p.stat().st_mtime_ns for name in names[:3] for p in (tmp_path / "sw" / "runs" / name).rglob("*")}
+
+    # The whole array again, twice at once: only the cancelled point trains, once, by one of its two tasks.
+    again = array_tasks(slurm_env, tmp_path, path, "0-3"), array_tasks(slurm_env, tmp_path, path, "0-3")
+    logs = wait_for_array(slurm_env, tmp_path, *again)
+    assert len(logs) == 8
+    for i, name in enumerate(names):
+        trained = [task for task in (f"{job}_{i}" for job in again) if re.search(rf"\] {name}  ok ", logs[task])]
+        if i < 3:
+            assert trained == [] and all(f"[skip] {name}: finished earlier" in logs[f"{job}_{i}"] for job in again)
+        else:
+            assert len(trained) == 1, {task: logs[task][-800:] for task in logs}
+            (other,) = {f"{job}_{i}" for job in again} - set(trained)
+            assert (f"{name}  BUSY: another sweep process is running this point" in logs[other]
+                    or f"[skip] {name}: finished earlier" in logs[other]), logs[other][-800:]
+    assert {p: p.stat().st_mtime_ns for name in names[:3] for p in (tmp_path / "sw" / "runs" / name).rglob("*")} == files
     assert main(["--config", str(path), "--out", "sw", "--report"]) == 0
-    assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok", "ok"]
+    assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok"] * 4
 
 
 # ------------------------------------------------------------------------------------------ stopping a sweep

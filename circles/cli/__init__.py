@@ -32,6 +32,7 @@ from circles.logger import TensorBoardRunLogger
 from circles.model import CirclesClassifier, TrainingDiverged
 from circles.runs import run_hyperparameters, settle_runs_and_checkpoint
 from circles.signals import GracefulStopCallback, interruption
+from circles.slurm import check_slurm_allocation, check_slurm_launch
 
 CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter,
              "weights": WeightsCallback}
@@ -120,10 +121,13 @@ class CirclesCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins = [*plugins, AtomicCheckpointIO()]
+        check_slurm_launch(plugins)
         try:
-            return super().instantiate_trainer(plugins=plugins, **kwargs)
+            trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
         except (MisconfigurationException, ValueError) as err:  # the Trainer's own checks of its arguments
             raise SettingError("trainer", err) from None
+        check_slurm_allocation(trainer.num_devices, trainer.num_nodes, plugins)
+        return trainer
 
     def before_fit(self) -> None:
         """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams leave out (optimizer,
