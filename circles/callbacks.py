@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from circles.bayes import accuracy_interval
 from circles.boundary import DecisionBoundaryCallback, collapse_lines, weights_text
 from circles.contracts import classifier, trainer_callbacks, trainer_data
 from circles.errors import check
@@ -178,7 +179,8 @@ class RunSummary(Callback):
 def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> list[str]:
     """What ``validate`` or ``test`` measured, in the digits that mean something: accuracy (with several members its
     spread and the ensemble's), loss, the points and weights it is of; for ``test``, the best accuracy possible where
-    it is known, and whether the gap to it is more than the test points' sampling error."""
+    it is known, and whether it lies outside the accuracy's 95% interval (:func:`accuracy_interval`: the
+    measurement's sampling error)."""
     model, data = classifier(pl_module), trainer_data(trainer)
     values, points = model.epoch_metrics, data.points(stage)
     n = len(points[0]) if points is not None else 0
@@ -200,12 +202,13 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
                      "loss at the same accuracy (last.ckpt).")
     bayes = values.get("test/bayes_acc") if stage == "test" else None
     if bayes is not None and n:
-        gap, error = bayes - acc, 2 * (acc * (1 - acc) / n) ** 0.5
-        verdict = (f"within the sampling error of {n:,} test points (±{error:.4f})" if abs(gap) <= error else
-                   f"short of the best possible by more than the test points' sampling error (±{error:.4f})"
-                   if gap > 0 else f"above it by more than the sampling error (±{error:.4f}): the test points are "
-                   "not of the distribution it is computed for")
-        lines.append(f"  Bayes-optimal acc {bayes:.4f}: gap {gap:+.4f}, {verdict}")
+        low, high = accuracy_interval(acc, n)
+        interval = f"the 95% interval of {n:,} test points: {low:.4f} to {high:.4f}"
+        verdict = (f"within the sampling error ({interval})" if low <= bayes <= high else
+                   f"short of the best possible by more than the sampling error ({interval})" if bayes > high else
+                   f"above it by more than the sampling error ({interval}): the test points are not of the "
+                   "distribution it is computed for")
+        lines.append(f"  Bayes-optimal acc {bayes:.4f}: gap {bayes - acc:+.4f}, {verdict}")
     return lines
 
 

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from circles.bayes import bayes_accuracy, bayes_threshold
 
@@ -122,3 +124,23 @@ def test_nearest_centre_accuracy_of_two_centres_is_the_normal_cdf():
         assert nearest_centre_accuracy([[-1, 0], [1, 0]], sigma) == pytest.approx(
             0.5 * (1 + math.erf(1 / sigma / math.sqrt(2))), abs=1e-9)
     assert nearest_centre_accuracy([[0, 0], [3, 4]], 0.0) == 1.0
+
+
+def test_the_accuracy_interval_is_wilsons():
+    from circles.bayes import accuracy_interval
+
+    assert accuracy_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)  # 10 of 10: not "exactly 1"
+    assert accuracy_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert accuracy_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+
+
+@given(st.integers(min_value=1, max_value=100_000), st.data())
+def test_the_accuracy_interval_holds_the_measurement_and_never_shrinks_to_a_point(n, data):
+    from circles.bayes import accuracy_interval
+
+    right = data.draw(st.integers(min_value=0, max_value=n))
+    low, high = accuracy_interval(right / n, n)
+    assert 0 <= low <= right / n <= high <= 1
+    assert high - low > 0
+    wider_low, wider_high = accuracy_interval(right / n, n, z=2.58)  # 99%: wider, around the same measurement
+    assert wider_low <= low and high <= wider_high

@@ -248,3 +248,14 @@ def test_the_seed_spread_script_reads_its_runs_members(tmp_path):
     assert [row["seed"] for row in rows] == [42, 43, 44] and all(0 <= row["val_acc"] <= 1 for row in rows)
     script.draw(rows, tmp_path / "spread.png", 2)
     assert (tmp_path / "spread.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_perfect_score_on_few_test_points_is_within_the_sampling_error_of_the_best_possible(run_cli, capsys):
+    """10 of 10 test points right says nothing against a Bayes-optimal 0.9996 (the interval of 10 points reaches
+    down to 0.72): not "above the best possible", as a normal approximation around 1.0 (width 0) would say."""
+    run_cli("fit", "--config", str(REPO / "configs" / "improved.yaml"), "--trainer.max_epochs=30",
+            "--data.test_samples=10", "--boundary.every_n_epochs=1000")
+    out = capsys.readouterr().out
+    assert "Test: acc 1.0000" in out
+    assert ("Bayes-optimal acc 0.9996: gap -0.0004, within the sampling error (the 95% interval of 10 test points: "
+            "0.7225 to 1.0000)") in out
