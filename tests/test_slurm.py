@@ -190,8 +190,17 @@ def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_t
     assert not any(Path(f"/proc/{pid}").exists() for pid in survivors)
     log = job_log(tmp_path, job)
     assert "task 1: Killed" in log
-    load_checkpoint_file(run / "checkpoints" / "last.ckpt")  # whole: it loads, with its weights
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] % 20 == 0
+    last = run / "checkpoints" / "last.ckpt"
+    load_checkpoint_file(last)  # whole: it loads, with its weights
+    step = load_checkpoint(last)["global_step"]
+
+    # and a new job continues from it, as docs/cluster.md says
+    again = submit(slurm_env, tmp_path, "relu.yaml", f"--trainer.max_epochs={step + 10}", f"--ckpt_path={last}",
+                   nodes=2, per_node=1)
+    wait_for(slurm_env, tmp_path, again)
+    assert f"Restoring states from the checkpoint path at {last}" in job_log(tmp_path, again)
+    continued = tmp_path / "lightning_logs" / f"slurm-{again}"
+    assert load_checkpoint(continued / "checkpoints" / "last.ckpt")["global_step"] == step + 10
 
 
 # ------------------------------------------------------------------------------------- wrong allocations

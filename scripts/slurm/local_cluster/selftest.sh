@@ -3,7 +3,7 @@
 #
 #   scripts/slurm/local_cluster/selftest.sh [STATE_DIR]   (default: /tmp/circles-slurm)
 #
-# Checks: (1) a 2-task batch job runs both ranks through srun; (2) scancel --signal=USR1
+# Checks: (1) a 2-node batch job runs a rank on each node through srun; (2) scancel --signal=USR1
 # reaches the srun tasks, and the job requeues itself from the signal handler with
 # `scontrol requeue` (what Lightning's SLURM auto-requeue does) and completes on its
 # second run; (3) two 2-task jobs run at the same time (OverSubscribe=FORCE:2).
@@ -32,16 +32,16 @@ finished() { case $(job_state "$1") in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_F
 # ---------------------------------------------------------------- 1: two ranks
 cat >"$W/ranks.sh" <<JOB
 #!/bin/bash
-#SBATCH --nodes=1 --ntasks-per-node=2 --output=$W/ranks-%j.out
-srun bash -c 'echo rank \$SLURM_PROCID of \$SLURM_NTASKS'
+#SBATCH --nodes=2 --ntasks-per-node=1 --output=$W/ranks-%j.out
+srun bash -c 'echo rank \$SLURM_PROCID of \$SLURM_NTASKS on \$(hostname)'
 JOB
 JID=$(sbatch --parsable "$W/ranks.sh")
 wait_for 30 "job $JID to finish" finished "$JID"
 [[ $(job_state "$JID") == COMPLETED ]] || fail "job $JID ended $(job_state "$JID")"
-if ! grep -qx 'rank 0 of 2' "$W/ranks-$JID.out" || ! grep -qx 'rank 1 of 2' "$W/ranks-$JID.out"; then
+if ! grep -qx 'rank 0 of 2 on node1' "$W/ranks-$JID.out" || ! grep -qx 'rank 1 of 2 on node2' "$W/ranks-$JID.out"; then
     fail "missing ranks in output: $(cat "$W/ranks-$JID.out")"
 fi
-say "ok 1: 2-task job $JID printed both ranks, ExitCode=$(job_field "$JID" ExitCode)"
+say "ok 1: 2-node job $JID printed a rank from each node, ExitCode=$(job_field "$JID" ExitCode)"
 
 # ---------------------------------------------------------------- 2: USR1 + requeue
 cat >"$W/sig.py" <<'PYEOF'
