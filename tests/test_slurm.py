@@ -136,7 +136,7 @@ def when_trained_a_while(cwd: Path, job: str, timeout: float = 180) -> Path:
     return run
 
 
-def test_sigusr1_on_two_nodes_stops_every_rank_after_one_step_requeues_and_ends_equal_to_one_run(
+def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_and_ends_equal_to_one_run(
         slurm_env, tmp_path, run_cli):
     epochs = ("--trainer.max_epochs=500", "--checkpoint.last_every_n_epochs=20")
     job = submit(slurm_env, tmp_path, "relu.yaml", *epochs, nodes=2, per_node=1)

@@ -55,7 +55,7 @@ need_install() {
 }
 if need_install; then
     [[ ${CIRCLES_SLURM_NO_INSTALL:-0} == 1 ]] && die "slurm/munge not installed and CIRCLES_SLURM_NO_INSTALL=1"
-    log "installing slurm-wlm + munge with apt-get (log: $STATE/apt.log)"
+    log "installing slurm-wlm, munge and iproute2 with apt-get (log: $STATE/apt.log)"
     # Keep the packages' maintainer scripts from starting the system-wide daemons
     # (they would fail without /etc/slurm/slurm.conf, or hold the default ports).
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -67,13 +67,13 @@ if need_install; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
             -o DPkg::Lock::Timeout=120 \
             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            slurm-wlm munge >>"$STATE/apt.log" 2>&1
+            slurm-wlm munge iproute2 >>"$STATE/apt.log" 2>&1
     }
     : >"$STATE/apt.log"
     if ! apt_install; then
         log "apt-get install failed, running apt-get update and retrying"
         apt-get update -q -o DPkg::Lock::Timeout=120 >>"$STATE/apt.log" 2>&1 || true
-        apt_install || { tail -n 30 "$STATE/apt.log" >&2; die "apt-get install slurm-wlm munge failed (log: $STATE/apt.log)"; }
+        apt_install || { tail -n 30 "$STATE/apt.log" >&2; die "apt-get install slurm-wlm munge iproute2 failed (log: $STATE/apt.log)"; }
     fi
     need_install && die "slurm/munge binaries still missing after apt-get install"
     log "installed $(slurmctld -V)"
