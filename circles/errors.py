@@ -6,9 +6,10 @@ import sys
 
 
 class CirclesError(Exception):
-    """A problem the user can fix; its message says what and how."""
+    """A problem the user can fix; its message says what and how. ``kind`` heads the line the CLI prints."""
 
     exit_code = 1
+    kind = "error"
 
 
 class ConfigError(CirclesError, ValueError):
@@ -52,15 +53,16 @@ def check(condition: bool, field: str, allowed: str, got: object, hint: str = ""
 class Interrupted(CirclesError):
     """A run stopped by a signal (SIGTERM from a scheduler, Ctrl-C); exits with the shell's ``128 + signal`` status."""
 
-    def __init__(self, signum: int, message: str) -> None:
+    def __init__(self, signum: int, message: str, kind: str = "error") -> None:
         self.signum = signum
         self.exit_code = 128 + signum
+        self.kind = kind
         super().__init__(message)
 
 
-def report(message: str) -> None:
-    """Print ``message`` as the command line's one error paragraph."""
-    print(f"circles: error: {message}", file=sys.stderr, flush=True)
+def report(message: str, kind: str = "error") -> None:
+    """Print ``message`` as the command line's one error paragraph (or, ``kind`` "note", what ended it)."""
+    print(f"circles: {kind}: {message}", file=sys.stderr, flush=True)
 
 
 def os_error_text(err: OSError) -> str:

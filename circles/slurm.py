@@ -37,7 +37,7 @@ def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.e
     if not in_slurm_job(plugins, environ) or int(environ["SLURM_NTASKS"]) <= 1:
         return
     tasks, job = int(environ["SLURM_NTASKS"]), environ.get("SLURM_JOB_ID", "?")
-    if "SLURM_STEP_ID" not in environ:
+    if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:  # srun sets both; the batch shell neither
         raise AllocationError(
             f"SLURM job {job} has {tasks} tasks (--ntasks-per-node times --nodes), but this command runs outside "
             f"srun, in the job's batch script: one process started where {tasks} are expected, and it would wait "

@@ -98,3 +98,7 @@ def test_the_cli_refuses_the_launch_in_one_line_before_it_writes_anything(tmp_pa
     (line,) = error_lines(capfd.readouterr().err)
     assert line.startswith(f"circles: error: {expected}")
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_task_of_an_older_srun_that_sets_only_slurm_stepid_is_inside_a_step():
+    check_slurm_launch([], {**job(2, 2, step=False), "SLURM_STEPID": "0"})

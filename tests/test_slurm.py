@@ -90,16 +90,13 @@ def writers(run: Path) -> set[str]:
 # ------------------------------------------------------------------------------------- 1, 2 and 4 ranks
 
 
-NODE_LISTS = {1: "node[12]", 2: re.escape("node[1-2]")}  # as the job's SLURM_JOB_NODELIST names them
 RELU_CSV_MEMBERS = ("relu.yaml", "--data.path", str(REPO / "examples" / "rings.csv"), "--model.members=3")
 
 
 @pytest.mark.parametrize("nodes, per_node, config", [
-    (1, 2, ("improved.yaml",)),
-    (2, 1, ("improved.yaml",)),
     (2, 2, ("improved.yaml",)),
-    (2, 2, RELU_CSV_MEMBERS),
-], ids=["2 ranks on 1 node", "2 ranks on 2 nodes", "4 ranks on 2 nodes", "4 ranks, members and a CSV"])
+    (2, 1, RELU_CSV_MEMBERS),
+], ids=["4 ranks on 2 nodes", "2 ranks on 2 nodes, members and a CSV"])
 def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(slurm_env, tmp_path, run_cli, nodes,
                                                                          per_node, config):
     job = submit(slurm_env, tmp_path, config[0], *config[1:], "--trainer.max_epochs=30", nodes=nodes,
@@ -109,7 +106,7 @@ def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(slurm_en
     log = job_log(tmp_path, job)
     ranks = nodes * per_node
     assert f"All distributed processes registered. Starting with {ranks} processes" in log
-    assert re.search(rf"job {job} restart 0 on {NODE_LISTS[nodes]}:", log), log[:500]
+    assert f"job {job} restart 0 on node[1-2]:" in log, log[:500]
     assert "Traceback" not in log and "terminate called" not in log
 
     run = tmp_path / "lightning_logs" / f"slurm-{job}"
@@ -138,7 +135,7 @@ def when_trained_a_while(cwd: Path, job: str, timeout: float = 180) -> Path:
 
 def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_and_ends_equal_to_one_run(
         slurm_env, tmp_path, run_cli):
-    epochs = ("--trainer.max_epochs=500", "--checkpoint.last_every_n_epochs=20")
+    epochs = ("--trainer.max_epochs=200", "--checkpoint.last_every_n_epochs=20")
     job = submit(slurm_env, tmp_path, "relu.yaml", *epochs, nodes=2, per_node=1)
     run = when_trained_a_while(tmp_path, job)
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm_env, check=True, timeout=30)
@@ -150,8 +147,15 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     assert "Traceback" not in log  # e.g. no rank crashing on a logger that SIGUSR1 finalized
     assert f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt" in log
     hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
-    assert 0 < hpc["global_step"] < 500  # written by both ranks' handler together, after the same step
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 500
+    assert 0 < hpc["global_step"] < 200  # written by both ranks' handler together, after the same step
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 200
+    # The end of the first start says where the job resumes, as a note on each rank, not as an error to act on
+    notes = set(re.findall(r"^circles: (?:note|error): .*$", log, re.M))
+    assert len(notes) == 1, notes
+    assert re.fullmatch(rf"circles: note: fit stopped by SIGTERM at epoch \d+, step \d+: SLURM requeued the job, "
+                        rf"which resumes from lightning_logs/slurm-{job}/hpc_ckpt_1\.ckpt when it starts again "
+                        rf"\(saved by every rank after step {hpc['global_step']}\)\.", notes.pop())
+    assert "`weights_only` was not set" not in log
     # One writer per start of the job, on the first node: the run is one TensorBoard run before and after.
     assert len(writers(run)) == 2 and all(w.startswith("node1.") for w in writers(run))
     assert_same_run(run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs))

@@ -190,6 +190,7 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
     (cli.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
     (cli.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
     (re.escape(cli.TIP), "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"),
+    (re.escape(cli.NO_WEIGHTS_ONLY), "lightning.pytorch.trainer.connectors.checkpoint_connector"),
 ])
 def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where):
     """A filter whose message the library no longer writes hides nothing: remove it (circles.cli)."""
@@ -261,3 +262,30 @@ def test_the_learning_rate_finder_smooths_as_the_report_corrects_it():
     assert "self.avg_loss = self.beta * self.avg_loss + (1 - self.beta) * current_loss" in source
     assert "smoothed_loss = self.avg_loss / (1 - self.beta ** (current_step + 1))" in source
     assert inspect.signature(_LRCallback).parameters["beta"].default == FINDER_BETA
+
+
+def test_the_cli_hides_the_log_lines_it_names_and_no_others():
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    loggers = [logging.getLogger(name) for name in cli.LOGGED_NOT_FOR_THE_USER]
+    keep, levels = Keep(), [log.level for log in loggers]
+    for log in loggers:
+        log.addHandler(keep)
+        log.setLevel(logging.INFO)
+    try:
+        with cli.quiet_lightning():
+            for log, message in zip(loggers, cli.LOGGED_NOT_FOR_THE_USER.values(), strict=True):
+                log.info(message + " and the rest")
+                log.info("something else")
+        loggers[0].info(list(cli.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.removeHandler(keep)
+            log.setLevel(level)
+    assert seen == ["something else", "something else", list(cli.LOGGED_NOT_FOR_THE_USER.values())[0]]

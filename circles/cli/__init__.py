@@ -237,25 +237,32 @@ NOT_FOR_THE_USER = (r"`CirclesClassifier.configure_optimizers` will be overridde
                     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                     r"Couldn't infer the batch indices fetched from your dataloader")
 TIP = "💡 Tip:"  # Lightning's advertisement, logged once per process
+# Logged by every rank when Lightning's requeue handler saves its hpc checkpoint (it passes no weights_only)
+NO_WEIGHTS_ONLY = "`weights_only` was not set, defaulting to `False`."
+LOGGED_NOT_FOR_THE_USER = {"lightning.pytorch.utilities.rank_zero": TIP,
+                           "lightning.pytorch.trainer.connectors.checkpoint_connector": NO_WEIGHTS_ONLY}
 
 
-def _no_tip(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(TIP)
+def _not_for_the_user(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(LOGGED_NOT_FOR_THE_USER.get(record.name, "\0"))
 
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """While inside, hide the messages in ``NOT_FOR_THE_USER`` and Lightning's tip; every other warning still shows,
-    and a process that imports circles keeps its own filters."""
-    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    """While inside, hide the warnings in ``NOT_FOR_THE_USER`` and the log lines in ``LOGGED_NOT_FOR_THE_USER``
+    (Lightning's tip, a default it logs on every rank); every other warning still shows, and a process that imports
+    circles keeps its own filters."""
+    logs = [logging.getLogger(name) for name in LOGGED_NOT_FOR_THE_USER]
     with warnings.catch_warnings():
         for message in NOT_FOR_THE_USER:
             warnings.filterwarnings("ignore", message=message)
-        log.addFilter(_no_tip)
+        for log in logs:
+            log.addFilter(_not_for_the_user)
         try:
             yield
         finally:
-            log.removeFilter(_no_tip)
+            for log in logs:
+                log.removeFilter(_not_for_the_user)
 
 
 def cli_main(args: Any = None) -> None:
@@ -271,7 +278,7 @@ def cli_main(args: Any = None) -> None:
             CirclesCLI(args=args)
             _leave_process_group()
     except CirclesError as err:
-        report(str(err))
+        report(str(err), err.kind)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         report("interrupted by Ctrl-C (SIGINT).")
