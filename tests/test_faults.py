@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -242,6 +243,30 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, 
     finally:
         signal.signal(requeue, previous)
     assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(tmp_path, monkeypatch, slurm_job,
+                                                                            capfd):
+    """Lightning's requeue handler saves ``hpc_ckpt_1.ckpt`` and has SLURM requeue the job, which SIGTERM then ends:
+    the last line says where the job resumes, not "run again with --ckpt_path last" (a stand-in handler writes
+    the file and sends the SIGTERM, as SLURM would)."""
+    def requeue_handler(signum, frame):
+        (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
+        signal.raise_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGUSR1, requeue_handler)
+    try:
+        signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=8", f"--trainer.default_root_dir={tmp_path}") == 143
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    err = capfd.readouterr().err
+    assert error_lines(err) == []
+    (note,) = [line for line in err.splitlines() if line.startswith("circles: note: fit stopped")]
+    match = re.fullmatch(rf"circles: note: fit stopped by SIGTERM at epoch \d+, step (\d+): SLURM requeued the job, "
+                         rf"which resumes from {re.escape(str(tmp_path / 'hpc_ckpt_1.ckpt'))} when it starts again "
+                         rf"\(saved by every rank after step (\d+)\)\.", note)
+    assert match and int(match.group(2)) <= int(match.group(1)), note
 
 
 def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
