@@ -289,3 +289,16 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
             log.removeHandler(keep)
             log.setLevel(level)
     assert seen == ["something else", "something else", list(cli.LOGGED_NOT_FOR_THE_USER.values())[0]]
+
+
+@pytest.mark.parametrize("name", ["bash", "interactive", "train"])
+def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, name):
+    """circles.slurm checks only the jobs whose ranks Lightning takes from SLURM: it tells them as Lightning does."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from circles.slurm import in_slurm_job
+
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", name)
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    assert in_slurm_job([]) == SLURMEnvironment.detect() == (name == "train")
