@@ -48,7 +48,7 @@ class GracefulStopCallback(Callback):
     def __init__(self) -> None:
         self.signal: int | None = None
         self.requeue = False
-        self.requeued_at: int | None = None  # the step after which Lightning's handler saved and requeued the job
+        self.requeued: tuple[int, str] | None = None  # the step and hpc checkpoint of a requeue Lightning's handler did
         self._requeue_signal: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -99,7 +99,8 @@ class GracefulStopCallback(Callback):
         if requeue and self._requeue_signal is not None:
             self.requeue = False
             self._previous[self._requeue_signal](self._requeue_signal, None)
-            self.requeued_at = trainer.global_step
+            resume = trainer._checkpoint_connector._hpc_resume_path  # what the requeued job restores (Lightning's pick)
+            self.requeued = (trainer.global_step, resume) if resume else None
         if stop:
             self.signal = self.signal or signal.SIGTERM  # a rank stopped because another one was signalled
             trainer.should_stop = True
@@ -118,17 +119,6 @@ class GracefulStopCallback(Callback):
         self._previous = {}
 
 
-def latest_hpc_checkpoint(root: str | os.PathLike[str]) -> str | None:
-    """The hpc checkpoint a requeued job resumes from: the highest ``hpc_ckpt_<n>.ckpt`` in ``root`` (as Lightning's
-    checkpoint connector picks it), or None."""
-    import re
-    from pathlib import Path
-
-    found = {int(m.group(1)): p for p in Path(root).glob("hpc_ckpt_*.ckpt")
-             if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))}
-    return str(found[max(found)]) if found else None
-
-
 def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:
     """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state was saved."""
     from circles.callbacks import RunCheckpoint
@@ -136,14 +126,14 @@ def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> In
     name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     if subcommand != "fit":
         return Interrupted(signum, f"{subcommand} interrupted by {name}.")
-    stops = [cb for cb in trainer_callbacks(trainer) if isinstance(cb, GracefulStopCallback)] if trainer else []
-    hpc = latest_hpc_checkpoint(trainer.default_root_dir) if trainer and stops and stops[0].requeued_at is not None \
-        else None
-    if trainer is not None and hpc is not None:  # SLURM ends the job it requeued, and the job resumes on its own
+    requeued = next((cb.requeued for cb in trainer_callbacks(trainer) if isinstance(cb, GracefulStopCallback)),
+                    None) if trainer is not None else None
+    if trainer is not None and requeued is not None:  # SLURM ends the job it requeued, and the job resumes on its own
+        step, hpc = requeued
         return Interrupted(
             signum, f"fit stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}: SLURM "
             f"requeued the job, which resumes from {os.path.normpath(hpc)} when it starts again (saved by every rank "
-            f"after step {stops[0].requeued_at}).", kind="note")
+            f"after step {step}).", kind="note")
     checkpoint = trainer.checkpoint_callback if trainer is not None else None
     if trainer is None or not isinstance(checkpoint, RunCheckpoint) or not checkpoint.holds_current_state(trainer):
         return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")

@@ -59,16 +59,14 @@ def check_slurm_allocation(devices: int, nodes: int, plugins: Iterable[Any],
     single-device run would train once per task, all into one run directory)."""
     if not in_slurm_job(plugins, environ):
         return
-    fix = "(scripts/slurm/train.sbatch sets it from the allocation: leave it out of the script's arguments)"
-    per_node = environ.get("SLURM_NTASKS_PER_NODE")
-    if per_node is not None and int(per_node) != devices:
-        raise AllocationError(
-            f"trainer.devices is {devices}, but SLURM starts {per_node} task(s) per node (--ntasks-per-node="
-            f"{per_node}), one rank per device: set --trainer.devices {per_node} {fix}, or submit with "
-            f"--ntasks-per-node={devices}.")
-    job_nodes = environ.get("SLURM_NNODES")
-    if job_nodes is not None and int(job_nodes) != nodes:
-        raise AllocationError(
-            f"trainer.num_nodes is {nodes}, but SLURM job {environ.get('SLURM_JOB_ID', '?')} runs on {job_nodes} "
-            f"node(s) (--nodes={job_nodes}): set --trainer.num_nodes {job_nodes} {fix}, or submit with "
-            f"--nodes={nodes}.")
+    job = environ.get("SLURM_JOB_ID", "?")
+    for setting, value, variable, flag, allocated, why in (
+            ("devices", devices, "SLURM_NTASKS_PER_NODE", "--ntasks-per-node", "SLURM starts {} task(s) per node",
+             ", one rank per device"),
+            ("num_nodes", nodes, "SLURM_NNODES", "--nodes", f"SLURM job {job} runs on {{}} node(s)", "")):
+        wanted = environ.get(variable)
+        if wanted is not None and int(wanted) != value:
+            raise AllocationError(
+                f"trainer.{setting} is {value}, but {allocated.format(wanted)} ({flag}={wanted}){why}: set "
+                f"--trainer.{setting} {wanted} (scripts/slurm/train.sbatch sets it from the allocation: leave it out "
+                f"of the script's arguments), or submit with {flag}={value}.")

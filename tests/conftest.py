@@ -13,7 +13,7 @@ import torch
 
 from circles.cli import cli_main
 
-from helpers import QUIET, REPO, evaluation_dirs, run_dir, run_names
+from helpers import QUIET, REPO, evaluation_dirs, processes, run_dir, run_names
 
 SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local cluster of two nodes (needs "
                 "root; installs SLURM with apt-get when missing); .ci/run sets it")
@@ -62,24 +62,18 @@ def slurm_state() -> str:
 def slurm_leftovers(state: str) -> list[str]:
     """What of the local cluster of ``state`` is still on this host: its nodes' network namespaces, its bridge, their
     mounts, its daemons and job processes (names as scripts/slurm/local_cluster/names.sh makes them)."""
-    net = f"circles{os.environ.get('CIRCLES_SLURM_PORT', '6817')}"
+    net = subprocess.run(["bash", "-c", f'. "{SLURM_CLUSTER}/names.sh" && echo "$NET"'], capture_output=True,
+                         text=True, check=True).stdout.strip()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     left = [f"network namespace {name}" for name in netns if name.startswith(f"{net}-n")]
     if subprocess.run(["ip", "link", "show", net], capture_output=True).returncode == 0:
         left.append(f"bridge {net}")
     left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
              if f"/netns/{net}-" in line or state in line]
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            comm = (proc / "comm").read_text().strip()
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        job = f"SLURM_CONF={state}/etc/slurm.conf".encode() in environ and any(
-            v.startswith(b"SLURM_JOB_ID=") for v in environ)
-        if job or comm in ("slurmd", "slurmctld", "munged", "slurmstepd") and state in cmdline:
-            left.append(f"process {proc.name} ({comm})")
+    conf = f"{state}/etc/slurm.conf"
+    left += [f"process {pid} ({comm})" for pid, comm, environ, cmdline in processes()
+             if environ.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in environ  # a job's
+             or comm in ("slurmd", "slurmctld", "munged", "slurmstepd") and state in " ".join(cmdline)]
     return left
 
 

@@ -70,6 +70,18 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 240) -> 
         time.sleep(0.02)
 
 
+def processes() -> Iterator[tuple[int, str, dict[str, str], list[str]]]:
+    """Every process of this machine one may read (Linux /proc): ``(pid, name, environment, command line)``."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            comm = (proc / "comm").read_text().strip()
+            environ = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        yield int(proc.name), comm, dict(kv.split("=", 1) for kv in environ if "=" in kv), cmdline
+
+
 def exit_status(*args: str) -> int:
     """``cli_main`` as ``python train.py ARGS`` would run it, quietly; returns the exit status."""
     try:

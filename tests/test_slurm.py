@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, error_lines, load_checkpoint, scalars_by_step
+from helpers import REPO, error_lines, load_checkpoint, processes, scalars_by_step
 
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
 DDP_CPU = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
@@ -161,19 +161,11 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     assert_same_run(run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs))
 
 
-def rank_processes(env: dict, job: str, node: int) -> list[int]:
+def rank_processes(job: str, node: int) -> list[int]:
     """The training processes of ``job`` on its ``node``-th node (0-based), found by their SLURM environment."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode().split("\0") if "=" in kv)
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if (environ.get("SLURM_JOB_ID") == job and environ.get("SLURM_NODEID") == str(node)
-                and "SLURM_STEP_ID" in environ and b"circles.cli" in cmdline):
-            found.append(int(proc.name))
-    return found
+    return [pid for pid, _, environ, cmdline in processes()
+            if environ.get("SLURM_JOB_ID") == job and environ.get("SLURM_NODEID") == str(node)
+            and "SLURM_STEP_ID" in environ and "circles.cli" in cmdline]
 
 
 def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_the_checkpoint_stays_whole(
@@ -185,8 +177,8 @@ def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_t
     job = submit(slurm_env, tmp_path, "relu.yaml", "--trainer.max_epochs=100000",
                  "--checkpoint.last_every_n_epochs=20", nodes=2, per_node=1)
     run = when_trained_a_while(tmp_path, job)
-    (victim,) = rank_processes(slurm_env, job, node=1)
-    survivors = rank_processes(slurm_env, job, node=0)
+    (victim,) = rank_processes(job, node=1)
+    survivors = rank_processes(job, node=0)
     assert len(survivors) == 1
     subprocess.run(["kill", "-KILL", str(victim)], check=True)
     waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=60)

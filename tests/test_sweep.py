@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from circles.sweep import load_sweep, main
+from circles.sweep.runner import is_finished
 
 from helpers import scalar_history, scalars_by_step, started, wait_for
 
@@ -193,7 +194,7 @@ def wait_for_array(env: dict, cwd: Path, *jobs: str, timeout: float = 240) -> di
 def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_and_never_trains_a_point_twice(
         slurm_env, tmp_path):
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "data.noise": [0.03, 0.1]})
-    names = [p.name for p in load_sweep(path, tmp_path / "sw").points]
+    names = [point.name for point in load_sweep(path, tmp_path / "sw").points]
 
     wrong = wait_for_array(slurm_env, tmp_path, array_tasks(slurm_env, tmp_path, path, "0"))
     assert "has 4 points but this array has 1 tasks; submit it with sbatch --array=0-3" in "".join(wrong.values())
@@ -204,10 +205,13 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
     logs = wait_for_array(slurm_env, tmp_path, first)
     hosts = {task: re.search(r" on (node\d):", log).group(1) for task, log in logs.items()}
     assert set(hosts.values()) == {"node1", "node2"}, hosts  # the tasks ran on both nodes
-    finished = {name for name in names if (tmp_path / "sw" / "runs" / name / "result.json").is_file()
-                and json.loads((tmp_path / "sw" / "runs" / name / "result.json").read_text())["status"] == "ok"}
-    assert finished == set(names[:3])
-    files = {p: p.stat().st_mtime_ns for name in names[:3] for p in (tmp_path / "sw" / "runs" / name).rglob("*")}
+    sweep = load_sweep(path, tmp_path / "sw")
+    assert [is_finished(sweep, point) for point in sweep.points] == [True, True, True, False]
+
+    def stamps() -> dict[Path, int]:  # the finished points' files and when they were written
+        return {p: p.stat().st_mtime_ns for point in sweep.points[:3] for p in sweep.run_dir(point).rglob("*")}
+
+    files = stamps()
 
     # The whole array again, twice at once: only the cancelled point trains, once, by one of its two tasks.
     again = array_tasks(slurm_env, tmp_path, path, "0-3"), array_tasks(slurm_env, tmp_path, path, "0-3")
@@ -222,7 +226,7 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
             (other,) = {f"{job}_{i}" for job in again} - set(trained)
             assert (f"{name}  BUSY: another sweep process is running this point" in logs[other]
                     or f"[skip] {name}: finished earlier" in logs[other]), logs[other][-800:]
-    assert {p: p.stat().st_mtime_ns for name in names[:3] for p in (tmp_path / "sw" / "runs" / name).rglob("*")} == files
+    assert stamps() == files
     assert main(["--config", str(path), "--out", "sw", "--report"]) == 0
     assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok"] * 4
 

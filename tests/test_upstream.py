@@ -302,3 +302,17 @@ def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, 
     monkeypatch.setenv("SLURM_JOB_NAME", name)
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
     assert in_slurm_job([]) == SLURMEnvironment.detect() == (name == "train")
+
+
+def test_lightnings_checkpoint_connector_resumes_a_requeued_job_from_its_highest_hpc_checkpoint(tmp_path):
+    """circles.signals names the file a requeued job resumes from by ``_hpc_resume_path``, the property Lightning's
+    restore reads when it finds SLURM (``ckpt_path="hpc"``)."""
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False)
+    assert trainer._checkpoint_connector._hpc_resume_path is None
+    for n in (1, 2, 10):
+        (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
+    assert trainer._checkpoint_connector._hpc_resume_path == str(tmp_path / "hpc_ckpt_10.ckpt")
+    source = inspect.getsource(type(trainer._checkpoint_connector)._parse_ckpt_path)
+    assert "self._hpc_resume_path" in source

@@ -244,7 +244,8 @@ LOGGED_NOT_FOR_THE_USER = {"lightning.pytorch.utilities.rank_zero": TIP,
 
 
 def _not_for_the_user(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(LOGGED_NOT_FOR_THE_USER.get(record.name, "\0"))
+    hidden = LOGGED_NOT_FOR_THE_USER.get(record.name)
+    return hidden is None or not record.getMessage().startswith(hidden)
 
 
 @contextlib.contextmanager
