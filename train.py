@@ -1,6 +1,7 @@
-"""Train, validate, test or predict with the circles models: ``python train.py fit --config configs/relu.yaml``."""
+"""Train, validate, test or predict with the circles models, or compare runs side by side:
+``python train.py fit --config configs/relu.yaml``."""
 
-from circles.cli import cli_main
+from circles.commands import main
 
 if __name__ == "__main__":
-    cli_main()
+    main()

@@ -176,7 +176,7 @@ def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
     nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
     import lightning.pytorch as pl
 
-    from circles.batches import TensorBatches
+    from circles.data.batches import TensorBatches
 
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
@@ -237,7 +237,7 @@ def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool 
 
 
 def seed_data(device: str = "cpu"):
-    from circles.data import CirclesDataModule
+    from circles.data.module import CirclesDataModule
 
     data = CirclesDataModule()
     data.setup("fit")
@@ -344,7 +344,7 @@ def bench_metric_path(repeats: int) -> None:
     against torchmetrics' BinaryAccuracy (update, compute, reset), which the metrics used to be."""
     from torchmetrics.classification import BinaryAccuracy
 
-    from circles.metrics import Tally, member_losses
+    from circles.model.metrics import Tally, member_losses
 
     logits, y = torch.randn(1, 800), (torch.rand(800) > 0.5).float()
     losses, accuracy = member_losses(logits, y), BinaryAccuracy(validate_args=False)
@@ -400,7 +400,7 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
                 with_loader: bool = True) -> float:
     """Samples/s of circles' training epochs at scale against the plain minibatch loop on ``device`` (and, on the
     CPU ``with_loader``, against a DataLoader only fetching the batches); returns circles' rate."""
-    from circles.data import CirclesDataModule
+    from circles.data.module import CirclesDataModule
 
     section = section or ("gpu" if device != "cpu" else "scale")
     print(f"{section}: N={n_train:,} training points, batch {batch:,}, median of epochs 2..{epochs}, on {device}",
@@ -483,7 +483,7 @@ def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
 
     from torch.func import functional_call, stack_module_state
 
-    from circles.networks import StackedMLP, build_mlp
+    from circles.model.networks import StackedMLP, build_mlp
 
     nets = [build_mlp(2, [10, 10], "relu") for _ in range(members)]
     stacked = StackedMLP(nets)

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
-from circles.metrics import num
+from circles.model.metrics import num
 
 FRAMES_PER_RUN = 40  # pictures of a run over its epochs; the page's slider takes the union of the runs' epochs
 MAX_SLIDER = 60  # slider positions at most (each is a picture of the whole figure inside the page)
@@ -86,9 +86,10 @@ class RunRecorder(Callback):
 
     def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> np.ndarray:
         """The boundary over the validation points, as the TensorBoard frames draw it (a linear model's lines too)."""
-        from circles.boundary import MEMBER_LINES, draws_lines
-        from circles.frames import render_panel
-        from circles.plotting import BoundaryPanel, grid_axes, grid_boundaries, grid_predictions
+        from circles.pictures.frames import render_panel
+        from circles.pictures.grids import grid_axes, grid_boundaries, grid_predictions
+        from circles.pictures.notes import MEMBER_LINES, draws_lines
+        from circles.pictures.panels import BoundaryPanel
 
         points = trainer_data(trainer).points("val")
         assert points is not None  # validation has run by the end of a training epoch
@@ -103,8 +104,8 @@ class RunRecorder(Callback):
 
     def _network(self, pl_module: pl.LightningModule) -> np.ndarray:
         """The network's units over the plane and its weights (the first member's)."""
-        from circles.frames import network_image
-        from circles.plotting import grid_layers
+        from circles.pictures.grids import grid_layers
+        from circles.pictures.network import network_image
 
         assert self._grid is not None  # the boundary's picture made it
         model = classifier(pl_module)

@@ -17,8 +17,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-from circles.cli import cli_main
-from circles.metrics import STAGES
+from circles.commands import main
+from circles.model.metrics import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -83,9 +83,9 @@ def processes() -> Iterator[tuple[int, str, dict[str, str], list[str]]]:
 
 
 def exit_status(*args: str) -> int:
-    """``cli_main`` as ``python train.py ARGS`` would run it, quietly; returns the exit status."""
+    """``python train.py ARGS`` run in-process, quietly; returns the exit status."""
     try:
-        cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
+        main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
     except SystemExit as exit_info:
         return 0 if exit_info.code is None else exit_info.code
     return 0

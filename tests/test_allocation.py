@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-from circles.slurm import AllocationError, check_slurm_allocation, check_slurm_launch
+from circles.cli.slurm import AllocationError, check_slurm_allocation, check_slurm_launch
 
 from helpers import TINY, error_lines, exit_status
 

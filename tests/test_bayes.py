@@ -103,7 +103,7 @@ def test_nearest_centre_accuracy_matches_monte_carlo_on_blobs(classes, sigma):
     import numpy as np
 
     from circles.bayes import nearest_centre_accuracy
-    from circles.datasets import blob_centres
+    from circles.data.generated import blob_centres
 
     centres = blob_centres(classes, 42)
     exact = nearest_centre_accuracy(centres, sigma)

@@ -15,9 +15,10 @@ import torch
 import yaml
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from circles import commands
 from circles.cli import cli_main
-from circles.model import CirclesClassifier
-from circles.networks import affine_text
+from circles.model.classifier import CirclesClassifier
+from circles.pictures.notes import affine_text
 
 from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
 
@@ -191,9 +192,9 @@ def test_improved_config_reaches_val_acc_1_and_test_acc_0999(run_cli):
     assert final_scalar(test_run, "test/acc") >= 0.999
 
 
-def test_console_script_points_at_cli_main():
+def test_console_script_is_the_command_train_py_runs():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "circles"]
-    assert script.load() is cli_main
+    assert script.load() is commands.main
 
 
 def test_python_m_circles_cli_is_the_command_line_the_slurm_scripts_run():

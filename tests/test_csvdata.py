@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from circles.csvdata import MAX_FIELD, encode_labels, read_labelled_csv, read_points_csv
+from circles.data.files import MAX_FIELD, encode_labels, read_labelled_csv, read_points_csv
 from circles.errors import ConfigError
 
 ROWS = "x1,x2,label\n0.5,-1,a\n1e-3,2.5,b\n"

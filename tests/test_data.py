@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from circles.batches import TensorBatches, derived_seed
-from circles.csvdata import read_points_csv
-from circles.data import CirclesDataModule
+from circles.data.batches import TensorBatches, derived_seed
+from circles.data.files import read_points_csv
+from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from circles.data import CirclesDataModule
-from circles.datasets import DATASETS, bayes_accuracy_gaussians
+from circles.data.generated import DATASETS, bayes_accuracy_gaussians
+from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
 from circles.features import FeatureMap
-from circles.model import CirclesClassifier
+from circles.model.classifier import CirclesClassifier
 
 from helpers import CONFIGS, final_scalar, read_events, scalar_history
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 import yaml
 
-from circles.checkpoints import AtomicCheckpointIO
 from circles.cli import CirclesCLI
-from circles.data import CirclesDataModule
-from circles.logger import TensorBoardRunLogger
-from circles.model import CirclesClassifier, TrainingDiverged
+from circles.data.module import CirclesDataModule
+from circles.model.classifier import CirclesClassifier, TrainingDiverged
+from circles.runs.checkpoints import AtomicCheckpointIO
+from circles.runs.logger import TensorBoardRunLogger
 
 from helpers import (
     QUIET,

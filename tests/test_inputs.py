@@ -108,8 +108,8 @@ def csv_files(draw) -> bytes:
 def read_as_data(tmp_path: Path, content: bytes) -> None:
     """The bytes as ``data.path`` (read, labels encoded, split) and as points to predict on: each is read into finite
     float32 points, or refused with one ConfigError line naming the setting."""
-    from circles.csvdata import read_points_csv
-    from circles.data import CirclesDataModule
+    from circles.data.files import read_points_csv
+    from circles.data.module import CirclesDataModule
     from circles.errors import ConfigError
 
     (tmp_path / "data.csv").write_bytes(content)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from circles.inside import FINDER_BETA, finder_curve, steepest_descent
+from circles.callbacks.lr_finder import FINDER_BETA, finder_curve, steepest_descent
 
 from helpers import read_events, scalar_history
 
@@ -52,7 +52,7 @@ def test_histograms_of_weights_and_gradients_and_the_dead_units_of_each_layer(ru
 
 
 def test_a_unit_that_never_fires_is_counted_dead():
-    from circles.model import CirclesClassifier
+    from circles.model.classifier import CirclesClassifier
 
     torch.manual_seed(0)
     model = CirclesClassifier(hidden_sizes=[4, 3], members=2)
@@ -64,9 +64,9 @@ def test_a_unit_that_never_fires_is_counted_dead():
 
 
 def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate(run_cli, capsys):
-    from circles.inside import LearningRateReport
+    from circles.callbacks.lr_finder import LearningRateReport
 
-    run = run_cli("fit", *TINY, "--trainer.max_epochs=120", "--trainer.callbacks+=circles.inside.LearningRateReport")
+    run = run_cli("fit", *TINY, "--trainer.max_epochs=120", "--trainer.callbacks+=circles.callbacks.LearningRateReport")
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("Learning-rate finder (")]
     assert line.startswith("Learning-rate finder (100 steps from 0.0001 to 10)")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
-from circles.metrics import METRICS, STAGES, Tally, member_losses, scalar_tag, sweep_columns
+from circles.model.metrics import METRICS, STAGES, Tally, member_losses, scalar_tag, sweep_columns
 from circles.sweep.report import COLUMNS
 
 

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from circles.data import CirclesDataModule
+from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
-from circles.model import CirclesClassifier, TrainingDiverged
-from circles.networks import affine_text, build_mlp, linear_weights
+from circles.model.classifier import CirclesClassifier, TrainingDiverged
+from circles.model.networks import build_mlp, linear_weights
+from circles.pictures.notes import affine_text
 
 ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 

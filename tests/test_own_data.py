@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from circles.csvdata import encode_labels, read_labelled_csv
-from circles.data import CirclesDataModule
+from circles.data.files import encode_labels, read_labelled_csv
+from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
 
 from helpers import error_lines, evaluation_dirs, exit_status, load_checkpoint, run_dir

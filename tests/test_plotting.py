@@ -11,23 +11,21 @@ import pytest
 import torch
 from torch import nn
 
-from circles.data import CirclesDataModule
-from circles.frames import (
-    BODY,
-    HEADER,
+from circles.data.module import CirclesDataModule
+from circles.model.classifier import CirclesClassifier
+from circles.pictures.figures import boundary_figure
+from circles.pictures.frames import BODY, HEADER, boundary_image, text_block, vote_key
+from circles.pictures.grids import grid_axes, grid_predictions
+from circles.pictures.network import (
     NEGATIVE,
     NETWORK_SPAN,
     NETWORK_TILE,
     NETWORK_UNITS,
     POSITIVE,
-    boundary_image,
     network_image,
     neuron_image,
-    text_block,
-    vote_key,
 )
-from circles.model import CirclesClassifier
-from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_predictions
+from circles.pictures.panels import BoundaryPanel
 
 
 def predict_grid(model, xs, ys):
@@ -476,7 +474,7 @@ def test_boundary_figure_with_probability_has_a_second_row(tmp_path):
 
 
 def test_boundary_figure_names_the_classes_in_their_colours():
-    from circles.plotting import class_colours
+    from circles.pictures.panels import class_colours
 
     figure = boundary_figure([half_panel("Train")], panel_size=2.0, classes=("outer circle (0)", "inner circle (1)"))
     (legend,) = figure.legends
@@ -499,7 +497,7 @@ def tracing(name, globals=None, *args, **kwargs):
         importers.append(importer)
     return original(name, globals, *args, **kwargs)
 builtins.__import__ = tracing
-import circles.callbacks, circles.plotting, circles.model, circles.data
+import circles.callbacks, circles.pictures.grids, circles.pictures.frames, circles.model, circles.data
 print(json.dumps({"loaded": 'matplotlib' in sys.modules, "importers": sorted(set(importers))}))
 """
 
@@ -516,7 +514,7 @@ def callbacks_import():
 
 @pytest.mark.slow
 def test_importing_circles_plotting_does_not_import_matplotlib():
-    subprocess.run([sys.executable, "-c", "import circles.plotting, sys; assert 'matplotlib' not in sys.modules"],
+    subprocess.run([sys.executable, "-c", "import circles.pictures.grids, circles.pictures.frames, sys; assert 'matplotlib' not in sys.modules"],
                    check=True)
 
 
@@ -536,7 +534,7 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from circles.boundary import DecisionBoundaryCallback
+    from circles.callbacks.boundary import DecisionBoundaryCallback
 
     modes = []
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from circles.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_checkpoint
 from circles.errors import ConfigError
-from circles.files import RunInUse, atomic_file, claim_version, try_lock
-from circles.logger import TensorBoardRunLogger
+from circles.runs.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_checkpoint
+from circles.runs.directory import RunInUse, atomic_file, claim_version, try_lock
+from circles.runs.logger import TensorBoardRunLogger
 
 from helpers import QUIET, SMALL, error_lines, exit_status, load_checkpoint, run_dir, run_names
 

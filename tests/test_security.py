@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from circles.checkpoints import AtomicCheckpointIO, CheckpointError
+from circles.runs.checkpoints import AtomicCheckpointIO, CheckpointError
 
 from helpers import TINY, Payload, exit_status, fit_in, run_dir, run_names
 

@@ -172,7 +172,7 @@ def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_t
         slurm_env, tmp_path):
     """A rank on the second node killed (SIGKILL: out of memory, a lost node): srun ends the step's other tasks
     (``--kill-on-bad-exit``), so the first node's rank does not wait in a collective for a peer that is gone."""
-    from circles.checkpoints import load_checkpoint_file
+    from circles.runs.checkpoints import load_checkpoint_file
 
     job = submit(slurm_env, tmp_path, "relu.yaml", "--trainer.max_epochs=100000",
                  "--checkpoint.last_every_n_epochs=20", nodes=2, per_node=1)

@@ -313,7 +313,7 @@ def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
 
 @pytest.mark.slow
 def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path, monkeypatch, capsys):
-    from circles.model import CirclesClassifier
+    from circles.model.classifier import CirclesClassifier
 
     path = write_sweep(tmp_path / "s.yaml", {"data.noise": [0.03, 0.1]})
     path.write_text(path.read_text().replace("trainer.max_epochs: 3", "trainer.max_epochs: 8"))
@@ -362,7 +362,7 @@ def test_a_finished_point_whose_checkpoint_was_damaged_is_named_and_trained_agai
 
 @pytest.mark.slow
 def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
-    from circles.files import try_lock
+    from circles.runs.directory import try_lock
 
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
     config = ["--config", str(path), "--out", "sw"]

@@ -22,9 +22,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from circles import cli
-from circles.batches import TensorBatches
-from circles.checkpoints import load_checkpoint_file
-from circles.logger import event_file_writer
+from circles.data.batches import TensorBatches
+from circles.runs.checkpoints import load_checkpoint_file
+from circles.runs.logger import event_file_writer
 
 from helpers import Payload
 
@@ -143,7 +143,7 @@ def test_save_config_callback_takes_what_the_run_config_passes():
 
 
 def test_model_checkpoint_has_its_own_on_train_end_that_run_checkpoint_replaces():
-    from circles.callbacks import RunCheckpoint
+    from circles.callbacks.checkpoint import RunCheckpoint
 
     assert "on_train_end" in vars(ModelCheckpoint)  # Lightning 2.6 added it: it saves last.ckpt with save_last
     assert vars(RunCheckpoint)["on_train_end"].__override__
@@ -255,7 +255,7 @@ def test_the_learning_rate_finder_smooths_as_the_report_corrects_it():
 
     from lightning.pytorch.tuner.lr_finder import _LRCallback
 
-    from circles.inside import FINDER_BETA
+    from circles.callbacks.lr_finder import FINDER_BETA
 
     source = inspect.getsource(_LRCallback.on_train_batch_end)
     assert "current_step = trainer.global_step" in source
@@ -296,7 +296,7 @@ def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, 
     """circles.slurm checks only the jobs whose ranks Lightning takes from SLURM: it tells them as Lightning does."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from circles.slurm import in_slurm_job
+    from circles.cli.slurm import in_slurm_job
 
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_JOB_NAME", name)

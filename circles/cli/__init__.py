@@ -17,22 +17,25 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
-from circles.boundary import DecisionBoundaryCallback
-from circles.callbacks import ChapterProgressPrinter, PredictionWriter, RunCheckpoint, RunSummary
-from circles.checkpoints import AtomicCheckpointIO, RunConfig
+from circles.callbacks.boundary import DecisionBoundaryCallback
+from circles.callbacks.checkpoint import RunCheckpoint
+from circles.callbacks.predictions import PredictionWriter
+from circles.callbacks.progress import ChapterProgressPrinter
+from circles.callbacks.signals import GracefulStopCallback, interruption
+from circles.callbacks.summary import RunSummary
+from circles.callbacks.weights import WeightsCallback
+from circles.cli.bounds import check_arguments
 from circles.cli.checks import CheckpointFacts, check_data, check_optimizer, check_resume, check_shapes
 from circles.cli.parser import CirclesArgumentParser
-from circles.cli.reporting import reported
+from circles.cli.reporting import one_line_errors, reported
+from circles.cli.settle import run_hyperparameters, settle_runs_and_checkpoint
+from circles.cli.slurm import check_slurm_allocation, check_slurm_launch
 from circles.contracts import trainer_callbacks
-from circles.data import CirclesDataModule, predict_points
-from circles.errors import CirclesError, SettingError, os_error_text, report
-from circles.inputs import check_arguments
-from circles.inside import WeightsCallback
-from circles.logger import TensorBoardRunLogger
-from circles.model import CirclesClassifier, TrainingDiverged
-from circles.runs import run_hyperparameters, settle_runs_and_checkpoint
-from circles.signals import GracefulStopCallback, interruption
-from circles.slurm import check_slurm_allocation, check_slurm_launch
+from circles.data.module import CirclesDataModule, predict_points
+from circles.errors import SettingError
+from circles.model.classifier import CirclesClassifier, TrainingDiverged
+from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig
+from circles.runs.logger import TensorBoardRunLogger
 
 CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter,
              "weights": WeightsCallback}
@@ -267,26 +270,12 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def cli_main(args: Any = None) -> None:
-    """Run the command line (``args`` as a list of strings; ``None`` reads ``sys.argv``): ``fit``, ``validate``,
-    ``test``, ``predict``, or ``compare`` (:mod:`circles.compare`)."""
-    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
-    try:
-        if argv[:1] == ["compare"]:
-            from circles.compare import main
-
-            raise SystemExit(main(argv[1:]))
-        with quiet_lightning():
-            CirclesCLI(args=args)
-            _leave_process_group()
-    except CirclesError as err:
-        report(str(err), err.kind)
-        raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        report("interrupted by Ctrl-C (SIGINT).")
-        raise SystemExit(130) from None
-    except OSError as err:  # a full disk, a read-only folder: the file and the cause, not a traceback
-        report(os_error_text(err))
-        raise SystemExit(1) from None
+    """Run Lightning's subcommands on the circles models (``args`` as a list of strings; ``None`` reads
+    ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as one line and an exit
+    status (:func:`circles.cli.reporting.one_line_errors`)."""
+    with one_line_errors(), quiet_lightning():
+        CirclesCLI(args=args)
+        _leave_process_group()
 
 
 if __name__ == "__main__":

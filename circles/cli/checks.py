@@ -11,14 +11,12 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 
-from circles.checkpoints import CONFIG_KEY, CheckpointError, ResumeError, checkpoint_mismatch, resume_conflicts
-from circles.data import CirclesDataModule
-from circles.errors import SettingError
-from circles.model import (
-    CirclesClassifier,
-    check_independent_members,
-    upgrade_state_dict,
-)
+from circles.cli.parser import parse_error_text
+from circles.data.module import CirclesDataModule
+from circles.errors import ConfigError, SettingError
+from circles.model.classifier import CirclesClassifier, check_independent_members, upgrade_state_dict
+from circles.model.networks import check_network_size, output_size
+from circles.runs.checkpoints import CONFIG_KEY, CheckpointError, ResumeError, checkpoint_mismatch, resume_conflicts
 
 
 @dataclass
@@ -91,3 +89,27 @@ def check_shapes(facts: CheckpointFacts, model: CirclesClassifier) -> None:
     if mismatch:
         raise CheckpointError(f"{facts.path} does not fit the model: its weights differ in {mismatch}. Use a "
                               "checkpoint written by this project.")
+
+
+def check_hyperparameters(path: Path, hparams: dict[str, Any]) -> None:
+    """A checkpoint's hyperparameters are the model's, with values it takes, for a network that can be built here:
+    checked before LightningCLI builds the model from them."""
+    from jsonargparse import ArgumentParser
+
+
+    model = {k: v for k, v in hparams.items() if k != "_instantiator"}
+    empty = sorted(k for k, v in model.items() if v is None and k != "compile_mode")
+    if empty:
+        raise CheckpointError(f"{path} holds hyperparameters this model does not take: {', '.join(empty)} null.")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(CirclesClassifier, "model")
+    try:
+        parser.parse_object({"model": model})
+    except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError, whatever it wraps
+        raise CheckpointError(f"{path} holds hyperparameters this model does not take: "
+                              f"{parse_error_text(str(err), parser)}") from None
+    try:
+        check_network_size(len(model.get("features", (0, 0))), model.get("hidden_sizes", ()),
+                           output_size(model.get("num_classes", 2)), model.get("members", 1))
+    except ConfigError as err:
+        raise CheckpointError(f"{path} describes a network that cannot be built here: model.{err}") from None

@@ -12,9 +12,26 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from circles.errors import ConfigError, SettingError
-from circles.logger import TensorBoardRunLogger
-from circles.signals import interruption
+from circles.callbacks.signals import interruption
+from circles.errors import CirclesError, ConfigError, SettingError, os_error_text, report
+from circles.runs.logger import TensorBoardRunLogger
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What ends a command as one ``circles: error:`` line and its exit status instead of a traceback: a
+    :class:`CirclesError` (its own status), Ctrl-C (130), an operating-system error such as a full disk (1)."""
+    try:
+        yield
+    except CirclesError as err:
+        report(str(err), err.kind)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        report("interrupted by Ctrl-C (SIGINT).")
+        raise SystemExit(130) from None
+    except OSError as err:  # a full disk, a read-only folder: the file and the cause, not a traceback
+        report(os_error_text(err))
+        raise SystemExit(1) from None
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
     """Run the points (unless ``--report``), then, for a whole sweep, write and name its report."""
-    from circles.logger import tensorboard_command
+    from circles.runs.logger import tensorboard_command
     from circles.sweep.report import write_report
     from circles.sweep.runner import Stopped, read_result, run_points
 

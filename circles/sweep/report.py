@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from circles.files import atomic_file
-from circles.metrics import METRICS, Metric, num, sweep_columns
-from circles.names import short
+from circles.model.metrics import METRICS, Metric, num, sweep_columns
+from circles.runs.directory import atomic_file
+from circles.runs.names import short
 from circles.sweep.runner import checked_result
 from circles.sweep.spec import RUNS, Sweep
 
@@ -99,10 +99,12 @@ def draw_boundaries(sweep: Sweep, rows: list[dict[str, Any]], path: Path, dpi: i
     from matplotlib.collections import PathCollection
     from PIL import Image
 
-    from circles.boundary import MEMBER_LINES, draws_lines
-    from circles.data import CirclesDataModule
-    from circles.model import CirclesClassifier
-    from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_boundaries, grid_predictions
+    from circles.data.module import CirclesDataModule
+    from circles.model.classifier import CirclesClassifier
+    from circles.pictures.figures import boundary_figure
+    from circles.pictures.grids import grid_axes, grid_boundaries, grid_predictions
+    from circles.pictures.notes import MEMBER_LINES, draws_lines
+    from circles.pictures.panels import BoundaryPanel
 
     panels = []
     for row in rows:

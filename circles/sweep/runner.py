@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from circles.files import atomic_file, try_lock
-from circles.metrics import METRICS, num
+from circles.model.metrics import METRICS, num
+from circles.runs.directory import atomic_file, try_lock
 from circles.sweep.spec import Point, Sweep
 
 POINT = "point.json"  # written first: the point's identity (every setting), before anything trains
@@ -114,8 +114,8 @@ def checked_result(sweep: Sweep, point: Point) -> dict[str, Any] | None:
 def _damage(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` cannot be loaded, or None when it is whole (a point killed while writing it keeps the
     previous one: checkpoints are replaced whole)."""
-    from circles.checkpoints import load_checkpoint_file
     from circles.errors import CirclesError
+    from circles.runs.checkpoints import load_checkpoint_file
 
     try:
         load_checkpoint_file(checkpoint)

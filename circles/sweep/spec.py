@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from circles.names import run_label, shortened
+from circles.runs.names import run_label, shortened
 
 MAX_POINTS = 10_000
 RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
@@ -127,8 +127,8 @@ def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[st
 
 def _read_yaml(path: Path) -> Any:
     """The sweep file's YAML, bounded (:func:`circles.inputs.check_yaml`); its errors as one line."""
+    from circles.cli.bounds import MAX_BYTES, check_yaml
     from circles.errors import ConfigError
-    from circles.inputs import MAX_BYTES, check_yaml
 
     if path.stat().st_size > MAX_BYTES:
         raise SweepError(f"{path}: a sweep file is at most {MAX_BYTES >> 20} MiB; it has {path.stat().st_size:,} "

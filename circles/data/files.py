@@ -1,5 +1,5 @@
-"""The one reader of outside point files: CSV with a header naming x1, x2 (and label), checked line by line and
-bounded in size; its encoding, numbers and labels read one way wherever a file is given."""
+"""Your own points: the one reader of outside point files (CSV with a header naming x1, x2 and label, checked line by
+line and bounded in size), and a labelled file split into training, validation and test parts."""
 
 from __future__ import annotations
 
@@ -11,20 +11,37 @@ import math
 import re
 from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from circles.errors import ConfigError
+from circles.data.batches import Points
+from circles.errors import ConfigError, check
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: beyond it a point file is not what this project reads
+
+
 MAX_POINTS = 10_000_000
+
+
 MAX_FIELD = 1000  # characters in one field: a number or a class name is far shorter
+
+
 MAX_CLASSES = 1000
+
+
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+
+
 INTEGER = re.compile(r"-?\d+", re.ASCII)
+
+
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE's mark begins like UTF-16 LE's
 
@@ -197,3 +214,114 @@ def fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     """A digest of labelled points as a set: the same for the same points and labels in any order."""
     rows = _rows_of(x, y)
     return hashlib.sha256(rows[np.lexsort(rows.T[::-1])].tobytes()).hexdigest()[:16]
+
+
+def split_file(x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], seed: int, path: str | Path
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A file's points split into parts of the given ``fractions`` (training first, it takes the rest), seeded and
+    stratified: every part has each class in the file's proportions, as near as whole points allow."""
+    from sklearn.model_selection import train_test_split
+
+    counts = torch.bincount(y.long()).tolist()
+    sizes = [len(y) - sum(round(f * len(y)) for f in fractions[1:])] + [round(f * len(y)) for f in fractions[1:]]
+    need = len(fractions)
+    if min(counts) < need or min(sizes) < len(counts):
+        raise ConfigError("path", "a CSV file with enough points for the split", str(path),
+                          f"It has {len(y)} points, per class {counts}; split {' / '.join(f'{f:g}' for f in fractions)}"
+                          " "
+                          f"(training / validation{' / test' if need > 2 else ''}) needs at least {need} points of "
+                          f"each class and {len(counts)} points (one per class) in each part. Add points, or change "
+                          "val_fraction or test_fraction.")
+    parts: list[Points] = []
+    rest_x, rest_y = x, y
+    for size in sizes[:0:-1]:  # the last part first; training keeps what is left
+        try:
+            rest_x, part_x, rest_y, part_y = train_test_split(rest_x, rest_y, test_size=size, random_state=seed,
+                                                              stratify=rest_y)
+        except ValueError as err:
+            raise ConfigError("path", "a CSV file with enough points of each class for the split", str(path),
+                              f"{err}") from None
+        parts.insert(0, (part_x, part_y))
+    return [(rest_x, rest_y), *parts]
+
+
+@dataclass
+class PointFile:
+    """Your own labelled points: the settings (checked when made) and the file read and split, with a
+    ``test_path`` file as the test points or else ``test_fraction`` of ``path`` held out."""
+
+    path: str
+    test_path: str | None
+    test_fraction: float
+    val_fraction: float
+    seed: int
+    classes: int | None
+    num_classes: int = field(init=False)
+    class_names: list[str] | None = field(init=False)
+    parts: list[Points] = field(init=False)
+    record: dict[str, dict[str, Any]] = field(init=False)  # per file setting: what trained (see :meth:`record_of`)
+
+    def __post_init__(self) -> None:
+        holds_out = self.test_path is None
+        check(0 < self.test_fraction < 1 and (self.val_fraction + self.test_fraction < 1 or not holds_out),
+              "test_fraction", f"strictly between 0 and 1 - val_fraction ({1 - self.val_fraction:g})",
+              self.test_fraction)
+        x, labels = read_labelled_csv(self.path, "path")
+        y, self.num_classes, self.class_names = encode_labels(labels, "path", self.path)
+        check(self.classes in (None, self.num_classes), "classes",
+              f"null or {self.num_classes} (the classes in path)", self.classes)
+        order = content_order(x, y)  # the split follows the points, not the order of the lines
+        x, y = x[order], y[order]
+        fractions = [1 - self.val_fraction, self.val_fraction] + ([self.test_fraction] if holds_out else [])
+        fractions[0] -= sum(fractions[2:])
+        self.parts = split_file(x, y, fractions, self.seed, self.path)
+        self.record = {"path": self.record_of(self.path, x, y)}
+        if self.test_path is not None:
+            test_x, test_labels = read_labelled_csv(self.test_path, "test_path")
+            known = (self.num_classes, self.class_names)
+            test_y = encode_labels(test_labels, "test_path", self.test_path, known=known)[0]
+            self.parts.append((test_x, test_y))
+            self.record["test_path"] = self.record_of(self.test_path, test_x, test_y)
+        self.record["path"]["held_out"] = fingerprint(*self.parts[2])
+
+    @staticmethod
+    def record_of(path: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """What a checkpoint keeps of a file it was trained with: where it is (resolved, so ``./a.csv`` and ``a.csv``
+        are one file, whatever the working directory later) and what it held (:func:`fingerprint`, points)."""
+        return {"resolved": str(Path(path).resolve()), "fingerprint": fingerprint(x, y), "points": len(y)}
+
+    def check_trained_on(self, state: dict[str, Any]) -> None:
+        """Refuse this file for a network trained on other classes (``state``: the data state a checkpoint holds),
+        or if it is a file the network was trained with (the same resolved path) whose content has changed since:
+        its split would hold other points out. Another file altogether is the user's choice (the CLI notes it for
+        test, refuses it for a resumed fit: :func:`circles.checkpoints.resume_conflicts`)."""
+        names, classes = state.get("class_names"), state.get("num_classes", self.num_classes)
+        if classes != self.num_classes or names != self.class_names:
+            raise ConfigError("path", f"a file with the classes the network was trained on: {names or 'unnamed'} "
+                              f"({classes} classes)", self.path,
+                              f"Its classes are {self.class_names or 'unnamed'} ({self.num_classes}).")
+        for key, was in (state.get("files") or {}).items():
+            now = self.record.get(key)
+            if now is None or now["resolved"] != was.get("resolved") or now["fingerprint"] == was.get("fingerprint"):
+                continue
+            raise ConfigError(key, "the file the checkpoint was trained on, unchanged", getattr(self, key),
+                              f"{now['resolved']} has changed since ({was.get('points')} points then, {now['points']} "
+                              "now, other content): its held-out points would not be the ones held out in training. "
+                              "Restore the file, or give the points to test with --data.test_path.")
+
+    def class_legend(self) -> tuple[str, ...]:
+        return tuple(self.class_names) if self.class_names else tuple(f"class {k}" for k in range(self.num_classes))
+
+    def probability_label(self) -> str:
+        return f"P({self.class_names[1]})" if self.class_names and self.num_classes == 2 else "P(class 1)"
+
+    def bayes_accuracy(self) -> float | None:
+        return None  # the distribution behind a file is unknown
+
+    def describe(self, sizes: str) -> str:
+        classes = ", ".join(self.class_names) if self.class_names else f"0..{self.num_classes - 1}"
+        test_x = self.parts[2][0]
+        test = (f"test: {self.test_path} ({len(test_x)} points)" if self.test_path else
+                f"test: {len(test_x)} points held out of it")
+        return (f"{self.path} ({self.num_classes} classes: {classes}): {sizes} points (stratified split, seed "
+                f"{self.seed}); {test}")

@@ -13,15 +13,8 @@ from typing_extensions import override
 from circles.contracts import has_data_module, trainer_data
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
-from circles.metrics import EpochMetrics, member_losses
-from circles.networks import (
-    MemberViews,
-    base_seed,
-    build_members,
-    linear_weights,
-    member_seeds,
-    output_size,
-)
+from circles.model.metrics import EpochMetrics, member_losses
+from circles.model.networks import MemberViews, base_seed, build_members, linear_weights, member_seeds, output_size
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]

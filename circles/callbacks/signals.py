@@ -121,7 +121,7 @@ class GracefulStopCallback(Callback):
 
 def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:
     """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state was saved."""
-    from circles.callbacks import RunCheckpoint
+    from circles.callbacks.checkpoint import RunCheckpoint
 
     name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     if subcommand != "fit":

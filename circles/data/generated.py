@@ -1,5 +1,5 @@
-"""Point sets in the plane (the chapter's, TensorFlow Playground's, the course's blobs), each a seeded function of
-(n, noise).
+"""Generated point sets in the plane (the chapter's, TensorFlow Playground's, the course's blobs), declared once in a
+registry, and the settings of a generated draw.
 
 Every generator returns float32 points ``(n, 2)`` and labels ``(n,)`` in 0..C-1 (as floats), about n / C of each
 class (balanced; the first classes get one more when C does not divide n), shuffled. All but ``blobs`` span roughly
@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+
+from circles.data.batches import Points, derived_seed
+from circles.errors import check
 
 
 def _finish(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +170,8 @@ DATASETS = {spec.name: spec for spec in (
     DatasetSpec("blobs", blobs, "the course's multi-class blobs (make_blobs; noise is their cluster_std)", classes=4,
                 any_classes=True, bayes=_blobs_bayes),
 )}
+
+
 if TYPE_CHECKING:
     Dataset = str
 else:
@@ -176,3 +181,86 @@ else:
 def dataset_help() -> str:
     """The generated sets, one phrase each, for --help."""
     return "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())
+
+
+MAX_NOISE = 1e30  # beyond it points leave float32's range (3.4e38) or lose every digit of the shape
+
+
+def _minimum_samples(val_fraction: float) -> int:
+    """Smallest n_samples for which both sides of the split get at least two points."""
+    n = 4
+    while math.ceil(val_fraction * n) < 2 or n - math.ceil(val_fraction * n) < 2:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The settings of a generated point set (checked when made), and its draws: ``n_samples`` points split into
+    training and validation, and an independent test draw of ``test_samples``."""
+
+    dataset: str
+    n_samples: int
+    noise: float
+    factor: float
+    classes: int | None
+    test_samples: int
+    val_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        noise, classes = self.noise, self.classes
+        check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
+              "noise", "a finite number >= 0", noise)
+        check(noise <= MAX_NOISE, "noise", f"at most {MAX_NOISE:g}", noise,
+              "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing of the shape.")
+        check(0 < self.factor < 1, "factor", "strictly between 0 and 1 (the inner radius relative to the outer)",
+              self.factor)
+        minimum = _minimum_samples(self.val_fraction)
+        check(self.n_samples >= minimum, "n_samples", f"an integer >= {minimum}", self.n_samples,
+              f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or validation points.")
+        check(self.test_samples >= 1, "test_samples", "a positive integer", self.test_samples)
+        check(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", self.dataset)
+        check(classes is None or (isinstance(classes, int) and classes >= 2), "classes",
+              "an integer >= 2, or null for the dataset's own number", classes)
+        takes = [name for name, spec in DATASETS.items() if spec.any_classes]
+        check(classes in (None, self.spec.classes) or self.spec.any_classes, "classes",
+              f"{self.spec.classes} for dataset {self.dataset}", classes,
+              f"Only {', '.join(takes)} take another number of classes.")
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes or self.spec.classes
+
+    def draw(self, n: int, seed: int) -> Points:
+        return self.spec.generate(n, self.noise, seed, factor=self.factor, classes=self.num_classes,
+                                  layout_seed=self.seed)
+
+    def fit_split(self) -> tuple[Points, Points]:
+        """The chapter's draw and split: ``train_test_split(test_size=val_fraction, random_state=seed)``."""
+        from sklearn.model_selection import train_test_split
+
+        x, y = self.draw(self.n_samples, self.seed)
+        train_x, val_x, train_y, val_y = train_test_split(x, y, test_size=self.val_fraction, random_state=self.seed)
+        return (train_x, train_y), (val_x, val_y)
+
+    def test_split(self) -> Points:
+        return self.draw(self.test_samples, derived_seed(self.seed, 1))
+
+    def bayes_accuracy(self) -> float | None:
+        bayes = self.spec.bayes
+        return bayes(self.noise, self.factor, self.num_classes, self.seed) if bayes is not None else None
+
+    def describe(self, sizes: str) -> str:
+        what = f"{self.dataset} (noise {self.noise:g}{f', {self.num_classes} classes' if self.num_classes > 2 else ''})"
+        return f"{what}: {f'{sizes} points; ' if sizes else ''}test: a fresh draw of {self.test_samples} points"
+
+    def class_legend(self) -> tuple[str, ...]:
+        return self.spec.legend(self.num_classes)
+
+    def probability_label(self) -> str:
+        return self.spec.probability_label(self.num_classes)

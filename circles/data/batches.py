@@ -12,6 +12,7 @@ import torch
 from circles.errors import ConfigError
 
 Batch = tuple[torch.Tensor, ...]
+Points = tuple[torch.Tensor, torch.Tensor]  # points (N, 2) and their labels (N,)
 
 
 def derived_seed(seed: int, stream: int) -> int:

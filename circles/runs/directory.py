@@ -70,6 +70,14 @@ def lock_run_dir(run_dir: PathLike) -> IO[Any]:
     return lock
 
 
+# What a run directory holds besides its TensorBoard events (each written by the part named).
+CONFIG = "config.yaml"  # the resolved config that repeats the run (circles.runs.checkpoints.RunConfig)
+CHECKPOINTS = "checkpoints"  # best.ckpt and last.ckpt (Lightning's folder; circles.callbacks.checkpoint)
+BOUNDARY_PNG, BOUNDARY_TEST_PNG = "decision_boundary.png", "decision_boundary_test.png"  # callbacks.boundary
+BOUNDARY_GIF = "decision_boundary.gif"  # the frames of a fit (callbacks.boundary)
+MEMBERS_CSV = "members.csv"  # per member its seed and accuracies, with several members (callbacks.summary)
+PREDICTIONS_CSV = "predictions.csv"  # predict's output (callbacks.predictions)
+LR_FIND_PNG = "lr_find.png"  # the learning-rate finder's curve (callbacks.lr_finder)
 EVALUATIONS = "evaluations"  # the folder of validate, test and predict runs, inside the runs: out of the fits' way
 RUN_NAME = re.compile(r"(?:version_)?(\d+)(-.*)?")  # ``0003-relu-10x10-...``; earlier releases: ``version_3-...``
 

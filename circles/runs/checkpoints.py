@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from circles.errors import CirclesError, ConfigError
-from circles.files import atomic_file
+from circles.runs.directory import atomic_file
 
 
 class CheckpointError(CirclesError):
@@ -74,35 +74,7 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     if wrong:
         raise CheckpointError(f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
                               "checkpoints/best.ckpt or checkpoints/last.ckpt.")
-    check_hyperparameters(Path(path), checkpoint.get("hyper_parameters") or {})
     return checkpoint
-
-
-def check_hyperparameters(path: Path, hparams: dict[str, Any]) -> None:
-    """A checkpoint's hyperparameters are the model's, with values it takes, for a network that can be built here:
-    checked before LightningCLI builds the model from them."""
-    from jsonargparse import ArgumentParser
-
-    from circles.cli.parser import parse_error_text
-    from circles.model import CirclesClassifier
-    from circles.networks import check_network_size, output_size
-
-    model = {k: v for k, v in hparams.items() if k != "_instantiator"}
-    empty = sorted(k for k, v in model.items() if v is None and k != "compile_mode")
-    if empty:
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: {', '.join(empty)} null.")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(CirclesClassifier, "model")
-    try:
-        parser.parse_object({"model": model})
-    except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError, whatever it wraps
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: "
-                              f"{parse_error_text(str(err), parser)}") from None
-    try:
-        check_network_size(len(model.get("features", (0, 0))), model.get("hidden_sizes", ()),
-                           output_size(model.get("num_classes", 2)), model.get("members", 1))
-    except ConfigError as err:
-        raise CheckpointError(f"{path} describes a network that cannot be built here: model.{err}") from None
 
 
 def _malformed(checkpoint: dict[str, Any]) -> str | None:

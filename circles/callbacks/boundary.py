@@ -12,58 +12,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from circles.contracts import Classifier, PointData, classifier, trainer_data
+from circles.callbacks.summary import weights_text
+from circles.contracts import classifier, trainer_data
 from circles.errors import check
-from circles.frames import Animation, boundary_image, network_image, neuron_image, vote_key
-from circles.logger import tensorboard_of
-from circles.metrics import accuracy_text
-from circles.networks import affine_text
-from circles.plotting import BoundaryPanel, boundary_figure, grid_axes, grid_boundaries, grid_layers, grid_predictions
-
-MEMBER_LINES = 16  # the members whose own boundary a linear model's pictures draw
-
-
-def collapse_lines(model: Classifier, inputs: list[str], names: tuple[str, ...]) -> list[str]:
-    """Without an activation, the affine map the network is, as text: its logit (two classes) or each class's (more),
-    for the first member; empty for a network with activations."""
-    collapsed = model.collapsed()
-    if collapsed is None:
-        return []
-    weights, biases = collapsed[0][0], collapsed[1][0]
-    if len(weights) == 1:
-        return [f"logit = {affine_text(weights[0], biases[0], inputs)}; the boundary is where it is 0"]
-    return [f"logit of {name} = {affine_text(w, b, inputs)}" for name, w, b in zip(names, weights, biases,
-                                                                                     strict=True)]
-
-
-def weights_text(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-    """Which weights an evaluation used: ``weights of epoch 99 (last.ckpt)``, or of the fit that just ended."""
-    epoch = classifier(pl_module).weights_epoch
-    source = os.path.basename(str(trainer.ckpt_path)) if trainer.ckpt_path else "the end of the fit"
-    return f"weights of epoch {epoch if epoch is not None else '?'} ({source})"
-
-
-def draws_lines(model: Classifier) -> bool:
-    """A linear network of two classes: its boundary is a line (per member), drawn as one."""
-    return model.num_classes == 2 and model.collapsed() is not None
-
-
-def picture_notes(model: Classifier, data: PointData) -> list[str]:
-    """What a picture's colours and lines mean beyond the legend: the members' vote, a linear model's lines."""
-    notes = []
-    if model.members > 1:
-        notes.append(f"colour: share of the {model.members} members voting {data.class_legend()[1]}"
-                     if model.num_classes == 2 else
-                     f"colour: the class most of the {model.members} members vote for, paler where they disagree")
-    if draws_lines(model):
-        shape = ("a straight line" if model.feature_names == ["x1", "x2"] else
-                 f"a straight line in {', '.join(model.feature_names)} (a curve of the plane)")
-        notes.append(f"no activation: the layers are one affine map, so each boundary is {shape} (black)"
-                     + (", one per member" if model.members > 1 else "")
-                     + (f" (the first {MEMBER_LINES})" if model.members > MEMBER_LINES else ""))
-        if model.members == 1:
-            notes += collapse_lines(model, model.feature_names, data.class_legend())
-    return notes
+from circles.model.metrics import accuracy_text
+from circles.pictures.figures import boundary_figure
+from circles.pictures.frames import Animation, boundary_image, vote_key
+from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
+from circles.pictures.network import network_image, neuron_image
+from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
+from circles.pictures.panels import BoundaryPanel
+from circles.runs.directory import BOUNDARY_GIF, BOUNDARY_PNG, BOUNDARY_TEST_PNG
+from circles.runs.logger import tensorboard_of
 
 
 class DecisionBoundaryCallback(Callback):
@@ -202,9 +162,9 @@ class DecisionBoundaryCallback(Callback):
         if self._last_frame_epoch != epoch:
             self._fit_frame(trainer, pl_module, panels, epoch)
         if self.gif and len(self.frames) > 1:
-            self.frames.save(os.path.join(str(self.run_dir), "decision_boundary.gif"))
+            self.frames.save(os.path.join(str(self.run_dir), BOUNDARY_GIF))
         title = f"Epoch {epoch}: {accuracy_text(classifier(pl_module).epoch_metrics, ('train', 'val'), ', ')}"
-        self.png_path = self._save_png(trainer, pl_module, panels, "decision_boundary.png", title)
+        self.png_path = self._save_png(trainer, pl_module, panels, BOUNDARY_PNG, title)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -215,4 +175,4 @@ class DecisionBoundaryCallback(Callback):
         self._frame(trainer, pl_module, panels, self.TEST_TAG, epoch if epoch is not None else 0)
         accuracy = classifier(pl_module).epoch_metrics.get("test/acc")
         title = f"Test set: acc {accuracy:.4f}" if accuracy is not None else "Test set"
-        self._save_png(trainer, pl_module, panels, "decision_boundary_test.png", title)
+        self._save_png(trainer, pl_module, panels, BOUNDARY_TEST_PNG, title)

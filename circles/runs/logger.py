@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
-from circles.files import claim_version, lock_run_dir, run_name
-from circles.metrics import STAGES, hparams_metrics, scalar_tag
+from circles.model.metrics import STAGES, hparams_metrics, scalar_tag
+from circles.runs.directory import claim_version, lock_run_dir, run_name
 
 DEFAULT_RUNS = "lightning_logs"  # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/0003-<label>
 TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)

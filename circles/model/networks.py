@@ -168,14 +168,6 @@ def affine_map(net: nn.Sequential | StackedMLP) -> tuple[torch.Tensor, torch.Ten
     return w, b
 
 
-def affine_text(weights: torch.Tensor, bias: torch.Tensor, inputs: Sequence[str]) -> str:
-    """``0.0123*x1 - 0.0456*x2 + 0.0789``: one output of an affine map, its weights ``(inputs,)`` and bias."""
-    terms = [f"{'-' if w < 0 else '+'} {abs(w):.4g}*{name}" for w, name in zip(weights.tolist(), inputs, strict=True)]
-    terms.append(f"{'-' if bias < 0 else '+'} {abs(float(bias)):.4g}")
-    text = " ".join(terms)
-    return text[2:] if text.startswith("+ ") else "-" + text[2:]
-
-
 class MemberViews:
     """What K stacked members compute, seen from outside (a mixin of :class:`circles.model.CirclesClassifier`, whose
     ``net``, ``features``, ``members``, ``num_classes`` and ``activation`` these read): logits and probabilities per

@@ -10,12 +10,13 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from circles.checkpoints import data_difference, load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint
-from circles.data import CirclesDataModule
+from circles.cli.checks import check_hyperparameters
+from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, note
-from circles.files import EVALUATIONS
-from circles.logger import DEFAULT_RUNS
-from circles.names import run_label, short, shortened
+from circles.runs.checkpoints import data_difference, load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint
+from circles.runs.directory import EVALUATIONS
+from circles.runs.logger import DEFAULT_RUNS
+from circles.runs.names import run_label, short, shortened
 
 DATA_STATE = CirclesDataModule.__qualname__  # the key of the data module's state in a checkpoint
 
@@ -23,7 +24,7 @@ DATA_STATE = CirclesDataModule.__qualname__  # the key of the data module's stat
 def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path, dict[str, Any]] | None:
     """Settle in ``config`` what depends on other settings: the logger's folder defaults to
     ``trainer.default_root_dir``, and without a logger the run still gets its directory from the logger's allocator
-    (:class:`circles.logger.RunDirectory`, no TensorBoard events);
+    (:class:`circles.runs.logger.RunDirectory`, no TensorBoard events);
     ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
     the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint's
     path and the checkpoint, loaded safely, if there is one."""
@@ -45,7 +46,7 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
         logger.label = _run_label(config, subcommand, path)
     if config.trainer.get("logger") is False:  # a run directory all the same, from the same allocator
         label = _run_label(config, subcommand, path) if run is None else ""
-        logger = config.trainer.logger = Namespace(class_path="circles.logger.RunDirectory", init_args=Namespace(
+        logger = config.trainer.logger = Namespace(class_path="circles.runs.logger.RunDirectory", init_args=Namespace(
             save_dir=config.trainer.get("default_root_dir") or ".", name=DEFAULT_RUNS, version=run, label=label))
         logger = logger.init_args
     if subcommand != "fit" and logger is not None and logger.get("version") is None:
@@ -54,6 +55,7 @@ def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path
         return None
     config.ckpt_path = str(path)
     checkpoint = load_lightning_checkpoint(path)
+    check_hyperparameters(path, checkpoint.get("hyper_parameters") or {})
     data = config.get("data")
     trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
     files = (checkpoint.get(DATA_STATE) or {}).get("files") or {}

@@ -1,6 +1,6 @@
-"""TensorBoard's pictures drawn straight into arrays (no matplotlib, milliseconds each): decision-boundary frames,
-hidden-unit tiles, the network, and the frames of a fit as an animation. Sized for TensorBoard's image cards: about
-400 pixels wide and text of 17 to 20 pixels, which a card shows at about four fifths of its size."""
+"""TensorBoard's decision-boundary frames drawn straight into arrays (no matplotlib, milliseconds each), and the frames
+of a fit as an animation. Sized for TensorBoard's image cards: about 400 pixels wide and text of 17 to 20 pixels,
+which a card shows at about four fifths of its size."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from circles.plotting import BoundaryPanel, class_colours, panel_fill, signed_colours
+from circles.pictures.panels import BoundaryPanel, class_colours, panel_fill
 
 if TYPE_CHECKING:
     from PIL import ImageFont
 
 Colour = tuple[int, int, int]
+
+
 TEXT: Colour = (40, 40, 40)
+
+
 FRAME_WIDTH = 400  # pixels a frame of panels is at least wide: a panel of a 101-point grid is drawn 4x, two 2x
+
+
 HEADER, BODY = 20, 17  # font sizes: the header line, every other line (shown at about 16 and 13 pixels)
 
 
@@ -124,7 +130,7 @@ def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
     colours from none of them to all, with the counts at its ends."""
     from PIL import Image, ImageDraw
 
-    from circles.plotting import fill_colours
+    from circles.pictures.panels import fill_colours
 
     bar_width, line = min(width - 8, 300), BODY + 6
     image = Image.new("RGB", (width, 14 + line), "white")
@@ -178,103 +184,6 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
 
 def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
     return np.pad(image[:, :width], ((0, 0), (0, max(0, width - image.shape[1])), (0, 0)), constant_values=255)
-
-
-def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 4,
-                 header: str | None = None) -> np.ndarray:
-    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
-    the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
-    magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and
-    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
-    units, height, width = activations.shape
-    flat = activations.reshape(units, -1)
-    peak = np.abs(flat).max(axis=1)
-    dead = dead_units(activations)
-    values = activations / np.where(peak > 0, peak, 1)[:, None, None]
-    tiles = signed_colours(np.flip(values, axis=1))
-    tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
-    ncols = min(ncols, units)
-    nrows = -(-units // ncols)
-    th, tw = height * scale, width * scale
-    label = BODY + 6
-    out = np.full((nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, ncols)
-        top, left = r * (th + label + gap), c * (tw + gap)
-        out[top : top + th, left : left + tw] = tile
-        text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
-        out[top + th : top + th + label, left : left + tw] = _fit_width(text_block(tw, [(text, None)]), tw)[:label]
-    key = "under each unit: its largest |output|; each tile on its own scale (blue +, red -, pale 0)"
-    lines = [*([text_block(out.shape[1], [(header, None)], size=HEADER)] if header else []),
-             text_block(out.shape[1], [(key, None)])]
-    return np.concatenate([*lines, out], axis=0)
-
-
-def dead_units(activations: np.ndarray) -> np.ndarray:
-    """Which of the ``(units, ...)`` outputs are the same everywhere (a ReLU that never fires over the plane)."""
-    flat = activations.reshape(len(activations), -1)
-    peak = np.abs(flat).max(axis=1)
-    return flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
-
-
-NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN, NETWORK_UNITS = 36, 8, 90, 12  # pixels; units drawn per layer at most
-POSITIVE, NEGATIVE = (49, 54, 149), (215, 48, 39)  # RdYlBu's blue and red, as in the tiles
-
-
-def network_image(outputs: Sequence[np.ndarray], weights: Sequence[np.ndarray], inputs: Sequence[str],
-                  header: str | None = None) -> np.ndarray:
-    """The network as TensorBoard Playground draws it, as an ``(H, W, 3)`` uint8 image: a column of tiles per layer
-    (the inputs, each hidden layer, the output), each tile that unit's output over the plane on its own scale (blue +,
-    red -), dead units marked; between columns a link per weight, as wide as its size (relative to the layer's
-    largest) and coloured by its sign. ``outputs``: per layer ``(units, ny, nx)``; ``weights``: per layer ``(out,
-    in)``; ``inputs``: the input features' names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
-    from PIL import Image, ImageDraw
-
-    tile, gap, span = NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN
-    shown = [min(len(o), NETWORK_UNITS) for o in outputs]
-    titles = ["inputs", *(f"layer {i}" for i in range(1, len(outputs) - 1)), "output"]
-    label, top = BODY + 6, BODY + 10
-    margin = 30  # room for a column's title wider than its tiles
-    height = top + max(shown) * (tile + label + gap)
-    width = 2 * margin + len(outputs) * tile + (len(outputs) - 1) * span
-    image = Image.new("RGB", (width, height), "white")
-    overlay = Image.new("RGBA", (width, height), (255, 255, 255, 0))
-    draw, links = ImageDraw.Draw(image), ImageDraw.Draw(overlay)
-
-    def place(layer: int, unit: int) -> tuple[int, int]:
-        column = top + (max(shown) - shown[layer]) * (tile + label + gap) // 2
-        return margin + layer * (tile + span), column + unit * (tile + label + gap)
-
-    for layer, weight in enumerate(weights):
-        largest = float(np.abs(weight).max()) or 1.0
-        for j in range(shown[layer + 1]):
-            for i in range(shown[layer]):
-                w = float(weight[j, i])
-                (x0, y0), (x1, y1) = place(layer, i), place(layer + 1, j)
-                colour = (*(POSITIVE if w > 0 else NEGATIVE), int(60 + 160 * abs(w) / largest))
-                links.line((x0 + tile, y0 + tile // 2, x1, y1 + tile // 2), fill=colour,
-                           width=max(1, round(5 * abs(w) / largest)))
-    image.paste(overlay, (0, 0), overlay)
-    font = _font(BODY)
-    for layer, maps in enumerate(outputs):
-        x, _ = place(layer, 0)
-        draw.text((x + tile // 2, 4), titles[layer], fill=TEXT, font=font, anchor="mt")
-        dead = dead_units(maps) if 0 < layer < len(outputs) - 1 else np.zeros(len(maps), bool)
-        for unit in range(shown[layer]):
-            peak = float(np.abs(maps[unit]).max()) or 1.0
-            picture = Image.fromarray(signed_colours(np.flipud(maps[unit]) / peak)).resize((tile, tile))
-            x, y = place(layer, unit)
-            image.paste(picture, (x, y))
-            draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=(120, 120, 120))
-            name = inputs[unit] if layer == 0 else "dead" if dead[unit] else ""
-            draw.text((x + tile // 2, y + tile + 2), name, fill=NEGATIVE if dead[unit] else TEXT, font=font,
-                      anchor="mt")
-        if len(maps) > shown[layer]:
-            draw.text((x + tile // 2, height - label), f"+{len(maps) - shown[layer]}", fill=TEXT, font=font,
-                      anchor="mt")
-    key = "links: width = |weight| (of the layer's largest), blue +, red -; tiles: each unit's output over the plane"
-    lines = [*([text_block(width, [(header, None)], size=HEADER)] if header else []), text_block(width, [(key, None)])]
-    return np.concatenate([*lines, np.asarray(image)], axis=0)
 
 
 class Animation:

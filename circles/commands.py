@@ -1,0 +1,22 @@
+"""The ``circles`` command (``python train.py``): ``compare`` (:mod:`circles.compare`), or one of Lightning's
+subcommands, ``fit``, ``validate``, ``test`` and ``predict`` (:mod:`circles.cli`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from circles.cli import cli_main
+from circles.cli.reporting import one_line_errors
+
+
+def main(args: Any = None) -> None:
+    """Run the command (``args`` as a list of strings; ``None`` reads ``sys.argv``)."""
+    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+    if argv[:1] != ["compare"]:
+        cli_main(args)
+        return
+    from circles.compare import main as compare
+
+    with one_line_errors():
+        raise SystemExit(compare(argv[1:]))

@@ -1,0 +1,6 @@
+"""The data: generated point sets (``generated``) or your own file (``files``), split and batched in memory
+(``batches``) by the :class:`CirclesDataModule` (``module``)."""
+
+from circles.data.module import CirclesDataModule
+
+__all__ = ["CirclesDataModule"]
