@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
-from circles.model.metrics import num
+from circles.model.metrics import latest_values, num
 
 FRAMES_PER_RUN = 40  # pictures of a run over its epochs; the page's slider takes the union of the runs' epochs
 MAX_SLIDER = 60  # slider positions at most (each is a picture of the whole figure inside the page)
@@ -75,7 +75,7 @@ class RunRecorder(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        epoch, values = trainer.current_epoch, classifier(pl_module).epoch_metrics
+        epoch, values = trainer.current_epoch, latest_values(trainer.callback_metrics)
         for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
             if name in values:
                 self.record.curves.setdefault(name, []).append((epoch, values[name]))
@@ -114,7 +114,7 @@ class RunRecorder(Callback):
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        values = classifier(pl_module).epoch_metrics
+        values = latest_values(trainer.callback_metrics)
         self.record.final.update({k: v for k, v in values.items() if k.startswith("test/") or k == "val/acc_best"})
 
 

@@ -7,7 +7,6 @@ with an error that names what is missing, instead of each consumer probing attri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -24,13 +23,7 @@ class Classifier(Protocol):
     def feature_names(self) -> list[str]:
         """The names of the network's inputs (``x1``, ``x2``, ``x1_sq``, ...), in order."""
 
-    @property
-    def weights_epoch(self) -> int | None:
-        """The epoch whose training made the weights it holds (None: untrained)."""
-
-    @property
-    def epoch_metrics(self) -> Mapping[str, float]:
-        """The latest epoch's values by metric name (``train/acc``, ``val/loss``, ``test/acc``, ...)."""
+    weights_epoch: int | None  # the epoch whose training made the weights it holds (None: untrained)
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's probabilities for points ``(N, 2)``: of class 1 ``(K, N)``, or of each class ``(K, N, C)``."""
@@ -46,9 +39,6 @@ class Classifier(Protocol):
 
     def dead_units(self, x: torch.Tensor) -> list[float]:
         """Per hidden layer, the ReLU units that give 0 for all of the points ``(N, 2)`` (members' mean)."""
-
-    def publish(self, values: Mapping[str, float]) -> None:
-        """Log and record more of the current epoch's values, through the module's one metric path."""
 
     def collapsed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Without activations, the affine map the network is: weights ``(K, outputs, F)``, biases ``(K, outputs)``."""

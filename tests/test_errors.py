@@ -87,7 +87,7 @@ CASES = [
     case("torch file that is no Lightning checkpoint", "fit --ckpt_path weights.ckpt", "weights.ckpt",
          "no state_dict", "checkpoints/best.ckpt"),
     case("checkpoint of another model", "validate --ckpt_path other_model.ckpt", "other_model.ckpt",
-         "does not fit the model", "net.0.weight (checkpoint (10, 3), model (10, 2))"),
+         "does not fit the model", "net.weights.0 (checkpoint (1, 10, 3), model (1, 10, 2))"),
     case("checkpoint carrying code", "predict --ckpt_path payload.ckpt", "payload.ckpt", "Refused to load",
          "weights_only=True", "nothing in it ran"),
     case("resume with a bad value", "fit --ckpt_path last --data.noise=-1", "data.noise", ">= 0"),
@@ -205,7 +205,7 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     (directory / "notes.ckpt").write_text("not a checkpoint\n")
     torch.save({"weights": torch.zeros(3)}, directory / "weights.ckpt")
     other = torch.load(real_checkpoint, weights_only=True)
-    other["state_dict"]["net.0.weight"] = torch.zeros(10, 3)
+    other["state_dict"]["net.weights.0"] = torch.zeros(1, 10, 3)
     torch.save(other, directory / "other_model.ckpt")
     torch.save({"state_dict": {}, "payload": Payload(directory / "PAYLOAD_RAN")}, directory / "payload.ckpt")
     for name, text in CSV_FILES.items():

@@ -1,4 +1,5 @@
-"""Tests for circles.model: the MLP, its parity with the chapter's plain PyTorch loop, divergence detection."""
+"""Tests for circles.model: the MLP (a stack of K members, one the ordinary case), its parity with the chapter's
+plain PyTorch loop, divergence detection, checkpoints of earlier versions."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
 from circles.model.classifier import CirclesClassifier, TrainingDiverged
-from circles.model.networks import build_mlp, linear_weights
+from circles.model.networks import StackedMLP, build_mlp
 from circles.pictures.notes import affine_text
 
 ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
@@ -41,15 +42,20 @@ def accuracy(y_pred, y_true):
     return (correct / len(y_pred)) * 100
 
 
-def linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+def layers(model: CirclesClassifier, member: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One member's layers as (weight ``(out, in)``, bias ``(out,)``), input side first."""
+    return [(w[member], b[member]) for w, b in zip(model.net.weights, model.net.biases, strict=True)]
+
+
+def shapes(model: CirclesClassifier) -> list[tuple[int, int]]:
+    """Each layer's (inputs, outputs)."""
+    return [(w.shape[1], w.shape[0]) for w, _ in layers(model)]
 
 
 def chapter_state(model: CirclesClassifier) -> dict[str, torch.Tensor]:
-    """The classifier's weights under CircleModelV2's parameter names."""
-    first, second, third = linears(model)
-    return {f"layer{i}.{k}": getattr(layer, k).detach().clone()
-            for i, layer in enumerate((first, second, third), start=1) for k in ("weight", "bias")}
+    """The classifier's (first member's) weights under CircleModelV2's parameter names."""
+    return {f"layer{i}.{k}": t.detach().clone()
+            for i, layer in enumerate(layers(model), start=1) for k, t in zip(("weight", "bias"), layer, strict=True)}
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
@@ -69,20 +75,21 @@ def test_output_is_one_logit_per_point(n):
     assert build_mlp(2, [4], "relu")(torch.randn(n, 2)).shape == (n, 1)
 
 
-def test_default_is_the_chapters_relu_network():
-    net = CirclesClassifier().net
-    kinds = [type(m) for m in net]
-    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
-    assert [(m.in_features, m.out_features) for m in linears(net)] == [(2, 10), (10, 10), (10, 1)]
-    assert all(m.bias is not None for m in linears(net))
+def test_default_is_the_chapters_relu_network_as_a_stack_of_one():
+    model = CirclesClassifier()
+    assert isinstance(model.net, StackedMLP) and model.net.members == 1 and isinstance(model.net.activation, nn.ReLU)
+    assert shapes(model) == [(2, 10), (10, 10), (10, 1)]
+    assert list(model.state_dict()) == ["member_seeds", "member_val_acc", "member_val_acc_best", "net.weights.0",
+                                        "net.weights.1", "net.weights.2", "net.biases.0", "net.biases.1",
+                                        "net.biases.2", "val_acc_best.max_value"]
 
 
 @pytest.mark.parametrize("hidden", [[3], [3, 5, 7], [16, 1]])
 def test_layer_sizes_follow_hidden_sizes(hidden):
     model = CirclesClassifier(hidden_sizes=hidden)
     sizes = [2, *hidden, 1]
-    assert [(m.in_features, m.out_features) for m in linears(model)] == list(zip(sizes[:-1], sizes[1:], strict=True))
-    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == len(hidden)
+    assert shapes(model) == list(zip(sizes[:-1], sizes[1:], strict=True))
+    assert [h.shape for h in model.net.hidden(torch.randn(5, 2))] == [(1, 5, h) for h in hidden]
     assert model(torch.randn(5, 2)).shape == (5,)
 
 
@@ -104,7 +111,7 @@ def test_different_seeds_give_different_weights():
     a = CirclesClassifier()
     torch.manual_seed(1)
     b = CirclesClassifier()
-    assert not torch.equal(linears(a)[0].weight, linears(b)[0].weight)
+    assert not torch.equal(layers(a)[0][0], layers(b)[0][0])
 
 
 def affine_fit_residual(f, x: torch.Tensor) -> float:
@@ -120,13 +127,13 @@ def affine_fit_residual(f, x: torch.Tensor) -> float:
 def test_activation_none_is_one_affine_map(hidden):
     torch.manual_seed(0)
     model = CirclesClassifier(hidden_sizes=hidden, activation="none")
-    assert not [m for m in model.net if not isinstance(m, nn.Linear)]
+    assert isinstance(model.net.activation, nn.Identity)
     # Compose the linear layers by hand: x -> W x + b.
     W = torch.eye(2)
     b = torch.zeros(2)
-    for layer in linears(model):
-        W = layer.weight.detach() @ W
-        b = layer.weight.detach() @ b + layer.bias.detach()
+    for weight, bias in layers(model):
+        W = weight.detach() @ W
+        b = weight.detach() @ b + bias.detach()
     x = torch.randn(500, 2) * 3
     with torch.no_grad():
         assert torch.allclose(model(x), (x @ W.T + b).squeeze(-1), atol=1e-5)
@@ -176,20 +183,16 @@ def test_relu_network_is_not_affine():
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_activation_builds_and_sits_after_every_hidden_layer(activation):
     model = CirclesClassifier(hidden_sizes=[6, 4], activation=activation)
-    modules = list(model.net)
-    assert [(m.in_features, m.out_features) for m in linears(model)] == [(2, 6), (6, 4), (4, 1)]
-    nonlinear = [m for m in modules if not isinstance(m, nn.Linear)]
-    if activation == "none":
-        assert nonlinear == []
-    else:
-        assert len(nonlinear) == 2
-        assert len({type(m) for m in nonlinear}) == 1
-        # It is the named function: compare with torch's own on a few values.
-        reference = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-                     "leaky_relu": nn.functional.leaky_relu, "gelu": nn.functional.gelu}[activation]
-        v = torch.linspace(-3, 3, 13)
-        assert torch.allclose(nonlinear[0](v), reference(v))
-        assert isinstance(modules[1], type(nonlinear[0])) and isinstance(modules[3], type(nonlinear[0]))
+    assert shapes(model) == [(2, 6), (6, 4), (4, 1)]
+    reference = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda v: v,
+                 "leaky_relu": nn.functional.leaky_relu, "gelu": nn.functional.gelu}[activation]
+    x = torch.randn(7, 2)
+    h = x
+    for i, (weight, bias) in enumerate(layers(model)):  # the named function after every hidden layer, not the last
+        h = h @ weight.T + bias
+        h = reference(h) if i < 2 else h
+    with torch.no_grad():
+        torch.testing.assert_close(model.member_logits(x)[0], h[:, 0].detach())
     assert model(torch.randn(3, 2)).shape == (3,)
 
 
@@ -213,12 +216,11 @@ def test_invalid_architecture_raises_config_error_naming_the_field(kwargs, field
 def test_no_hidden_layers_with_activation_none_is_a_single_linear_layer():
     torch.manual_seed(0)
     model = CirclesClassifier(hidden_sizes=[], activation="none")
-    modules = list(model.net)
-    assert len(modules) == 1 and isinstance(modules[0], nn.Linear)
-    assert (modules[0].in_features, modules[0].out_features) == (2, 1)
+    ((weight, bias),) = layers(model)
+    assert weight.shape == (1, 2)
     x = torch.randn(10, 2)
     with torch.no_grad():
-        assert torch.allclose(model(x), x @ modules[0].weight[0] + modules[0].bias[0])
+        assert torch.allclose(model(x), x @ weight[0] + bias[0])
 
 
 def test_the_command_lines_default_optimizer_is_the_chapters_sgd():
@@ -237,20 +239,16 @@ def test_training_minimises_binary_cross_entropy_of_the_logits():
     x, y = torch.randn(9, 2), torch.randint(0, 2, (9,)).float()
     p = torch.sigmoid(model(x))
     expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
-    torch.testing.assert_close(model.training_step((x, y), 0), expected, atol=1e-6, rtol=0)
+    with pytest.warns(UserWarning, match="self.log"):  # no trainer: Lightning says where the values go
+        torch.testing.assert_close(model.training_step((x, y), 0), expected, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------- exact parity
 
 
-def epoch_metric(trainer: pl.Trainer, module: pl.LightningModule, key: str) -> float:
-    """An epoch-level metric as the trainer reports it to callbacks (``trainer.callback_metrics``), or, where the
-    module keeps its epoch values itself instead of logging them through ``self.log``, its ``epoch_metrics``."""
-    if key in trainer.callback_metrics:
-        return float(trainer.callback_metrics[key])
-    kept = getattr(module, "epoch_metrics", {})
-    assert key in kept, f"{key} is neither in trainer.callback_metrics nor in the module's epoch_metrics"
-    return float(kept[key])
+def epoch_metric(trainer: pl.Trainer, key: str) -> float:
+    """An epoch-level metric as the trainer reports it to callbacks (``trainer.callback_metrics``)."""
+    return float(trainer.callback_metrics[key])
 
 
 class EpochLosses(pl.Callback):
@@ -258,7 +256,7 @@ class EpochLosses(pl.Callback):
         self.losses: list[float] = []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.losses.append(epoch_metric(trainer, pl_module, "train/loss"))
+        self.losses.append(epoch_metric(trainer, "train/loss"))
 
 
 @pytest.mark.slow
@@ -307,7 +305,7 @@ def test_lightning_training_equals_the_chapters_plain_loop():
         assert torch.allclose(final[name], value, atol=1e-6, rtol=0), name
         assert not torch.equal(final[name], initial[name]), f"{name} never moved"
     assert losses[-1] < losses[0]
-    assert epoch_metric(trainer, lit, "val/acc") * 100 == pytest.approx(test_acc, abs=1e-4)
+    assert epoch_metric(trainer, "val/acc") * 100 == pytest.approx(test_acc, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- divergence
@@ -379,20 +377,21 @@ def test_member_k_is_the_single_run_with_seed_plus_k(optimizer, batch_size):
     for k in range(4):
         single_losses, single = train_members(1, 42 + k, optimizer, batch_size)
         torch.testing.assert_close(losses[:, k], single_losses[:, 0], atol=1e-6, rtol=0)
-        for i, layer in enumerate(linears(single.net)):
-            torch.testing.assert_close(stacked.net.weights[i][k], layer.weight, atol=1e-6, rtol=0)
-            torch.testing.assert_close(stacked.net.biases[i][k], layer.bias, atol=1e-6, rtol=0)
+        for (weight, bias), (single_weight, single_bias) in zip(layers(stacked, k), layers(single), strict=True):
+            torch.testing.assert_close(weight, single_weight, atol=1e-6, rtol=0)
+            torch.testing.assert_close(bias, single_bias, atol=1e-6, rtol=0)
     assert not torch.allclose(losses[-1, 0], losses[-1, 1])  # the members did differ
 
 
-def fit_noisy(members: int, seed: int, optimizer: str, epochs: int = 300) -> CirclesClassifier:
-    """``members`` of the chapter's ReLU model on noisier circles (noise 0.1), full batch."""
+def fit_noisy(members: int, seed: int, optimizer: str, epochs: int = 300) -> tuple[CirclesClassifier, float]:
+    """``members`` of the chapter's ReLU model on noisier circles (noise 0.1), full batch; with its val acc."""
     pl.seed_everything(seed, verbose=False)
     model = CirclesClassifier(members=members)
     lr = {"SGD": 0.1, "Adam": 0.01}[optimizer]
     model.configure_optimizers = lambda: getattr(torch.optim, optimizer)(model.parameters(), lr=lr)
-    quiet_trainer(max_epochs=epochs).fit(model, CirclesDataModule(noise=0.1, test_samples=10))
-    return model
+    trainer = quiet_trainer(max_epochs=epochs)
+    trainer.fit(model, CirclesDataModule(noise=0.1, test_samples=10))
+    return model, epoch_metric(trainer, "val/acc")
 
 
 @pytest.mark.slow
@@ -404,16 +403,16 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
     the last bits (weights within 1e-6, the same accuracies); Adam divides each step by the gradient's running size, so
     where a gradient is near zero, rounding can become a step: some members go their own way (no bound on a weight;
     at most 3% of the validation points), while the others agree to the last bits and the mean accuracy holds."""
-    stacked = fit_noisy(16, 42, optimizer)
+    stacked, _ = fit_noisy(16, 42, optimizer)
     table = stacked.member_table()
     drift, accuracy, singles = [], [], []
     for k in range(16):
-        single = fit_noisy(1, 42 + k, optimizer)
-        drift.append(max(max(float((stacked.net.weights[i][k] - layer.weight).abs().max()),
-                             float((stacked.net.biases[i][k] - layer.bias).abs().max()))
-                         for i, layer in enumerate(linears(single.net))))
-        accuracy.append(abs(table["val_acc"][k] - single.epoch_metrics["val/acc"]))
-        singles.append(single.epoch_metrics["val/acc"])
+        single, single_acc = fit_noisy(1, 42 + k, optimizer)
+        drift.append(max(float((a - b).abs().max()) for layer, single_layer in
+                         zip(layers(stacked, k), layers(single), strict=True)
+                         for a, b in zip(layer, single_layer, strict=True)))
+        accuracy.append(abs(table["val_acc"][k] - single_acc))
+        singles.append(single_acc)
     if optimizer == "SGD":
         assert max(drift) < 1e-6 and max(accuracy) == 0, (drift, accuracy)
     else:
@@ -422,14 +421,20 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
         assert abs(sum(table["val_acc"]) - sum(singles)) / 16 <= 0.005, (table["val_acc"], singles)
 
 
-def test_one_member_keeps_the_single_networks_weights_and_keys():
+def test_a_single_network_is_the_chapters_network_built_as_member_0():
+    """One member is built as the chapter's ``nn.Sequential`` is after the same seed, and computes its logits to the
+    bit (the stack runs one member through ``nn.Linear``'s kernel); the random generator is left as it was."""
     pl.seed_everything(7, verbose=False)
-    one = CirclesClassifier(members=1)
+    one = CirclesClassifier()
+    after = torch.rand(3)
     pl.seed_everything(7, verbose=False)
-    plain = CirclesClassifier()
-    assert one.state_dict().keys() == plain.state_dict().keys()
-    assert all(torch.equal(one.state_dict()[k], plain.state_dict()[k]) for k in plain.state_dict())
-    assert one.member_table() is None and one.member_logits(torch.randn(5, 2)).shape == (1, 5)
+    sequential = build_mlp(2, [10, 10], "relu")
+    pl.seed_everything(7, verbose=False)
+    assert torch.equal(torch.rand(3), after)
+    x = torch.randn(50, 2)
+    with torch.no_grad():
+        assert torch.equal(one.member_logits(x), sequential(x).T)
+    assert one.member_table() is None and one.member_seeds.tolist() == [7]
 
 
 def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units():
@@ -439,7 +444,7 @@ def test_members_predict_their_mean_probability_and_keep_their_own_hidden_units(
     logits = model.member_logits(x)
     assert logits.shape == (3, 20)
     torch.testing.assert_close(torch.sigmoid(model(x)), torch.sigmoid(logits).mean(0))
-    assert [h.shape for h in model.hidden_activations(x)] == [(20, 10), (20, 10)]
+    assert [h.shape for h in model.layer_outputs(x)] == [(20, 2), (20, 10), (20, 10), (20, 1)]
     points, probs = model.predict_step((x,), 0)
     assert torch.equal(points, x)
     torch.testing.assert_close(probs, torch.sigmoid(logits))
@@ -470,7 +475,7 @@ def test_members_take_features_regularization_and_a_single_linear_layer():
     x = torch.randn(30, 2)
     torch.testing.assert_close(model.member_logits(x), torch.stack([s(x) for s in singles]))
     def penalty(m):
-        return m.regularization(linear_weights(m.net))
+        return m.regularization(m.weight_parameters())
 
     torch.testing.assert_close(penalty(model), sum(penalty(s) for s in singles))  # each member's own term
     data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
@@ -489,10 +494,10 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     logits = model.member_logits(x)
     assert logits.shape == (members, 12, 4) and model(x).shape == (12, 4)
     expected = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(members)])
-    torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())  # what training minimises
-    tally = model.metrics.tallies["train"]
-    right = (logits.argmax(-1) == y).sum(-1)
-    assert tally.right.tolist() == right.tolist() and tally.points == 12
+    with pytest.warns(UserWarning, match="self.log"):  # no trainer: Lightning says where the values go
+        torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())  # what training minimises
+    right = (logits.argmax(-1) == y).float().mean()
+    assert float(model.train_acc.compute()) == pytest.approx(float(right))
     _, probs = model.predict_step((x,), 0)
     torch.testing.assert_close(probs, torch.softmax(logits, -1))
     assert CirclesClassifier(num_classes=2).member_logits(x).shape == (1, 12)  # two classes: one logit, as before

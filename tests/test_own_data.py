@@ -141,7 +141,7 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
     record = state["files"]["path"]  # what trained: the file where it is, and what it held
     assert record["resolved"] == str((tmp_path / "pets.csv").resolve()) and record["points"] == 90
     assert len(record["fingerprint"]) == len(record["held_out"]) == 16
-    assert checkpoint["state_dict"]["net.4.weight"].shape == (3, 10)
+    assert checkpoint["state_dict"]["net.weights.2"].shape == (1, 3, 10)
 
     # test and predict take the file from the checkpoint: its held-out part, its class names
     assert exit_status("test", "--ckpt_path=best") == 0

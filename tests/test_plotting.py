@@ -92,9 +92,9 @@ def prepared_model(train: bool) -> nn.Module:
     torch.manual_seed(0)
     model = CirclesClassifier(hidden_sizes=[8, 8])
     model.train(train)
-    model.net[2].train(not train)  # mixed modes: a submodule that differs from its parent
-    model.net[0].weight.requires_grad_(False)
-    model.net[-1].weight.grad = torch.randn_like(model.net[-1].weight)  # an existing gradient
+    model.net.activation.train(not train)  # mixed modes: a submodule that differs from its parent
+    model.net.weights[0].requires_grad_(False)
+    model.net.weights[-1].grad = torch.randn_like(model.net.weights[-1])  # an existing gradient
     return model
 
 
@@ -102,7 +102,7 @@ def prepared_model(train: bool) -> nn.Module:
 def test_predict_grid_leaves_a_module_exactly_as_found(train):
     model = prepared_model(train)
     before = module_state(model)
-    assert before["training"][""] is train and before["training"]["net.2"] is (not train)
+    assert before["training"][""] is train and before["training"]["net.activation"] is (not train)
     probs = predict_grid(model, np.linspace(-1, 1, 5), np.linspace(-1, 1, 4))
     assert probs.shape == (4, 5)
     assert_same_state(before, module_state(model))
@@ -237,7 +237,7 @@ def test_linear_model_draws_a_half_plane(seed):
     torch.manual_seed(seed)
     model = CirclesClassifier(activation="none")
     with torch.no_grad():  # move the boundary into the middle of the grid
-        model.net[-1].bias -= model(torch.tensor([[0.013, 0.007]]))
+        model.net.biases[-1] -= model(torch.tensor([[0.013, 0.007]]))
     xs, ys = np.linspace(-1.2, 1.2, 41), np.linspace(-1.2, 1.2, 41)
     labels = predict_grid(model, xs, ys).ravel() > 0.5
     assert 0.05 < labels.mean() < 0.95

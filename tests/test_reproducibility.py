@@ -38,4 +38,4 @@ def test_a_different_seed_gives_different_weights(tmp_path):
     cli_main([*args, "--seed_everything=2"])
     x, y = (torch.load(run_dir(tmp_path / "lightning_logs", n) / "checkpoints" / "last.ckpt", weights_only=True)
             for n in (0, 1))
-    assert not torch.equal(x["state_dict"]["net.0.weight"], y["state_dict"]["net.0.weight"])
+    assert not torch.equal(x["state_dict"]["net.weights.0"], y["state_dict"]["net.weights.0"])

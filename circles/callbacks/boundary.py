@@ -15,7 +15,7 @@ from typing_extensions import override
 from circles.callbacks.summary import weights_text
 from circles.contracts import classifier, trainer_data
 from circles.errors import check
-from circles.model.metrics import accuracy_text
+from circles.model.metrics import accuracy_text, latest_values
 from circles.pictures.figures import boundary_figure
 from circles.pictures.frames import Animation, boundary_image, vote_key
 from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
@@ -102,7 +102,8 @@ class DecisionBoundaryCallback(Callback):
         model, data = classifier(pl_module), trainer_data(trainer)
         test = tag == self.TEST_TAG
         what = f"test set, {weights_text(trainer, pl_module)}" if test else f"epoch {step}"
-        header = f"{what}   {accuracy_text(model.epoch_metrics, ('test',) if test else ('train', 'val'), '   ')}"
+        stages = ("test",) if test else ("train", "val")
+        header = f"{what}   {accuracy_text(latest_values(trainer.callback_metrics), stages, '   ')}"
         split = model.members > 1 and model.num_classes == 2 and any(p.split_vote for p in panels)
         key = vote_key(400, model.members, data.class_legend()[1]) if split else None
         image = boundary_image(panels, self.show_probability, header=header.rstrip(),
@@ -163,7 +164,7 @@ class DecisionBoundaryCallback(Callback):
             self._fit_frame(trainer, pl_module, panels, epoch)
         if self.gif and len(self.frames) > 1:
             self.frames.save(os.path.join(str(self.run_dir), BOUNDARY_GIF))
-        title = f"Epoch {epoch}: {accuracy_text(classifier(pl_module).epoch_metrics, ('train', 'val'), ', ')}"
+        title = f"Epoch {epoch}: {accuracy_text(latest_values(trainer.callback_metrics), ('train', 'val'), ', ')}"
         self.png_path = self._save_png(trainer, pl_module, panels, BOUNDARY_PNG, title)
 
     @override
@@ -173,6 +174,6 @@ class DecisionBoundaryCallback(Callback):
             return
         epoch = classifier(pl_module).weights_epoch
         self._frame(trainer, pl_module, panels, self.TEST_TAG, epoch if epoch is not None else 0)
-        accuracy = classifier(pl_module).epoch_metrics.get("test/acc")
+        accuracy = latest_values(trainer.callback_metrics).get("test/acc")
         title = f"Test set: acc {accuracy:.4f}" if accuracy is not None else "Test set"
         self._save_png(trainer, pl_module, panels, BOUNDARY_TEST_PNG, title)

@@ -6,8 +6,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from circles.contracts import classifier
 from circles.errors import check
+from circles.model.metrics import latest_values
 
 
 class ChapterProgressPrinter(Callback):
@@ -28,7 +28,7 @@ class ChapterProgressPrinter(Callback):
         last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
         if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs and not last:
             return
-        metrics = classifier(pl_module).epoch_metrics
+        metrics = latest_values(trainer.callback_metrics)
         line = f"Epoch: {trainer.current_epoch}"
         for stage, label in (("train", "Train"), ("val", "Val")):
             if f"{stage}/loss" in metrics:

@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from circles.bayes import accuracy_interval
 from circles.contracts import classifier, trainer_data
+from circles.model.metrics import latest_values
 from circles.pictures.notes import collapse_lines
 from circles.runs.directory import BOUNDARY_PNG, MEMBERS_CSV, atomic_file
 from circles.runs.logger import tensorboard_command, tensorboard_of
@@ -92,7 +93,7 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     it is known, and whether it lies outside the accuracy's 95% interval (:func:`accuracy_interval`: the
     measurement's sampling error)."""
     model, data = classifier(pl_module), trainer_data(trainer)
-    values, points = model.epoch_metrics, data.points(stage)
+    values, points = latest_values(trainer.callback_metrics), data.points(stage)
     n = len(points[0]) if points is not None else 0
     acc = values.get(f"{stage}/acc")
     if acc is None:

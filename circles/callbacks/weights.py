@@ -60,7 +60,8 @@ class WeightsCallback(Callback):
                 with torch.no_grad():
                     counts = model.dead_units(points[0])
                 if counts:
-                    model.publish({f"train/dead_units_{i}": count for i, count in enumerate(counts, start=1)})
+                    dead = {f"train/dead_units_{i}": float(count) for i, count in enumerate(counts, start=1)}
+                    pl_module.log_dict(dead, sync_dist=True)
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is None or not self._histogram_epoch(trainer) or not trainer.is_global_zero:
             return

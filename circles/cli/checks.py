@@ -14,7 +14,7 @@ from jsonargparse import Namespace
 from circles.cli.parser import parse_error_text
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, SettingError
-from circles.model.classifier import CirclesClassifier, check_independent_members, upgrade_state_dict
+from circles.model.classifier import MEMBER_RECORDS, CirclesClassifier, check_independent_members, upgrade_state_dict
 from circles.model.networks import check_network_size, output_size
 from circles.runs.checkpoints import CONFIG_KEY, CheckpointError, ResumeError, checkpoint_mismatch, resume_conflicts
 
@@ -34,7 +34,9 @@ class CheckpointFacts:
     @classmethod
     def read(cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None) -> CheckpointFacts:
         """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the resume conflicts."""
-        state = upgrade_state_dict(dict(checkpoint["state_dict"]))
+        state = dict(checkpoint["state_dict"])
+        members = (checkpoint.get("hyper_parameters") or {}).get("members", 1)
+        upgrade_state_dict(state, dict.fromkeys(MEMBER_RECORDS, torch.zeros(members)))
         trained, data_state = checkpoint.get(CONFIG_KEY), checkpoint.get(CirclesDataModule.__qualname__)
         files = (data_state or {}).get("files")
         return cls(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},

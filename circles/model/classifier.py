@@ -1,23 +1,35 @@
-"""The LightningModule that trains the chapter's networks (:mod:`circles.networks`): one, or K members at once."""
+"""CirclesClassifier: the LightningModule that trains the chapter's networks, K members at once (one member is the
+ordinary single network), with torchmetrics objects per stage that reach every logger through ``self.log``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
 from typing_extensions import override
 
 from circles.contracts import has_data_module, trainer_data
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
-from circles.model.metrics import EpochMetrics, member_losses
-from circles.model.networks import MemberViews, base_seed, build_members, linear_weights, member_seeds, output_size
+from circles.model.metrics import MemberAccuracy, member_losses, pooled_accuracy, predicted_classes, spread
+from circles.model.networks import (
+    MemberViews,
+    base_seed,
+    build_members,
+    ensemble_logits,
+    member_seeds,
+    output_size,
+    upgrade_network_state,
+)
+from circles.model.penalty import WeightPenalty
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TrainingDiverged(CirclesError):
@@ -26,48 +38,15 @@ class TrainingDiverged(CirclesError):
 
 def check_independent_members(members: int, optimizer: type, gradient_clip_val: float | None,
                               gradient_clip_algorithm: str | None) -> None:
-    """Several members train as one model with the sum of their losses, which keeps them independent only when the
-    optimizer and gradient clipping treat every number on its own. LBFGS (its line search spans all parameters) and
-    clipping by norm (one norm over all members) do not, so they are refused for ``members > 1``."""
-    if members == 1:
-        return
-    couples = ("torch.optim.LBFGS, whose line search treats all members as one problem"
-               if issubclass(optimizer, torch.optim.LBFGS) else
-               "gradient clipping by norm (one norm over all members); clip by value instead"
-               if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" else None)
-    check(couples is None, "members", "1 with " + (couples or ""), members)
-
-
-class WeightPenalty:
-    """TensorFlow Playground's regularization of the weights (biases excluded): ``l1 * sum|w| + l2 * sum w^2`` is
-    added to the loss, and with L1 a weight that a step pushes across zero is set to exactly zero."""
-
-    def __init__(self, l1: float, l2: float) -> None:
-        check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)
-        check(isinstance(l2, (int, float)) and l2 >= 0, "l2", "a number >= 0", l2)
-        self.l1, self.l2 = l1, l2
-        self._signs: list[torch.Tensor] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.l1 or self.l2)
-
-    def __call__(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-        total = torch.zeros((), device=weights[0].device)
-        if self.l1:
-            total = total + self.l1 * sum(w.abs().sum() for w in weights)
-        if self.l2:
-            total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
-        return total
-
-    def before_step(self, weights: Sequence[torch.Tensor]) -> None:
-        if self.l1:
-            self._signs = [w.detach().sign() for w in weights]
-
-    @torch.no_grad()
-    def after_step(self, weights: Sequence[torch.Tensor]) -> None:
-        if self.l1:
-            for w, sign in zip(weights, self._signs, strict=True):
-                w.masked_fill_(w.sign() * sign < 0, 0.0)
+    """Several members train as one model with the sum of their losses, which keeps them independent only when
+    the optimizer and gradient clipping treat every number on its own. LBFGS (its line search spans all
+    parameters) and clipping by norm (one norm over all members) do not, so they are refused for ``members > 1``."""
+    lbfgs = issubclass(optimizer, torch.optim.LBFGS)
+    by_norm = bool(gradient_clip_val) and (gradient_clip_algorithm or "norm") == "norm"
+    couples = ("torch.optim.LBFGS, whose line search treats all members as one problem" if lbfgs else
+               "gradient clipping by norm (one norm over all members); clip by value instead" if by_norm else
+               None)
+    check(members == 1 or couples is None, "members", f"1 with {couples}", members)
 
 
 def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> TrainingDiverged:
@@ -75,36 +54,63 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
     lr = lrs[0] if len(lrs) == 1 else lrs
     return TrainingDiverged(
-        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer finite numbers. The "
-        f"learning rate ({lr}) is too large for this model; try a smaller one (e.g. {lrs[0] / 10:g})."
-    )
-
-
-WEIGHTS_EPOCH = "circles_weights_epoch"  # a checkpoint's record of the epoch whose training made its weights
-# Checkpoints written before the metrics had a module of their own kept these under other names.
-_RENAMED = {"val_acc_best.max_value": "metrics.val_acc_best", "member_seeds": "metrics.member_seeds",
-            "member_val_acc": "metrics.member_val_acc", "member_val_acc_best": "metrics.member_val_acc_best"}
-
-
-def upgrade_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's weights and records under today's names (:data:`_RENAMED`); changes it in place."""
-    for old, new in _RENAMED.items():
-        if old in state_dict:
-            state_dict[new] = state_dict.pop(old)
-    return state_dict
+        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer finite numbers. "
+        f"The learning rate ({lr}) is too large for this model; try a smaller one (e.g. {lrs[0] / 10:g}).")
 
 
 def weights_finite(module: nn.Module) -> torch.Tensor:
-    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device): their sum is finite
-    exactly when they all are, short of a sum beyond float32's range, which only diverged weights reach."""
+    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device): their sum is
+    finite exactly when they all are, short of a sum beyond float32's range, which only diverged weights reach."""
     return torch.isfinite(torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum())
+
+
+WEIGHTS_EPOCH = "circles_weights_epoch"  # a checkpoint's record of the epoch whose training made its weights
+# Records that checkpoints of earlier versions kept under other names.
+_RENAMED = {"metrics.val_acc_best": "val_acc_best.max_value", "metrics.member_seeds": "member_seeds",
+            "metrics.member_val_acc": "member_val_acc", "metrics.member_val_acc_best": "member_val_acc_best"}
+
+
+MEMBER_RECORDS = ("member_seeds", "member_val_acc", "member_val_acc_best")  # single networks' lacked them
+
+
+def upgrade_state_dict(state_dict: dict[str, Any], records: dict[str, torch.Tensor]) -> bool:
+    """A checkpoint's weights and records under today's names, in place, a member record it lacks taken from
+    ``records``; returns whether its network was a single ``nn.Sequential`` (whose optimizer state then needs
+    :func:`upgrade_optimizer_states`)."""
+    sequential = upgrade_network_state(state_dict)
+    for old, new in _RENAMED.items():
+        if old in state_dict:
+            state_dict[new] = state_dict.pop(old)
+    for name in MEMBER_RECORDS:
+        state_dict.setdefault(name, records[name])
+    return sequential
+
+
+def upgrade_optimizer_states(optimizer_states: list[dict[str, Any]], layers: int) -> None:
+    """The optimizer's state of a single ``nn.Sequential`` network (parameters ``w0, b0, w1, b1, ...`` of shapes
+    ``(out, in)`` and ``(out,)``) as a stack of one holds it: ``w0, w1, ..., b0, b1, ...``, each with a leading
+    member axis. In place."""
+    order = {2 * layer + part: part * layers + layer for layer in range(layers) for part in (0, 1)}
+    for optimizer in optimizer_states:
+        state = optimizer.get("state", {})
+        optimizer["state"] = {order.get(i, i): {k: v.unsqueeze(0) if torch.is_tensor(v) and v.dim() else v
+                                                for k, v in values.items()} for i, values in state.items()}
+        for group in optimizer.get("param_groups", []):
+            group["params"] = sorted(order.get(i, i) for i in group["params"])
 
 
 class CirclesClassifier(MemberViews, pl.LightningModule):
     """An MLP that classifies points of the plane: one logit and binary cross-entropy for two classes, a logit per
-    class and cross-entropy for more. ``activation: none`` is the chapter's first model (a stack of linear layers is
-    one affine map: a straight boundary), ``relu`` its second. ``members: K`` trains K copies from seeds S..S+K-1 at
-    once; the loss is the sum of theirs, so each member's gradients and optimizer state are its own."""
+    class and cross-entropy for more. ``activation: none`` is the chapter's first model (a stack of linear layers
+    is one affine map: a straight boundary), ``relu`` its second. ``members: K`` trains K copies from seeds
+    S..S+K-1 at once; the loss is the sum of theirs, so each member's gradients and optimizer state are its own.
+
+    Every stage's loss and accuracy are torchmetrics objects logged with ``self.log`` once per epoch, at step =
+    the epoch (of the weights, outside fit); ``trainer.validate`` and ``trainer.test`` return them."""
+
+    member_seeds: torch.Tensor  # each member's seed, and (during fit) its latest and best validation accuracy
+    member_val_acc: torch.Tensor
+    member_val_acc_best: torch.Tensor
 
     def __init__(
         self,
@@ -123,15 +129,15 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
             activation: Non-linearity after each hidden layer; ``none`` makes the whole network linear.
             features: What the network sees of a point (x1, x2): ``[x1, x2]``, or crosses such as
                 ``[x1_sq, x2_sq]``; set through ``data.features`` on the command line.
-            l1: L1 penalty rate on the weights (biases excluded), added to the loss; as in TensorFlow Playground, a
-                weight the step pushes across zero stays at exactly zero.
+            l1: L1 penalty rate on the weights (biases excluded), added to the loss; as in TensorFlow Playground,
+                a weight the step pushes across zero stays at exactly zero.
             l2: L2 penalty rate on the weights (biases excluded), added to the loss.
             compile_mode: Compile the network with ``torch.compile`` in this mode (``reduce-overhead`` uses CUDA
                 graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
-            members: How many copies of the network to train at once, each from its own seed (seed_everything + k):
-                the spread of their results is the spread over seeds. 1 is the ordinary single network.
-            num_classes: How many classes the points have (set from the data on the command line): 2 is one output
-                and binary cross-entropy; more is one output per class and cross-entropy.
+            members: How many copies of the network to train at once, each from its own seed (seed_everything +
+                k): the spread of their results is the spread over seeds. 1 is the ordinary single network.
+            num_classes: How many classes the points have (set from the data on the command line): 2 is one
+                output and binary cross-entropy; more is one output per class and cross-entropy.
         """
         super().__init__()
         self.regularization = WeightPenalty(l1, l2)
@@ -143,8 +149,18 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         self.compile_mode, self.compiled = compile_mode, False
         self.features = FeatureMap(features)
         self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
-        self.metrics = EpochMetrics(member_seeds(base_seed(), members))  # the seed drawing weights leaves as it was
-        self.epoch_metrics = self.metrics.latest  # the latest epoch's values by metric name
+        self.register_buffer("member_seeds", torch.tensor(member_seeds(base_seed(), members)))
+        self.register_buffer("member_val_acc", torch.zeros(members))
+        self.register_buffer("member_val_acc_best", torch.zeros(members))
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = pooled_accuracy(num_classes)  # the members' mean accuracy
+        self.val_acc, self.test_acc = MemberAccuracy(members), MemberAccuracy(members)  # each member's
+        self.test_acc_ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
+        self.train_penalty = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # a resumed fit goes on from its best
+        self.weights_epoch: int | None = None  # the epoch whose training made the weights held
+        self.member_test_acc: torch.Tensor | None = None
 
     @override
     def configure_model(self) -> None:
@@ -152,33 +168,37 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
             self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
             self.compiled = True
 
-    @property
-    def weights_epoch(self) -> int | None:
-        """The epoch whose training made the weights held: the last one trained, or the checkpoint's."""
-        return self.metrics.weights_epoch
-
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N,) or (N, C) for points (N, 2); of the members' mean probability (their ensemble), with several."""
-        if self.members == 1:
-            return self.member_logits(x)[0]
-        probs = self.member_probabilities(x).mean(0)
-        return torch.logit(probs) if self.num_classes == 2 else torch.log(probs)
-
-    def publish(self, values: Mapping[str, float]) -> None:
-        """Log and record more of this epoch's values (a callback's) as its own (:meth:`EpochMetrics.publish`)."""
-        self.metrics.publish(self, {name: torch.as_tensor(value) for name, value in values.items()})
+        """The logits (N,) or (N, C) of the members' mean probability for points (N, 2): their ensemble (of one
+        member, exactly its own logits)."""
+        return ensemble_logits(self.member_logits(x))
 
     def member_table(self) -> dict[str, list[Any]] | None:
-        return self.metrics.member_table()  # per member its seed and accuracies; None for a single network
+        """With several members, a column per fact about them (seed, last and best validation accuracy, after
+        test the test accuracy), a row per member; None for a single network."""
+        if self.members == 1:
+            return None
+        table = {"member": list(range(self.members)), "seed": self.member_seeds.tolist(),
+                 "val_acc": self.member_val_acc.tolist(), "val_acc_best": self.member_val_acc_best.tolist()}
+        if self.member_test_acc is not None:
+            table["test_acc"] = self.member_test_acc.tolist()
+        return table
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        """The sum of the members' mean losses on the batch: each member's gradient is its own."""
+    # -- the stages --------------------------------------------------------------------------------------------
+
+    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each member's mean loss on the batch ``(K,)`` and logits ``(K, N[, C])``, and the labels."""
         x, y = batch
         logits = self.member_logits(x)
-        losses = member_losses(logits, y)
-        self.metrics.tallies[stage].add(losses, logits, y, ensemble=stage == "test" and self.members > 1)
-        return losses.sum()
+        return member_losses(logits, y), logits, y
+
+    def _log_step(self) -> None:
+        """The curves' x-axis (Lightning's logger connector takes a logged ``step`` as the step): the epoch during
+        fit, else the epoch whose training made the weights evaluated."""
+        fitting = self.trainer.state.fn == "fit"
+        epoch = self.current_epoch if fitting else self.weights_epoch
+        self.log("step", float(epoch or 0), sync_dist=True)
 
     @override
     def on_fit_start(self) -> None:
@@ -187,56 +207,99 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
                                       self.trainer.gradient_clip_algorithm)
 
     @override
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses, logits, y = self._step(batch)
+        loss = losses.sum()  # each member's gradient is its own
+        predicted = predicted_classes(logits.detach(), self.num_classes)
+        self.train_loss(losses.detach().mean(), weight=len(y))
+        self.train_acc(predicted, y.long().expand_as(predicted))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         if self.regularization:
-            penalty = self.regularization(linear_weights(self.net))
-            self.metrics.tallies["train"].add_penalty(penalty)
+            penalty = self.regularization(self.weight_parameters())
+            self.train_penalty(penalty.detach() / self.members)
+            self.log("train/penalty", self.train_penalty, on_step=False, on_epoch=True)
             loss = loss + penalty
         return loss
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.regularization.before_step(linear_weights(self.net))
+        self.regularization.before_step(self.weight_parameters())
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the epoch's last step, publish its training values (Lightning validates before it calls the callbacks'
-        ``on_train_epoch_end``, and those before the module's, so this is the moment they are complete and not yet
-        read), and stop, on every rank, a run whose loss or weights are no longer finite, before any checkpoint."""
-        self.regularization.after_step(linear_weights(self.net))
+        """After the epoch's last step, and so before its validation and any checkpoint of it: stop, on every rank
+        together, a run whose loss or weights are no longer finite (the loss is reduced over the ranks, the
+        weights are the same on all)."""
+        self.regularization.after_step(self.weight_parameters())
         if batch_idx + 1 == self.trainer.num_training_batches:
-            self.metrics.weights_epoch = self.current_epoch
-            if not self.metrics.end_training(self):
+            self.weights_epoch = self.current_epoch
+            if not bool(torch.isfinite(self.train_loss.compute()) & weights_finite(self)):
                 raise diverged(self.current_epoch, self.trainer.optimizers)
 
     @override
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def on_train_epoch_end(self) -> None:
+        self._log_step()
+
+    @override
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        losses, logits, y = self._step(batch)
+        self.val_loss(losses.mean(), weight=len(y))
+        self.val_acc(predicted_classes(logits, self.num_classes), y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
 
     @override
     def on_validation_epoch_end(self) -> None:
-        self.metrics.end_validation(self)
+        """The validation accuracy (with several members, its spread) and, during fit, the best so far."""
+        per_member = self.val_acc.compute().reshape(-1)  # torchmetrics returns one member's as a 0-dim tensor
+        self.val_acc.reset()
+        values = spread("val", per_member)
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.val_acc_best(values["val/acc"])
+            values["val/acc_best"] = self.val_acc_best.compute()
+            self.member_val_acc.copy_(per_member)
+            torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
+        self.log_dict(values, sync_dist=True)  # every rank holds the same values (torchmetrics reduced them)
+        self._log_step()
 
     @override
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        losses, logits, y = self._step(batch)
+        self.test_loss(losses.mean(), weight=len(y))
+        self.test_acc(predicted_classes(logits, self.num_classes), y)
+        self.test_acc_ensemble(predicted_classes(ensemble_logits(logits), self.num_classes), y.long())
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
 
     @override
     def on_test_epoch_end(self) -> None:
-        known = has_data_module(self.trainer)
-        self.metrics.end_test(self, trainer_data(self.trainer).bayes_accuracy() if known else None)
+        """The test accuracy (with several members, its spread and the 95% interval of their mean) and, where the
+        data knows it, the best accuracy possible on it and the gap to it."""
+        self.member_test_acc = self.test_acc.compute().reshape(-1)
+        values = spread("test", self.member_test_acc, self.test_acc_ensemble.compute())
+        self.test_acc.reset()
+        self.test_acc_ensemble.reset()
+        bayes = trainer_data(self.trainer).bayes_accuracy() if has_data_module(self.trainer) else None
+        if bayes is not None:
+            values.update({"test/bayes_acc": torch.tensor(bayes), "test/bayes_gap": bayes - values["test/acc"]})
+        self.log_dict(values, sync_dist=True)
+        self._log_step()
 
     @override
     def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The points and each member's probabilities for them (see :meth:`member_probabilities`)."""
         return batch[0], self.member_probabilities(batch[0])
 
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        upgrade_state_dict(checkpoint["state_dict"])
-        epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))  # Lightning's count, for older checkpoints
-        self.metrics.weights_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        """Older checkpoints under today's names; a record they lack (a single network's seed) as this module's;
+        the epoch the weights are of (Lightning's count, for checkpoints that do not record it)."""
+        records = {name: getattr(self, name) for name in MEMBER_RECORDS}
+        if upgrade_state_dict(checkpoint["state_dict"], records):
+            upgrade_optimizer_states(checkpoint.get("optimizer_states") or [], len(self.net.weights))
+        epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))
+        self.weights_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -245,7 +308,7 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         weights: raising keeps the last good file. (Runs in SLURM's requeue handler too.)"""
         if not weights_finite(self):
             raise diverged(self.current_epoch, self.trainer.optimizers)
-        checkpoint[WEIGHTS_EPOCH] = self.metrics.weights_epoch
+        checkpoint[WEIGHTS_EPOCH] = self.weights_epoch
 
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,25 +1,26 @@
-"""The one table of metrics, and the one path that computes an epoch's values, logs them and records them."""
+"""The metrics: the one table that names each (where it is drawn, its HPARAMS and sweep columns, its digits), and
+what the table's names are computed with: torchmetrics objects and the members' spread."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    import lightning.pytorch as pl
+from torchmetrics import Metric as TorchMetric
+from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+from typing_extensions import override
 
 STAGES = ("train", "val", "test")  # metric name prefixes; each gets a sub-run of its own in TensorBoard
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric, named once: ``name`` is ``stage/what``; where it appears is said here, how it is computed in
-    :meth:`EpochMetrics.values` (the stage's loss and accuracy) or by the code that adds it to an epoch's values."""
+    """One metric, named once: ``name`` is ``stage/what``; where it appears is said here, how it is computed by
+    :class:`circles.model.classifier.CirclesClassifier` (with the objects below) or by the callback that logs it."""
 
     name: str
     curve: bool = False  # a TensorBoard chart of the ``curves`` group, train and val on one chart; else ``details``
@@ -87,9 +88,10 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return losses.reshape(members, n).mean(-1)
 
 
-def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
-    """The predicted class of each row of logits: ``(..., N)`` (two classes: logit > 0) or ``(..., N, C)``."""
-    return (logits > 0).long() if logits.dim() == 2 else logits.argmax(-1)
+def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The predicted class of each point from its logits: one per point for two classes (class 1 where it is
+    positive), one per class for more (the largest)."""
+    return (logits > 0).long() if num_classes == 2 else logits.argmax(-1)
 
 
 def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
@@ -100,173 +102,68 @@ def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
     return std * float(t.ppf(0.975, members - 1)) / members**0.5
 
 
-class Tally:
-    """One stage's running sums over an epoch, on the device the batches are on (nothing waits for them until the
-    epoch ends): per member the loss weighted by batch size and the count of right answers; the points; the
-    ensemble's right answers (test, several members); the regularization penalty and the steps (train)."""
+class MemberAccuracy(TorchMetric):
+    """Each member's accuracy ``(K,)``: the share of the points that its predicted class gets right.
 
-    def __init__(self) -> None:
-        self.loss: torch.Tensor | None = None
-        self.right: torch.Tensor | None = None
-        self.ensemble_right: torch.Tensor | None = None
-        self.penalty: torch.Tensor | None = None
-        self.points = 0
-        self.steps = 0
+    A torchmetrics metric with per-member counts as its state, summed over batches and, under DDP, over ranks.
+    torchmetrics' own classification metrics give one accuracy per member only with ``multidim_average=
+    "samplewise"``, whose state is a list growing by one entry per batch (reduced by concatenation), so over
+    minibatches they would return an accuracy per batch and member, not per member."""
 
-    def add(self, losses: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, ensemble: bool = False) -> None:
-        """A batch: each member's mean loss ``(K,)``, its logits and the labels ``(N,)``; with ``ensemble``, also
-        whether the class of the members' mean probability is right."""
-        logits = logits.detach()
-        right = (predicted_classes(logits) == y).sum(-1)
-        loss = losses.detach() * len(y)
-        if self.loss is None or self.right is None:
-            self.loss, self.right = loss, right
-        else:
-            self.loss += loss
-            self.right += right
-        self.points += len(y)
-        if ensemble:
-            mean = (torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, dim=-1)).mean(0)
-            right = (((mean > 0.5).long() if mean.dim() == 1 else mean.argmax(-1)) == y).sum()
-            self.ensemble_right = right if self.ensemble_right is None else self.ensemble_right + right
+    full_state_update = False
+    correct: torch.Tensor
+    total: torch.Tensor
 
-    def add_penalty(self, penalty: torch.Tensor) -> None:
-        self.penalty = penalty.detach() if self.penalty is None else self.penalty + penalty.detach()
-        self.steps += 1
-
-    def reduced(self, module: pl.LightningModule) -> Tally:
-        """The sums over every DDP rank (one all-reduce), or these sums for one process."""
-        if module.trainer.world_size == 1 or self.loss is None or self.right is None:
-            return self
-        zero = torch.zeros((), device=self.loss.device)
-        parts = [self.loss, self.right, self.ensemble_right, self.penalty]
-        packed = torch.cat([(p if p is not None else zero).double().reshape(-1) for p in parts]
-                           + [torch.tensor([self.points, self.steps], dtype=torch.float64, device=self.loss.device)])
-        packed = module.trainer.strategy.reduce(packed, reduce_op="sum")
-        k = len(self.loss)
-        total = Tally()
-        total.loss, total.right = packed[:k].float(), packed[k:2 * k].long()
-        total.ensemble_right = packed[2 * k].long() if self.ensemble_right is not None else None
-        total.penalty = packed[2 * k + 1].float() if self.penalty is not None else None
-        total.points, total.steps = int(packed[-2]), int(packed[-1])
-        return total
-
-
-class EpochMetrics(nn.Module):
-    """A module's metrics: a :class:`Tally` per stage, turned into an epoch's values at the end of each stage and
-    published by :meth:`publish`, the one way they reach the loggers, the callbacks and the record ``latest``. As
-    a module it keeps what a checkpoint must carry: the best validation accuracy and, with several members, each
-    member's seed and last and best validation accuracy."""
-
-    val_acc_best: torch.Tensor
-    member_seeds: torch.Tensor
-    member_val_acc: torch.Tensor
-    member_val_acc_best: torch.Tensor
-
-    def __init__(self, seeds: list[int]) -> None:
-        """
-        Args:
-            seeds: The seed of each member (one for a single network).
-        """
+    def __init__(self, members: int) -> None:
         super().__init__()
-        self.members = members = len(seeds)
-        self.tallies = {stage: Tally() for stage in STAGES}
-        self.latest: dict[str, float] = {}
-        self.weights_epoch: int | None = None  # the epoch whose training made the module's weights (its values' step)
-        self.register_buffer("val_acc_best", torch.zeros(()))
-        if members > 1:
-            self.register_buffer("member_seeds", torch.tensor(seeds, dtype=torch.int64))
-            self.register_buffer("member_val_acc", torch.zeros(members))
-            self.register_buffer("member_val_acc_best", torch.zeros(members))
-        self.member_test_acc: torch.Tensor | None = None
+        self.add_state("correct", torch.zeros(members, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def values(self, stage: str, module: pl.LightningModule) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The stage's epoch values (the loss and accuracy means over the members; with several members the
-        accuracy's spread, the penalty when there is one, the ensemble's accuracy) and each member's accuracy; the
-        stage's tally starts over. Collective under DDP: every rank calls it."""
-        tally = self.tallies[stage].reduced(module)
-        self.tallies[stage] = Tally()
-        if tally.loss is None or tally.right is None:
-            return {}, torch.zeros(0)
-        per_member = tally.right.float() / tally.points
-        values = {f"{stage}/loss": (tally.loss / tally.points).mean(), f"{stage}/acc": per_member.mean()}
-        if self.members > 1 and stage != "train":
-            values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
-                           f"{stage}/acc_max": per_member.max()})
-        if tally.penalty is not None:
-            values[f"{stage}/penalty"] = tally.penalty / tally.steps / self.members
-        if tally.ensemble_right is not None:
-            values[f"{stage}/acc_ensemble"] = tally.ensemble_right.float() / tally.points
-        return values, per_member
+    @override
+    def update(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
+        """Each member's predicted classes ``(K, N)`` and the labels ``(N,)``."""
+        self.correct += (predicted == y.long()).sum(-1)
+        self.total += len(y)
 
-    def end_training(self, module: pl.LightningModule) -> bool:
-        """Publish the epoch's training values; returns whether the loss and the weights are still finite (the
-        same answer on every rank: the loss is reduced over them, the weights are equal)."""
-        values, _ = self.values("train", module)
-        weights = torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum()  # finite iff all of them are
-        return self.publish(module, values, unless_infinite=weights)
+    @override
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total
 
-    def end_validation(self, module: pl.LightningModule) -> None:
-        """Publish the validation values; during fit also the best so far (and each member's)."""
-        values, per_member = self.values("val", module)
-        if module.trainer.sanity_checking or not values:
-            return
-        if module.trainer.state.fn == "fit":
-            torch.maximum(self.val_acc_best, values["val/acc"], out=self.val_acc_best)
-            values["val/acc_best"] = self.val_acc_best
-            if self.members > 1:
-                self.member_val_acc.copy_(per_member)
-                torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
-        self.publish(module, values)
 
-    def end_test(self, module: pl.LightningModule, bayes: float | None) -> None:
-        """Publish the test values; with several members the 95% interval of their mean; with ``bayes``, the best
-        accuracy possible on the data, that accuracy and the gap to it (of the members' mean)."""
-        values, self.member_test_acc = self.values("test", module)
-        if self.members > 1:
-            values["test/acc_ci95"] = interval95(values["test/acc_std"], self.members)
-        if bayes is not None:
-            values.update({"test/bayes_acc": torch.tensor(bayes), "test/bayes_gap": bayes - values["test/acc"]})
-        self.publish(module, values)
+def pooled_accuracy(num_classes: int) -> BinaryAccuracy | MulticlassAccuracy:
+    """torchmetrics' accuracy of predicted classes (``BinaryAccuracy``, ``MulticlassAccuracy`` for more classes)
+    over every prediction given it: of K members' ``(K, N)`` predictions of the same points, their mean
+    accuracy; of an ensemble's ``(N,)``, its own."""
+    if num_classes == 2:
+        return BinaryAccuracy(validate_args=False)
+    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
-    def member_table(self) -> dict[str, list[Any]] | None:
-        """Per member its seed, last and best validation accuracy and, after test, its test accuracy; None for one."""
-        if self.members == 1:
-            return None
-        table = {"member": list(range(self.members)), "seed": self.member_seeds.tolist(),
-                 "val_acc": self.member_val_acc.tolist(), "val_acc_best": self.member_val_acc_best.tolist()}
-        if self.member_test_acc is not None:
-            table["test_acc"] = self.member_test_acc.tolist()
-        return table
 
-    def publish(self, module: pl.LightningModule, values: Mapping[str, torch.Tensor],
-                unless_infinite: torch.Tensor | None = None) -> bool:
-        """Record an epoch's values in ``latest`` and write them where they are read, after one wait for the device.
-        With ``unless_infinite`` (a value waited for with them), nothing is published when it or a value is not a
-        finite number; returns whether they were published.
+def spread(stage: str, per_member: torch.Tensor, ensemble: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """A stage's accuracy from each member's ``(K,)``: their mean and, with several members, what the table marks
+    ``spread``: their standard deviation, least and greatest, for ``test`` the 95% interval of the mean and the
+    accuracy of their ``ensemble`` (of one member, these say nothing the accuracy does not)."""
+    per_member = per_member.reshape(-1)  # torchmetrics returns one member's as a 0-dim tensor
+    values = {f"{stage}/acc": per_member.mean()}
+    if len(per_member) > 1:
+        values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
+                       f"{stage}/acc_max": per_member.max()})
+        if stage == "test":
+            values["test/acc_ci95"] = interval95(values["test/acc_std"], len(per_member))
+        if ensemble is not None:
+            values[f"{stage}/acc_ensemble"] = ensemble
+    return values
 
-        To every logger at step = the epoch (so curves are drawn over epochs; outside fit, the epoch the weights are
-        of) and into ``trainer.callback_metrics``, which ``ModelCheckpoint``, ``EarlyStopping`` and learning-rate
-        schedulers monitor. Not through ``self.log``: its first call in an epoch costs about as much as a full-batch
-        step of this model, every further one about half of that (``benchmarks/bench.py --only epoch``); so
-        ``trainer.validate``/``trainer.test`` return no values of their own: read ``trainer.callback_metrics`` or the
-        module's ``epoch_metrics``.
-        """
-        keys, tensors = list(values), [*values.values(), *([] if unless_infinite is None else [unless_infinite])]
-        if not tensors:
-            return True
-        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=module.device) for v in tensors])
-        numbers = stacked.tolist()
-        if unless_infinite is not None and not all(math.isfinite(n) for n in numbers):
-            return False
-        floats = dict(zip(keys, numbers[: len(keys)], strict=True))
-        self.latest.update(floats)
-        trainer = module.trainer
-        step = trainer.current_epoch if trainer.state.fn == "fit" else self.weights_epoch or 0
-        for logger in trainer.loggers:
-            logger.log_metrics(floats, step=step)
-        trainer.callback_metrics.update(zip(keys, stacked.unbind(), strict=False))
-        return True
+
+def latest_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``trainer.callback_metrics`` (the latest value of everything ``self.log`` was given) as numbers, after one
+    wait for the device."""
+    if not metrics:
+        return {}
+    tensors = [torch.as_tensor(v) for v in metrics.values()]
+    device = tensors[0].device
+    numbers = torch.stack([t.to(device, torch.float64).reshape(()) for t in tensors]).tolist()
+    return dict(zip(metrics, numbers, strict=True))
 
 
 def sweep_columns() -> list[str]:

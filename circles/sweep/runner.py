@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from circles.model.metrics import METRICS, num
+from circles.model.metrics import METRICS, latest_values, num
 from circles.runs.directory import atomic_file, try_lock
 from circles.sweep.spec import Point, Sweep
 
@@ -210,7 +210,6 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from circles.cli import CirclesCLI, quiet_lightning  # before the output goes to the log: handlers made at import
-    from circles.contracts import classifier
     from circles.errors import Interrupted
 
     run_dir = sweep.run_dir(point)
@@ -239,7 +238,7 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
             checkpoint = cli.trainer.checkpoint_callback
             best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
             metrics = {"val_acc_best": float(best) if best is not None else None}
-            tested = classifier(cli.model).epoch_metrics
+            tested = latest_values(cli.trainer.callback_metrics)
             metrics.update({m.sweep: float(tested[m.name]) if m.name in tested else None
                             for m in METRICS if m.sweep is not None and m.stage == "test"})
             metrics["members"] = cli.model.members

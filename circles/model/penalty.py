@@ -1,0 +1,41 @@
+"""TensorFlow Playground's regularization of the weights: an L1 and an L2 penalty added to the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from circles.errors import check
+
+
+class WeightPenalty:
+    """``l1 * sum|w| + l2 * sum w^2`` over the weights (biases excluded), added to the loss; with L1, a weight that a
+    step pushes across zero is set to exactly zero (as TensorFlow Playground does)."""
+
+    def __init__(self, l1: float, l2: float) -> None:
+        check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)
+        check(isinstance(l2, (int, float)) and l2 >= 0, "l2", "a number >= 0", l2)
+        self.l1, self.l2 = l1, l2
+        self._signs: list[torch.Tensor] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.l1 or self.l2)
+
+    def __call__(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros((), device=weights[0].device)
+        if self.l1:
+            total = total + self.l1 * sum(w.abs().sum() for w in weights)
+        if self.l2:
+            total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
+        return total
+
+    def before_step(self, weights: Sequence[torch.Tensor]) -> None:
+        if self.l1:
+            self._signs = [w.detach().sign() for w in weights]
+
+    @torch.no_grad()
+    def after_step(self, weights: Sequence[torch.Tensor]) -> None:
+        if self.l1:
+            for w, sign in zip(weights, self._signs, strict=True):
+                w.masked_fill_(w.sign() * sign < 0, 0.0)
