@@ -121,7 +121,7 @@ class RunRecorder(Callback):
 def title_of(record: RunRecord) -> str:
     """What a run's column is headed with: its config and its test accuracy (with its spread over the members)."""
     acc, std = record.final.get("test/acc"), record.final.get("test/acc_std")
-    spread = f" ± {std:.3f} ({record.members} seeds)" if std is not None and record.members > 1 else ""
+    spread = f" ± {std:.3f} ({record.members} seeds)" if std is not None else ""
     return f"{record.name}\ntest acc {acc:.3f}{spread}" if acc is not None else record.name
 
 
@@ -186,8 +186,8 @@ def numbers_table(records: Sequence[RunRecord]) -> str:
     for record in records:
         f = record.final
         spread = (f" ± {num(f.get('test/acc_std'), 3)} (95% interval ± {num(f.get('test/acc_ci95'), 3)}, "
-                  f"from {num(f.get('test/acc_min'), 3)} to {num(f.get('test/acc_max'), 3)})" if record.members > 1
-                  else "")
+                  f"from {num(f.get('test/acc_min'), 3)} to {num(f.get('test/acc_max'), 3)})"
+                  if "test/acc_std" in f else "")
         cells = [record.name, str(record.members), num(f.get("val/acc_best")), num(f.get("test/acc")) + spread,
                  num(f.get("test/bayes_acc")), num(f.get("test/bayes_gap"))]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
@@ -245,7 +245,8 @@ loss of every run, train dashed, val solid.</p>
 
 def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
     """Fit one config through the command line (its test follows), with a :class:`RunRecorder`; its record."""
-    from circles.cli import CirclesCLI, quiet_lightning
+    from circles.cli import CirclesCLI
+    from circles.cli.reporting import quiet_lightning
 
     with quiet_lightning():
         cli = CirclesCLI(args=["fit", "--config", config, *extra, f"--trainer.default_root_dir={out}",

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-from circles import cli
+from circles.cli import reporting
 from circles.data.batches import TensorBatches
 from circles.runs.checkpoints import load_checkpoint_file
 from circles.runs.logger import event_file_writer
@@ -57,14 +57,16 @@ class Recorder(pl.LightningModule):
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, **kwargs)
+    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   num_sanity_val_steps=0)
+    return pl.Trainer(**{**options, **kwargs})
 
 
-def test_hooks_run_in_the_order_the_metric_path_relies_on():
-    """circles.metrics publishes the training values after the epoch's last step (``on_train_batch_end``) and the
-    validation values in ``on_validation_epoch_end``, so that both are there when the callbacks' ``on_train_epoch_end``
-    runs, and before ``ModelCheckpoint`` saves in ``on_validation_end``."""
+def test_hooks_run_in_the_order_the_module_relies_on():
+    """CirclesClassifier stops a diverged fit in ``on_train_batch_end`` after the epoch's last step, before the
+    epoch's validation and so before ``ModelCheckpoint`` saves in ``on_validation_end``; it logs the validation
+    accuracy in ``on_validation_epoch_end``, also before that save; the callbacks' ``on_train_epoch_end`` (the
+    progress line, the frames) runs after validation, so both stages' values are in ``callback_metrics`` there."""
     calls: list[str] = []
 
     class Watch(Callback):
@@ -80,22 +82,30 @@ def test_hooks_run_in_the_order_the_metric_path_relies_on():
                      "callback.on_validation_end", "callback.on_train_epoch_end", "module.on_train_epoch_end"]
 
 
-def test_callback_metrics_is_one_dict_that_checkpoints_and_early_stopping_read(tmp_path):
-    """circles.metrics writes the epoch's values into ``trainer.callback_metrics`` instead of calling ``self.log``
-    (measured: about a step's cost per call); the dict must be the trainer's own and be what monitors read."""
-    from lightning.pytorch.callbacks import EarlyStopping
+def test_a_logged_step_is_the_step_every_logger_gets():
+    """CirclesClassifier logs ``step`` (the epoch) beside its values: Lightning's logger connector takes a logged
+    ``step`` as the step it gives the loggers (its ``log_metrics`` says so), so the curves are drawn over epochs in
+    any logger."""
+    from lightning.pytorch.loggers import Logger
 
-    class Publishes(Recorder):
-        def on_validation_epoch_end(self):
-            self.trainer.callback_metrics["val/acc"] = torch.tensor(float(self.current_epoch))
+    class Remember(Logger):
+        name, version, steps = "remember", 0, []
 
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/acc", mode="max", filename="best")
-    stop = EarlyStopping(monitor="val/acc", mode="max", stopping_threshold=2.5)
-    trainer = quiet_trainer(max_epochs=10, callbacks=[checkpoint, stop])
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+        def log_metrics(self, metrics, step=None):
+            self.steps.append((step, sorted(metrics)))
+
+    class LogsStep(Recorder):
+        def on_train_epoch_end(self):
+            self.log("step", 40.0 + self.current_epoch)
+            self.log("train/x", 1.0)
+
     batches = TensorBatches((torch.randn(8, 2),))
-    trainer.fit(Publishes([]), batches, batches)
-    assert trainer.callback_metrics is trainer.callback_metrics
-    assert float(checkpoint.best_model_score) == 3.0 and trainer.current_epoch == 4  # stopped past the threshold
+    logger = Remember()
+    quiet_trainer(max_epochs=2, logger=logger, enable_checkpointing=False).fit(LogsStep([]), batches)
+    assert logger.steps == [(40, ["train/x"]), (41, ["train/x"])]
 
 
 def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(monkeypatch):
@@ -185,12 +195,13 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
 
 
 @pytest.mark.parametrize("pattern, where", [
-    (cli.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
-    (cli.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
-    (cli.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
-    (cli.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
-    (re.escape(cli.TIP), "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"),
-    (re.escape(cli.NO_WEIGHTS_ONLY), "lightning.pytorch.trainer.connectors.checkpoint_connector"),
+    (reporting.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
+    (reporting.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
+    (reporting.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
+    (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
+    (reporting.NOT_FOR_THE_USER[4], "lightning.pytorch.cli"),
+    (re.escape(reporting.TIP), "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"),
+    (re.escape(reporting.NO_WEIGHTS_ONLY), "lightning.pytorch.trainer.connectors.checkpoint_connector"),
 ])
 def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where):
     """A filter whose message the library no longer writes hides nothing: remove it (circles.cli)."""
@@ -232,18 +243,18 @@ def test_the_trainer_state_compares_equal_to_the_stage_name():
 
 
 def test_the_clis_warning_filters_end_with_the_command():
-    """The CLI hides Lightning's messages while it runs (circles.cli.quiet_lightning), not in the rest of a process
+    """The CLI hides Lightning's messages while it runs (circles.cli.reporting.quiet_lightning), not in the rest of a process
     that imports circles or runs a command in-process."""
     import subprocess
 
     code = ("import re, warnings, circles.cli, circles.sweep.runner\n"
             "try:\n    circles.cli.cli_main(['fit', '--print_config'])\nexcept SystemExit:\n    pass\n"
             "ours = [f for f in warnings.filters if f[1] is not None and any(re.search(re.escape(p[:20]), "
-            "f[1].pattern) for p in circles.cli.NOT_FOR_THE_USER)]\nassert not ours, ours")
+            "f[1].pattern) for p in circles.cli.reporting.NOT_FOR_THE_USER)]\nassert not ours, ours")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with warnings.catch_warnings():
         before = list(warnings.filters)
-        with cli.quiet_lightning():
+        with reporting.quiet_lightning():
             assert len(warnings.filters) > len(before)
         assert warnings.filters == before
 
@@ -273,22 +284,22 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    loggers = [logging.getLogger(name) for name in cli.LOGGED_NOT_FOR_THE_USER]
+    loggers = [logging.getLogger(name) for name in reporting.LOGGED_NOT_FOR_THE_USER]
     keep, levels = Keep(), [log.level for log in loggers]
     for log in loggers:
         log.addHandler(keep)
         log.setLevel(logging.INFO)
     try:
-        with cli.quiet_lightning():
-            for log, message in zip(loggers, cli.LOGGED_NOT_FOR_THE_USER.values(), strict=True):
+        with reporting.quiet_lightning():
+            for log, message in zip(loggers, reporting.LOGGED_NOT_FOR_THE_USER.values(), strict=True):
                 log.info(message + " and the rest")
                 log.info("something else")
-        loggers[0].info(list(cli.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
+        loggers[0].info(list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
     finally:
         for log, level in zip(loggers, levels, strict=True):
             log.removeHandler(keep)
             log.setLevel(level)
-    assert seen == ["something else", "something else", list(cli.LOGGED_NOT_FOR_THE_USER.values())[0]]
+    assert seen == ["something else", "something else", list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0]]
 
 
 @pytest.mark.parametrize("name", ["bash", "interactive", "train"])

@@ -104,7 +104,7 @@ class DecisionBoundaryCallback(Callback):
         what = f"test set, {weights_text(trainer, pl_module)}" if test else f"epoch {step}"
         stages = ("test",) if test else ("train", "val")
         header = f"{what}   {accuracy_text(latest_values(trainer.callback_metrics), stages, '   ')}"
-        split = model.members > 1 and model.num_classes == 2 and any(p.split_vote for p in panels)
+        split = model.num_classes == 2 and any(p.split_vote for p in panels)  # members who disagree
         key = vote_key(400, model.members, data.class_legend()[1]) if split else None
         image = boundary_image(panels, self.show_probability, header=header.rstrip(),
                                note="; ".join(picture_notes(model, data)), classes=data.class_legend(), key=key)

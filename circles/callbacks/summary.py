@@ -99,13 +99,12 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     if acc is None:
         return []
     name = {"val": "Validation", "test": "Test"}[stage]
-    if model.members > 1:
-        spread = (f" (mean of {model.members} seeds, std {values.get(f'{stage}/acc_std', 0):.4f}, from "
-                  f"{values.get(f'{stage}/acc_min', acc):.4f} to {values.get(f'{stage}/acc_max', acc):.4f})")
-        if f"{stage}/acc_ensemble" in values:
-            spread += f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
-    else:
-        spread = ""
+    spread = ""
+    if f"{stage}/acc_std" in values:  # the members' spread (see circles.model.metrics.spread)
+        spread = (f" (mean of {model.members} seeds, std {values[f'{stage}/acc_std']:.4f}, from "
+                  f"{values[f'{stage}/acc_min']:.4f} to {values[f'{stage}/acc_max']:.4f})")
+    if f"{stage}/acc_ensemble" in values:
+        spread += f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
     lines = [f"{name}: acc {acc:.4f}{spread}, loss {values[f'{stage}/loss']:.5f} on {n:,} points, "
              f"{weights_text(trainer, pl_module)}"]
     if stage == "val" and trainer.ckpt_path and os.path.basename(str(trainer.ckpt_path)).startswith("best"):

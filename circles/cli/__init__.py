@@ -1,12 +1,38 @@
-"""The command line: LightningCLI with the project's defaults and wiring, and its failures as one-line errors."""
+"""The command line: LightningCLI with the project's defaults and wiring, on its documented hooks.
+
+What each hook does here:
+
+- ``add_arguments_to_parser``: the callbacks' sections (``checkpoint``, ``boundary``, ``chapter_log``,
+  ``weights``), the links that make the network's input and output layers follow the data, the chapter's optimizer
+  as the default, ``--test_after_fit``.
+- ``before_instantiate_classes``: the optimizer's settings checked before anything is built.
+- ``after_instantiate_classes``: the checkpoint checked against what was built from the config.
+- ``before_fit``, ``before_validate``, ``before_test``, ``before_predict``: the run's settings recorded for
+  TensorBoard's HPARAMS tab (an evaluation records those of the run that trained its checkpoint).
+- ``after_fit``: a fit stopped by a signal reported as such; else the test of its final weights, into the same run.
+- ``save_config_callback``: :class:`circles.runs.checkpoints.RunConfig` writes the run's ``config.yaml``.
+- ``parser_kwargs``: ``validate`` and ``test`` default to ``--verbose false`` (the run's summary says what they
+  measured) through a default config file.
+
+LightningCLI's methods overridden, each for what no hook reaches:
+
+- ``__init__``: the project's defaults; what goes wrong anywhere inside (parsing, building, running) becomes one
+  line naming the option by its section (:func:`circles.cli.reporting.reported`), and the run's logger, held open
+  from fit into its test, is closed once at the end whatever happened.
+- ``parse_arguments``: YAML bounded before any parser reads it; then what depends on other settings is settled
+  (:mod:`circles.cli.settle`: the run directory, ``ckpt_path best|last`` as a file, checked and loaded safely)
+  before LightningCLI reads the checkpoint's hyperparameters, which it does only from a path that is a file.
+- ``instantiate_trainer``: every checkpoint written whole whatever plugins the config gives (adds
+  :class:`circles.runs.checkpoints.AtomicCheckpointIO`); a SLURM launch that would hang refused before the Trainer
+  is built and an allocation its ranks cannot fill after it resolves its devices; the Trainer's own argument
+  errors as one line.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,22 +53,25 @@ from circles.callbacks.weights import WeightsCallback
 from circles.cli.bounds import check_arguments
 from circles.cli.checks import CheckpointFacts, check_data, check_optimizer, check_resume, check_shapes
 from circles.cli.parser import CirclesArgumentParser
-from circles.cli.reporting import one_line_errors, reported
+from circles.cli.reporting import one_line_errors, quiet_lightning, reported
 from circles.cli.settle import run_hyperparameters, settle_runs_and_checkpoint
 from circles.cli.slurm import check_slurm_allocation, check_slurm_launch
 from circles.contracts import trainer_callbacks
 from circles.data.module import CirclesDataModule, predict_points
 from circles.errors import SettingError
-from circles.model.classifier import CirclesClassifier, TrainingDiverged
+from circles.model.classifier import CirclesClassifier
 from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig
 from circles.runs.logger import TensorBoardRunLogger
 
-CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback, "chapter_log": ChapterProgressPrinter,
-             "weights": WeightsCallback}
-SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in an error is looked up, in this order
-
-
-# -- the command line -----------------------------------------------------------------------------------------------
+CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback,
+             "chapter_log": ChapterProgressPrinter, "weights": WeightsCallback}
+SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in an error is looked up, in order
+EVALUATION_DEFAULTS = str(Path(__file__).with_name("evaluation_defaults.yaml"))  # verbose: false
+PARSER_KWARGS = {
+    "description": "Train MLPs on two concentric circles and watch why non-linearity matters.",
+    "validate": {"default_config_files": [EVALUATION_DEFAULTS]},
+    "test": {"default_config_files": [EVALUATION_DEFAULTS]},
+}
 
 
 class CirclesCLI(LightningCLI):
@@ -52,67 +81,71 @@ class CirclesCLI(LightningCLI):
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         self.checkpoint: CheckpointFacts | None = None
-        super().__init__(
-            CirclesClassifier,
-            CirclesDataModule,
-            seed_everything_default=42,
-            save_config_callback=RunConfig,
-            save_config_kwargs={},
-            trainer_defaults={
-                "max_epochs": 1000,
-                "log_every_n_steps": 1,  # metrics are written once per epoch: no warning about few steps per epoch
-                "enable_model_summary": False,  # the config says the shape
-                "enable_progress_bar": False,  # the chapter's progress line (fit) and RunSummary's lines say more
-                "logger": lazy_instance(TensorBoardRunLogger),
-                "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
-            },
-            parser_kwargs={"description": "Train MLPs on two concentric circles and watch why non-linearity matters."},
-            parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
-            args=args,
-            run=run,
-            **kwargs,
-        )
+        self.held_open: list[TensorBoardRunLogger] = []
+        try:
+            with reported(self):
+                super().__init__(
+                    CirclesClassifier,
+                    CirclesDataModule,
+                    seed_everything_default=42,
+                    save_config_callback=RunConfig,
+                    save_config_kwargs={},
+                    trainer_defaults={
+                        "max_epochs": 1000,
+                        "log_every_n_steps": 1,  # metrics are logged once per epoch: no warning about that
+                        "enable_model_summary": False,  # the config says the shape
+                        "enable_progress_bar": False,  # the chapter's line (fit) and RunSummary's say more
+                        "logger": lazy_instance(TensorBoardRunLogger),
+                        "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
+                    },
+                    parser_kwargs=PARSER_KWARGS,
+                    parser_class=kwargs.pop("parser_class", CirclesArgumentParser),
+                    args=args,
+                    run=run,
+                    **kwargs,
+                )
+        finally:
+            self._end_fit()
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for section, callback in CALLBACKS.items():
             parser.add_lightning_class_args(callback, section)
-        parser.link_arguments("data.features", "model.features")  # the network's input layer follows the data
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")  # and its output layer
+        parser.link_arguments("data.features", "model.features")  # the input layer follows the data
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")  # the output too
         parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="fit only: then test the final weights on the test points, into the same run (its "
-                                 "TensorBoard record then holds the test accuracy beside the best one possible)")
+                            help="fit only: then test the final weights on the test points, into the same run "
+                                 "(its TensorBoard record then holds the test accuracy beside the best one "
+                                 "possible)")
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, then settle what depends on other settings (:func:`circles.runs.settle_runs_and_checkpoint`) and
-        read the checkpoint's facts, before LightningCLI reads the checkpoint's hyperparameters."""
+        """Bound the YAML, parse, then settle the run and read the checkpoint's facts (see the module)."""
         check_arguments(sys.argv[1:] if args is None else [str(a) for a in args])
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")  # as the user gave it
+        self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")  # as given
         logger = config.trainer.get("logger")
         given = logger.get("init_args") if isinstance(logger, Namespace) else None
         self.save_config_kwargs["logger_as_given"] = given.clone() if isinstance(given, Namespace) else None
         now = yaml.safe_load(parser.dump(self.config))[subcommand] if subcommand == "fit" else None
         loaded = settle_runs_and_checkpoint(config, subcommand)
         if loaded is not None:
-            path, checkpoint = loaded
-            self.checkpoint = CheckpointFacts.read(path, checkpoint, now)
+            self.checkpoint = CheckpointFacts.read(*loaded, now)
 
     @override
-    def instantiate_classes(self) -> None:
-        """Check the optimizer's settings, build the classes, then check them against the checkpoint (in this order:
-        a bad value is reported before a resume conflict it may cause)."""
+    def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        with reported(self):
-            check_optimizer(config, str(self.subcommand))
-            super().instantiate_classes()
+        check_optimizer(config, str(self.subcommand))
+
+    @override
+    def after_instantiate_classes(self) -> None:
+        """The checkpoint against what was built (a bad value is reported before a resume conflict it causes)."""
         if self.checkpoint is not None:
             check_resume(self.checkpoint)
             check_data(self.checkpoint, self.datamodule)
@@ -120,60 +153,59 @@ class CirclesCLI(LightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        plugins = self.config_init.get(str(self.subcommand), self.config_init).trainer.get("plugins") or []
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        plugins = config.trainer.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins = [*plugins, AtomicCheckpointIO()]
         check_slurm_launch(plugins)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
-        except (MisconfigurationException, ValueError) as err:  # the Trainer's own checks of its arguments
+        except (MisconfigurationException, ValueError, TypeError) as err:  # the Trainer checks its arguments
             raise SettingError("trainer", err) from None
         check_slurm_allocation(trainer.num_devices, trainer.num_nodes, plugins)
         return trainer
 
     def before_fit(self) -> None:
-        """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams leave out (optimizer,
-        epochs, seed, the best accuracy possible) added to them; the end-of-fit summary after the test that follows."""
+        """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams leave out
+        (optimizer, epochs, seed, the best accuracy possible) added to them; with the test after the fit, the
+        end-of-fit lines after its result and the logger's files kept open for it."""
         record_settings(self.trainer, self.datamodule, self.config[self.subcommand].as_dict(), trial=True)
-        _summary(self.trainer).hold = bool(self.config[self.subcommand].get("test_after_fit"))
-
-    def fit(self, **kwargs: Any) -> None:
         test = bool(self.config[self.subcommand].get("test_after_fit"))
-        loggers = [logger for logger in self.trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
-        try:
-            for logger in loggers:
-                logger.hold_open(True)  # a stage's end only flushes: the test writes into the fit's own event files
-            with reported(self):
-                try:
-                    self.trainer.fit(**kwargs)
-                except TrainingDiverged as err:
-                    raise _divergence(err, self.trainer, self.datamodule) from None
-            stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
-            if stop.signal is not None:
-                raise interruption(self.trainer, "fit", stop.signal)
-            if test:
-                with reported(self):
-                    self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        finally:
-            for logger in loggers:  # closed once, whatever happened
-                logger.hold_open(False)
-                logger.finalize("finished")
-            _summary(self.trainer).flush()
+        _summary(self.trainer).hold = test
+        if test:
+            self.held_open = [lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardRunLogger)]
+            for logger in self.held_open:
+                logger.hold_open(True)  # a stage's end only flushes: the test writes into the fit's files
+
+    def after_fit(self) -> None:
+        stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
+        if stop.signal is not None:
+            raise interruption(self.trainer, "fit", stop.signal)
+        if self.config[self.subcommand].get("test_after_fit"):
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+
+    def _end_fit(self) -> None:
+        """Close the loggers held open since ``before_fit`` and print the end-of-fit lines, whatever happened."""
+        for logger in self.held_open:
+            logger.hold_open(False)
+            logger.finalize("finished")
+        self.held_open = []
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(self, "subcommand", None) == "fit":
+            _summary(trainer).flush()
 
     def before_validate(self) -> None:
         self._record_trained()
 
-    def validate(self, **kwargs: Any) -> None:
-        with reported(self):
-            self.trainer.validate(**{**kwargs, "verbose": False})  # RunSummary says what it measured
-
     def before_test(self) -> None:
         self._record_trained()
 
-    def test(self, **kwargs: Any) -> None:
-        with reported(self):
-            self.trainer.test(**{**kwargs, "verbose": False})
+    def before_predict(self) -> None:
+        """Check the CSV to predict on before a run directory is created for the predictions."""
+        if self.datamodule.predict_path:
+            predict_points(self.datamodule.predict_path, self.datamodule.features)
+        self._record_trained()
 
     def _record_trained(self) -> None:
         """An evaluation records the settings of the run that trained its checkpoint."""
@@ -181,21 +213,11 @@ class CirclesCLI(LightningCLI):
         if trained:
             record_settings(self.trainer, self.datamodule, yaml.safe_load(trained))
 
-    def before_predict(self) -> None:
-        """Check the CSV to predict on before a run directory is created for the predictions."""
-        if self.datamodule.predict_path:
-            with reported(self):
-                predict_points(self.datamodule.predict_path, self.datamodule.features)
-        self._record_trained()
-
-    def predict(self, **kwargs: Any) -> None:
-        with reported(self):
-            self.trainer.predict(**kwargs)
-
 
 def record_settings(trainer: Any, data: CirclesDataModule, config: Mapping[str, Any], trial: bool = False) -> None:
-    """Add the run's settings (:func:`circles.runs.run_hyperparameters` of ``config``) to its hyperparameters; a
-    fit's also become its record in TensorBoard's HPARAMS table (an evaluation's run is no trial of its own)."""
+    """Add the run's settings (:func:`circles.cli.settle.run_hyperparameters` of ``config``) to its
+    hyperparameters; a fit's also become its record in TensorBoard's HPARAMS table (an evaluation's run is no
+    trial of its own)."""
     hparams = run_hyperparameters(config, data.bayes_accuracy())
     for logger in trainer.loggers:
         if trial and isinstance(logger, TensorBoardRunLogger):
@@ -208,65 +230,12 @@ def _summary(trainer: Any) -> RunSummary:
     return next(cb for cb in trainer_callbacks(trainer) if isinstance(cb, RunSummary))
 
 
-def _divergence(err: TrainingDiverged, trainer: Any, data: CirclesDataModule) -> TrainingDiverged:
-    """What to do about a diverged fit, with the checkpoints kept from before it: scale the data when its points lie
-    far beyond what a network of this size takes (it diverges at any learning rate), else lower the learning rate."""
-    checkpoint = trainer.checkpoint_callback
-    kept = checkpoint.written() if isinstance(checkpoint, RunCheckpoint) else []
-    saved = f" Checkpoints from before the divergence: {', '.join(kept)}." if kept else ""
-    train = data.points("train")
-    reach = float(train[0].abs().max()) if train is not None and len(train[0]) else 0.0
-    if reach > 1e4:
-        return TrainingDiverged(
-            f"Training diverged: the training points reach |x| = {reach:.3g}, far beyond the few units a network of "
-            f"this size takes; scale the data (a smaller learning rate does not help).{saved}")
-    return TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}")
-
-
 def _leave_process_group() -> None:
     """End DDP together: every rank waits for the others, then destroys the process group, so no rank exits
     while another still talks to its store (which aborts that rank with "terminate called ...")."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-
-
-# Lightning's messages that a user of this CLI can do nothing about: the CLI's own optimizer replacing the model's
-# default one (by design), the srun hint (the SLURM scripts use srun; a workstation with SLURM installed is not a
-# job), a torch deprecation inside Lightning, the prediction loop's note that it cannot tell batch indices (the
-# prediction writer does not use them), and an advertisement. tests/test_upstream.py checks each still occurs.
-NOT_FOR_THE_USER = (r"`CirclesClassifier.configure_optimizers` will be overridden",
-                    r"The `srun` command is available on your system but is not used",
-                    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                    r"Couldn't infer the batch indices fetched from your dataloader")
-TIP = "💡 Tip:"  # Lightning's advertisement, logged once per process
-# Logged by every rank when Lightning's requeue handler saves its hpc checkpoint (it passes no weights_only)
-NO_WEIGHTS_ONLY = "`weights_only` was not set, defaulting to `False`."
-LOGGED_NOT_FOR_THE_USER = {"lightning.pytorch.utilities.rank_zero": TIP,
-                           "lightning.pytorch.trainer.connectors.checkpoint_connector": NO_WEIGHTS_ONLY}
-
-
-def _not_for_the_user(record: logging.LogRecord) -> bool:
-    hidden = LOGGED_NOT_FOR_THE_USER.get(record.name)
-    return hidden is None or not record.getMessage().startswith(hidden)
-
-
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """While inside, hide the warnings in ``NOT_FOR_THE_USER`` and the log lines in ``LOGGED_NOT_FOR_THE_USER``
-    (Lightning's tip, a default it logs on every rank); every other warning still shows, and a process that imports
-    circles keeps its own filters."""
-    logs = [logging.getLogger(name) for name in LOGGED_NOT_FOR_THE_USER]
-    with warnings.catch_warnings():
-        for message in NOT_FOR_THE_USER:
-            warnings.filterwarnings("ignore", message=message)
-        for log in logs:
-            log.addFilter(_not_for_the_user)
-        try:
-            yield
-        finally:
-            for log in logs:
-                log.removeFilter(_not_for_the_user)
 
 
 def cli_main(args: Any = None) -> None:

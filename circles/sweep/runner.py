@@ -209,7 +209,8 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     """Train and test the point; ``earlier`` is its result from a previous attempt (:func:`checked_result`)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from circles.cli import CirclesCLI, quiet_lightning  # before the output goes to the log: handlers made at import
+    from circles.cli import CirclesCLI  # before the output goes to the log: handlers made at import
+    from circles.cli.reporting import quiet_lightning
     from circles.errors import Interrupted
 
     run_dir = sweep.run_dir(point)
