@@ -1,19 +1,20 @@
-"""Performance of circles as ratios against baselines written in this file, measured side by side in one invocation.
+"""Performance of circles as ratios against baselines written in this file, measured side by side in
+one invocation.
 
-    python benchmarks/bench.py            # everything this machine can run (GPU rows need a CUDA device)
-    python benchmarks/bench.py --quick    # fewer epochs and repeats, for a smoke run
-    python benchmarks/bench.py --only seed,startup
+    python benchmarks/bench.py            # everything this machine can run (GPU rows need a CUDA
+    device) python benchmarks/bench.py --quick    # fewer epochs and repeats, for a smoke run python
+    benchmarks/bench.py --only seed,startup
 
-Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop and a naive
-Lightning port; the boundary callback's share), ``epoch`` (the whole-process cost of an epoch, against the
-chapter's script and, with ``--base DIR``, another checkout; the metric path against torchmetrics),
-``startup`` (process start to exit vs a plain script), ``scale``
-(samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs DataLoader(TensorDataset)),
-``compile`` (torch.compile on vs off), ``members`` (K seeds in one run vs K=1, vs separate runs, vs scikit-learn;
-peak memory), ``gpu`` (the same on a CUDA device, members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the
-GPUs there are, then ``test``). Every figure is the best of R repeats,
-baselines and circles interleaved, so a noisy machine slows both sides alike.
-"""
+Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop
+and a naive Lightning port; the boundary callback's share), ``epoch`` (the whole-process cost of
+an epoch, against the chapter's script and, with ``--base DIR``, another checkout; the metric
+path against torchmetrics), ``startup`` (process start to exit vs a plain script), ``scale``
+(samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs
+DataLoader(TensorDataset)), ``compile`` (torch.compile on vs off), ``members`` (K seeds in one
+run vs K=1, vs separate runs, vs scikit-learn; peak memory), ``gpu`` (the same on a CUDA device,
+members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the GPUs there are, then ``test``).
+Every figure is the best of R repeats, baselines and circles interleaved, so a noisy machine
+slows both sides alike."""
 
 from __future__ import annotations
 
@@ -41,10 +42,16 @@ ROWS: list[tuple[str, str, str, str, str]] = []
 
 
 def row(section: str, what: str, ours: float, baseline: float, unit: str) -> None:
-    """One table row; the ratio is always circles / baseline (for times lower is better, for rates higher)."""
-    ROWS.append((section, what, f"{ours:.4g} {unit}", f"{baseline:.4g} {unit}", f"{ours / baseline:.2f}x"))
-    print(f"  {what}: circles {ours:.4g} {unit}, baseline {baseline:.4g} {unit}, circles/baseline "
-          f"{ours / baseline:.2f}x", flush=True)
+    """One table row; the ratio is always circles / baseline (for times lower is better, for
+    rates higher)."""
+    ROWS.append(
+        (section, what, f"{ours:.4g} {unit}", f"{baseline:.4g} {unit}", f"{ours / baseline:.2f}x")
+    )
+    print(
+        f"  {what}: circles {ours:.4g} {unit}, baseline {baseline:.4g} {unit}, circles/baseline "
+        f"{ours / baseline:.2f}x",
+        flush=True,
+    )
 
 
 def quiet():
@@ -54,15 +61,18 @@ def quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-# -- baselines ---------------------------------------------------------------------------------------------------
+# -- baselines -------------------------------------------------------------------------------------
 
 
 def chapter_model(width: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
+    return nn.Sequential(
+        nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1)
+    )
 
 
 def plain_loop(x_train, y_train, x_val, y_val, epochs: int, val_every: int = 1) -> float:
-    """The chapter's loop: full batch, train step, then eval on the validation set, with .item() accuracies."""
+    """The chapter's loop: full batch, train step, then eval on the validation set, with .item()
+    accuracies."""
     torch.manual_seed(42)
     model = chapter_model().to(x_train.device)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -89,9 +99,11 @@ def plain_loop(x_train, y_train, x_val, y_val, epochs: int, val_every: int = 1) 
     return time.perf_counter() - start
 
 
-def plain_minibatch(x_train, y_train, x_val, y_val, batch: int, epochs: int, width: int = 10) -> list[float]:
-    """Tensors on the device, batches sliced from a fresh random permutation each epoch, training accuracy counted
-    on the device, eval in batches; returns each epoch's seconds."""
+def plain_minibatch(
+    x_train, y_train, x_val, y_val, batch: int, epochs: int, width: int = 10
+) -> list[float]:
+    """Tensors on the device, batches sliced from a fresh random permutation each epoch, training
+    accuracy counted on the device, eval in batches; returns each epoch's seconds."""
     torch.manual_seed(0)
     model = chapter_model(width).to(x_train.device)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -116,14 +128,17 @@ def plain_minibatch(x_train, y_train, x_val, y_val, batch: int, epochs: int, wid
         correct = torch.zeros((), device=x_val.device)
         with torch.inference_mode():
             for i in range(0, len(x_val), batch):
-                correct += ((model(x_val[i : i + batch]).squeeze(-1) > 0).float() == y_val[i : i + batch]).sum()
+                correct += (
+                    (model(x_val[i : i + batch]).squeeze(-1) > 0).float() == y_val[i : i + batch]
+                ).sum()
         correct.item(), train_correct.item()
         times.append(time.perf_counter() - start)
     return times
 
 
 def chapter_module(log_every_step: bool):
-    """The chapter's model as a LightningModule: a bare port, or one that calls ``self.log`` on every step."""
+    """The chapter's model as a LightningModule: a bare port, or one that calls ``self.log`` on
+    every step."""
     import lightning.pytorch as pl
 
     class ChapterPort(pl.LightningModule):
@@ -155,16 +170,24 @@ def chapter_module(log_every_step: bool):
     return ChapterPort()
 
 
-def naive_lightning_fit(x_train, y_train, x_val, y_val, epochs: int, batch_size: int, root: str) -> float:
-    """A straightforward Lightning port: DataLoader over TensorDataset, self.log per step, val every epoch,
-    default TensorBoard logger and checkpointing."""
+def naive_lightning_fit(
+    x_train, y_train, x_val, y_val, epochs: int, batch_size: int, root: str
+) -> float:
+    """A straightforward Lightning port: DataLoader over TensorDataset, self.log per step, val
+    every epoch, default TensorBoard logger and checkpointing."""
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     train = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
     val = DataLoader(TensorDataset(x_val, y_val), batch_size=batch_size)
-    trainer = pl.Trainer(max_epochs=epochs, default_root_dir=root, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        default_root_dir=root,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+    )
     with quiet():
         start = time.perf_counter()
         trainer.fit(chapter_module(log_every_step=True), train, val)
@@ -172,22 +195,32 @@ def naive_lightning_fit(x_train, y_train, x_val, y_val, epochs: int, batch_size:
 
 
 def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
-    """Lightning's own fixed cost: the bare port on the same one-slice batches, validation every epoch, and
-    nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
+    """Lightning's own fixed cost: the bare port on the same one-slice batches, validation every
+    epoch, and nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
     import lightning.pytorch as pl
 
     from circles.data.batches import TensorBatches
 
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     with quiet():
         start = time.perf_counter()
-        trainer.fit(chapter_module(log_every_step=False), TensorBatches((x_train, y_train)),
-                    TensorBatches((x_val, y_val)))
+        trainer.fit(
+            chapter_module(log_every_step=False),
+            TensorBatches((x_train, y_train)),
+            TensorBatches((x_val, y_val)),
+        )
         return time.perf_counter() - start
 
 
-# -- circles -----------------------------------------------------------------------------------------------------
+# -- circles ---------------------------------------------------------------------------------------
 
 
 class EpochClock:
@@ -216,11 +249,17 @@ class EpochClock:
             torch.cuda.synchronize()
 
 
-def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool = False,
-                clock: EpochClock | None = None, drop: tuple[str, ...] = ()) -> tuple[float, object]:
-    """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints); times trainer.fit.
-    With ``pregenerate`` the data is drawn before the clock starts (setup() then only moves it to the device);
-    ``drop`` names callbacks taken out (``drop_boundary``: the decision-boundary pictures)."""
+def circles_fit(
+    args: list[str],
+    drop_boundary: bool = False,
+    pregenerate: bool = False,
+    clock: EpochClock | None = None,
+    drop: tuple[str, ...] = (),
+) -> tuple[float, object]:
+    """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints);
+    times trainer.fit. With ``pregenerate`` the data is drawn before the clock starts (setup()
+    then only moves it to the device); ``drop`` names callbacks taken out (``drop_boundary``: the
+    decision-boundary pictures)."""
     from circles.cli import CirclesCLI
 
     drop = (*drop, "DecisionBoundaryCallback") if drop_boundary else drop
@@ -228,7 +267,9 @@ def circles_fit(args: list[str], drop_boundary: bool = False, pregenerate: bool 
         cli = CirclesCLI(args=args, run=False)
         if pregenerate:
             cli.datamodule.setup("fit")
-        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if type(c).__name__ not in drop]
+        cli.trainer.callbacks[:] = [
+            c for c in cli.trainer.callbacks if type(c).__name__ not in drop
+        ]
         if clock is not None:
             cli.trainer.callbacks.insert(0, clock.callback)
         start = time.perf_counter()
@@ -244,15 +285,20 @@ def seed_data(device: str = "cpu"):
     return [t.to(device) for t in (data.train_x, data.train_y, data.val_x, data.val_y)]
 
 
-# -- sections ----------------------------------------------------------------------------------------------------
+# -- sections --------------------------------------------------------------------------------------
 
 
 def bench_seed(repeats: int, epochs: int) -> None:
-    print(f"seed scale: configs/relu.yaml, {epochs} full-batch epochs, val every epoch, {torch.get_num_threads()} "
-          "torch thread(s)", flush=True)
+    print(
+        f"seed scale: configs/relu.yaml, {epochs} full-batch epochs, val every epoch, "
+        f"{torch.get_num_threads()} "
+        "torch thread(s)",
+        flush=True,
+    )
     data = seed_data()
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
-    circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])  # warm-up: first-call costs
+    # warm-up: first-call costs
+    circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])
     plain, ours, bare, naive, floor, unweighed = [], [], [], [], [], []
     for r in range(repeats):
         plain.append(plain_loop(*data, epochs=epochs))
@@ -264,18 +310,37 @@ def bench_seed(repeats: int, epochs: int) -> None:
             with tempfile.TemporaryDirectory() as root:
                 naive.append(naive_lightning_fit(*data, epochs=epochs, batch_size=800, root=root))
     p = min(plain)
-    row("seed", "fit relu.yaml as shipped, per epoch", min(ours) / epochs * 1e3, p / epochs * 1e3, "ms")
-    row("seed", "naive Lightning port, per epoch", min(naive) / epochs * 1e3, p / epochs * 1e3, "ms")
-    row("seed", "Lightning's floor (bare module, val every epoch), per epoch", min(floor) / epochs * 1e3,
-        p / epochs * 1e3, "ms")
+    row(
+        "seed",
+        "fit relu.yaml as shipped, per epoch",
+        min(ours) / epochs * 1e3,
+        p / epochs * 1e3,
+        "ms",
+    )
+    row(
+        "seed", "naive Lightning port, per epoch", min(naive) / epochs * 1e3, p / epochs * 1e3, "ms"
+    )
+    row(
+        "seed",
+        "Lightning's floor (bare module, val every epoch), per epoch",
+        min(floor) / epochs * 1e3,
+        p / epochs * 1e3,
+        "ms",
+    )
     row("seed", "fit relu.yaml as shipped vs Lightning's floor", min(ours), min(floor), "s")
     row("seed", "boundary callback's share of fit", min(ours), min(bare), "s")
-    row("seed", "weights callback's share of fit (dead units every 10 epochs, histograms every 50)", min(ours),
-        min(unweighed), "s")
+    row(
+        "seed",
+        "weights callback's share of fit (dead units every 10 epochs, histograms every 50)",
+        min(ours),
+        min(unweighed),
+        "s",
+    )
 
 
-# The chapter's script: ``python plain.py EPOCHS`` trains the ReLU model, printing its line every 10 epochs.
-PLAIN_SCRIPT = textwrap.dedent('''
+# The chapter's script: ``python plain.py EPOCHS`` trains the ReLU model, printing its line every 10
+# epochs.
+PLAIN_SCRIPT = textwrap.dedent("""
         import sys
         import torch
         from torch import nn
@@ -284,7 +349,8 @@ PLAIN_SCRIPT = textwrap.dedent('''
         X, y = make_circles(1000, noise=0.03, random_state=42)
         X, y = torch.from_numpy(X).float(), torch.from_numpy(y).float()
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=42)
-        model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 1))
+        model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(),
+                              nn.Linear(10, 1))
         loss_fn = nn.BCEWithLogitsLoss()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         acc = lambda p, t: torch.eq(t, p).sum().item() / len(p) * 100
@@ -300,48 +366,82 @@ PLAIN_SCRIPT = textwrap.dedent('''
                 test_loss = loss_fn(test_logit, y_test)
                 test_acc = acc(torch.round(torch.sigmoid(test_logit)), y_test)
             if epoch % 10 == 0:
-                print(f"Epoch: {epoch} | Train loss: {loss:.5f} | Train accuracy: {train_acc:.2f}% | "
+                print(f"Epoch: {epoch} | Train loss: {loss:.5f} | "
+                      f"Train accuracy: {train_acc:.2f}% | "
                       f"Test loss: {test_loss:.5f} | Test accuracy: {test_acc:.2f}%")
-''')
+""")
 
 
 def _process_seconds(argv: list[str], cwd: str, tree: Path) -> float:
-    """Wall seconds of a fresh process running ``argv`` with ``tree``'s circles first on the import path."""
+    """Wall seconds of a fresh process running ``argv`` with ``tree``'s circles first on the
+    import path."""
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    subprocess.run(
+        argv, cwd=cwd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(tree)}
+    )
     return time.perf_counter() - start
 
 
 def bench_epoch(repeats: int, base: Path | None, epochs: int = 1000) -> None:
-    """The whole-process cost of an epoch of configs/relu.yaml: a fit of 10 + ``epochs`` epochs minus a fit of 10,
-    each a fresh process (so start-up, data and the end of fit cancel), for this tree, for ``base`` (another checkout
-    of circles, e.g. ``git worktree add /tmp/base <commit>``) and for the chapter's plain script, interleaved. Each
-    of the two fits is taken at its fastest over the repeats (a loaded machine only ever adds time)."""
+    """The whole-process cost of an epoch of configs/relu.yaml: a fit of 10 + ``epochs`` epochs
+    minus a fit of 10, each a fresh process (so start-up, data and the end of fit cancel), for
+    this tree, for ``base`` (another checkout of circles, e.g. ``git worktree add /tmp/base
+    <commit>``) and for the chapter's plain script, interleaved. Each of the two fits is taken at
+    its fastest over the repeats (a loaded machine only ever adds time)."""
     trees = {"circles": REPO, **({"base": base} if base is not None else {})}
-    print(f"epoch: whole-process cost of an epoch of relu.yaml (fit {10 + epochs} epochs - fit 10, fresh processes), "
-          f"{', '.join(f'{name} {tree}' for name, tree in trees.items())}", flush=True)
-    commands = {name: [sys.executable, str(tree / "train.py"), "fit", "--config", str(tree / "configs" / "relu.yaml"),
-                       "--trainer.max_epochs={}"] for name, tree in trees.items()}
+    print(
+        f"epoch: whole-process cost of an epoch of relu.yaml (fit {10 + epochs} epochs - fit 10, "
+        "fresh processes), "
+        f"{', '.join(f'{name} {tree}' for name, tree in trees.items())}",
+        flush=True,
+    )
+    commands = {
+        name: [
+            sys.executable,
+            str(tree / "train.py"),
+            "fit",
+            "--config",
+            str(tree / "configs" / "relu.yaml"),
+            "--trainer.max_epochs={}",
+        ]
+        for name, tree in trees.items()
+    }
     commands["plain"] = [sys.executable, "plain.py", "{}"]
-    seconds: dict[tuple[str, int], list[float]] = {(name, n): [] for name in commands for n in (10, 10 + epochs)}
+    seconds: dict[tuple[str, int], list[float]] = {
+        (name, n): [] for name in commands for n in (10, 10 + epochs)
+    }
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "plain.py").write_text(PLAIN_SCRIPT)
         for _ in range(repeats):
             for (name, n), times in seconds.items():
                 argv = [arg.format(n) for arg in commands[name]]
                 times.append(_process_seconds(argv, tmp, trees.get(name, REPO)))
-    best = {name: (min(seconds[name, 10 + epochs]) - min(seconds[name, 10])) / epochs * 1e3 for name in commands}
-    row("epoch", "whole-process cost of an epoch, relu.yaml vs the chapter's plain script", best["circles"],
-        best["plain"], "ms")
+    best = {
+        name: (min(seconds[name, 10 + epochs]) - min(seconds[name, 10])) / epochs * 1e3
+        for name in commands
+    }
+    row(
+        "epoch",
+        "whole-process cost of an epoch, relu.yaml vs the chapter's plain script",
+        best["circles"],
+        best["plain"],
+        "ms",
+    )
     if base is not None:
-        row("epoch", f"whole-process cost of an epoch, relu.yaml vs the same at {base}", best["circles"], best["base"],
-            "ms")
+        row(
+            "epoch",
+            f"whole-process cost of an epoch, relu.yaml vs the same at {base}",
+            best["circles"],
+            best["base"],
+            "ms",
+        )
     bench_metric_path(repeats)
 
 
 def bench_metric_path(repeats: int) -> None:
-    """One stage's epoch of metrics for one full batch of the chapter's data: the project's tally (add, values)
-    against torchmetrics' BinaryAccuracy (update, compute, reset), which the metrics used to be."""
+    """One stage's epoch of metrics for one full batch of the chapter's data: the project's tally
+    (add, values) against torchmetrics' BinaryAccuracy (update, compute, reset), which the
+    metrics used to be."""
     from torchmetrics.classification import BinaryAccuracy
 
     from circles.model.metrics import Tally, member_losses
@@ -367,14 +467,25 @@ def bench_metric_path(repeats: int) -> None:
             fn()
         return (time.perf_counter() - start) / n
 
-    ours, theirs = zip(*((seconds(tally), seconds(torchmetrics)) for _ in range(repeats)), strict=True)
-    row("epoch", "accuracy of one stage's epoch (one batch of 800): the tally vs torchmetrics' BinaryAccuracy",
-        min(ours) * 1e6, min(theirs) * 1e6, "us")
+    ours, theirs = zip(
+        *((seconds(tally), seconds(torchmetrics)) for _ in range(repeats)), strict=True
+    )
+    row(
+        "epoch",
+        "accuracy of one stage's epoch (one batch of 800): the tally vs torchmetrics' "
+        "BinaryAccuracy",
+        min(ours) * 1e6,
+        min(theirs) * 1e6,
+        "us",
+    )
 
 
 def bench_startup(repeats: int, python: str = sys.executable) -> None:
-    print("start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a plain script",
-          flush=True)
+    print(
+        "start-up: process start to exit, `python train.py fit --config configs/relu.yaml` vs a "
+        "plain script",
+        flush=True,
+    )
     commands = {
         "plain": [python, "plain.py", "1000"],
         "ours": [python, str(REPO / "train.py"), "fit", "--config", RELU],
@@ -387,35 +498,72 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
         for _ in range(repeats):
             for name, cmd in commands.items():
                 start = time.perf_counter()
-                subprocess.run(cmd, cwd=tmp, check=True, capture_output=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                subprocess.run(
+                    cmd,
+                    cwd=tmp,
+                    check=True,
+                    capture_output=True,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}
-    row("startup", "python train.py fit --config configs/relu.yaml", median["ours"], median["plain"], "s")
-    row("startup", "`import circles.cli` vs the plain script's imports (torch, scikit-learn)", median["our imports"],
-        median["plain imports"], "s")
+    row(
+        "startup",
+        "python train.py fit --config configs/relu.yaml",
+        median["ours"],
+        median["plain"],
+        "s",
+    )
+    row(
+        "startup",
+        "`import circles.cli` vs the plain script's imports (torch, scikit-learn)",
+        median["our imports"],
+        median["plain imports"],
+        "s",
+    )
 
 
-def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str = "cpu", section: str = "",
-                with_loader: bool = True) -> float:
-    """Samples/s of circles' training epochs at scale against the plain minibatch loop on ``device`` (and, on the
-    CPU ``with_loader``, against a DataLoader only fetching the batches); returns circles' rate."""
+def bench_scale(
+    repeats: int,
+    n_train: int,
+    batch: int,
+    epochs: int,
+    device: str = "cpu",
+    section: str = "",
+    with_loader: bool = True,
+) -> float:
+    """Samples/s of circles' training epochs at scale against the plain minibatch loop on
+    ``device`` (and, on the CPU ``with_loader``, against a DataLoader only fetching the batches);
+    returns circles' rate."""
     from circles.data.module import CirclesDataModule
 
     section = section or ("gpu" if device != "cpu" else "scale")
-    print(f"{section}: N={n_train:,} training points, batch {batch:,}, median of epochs 2..{epochs}, on {device}",
-          flush=True)
+    print(
+        f"{section}: N={n_train:,} training points, batch {batch:,}, median of epochs 2..{epochs}, "
+        f"on {device}",
+        flush=True,
+    )
     n_samples = int(n_train / 0.8)
     start = time.perf_counter()
     data = CirclesDataModule(n_samples=n_samples, batch_size=batch)
     data.setup("fit")
     generation = time.perf_counter() - start
-    print(f"  data generation + split: {generation / n_samples * 1e6:.3f} s per 1M points", flush=True)
+    print(
+        f"  data generation + split: {generation / n_samples * 1e6:.3f} s per 1M points", flush=True
+    )
     tensors = [t.to(device) for t in (data.train_x, data.train_y, data.val_x, data.val_y)]
-    args = ["--config", RELU, f"--data.n_samples={n_samples}", f"--data.batch_size={batch}",
-            f"--trainer.max_epochs={epochs}", "--chapter_log.every_n_epochs=null", "--data.test_samples=10",
-            f"--trainer.accelerator={'gpu' if device != 'cpu' else 'cpu'}", "--trainer.devices=1",
-            "--trainer.num_sanity_val_steps=0"]
+    args = [
+        "--config",
+        RELU,
+        f"--data.n_samples={n_samples}",
+        f"--data.batch_size={batch}",
+        f"--trainer.max_epochs={epochs}",
+        "--chapter_log.every_n_epochs=null",
+        "--data.test_samples=10",
+        f"--trainer.accelerator={'gpu' if device != 'cpu' else 'cpu'}",
+        "--trainer.devices=1",
+        "--trainer.num_sanity_val_steps=0",
+    ]
     plain, ours = [], []
     for _ in range(repeats):
         plain += plain_minibatch(*tensors, batch=batch, epochs=epochs)[1:]
@@ -424,8 +572,13 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
         ours += clock.times[1:]
     ours_rate = n_train / statistics.median(ours)
     plain_rate = n_train / statistics.median(plain)
-    row(section, f"samples/s in a training epoch (its validation included), N={n_train:,} batch {batch:,}",
-        ours_rate / 1e6, plain_rate / 1e6, "M/s")
+    row(
+        section,
+        f"samples/s in a training epoch (its validation included), N={n_train:,} batch {batch:,}",
+        ours_rate / 1e6,
+        plain_rate / 1e6,
+        "M/s",
+    )
     if device == "cpu" and with_loader:
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -434,41 +587,65 @@ def bench_scale(repeats: int, n_train: int, batch: int, epochs: int, device: str
         for _ in loader:
             pass
         loader_rate = n_train / (time.perf_counter() - start)
-        row(section, "circles' whole epoch vs a DataLoader(TensorDataset) only fetching batches", ours_rate / 1e6,
-            loader_rate / 1e6, "M/s")
+        row(
+            section,
+            "circles' whole epoch vs a DataLoader(TensorDataset) only fetching batches",
+            ours_rate / 1e6,
+            loader_rate / 1e6,
+            "M/s",
+        )
     return ours_rate
 
 
 def _peak_rss_mb(members: int, epochs: int) -> float:
     """Peak resident memory of a fresh process that fits relu.yaml with ``members`` members (MB)."""
-    code = textwrap.dedent(f'''
+    code = textwrap.dedent(f"""
         import resource, sys
         sys.argv = ["train.py"]
         from circles.cli import cli_main
         try:
-            cli_main(["fit", "--config", {RELU!r}, "--trainer.max_epochs={epochs}", "--model.members={members}",
-                      "--chapter_log.every_n_epochs=null", "--trainer.enable_model_summary=false"])
+            cli_main(["fit", "--config", {RELU!r}, "--trainer.max_epochs={epochs}",
+                      "--model.members={members}", "--chapter_log.every_n_epochs=null",
+                      "--trainer.enable_model_summary=false"])
         finally:
             print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    ''')
+    """)
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def _sklearn_mlp_fit(epochs: int, seed: int, data) -> float:
-    """scikit-learn's MLPClassifier of the chapter's shape and training (10x10 ReLU, full-batch SGD lr 0.1, no
-    momentum, no weight decay, no early stop), ``epochs`` iterations; returns the seconds."""
+    """scikit-learn's MLPClassifier of the chapter's shape and training (10x10 ReLU, full-batch
+    SGD lr 0.1, no momentum, no weight decay, no early stop), ``epochs`` iterations; returns the
+    seconds."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     x, y = data[0].numpy(), data[1].numpy()
-    model = MLPClassifier(hidden_layer_sizes=(10, 10), activation="relu", solver="sgd", learning_rate_init=0.1,
-                          momentum=0.0, alpha=0.0, batch_size=len(x), max_iter=epochs, tol=0.0,
-                          n_iter_no_change=epochs + 1, shuffle=False, random_state=seed)
+    model = MLPClassifier(
+        hidden_layer_sizes=(10, 10),
+        activation="relu",
+        solver="sgd",
+        learning_rate_init=0.1,
+        momentum=0.0,
+        alpha=0.0,
+        batch_size=len(x),
+        max_iter=epochs,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+        shuffle=False,
+        random_state=seed,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -477,8 +654,9 @@ def _sklearn_mlp_fit(epochs: int, seed: int, data) -> float:
 
 
 def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
-    """Seconds for ``steps`` forward+backward passes of K stacked chapter networks: circles' StackedMLP (baddbmm)
-    against torch.func's stack_module_state + vmap(functional_call), the model-ensembling tutorial's way."""
+    """Seconds for ``steps`` forward+backward passes of K stacked chapter networks: circles'
+    StackedMLP (baddbmm) against torch.func's stack_module_state + vmap(functional_call), the
+    model-ensembling tutorial's way."""
     import copy
 
     from torch.func import functional_call, stack_module_state
@@ -507,7 +685,10 @@ def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
 
 
 def bench_members(repeats: int, epochs: int) -> None:
-    print(f"members: configs/relu.yaml for {epochs} epochs with K members vs K=1; seeds per second", flush=True)
+    print(
+        f"members: configs/relu.yaml for {epochs} epochs with K members vs K=1; seeds per second",
+        flush=True,
+    )
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
     circles_fit([*args, "--model.members=4", "--trainer.max_epochs=5"])  # warm-up
     times: dict[int, list[float]] = {k: [] for k in (1, 16, 64, 256)}
@@ -516,35 +697,83 @@ def bench_members(repeats: int, epochs: int) -> None:
             times[k].append(circles_fit([*args, f"--model.members={k}"])[0])
     one = min(times[1]) / epochs * 1e3
     for k in (16, 64, 256):
-        row("members", f"fit relu.yaml, K={k} members vs K=1, per epoch", min(times[k]) / epochs * 1e3, one, "ms")
+        row(
+            "members",
+            f"fit relu.yaml, K={k} members vs K=1, per epoch",
+            min(times[k]) / epochs * 1e3,
+            one,
+            "ms",
+        )
     separate = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(3):  # whole processes, as a loop over seeds would run them
             start = time.perf_counter()
-            subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU,
-                            f"--trainer.max_epochs={epochs}"], cwd=tmp, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "train.py"),
+                    "fit",
+                    "--config",
+                    RELU,
+                    f"--trainer.max_epochs={epochs}",
+                ],
+                cwd=tmp,
+                check=True,
+                capture_output=True,
+            )
             separate.append(time.perf_counter() - start)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", RELU,
-                        f"--trainer.max_epochs={epochs}", "--model.members=64"],
-                       cwd=tmp, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "train.py"),
+                "fit",
+                "--config",
+                RELU,
+                f"--trainer.max_epochs={epochs}",
+                "--model.members=64",
+            ],
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+        )
     k64 = time.perf_counter() - start
-    row("members", "seeds per second: one K=64 `fit` process vs separate `fit` processes (median of 3)", 64 / k64,
-        1 / statistics.median(separate), "seeds/s")
+    row(
+        "members",
+        "seeds per second: one K=64 `fit` process vs separate `fit` processes (median of 3)",
+        64 / k64,
+        1 / statistics.median(separate),
+        "seeds/s",
+    )
     data = seed_data()
     sklearn_s = [_sklearn_mlp_fit(epochs, seed, data) for seed in range(8)]
-    row("members", "seeds per second: one K=64 `fit` process vs a loop of scikit-learn MLPClassifier fits "
-        "(same shape and steps, median of 8)", 64 / k64, 1 / statistics.median(sklearn_s), "seeds/s")
+    row(
+        "members",
+        "seeds per second: one K=64 `fit` process vs a loop of scikit-learn MLPClassifier fits "
+        "(same shape and steps, median of 8)",
+        64 / k64,
+        1 / statistics.median(sklearn_s),
+        "seeds/s",
+    )
     rss1, rss256 = _peak_rss_mb(1, 50), _peak_rss_mb(256, 50)
     row("members", "peak RSS of a fit process, K=256 vs K=1", rss256, rss1, "MB")
     ours, vmap = zip(*(_stacked_vs_vmap(64, 200) for _ in range(repeats)), strict=True)
-    row("members", "K=64 forward+backward: StackedMLP (baddbmm) vs torch.func stack_module_state + vmap", min(ours),
-        min(vmap), "s")
+    row(
+        "members",
+        "K=64 forward+backward: StackedMLP (baddbmm) vs torch.func stack_module_state + vmap",
+        min(ours),
+        min(vmap),
+        "s",
+    )
 
 
 def bench_compile(repeats: int, epochs: int) -> None:
-    print(f"compile: configs/relu.yaml for {epochs} epochs with and without --model.compile_mode default", flush=True)
+    print(
+        f"compile: configs/relu.yaml for {epochs} epochs with and without --model.compile_mode "
+        "default",
+        flush=True,
+    )
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
     eager, compiled = [], []
     for _ in range(repeats):
@@ -554,8 +783,8 @@ def bench_compile(repeats: int, epochs: int) -> None:
 
 
 def _per_epoch_ms(args: list[str]) -> tuple[float, float, object]:
-    """Median time of a training epoch after the first two (ms: the first pay for CUDA graphs, compilation,
-    allocation), the whole fit (s), and the CLI."""
+    """Median time of a training epoch after the first two (ms: the first pay for CUDA graphs,
+    compilation, allocation), the whole fit (s), and the CLI."""
     clock = EpochClock()
     seconds, cli = circles_fit(args, clock=clock)
     return statistics.median(clock.times[2:]) * 1e3, seconds, cli
@@ -566,8 +795,9 @@ def _val_acc(cli) -> float:
 
 
 def bench_gpu(repeats: int, quick: bool) -> None:
-    """The GPU table: the chapter's run on the GPU against the CPU (same numbers? per-epoch cost, with CUDA graphs),
-    members at GPU scale, the other datasets' classes on the GPU, and samples/s at N=20M against the plain loop."""
+    """The GPU table: the chapter's run on the GPU against the CPU (same numbers? per-epoch cost,
+    with CUDA graphs), members at GPU scale, the other datasets' classes on the GPU, and
+    samples/s at N=20M against the plain loop."""
     if not torch.cuda.is_available():
         print("gpu: skipped, no CUDA device", flush=True)
         return
@@ -576,9 +806,13 @@ def bench_gpu(repeats: int, quick: bool) -> None:
     base = ["--config", RELU, f"--trainer.max_epochs={epochs}"]
     cpu_args = [*base, "--trainer.accelerator=cpu"]
     gpu_args = [*base, "--config", GPU]
-    circles_fit([*gpu_args, "--trainer.max_epochs=3"])  # CUDA context and kernels loaded before any clock runs
-    runs = {"cpu": cpu_args, "gpu": gpu_args,
-            "gpu, reduce-overhead": [*gpu_args, "--model.compile_mode=reduce-overhead"]}
+    # CUDA context and kernels loaded before any clock runs
+    circles_fit([*gpu_args, "--trainer.max_epochs=3"])
+    runs = {
+        "cpu": cpu_args,
+        "gpu": gpu_args,
+        "gpu, reduce-overhead": [*gpu_args, "--model.compile_mode=reduce-overhead"],
+    }
     ms: dict[str, list[float]] = {name: [] for name in runs}
     accs: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
@@ -586,29 +820,67 @@ def bench_gpu(repeats: int, quick: bool) -> None:
             epoch_ms, seconds, cli = _per_epoch_ms(args)
             ms[name].append(epoch_ms)
             accs[name].append(_val_acc(cli))
-            print(f"  {name}: {epoch_ms:.3f} ms per epoch, fit {seconds:.1f} s, final val acc {accs[name][-1]:.4f}",
-                  flush=True)
+            print(
+                f"  {name}: {epoch_ms:.3f} ms per epoch, fit {seconds:.1f} s, final val acc "
+                f"{accs[name][-1]:.4f}",
+                flush=True,
+            )
     for name in ("gpu", "gpu, reduce-overhead"):
-        print(f"  final val acc, relu.yaml seed 42, {name}: {accs[name]}, CPU: {accs['cpu']} (|difference| "
-              f"{max(abs(a - accs['cpu'][0]) for a in accs[name]):.4g})", flush=True)
+        print(
+            f"  final val acc, relu.yaml seed 42, {name}: {accs[name]}, CPU: {accs['cpu']} "
+            "(|difference| "
+            f"{max(abs(a - accs['cpu'][0]) for a in accs[name]):.4g})",
+            flush=True,
+        )
     cpu = min(ms["cpu"])
-    row("gpu", f"relu.yaml per epoch: GPU vs CPU ({epochs} epochs, median after 2)", min(ms["gpu"]), cpu, "ms")
-    row("gpu", "relu.yaml per epoch: GPU with CUDA graphs (reduce-overhead) vs CPU", min(ms["gpu, reduce-overhead"]),
-        cpu, "ms")
+    row(
+        "gpu",
+        f"relu.yaml per epoch: GPU vs CPU ({epochs} epochs, median after 2)",
+        min(ms["gpu"]),
+        cpu,
+        "ms",
+    )
+    row(
+        "gpu",
+        "relu.yaml per epoch: GPU with CUDA graphs (reduce-overhead) vs CPU",
+        min(ms["gpu, reduce-overhead"]),
+        cpu,
+        "ms",
+    )
     data = seed_data("cuda")
     plain = [plain_loop(*data, epochs=epochs) / epochs * 1e3 for _ in range(repeats)]
-    row("gpu", "relu.yaml per epoch on the GPU vs the chapter's plain loop on the GPU", min(ms["gpu"]), min(plain),
-        "ms")
+    row(
+        "gpu",
+        "relu.yaml per epoch on the GPU vs the chapter's plain loop on the GPU",
+        min(ms["gpu"]),
+        min(plain),
+        "ms",
+    )
 
     member_epochs = 50 if quick else 200
     margs = ["--config", RELU, f"--trainer.max_epochs={member_epochs}"]
-    gpu_members = {k: _per_epoch_ms([*margs, "--config", GPU, f"--model.members={k}"]) for k in (1, 64, 256, 4096)}
+    gpu_members = {
+        k: _per_epoch_ms([*margs, "--config", GPU, f"--model.members={k}"])
+        for k in (1, 64, 256, 4096)
+    }
     for k in (64, 256, 4096):
-        row("gpu", f"members: K={k} vs K=1 on the GPU, per epoch", gpu_members[k][0], gpu_members[1][0], "ms")
+        row(
+            "gpu",
+            f"members: K={k} vs K=1 on the GPU, per epoch",
+            gpu_members[k][0],
+            gpu_members[1][0],
+            "ms",
+        )
     cpu_k64 = _per_epoch_ms([*margs, "--trainer.accelerator=cpu", "--model.members=64"])
     for k in (64, 4096):
-        row("gpu", f"members: seeds/s, K={k} on the GPU vs K=64 on the CPU ({member_epochs} epochs, whole fit)",
-            k / gpu_members[k][1], 64 / cpu_k64[1], "seeds/s")
+        row(
+            "gpu",
+            f"members: seeds/s, K={k} on the GPU vs K=64 on the CPU ({member_epochs} epochs, whole "
+            "fit)",
+            k / gpu_members[k][1],
+            64 / cpu_k64[1],
+            "seeds/s",
+        )
 
     for config in ("blobs", "spiral3"):  # more than two classes: the same numbers on either device
         args = ["--config", str(REPO / "configs" / f"{config}.yaml")]
@@ -618,34 +890,62 @@ def bench_gpu(repeats: int, quick: bool) -> None:
 
     n_train = 2_000_000 if quick else 20_000_000
     gpu_rate = bench_scale(repeats, n_train=n_train, batch=1 << 20, epochs=5, device="cuda")
-    bench_scale(repeats, n_train=n_train, batch=1 << 22, epochs=5, device="cuda")  # 4x the work per step
-    cpu_rate = bench_scale(1, n_train=n_train, batch=1 << 20, epochs=3, device="cpu", section="gpu",
-                           with_loader=False)
-    row("gpu", f"samples/s, N={n_train:,} batch 1,048,576: circles on the GPU vs circles on the CPU", gpu_rate / 1e6,
-        cpu_rate / 1e6, "M/s")
+    # 4x the work per step
+    bench_scale(repeats, n_train=n_train, batch=1 << 22, epochs=5, device="cuda")
+    cpu_rate = bench_scale(
+        1, n_train=n_train, batch=1 << 20, epochs=3, device="cpu", section="gpu", with_loader=False
+    )
+    row(
+        "gpu",
+        f"samples/s, N={n_train:,} batch 1,048,576: circles on the GPU vs circles on the CPU",
+        gpu_rate / 1e6,
+        cpu_rate / 1e6,
+        "M/s",
+    )
 
 
 def bench_ddp_gpu(quick: bool) -> None:
-    """``fit configs/improved.yaml --config configs/trainer/ddp.yaml`` on one GPU and, where there are more, on all
-    of them, each followed by ``test --ckpt_path last``: the commands as a user types them, in fresh processes."""
+    """``fit configs/improved.yaml --config configs/trainer/ddp.yaml`` on one GPU and, where
+    there are more, on all of them, each followed by ``test --ckpt_path last``: the commands as a
+    user types them, in fresh processes."""
     if not torch.cuda.is_available():
         print("ddp: skipped, no CUDA device", flush=True)
         return
     improved = str(REPO / "configs" / "improved.yaml")
     for devices in sorted({1, torch.cuda.device_count()}):
         with tempfile.TemporaryDirectory() as tmp:
-            commands = [["fit", "--config", improved, "--config", DDP, f"--trainer.devices={devices}",
-                         *(["--trainer.max_epochs=20"] if quick else [])],
-                        ["test", "--config", improved, "--ckpt_path", "last"]]
+            commands = [
+                [
+                    "fit",
+                    "--config",
+                    improved,
+                    "--config",
+                    DDP,
+                    f"--trainer.devices={devices}",
+                    *(["--trainer.max_epochs=20"] if quick else []),
+                ],
+                ["test", "--config", improved, "--ckpt_path", "last"],
+            ]
             for command in commands:
                 start = time.perf_counter()
-                done = subprocess.run([sys.executable, str(REPO / "train.py"), *command], cwd=tmp, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                lines = [line for line in done.stdout.splitlines() if "val/acc" in line or "test/acc" in line
-                         or "error" in line.lower()]
-                print(f"  ddp, {devices} GPU(s): {command[0]} exit {done.returncode} in "
-                      f"{time.perf_counter() - start:.1f} s; " + " | ".join(line.strip() for line in lines[-3:]),
-                      flush=True)
+                done = subprocess.run(
+                    [sys.executable, str(REPO / "train.py"), *command],
+                    cwd=tmp,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                lines = [
+                    line
+                    for line in done.stdout.splitlines()
+                    if "val/acc" in line or "test/acc" in line or "error" in line.lower()
+                ]
+                print(
+                    f"  ddp, {devices} GPU(s): {command[0]} exit {done.returncode} in "
+                    f"{time.perf_counter() - start:.1f} s; "
+                    + " | ".join(line.strip() for line in lines[-3:]),
+                    flush=True,
+                )
                 if done.returncode:
                     print(done.stdout[-3000:], flush=True)
 
@@ -653,17 +953,31 @@ def bench_ddp_gpu(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--only", default="seed,epoch,startup,scale,compile,members,gpu,ddp",
-                        help="comma-separated sections")
+    parser.add_argument(
+        "--only",
+        default="seed,epoch,startup,scale,compile,members,gpu,ddp",
+        help="comma-separated sections",
+    )
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--base", type=Path, default=None,
-                        help="another checkout of circles to compare with in the epoch section (its own train.py)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter for the startup section (e.g. another environment's, to compare installs)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="another checkout of circles to compare with in the epoch section (its own train.py)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the startup section (another environment's, to compare installs)",
+    )
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     sections = set(args.only.split(","))
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", flush=True)
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)  # runs land in a temporary lightning_logs/
         if "seed" in sections:
@@ -673,7 +987,9 @@ def main() -> None:
         if "startup" in sections:
             bench_startup(repeats, args.python)
         if "scale" in sections:
-            bench_scale(repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5)
+            bench_scale(
+                repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5
+            )
         if "compile" in sections:
             bench_compile(repeats, epochs=200 if args.quick else 1000)
         if "members" in sections:

@@ -84,7 +84,7 @@ def _accuracy(noise, factor):
         return 1.0
     if noise > 1e-5:
         p_inner = rice.cdf(t, factor / noise, scale=noise)  # P(r < t | inner)
-        p_outer = rice.sf(t, 1.0 / noise, scale=noise)      # P(r > t | outer)
+        p_outer = rice.sf(t, 1.0 / noise, scale=noise)  # P(r > t | outer)
     else:  # scipy's rice.cdf (chndtr) returns nan for b = nu/noise beyond ~3e5
         p_inner = _p_inside(t, factor, noise)
         p_outer = 1.0 - _p_inside(t, 1.0, noise)
@@ -123,13 +123,14 @@ def bayes_accuracy(noise: float, factor: float = 0.8) -> float:
 
 
 def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sigma: float) -> float:
-    """Exact Bayes-optimal accuracy for classes that are round Gaussians of the same ``sigma`` with equal priors
-    around ``centres`` (K, 2): the optimal rule is the nearest centre, so the accuracy is the mean over classes of
-    the Gaussian mass of the class's Voronoi cell. A 2-D Gaussian puts mass ``1 - exp(-r^2 / (2 sigma^2))`` within
-    radius r of its centre, so the mass of a cell that is star-shaped around the centre (a Voronoi cell is convex)
-    is ``(1 / 2 pi) * integral over directions theta of (1 - exp(-r(theta)^2 / (2 sigma^2)))``, where r(theta) is the
-    distance to the cell's edge in that direction: a one-dimensional integral, computed to ~1e-10 by quadrature
-    between the angles where the nearest edge changes (no sampling)."""
+    """Exact Bayes-optimal accuracy for classes that are round Gaussians of the same ``sigma``
+    with equal priors around ``centres`` (K, 2): the optimal rule is the nearest centre, so the
+    accuracy is the mean over classes of the Gaussian mass of the class's Voronoi cell. A 2-D
+    Gaussian puts mass ``1 - exp(-r^2 / (2 sigma^2))`` within radius r of its centre, so the mass
+    of a cell that is star-shaped around the centre (a Voronoi cell is convex) is ``(1 / 2 pi) *
+    integral over directions theta of (1 - exp(-r(theta)^2 / (2 sigma^2)))``, where r(theta) is
+    the distance to the cell's edge in that direction: a one-dimensional integral, computed to
+    ~1e-10 by quadrature between the angles where the nearest edge changes (no sampling)."""
     import numpy as np
     from scipy.integrate import quad
 
@@ -139,7 +140,8 @@ def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sig
     total = 0.0
     for k in range(len(c)):
         others = np.delete(c, k, axis=0) - c[k]  # d_j: the other centres, seen from centre k
-        half = (others**2).sum(axis=1) / 2  # the bisector of k and j: points x with x . d_j = |d_j|^2 / 2
+        # the bisector of k and j: points x with x . d_j = |d_j|^2 / 2
+        half = (others**2).sum(axis=1) / 2
 
         def mass(theta: float, others: np.ndarray = others, half: np.ndarray = half) -> float:
             u = np.array([math.cos(theta), math.sin(theta)])
@@ -148,20 +150,26 @@ def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sig
             r = reach.min()
             return 1.0 if not np.isfinite(r) else -math.expm1(-r * r / (2 * sigma * sigma))
 
-        kinks = sorted({math.atan2(d[1], d[0]) % (2 * math.pi) for d in others} | {0.0, 2 * math.pi})
-        total += sum(quad(mass, a, b, epsabs=1e-12, epsrel=1e-12, limit=200)[0]
-                     for a, b in zip(kinks, kinks[1:], strict=False)
-                     if b > a) / (2 * math.pi)
+        kinks = sorted(
+            {math.atan2(d[1], d[0]) % (2 * math.pi) for d in others} | {0.0, 2 * math.pi}
+        )
+        total += sum(
+            quad(mass, a, b, epsabs=1e-12, epsrel=1e-12, limit=200)[0]
+            for a, b in zip(kinks, kinks[1:], strict=False)
+            if b > a
+        ) / (2 * math.pi)
     return total / len(c)
 
 
 def accuracy_interval(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% (``z`` = 1.96) Wilson score interval of an accuracy ``acc`` measured on ``n`` points: where the true
-    accuracy lies, by the measurement. Unlike the normal approximation ``acc ± z·sqrt(acc(1-acc)/n)`` it does not
-    shrink to nothing at 0 or 1: 10 of 10 points right leaves 0.72 to 1."""
+    """The 95% (``z`` = 1.96) Wilson score interval of an accuracy ``acc`` measured on ``n``
+    points: where the true accuracy lies, by the measurement. Unlike the normal approximation
+    ``acc ± z·sqrt(acc(1-acc)/n)`` it does not shrink to nothing at 0 or 1: 10 of 10 points right
+    leaves 0.72 to 1."""
     if n <= 0:
         raise ValueError(f"n must be at least 1, got {n}")
     shrink = 1 + z * z / n
     centre = (acc + z * z / (2 * n)) / shrink
     half = z / shrink * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))
-    return max(0.0, min(acc, centre - half)), min(1.0, max(acc, centre + half))  # holds acc, rounding or not
+    # holds acc, rounding or not
+    return max(0.0, min(acc, centre - half)), min(1.0, max(acc, centre + half))

@@ -1,5 +1,5 @@
-"""The ``circles`` command (``python train.py``): ``compare`` (:mod:`circles.compare`), or one of Lightning's
-subcommands, ``fit``, ``validate``, ``test`` and ``predict`` (:mod:`circles.cli`)."""
+"""The ``circles`` command (``python train.py``): ``compare`` (:mod:`circles.compare`), or one of
+Lightning's subcommands, ``fit``, ``validate``, ``test`` and ``predict`` (:mod:`circles.cli`)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ import sys
 
 
 class CirclesError(Exception):
-    """A problem the user can fix; its message says what and how. ``kind`` heads the line the CLI prints."""
+    """A problem the user can fix; its message says what and how. ``kind`` heads the line the CLI
+    prints."""
 
     exit_code = 1
     kind = "error"
@@ -15,9 +16,8 @@ class CirclesError(Exception):
 class ConfigError(CirclesError, ValueError):
     """A configuration value outside its allowed range.
 
-    ``field`` is the argument's name as its class spells it (``noise``); the CLI qualifies it with the
-    config section (``data.noise``).
-    """
+    ``field`` is the argument's name as its class spells it (``noise``); the CLI qualifies it
+    with the config section (``data.noise``)."""
 
     exit_code = 2
 
@@ -30,13 +30,16 @@ class ConfigError(CirclesError, ValueError):
         super().__init__(f"{text} {hint}" if hint else text)
 
     def qualified(self, section: str | None) -> ConfigError:
-        """The same error with the field named by its config section: ``noise`` -> ``data.noise``."""
-        return ConfigError(f"{section}.{self.field}" if section else self.field, self.allowed, self.got, self.hint)
+        """The same error with the field named by its config section: ``noise`` ->
+        ``data.noise``."""
+        return ConfigError(
+            f"{section}.{self.field}" if section else self.field, self.allowed, self.got, self.hint
+        )
 
 
 class SettingError(CirclesError):
-    """A setting that a library (Lightning, ``torch.optim``) rejected; the message is the library's, prefixed with
-    the config section it belongs to."""
+    """A setting that a library (Lightning, ``torch.optim``) rejected; the message is the
+    library's, prefixed with the config section it belongs to."""
 
     exit_code = 2
 
@@ -51,7 +54,8 @@ def check(condition: bool, field: str, allowed: str, got: object, hint: str = ""
 
 
 class Interrupted(CirclesError):
-    """A run stopped by a signal (SIGTERM from a scheduler, Ctrl-C); exits with the shell's ``128 + signal`` status."""
+    """A run stopped by a signal (SIGTERM from a scheduler, Ctrl-C); exits with the shell's ``128
+    + signal`` status."""
 
     def __init__(self, signum: int, message: str, kind: str = "error") -> None:
         self.signum = signum
@@ -61,7 +65,8 @@ class Interrupted(CirclesError):
 
 
 def report(message: str, kind: str = "error") -> None:
-    """Print ``message`` as the command line's one error paragraph (or, ``kind`` "note", what ended it)."""
+    """Print ``message`` as the command line's one error paragraph (or, ``kind`` "note", what
+    ended it)."""
     print(f"circles: {kind}: {message}", file=sys.stderr, flush=True)
 
 
@@ -71,16 +76,19 @@ def os_error_text(err: OSError) -> str:
 
     where = str(err.filename) if err.filename else "the run's files"
     elsewhere = "write the runs elsewhere with --trainer.default_root_dir DIR."
-    advice = {errno.ENOSPC: f"Free some space there, or {elsewhere}",
-              errno.EDQUOT: f"Free some space there, or {elsewhere}",
-              errno.EACCES: f"Make the folder writable, or {elsewhere}",
-              errno.EROFS: f"W{elsewhere[1:]}"}.get(err.errno or 0, "")
+    advice = {
+        errno.ENOSPC: f"Free some space there, or {elsewhere}",
+        errno.EDQUOT: f"Free some space there, or {elsewhere}",
+        errno.EACCES: f"Make the folder writable, or {elsewhere}",
+        errno.EROFS: f"W{elsewhere[1:]}",
+    }.get(err.errno or 0, "")
     return " ".join(f"{where}: {err.strerror or type(err).__name__}. {advice}".split())
 
 
 def note(message: str) -> None:
     """Tell the user something worth knowing that is not an error (once, on rank zero)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # not at import: `circles.sweep --list` is quick
+    # not at import: `circles.sweep --list` is quick
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) == 0:
         print(f"circles: note: {message}", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Input features of a point (x1, x2), as TensorFlow Playground offers them: the input layer of the network."""
+"""Input features of a point (x1, x2), as TensorFlow Playground offers them: the input layer of
+the network."""
 
 from __future__ import annotations
 
@@ -24,13 +25,20 @@ FEATURES = {
 
 
 def check_features(features: Sequence[str]) -> None:
-    check(len(features) > 0 and all(f in FEATURES for f in features) and len(set(features)) == len(features),
-          "features", f"a non-empty list of distinct names from {list(FEATURES)}", list(features))
+    check(
+        len(features) > 0
+        and all(f in FEATURES for f in features)
+        and len(set(features)) == len(features),
+        "features",
+        f"a non-empty list of distinct names from {list(FEATURES)}",
+        list(features),
+    )
 
 
 class FeatureMap(nn.Module):
-    """The input layer of TensorFlow Playground: points (N, 2) in the (x1, x2) plane -> the chosen features (N, F).
-    No parameters; for ``[x1, x2]`` it passes the points through untouched."""
+    """The input layer of TensorFlow Playground: points (N, 2) in the (x1, x2) plane -> the
+    chosen features (N, F). No parameters; for ``[x1, x2]`` it passes the points through
+    untouched."""
 
     def __init__(self, features: Sequence[str]) -> None:
         super().__init__()
@@ -45,16 +53,25 @@ class FeatureMap(nn.Module):
         return torch.stack([FEATURES[f](x) for f in self.features], dim=1)
 
 
-def check_finite_features(features: Sequence[str], x: torch.Tensor, field: str, where: object) -> None:
-    """Refuse points whose features leave float32's range (``x1_sq`` of 1e20 is inf): the network would give nan for
-    them. Names the first of them by their place among the points (1 is the first) and coordinates. (Points as read
-    or drawn are finite: only products and squares can leave the range.)"""
+def check_finite_features(
+    features: Sequence[str], x: torch.Tensor, field: str, where: object
+) -> None:
+    """Refuse points whose features leave float32's range (``x1_sq`` of 1e20 is inf): the network
+    would give nan for them. Names the first of them by their place among the points (1 is the
+    first) and coordinates. (Points as read or drawn are finite: only products and squares can
+    leave the range.)"""
     if list(features) == ["x1", "x2"]:
         return
     values = FeatureMap(features)(x)
     bad = (~torch.isfinite(values)).any(dim=1).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        check(False, field, "points whose features are finite float32 numbers", where,
-              f"{len(bad):,} of its {len(x):,} points are not, the first point {i + 1} = ({float(x[i, 0]):g}, "
-              f"{float(x[i, 1]):g}) with features {list(features)}.")
+        check(
+            False,
+            field,
+            "points whose features are finite float32 numbers",
+            where,
+            f"{len(bad):,} of its {len(x):,} points are not, the first point {i + 1} = "
+            f"({float(x[i, 0]):g}, "
+            f"{float(x[i, 1]):g}) with features {list(features)}.",
+        )

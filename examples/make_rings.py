@@ -1,5 +1,5 @@
-"""Writes examples/rings.csv: three noisy concentric rings named inner, middle and outer, a file in the format
-``data.path`` reads (x1, x2, label; other columns are ignored)."""
+"""Writes examples/rings.csv: three noisy concentric rings named inner, middle and outer, a file
+in the format ``data.path`` reads (x1, x2, label; other columns are ignored)."""
 
 from pathlib import Path
 
@@ -16,7 +16,10 @@ def main(path: Path = RINGS_CSV, per_ring: int = 200, noise: float = 0.05, seed:
     names = rng.permutation(np.repeat(list(RADII), per_ring))
     angle = rng.uniform(0, 2 * np.pi, len(names))
     radius = np.array([RADII[name] for name in names]) + rng.normal(0, noise, len(names))
-    rows = [f"{r * np.cos(a):.5f},{r * np.sin(a):.5f},{name}" for r, a, name in zip(radius, angle, names, strict=True)]
+    rows = [
+        f"{r * np.cos(a):.5f},{r * np.sin(a):.5f},{name}"
+        for r, a, name in zip(radius, angle, names, strict=True)
+    ]
     path.write_text("\n".join(["x1,x2,label", *rows]) + "\n")
 
 

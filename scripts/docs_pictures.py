@@ -1,8 +1,10 @@
-"""README's pictures, made by the project itself: ``python scripts/docs_pictures.py`` (about a minute on 2 cores).
+"""README's pictures, made by the project itself: ``python scripts/docs_pictures.py`` (about a
+minute on 2 cores).
 
-- ``docs/decision_boundary_linear.png``, ``docs/decision_boundary_relu.png``: the ``decision_boundary.png`` of
-  ``fit --config configs/linear.yaml`` and ``configs/relu.yaml``;
-- ``docs/compare.png``: ``circles compare configs/linear.yaml configs/relu.yaml configs/improved.yaml``;
+- ``docs/decision_boundary_linear.png``, ``docs/decision_boundary_relu.png``: the
+  ``decision_boundary.png`` of ``fit --config configs/linear.yaml`` and ``configs/relu.yaml``;
+- ``docs/compare.png``: ``circles compare configs/linear.yaml configs/relu.yaml
+  configs/improved.yaml``;
 - ``docs/tensorboard_curves.png``, ``docs/tensorboard_hparams.png``: TensorBoard in Chromium
   (``tests/test_tensorboard.py``'s screenshots; skipped, saying so, without Chromium).
 """
@@ -20,7 +22,9 @@ DOCS = REPO / "docs"
 
 
 def train(cwd: Path, *args: str) -> None:
-    subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, check=True, capture_output=True
+    )
 
 
 def main() -> None:
@@ -30,7 +34,9 @@ def main() -> None:
             train(cwd, "fit", "--config", str(REPO / "configs" / f"{name}.yaml"))
             (run,) = [p for p in (cwd / "lightning_logs").iterdir() if f"-{name}-" in p.name]
             shutil.copy(run / "decision_boundary.png", DOCS / f"decision_boundary_{name}.png")
-        configs = [str(REPO / "configs" / f"{name}.yaml") for name in ("linear", "relu", "improved")]
+        configs = [
+            str(REPO / "configs" / f"{name}.yaml") for name in ("linear", "relu", "improved")
+        ]
         train(cwd, "compare", *configs, "--out", str(cwd / "compare"))
         shutil.copy(cwd / "compare" / "compare.png", DOCS / "compare.png")
     print("docs/decision_boundary_linear.png, docs/decision_boundary_relu.png, docs/compare.png")

@@ -15,8 +15,10 @@ from circles.cli import cli_main
 
 from helpers import QUIET, REPO, evaluation_dirs, processes, run_dir, run_names
 
-SLURM_OPT_IN = ("SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local cluster of two nodes (needs "
-                "root; installs SLURM with apt-get when missing); .ci/run sets it")
+SLURM_OPT_IN = (
+    "SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local cluster of two nodes (needs "
+    "root; installs SLURM with apt-get when missing); .ci/run sets it"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,7 +43,11 @@ def run_cli(tmp_path: Path):
     kind (a fit's, or an evaluation's: in its trained run's ``evaluations`` folder), or None."""
 
     def run(*args: str) -> Path | None:
-        cli_main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
+        cli_main(
+            [*args, *QUIET]
+            if args and args[0] in ("fit", "validate", "test", "predict")
+            else list(args)
+        )
         runs = tmp_path / "lightning_logs"
         if args and args[0] in ("validate", "test", "predict"):
             evaluations = evaluation_dirs(runs)
@@ -62,18 +68,30 @@ def slurm_state() -> str:
 def slurm_leftovers(state: str) -> list[str]:
     """What of the local cluster of ``state`` is still on this host: its nodes' network namespaces, its bridge, their
     mounts, its daemons and job processes (names as scripts/slurm/local_cluster/names.sh makes them)."""
-    net = subprocess.run(["bash", "-c", f'. "{SLURM_CLUSTER}/names.sh" && echo "$NET"'], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    net = subprocess.run(
+        ["bash", "-c", f'. "{SLURM_CLUSTER}/names.sh" && echo "$NET"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     left = [f"network namespace {name}" for name in netns if name.startswith(f"{net}-n")]
     if subprocess.run(["ip", "link", "show", net], capture_output=True).returncode == 0:
         left.append(f"bridge {net}")
-    left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
-             if f"/netns/{net}-" in line or state in line]
+    left += [
+        f"mount {line.split()[1]}"
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if f"/netns/{net}-" in line or state in line
+    ]
     conf = f"{state}/etc/slurm.conf"
-    left += [f"process {pid} ({comm})" for pid, comm, environ, cmdline in processes()
-             if environ.get("SLURM_CONF") == conf and "SLURM_JOB_ID" in environ  # a job's
-             or comm in ("slurmd", "slurmctld", "munged", "slurmstepd") and state in " ".join(cmdline)]
+    left += [
+        f"process {pid} ({comm})"
+        for pid, comm, environ, cmdline in processes()
+        if environ.get("SLURM_CONF") == conf
+        and "SLURM_JOB_ID" in environ  # a job's
+        or comm in ("slurmd", "slurmctld", "munged", "slurmstepd")
+        and state in " ".join(cmdline)
+    ]
     return left
 
 
@@ -90,12 +108,16 @@ def slurm_env():
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("SLURM is not installed and apt-get is not available to install it")
     state = slurm_state()
-    up = subprocess.run([str(SLURM_CLUSTER / "up.sh"), state], capture_output=True, text=True, timeout=600)
+    up = subprocess.run(
+        [str(SLURM_CLUSTER / "up.sh"), state], capture_output=True, text=True, timeout=600
+    )
     if up.returncode != 0:
         pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "PATH": path}
     for _ in range(2):
-        down = subprocess.run([str(SLURM_CLUSTER / "down.sh"), state], capture_output=True, text=True, timeout=120)
+        down = subprocess.run(
+            [str(SLURM_CLUSTER / "down.sh"), state], capture_output=True, text=True, timeout=120
+        )
         assert down.returncode == 0, down.stderr
     assert slurm_leftovers(state) == []

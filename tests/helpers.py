@@ -25,8 +25,16 @@ CONFIGS = REPO / "configs"
 
 # Quiet, fast settings for runs that only need to exercise the machinery.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-SMALL = ["--data.n_samples=100", "--data.test_samples=20", "--boundary.every_n_epochs=1000"]  # a few epochs' worth
-TINY = ["--trainer.max_epochs=2", "--data.n_samples=60", "--data.test_samples=20"]  # a run that only has to exist
+SMALL = [
+    "--data.n_samples=100",
+    "--data.test_samples=20",
+    "--boundary.every_n_epochs=1000",
+]  # a few epochs' worth
+TINY = [
+    "--trainer.max_epochs=2",
+    "--data.n_samples=60",
+    "--data.test_samples=20",
+]  # a run that only has to exist
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
@@ -40,13 +48,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def started(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-            merge_output: bool = False) -> Iterator[subprocess.Popen]:
+def started(
+    argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, merge_output: bool = False
+) -> Iterator[subprocess.Popen]:
     """``argv`` started in a process group of its own, its output captured (stderr into stdout with
     ``merge_output``). Leaving the block kills whatever is left of the group (DDP ranks, sweep workers) and reaps the
     process, so nothing it started outlives the test."""
-    process = subprocess.Popen(list(argv), cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT if merge_output else subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         yield process
     finally:
@@ -55,8 +71,9 @@ def started(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
         process.communicate()
 
 
-def train_py(*args: str, cwd: Path, env: dict[str, str] | None = None,
-             merge_output: bool = False) -> contextlib.AbstractContextManager[subprocess.Popen]:
+def train_py(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, merge_output: bool = False
+) -> contextlib.AbstractContextManager[subprocess.Popen]:
     """``python train.py ARGS`` in a process group of its own (see :func:`started`)."""
     return started([sys.executable, str(REPO / "train.py"), *args], cwd, env, merge_output)
 
@@ -85,7 +102,11 @@ def processes() -> Iterator[tuple[int, str, dict[str, str], list[str]]]:
 def exit_status(*args: str) -> int:
     """``python train.py ARGS`` run in-process, quietly; returns the exit status."""
     try:
-        main([*args, *QUIET] if args and args[0] in ("fit", "validate", "test", "predict") else list(args))
+        main(
+            [*args, *QUIET]
+            if args and args[0] in ("fit", "validate", "test", "predict")
+            else list(args)
+        )
     except SystemExit as exit_info:
         return 0 if exit_info.code is None else exit_info.code
     return 0
@@ -125,7 +146,9 @@ def evaluation_dirs(runs: Path) -> list[Path]:
 
 def run_names(runs: Path) -> list[str]:
     """The number part (``0003``) of every run directory in ``runs``, in order."""
-    return sorted(p.name.split("-")[0] for p in runs.iterdir() if p.is_dir() and p.name[:4].isdigit())
+    return sorted(
+        p.name.split("-")[0] for p in runs.iterdir() if p.is_dir() and p.name[:4].isdigit()
+    )
 
 
 def error_lines(text: str) -> list[str]:
@@ -155,8 +178,12 @@ def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     for stage in ("", *STAGES):
         if (run_dir / stage).is_dir():
             ea = read_events(run_dir / stage)
-            history.update({_metric(stage, tag): [(e.step, e.value) for e in ea.Scalars(tag)]
-                            for tag in ea.Tags()["scalars"]})
+            history.update(
+                {
+                    _metric(stage, tag): [(e.step, e.value) for e in ea.Scalars(tag)]
+                    for tag in ea.Tags()["scalars"]
+                }
+            )
     return history
 
 
@@ -177,7 +204,9 @@ def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
     """Every scalar written to the event files of the run and its stage sub-runs, as ``(metric name, step,
     value)``, oldest file first in each, unfiltered."""
     for stage in ("", *STAGES):
-        files = sorted((run_dir / stage).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3]))
+        files = sorted(
+            (run_dir / stage).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
+        )
         for path in files:
             for event in LegacyEventFileLoader(str(path)).Load():
                 for value in event.summary.value:

@@ -18,8 +18,12 @@ counts = st.integers(min_value=1, max_value=8)
 
 def job(nodes: int, per_node: int | None, step: bool = True, name: str = "train") -> dict[str, str]:
     """The environment of a task of a SLURM job (``step``: started by srun; ``per_node`` None: ``--ntasks``)."""
-    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": name, "SLURM_NNODES": str(nodes),
-           "SLURM_NTASKS": str(nodes * (per_node or 1))}
+    env = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_JOB_NAME": name,
+        "SLURM_NNODES": str(nodes),
+        "SLURM_NTASKS": str(nodes * (per_node or 1)),
+    }
     if per_node is not None:
         env["SLURM_NTASKS_PER_NODE"] = str(per_node)
     if step:
@@ -28,19 +32,27 @@ def job(nodes: int, per_node: int | None, step: bool = True, name: str = "train"
 
 
 @given(nodes=counts, per_node=counts, devices=counts, num_nodes=counts)
-def test_the_trainer_must_have_one_rank_per_task_on_as_many_nodes(nodes, per_node, devices, num_nodes):
+def test_the_trainer_must_have_one_rank_per_task_on_as_many_nodes(
+    nodes, per_node, devices, num_nodes
+):
     env = job(nodes, per_node)
-    check_slurm_launch([], env)  # started by srun, with tasks per node: nothing to refuse before the Trainer
+    check_slurm_launch(
+        [], env
+    )  # started by srun, with tasks per node: nothing to refuse before the Trainer
     if devices == per_node and num_nodes == nodes:
         check_slurm_allocation(devices, num_nodes, [], env)
         return
     with pytest.raises(AllocationError) as err:
         check_slurm_allocation(devices, num_nodes, [], env)
     if devices != per_node:  # the devices first: the one a user sets most
-        assert str(err.value).startswith(f"trainer.devices is {devices}, but SLURM starts {per_node} task(s)")
+        assert str(err.value).startswith(
+            f"trainer.devices is {devices}, but SLURM starts {per_node} task(s)"
+        )
         assert f"set --trainer.devices {per_node} " in str(err.value)
     else:
-        assert str(err.value).startswith(f"trainer.num_nodes is {num_nodes}, but SLURM job 7 runs on {nodes} node")
+        assert str(err.value).startswith(
+            f"trainer.num_nodes is {num_nodes}, but SLURM job 7 runs on {nodes} node"
+        )
         assert f"set --trainer.num_nodes {nodes} " in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -51,7 +63,9 @@ def test_a_job_of_several_tasks_outside_srun_is_refused_and_one_task_is_not(node
     if nodes * per_node == 1:
         check_slurm_launch([], env)
         return
-    with pytest.raises(AllocationError, match=rf"^SLURM job 7 has {nodes * per_node} tasks .* runs outside srun"):
+    with pytest.raises(
+        AllocationError, match=rf"^SLURM job 7 has {nodes * per_node} tasks .* runs outside srun"
+    ):
         check_slurm_launch([], env)
 
 
@@ -64,15 +78,27 @@ def test_ntasks_without_tasks_per_node_names_the_per_node_count(nodes, per_node)
         return
     with pytest.raises(AllocationError) as err:
         check_slurm_launch([], env)
-    assert f"submit with --nodes={nodes} --ntasks-per-node={per_node} instead of --ntasks" in str(err.value)
+    assert f"submit with --nodes={nodes} --ntasks-per-node={per_node} instead of --ntasks" in str(
+        err.value
+    )
 
 
-@pytest.mark.parametrize("env, plugins", [
-    ({}, []),  # not in a SLURM job
-    (job(2, 2, step=False, name="bash"), []),  # an interactive allocation: Lightning launches the ranks itself
-    (job(2, 2, step=False, name="interactive"), []),
-    (job(2, 2, step=False), [LightningEnvironment()]),  # the user chose another cluster environment
-], ids=["no job", "bash", "interactive", "another environment"])
+@pytest.mark.parametrize(
+    "env, plugins",
+    [
+        ({}, []),  # not in a SLURM job
+        (
+            job(2, 2, step=False, name="bash"),
+            [],
+        ),  # an interactive allocation: Lightning launches the ranks itself
+        (job(2, 2, step=False, name="interactive"), []),
+        (
+            job(2, 2, step=False),
+            [LightningEnvironment()],
+        ),  # the user chose another cluster environment
+    ],
+    ids=["no job", "bash", "interactive", "another environment"],
+)
 def test_where_lightning_does_not_use_slurms_environment_nothing_is_checked(env, plugins):
     check_slurm_launch(plugins, env)
     check_slurm_allocation(1, 1, plugins, env)
@@ -83,16 +109,34 @@ def test_slurms_own_environment_as_a_plugin_is_checked():
         check_slurm_launch([SLURMEnvironment()], job(1, 2, step=False))
 
 
-@pytest.mark.parametrize("env, args, expected", [
-    (job(1, 2, step=False), [], "SLURM job 7 has 2 tasks (--ntasks-per-node times --nodes), but this command runs "
-                                "outside srun"),
-    (job(1, 2), ["--trainer.devices=1"], "trainer.devices is 1, but SLURM starts 2 task(s) per node"),
-    (job(2, 1), [], "trainer.num_nodes is 1, but SLURM job 7 runs on 2 node(s)"),
-], ids=["no srun", "devices", "num_nodes"])
-def test_the_cli_refuses_the_launch_in_one_line_before_it_writes_anything(tmp_path, monkeypatch, capfd, env, args,
-                                                                          expected):
-    for key, value in {**env, "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-                       "SLURM_NODELIST": "localhost"}.items():
+@pytest.mark.parametrize(
+    "env, args, expected",
+    [
+        (
+            job(1, 2, step=False),
+            [],
+            "SLURM job 7 has 2 tasks (--ntasks-per-node times --nodes), but this command runs "
+            "outside srun",
+        ),
+        (
+            job(1, 2),
+            ["--trainer.devices=1"],
+            "trainer.devices is 1, but SLURM starts 2 task(s) per node",
+        ),
+        (job(2, 1), [], "trainer.num_nodes is 1, but SLURM job 7 runs on 2 node(s)"),
+    ],
+    ids=["no srun", "devices", "num_nodes"],
+)
+def test_the_cli_refuses_the_launch_in_one_line_before_it_writes_anything(
+    tmp_path, monkeypatch, capfd, env, args, expected
+):
+    for key, value in {
+        **env,
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }.items():
         monkeypatch.setenv(key, value)
     assert exit_status("fit", *TINY, *args) == 2
     (line,) = error_lines(capfd.readouterr().err)

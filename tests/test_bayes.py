@@ -11,13 +11,17 @@ from circles.bayes import bayes_accuracy, bayes_threshold
 
 
 # Monte Carlo estimates (2M points) for factor=0.8.
-@pytest.mark.parametrize("noise, expected", [(0.03, 0.9996), (0.05, 0.9772), (0.1, 0.8406), (0.2, 0.6893)])
+@pytest.mark.parametrize(
+    "noise, expected", [(0.03, 0.9996), (0.05, 0.9772), (0.1, 0.8406), (0.2, 0.6893)]
+)
 def test_reference_values(noise, expected):
     assert bayes_accuracy(noise) == pytest.approx(expected, abs=5e-4)
     assert bayes_accuracy(noise, 0.8) == bayes_accuracy(noise)
 
 
-@pytest.mark.parametrize("noise, factor", [(0.03, 0.8), (0.1, 0.8), (0.2, 0.5), (0.05, 0.3), (0.3, 0.6)])
+@pytest.mark.parametrize(
+    "noise, factor", [(0.03, 0.8), (0.1, 0.8), (0.2, 0.5), (0.05, 0.3), (0.3, 0.6)]
+)
 def test_matches_monte_carlo_on_make_circles(noise, factor):
     from sklearn.datasets import make_circles
 
@@ -35,9 +39,12 @@ def test_threshold_is_where_the_rice_densities_cross():
         inner = rice.logpdf(t, factor / noise, scale=noise)
         outer = rice.logpdf(t, 1.0 / noise, scale=noise)
         assert inner == pytest.approx(outer, abs=1e-9)
+
         # and the threshold is optimal: moving it either way loses accuracy
         def acc(s, noise=noise, factor=factor):
-            return 0.5 * rice.cdf(s, factor / noise, scale=noise) + 0.5 * rice.sf(s, 1 / noise, scale=noise)
+            return 0.5 * rice.cdf(s, factor / noise, scale=noise) + 0.5 * rice.sf(
+                s, 1 / noise, scale=noise
+            )
 
         assert acc(t) == pytest.approx(bayes_accuracy(noise, factor), abs=1e-15)
         assert acc(t) > max(acc(t - 1e-3), acc(t + 1e-3))
@@ -112,7 +119,9 @@ def test_nearest_centre_accuracy_matches_monte_carlo_on_blobs(classes, sigma):
     points = centres[labels] + rng.normal(0, sigma, size=(len(labels), 2))
     nearest = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
     sampled = (nearest == labels).mean()
-    assert exact == pytest.approx(sampled, abs=4 * (sampled * (1 - sampled) / len(labels)) ** 0.5 + 1e-4)
+    assert exact == pytest.approx(
+        sampled, abs=4 * (sampled * (1 - sampled) / len(labels)) ** 0.5 + 1e-4
+    )
 
 
 def test_nearest_centre_accuracy_of_two_centres_is_the_normal_cdf():
@@ -122,14 +131,17 @@ def test_nearest_centre_accuracy_of_two_centres_is_the_normal_cdf():
 
     for sigma in (0.1, 0.5, 2.0):  # the line halfway between centres 2 apart: Phi(1 / sigma)
         assert nearest_centre_accuracy([[-1, 0], [1, 0]], sigma) == pytest.approx(
-            0.5 * (1 + math.erf(1 / sigma / math.sqrt(2))), abs=1e-9)
+            0.5 * (1 + math.erf(1 / sigma / math.sqrt(2))), abs=1e-9
+        )
     assert nearest_centre_accuracy([[0, 0], [3, 4]], 0.0) == 1.0
 
 
 def test_the_accuracy_interval_is_wilsons():
     from circles.bayes import accuracy_interval
 
-    assert accuracy_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)  # 10 of 10: not "exactly 1"
+    assert accuracy_interval(1.0, 10) == pytest.approx(
+        (0.7225, 1.0), abs=1e-4
+    )  # 10 of 10: not "exactly 1"
     assert accuracy_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert accuracy_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
 
@@ -142,5 +154,7 @@ def test_the_accuracy_interval_holds_the_measurement_and_never_shrinks_to_a_poin
     low, high = accuracy_interval(right / n, n)
     assert 0 <= low <= right / n <= high <= 1
     assert high - low > 0
-    wider_low, wider_high = accuracy_interval(right / n, n, z=2.58)  # 99%: wider, around the same measurement
+    wider_low, wider_high = accuracy_interval(
+        right / n, n, z=2.58
+    )  # 99%: wider, around the same measurement
     assert wider_low <= low and high <= wider_high

@@ -20,14 +20,24 @@ from circles.cli import cli_main
 from circles.model.classifier import CirclesClassifier
 from circles.pictures.notes import affine_text
 
-from helpers import CONFIGS, REPO, final_scalar, load_checkpoint, read_events, run_dir, scalar_history
+from helpers import (
+    CONFIGS,
+    REPO,
+    final_scalar,
+    load_checkpoint,
+    read_events,
+    run_dir,
+    scalar_history,
+)
 
 TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
 
 
 def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     run = run_cli("fit", *TINY)
-    assert run.name == "0000-relu-10x10-sgd0.1-e3-circles"  # numbered in order, named after what it trains
+    assert (
+        run.name == "0000-relu-10x10-sgd0.1-e3-circles"
+    )  # numbered in order, named after what it trains
     tags = scalar_history(run)
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"):
         assert [step for step, _ in tags[tag]] == [0, 1, 2], tag
@@ -37,37 +47,74 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert (run / "decision_boundary.png").is_file()
 
-    assert {"test/acc", "test/loss"} <= set(scalar_history(run))  # fit ends with the test of its final weights
-    assert scalar_history(run)["test/acc"][0][0] == 2  # at the last epoch's step: beside the curves' ends
+    assert {"test/acc", "test/loss"} <= set(
+        scalar_history(run)
+    )  # fit ends with the test of its final weights
+    assert (
+        scalar_history(run)["test/acc"][0][0] == 2
+    )  # at the last epoch's step: beside the curves' ends
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
-    assert test_run == run / "evaluations" / "0000-test"  # with the run it evaluated, out of the fits' way
-    assert sorted(read_events(test_run / "test").Tags()["scalars"]) == ["evaluation/acc", "evaluation/bayes_acc",
-                                                                        "evaluation/bayes_gap", "evaluation/loss"]
-    assert scalar_history(test_run)["test/acc"] == scalar_history(run)["test/acc"]  # the same weights, the same step
+    assert (
+        test_run == run / "evaluations" / "0000-test"
+    )  # with the run it evaluated, out of the fits' way
+    assert sorted(read_events(test_run / "test").Tags()["scalars"]) == [
+        "evaluation/acc",
+        "evaluation/bayes_acc",
+        "evaluation/bayes_gap",
+        "evaluation/loss",
+    ]
+    assert (
+        scalar_history(test_run)["test/acc"] == scalar_history(run)["test/acc"]
+    )  # the same weights, the same step
 
 
 def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
     run = run_cli("fit", *TINY, "--optimizer.init_args.lr=0.05")
     content = read_events(run).PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
     hparams = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
     assert start.group_name == run.name  # the table's trial id is the run's name
-    assert hparams == {"0 activation": "relu", "1 dataset": "circles", "2 hidden layers": "[10, 10]", "3 epochs": "3",
-                       "4 optimizer": "SGD lr 0.05", "5 Bayes-optimal acc": "0.9996", "6 seeds (members)": "1",
-                       "7 noise": "0.03", "8 seed": "42", "9 points per step": "all (full batch)"}
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert hparams == {
+        "0 activation": "relu",
+        "1 dataset": "circles",
+        "2 hidden layers": "[10, 10]",
+        "3 epochs": "3",
+        "4 optimizer": "SGD lr 0.05",
+        "5 Bayes-optimal acc": "0.9996",
+        "6 seeds (members)": "1",
+        "7 noise": "0.03",
+        "8 seed": "42",
+        "9 points per step": "all (full batch)",
+    }
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
     assert [h.display_name for h in experiment.hparam_infos][:5] == [
-        "activation", "dataset", "hidden layers", "epochs", "optimizer"]  # TensorBoard ticks the first five
+        "activation",
+        "dataset",
+        "hidden layers",
+        "epochs",
+        "optimizer",
+    ]  # TensorBoard ticks the first five
     assert [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos] == [
-        ("val", "details/acc_best", "best val acc"), ("test", "curves/acc", "test acc")]
-    assert {"val/acc_best", "test/acc"} <= set(scalar_history(run))  # every declared metric: the run is drawn
+        ("val", "details/acc_best", "best val acc"),
+        ("test", "curves/acc", "test acc"),
+    ]
+    assert {"val/acc_best", "test/acc"} <= set(
+        scalar_history(run)
+    )  # every declared metric: the run is drawn
     assert final_scalar(run, "val/acc_best") == max(v for _, v in scalar_history(run)["val/acc"])
 
 
 def test_last_ckpt_holds_the_final_epoch_and_best_ckpt_the_best(run_cli):
     # improved.yaml reaches val acc 1.0 at epoch 23 and never beats it: best stays there, last moves on
     run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=40")
-    best, last = load_checkpoint(run / "checkpoints" / "best.ckpt"), load_checkpoint(run / "checkpoints" / "last.ckpt")
+    best, last = (
+        load_checkpoint(run / "checkpoints" / "best.ckpt"),
+        load_checkpoint(run / "checkpoints" / "last.ckpt"),
+    )
     assert last["global_step"] == 40
     assert best["global_step"] < 40
     val_acc = scalar_history(run)["val/acc"]
@@ -76,7 +123,9 @@ def test_last_ckpt_holds_the_final_epoch_and_best_ckpt_the_best(run_cli):
 
 
 @pytest.mark.slow
-def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupted_run(run_cli, tmp_path):
+def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupted_run(
+    run_cli, tmp_path
+):
     args = ["--config", str(CONFIGS / "improved.yaml"), "--checkpoint.last_every_n_epochs=10"]
     run = run_cli("fit", *args, "--trainer.max_epochs=20")
     resumed = run_cli("fit", *args, "--trainer.max_epochs=40", "--ckpt_path", "last")
@@ -84,7 +133,10 @@ def test_fit_ckpt_path_last_resumes_into_the_same_run_and_matches_an_uninterrupt
     assert [s for s, _ in scalar_history(run)["train/loss"]] == list(range(40))
     straight = run_cli("fit", *args, "--trainer.max_epochs=40")
     assert straight.name.startswith("0001-")
-    a, b = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    a, b = (
+        load_checkpoint(run / "checkpoints" / "last.ckpt"),
+        load_checkpoint(straight / "checkpoints" / "last.ckpt"),
+    )
     assert a["global_step"] == b["global_step"] == 40
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
@@ -117,7 +169,10 @@ def test_print_config_prints_a_complete_config_that_runs(run_cli, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     config = yaml.safe_load(printed)
-    assert config["optimizer"]["class_path"] == "torch.optim.SGD" and config["optimizer"]["init_args"]["lr"] == 0.1
+    assert (
+        config["optimizer"]["class_path"] == "torch.optim.SGD"
+        and config["optimizer"]["init_args"]["lr"] == 0.1
+    )
     for section in ("trainer", "model", "data", "checkpoint", "boundary", "chapter_log"):
         assert section in config
     Path("printed.yaml").write_text(printed)
@@ -130,7 +185,10 @@ def test_chapter_line_and_end_of_fit_summary(run_cli, capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("Epoch: ")]
     assert [line.split(" |")[0] for line in lines] == ["Epoch: 0", "Epoch: 2"]
-    assert all(" | Train loss: " in line and "% | Val loss: " in line and line.endswith("%") for line in lines)
+    assert all(
+        " | Train loss: " in line and "% | Val loss: " in line and line.endswith("%")
+        for line in lines
+    )
     assert "Best val/acc: " in out
     assert f"Run directory: {run.relative_to(Path.cwd())}" in out
     assert "tensorboard --logdir lightning_logs" in out
@@ -140,23 +198,38 @@ def test_chapter_line_and_end_of_fit_summary(run_cli, capsys):
 def test_the_last_epoch_has_its_chapter_line_and_fit_ends_with_its_test(run_cli, capsys):
     run_cli("fit", *TINY, "--trainer.max_epochs=4", "--chapter_log.every_n_epochs=2")
     out = capsys.readouterr().out.splitlines()
-    assert [line.split(" |")[0] for line in out if line.startswith("Epoch: ")] == ["Epoch: 0", "Epoch: 2", "Epoch: 3"]
+    assert [line.split(" |")[0] for line in out if line.startswith("Epoch: ")] == [
+        "Epoch: 0",
+        "Epoch: 2",
+        "Epoch: 3",
+    ]
     (test,) = [i for i, line in enumerate(out) if line.startswith("Test: ")]
     assert "on 200 points, weights of epoch 3 (the end of the fit)" in out[test]
     assert re.fullmatch(r"  Bayes-optimal acc 0\.9996: gap [+-]0\.\d{4}, .+", out[test + 1])
-    assert test < next(i for i, line in enumerate(out) if line.startswith("Best val/acc: "))  # the summary after it
-    assert not any("DataLoader" in line or "─" in line for line in out)  # no progress bar, no table of 17 digits
+    assert test < next(
+        i for i, line in enumerate(out) if line.startswith("Best val/acc: ")
+    )  # the summary after it
+    assert not any(
+        "DataLoader" in line or "─" in line for line in out
+    )  # no progress bar, no table of 17 digits
 
 
 def test_evaluations_say_which_weights_they_measured(run_cli, capsys):
-    run = run_cli("fit", "--config", str(CONFIGS / "improved.yaml"), "--trainer.max_epochs=30",
-                  "--data.test_samples=200", "--test_after_fit=false")
+    run = run_cli(
+        "fit",
+        "--config",
+        str(CONFIGS / "improved.yaml"),
+        "--trainer.max_epochs=30",
+        "--data.test_samples=200",
+        "--test_after_fit=false",
+    )
     capsys.readouterr()
     run_cli("validate", "--ckpt_path", "best", "--data.test_samples=200")
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     (line, note) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert line.startswith("Validation: acc 1.0000, loss ") and line.endswith(
-        f"on 200 points, weights of epoch {best['circles_weights_epoch']} (best.ckpt)")
+        f"on 200 points, weights of epoch {best['circles_weights_epoch']} (best.ckpt)"
+    )
     assert "the first epoch that reached the best val/acc" in note
     tested = run_cli("test", "--ckpt_path", "last", "--data.test_samples=200")
     assert "weights of epoch 29 (last.ckpt)" in capsys.readouterr().out
@@ -168,9 +241,14 @@ def test_a_linear_network_prints_the_one_affine_map_it_is(run_cli, capsys):
     out = capsys.readouterr().out
     (line,) = [line.strip() for line in out.splitlines() if line.strip().startswith("logit = ")]
     model = CirclesClassifier(hidden_sizes=[4, 3], activation="none")
-    model.load_state_dict(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    model.load_state_dict(
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    )
     weights, biases = model.collapsed()
-    assert line == f"logit = {affine_text(weights[0, 0], biases[0, 0], ['x1', 'x2'])}; the boundary is where it is 0"
+    assert (
+        line
+        == f"logit = {affine_text(weights[0, 0], biases[0, 0], ['x1', 'x2'])}; the boundary is where it is 0"
+    )
     assert "No activation, so the layers are one affine map:" in out
     run_cli("fit", *TINY)
     assert "logit = " not in capsys.readouterr().out  # a ReLU network is no such map
@@ -198,16 +276,29 @@ def test_console_script_is_the_command_train_py_runs():
 
 
 def test_python_m_circles_cli_is_the_command_line_the_slurm_scripts_run():
-    result = subprocess.run([sys.executable, "-m", "circles.cli", "fit", "--model.activation=swish"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "circles.cli", "fit", "--model.activation=swish"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.startswith("circles: error: model.activation")
 
 
 @pytest.mark.slow
 def test_train_py_runs_fit_with_no_config(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--trainer.max_epochs=2", "--data.test_samples=10"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "fit",
+            "--trainer.max_epochs=2",
+            "--data.test_samples=10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "Best val/acc" in result.stdout
@@ -231,32 +322,52 @@ def test_members_log_their_mean_and_spread_and_write_members_csv(run_cli):
         tested = [float(m["test_acc"]) for m in csv.DictReader(f)]
     assert sum(tested) / 4 == pytest.approx(logged["test/acc"], abs=1e-6)
     assert logged["test/acc_std"] == pytest.approx(statistics.stdev(tested), abs=1e-6)
-    assert logged["test/acc_ci95"] == pytest.approx(3.182446 * logged["test/acc_std"] / 2, rel=1e-5)  # t(0.975, 3)
+    assert logged["test/acc_ci95"] == pytest.approx(
+        3.182446 * logged["test/acc_std"] / 2, rel=1e-5
+    )  # t(0.975, 3)
     assert 0 <= logged["test/acc_ensemble"] <= 1
-    assert logged["test/bayes_gap"] == pytest.approx(logged["test/bayes_acc"] - logged["test/acc"], abs=1e-6)
+    assert logged["test/bayes_gap"] == pytest.approx(
+        logged["test/bayes_acc"] - logged["test/acc"], abs=1e-6
+    )
 
     predicted = run_cli("predict", *TINY, "--ckpt_path=last")
-    assert (predicted / "predictions.csv").read_text().splitlines()[0] == "x1,x2,probability,probability_std,label"
+    assert (predicted / "predictions.csv").read_text().splitlines()[
+        0
+    ] == "x1,x2,probability,probability_std,label"
 
 
 def test_the_seed_spread_script_reads_its_runs_members(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("seed_spread", REPO / "scripts" / "seed_spread.py")
+    spec = importlib.util.spec_from_file_location(
+        "seed_spread", REPO / "scripts" / "seed_spread.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     rows = script.spread(3, 2)
-    assert [row["seed"] for row in rows] == [42, 43, 44] and all(0 <= row["val_acc"] <= 1 for row in rows)
+    assert [row["seed"] for row in rows] == [42, 43, 44] and all(
+        0 <= row["val_acc"] <= 1 for row in rows
+    )
     script.draw(rows, tmp_path / "spread.png", 2)
     assert (tmp_path / "spread.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_perfect_score_on_few_test_points_is_within_the_sampling_error_of_the_best_possible(run_cli, capsys):
+def test_a_perfect_score_on_few_test_points_is_within_the_sampling_error_of_the_best_possible(
+    run_cli, capsys
+):
     """10 of 10 test points right says nothing against a Bayes-optimal 0.9996 (the interval of 10 points reaches
     down to 0.72): not "above the best possible", as a normal approximation around 1.0 (width 0) would say."""
-    run_cli("fit", "--config", str(REPO / "configs" / "improved.yaml"), "--trainer.max_epochs=30",
-            "--data.test_samples=10", "--boundary.every_n_epochs=1000")
+    run_cli(
+        "fit",
+        "--config",
+        str(REPO / "configs" / "improved.yaml"),
+        "--trainer.max_epochs=30",
+        "--data.test_samples=10",
+        "--boundary.every_n_epochs=1000",
+    )
     out = capsys.readouterr().out
     assert "Test: acc 1.0000" in out
-    assert ("Bayes-optimal acc 0.9996: gap -0.0004, within the sampling error (the 95% interval of 10 test points: "
-            "0.7225 to 1.0000)") in out
+    assert (
+        "Bayes-optimal acc 0.9996: gap -0.0004, within the sampling error (the 95% interval of 10 test points: "
+        "0.7225 to 1.0000)"
+    ) in out

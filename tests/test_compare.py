@@ -12,17 +12,31 @@ from circles.compare import MAX_SLIDER, RunRecord, slider_epochs
 
 from helpers import CONFIGS, exit_status
 
-SHORT = ["--trainer.max_epochs=12", "--data.n_samples=200", "--data.test_samples=500", "--chapter_log.every_n_epochs=null",
-         "--boundary.every_n_epochs=100"]
+SHORT = [
+    "--trainer.max_epochs=12",
+    "--data.n_samples=200",
+    "--data.test_samples=500",
+    "--chapter_log.every_n_epochs=null",
+    "--boundary.every_n_epochs=100",
+]
 
 
 def test_the_slider_takes_every_runs_epochs_and_the_first_and_last_always():
-    short, long = RunRecord(pictures={e: np.zeros(1) for e in (0, 2, 4, 5)}), RunRecord(
-        pictures={e: np.zeros(1) for e in range(0, 1000, 25)} | {999: np.zeros(1)})
+    short, long = (
+        RunRecord(pictures={e: np.zeros(1) for e in (0, 2, 4, 5)}),
+        RunRecord(pictures={e: np.zeros(1) for e in range(0, 1000, 25)} | {999: np.zeros(1)}),
+    )
     assert slider_epochs([short]) == [0, 2, 4, 5]
     epochs = slider_epochs([short, long])
-    assert len(epochs) <= MAX_SLIDER and epochs[0] == 0 and epochs[-1] == 999 and epochs == sorted(set(epochs))
-    assert short.picture_at(3)[0] == 2 and short.picture_at(500)[0] == 5  # a run that has ended shows its last
+    assert (
+        len(epochs) <= MAX_SLIDER
+        and epochs[0] == 0
+        and epochs[-1] == 999
+        and epochs == sorted(set(epochs))
+    )
+    assert (
+        short.picture_at(3)[0] == 2 and short.picture_at(500)[0] == 5
+    )  # a run that has ended shows its last
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +50,17 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_compare_trains_each_config_and_writes_a_page_and_a_picture(compared):
     runs = sorted(p.name for p in (compared / "lightning_logs").iterdir())
-    assert runs == ["0000-linear-10x10-sgd0.1-e12-3seeds-circles", "0001-relu-16x16-adam0.03-e12-3seeds-circles"]
+    assert runs == [
+        "0000-linear-10x10-sgd0.1-e12-3seeds-circles",
+        "0001-relu-16x16-adam0.03-e12-3seeds-circles",
+    ]
     page = (compared / "compare.html").read_text()
-    assert re.findall(r"(?:src|href)=\"(https?:[^\"]*)", page) == []  # nothing fetched: it opens offline
-    assert "<td>linear</td><td>3</td>" in page and "<td>improved</td><td>3</td>" in page  # the numbers, per config
+    assert (
+        re.findall(r"(?:src|href)=\"(https?:[^\"]*)", page) == []
+    )  # nothing fetched: it opens offline
+    assert (
+        "<td>linear</td><td>3</td>" in page and "<td>improved</td><td>3</td>" in page
+    )  # the numbers, per config
     assert " ± " in page and "Bayes-optimal acc" in page  # the spread over the seeds, the limit
     from PIL import Image
 
@@ -51,7 +72,9 @@ def test_the_pages_slider_moves_every_run_to_the_epoch(compared):
     from test_tensorboard import CHROMIUM, browser
 
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)")
+        pytest.skip(
+            f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)"
+        )
     pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install -e '.[test]')")
     with browser() as page:
         page.goto((compared / "compare.html").as_uri())
@@ -68,9 +91,11 @@ def test_the_pages_slider_moves_every_run_to_the_epoch(compared):
         slider.press("Home")
         page.wait_for_timeout(300)
         assert image.get_attribute("src") == first  # back at epoch 0: the same picture
-        assert page.locator("button").count() >= 5 and "\u25b6" in page.locator(".anim-buttons").inner_text()
+        assert (
+            page.locator("button").count() >= 5
+            and "\u25b6" in page.locator(".anim-buttons").inner_text()
+        )
         assert "table" in page.content() and page.locator("td").count() >= 12
-
 
 
 def test_a_config_that_is_not_there_is_one_line(tmp_path, capsys):

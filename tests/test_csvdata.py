@@ -15,10 +15,17 @@ from circles.errors import ConfigError
 ROWS = "x1,x2,label\n0.5,-1,a\n1e-3,2.5,b\n"
 
 
-@pytest.mark.parametrize("encoding, bom", [
-    ("utf-8", b""), ("utf-8", codecs.BOM_UTF8), ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
-    ("utf-32-le", codecs.BOM_UTF32_LE), ("utf-32-be", codecs.BOM_UTF32_BE),
-])
+@pytest.mark.parametrize(
+    "encoding, bom",
+    [
+        ("utf-8", b""),
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+        ("utf-32-le", codecs.BOM_UTF32_LE),
+        ("utf-32-be", codecs.BOM_UTF32_BE),
+    ],
+)
 def test_utf8_and_unicode_with_a_byte_order_mark_read_alike(tmp_path, encoding, bom):
     path = tmp_path / "p.csv"
     path.write_bytes(bom + ROWS.replace("\n", "\r\n").encode(encoding))
@@ -26,12 +33,18 @@ def test_utf8_and_unicode_with_a_byte_order_mark_read_alike(tmp_path, encoding, 
     assert labels == ["a", "b"] and torch.equal(x, torch.tensor([[0.5, -1.0], [1e-3, 2.5]]))
 
 
-@pytest.mark.parametrize("content, pattern", [
-    (ROWS.replace("a\n", "caf\xe9\n").encode("latin-1"), r"Line 2 has the byte 0xe9, which is not UTF-8"),
-    (ROWS.encode("utf-16-le"), r"NUL bytes: UTF-16 without a byte-order mark\?"),
-    (codecs.BOM_UTF16_LE, r"The file is empty"),
-    (b"", r"The file is empty"),
-])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (
+            ROWS.replace("a\n", "caf\xe9\n").encode("latin-1"),
+            r"Line 2 has the byte 0xe9, which is not UTF-8",
+        ),
+        (ROWS.encode("utf-16-le"), r"NUL bytes: UTF-16 without a byte-order mark\?"),
+        (codecs.BOM_UTF16_LE, r"The file is empty"),
+        (b"", r"The file is empty"),
+    ],
+)
 def test_other_encodings_are_refused_naming_the_line_and_byte(tmp_path, content, pattern):
     path = tmp_path / "p.csv"
     path.write_bytes(content)
@@ -40,7 +53,9 @@ def test_other_encodings_are_refused_naming_the_line_and_byte(tmp_path, content,
     assert refused.value.field == "path" and "\n" not in str(refused.value)
 
 
-@pytest.mark.parametrize("header, twice", [("x1,x2,x1,label", "x1 2 times"), ("x1,x2,label,label", "label 2 times")])
+@pytest.mark.parametrize(
+    "header, twice", [("x1,x2,x1,label", "x1 2 times"), ("x1,x2,label,label", "label 2 times")]
+)
 def test_a_column_named_twice_is_refused_naming_it(tmp_path, header, twice):
     (tmp_path / "p.csv").write_text(f"{header}\n1,2,3,4\n")
     with pytest.raises(ConfigError, match=f"header has {twice}"):
@@ -66,10 +81,15 @@ def test_line_numbers_count_blank_and_quoted_lines(tmp_path):
 def test_fields_too_long_and_files_too_large_are_refused_at_once(tmp_path):
     (tmp_path / "long.csv").write_text("x1,x2,label\n1,2," + "a" * 2_000_000 + "\n")
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=rf"fields of at most {MAX_FIELD} characters.*Line 2 has one of over 131,072"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"fields of at most {MAX_FIELD} characters.*Line 2 has one of over 131,072",
+    ):
         read_labelled_csv(tmp_path / "long.csv")
     (tmp_path / "long.csv").write_text("x1,x2,label\n1,2," + "a" * 5000 + "\n")
-    with pytest.raises(ConfigError, match=rf"fields of at most {MAX_FIELD} characters.*Line 2 has one of 5,000"):
+    with pytest.raises(
+        ConfigError, match=rf"fields of at most {MAX_FIELD} characters.*Line 2 has one of 5,000"
+    ):
         read_labelled_csv(tmp_path / "long.csv")
     with open(tmp_path / "huge.csv", "wb") as f:  # sparse: 2 GiB on paper, nothing on the disk
         f.truncate(2 << 30)
@@ -81,6 +101,11 @@ def test_fields_too_long_and_files_too_large_are_refused_at_once(tmp_path):
 def test_a_label_column_written_as_integers_reads_the_same_in_the_training_and_the_test_file():
     y, classes, names = encode_labels(["00", "01", "1"], "path", "p.csv")
     assert (y.tolist(), classes, names) == ([0.0, 1.0, 1.0], 2, None)
-    assert encode_labels(["01", "0"], "test_path", "t.csv", known=(2, None))[0].tolist() == [1.0, 0.0]
-    with pytest.raises(ConfigError, match=r"training data's classes \['0', '1'\].*other labels: \['2'\]"):
+    assert encode_labels(["01", "0"], "test_path", "t.csv", known=(2, None))[0].tolist() == [
+        1.0,
+        0.0,
+    ]
+    with pytest.raises(
+        ConfigError, match=r"training data's classes \['0', '1'\].*other labels: \['2'\]"
+    ):
         encode_labels(["2"], "test_path", "t.csv", known=(2, None))

@@ -175,8 +175,11 @@ def test_batches_of_one_epoch_are_a_permutation_of_all_points(n, batch_size):
 
 def order_of(seed: int, epoch: int, n: int = 50, batch_size: int = 8, **kwargs) -> list[int]:
     index, _ = indexed(n)
-    batches = collect(TensorBatches((index,), batch_size=batch_size, shuffle=True, seed=seed,
-                                    epoch=lambda: epoch, **kwargs))
+    batches = collect(
+        TensorBatches(
+            (index,), batch_size=batch_size, shuffle=True, seed=seed, epoch=lambda: epoch, **kwargs
+        )
+    )
     return torch.cat([b[0] for b in batches]).tolist()
 
 
@@ -192,7 +195,9 @@ def test_order_depends_on_epoch_and_seed_and_is_reproducible():
 def test_epoch_is_read_at_every_iteration():
     index, _ = indexed(20)
     epoch = {"value": 0}
-    batches = TensorBatches((index,), batch_size=4, shuffle=True, seed=3, epoch=lambda: epoch["value"])
+    batches = TensorBatches(
+        (index,), batch_size=4, shuffle=True, seed=3, epoch=lambda: epoch["value"]
+    )
     first = torch.cat([b[0] for b in batches]).tolist()
     epoch["value"] = 1
     second = torch.cat([b[0] for b in batches]).tolist()
@@ -203,14 +208,25 @@ def test_epoch_is_read_at_every_iteration():
 
 @pytest.mark.parametrize("n", [10, 11])
 @pytest.mark.parametrize("batch_size", [None, 2, 3])
-def test_training_shards_of_two_ranks_are_disjoint_equal_and_cover_all_but_the_remainder(n, batch_size):
+def test_training_shards_of_two_ranks_are_disjoint_equal_and_cover_all_but_the_remainder(
+    n, batch_size
+):
     index, _ = indexed(n)
     for epoch in range(3):
         shards = []
         for rank in range(2):
-            batches = collect(TensorBatches((index,), batch_size=batch_size, shuffle=batch_size is not None,
-                                            seed=5, epoch=lambda epoch=epoch: epoch, rank=rank, world_size=2,
-                                            drop_remainder=True))
+            batches = collect(
+                TensorBatches(
+                    (index,),
+                    batch_size=batch_size,
+                    shuffle=batch_size is not None,
+                    seed=5,
+                    epoch=lambda epoch=epoch: epoch,
+                    rank=rank,
+                    world_size=2,
+                    drop_remainder=True,
+                )
+            )
             shards.append(torch.cat([b[0] for b in batches]).tolist())
         a, b = shards
         assert len(a) == len(b) == n // 2
@@ -226,8 +242,15 @@ def test_evaluation_shards_cover_every_point_exactly_once(world_size, batch_size
     index, _ = indexed(n)
     seen = []
     for rank in range(world_size):
-        batches = collect(TensorBatches((index,), batch_size=batch_size, rank=rank, world_size=world_size,
-                                        drop_remainder=False))
+        batches = collect(
+            TensorBatches(
+                (index,),
+                batch_size=batch_size,
+                rank=rank,
+                world_size=world_size,
+                drop_remainder=False,
+            )
+        )
         seen += torch.cat([b[0] for b in batches]).tolist()
     assert sorted(seen) == list(range(n))
 
@@ -236,8 +259,9 @@ def test_len_counts_the_batches_of_a_shard():
     index, _ = indexed(11)
     for rank in range(2):
         for drop in (True, False):
-            batches = TensorBatches((index,), batch_size=2, shuffle=True, rank=rank, world_size=2,
-                                    drop_remainder=drop)
+            batches = TensorBatches(
+                (index,), batch_size=2, shuffle=True, rank=rank, world_size=2, drop_remainder=drop
+            )
             assert len(batches) == len(list(batches)) == math.ceil(batches.num_samples / 2)
 
 
@@ -246,34 +270,39 @@ def test_module_dataloaders_without_trainer():
     train = dm.train_dataloader()
     batches = collect(train)
     assert len(batches) == 8
-    assert sorted(torch.cat([b[0] for b in batches])[:, 0].tolist()) == sorted(dm.train_x[:, 0].tolist())
+    assert sorted(torch.cat([b[0] for b in batches])[:, 0].tolist()) == sorted(
+        dm.train_x[:, 0].tolist()
+    )
     full = fit_module()
-    (x, y), = collect(full.train_dataloader())
+    ((x, y),) = collect(full.train_dataloader())
     assert torch.equal(x, full.train_x) and torch.equal(y, full.train_y)
-    (vx, vy), = collect(full.val_dataloader())
+    ((vx, vy),) = collect(full.val_dataloader())
     assert torch.equal(vx, full.val_x) and torch.equal(vy, full.val_y)
 
 
 # ---------------------------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"noise": -0.01}, "noise"),
-    ({"noise": float("nan")}, "noise"),
-    ({"factor": 0.0}, "factor"),
-    ({"factor": 1.0}, "factor"),
-    ({"factor": 1.5}, "factor"),
-    ({"factor": -0.5}, "factor"),
-    ({"val_fraction": 0.0}, "val_fraction"),
-    ({"val_fraction": 1.0}, "val_fraction"),
-    ({"val_fraction": 1.2}, "val_fraction"),
-    ({"n_samples": 3}, "n_samples"),
-    ({"n_samples": 0}, "n_samples"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": -4}, "batch_size"),
-    ({"test_samples": 0}, "test_samples"),
-    ({"test_samples": -1}, "test_samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"noise": -0.01}, "noise"),
+        ({"noise": float("nan")}, "noise"),
+        ({"factor": 0.0}, "factor"),
+        ({"factor": 1.0}, "factor"),
+        ({"factor": 1.5}, "factor"),
+        ({"factor": -0.5}, "factor"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": 1.2}, "val_fraction"),
+        ({"n_samples": 3}, "n_samples"),
+        ({"n_samples": 0}, "n_samples"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -4}, "batch_size"),
+        ({"test_samples": 0}, "test_samples"),
+        ({"test_samples": -1}, "test_samples"),
+    ],
+)
 def test_invalid_arguments_raise_config_error_naming_the_field(kwargs, field):
     with pytest.raises(ConfigError) as info:
         CirclesDataModule(**kwargs)
@@ -316,18 +345,21 @@ def test_read_points_csv_reads_x1_x2_and_ignores_other_columns(tmp_path):
     assert torch.equal(read_points_csv(str(path)), points)
 
 
-@pytest.mark.parametrize("content, pattern", [
-    ("x1,y\n1,2\n", r"x2"),                           # a required column is missing
-    ("a,b\n1,2\n", r"x1"),
-    ("", r"x1"),                                      # not even a header
-    ("x1,x2\n1,2\n3,abc\n", r"abc"),                  # not a number: names the value ...
-    ("x1,x2\n1,2\n3,abc\n", r"\b3\b"),                # ... and the line it is on
-    ("x1,x2\n1,2\n3\n", r"None|missing|\b3\b"),       # a short row
-    ("x1,x2\nnan,1\n", r"nan"),
-    ("x1,x2\n1,inf\n", r"inf"),
-    ("x1,x2\n1,-inf\n", r"inf"),
-    ("x1,x2\n", r"no data|at least one|empty"),       # header only
-])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("x1,y\n1,2\n", r"x2"),  # a required column is missing
+        ("a,b\n1,2\n", r"x1"),
+        ("", r"x1"),  # not even a header
+        ("x1,x2\n1,2\n3,abc\n", r"abc"),  # not a number: names the value ...
+        ("x1,x2\n1,2\n3,abc\n", r"\b3\b"),  # ... and the line it is on
+        ("x1,x2\n1,2\n3\n", r"None|missing|\b3\b"),  # a short row
+        ("x1,x2\nnan,1\n", r"nan"),
+        ("x1,x2\n1,inf\n", r"inf"),
+        ("x1,x2\n1,-inf\n", r"inf"),
+        ("x1,x2\n", r"no data|at least one|empty"),  # header only
+    ],
+)
 def test_read_points_csv_rejects_bad_files_with_a_clear_message(tmp_path, content, pattern):
     path = tmp_path / "points.csv"
     path.write_text(content)

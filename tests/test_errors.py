@@ -49,121 +49,431 @@ CASES = [
     case("batch_size 0", "fit --data.batch_size=0", "data.batch_size", "positive integer", "null"),
     case("test_samples 0", "fit --data.test_samples=0", "data.test_samples", "positive integer"),
     case("seed < 0", "fit --data.seed=-1", "data.seed", "0 to 2**32 - 1"),
-    case("hidden size 0", "fit --model.hidden_sizes=[10,0]", "model.hidden_sizes", "positive integers"),
-    case("no hidden layers with an activation", "fit --model.hidden_sizes=[]", "model.hidden_sizes", "non-empty",
-         "activation: none"),
-    case("unknown activation", "fit --model.activation=swish", "model.activation", "'relu'", "'none'", "'gelu'",
-         "swish"),
-    case("boundary interval 0", "fit --boundary.every_n_epochs=0", "boundary.every_n_epochs", "positive integer"),
+    case(
+        "hidden size 0",
+        "fit --model.hidden_sizes=[10,0]",
+        "model.hidden_sizes",
+        "positive integers",
+    ),
+    case(
+        "no hidden layers with an activation",
+        "fit --model.hidden_sizes=[]",
+        "model.hidden_sizes",
+        "non-empty",
+        "activation: none",
+    ),
+    case(
+        "unknown activation",
+        "fit --model.activation=swish",
+        "model.activation",
+        "'relu'",
+        "'none'",
+        "'gelu'",
+        "swish",
+    ),
+    case(
+        "boundary interval 0",
+        "fit --boundary.every_n_epochs=0",
+        "boundary.every_n_epochs",
+        "positive integer",
+    ),
     case("boundary resolution 1", "fit --boundary.resolution=1", "boundary.resolution", ">= 2"),
-    case("last.ckpt interval 0", "fit --checkpoint.last_every_n_epochs=0", "checkpoint.last_every_n_epochs",
-         "positive integer"),
-    case("progress-line interval 0", "fit --chapter_log.every_n_epochs=0", "chapter_log.every_n_epochs",
-         "positive integer", "null"),
+    case(
+        "last.ckpt interval 0",
+        "fit --checkpoint.last_every_n_epochs=0",
+        "checkpoint.last_every_n_epochs",
+        "positive integer",
+    ),
+    case(
+        "progress-line interval 0",
+        "fit --chapter_log.every_n_epochs=0",
+        "chapter_log.every_n_epochs",
+        "positive integer",
+        "null",
+    ),
     case("checkpoint mode", "fit --checkpoint.mode=best", "checkpoint", "min, max"),
     case("max_epochs < -1", "fit --trainer.max_epochs=-5", "trainer", "max_epochs", "-1"),
     case("learning rate < 0", "fit --optimizer.init_args.lr=-1", "optimizer", "learning rate"),
     case("wrong type", "fit --data.noise=abc", "data.noise", "expected a number", "abc"),
-    case("members not an integer", "fit --model.members=2.5", "model.members", "expected an integer", "2.5"),
+    case(
+        "members not an integer",
+        "fit --model.members=2.5",
+        "model.members",
+        "expected an integer",
+        "2.5",
+    ),
     case("members 0", "fit --model.members=0", "model.members", "positive integer"),
-    case("members with LBFGS", "fit --model.members=4 --optimizer=torch.optim.LBFGS", "model.members", "LBFGS"),
-    case("unknown key (command line)", "fit --data.noize=0.1", "data.noize", "n_samples, noise, factor",
-         "Did you mean data.noise?"),
-    case("unknown key (YAML)", "fit --config unknown_key.yaml", "data.nois", "n_samples, noise, factor",
-         "Did you mean data.noise?"),
-    case("unknown section", "fit --dat.noise=0.1", "dat.noise", "trainer, model, data", "Did you mean data?"),
+    case(
+        "members with LBFGS",
+        "fit --model.members=4 --optimizer=torch.optim.LBFGS",
+        "model.members",
+        "LBFGS",
+    ),
+    case(
+        "unknown key (command line)",
+        "fit --data.noize=0.1",
+        "data.noize",
+        "n_samples, noise, factor",
+        "Did you mean data.noise?",
+    ),
+    case(
+        "unknown key (YAML)",
+        "fit --config unknown_key.yaml",
+        "data.nois",
+        "n_samples, noise, factor",
+        "Did you mean data.noise?",
+    ),
+    case(
+        "unknown section",
+        "fit --dat.noise=0.1",
+        "dat.noise",
+        "trainer, model, data",
+        "Did you mean data?",
+    ),
     case("unknown subcommand", "fitt", "subcommand", "'fit', 'validate', 'test', 'predict'"),
-    case("malformed YAML", "fit --config malformed.yaml", "config", "not valid YAML", "line 3, column 1"),
+    case(
+        "malformed YAML",
+        "fit --config malformed.yaml",
+        "config",
+        "not valid YAML",
+        "line 3, column 1",
+    ),
     case("missing YAML", "fit --config missing.yaml", "config", "missing.yaml", "does not exist"),
-    case("missing --ckpt_path file", "validate --ckpt_path missing.ckpt", "ckpt_path", "existing checkpoint file",
-         "'best' or 'last'"),
-    case("--ckpt_path last, no earlier run", "fit --ckpt_path last", "ckpt_path", "'best'/'last' of an earlier run",
-         "No run under lightning_logs", empty_dir=True),
-    case("checkpoint of random bytes", "validate --ckpt_path random.ckpt", "random.ckpt", "truncated, corrupt",
-         "checkpoints/last.ckpt"),
-    case("truncated checkpoint", "test --ckpt_path truncated.ckpt", "truncated.ckpt", "truncated, corrupt",
-         "checkpoints/last.ckpt"),
-    case("text file as checkpoint", "predict --ckpt_path notes.ckpt", "notes.ckpt", "truncated, corrupt"),
-    case("torch file that is no Lightning checkpoint", "fit --ckpt_path weights.ckpt", "weights.ckpt",
-         "no state_dict", "checkpoints/best.ckpt"),
-    case("checkpoint of another model", "validate --ckpt_path other_model.ckpt", "other_model.ckpt",
-         "does not fit the model", "net.weights.0 (checkpoint (1, 10, 3), model (1, 10, 2))"),
-    case("checkpoint carrying code", "predict --ckpt_path payload.ckpt", "payload.ckpt", "Refused to load",
-         "weights_only=True", "nothing in it ran"),
+    case(
+        "missing --ckpt_path file",
+        "validate --ckpt_path missing.ckpt",
+        "ckpt_path",
+        "existing checkpoint file",
+        "'best' or 'last'",
+    ),
+    case(
+        "--ckpt_path last, no earlier run",
+        "fit --ckpt_path last",
+        "ckpt_path",
+        "'best'/'last' of an earlier run",
+        "No run under lightning_logs",
+        empty_dir=True,
+    ),
+    case(
+        "checkpoint of random bytes",
+        "validate --ckpt_path random.ckpt",
+        "random.ckpt",
+        "truncated, corrupt",
+        "checkpoints/last.ckpt",
+    ),
+    case(
+        "truncated checkpoint",
+        "test --ckpt_path truncated.ckpt",
+        "truncated.ckpt",
+        "truncated, corrupt",
+        "checkpoints/last.ckpt",
+    ),
+    case(
+        "text file as checkpoint",
+        "predict --ckpt_path notes.ckpt",
+        "notes.ckpt",
+        "truncated, corrupt",
+    ),
+    case(
+        "torch file that is no Lightning checkpoint",
+        "fit --ckpt_path weights.ckpt",
+        "weights.ckpt",
+        "no state_dict",
+        "checkpoints/best.ckpt",
+    ),
+    case(
+        "checkpoint of another model",
+        "validate --ckpt_path other_model.ckpt",
+        "other_model.ckpt",
+        "does not fit the model",
+        "net.weights.0 (checkpoint (1, 10, 3), model (1, 10, 2))",
+    ),
+    case(
+        "checkpoint carrying code",
+        "predict --ckpt_path payload.ckpt",
+        "payload.ckpt",
+        "Refused to load",
+        "weights_only=True",
+        "nothing in it ran",
+    ),
     case("resume with a bad value", "fit --ckpt_path last --data.noise=-1", "data.noise", ">= 0"),
-    case("predict CSV without x1,x2", "predict --ckpt_path last --data.predict_path=no_columns.csv", "data.predict_path",
-         "x1 and x2", "lacks ['x2']"),
-    case("predict CSV, non-numeric", "predict --ckpt_path last --data.predict_path=text.csv", "data.predict_path", "numbers",
-         "Line 3"),
-    case("predict CSV, NaN", "predict --ckpt_path last --data.predict_path=nan.csv", "data.predict_path", "finite numbers",
-         "Line 2"),
-    case("predict CSV, inf", "predict --ckpt_path last --data.predict_path=inf.csv", "data.predict_path", "finite numbers",
-         "Line 2"),
-    case("predict CSV, empty file", "predict --ckpt_path last --data.predict_path=empty.csv", "data.predict_path", "x1 and x2",
-         "The file is empty"),
-    case("predict CSV, header only", "predict --ckpt_path last --data.predict_path=header_only.csv", "data.predict_path",
-         "at least one point"),
-    case("predict CSV beyond float32", "predict --ckpt_path last --data.predict_path=huge.csv", "data.predict_path",
-         "float32", "Line 2"),
+    case(
+        "predict CSV without x1,x2",
+        "predict --ckpt_path last --data.predict_path=no_columns.csv",
+        "data.predict_path",
+        "x1 and x2",
+        "lacks ['x2']",
+    ),
+    case(
+        "predict CSV, non-numeric",
+        "predict --ckpt_path last --data.predict_path=text.csv",
+        "data.predict_path",
+        "numbers",
+        "Line 3",
+    ),
+    case(
+        "predict CSV, NaN",
+        "predict --ckpt_path last --data.predict_path=nan.csv",
+        "data.predict_path",
+        "finite numbers",
+        "Line 2",
+    ),
+    case(
+        "predict CSV, inf",
+        "predict --ckpt_path last --data.predict_path=inf.csv",
+        "data.predict_path",
+        "finite numbers",
+        "Line 2",
+    ),
+    case(
+        "predict CSV, empty file",
+        "predict --ckpt_path last --data.predict_path=empty.csv",
+        "data.predict_path",
+        "x1 and x2",
+        "The file is empty",
+    ),
+    case(
+        "predict CSV, header only",
+        "predict --ckpt_path last --data.predict_path=header_only.csv",
+        "data.predict_path",
+        "at least one point",
+    ),
+    case(
+        "predict CSV beyond float32",
+        "predict --ckpt_path last --data.predict_path=huge.csv",
+        "data.predict_path",
+        "float32",
+        "Line 2",
+    ),
     case("noise beyond float32", "fit --data.noise=1e300", "data.noise", "at most", "float32"),
-    case("test without a checkpoint", "test", "ckpt_path", "given for test", "'best', 'last'", "untrained"),
+    case(
+        "test without a checkpoint",
+        "test",
+        "ckpt_path",
+        "given for test",
+        "'best', 'last'",
+        "untrained",
+    ),
     case("predict without a checkpoint", "predict", "ckpt_path", "given for predict", "untrained"),
-    case("resume with another optimizer",
-         "fit --ckpt_path last --data.n_samples=60 --optimizer.class_path=torch.optim.Adam",
-         "optimizer.class_path (trained: 'torch.optim.SGD', now: 'torch.optim.Adam')", "start a new run"),
-    case("resume with another learning rate", "fit --ckpt_path last --data.n_samples=60 --optimizer.init_args.lr=0.001",
-         "optimizer.init_args.lr (trained: 0.1, now: 0.001)", "--trainer.max_epochs may change"),
-    case("resume with other input features", "fit --ckpt_path last --data.n_samples=60 --data.features=[x1_sq,x2_sq]",
-         "data.features (trained: ['x1', 'x2'], now: ['x1_sq', 'x2_sq'])"),
-    case("resume on other data", "fit --ckpt_path last --data.noise=0.1",
-         "data.n_samples (trained: 60, now: 1000)", "data.noise (trained: 0.03, now: 0.1)"),
-    case("predict CSV, missing file", "predict --ckpt_path last --data.predict_path=missing.csv", "data.predict_path",
-         "existing CSV file"),
-    case("data CSV, missing file", "fit --data.path=missing.csv", "data.path", "existing CSV file", "x1,x2,label"),
-    case("data CSV without a header", "fit --data.path=no_header.csv", "data.path", "no header",
-         "Add the line x1,x2,label first"),
-    case("data CSV without a label column", "fit --data.path=no_label.csv", "data.path", "x1, x2 and label",
-         "lacks ['label']"),
+    case(
+        "resume with another optimizer",
+        "fit --ckpt_path last --data.n_samples=60 --optimizer.class_path=torch.optim.Adam",
+        "optimizer.class_path (trained: 'torch.optim.SGD', now: 'torch.optim.Adam')",
+        "start a new run",
+    ),
+    case(
+        "resume with another learning rate",
+        "fit --ckpt_path last --data.n_samples=60 --optimizer.init_args.lr=0.001",
+        "optimizer.init_args.lr (trained: 0.1, now: 0.001)",
+        "--trainer.max_epochs may change",
+    ),
+    case(
+        "resume with other input features",
+        "fit --ckpt_path last --data.n_samples=60 --data.features=[x1_sq,x2_sq]",
+        "data.features (trained: ['x1', 'x2'], now: ['x1_sq', 'x2_sq'])",
+    ),
+    case(
+        "resume on other data",
+        "fit --ckpt_path last --data.noise=0.1",
+        "data.n_samples (trained: 60, now: 1000)",
+        "data.noise (trained: 0.03, now: 0.1)",
+    ),
+    case(
+        "predict CSV, missing file",
+        "predict --ckpt_path last --data.predict_path=missing.csv",
+        "data.predict_path",
+        "existing CSV file",
+    ),
+    case(
+        "data CSV, missing file",
+        "fit --data.path=missing.csv",
+        "data.path",
+        "existing CSV file",
+        "x1,x2,label",
+    ),
+    case(
+        "data CSV without a header",
+        "fit --data.path=no_header.csv",
+        "data.path",
+        "no header",
+        "Add the line x1,x2,label first",
+    ),
+    case(
+        "data CSV without a label column",
+        "fit --data.path=no_label.csv",
+        "data.path",
+        "x1, x2 and label",
+        "lacks ['label']",
+    ),
     case("data CSV, empty file", "fit --data.path=empty.csv", "data.path", "The file is empty"),
-    case("data CSV separated by semicolons", "fit --data.path=semicolons.csv", "data.path", "separated by semicolons"),
-    case("data CSV, non-number", "fit --data.path=bad_number.csv", "data.path", "numbers", "Line 3", "x1='0,5'"),
+    case(
+        "data CSV separated by semicolons",
+        "fit --data.path=semicolons.csv",
+        "data.path",
+        "separated by semicolons",
+    ),
+    case(
+        "data CSV, non-number",
+        "fit --data.path=bad_number.csv",
+        "data.path",
+        "numbers",
+        "Line 3",
+        "x1='0,5'",
+    ),
     case("data CSV, NaN", "fit --data.path=nan_point.csv", "data.path", "finite numbers", "Line 2"),
-    case("data CSV, a line without a label", "fit --data.path=no_label_value.csv", "data.path", "a label on every line",
-         "Line 3"),
-    case("data CSV, one class", "fit --data.path=one_class.csv", "data.path", "at least two classes", "'1'"),
-    case("data CSV, numbers mixed with names", "fit --data.path=mixed.csv", "data.path", "all class names or all integers",
-         "mixes numbers ('2') with names ('cat')"),
-    case("data CSV, integer labels not 0..C-1", "fit --data.path=one_based.csv", "data.path", "0..C-1", "[1, 2]"),
-    case("data CSV, too few points for the split", "fit --data.path=tiny.csv", "data.path", "enough points for the split",
-         "per class [3, 2]", "at least 3 points of each class"),
-    case("test CSV with a class the data lacks", "fit --data.path=good.csv --data.test_path=bird.csv", "data.test_path",
-         "training data's classes ['cat', 'dog']", "['bird']"),
-    case("test_path without path", "fit --data.test_path=good.csv", "data.test_path", "null unless path is given"),
-    case("test_fraction leaves no training points", "fit --data.path=good.csv --data.test_fraction=0.8",
-         "data.test_fraction", "between 0 and 1 - val_fraction (0.8)"),
-    case("checkpoint for other classes", "test --ckpt_path last --data.dataset=blobs",
-         "holds a network for 2 classes and the data has 4", "--config <its run>/config.yaml"),
-    case("members as quoted text", 'fit --model.members="3"', "model.members", "the text '3'", "without quotes"),
-    case("members beyond the bound", "fit --model.members=1000000000", "model.members", "at most 65,536"),
-    case("a network too large to build", "fit --model.hidden_sizes=[100000,100000]", "model.hidden_sizes",
-         "at most 268,435,456 weights", "37.3 GiB"),
-    case("--ckpt_path hpc without one", "fit --ckpt_path hpc", "ckpt_path", "'hpc' only where a SLURM requeue"),
-    case("YAML alias bomb", "fit --config bomb.yaml", "config", "at most 100,000 values", "aliases"),
-    case("a list too long to parse", "fit --config long_list.yaml", "config", "at most 1,000 items", "Line 2"),
-    case("checkpoint with a list for weights", "test --ckpt_path list_weights.ckpt", "list_weights.ckpt",
-         "its state_dict is a list"),
-    case("checkpoint of an unknown Lightning version", "test --ckpt_path bad_version.ckpt", "bad_version.ckpt",
-         "its pytorch-lightning_version is 'not.a.version'"),
-    case("checkpoint with another model's hyperparameters", "test --ckpt_path foreign_hparams.ckpt",
-         "foreign_hparams.ckpt", "model.lr is not an option"),
-    case("checkpoint of a network too large to build", "test --ckpt_path huge_members.ckpt", "huge_members.ckpt",
-         "model.members must be at most 65,536"),
-    case("data CSV, a column named twice", "fit --data.path=twice.csv", "data.path", "header has label 2 times"),
-    case("data CSV in Latin-1", "fit --data.path=latin1.csv", "data.path", "UTF-8", "Line 3 has the byte 0xe9"),
-    case("data CSV in UTF-16 without a byte-order mark", "fit --data.path=utf16.csv", "data.path", "NUL bytes"),
-    case("data CSV, a number with an underscore", "fit --data.path=underscore.csv", "data.path", "x1='1_000'"),
-    case("predict CSV with features beyond float32", "predict --ckpt_path squared.ckpt --data.predict_path=far.csv",
-         "data.predict_path", "features are finite", "point 2 = (1e+20, 1e+20)"),
+    case(
+        "data CSV, a line without a label",
+        "fit --data.path=no_label_value.csv",
+        "data.path",
+        "a label on every line",
+        "Line 3",
+    ),
+    case(
+        "data CSV, one class",
+        "fit --data.path=one_class.csv",
+        "data.path",
+        "at least two classes",
+        "'1'",
+    ),
+    case(
+        "data CSV, numbers mixed with names",
+        "fit --data.path=mixed.csv",
+        "data.path",
+        "all class names or all integers",
+        "mixes numbers ('2') with names ('cat')",
+    ),
+    case(
+        "data CSV, integer labels not 0..C-1",
+        "fit --data.path=one_based.csv",
+        "data.path",
+        "0..C-1",
+        "[1, 2]",
+    ),
+    case(
+        "data CSV, too few points for the split",
+        "fit --data.path=tiny.csv",
+        "data.path",
+        "enough points for the split",
+        "per class [3, 2]",
+        "at least 3 points of each class",
+    ),
+    case(
+        "test CSV with a class the data lacks",
+        "fit --data.path=good.csv --data.test_path=bird.csv",
+        "data.test_path",
+        "training data's classes ['cat', 'dog']",
+        "['bird']",
+    ),
+    case(
+        "test_path without path",
+        "fit --data.test_path=good.csv",
+        "data.test_path",
+        "null unless path is given",
+    ),
+    case(
+        "test_fraction leaves no training points",
+        "fit --data.path=good.csv --data.test_fraction=0.8",
+        "data.test_fraction",
+        "between 0 and 1 - val_fraction (0.8)",
+    ),
+    case(
+        "checkpoint for other classes",
+        "test --ckpt_path last --data.dataset=blobs",
+        "holds a network for 2 classes and the data has 4",
+        "--config <its run>/config.yaml",
+    ),
+    case(
+        "members as quoted text",
+        'fit --model.members="3"',
+        "model.members",
+        "the text '3'",
+        "without quotes",
+    ),
+    case(
+        "members beyond the bound",
+        "fit --model.members=1000000000",
+        "model.members",
+        "at most 65,536",
+    ),
+    case(
+        "a network too large to build",
+        "fit --model.hidden_sizes=[100000,100000]",
+        "model.hidden_sizes",
+        "at most 268,435,456 weights",
+        "37.3 GiB",
+    ),
+    case(
+        "--ckpt_path hpc without one",
+        "fit --ckpt_path hpc",
+        "ckpt_path",
+        "'hpc' only where a SLURM requeue",
+    ),
+    case(
+        "YAML alias bomb", "fit --config bomb.yaml", "config", "at most 100,000 values", "aliases"
+    ),
+    case(
+        "a list too long to parse",
+        "fit --config long_list.yaml",
+        "config",
+        "at most 1,000 items",
+        "Line 2",
+    ),
+    case(
+        "checkpoint with a list for weights",
+        "test --ckpt_path list_weights.ckpt",
+        "list_weights.ckpt",
+        "its state_dict is a list",
+    ),
+    case(
+        "checkpoint of an unknown Lightning version",
+        "test --ckpt_path bad_version.ckpt",
+        "bad_version.ckpt",
+        "its pytorch-lightning_version is 'not.a.version'",
+    ),
+    case(
+        "checkpoint with another model's hyperparameters",
+        "test --ckpt_path foreign_hparams.ckpt",
+        "foreign_hparams.ckpt",
+        "model.lr is not an option",
+    ),
+    case(
+        "checkpoint of a network too large to build",
+        "test --ckpt_path huge_members.ckpt",
+        "huge_members.ckpt",
+        "model.members must be at most 65,536",
+    ),
+    case(
+        "data CSV, a column named twice",
+        "fit --data.path=twice.csv",
+        "data.path",
+        "header has label 2 times",
+    ),
+    case(
+        "data CSV in Latin-1",
+        "fit --data.path=latin1.csv",
+        "data.path",
+        "UTF-8",
+        "Line 3 has the byte 0xe9",
+    ),
+    case(
+        "data CSV in UTF-16 without a byte-order mark",
+        "fit --data.path=utf16.csv",
+        "data.path",
+        "NUL bytes",
+    ),
+    case(
+        "data CSV, a number with an underscore",
+        "fit --data.path=underscore.csv",
+        "data.path",
+        "x1='1_000'",
+    ),
+    case(
+        "predict CSV with features beyond float32",
+        "predict --ckpt_path squared.ckpt --data.predict_path=far.csv",
+        "data.predict_path",
+        "features are finite",
+        "point 2 = (1e+20, 1e+20)",
+    ),
 ]
 
 
@@ -179,7 +489,7 @@ CSV_FILES = {
     "bird.csv": "x1,x2,label\n0.1,0.2,cat\n0.3,0.4,bird\n",
     "no_label.csv": "x1,x2\n0.1,0.2\n",
     "semicolons.csv": "x1;x2;label\n0,1;0,2;cat\n",
-    "bad_number.csv": "x1,x2,label\n0.1,0.2,cat\n\"0,5\",0.2,dog\n",
+    "bad_number.csv": 'x1,x2,label\n0.1,0.2,cat\n"0,5",0.2,dog\n',
     "nan_point.csv": "x1,x2,label\nnan,0.2,cat\n",
     "no_label_value.csv": "x1,x2,label\n0.1,0.2,cat\n0.3,0.4,\n",
     "one_class.csv": "x1,x2,label\n0.1,0.2,1\n0.3,0.4,1\n",
@@ -188,9 +498,12 @@ CSV_FILES = {
     "twice.csv": "x1,x2,label,label\n0.1,0.2,cat,dog\n",
     "underscore.csv": "x1,x2,label\n1_000,0.2,cat\n",
     "far.csv": "x1,x2\n0.5,0.5\n1e20,1e20\n",
-    "bomb.yaml": "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n" for p, x in zip("abcdef", "bcdefg", strict=True))
-        + "model:\n  hidden_sizes: *g\n",
+    "bomb.yaml": "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+    + "".join(
+        f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n"
+        for p, x in zip("abcdef", "bcdefg", strict=True)
+    )
+    + "model:\n  hidden_sizes: *g\n",
     "long_list.yaml": "model:\n  hidden_sizes: [" + ", ".join(["1"] * 2000) + "]\n",
 }
 
@@ -207,30 +520,53 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     other = torch.load(real_checkpoint, weights_only=True)
     other["state_dict"]["net.weights.0"] = torch.zeros(1, 10, 3)
     torch.save(other, directory / "other_model.ckpt")
-    torch.save({"state_dict": {}, "payload": Payload(directory / "PAYLOAD_RAN")}, directory / "payload.ckpt")
+    torch.save(
+        {"state_dict": {}, "payload": Payload(directory / "PAYLOAD_RAN")},
+        directory / "payload.ckpt",
+    )
     for name, text in CSV_FILES.items():
         (directory / name).write_text(text)
     good = [f"{i / 10},{i % 3},{'cat' if i % 2 else 'dog'}" for i in range(20)]
     (directory / "good.csv").write_text("\n".join(["x1,x2,label", *good, ""]))
     (directory / "no_header.csv").write_text("\n".join(good[:4]) + "\n")
-    (directory / "tiny.csv").write_text("x1,x2,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(5)))
-    (directory / "latin1.csv").write_bytes("x1,x2,label\n0.1,0.2,cat\n0.3,0.4,caf\xe9\n".encode("latin-1"))
+    (directory / "tiny.csv").write_text(
+        "x1,x2,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(5))
+    )
+    (directory / "latin1.csv").write_bytes(
+        "x1,x2,label\n0.1,0.2,cat\n0.3,0.4,caf\xe9\n".encode("latin-1")
+    )
     (directory / "utf16.csv").write_bytes("x1,x2,label\n0.1,0.2,cat\n".encode("utf-16-le"))
     torch.save({**other, "state_dict": [1, 2]}, directory / "list_weights.ckpt")
     real = torch.load(real_checkpoint, weights_only=True)
-    torch.save({**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt")
-    torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "lr": 0.1}}, directory / "foreign_hparams.ckpt")
-    torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "members": 10**6}},
-               directory / "huge_members.ckpt")
-    squared = {**real, "hyper_parameters": {**real["hyper_parameters"], "features": ["x1_sq", "x2_sq"]}}
-    squared["datamodule_hyper_parameters"] = {**real["datamodule_hyper_parameters"], "features": ["x1_sq", "x2_sq"]}
+    torch.save(
+        {**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt"
+    )
+    torch.save(
+        {**real, "hyper_parameters": {**real["hyper_parameters"], "lr": 0.1}},
+        directory / "foreign_hparams.ckpt",
+    )
+    torch.save(
+        {**real, "hyper_parameters": {**real["hyper_parameters"], "members": 10**6}},
+        directory / "huge_members.ckpt",
+    )
+    squared = {
+        **real,
+        "hyper_parameters": {**real["hyper_parameters"], "features": ["x1_sq", "x2_sq"]},
+    }
+    squared["datamodule_hyper_parameters"] = {
+        **real["datamodule_hyper_parameters"],
+        "features": ["x1_sq", "x2_sq"],
+    }
     torch.save(squared, directory / "squared.ckpt")
 
 
 def snapshot(directory: Path) -> dict[str, str]:
     """Every file under ``directory``, with a hash of its bytes."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +579,9 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gets_one_clear_paragraph_and_nothing_is_lost(bad: Case, earlier_run, tmp_path, monkeypatch, capfd):
+def test_bad_input_gets_one_clear_paragraph_and_nothing_is_lost(
+    bad: Case, earlier_run, tmp_path, monkeypatch, capfd
+):
     where = tmp_path if bad.empty_dir else earlier_run
     monkeypatch.chdir(where)
     before = snapshot(where)
@@ -260,7 +598,9 @@ def test_bad_input_gets_one_clear_paragraph_and_nothing_is_lost(bad: Case, earli
     assert snapshot(where) == before  # no file changed, none added (no new run directory either)
     assert not (earlier_run / "PAYLOAD_RAN").exists()
     documented = DOC.read_text() if DOC.is_file() else ""
-    assert doc_cell(lines[0], where) in documented, "docs/errors.md is out of date: python tests/test_errors.py"
+    assert doc_cell(lines[0], where) in documented, (
+        "docs/errors.md is out of date: python tests/test_errors.py"
+    )
 
 
 def doc_cell(line: str, where: Path) -> str:
@@ -271,8 +611,13 @@ def doc_cell(line: str, where: Path) -> str:
 @pytest.mark.slow
 def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
     """The real entry point, in processes of its own (started together: each spends seconds importing)."""
-    commands = [["fit", "--data.noise=-0.1"], ["fit", "--model.activation=swish"], ["fit", "--config", "malformed.yaml"],
-                ["validate", "--ckpt_path", "truncated.ckpt"], ["predict", "--ckpt_path", "last", "--data.predict_path=nan.csv"]]
+    commands = [
+        ["fit", "--data.noise=-0.1"],
+        ["fit", "--model.activation=swish"],
+        ["fit", "--config", "malformed.yaml"],
+        ["validate", "--ckpt_path", "truncated.ckpt"],
+        ["predict", "--ckpt_path", "last", "--data.predict_path=nan.csv"],
+    ]
     before = snapshot(earlier_run)
     with contextlib.ExitStack() as stack:
         processes = [stack.enter_context(train_py(*args, cwd=earlier_run)) for args in commands]
@@ -294,7 +639,10 @@ def error_table() -> str:
         cwd = os.getcwd()
         try:
             os.chdir(base)
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 exit_status("fit", *TINY)
             write_inputs(base, run_dir(base / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
             for bad in CASES:
@@ -315,10 +663,14 @@ def test_os_errors_read_as_the_file_the_cause_and_what_to_do():
 
     assert os_error_text(PermissionError(13, "Permission denied", "runs/version_0")) == (
         "runs/version_0: Permission denied. Make the folder writable, or write the runs elsewhere with "
-        "--trainer.default_root_dir DIR.")
+        "--trainer.default_root_dir DIR."
+    )
     assert os_error_text(OSError(30, "Read-only file system", "/mnt/x")) == (
-        "/mnt/x: Read-only file system. Write the runs elsewhere with --trainer.default_root_dir DIR.")
-    assert os_error_text(OSError(28, "No space left on device")).startswith("the run's files: No space left")
+        "/mnt/x: Read-only file system. Write the runs elsewhere with --trainer.default_root_dir DIR."
+    )
+    assert os_error_text(OSError(28, "No space left on device")).startswith(
+        "the run's files: No space left"
+    )
 
 
 if __name__ == "__main__":

@@ -53,21 +53,35 @@ def finite(state_dict: dict) -> bool:
 # ---------------------------------------------------------------------------------------------------- divergence
 
 
-def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkpoints(tmp_path, capfd):
-    status = exit_status("fit", *SMALL, "--trainer.max_epochs=1000", "--checkpoint.last_every_n_epochs=1",
-                     "--optimizer.init_args.lr=1e6")
+def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkpoints(
+    tmp_path, capfd
+):
+    status = exit_status(
+        "fit",
+        *SMALL,
+        "--trainer.max_epochs=1000",
+        "--checkpoint.last_every_n_epochs=1",
+        "--optimizer.init_args.lr=1e6",
+    )
     err = capfd.readouterr().err
     assert status == 1 and "Traceback" not in err
     (line,) = error_lines(err)
     epoch = int(line.split("Training diverged at epoch ")[1].split(":")[0])
     assert 0 < epoch < 20, line
-    assert "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
+    assert (
+        "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
+    )
 
     run = run_dir(tmp_path / "lightning_logs", 0)
     values = scalars_by_step(run)
-    assert max(step for steps in values.values() for step in steps) <= epoch  # nothing logged past the divergence
+    assert (
+        max(step for steps in values.values() for step in steps) <= epoch
+    )  # nothing logged past the divergence
     assert all(torch.isfinite(torch.tensor(list(values["train/loss"].values()))))
-    last, best = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(run / "checkpoints" / "best.ckpt")
+    last, best = (
+        load_checkpoint(run / "checkpoints" / "last.ckpt"),
+        load_checkpoint(run / "checkpoints" / "best.ckpt"),
+    )
     assert last["global_step"] == epoch  # written at the end of the last good epoch, epoch - 1
     assert finite(last["state_dict"]) and finite(best["state_dict"])
 
@@ -81,10 +95,14 @@ def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeyp
             next(self.parameters()).grad.fill_(float("inf"))
 
     monkeypatch.setattr(CirclesClassifier, "on_before_optimizer_step", infinite_gradient_in_epoch_2)
-    status = exit_status("fit", *SMALL, "--trainer.max_epochs=10", "--checkpoint.last_every_n_epochs=1")
+    status = exit_status(
+        "fit", *SMALL, "--trainer.max_epochs=10", "--checkpoint.last_every_n_epochs=1"
+    )
     err = capfd.readouterr().err
     assert status == 1
-    assert "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
+    assert (
+        "Training diverged at epoch 2: the training loss or the weights are no longer finite" in err
+    )
     checkpoints = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints"
     assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2  # end of epoch 1
     assert finite(load_checkpoint(checkpoints / "last.ckpt")["state_dict"])
@@ -135,7 +153,9 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         patch.setattr(torch, "save", save_half_then_fail)
         with pytest.raises(OSError, match="No space left"):
             io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
-    assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]  # no temporary file left
+    assert path.read_bytes() == before and os.listdir(path.parent) == [
+        "last.ckpt"
+    ]  # no temporary file left
     assert load_checkpoint(path)["step"] == 1
 
     io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
@@ -151,7 +171,10 @@ def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capf
     assert exit_status(subcommand, *SMALL, "--ckpt_path", "torn.ckpt") == 2
     out, err = capfd.readouterr()
     (line,) = error_lines(err)
-    assert "Cannot read checkpoint torn.ckpt: it is truncated, corrupt or not a PyTorch checkpoint" in line
+    assert (
+        "Cannot read checkpoint torn.ckpt: it is truncated, corrupt or not a PyTorch checkpoint"
+        in line
+    )
     assert "Traceback" not in out + err and 'File "' not in out + err  # no stack frames
 
 
@@ -167,7 +190,9 @@ def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
         original(self, outputs, batch, batch_idx)
         if self.current_epoch == epoch and not fired:
             fired.append(True)
-            assert callable(signal.getsignal(signal.SIGTERM))  # the run's own handler: the test process survives
+            assert callable(
+                signal.getsignal(signal.SIGTERM)
+            )  # the run's own handler: the test process survives
             for signum in signums:
                 signal.raise_signal(signum)
 
@@ -175,8 +200,12 @@ def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
-def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, name, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize(
+    "signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(
+    signum, status, name, tmp_path, monkeypatch, capfd
+):
     args = ["fit", *SMALL, "--trainer.max_epochs=8", "--checkpoint.last_every_n_epochs=100"]
     handler = signal.getsignal(signal.SIGINT)
     signal_at_epoch(monkeypatch, 3, signum)
@@ -184,20 +213,27 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(signum, status, na
     err = capfd.readouterr().err
     (line,) = error_lines(err)
     assert f"fit interrupted by {name}" in line and "--ckpt_path last" in line
-    assert signal.getsignal(signal.SIGINT) is handler and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert (
+        signal.getsignal(signal.SIGINT) is handler
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
     run = run_dir(tmp_path / "lightning_logs", 0)
     interrupted = load_checkpoint(run / "checkpoints" / "last.ckpt")
     # Full-batch: the signal came after epoch 3's step; the ranks agree on it after the next step, epoch 4 completes
     # (validation, logging) and fit stops, so last.ckpt holds the state after the last logged epoch.
     assert interrupted["global_step"] == 5 and max(scalars_by_step(run)["train/loss"]) == 4
 
-    assert exit_status(*args, "--ckpt_path", "last") == 0  # the hook fired once: this run goes on undisturbed
+    assert (
+        exit_status(*args, "--ckpt_path", "last") == 0
+    )  # the hook fired once: this run goes on undisturbed
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
     assert exit_status(*args) == 0
     reference = run_dir(tmp_path / "reference" / "lightning_logs", 0)
-    assert_same_weights(load_checkpoint(run / "checkpoints" / "last.ckpt"),
-                        load_checkpoint(reference / "checkpoints" / "last.ckpt"))
+    assert_same_weights(
+        load_checkpoint(run / "checkpoints" / "last.ckpt"),
+        load_checkpoint(reference / "checkpoints" / "last.ckpt"),
+    )
     assert scalars_by_step(run) == scalars_by_step(reference)
 
 
@@ -206,23 +242,46 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
     assert "fit interrupted by Ctrl-C (SIGINT) at epoch 2, step 3" in line
-    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert (
+        load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")[
+            "global_step"
+        ]
+        == 3
+    )
 
 
 @pytest.fixture
 def slurm_job(monkeypatch):
     """The environment of a one-task SLURM job, as srun sets it: Lightning's SLURM environment, with auto-requeue."""
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0",
-                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }.items():
         monkeypatch.setenv(key, value)
 
 
-@pytest.mark.parametrize("requeue, args", [
-    (signal.SIGUSR1, []),
-    (signal.SIGUSR2, ["--trainer.plugins=lightning.fabric.plugins.environments.SLURMEnvironment",
-                      "--trainer.plugins.init_args.requeue_signal=SIGUSR2"]),
-], ids=["SIGUSR1", "its requeue_signal"])
-def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, monkeypatch, slurm_job, requeue, args):
+@pytest.mark.parametrize(
+    "requeue, args",
+    [
+        (signal.SIGUSR1, []),
+        (
+            signal.SIGUSR2,
+            [
+                "--trainer.plugins=lightning.fabric.plugins.environments.SLURMEnvironment",
+                "--trainer.plugins.init_args.requeue_signal=SIGUSR2",
+            ],
+        ),
+    ],
+    ids=["SIGUSR1", "its requeue_signal"],
+)
+def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
+    tmp_path, monkeypatch, slurm_job, requeue, args
+):
     """Lightning's SLURM requeue handler saves a checkpoint with a barrier: run from wherever the signal lands, it
     would meet another rank inside a different collective and hang DDP. The run defers it to the point after a step
     where the ranks agree on their signals; here a recording handler stands in for Lightning's (which leaves a
@@ -242,14 +301,21 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(tmp_path, 
         assert signal.getsignal(requeue) is requeue_handler  # restored after fit
     finally:
         signal.signal(requeue, previous)
-    assert load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")["global_step"] == 5
+    assert (
+        load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")[
+            "global_step"
+        ]
+        == 5
+    )
 
 
-def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(tmp_path, monkeypatch, slurm_job,
-                                                                            capfd):
+def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
+    tmp_path, monkeypatch, slurm_job, capfd
+):
     """Lightning's requeue handler saves ``hpc_ckpt_1.ckpt`` and has SLURM requeue the job, which SIGTERM then ends:
     the last line says where the job resumes, not "run again with --ckpt_path last" (a stand-in handler writes
     the file and sends the SIGTERM, as SLURM would)."""
+
     def requeue_handler(signum, frame):
         (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
         signal.raise_signal(signal.SIGTERM)
@@ -257,15 +323,23 @@ def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(tmp_
     previous = signal.signal(signal.SIGUSR1, requeue_handler)
     try:
         signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
-        assert exit_status("fit", *SMALL, "--trainer.max_epochs=8", f"--trainer.default_root_dir={tmp_path}") == 143
+        assert (
+            exit_status(
+                "fit", *SMALL, "--trainer.max_epochs=8", f"--trainer.default_root_dir={tmp_path}"
+            )
+            == 143
+        )
     finally:
         signal.signal(signal.SIGUSR1, previous)
     err = capfd.readouterr().err
     assert error_lines(err) == []
     (note,) = [line for line in err.splitlines() if line.startswith("circles: note: fit stopped")]
-    match = re.fullmatch(rf"circles: note: fit stopped by SIGTERM at epoch \d+, step (\d+): SLURM requeued the job, "
-                         rf"which resumes from {re.escape(str(tmp_path / 'hpc_ckpt_1.ckpt'))} when it starts again "
-                         rf"\(saved by every rank after step (\d+)\)\.", note)
+    match = re.fullmatch(
+        rf"circles: note: fit stopped by SIGTERM at epoch \d+, step (\d+): SLURM requeued the job, "
+        rf"which resumes from {re.escape(str(tmp_path / 'hpc_ckpt_1.ckpt'))} when it starts again "
+        rf"\(saved by every rank after step (\d+)\)\.",
+        note,
+    )
     assert match and int(match.group(2)) <= int(match.group(1)), note
 
 
@@ -273,11 +347,15 @@ def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
     import inspect
 
     calls = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(inspect.stack()[1].function))
+    previous = signal.signal(
+        signal.SIGUSR1, lambda signum, frame: calls.append(inspect.stack()[1].function)
+    )
     try:
         signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
         assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 0
-        assert calls == ["hook"]  # at once, where it landed: no requeue handler of Lightning's to defer
+        assert calls == [
+            "hook"
+        ]  # at once, where it landed: no requeue handler of Lightning's to defer
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
@@ -291,19 +369,25 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(tmp_path, monkeypatch, capfd, ctrl_c_raises):
+def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(
+    tmp_path, monkeypatch, capfd, ctrl_c_raises
+):
     def interrupted_setup(self, stage):
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(CirclesDataModule, "setup", interrupted_setup)
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=8") == 130
     (line,) = error_lines(capfd.readouterr().err)
-    assert line == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
+    assert (
+        line
+        == "circles: error: fit interrupted by Ctrl-C (SIGINT) before it could write a checkpoint."
+    )
 
 
 @pytest.mark.parametrize("subcommand", ["test", "predict"])
-def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(subcommand, tmp_path, monkeypatch, capfd,
-                                                                         ctrl_c_raises):
+def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(
+    subcommand, tmp_path, monkeypatch, capfd, ctrl_c_raises
+):
     """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the interruption it is. Only fit
     writes checkpoints: a last.ckpt in the test run would become ``--ckpt_path last``."""
     step = f"{subcommand}_step"
@@ -321,11 +405,14 @@ def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(subcom
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
-def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(subcommand, tmp_path, monkeypatch,
-                                                                             capfd):
+def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(
+    subcommand, tmp_path, monkeypatch, capfd
+):
     """Lightning only notes a SIGTERM outside fit (predict would go on and write its file): the run stops at once."""
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
-    step = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[subcommand]
+    step = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[
+        subcommand
+    ]
     original = getattr(CirclesClassifier, step)
 
     def signalled_step(self, batch, batch_idx):
@@ -337,8 +424,12 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
     (line,) = error_lines(capfd.readouterr().err)
     assert line == f"circles: error: {subcommand} interrupted by SIGTERM."
     assert not list(tmp_path.glob("lightning_logs/*/predictions.csv"))
-    assert len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2  # only fit writes checkpoints
-    assert len(list((tmp_path / "lightning_logs").iterdir())) == 1  # the interrupted run held nothing: it is gone
+    assert (
+        len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2
+    )  # only fit writes checkpoints
+    assert (
+        len(list((tmp_path / "lightning_logs").iterdir())) == 1
+    )  # the interrupted run held nothing: it is gone
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
@@ -346,11 +437,18 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(sub
 
 
 @pytest.mark.slow
-def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
     args = ["fit", *SMALL, *QUIET, "--trainer.max_epochs=300", "--checkpoint.last_every_n_epochs=5"]
     with train_py(*args, cwd=tmp_path) as process:
-        wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")) or process.poll() is not None,
-                 "last.ckpt")
+        wait_for(
+            lambda: (
+                any(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt"))
+                or process.poll() is not None
+            ),
+            "last.ckpt",
+        )
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
@@ -358,7 +456,9 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     assert 0 < killed_at < 300
     before_resume = scalars_by_step(run)
-    assert max(before_resume["train/loss"]) >= killed_at - 1  # the events were flushed with the checkpoint
+    assert (
+        max(before_resume["train/loss"]) >= killed_at - 1
+    )  # the events were flushed with the checkpoint
 
     assert exit_status(*args, "--ckpt_path", "last") == 0
     (tmp_path / "reference").mkdir()
@@ -367,8 +467,10 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
     reference = run_dir(tmp_path / "reference" / "lightning_logs", 0)
 
     for name in ("last.ckpt", "best.ckpt"):
-        assert_same_weights(load_checkpoint(run / "checkpoints" / name),
-                            load_checkpoint(reference / "checkpoints" / name))
+        assert_same_weights(
+            load_checkpoint(run / "checkpoints" / name),
+            load_checkpoint(reference / "checkpoints" / name),
+        )
     resumed, straight = scalars_by_step(run), scalars_by_step(reference)
     assert resumed == straight  # every metric at every epoch, bitwise
     # The epochs the killed run logged after its checkpoint are logged again by the resumed run (TensorBoard shows
@@ -378,27 +480,48 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+@pytest.mark.parametrize(
+    "signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
 def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, name, tmp_path):
-    args = ["fit", *SMALL, *QUIET, "--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=100000"]
+    args = [
+        "fit",
+        *SMALL,
+        *QUIET,
+        "--trainer.max_epochs=100000",
+        "--checkpoint.last_every_n_epochs=100000",
+    ]
     with train_py(*args, cwd=tmp_path) as process:
-        wait_for(lambda: any(tmp_path.glob("lightning_logs/*/checkpoints/best.ckpt")) or process.poll() is not None,
-                 "training")
+        wait_for(
+            lambda: (
+                any(tmp_path.glob("lightning_logs/*/checkpoints/best.ckpt"))
+                or process.poll() is not None
+            ),
+            "training",
+        )
         process.send_signal(signum)
         out, err = process.communicate(timeout=120)
     assert process.returncode == status, err
     run = run_dir(tmp_path / "lightning_logs", 0)
     (line,) = error_lines(err)
-    assert f"fit interrupted by {name}" in line and f"saved in {(run / 'checkpoints' / 'last.ckpt').relative_to(tmp_path)}" in line
+    assert (
+        f"fit interrupted by {name}" in line
+        and f"saved in {(run / 'checkpoints' / 'last.ckpt').relative_to(tmp_path)}" in line
+    )
     assert "--ckpt_path last" in line and "Traceback" not in out + err
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["n_samples"] == 100
     assert yaml.safe_load((run / "hparams.yaml").read_text())["hidden_sizes"] == [10, 10]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    last, best = load_checkpoint(run / "checkpoints" / "last.ckpt"), load_checkpoint(run / "checkpoints" / "best.ckpt")
+    last, best = (
+        load_checkpoint(run / "checkpoints" / "last.ckpt"),
+        load_checkpoint(run / "checkpoints" / "best.ckpt"),
+    )
     assert last["global_step"] >= best["global_step"] >= 1
-    assert max(scalars_by_step(run)["train/loss"]) == last["global_step"] - 1  # the checkpoint is the last logged epoch
+    assert (
+        max(scalars_by_step(run)["train/loss"]) == last["global_step"] - 1
+    )  # the checkpoint is the last logged epoch
 
     epochs = last["global_step"] + 2
     assert exit_status(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
@@ -412,8 +535,19 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_run_directories(tmp_path):
     with contextlib.ExitStack() as stack:
-        processes = [stack.enter_context(train_py("fit", *SMALL, *QUIET, "--trainer.max_epochs=2",
-                                                  f"--data.seed={seed}", cwd=tmp_path)) for seed in range(4)]
+        processes = [
+            stack.enter_context(
+                train_py(
+                    "fit",
+                    *SMALL,
+                    *QUIET,
+                    "--trainer.max_epochs=2",
+                    f"--data.seed={seed}",
+                    cwd=tmp_path,
+                )
+            )
+            for seed in range(4)
+        ]
         for process in processes:
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
@@ -424,7 +558,10 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
         seed = yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
         assert yaml.safe_load((run / "hparams.yaml").read_text())["seed"] == seed
         for name in ("best.ckpt", "last.ckpt"):
-            assert load_checkpoint(run / "checkpoints" / name)["datamodule_hyper_parameters"]["seed"] == seed
+            assert (
+                load_checkpoint(run / "checkpoints" / name)["datamodule_hyper_parameters"]["seed"]
+                == seed
+            )
         (events,) = run.glob("events.out.tfevents.*")  # one writer per directory
         seeds.append(seed)
         pids.append(int(events.name.split(".")[-2]))
@@ -437,21 +574,39 @@ def test_runs_without_a_logger_started_together_get_their_own_labelled_run_direc
     """``--trainer.logger false`` takes its directory from the same allocator as a logged run: an atomic mkdir of
     ``NNNN-<label>``, locked while the run writes it."""
     with contextlib.ExitStack() as stack:
-        processes = [stack.enter_context(train_py("fit", *SMALL, *QUIET, "--trainer.max_epochs=30",
-                                                  "--trainer.logger=false", f"--seed_everything={seed}", cwd=tmp_path))
-                     for seed in (1, 2)]
+        processes = [
+            stack.enter_context(
+                train_py(
+                    "fit",
+                    *SMALL,
+                    *QUIET,
+                    "--trainer.max_epochs=30",
+                    "--trainer.logger=false",
+                    f"--seed_everything={seed}",
+                    cwd=tmp_path,
+                )
+            )
+            for seed in (1, 2)
+        ]
         for process in processes:
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err
     runs = sorted((tmp_path / "lightning_logs").iterdir())
-    assert [run.name for run in runs] == ["0000-relu-10x10-sgd0.1-e30-circles",
-                                          "0001-relu-10x10-sgd0.1-e30-circles"]
+    assert [run.name for run in runs] == [
+        "0000-relu-10x10-sgd0.1-e30-circles",
+        "0001-relu-10x10-sgd0.1-e30-circles",
+    ]
     seeds = []
     for run in runs:
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
         seed = yaml.safe_load((run / "config.yaml").read_text())["seed_everything"]
         for name in ("best.ckpt", "last.ckpt"):
-            assert yaml.safe_load(load_checkpoint(run / "checkpoints" / name)["circles_config"])["seed_everything"] == seed
+            assert (
+                yaml.safe_load(load_checkpoint(run / "checkpoints" / name)["circles_config"])[
+                    "seed_everything"
+                ]
+                == seed
+            )
         assert not list(run.glob("events.out.tfevents.*"))
         seeds.append(seed)
     assert sorted(seeds) == [1, 2]
@@ -460,23 +615,32 @@ def test_runs_without_a_logger_started_together_get_their_own_labelled_run_direc
 # ------------------------------------------------------------------------------------------------ the file system
 
 
-def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(tmp_path, monkeypatch, capfd):
+def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(
+    tmp_path, monkeypatch, capfd
+):
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=2") == 0
     last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     good = last.read_bytes()
+
     def disk_full(obj, f, *args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=4", "--ckpt_path=last") == 1
     (line,) = error_lines(capfd.readouterr().err)
-    assert line == (f"circles: error: {last.relative_to(tmp_path)}: No space left on "
-                    "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR.")
+    assert line == (
+        f"circles: error: {last.relative_to(tmp_path)}: No space left on "
+        "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR."
+    )
     assert last.read_bytes() == good and not list(last.parent.glob(".*.tmp"))
 
 
 def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capfd):
     (tmp_path / "not_a_folder").write_text("a file where the runs would go\n")
-    assert exit_status("fit", *SMALL, f"--trainer.default_root_dir={tmp_path / 'not_a_folder'}") == 1
+    assert (
+        exit_status("fit", *SMALL, f"--trainer.default_root_dir={tmp_path / 'not_a_folder'}") == 1
+    )
     (line,) = error_lines(capfd.readouterr().err)
-    assert line == f"circles: error: {tmp_path / 'not_a_folder' / 'lightning_logs'}: Not a directory."
+    assert (
+        line == f"circles: error: {tmp_path / 'not_a_folder' / 'lightning_logs'}: Not a directory."
+    )

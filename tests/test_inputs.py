@@ -27,12 +27,16 @@ from helpers import TINY, fit_in, run_dir
 
 BOUND = 60  # seconds any single input may take, set up and refusal included
 QUICK, MANY = 25, 40  # examples per reader: quick tier, slow tier (the kept examples run in both)
-SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
 
 
 @contextlib.contextmanager
 def bounded(seconds: int = BOUND) -> Iterator[None]:
     """Fail the example, rather than hang the suite, if it takes longer than ``seconds``."""
+
     def expire(signum, frame):
         raise AssertionError(f"an input took longer than {seconds} s")
 
@@ -72,11 +76,17 @@ def files_under(directory: Path) -> set[Path]:
 
 # -- CSV files --------------------------------------------------------------------------------------------------------
 
-NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64).map(repr),
-                    st.integers(-10**40, 10**40).map(str), st.sampled_from(["1_000", "\u0661", "0x1f", "", " 1 ", "1e",
-                                                                            "nan", "-inf", "1e39", ".5", "5."]),
-                    st.text(max_size=8))
-LABELS = st.one_of(st.sampled_from(["a", "b", "c", "0", "1", "2", "00", "01", "", " a", "é"]), st.text(max_size=6))
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64).map(repr),
+    st.integers(-(10**40), 10**40).map(str),
+    st.sampled_from(
+        ["1_000", "\u0661", "0x1f", "", " 1 ", "1e", "nan", "-inf", "1e39", ".5", "5."]
+    ),
+    st.text(max_size=8),
+)
+LABELS = st.one_of(
+    st.sampled_from(["a", "b", "c", "0", "1", "2", "00", "01", "", " a", "é"]), st.text(max_size=6)
+)
 
 
 @st.composite
@@ -85,7 +95,11 @@ def csv_files(draw) -> bytes:
     (or not); a separator, line ends, quoting and an encoding; now and then just bytes."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.binary(max_size=300))
-    columns = draw(st.lists(st.sampled_from(["x1", "x2", "label", "id", "x1", "label"]), min_size=0, max_size=5))
+    columns = draw(
+        st.lists(
+            st.sampled_from(["x1", "x2", "label", "id", "x1", "label"]), min_size=0, max_size=5
+        )
+    )
     columns = columns if draw(st.booleans()) else ["x1", "x2", "label", *columns[:1]]
     separator = draw(st.sampled_from([",", ",", ",", ";", "\t"]))
     rows = []
@@ -99,9 +113,18 @@ def csv_files(draw) -> bytes:
     if draw(st.booleans()):
         lines.insert(draw(st.integers(0, len(lines))), "")
     text = draw(st.sampled_from(["\n", "\r\n"])).join(lines) + "\n"
-    encoding, bom = draw(st.sampled_from([("utf-8", b""), ("utf-8", codecs.BOM_UTF8), ("utf-16-le", b""),
-                                          ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-32-be", codecs.BOM_UTF32_BE),
-                                          ("latin-1", b"")]))
+    encoding, bom = draw(
+        st.sampled_from(
+            [
+                ("utf-8", b""),
+                ("utf-8", codecs.BOM_UTF8),
+                ("utf-16-le", b""),
+                ("utf-16-le", codecs.BOM_UTF16_LE),
+                ("utf-32-be", codecs.BOM_UTF32_BE),
+                ("latin-1", b""),
+            ]
+        )
+    )
     return bom + text.encode(encoding, errors="replace")
 
 
@@ -114,14 +137,22 @@ def read_as_data(tmp_path: Path, content: bytes) -> None:
 
     (tmp_path / "data.csv").write_bytes(content)
     with bounded():
-        for read in (lambda: CirclesDataModule(path="data.csv", val_fraction=0.3).points("test"),
-                     lambda: (read_points_csv("data.csv"), None)):
+        for read in (
+            lambda: CirclesDataModule(path="data.csv", val_fraction=0.3).points("test"),
+            lambda: (read_points_csv("data.csv"), None),
+        ):
             try:
                 points, labels = read()
             except ConfigError as err:
-                assert "\n" not in str(err) and err.field in ("path", "predict_path", "classes"), err
+                assert "\n" not in str(err) and err.field in ("path", "predict_path", "classes"), (
+                    err
+                )
                 continue
-            assert points.dtype == torch.float32 and points.shape[1] == 2 and torch.isfinite(points).all()
+            assert (
+                points.dtype == torch.float32
+                and points.shape[1] == 2
+                and torch.isfinite(points).all()
+            )
             assert labels is None or len(labels) == len(points)
 
 
@@ -130,18 +161,34 @@ def fit_on(tmp_path: Path, content: bytes, capfd) -> None:
     written."""
     (tmp_path / "data.csv").write_bytes(content)
     before = files_under(tmp_path)
-    status, err = outcome(lambda: cli_main(["fit", "--data.path=data.csv", "--trainer.max_epochs=1",
-                                            "--trainer.enable_progress_bar=false", "--boundary.gif=false",
-                                            "--data.val_fraction=0.3", "--data.test_fraction=0.3"]), capfd)
+    status, err = outcome(
+        lambda: cli_main(
+            [
+                "fit",
+                "--data.path=data.csv",
+                "--trainer.max_epochs=1",
+                "--trainer.enable_progress_bar=false",
+                "--boundary.gif=false",
+                "--data.val_fraction=0.3",
+                "--data.test_fraction=0.3",
+            ]
+        ),
+        capfd,
+    )
     assert_kept_its_promise(status, err)
     if status:
         assert files_under(tmp_path) == before  # a refused file leaves nothing behind
 
 
 CSV_EXAMPLES = [  # inputs that once broke a promise: kept as they were found
-    "x1,x2,label\n0,0,a\n1,1,b\n".encode("utf-16-le"), codecs.BOM_UTF16_LE,
-    "x1,x2,label\n0,0,caf\xe9\n1,1,b\n".encode("latin-1"), b"x1,x2,x1,label\n1,2,3,a\n", b"x1,x2,label,label\n1,2,a,b\n",
-    b"x1,x2,label\n1_000,2,a\n", "x1,x2,label\n\u0661,2,a\n".encode(), b"x1,x2,label\n\n1,2,a\n\n3,x,b\n",
+    "x1,x2,label\n0,0,a\n1,1,b\n".encode("utf-16-le"),
+    codecs.BOM_UTF16_LE,
+    "x1,x2,label\n0,0,caf\xe9\n1,1,b\n".encode("latin-1"),
+    b"x1,x2,x1,label\n1,2,3,a\n",
+    b"x1,x2,label,label\n1,2,a,b\n",
+    b"x1,x2,label\n1_000,2,a\n",
+    "x1,x2,label\n\u0661,2,a\n".encode(),
+    b"x1,x2,label\n\n1,2,a\n\n3,x,b\n",
     b"x1,x2,label\n1,2," + b"a" * 200_000 + b"\n",
 ]
 
@@ -163,21 +210,55 @@ def test_any_csv_file_is_read_or_refused_in_one_line(tmp_path, content):
 @settings(max_examples=MANY, **SETTINGS)
 @csv_examples
 @given(content=csv_files())
-def test_any_csv_file_is_trained_on_or_refused_in_one_line_from_the_command_line(tmp_path, capfd, content):
+def test_any_csv_file_is_trained_on_or_refused_in_one_line_from_the_command_line(
+    tmp_path, capfd, content
+):
     read_as_data(tmp_path, content)
     fit_on(tmp_path, content, capfd)
 
 
 # -- YAML: configs and sweep files ------------------------------------------------------------------------------------
 
-KEYS = ["model", "data", "trainer", "optimizer", "boundary", "seed_everything", "hidden_sizes", "noise", "features",
-        "max_epochs", "members", "activation", "class_path", "init_args", "lr", "nope", "dataset", "grid", "fixed",
-        "base", "model.activation", "data.noise", "columns"]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                    st.text(max_size=10), st.sampled_from(["relu", "none", "x1_sq", "torch.optim.Adam", "[1, 2]"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
-                      max_leaves=20)
+KEYS = [
+    "model",
+    "data",
+    "trainer",
+    "optimizer",
+    "boundary",
+    "seed_everything",
+    "hidden_sizes",
+    "noise",
+    "features",
+    "max_epochs",
+    "members",
+    "activation",
+    "class_path",
+    "init_args",
+    "lr",
+    "nope",
+    "dataset",
+    "grid",
+    "fixed",
+    "base",
+    "model.activation",
+    "data.noise",
+    "columns",
+]
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True),
+    st.text(max_size=10),
+    st.sampled_from(["relu", "none", "x1_sq", "torch.optim.Adam", "[1, 2]"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @st.composite
@@ -191,15 +272,23 @@ def yaml_texts(draw) -> str:
         depth, width = draw(st.integers(2, 8)), draw(st.integers(2, 10))
         lines = [f"l0: &l0 [{', '.join(['1'] * width)}]"]
         lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, depth)]
-        key = draw(st.sampled_from(["model:\n  hidden_sizes", "data:\n  features", "grid:\n  model.activation"]))
+        key = draw(
+            st.sampled_from(
+                ["model:\n  hidden_sizes", "data:\n  features", "grid:\n  model.activation"]
+            )
+        )
         return "\n".join(lines) + f"\n{key}: *l{depth - 1}\n"
-    return yaml.safe_dump(draw(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5)), default_flow_style=None)
+    return yaml.safe_dump(
+        draw(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5)), default_flow_style=None
+    )
 
 
 def parse_config(tmp_path: Path, text: str, capfd) -> None:
     (tmp_path / "config.yaml").write_text(text)
     before = files_under(tmp_path)
-    status, err = outcome(lambda: cli_main(["fit", "--config", "config.yaml", "--print_config"]), capfd)
+    status, err = outcome(
+        lambda: cli_main(["fit", "--config", "config.yaml", "--print_config"]), capfd
+    )
     assert_kept_its_promise(status, err)
     assert files_under(tmp_path) == before
 
@@ -216,8 +305,15 @@ def sys_exit(status: int) -> None:
     raise SystemExit(status)
 
 
-YAML_EXAMPLES = ["a: [b", "model:\n  hidden_sizes: [" + ", ".join(["1"] * 5000) + "]\n", "grid: 5\n", "- 1\n- 2\n",
-                 "base: configs/relu.yaml\ngrid:\n  model.activation: [none]\n  data.noise: " + "[" * 300 + "]" * 300]
+YAML_EXAMPLES = [
+    "a: [b",
+    "model:\n  hidden_sizes: [" + ", ".join(["1"] * 5000) + "]\n",
+    "grid: 5\n",
+    "- 1\n- 2\n",
+    "base: configs/relu.yaml\ngrid:\n  model.activation: [none]\n  data.noise: "
+    + "[" * 300
+    + "]" * 300,
+]
 
 
 def yaml_examples(test):
@@ -258,33 +354,64 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return torch.load(run_dir(runs, 0) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-ODD = st.one_of(st.none(), st.integers(-3, 10**7), st.floats(allow_nan=True), st.text(max_size=8),
-                st.lists(st.integers(-2, 40), max_size=4), st.just({}), st.just(torch.zeros(3, 7)))
+ODD = st.one_of(
+    st.none(),
+    st.integers(-3, 10**7),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-2, 40), max_size=4),
+    st.just({}),
+    st.just(torch.zeros(3, 7)),
+)
 
 
 @st.composite
 def mutations(draw) -> list[tuple[str, ...]]:
     """Changes to a checkpoint: (where, what), applied by :func:`mutated`."""
-    places = ["state_dict", "hyper_parameters", "datamodule_hyper_parameters", "CirclesDataModule", "circles_config",
-              "pytorch-lightning_version", "epoch", "optimizer_states"]
-    hparams = ["hidden_sizes", "activation", "features", "members", "num_classes", "l1", "compile_mode", "lr"]
+    places = [
+        "state_dict",
+        "hyper_parameters",
+        "datamodule_hyper_parameters",
+        "CirclesDataModule",
+        "circles_config",
+        "pytorch-lightning_version",
+        "epoch",
+        "optimizer_states",
+    ]
+    hparams = [
+        "hidden_sizes",
+        "activation",
+        "features",
+        "members",
+        "num_classes",
+        "l1",
+        "compile_mode",
+        "lr",
+    ]
     changes = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["drop", "replace", "hparam", "weight", "version"]))
         if kind == "hparam":
             changes.append(("hparam", draw(st.sampled_from(hparams)), draw(ODD)))
         elif kind == "weight":
-            changes.append(("weight", draw(st.integers(0, 3)), draw(st.sampled_from(["shape", "drop", "nan"]))))
+            changes.append(
+                ("weight", draw(st.integers(0, 3)), draw(st.sampled_from(["shape", "drop", "nan"])))
+            )
         elif kind == "version":
-            changes.append(("version", draw(st.sampled_from(["not.a.version", "99.0.0", "", "1.0rc"]))))
+            changes.append(
+                ("version", draw(st.sampled_from(["not.a.version", "99.0.0", "", "1.0rc"])))
+            )
         else:
             changes.append((kind, draw(st.sampled_from(places)), draw(ODD)))
     return changes
 
 
 def mutated(checkpoint: dict, changes: list[tuple]) -> dict:
-    result = {**checkpoint, "state_dict": dict(checkpoint["state_dict"]),
-              "hyper_parameters": dict(checkpoint["hyper_parameters"])}
+    result = {
+        **checkpoint,
+        "state_dict": dict(checkpoint["state_dict"]),
+        "hyper_parameters": dict(checkpoint["hyper_parameters"]),
+    }
     for change in changes:
         if change[0] == "drop":
             result.pop(change[1], None)
@@ -292,13 +419,19 @@ def mutated(checkpoint: dict, changes: list[tuple]) -> dict:
             result[change[1]] = change[2]
         elif change[0] == "hparam" and isinstance(result.get("hyper_parameters"), dict):
             result["hyper_parameters"][change[1]] = change[2]
-        elif change[0] == "weight" and isinstance(result.get("state_dict"), dict) and result["state_dict"]:
+        elif (
+            change[0] == "weight"
+            and isinstance(result.get("state_dict"), dict)
+            and result["state_dict"]
+        ):
             key = sorted(result["state_dict"])[change[1] % len(result["state_dict"])]
             if change[2] == "drop":
                 del result["state_dict"][key]
             else:
                 value = result["state_dict"][key]
-                result["state_dict"][key] = torch.zeros(7, *value.shape) if change[2] == "shape" else value * float("nan")
+                result["state_dict"][key] = (
+                    torch.zeros(7, *value.shape) if change[2] == "shape" else value * float("nan")
+                )
         elif change[0] == "version":
             result["pytorch-lightning_version"] = change[1]
     return result
@@ -309,18 +442,34 @@ def evaluate_with(tmp_path: Path, checkpoint: dict, changes: list[tuple], capfd)
     torch.save(mutated(checkpoint, changes), buffer)
     (tmp_path / "given.ckpt").write_bytes(buffer.getvalue())
     before = files_under(tmp_path)
-    status, err = outcome(lambda: cli_main(["test", "--ckpt_path=given.ckpt", "--data.test_samples=50",
-                                            "--trainer.enable_progress_bar=false", "--boundary.gif=false"]), capfd)
+    status, err = outcome(
+        lambda: cli_main(
+            [
+                "test",
+                "--ckpt_path=given.ckpt",
+                "--data.test_samples=50",
+                "--trainer.enable_progress_bar=false",
+                "--boundary.gif=false",
+            ]
+        ),
+        capfd,
+    )
     assert_kept_its_promise(status, err)
     if status:
         assert files_under(tmp_path) == before, changes  # refused before any run directory was made
 
 
-CHECKPOINT_EXAMPLES = [[("replace", "state_dict", [1, 2])], [("replace", "hyper_parameters", [1])],
-                       [("replace", "CirclesDataModule", "x")], [("replace", "circles_config", 5)],
-                       [("version", "not.a.version")], [("hparam", "members", 10**6)],
-                       [("hparam", "hidden_sizes", [10**6, 10**6])], [("hparam", "lr", 0.1)],
-                       [("replace", "pytorch-lightning_version", 2)]]
+CHECKPOINT_EXAMPLES = [
+    [("replace", "state_dict", [1, 2])],
+    [("replace", "hyper_parameters", [1])],
+    [("replace", "CirclesDataModule", "x")],
+    [("replace", "circles_config", 5)],
+    [("version", "not.a.version")],
+    [("hparam", "members", 10**6)],
+    [("hparam", "hidden_sizes", [10**6, 10**6])],
+    [("hparam", "lr", 0.1)],
+    [("replace", "pytorch-lightning_version", 2)],
+]
 
 
 def checkpoint_examples(test):

@@ -10,7 +10,12 @@ from circles.callbacks.lr_finder import FINDER_BETA, finder_curve, steepest_desc
 
 from helpers import read_events, scalar_history
 
-TINY = ["--trainer.max_epochs=4", "--data.n_samples=100", "--data.test_samples=50", "--boundary.every_n_epochs=100"]
+TINY = [
+    "--trainer.max_epochs=4",
+    "--data.n_samples=100",
+    "--data.test_samples=50",
+    "--boundary.every_n_epochs=100",
+]
 
 
 def lightning_smoothed(losses: list[float]) -> list[float]:
@@ -23,8 +28,12 @@ def lightning_smoothed(losses: list[float]) -> list[float]:
 
 
 def test_the_finders_curve_is_the_running_average_of_the_loss_from_its_first_step():
-    flat = finder_curve({"lr": list(np.geomspace(1e-4, 10, 50)), "loss": lightning_smoothed([0.693] * 50)})[1]
-    np.testing.assert_allclose(flat, 0.693, rtol=1e-12)  # a flat loss stays flat (Lightning's rises from 0.35)
+    flat = finder_curve(
+        {"lr": list(np.geomspace(1e-4, 10, 50)), "loss": lightning_smoothed([0.693] * 50)}
+    )[1]
+    np.testing.assert_allclose(
+        flat, 0.693, rtol=1e-12
+    )  # a flat loss stays flat (Lightning's rises from 0.35)
     assert lightning_smoothed([0.693] * 50)[0] == pytest.approx(0.693 / (1 + FINDER_BETA))
 
 
@@ -37,13 +46,21 @@ def test_the_steepest_fall_is_found_on_the_log_scale_of_the_rates():
 
 
 def test_histograms_of_weights_and_gradients_and_the_dead_units_of_each_layer(run_cli):
-    run = run_cli("fit", *TINY, "--weights.histograms_every_n_epochs=2", "--weights.dead_units_every_n_epochs=1")
+    run = run_cli(
+        "fit",
+        *TINY,
+        "--weights.histograms_every_n_epochs=2",
+        "--weights.dead_units_every_n_epochs=1",
+    )
     events = read_events(run)
-    assert set(events.Tags()["histograms"]) == {f"{kind}/layer_{i}" for kind in ("weights", "gradients")
-                                                for i in (1, 2, 3)}
+    assert set(events.Tags()["histograms"]) == {
+        f"{kind}/layer_{i}" for kind in ("weights", "gradients") for i in (1, 2, 3)
+    }
     assert [e.step for e in events.Histograms("weights/layer_1")] == [0, 2]
     first = events.Histograms("weights/layer_1")[0].histogram_value
-    assert first.num == 20 and first.min < 0 < first.max  # the 10x2 first layer's weights, both signs
+    assert (
+        first.num == 20 and first.min < 0 < first.max
+    )  # the 10x2 first layer's weights, both signs
     dead = scalar_history(run)
     assert [step for step, _ in dead["train/dead_units_1"]] == [0, 1, 2, 3]
     assert all(0 <= value <= 10 for _, value in dead["train/dead_units_2"])
@@ -66,10 +83,17 @@ def test_a_unit_that_never_fires_is_counted_dead():
 def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate(run_cli, capsys):
     from circles.callbacks.lr_finder import LearningRateReport
 
-    run = run_cli("fit", *TINY, "--trainer.max_epochs=120", "--trainer.callbacks+=circles.callbacks.LearningRateReport")
+    run = run_cli(
+        "fit",
+        *TINY,
+        "--trainer.max_epochs=120",
+        "--trainer.callbacks+=circles.callbacks.LearningRateReport",
+    )
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("Learning-rate finder (")]
     assert line.startswith("Learning-rate finder (100 steps from 0.0001 to 10)")
     assert "  this run trains with lr 0.1" in out and (run / "lr_find.png").is_file()
-    assert scalar_history(run)["train/loss"][0][0] == 0  # the fit itself starts from epoch 0, as without it
+    assert (
+        scalar_history(run)["train/loss"][0][0] == 0
+    )  # the fit itself starts from epoch 0, as without it
     assert LearningRateReport().span == (1e-4, 10.0)

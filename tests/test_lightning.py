@@ -21,15 +21,24 @@ from helpers import scalars_by_step
 
 
 def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    options = dict(max_epochs=4, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
-                   enable_model_summary=False, log_every_n_steps=1)
+    options = dict(
+        max_epochs=4,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     return pl.Trainer(**{**options, **kwargs})
 
 
 @pytest.mark.parametrize("members", [1, 3])
 def test_validate_and_test_return_the_metrics_as_lightning_documents(tmp_path, members):
     pl.seed_everything(0)
-    model, data = CirclesClassifier(members=members), CirclesDataModule(n_samples=100, test_samples=50)
+    model, data = (
+        CirclesClassifier(members=members),
+        CirclesDataModule(n_samples=100, test_samples=50),
+    )
     fit = trainer(tmp_path, logger=False, enable_checkpointing=False)
     fit.fit(model, data)
     (validated,) = fit.validate(model, data, verbose=False)
@@ -37,8 +46,14 @@ def test_validate_and_test_return_the_metrics_as_lightning_documents(tmp_path, m
     spread = {"acc_std", "acc_min", "acc_max"} if members > 1 else set()
     assert set(validated) == {"val/loss", "val/acc", "step", *(f"val/{s}" for s in spread)}
     test_spread = {*spread, "acc_ci95", "acc_ensemble"} if members > 1 else set()
-    assert set(tested) == {"test/loss", "test/acc", "test/bayes_acc", "test/bayes_gap", "step",
-                           *(f"test/{s}" for s in test_spread)}
+    assert set(tested) == {
+        "test/loss",
+        "test/acc",
+        "test/bayes_acc",
+        "test/bayes_gap",
+        "step",
+        *(f"test/{s}" for s in test_spread),
+    }
     assert validated["step"] == tested["step"] == 3  # the epoch whose training made the weights
     x, y = data.test_x, data.test_y
     with torch.no_grad():
@@ -49,7 +64,10 @@ def test_validate_and_test_return_the_metrics_as_lightning_documents(tmp_path, m
 
 def test_checkpoint_and_early_stopping_monitor_what_the_module_logs(tmp_path):
     pl.seed_everything(0)
-    model, data = CirclesClassifier(hidden_sizes=[16, 16]), CirclesDataModule(n_samples=200, test_samples=50)
+    model, data = (
+        CirclesClassifier(hidden_sizes=[16, 16]),
+        CirclesDataModule(n_samples=200, test_samples=50),
+    )
     best = ModelCheckpoint(monitor="val/acc", mode="max")
     stop = EarlyStopping(monitor="val/acc", mode="max", stopping_threshold=0.99, patience=1000)
     fit = trainer(tmp_path, max_epochs=300, logger=False, callbacks=[best, stop])
@@ -62,10 +80,15 @@ def test_checkpoint_and_early_stopping_monitor_what_the_module_logs(tmp_path):
 
 def test_a_csv_logger_gets_the_curves_the_tensorboard_logger_gets_at_step_epoch(tmp_path):
     runs = []
-    for name, logger in (("csv", CSVLogger(tmp_path, name="csv")),
-                         ("tensorboard", TensorBoardRunLogger(str(tmp_path), name="tb"))):
+    for name, logger in (
+        ("csv", CSVLogger(tmp_path, name="csv")),
+        ("tensorboard", TensorBoardRunLogger(str(tmp_path), name="tb")),
+    ):
         pl.seed_everything(0)
-        model, data = CirclesClassifier(members=2), CirclesDataModule(n_samples=100, test_samples=50)
+        model, data = (
+            CirclesClassifier(members=2),
+            CirclesDataModule(n_samples=100, test_samples=50),
+        )
         fit = trainer(tmp_path / name, logger=logger, enable_checkpointing=False)
         fit.fit(model, data)
         fit.test(model, data, verbose=False)
@@ -92,15 +115,24 @@ def test_a_checkpoint_written_before_members_were_one_path_still_loads_and_train
     for name, members in (("one_network_7509795.ckpt", 1), ("three_members_7509795.ckpt", 3)):
         checkpoint = torch.load(data_dir / name, weights_only=True)
         model = CirclesClassifier.load_from_checkpoint(data_dir / name, weights_only=True)
-        assert model.members == members and model.weights_epoch == checkpoint["circles_weights_epoch"]
+        assert (
+            model.members == members and model.weights_epoch == checkpoint["circles_weights_epoch"]
+        )
         state = checkpoint["state_dict"]
         first = state["net.0.weight"] if members == 1 else state["net.weights.0"][0]
         torch.testing.assert_close(model.layer_weights()[0], first)
         assert float(model.val_acc_best.compute()) == float(state["metrics.val_acc_best"])
-    model = CirclesClassifier(hidden_sizes=[16, 16])  # the Adam run goes on from its checkpoint, Adam's state too
+    model = CirclesClassifier(
+        hidden_sizes=[16, 16]
+    )  # the Adam run goes on from its checkpoint, Adam's state too
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.03)  # type: ignore[method-assign]
     fit = trainer(tmp_path, max_epochs=5, logger=False, enable_checkpointing=False)
-    fit.fit(model, CirclesDataModule(n_samples=60, test_samples=20), ckpt_path=data_dir / "one_network_7509795.ckpt")
+    fit.fit(
+        model,
+        CirclesDataModule(n_samples=60, test_samples=20),
+        ckpt_path=data_dir / "one_network_7509795.ckpt",
+    )
     (adam,) = fit.optimizers
-    assert fit.current_epoch == 5 and [adam.state[w]["exp_avg"].shape for w in model.net.weights] == [
-        w.shape for w in model.net.weights]
+    assert fit.current_epoch == 5 and [
+        adam.state[w]["exp_avg"].shape for w in model.net.weights
+    ] == [w.shape for w in model.net.weights]

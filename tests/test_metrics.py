@@ -43,27 +43,42 @@ def batches(draw):
 def test_each_members_accuracy_and_loss_are_torchmetrics_over_all_batches(case):
     members, classes, data = case
     per_member, pooled, mean_loss = MemberAccuracy(members), pooled_accuracy(classes), MeanMetric()
-    references = [(BinaryAccuracy() if classes == 2 else MulticlassAccuracy(classes, average="micro"),
-                   MeanMetric()) for _ in range(members)]
+    references = [
+        (
+            BinaryAccuracy() if classes == 2 else MulticlassAccuracy(classes, average="micro"),
+            MeanMetric(),
+        )
+        for _ in range(members)
+    ]
     for logits, y in data:
         losses, predicted = member_losses(logits, y), predicted_classes(logits, classes)
         per_member.update(predicted, y)
         pooled.update(predicted, y.long().expand_as(predicted))
         mean_loss.update(losses.mean(), len(y))
         for k, (accuracy, loss) in enumerate(references):
-            accuracy.update(logits[k].sigmoid() if classes == 2 else logits[k].softmax(-1), y.long())
+            accuracy.update(
+                logits[k].sigmoid() if classes == 2 else logits[k].softmax(-1), y.long()
+            )
             loss.update(losses[k], len(y))
     expected = torch.stack([a.compute() for a, _ in references])
     torch.testing.assert_close(per_member.compute().reshape(-1), expected)
     torch.testing.assert_close(pooled.compute(), expected.mean())
-    torch.testing.assert_close(mean_loss.compute(), torch.stack([m.compute() for _, m in references]).mean())
+    torch.testing.assert_close(
+        mean_loss.compute(), torch.stack([m.compute() for _, m in references]).mean()
+    )
 
 
 def test_the_spread_is_there_only_with_several_members():
     assert set(spread("val", torch.tensor([0.75]))) == {"val/acc"}
     values = spread("test", torch.tensor([0.5, 0.75, 1.0]), ensemble=torch.tensor(0.9))
-    assert set(values) == {"test/acc", "test/acc_std", "test/acc_min", "test/acc_max", "test/acc_ci95",
-                           "test/acc_ensemble"}
+    assert set(values) == {
+        "test/acc",
+        "test/acc_std",
+        "test/acc_min",
+        "test/acc_max",
+        "test/acc_ci95",
+        "test/acc_ensemble",
+    }
     assert float(values["test/acc"]) == 0.75 and float(values["test/acc_min"]) == 0.5
     assert set(values) <= {m.name for m in METRICS}
 
@@ -71,12 +86,27 @@ def test_the_spread_is_there_only_with_several_members():
 def test_each_metric_is_named_once_and_drawn_where_its_stage_is():
     names = [m.name for m in METRICS]
     assert len(names) == len(set(names)) and {m.stage for m in METRICS} == set(STAGES)
-    assert scalar_tag("train/loss") == "curves/loss" and scalar_tag("val/acc_best") == "details/acc_best"
-    assert scalar_tag("val/something_new") == "details/something_new"  # a metric not in the table yet
+    assert (
+        scalar_tag("train/loss") == "curves/loss"
+        and scalar_tag("val/acc_best") == "details/acc_best"
+    )
+    assert (
+        scalar_tag("val/something_new") == "details/something_new"
+    )  # a metric not in the table yet
 
 
 def test_summary_csv_keeps_its_columns():
     """The sweep's summary.csv columns come from the table, in the order users have seen them."""
-    assert COLUMNS == ["val_acc_best", "test_acc", "test_acc_std", "test_acc_ci95", "test_acc_min", "test_acc_max",
-                       "test_acc_ensemble", "bayes_acc", "bayes_gap", "members"]
+    assert COLUMNS == [
+        "val_acc_best",
+        "test_acc",
+        "test_acc_std",
+        "test_acc_ci95",
+        "test_acc_min",
+        "test_acc_max",
+        "test_acc_ensemble",
+        "bayes_acc",
+        "bayes_gap",
+        "members",
+    ]
     assert sweep_columns() == COLUMNS[:-1]

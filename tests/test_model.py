@@ -44,7 +44,9 @@ def accuracy(y_pred, y_true):
 
 def layers(model: CirclesClassifier, member: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One member's layers as (weight ``(out, in)``, bias ``(out,)``), input side first."""
-    return [(w[member], b[member]) for w, b in zip(model.net.weights, model.net.biases, strict=True)]
+    return [
+        (w[member], b[member]) for w, b in zip(model.net.weights, model.net.biases, strict=True)
+    ]
 
 
 def shapes(model: CirclesClassifier) -> list[tuple[int, int]]:
@@ -54,13 +56,24 @@ def shapes(model: CirclesClassifier) -> list[tuple[int, int]]:
 
 def chapter_state(model: CirclesClassifier) -> dict[str, torch.Tensor]:
     """The classifier's (first member's) weights under CircleModelV2's parameter names."""
-    return {f"layer{i}.{k}": t.detach().clone()
-            for i, layer in enumerate(layers(model), start=1) for k, t in zip(("weight", "bias"), layer, strict=True)}
+    return {
+        f"layer{i}.{k}": t.detach().clone()
+        for i, layer in enumerate(layers(model), start=1)
+        for k, t in zip(("weight", "bias"), layer, strict=True)
+    }
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[])
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[],
+    )
     options.update(kwargs)
     return pl.Trainer(**options)
 
@@ -77,11 +90,24 @@ def test_output_is_one_logit_per_point(n):
 
 def test_default_is_the_chapters_relu_network_as_a_stack_of_one():
     model = CirclesClassifier()
-    assert isinstance(model.net, StackedMLP) and model.net.members == 1 and isinstance(model.net.activation, nn.ReLU)
+    assert (
+        isinstance(model.net, StackedMLP)
+        and model.net.members == 1
+        and isinstance(model.net.activation, nn.ReLU)
+    )
     assert shapes(model) == [(2, 10), (10, 10), (10, 1)]
-    assert list(model.state_dict()) == ["member_seeds", "member_val_acc", "member_val_acc_best", "net.weights.0",
-                                        "net.weights.1", "net.weights.2", "net.biases.0", "net.biases.1",
-                                        "net.biases.2", "val_acc_best.max_value"]
+    assert list(model.state_dict()) == [
+        "member_seeds",
+        "member_val_acc",
+        "member_val_acc_best",
+        "net.weights.0",
+        "net.weights.1",
+        "net.weights.2",
+        "net.biases.0",
+        "net.biases.1",
+        "net.biases.2",
+        "val_acc_best.max_value",
+    ]
 
 
 @pytest.mark.parametrize("hidden", [[3], [3, 5, 7], [16, 1]])
@@ -141,31 +167,52 @@ def test_activation_none_is_one_affine_map(hidden):
 
 
 @settings(max_examples=40, deadline=None)
-@given(hidden=st.lists(st.integers(1, 12), max_size=4), members=st.integers(1, 4), classes=st.integers(2, 4),
-       features=st.sampled_from([["x1", "x2"], ["x1_sq", "x2_sq"], ["x1", "x2", "x1_x2", "sin_x1"]]),
-       seed=st.integers(0, 2**16))
-def test_the_collapsed_map_is_the_networks_logits_to_rounding(hidden, members, classes, features, seed):
+@given(
+    hidden=st.lists(st.integers(1, 12), max_size=4),
+    members=st.integers(1, 4),
+    classes=st.integers(2, 4),
+    features=st.sampled_from([["x1", "x2"], ["x1_sq", "x2_sq"], ["x1", "x2", "x1_x2", "sin_x1"]]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_collapsed_map_is_the_networks_logits_to_rounding(
+    hidden, members, classes, features, seed
+):
     """What the summary prints and the pictures draw for a model without activations, ``logit = a*x1 + b*x2 + c``
     (one per class for more than two), is the network itself: its logits for any points, to float32 rounding."""
     pl.seed_everything(seed, verbose=False)
-    model = CirclesClassifier(hidden_sizes=hidden, activation="none", members=members, num_classes=classes,
-                              features=features)
+    model = CirclesClassifier(
+        hidden_sizes=hidden,
+        activation="none",
+        members=members,
+        num_classes=classes,
+        features=features,
+    )
     weights, biases = model.collapsed()
-    assert weights.shape == (members, 1 if classes == 2 else classes, len(features)) and biases.shape[0] == members
+    assert (
+        weights.shape == (members, 1 if classes == 2 else classes, len(features))
+        and biases.shape[0] == members
+    )
     x = torch.randn(200, 2) * 2
     with torch.no_grad():
         logits = model.member_logits(x).double()
-        collapsed = torch.einsum("kof,nf->kno", weights, model.features(x).double()) + biases[:, None, :]
+        collapsed = (
+            torch.einsum("kof,nf->kno", weights, model.features(x).double()) + biases[:, None, :]
+        )
     collapsed = collapsed.squeeze(-1) if classes == 2 else collapsed
     scale = 1 + logits.abs().max()
     assert (collapsed - logits).abs().max() <= 1e-5 * scale
-    assert CirclesClassifier(hidden_sizes=hidden or [3], members=members).collapsed() is None  # ReLU: no such map
+    assert (
+        CirclesClassifier(hidden_sizes=hidden or [3], members=members).collapsed() is None
+    )  # ReLU: no such map
 
 
 def test_the_collapsed_map_reads_as_its_formula():
     text = affine_text(torch.tensor([0.5, -0.25, 2.0]), torch.tensor(-1.5), ["x1", "x2", "x1_sq"])
     assert text == "0.5*x1 - 0.25*x2 + 2*x1_sq - 1.5"
-    assert affine_text(torch.tensor([-0.123456, 0.0]), torch.tensor(0.0), ["x1", "x2"]) == "-0.1235*x1 + 0*x2 + 0"
+    assert (
+        affine_text(torch.tensor([-0.123456, 0.0]), torch.tensor(0.0), ["x1", "x2"])
+        == "-0.1235*x1 + 0*x2 + 0"
+    )
 
 
 def test_relu_network_is_not_affine():
@@ -184,11 +231,19 @@ def test_relu_network_is_not_affine():
 def test_every_activation_builds_and_sits_after_every_hidden_layer(activation):
     model = CirclesClassifier(hidden_sizes=[6, 4], activation=activation)
     assert shapes(model) == [(2, 6), (6, 4), (4, 1)]
-    reference = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "none": lambda v: v,
-                 "leaky_relu": nn.functional.leaky_relu, "gelu": nn.functional.gelu}[activation]
+    reference = {
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "none": lambda v: v,
+        "leaky_relu": nn.functional.leaky_relu,
+        "gelu": nn.functional.gelu,
+    }[activation]
     x = torch.randn(7, 2)
     h = x
-    for i, (weight, bias) in enumerate(layers(model)):  # the named function after every hidden layer, not the last
+    for i, (weight, bias) in enumerate(
+        layers(model)
+    ):  # the named function after every hidden layer, not the last
         h = h @ weight.T + bias
         h = reference(h) if i < 2 else h
     with torch.no_grad():
@@ -196,14 +251,17 @@ def test_every_activation_builds_and_sits_after_every_hidden_layer(activation):
     assert model(torch.randn(3, 2)).shape == (3,)
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"activation": "swish"}, "activation"),
-    ({"activation": ""}, "activation"),
-    ({"hidden_sizes": [10, 0]}, "hidden_sizes"),
-    ({"hidden_sizes": [-3]}, "hidden_sizes"),
-    ({"hidden_sizes": []}, "hidden_sizes"),
-    ({"hidden_sizes": [], "activation": "tanh"}, "hidden_sizes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"activation": "swish"}, "activation"),
+        ({"activation": ""}, "activation"),
+        ({"hidden_sizes": [10, 0]}, "hidden_sizes"),
+        ({"hidden_sizes": [-3]}, "hidden_sizes"),
+        ({"hidden_sizes": []}, "hidden_sizes"),
+        ({"hidden_sizes": [], "activation": "tanh"}, "hidden_sizes"),
+    ],
+)
 def test_invalid_architecture_raises_config_error_naming_the_field(kwargs, field):
     with pytest.raises(ConfigError) as info:
         CirclesClassifier(**kwargs)
@@ -239,7 +297,9 @@ def test_training_minimises_binary_cross_entropy_of_the_logits():
     x, y = torch.randn(9, 2), torch.randint(0, 2, (9,)).float()
     p = torch.sigmoid(model(x))
     expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
-    with pytest.warns(UserWarning, match="self.log"):  # no trainer: Lightning says where the values go
+    with pytest.warns(
+        UserWarning, match="self.log"
+    ):  # no trainer: Lightning says where the values go
         torch.testing.assert_close(model.training_step((x, y), 0), expected, atol=1e-6, rtol=0)
 
 
@@ -340,8 +400,9 @@ def test_finite_training_does_not_raise():
     recorder = EpochLosses()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quiet_trainer(max_epochs=3, callbacks=[recorder]).fit(CirclesClassifier(),
-                                                              datamodule=CirclesDataModule(n_samples=100))
+        quiet_trainer(max_epochs=3, callbacks=[recorder]).fit(
+            CirclesClassifier(), datamodule=CirclesDataModule(n_samples=100)
+        )
     assert len(recorder.losses) == 3
 
 
@@ -362,8 +423,11 @@ def train_members(members: int, seed: int, optimizer: str, batch_size, epochs: i
         def on_train_epoch_end(self, trainer, pl_module):
             with torch.no_grad():
                 logits = pl_module.member_logits(data.train_x)
-                history.append(nn.functional.binary_cross_entropy_with_logits(
-                    logits, data.train_y.expand_as(logits), reduction="none").mean(-1))
+                history.append(
+                    nn.functional.binary_cross_entropy_with_logits(
+                        logits, data.train_y.expand_as(logits), reduction="none"
+                    ).mean(-1)
+                )
 
     quiet_trainer(max_epochs=epochs, callbacks=[Record()]).fit(model, data)
     return torch.stack(history), model
@@ -377,13 +441,17 @@ def test_member_k_is_the_single_run_with_seed_plus_k(optimizer, batch_size):
     for k in range(4):
         single_losses, single = train_members(1, 42 + k, optimizer, batch_size)
         torch.testing.assert_close(losses[:, k], single_losses[:, 0], atol=1e-6, rtol=0)
-        for (weight, bias), (single_weight, single_bias) in zip(layers(stacked, k), layers(single), strict=True):
+        for (weight, bias), (single_weight, single_bias) in zip(
+            layers(stacked, k), layers(single), strict=True
+        ):
             torch.testing.assert_close(weight, single_weight, atol=1e-6, rtol=0)
             torch.testing.assert_close(bias, single_bias, atol=1e-6, rtol=0)
     assert not torch.allclose(losses[-1, 0], losses[-1, 1])  # the members did differ
 
 
-def fit_noisy(members: int, seed: int, optimizer: str, epochs: int = 300) -> tuple[CirclesClassifier, float]:
+def fit_noisy(
+    members: int, seed: int, optimizer: str, epochs: int = 300
+) -> tuple[CirclesClassifier, float]:
     """``members`` of the chapter's ReLU model on noisier circles (noise 0.1), full batch; with its val acc."""
     pl.seed_everything(seed, verbose=False)
     model = CirclesClassifier(members=members)
@@ -408,9 +476,13 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
     drift, accuracy, singles = [], [], []
     for k in range(16):
         single, single_acc = fit_noisy(1, 42 + k, optimizer)
-        drift.append(max(float((a - b).abs().max()) for layer, single_layer in
-                         zip(layers(stacked, k), layers(single), strict=True)
-                         for a, b in zip(layer, single_layer, strict=True)))
+        drift.append(
+            max(
+                float((a - b).abs().max())
+                for layer, single_layer in zip(layers(stacked, k), layers(single), strict=True)
+                for a, b in zip(layer, single_layer, strict=True)
+            )
+        )
         accuracy.append(abs(table["val_acc"][k] - single_acc))
         singles.append(single_acc)
     if optimizer == "SGD":
@@ -465,19 +537,26 @@ def test_members_of_a_process_that_was_never_seeded_get_valid_seeds():
 
 def test_members_take_features_regularization_and_a_single_linear_layer():
     pl.seed_everything(5, verbose=False)
-    model = CirclesClassifier(members=3, hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01,
-                              l2=0.1)
+    model = CirclesClassifier(
+        members=3, hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01, l2=0.1
+    )
     singles = []
     for k in range(3):
         pl.seed_everything(5 + k, verbose=False)
-        singles.append(CirclesClassifier(hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01,
-                                         l2=0.1))
+        singles.append(
+            CirclesClassifier(
+                hidden_sizes=[], activation="none", features=["x1_sq", "x2_sq"], l1=0.01, l2=0.1
+            )
+        )
     x = torch.randn(30, 2)
     torch.testing.assert_close(model.member_logits(x), torch.stack([s(x) for s in singles]))
+
     def penalty(m):
         return m.regularization(m.weight_parameters())
 
-    torch.testing.assert_close(penalty(model), sum(penalty(s) for s in singles))  # each member's own term
+    torch.testing.assert_close(
+        penalty(model), sum(penalty(s) for s in singles)
+    )  # each member's own term
     data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
     quiet_trainer(max_epochs=2).fit(model, data)
     assert len(model.member_table()["val_acc"]) == 3
@@ -494,12 +573,19 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     logits = model.member_logits(x)
     assert logits.shape == (members, 12, 4) and model(x).shape == (12, 4)
     expected = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(members)])
-    with pytest.warns(UserWarning, match="self.log"):  # no trainer: Lightning says where the values go
-        torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())  # what training minimises
+    with pytest.warns(
+        UserWarning, match="self.log"
+    ):  # no trainer: Lightning says where the values go
+        torch.testing.assert_close(
+            model.training_step((x, y.float()), 0), expected.sum()
+        )  # what training minimises
     right = (logits.argmax(-1) == y).float().mean()
     assert float(model.train_acc.compute()) == pytest.approx(float(right))
     _, probs = model.predict_step((x,), 0)
     torch.testing.assert_close(probs, torch.softmax(logits, -1))
-    assert CirclesClassifier(num_classes=2).member_logits(x).shape == (1, 12)  # two classes: one logit, as before
+    assert CirclesClassifier(num_classes=2).member_logits(x).shape == (
+        1,
+        12,
+    )  # two classes: one logit, as before
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         CirclesClassifier(num_classes=1)

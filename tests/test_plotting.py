@@ -71,8 +71,12 @@ def module_state(model: nn.Module) -> dict:
         "device": {name: p.device for name, p in model.named_parameters()},
         "training": {name: m.training for name, m in model.named_modules()},
         "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
-        "grad": {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()},
-        "grad_id": {name: None if p.grad is None else id(p.grad) for name, p in model.named_parameters()},
+        "grad": {
+            name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()
+        },
+        "grad_id": {
+            name: None if p.grad is None else id(p.grad) for name, p in model.named_parameters()
+        },
         "weights": {name: p.detach().clone() for name, p in model.named_parameters()},
     }
 
@@ -132,7 +136,11 @@ def test_predict_grid_evaluates_in_eval_mode():
     assert model.training
     model.eval()
     with torch.no_grad():
-        expected = torch.sigmoid(model(torch.from_numpy(grid_points(xs, ys)).float())).numpy().reshape(7, 6)
+        expected = (
+            torch.sigmoid(model(torch.from_numpy(grid_points(xs, ys)).float()))
+            .numpy()
+            .reshape(7, 6)
+        )
     np.testing.assert_allclose(first, expected, atol=1e-6)
 
 
@@ -226,7 +234,11 @@ def test_trained_relu_model_puts_the_centre_inside_and_the_corners_outside(train
         assert corner < 0.5
     # The grid holds the model's own probabilities at the grid points.
     with torch.no_grad():
-        expected = torch.sigmoid(model(torch.from_numpy(grid_points(xs, ys)).float())).numpy().reshape(41, 41)
+        expected = (
+            torch.sigmoid(model(torch.from_numpy(grid_points(xs, ys)).float()))
+            .numpy()
+            .reshape(41, 41)
+        )
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     # A circle is not a half-plane.
     assert not separable_by_a_line(grid_points(xs, ys), probs.ravel() > 0.5)
@@ -262,7 +274,9 @@ def test_boundary_image_size(scale, gap):
     image = boundary_image(panels, scale=scale, gap=gap, labels=False)
     assert image.dtype == np.uint8
     assert image.shape == (11 * scale, 2 * 21 * scale + gap, 3)
-    with_probability = boundary_image(panels, show_probability=True, scale=scale, gap=gap, labels=False)
+    with_probability = boundary_image(
+        panels, show_probability=True, scale=scale, gap=gap, labels=False
+    )
     assert with_probability.shape == (2 * 11 * scale + gap, 2 * 21 * scale + gap, 3)
     one = boundary_image(panels[:1], scale=scale, gap=gap, labels=False)
     assert one.shape == (11 * scale, 21 * scale, 3)
@@ -270,7 +284,9 @@ def test_boundary_image_size(scale, gap):
 
 def test_boundary_image_colours_classes_red_and_blue_with_north_up():
     scale, gap = 3, 5
-    image = boundary_image([half_panel(), half_panel()], scale=scale, gap=gap, labels=False).astype(float)
+    image = boundary_image([half_panel(), half_panel()], scale=scale, gap=gap, labels=False).astype(
+        float
+    )
     top, bottom = image[1], image[-2]  # y = +1 is the top row, y = -1 the bottom row
     for row in (top, bottom):
         assert np.all(row[21 * scale : 21 * scale + gap] == 255)  # white gap between the panels
@@ -285,25 +301,30 @@ def test_boundary_image_draws_the_points_in_their_class_colour():
     scale = 4
     # A class-1 point deep in the red half, at x = 0.5, y = -0.5.
     plain = boundary_image([half_panel()], scale=scale, point_radius=2, labels=False).astype(float)
-    dotted = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[1])], scale=scale, point_radius=2,
-                            labels=False).astype(float)
+    dotted = boundary_image(
+        [half_panel(points=[[0.5, -0.5]], labels=[1])], scale=scale, point_radius=2, labels=False
+    ).astype(float)
     changed = np.argwhere(np.any(plain != dotted, axis=2))
     assert len(changed) > 1
     height, width = plain.shape[:2]
     row, col = changed.mean(axis=0)
     assert row == pytest.approx(0.75 * (height - 1), abs=3)  # y = -0.5 is three quarters down
-    assert col == pytest.approx(0.75 * (width - 1), abs=3)   # x = 0.5 is three quarters across
+    assert col == pytest.approx(0.75 * (width - 1), abs=3)  # x = 0.5 is three quarters across
     for r, c in changed:
         np.testing.assert_allclose(dotted[r, c], rdylbu(1.0), atol=2)
     # A class-0 point there is drawn too, in full red (darker than the fill).
-    red_dot = boundary_image([half_panel(points=[[0.5, -0.5]], labels=[0])], scale=scale, labels=False).astype(float)
+    red_dot = boundary_image(
+        [half_panel(points=[[0.5, -0.5]], labels=[0])], scale=scale, labels=False
+    ).astype(float)
     r, c = changed[len(changed) // 2]
     np.testing.assert_allclose(red_dot[r, c], rdylbu(0.0), atol=2)
 
 
 def test_boundary_image_probability_row_marks_the_half_way_line():
     scale, gap = 2, 4
-    image = boundary_image([half_panel()], show_probability=True, scale=scale, gap=gap, labels=False)
+    image = boundary_image(
+        [half_panel()], show_probability=True, scale=scale, gap=gap, labels=False
+    )
     height = 11 * scale
     classes, probability = image[:height], image[height + gap :]
     assert np.all(image[height : height + gap] == 255)
@@ -317,14 +338,25 @@ def test_boundary_image_probability_row_marks_the_half_way_line():
 def test_frames_are_labelled_with_a_header_the_legend_and_panel_titles():
     panels = [half_panel("Train"), half_panel("Val")]
     bare = boundary_image(panels, scale=10, labels=False)
-    labelled = boundary_image(panels, scale=10, header="epoch 7   train acc 0.5", note="colour: share of 4 members")
+    labelled = boundary_image(
+        panels, scale=10, header="epoch 7   train acc 0.5", note="colour: share of 4 members"
+    )
     header, body = HEADER + 6, BODY + 6  # a line of each size
     assert labelled.shape[1] == bare.shape[1] == 2 * 210 + 4
-    assert labelled.shape[0] == bare.shape[0] + header + 3 * body  # header, legend, note, the panels' titles
-    np.testing.assert_array_equal(labelled[-bare.shape[0]:, :210], bare[:, :210])  # the first panel, under its title
+    assert (
+        labelled.shape[0] == bare.shape[0] + header + 3 * body
+    )  # header, legend, note, the panels' titles
+    np.testing.assert_array_equal(
+        labelled[-bare.shape[0] :, :210], bare[:, :210]
+    )  # the first panel, under its title
     strips = labelled[: labelled.shape[0] - bare.shape[0]]
     dark = np.all(strips < 120, axis=2)
-    for top, size in ((0, header), (header, body), (header + body, body), (header + 2 * body, body)):
+    for top, size in (
+        (0, header),
+        (header, body),
+        (header + body, body),
+        (header + 2 * body, body),
+    ):
         assert dark[top : top + size].sum() > 20, top  # each a line of text
     legend = strips[header : header + body].reshape(-1, 3)
     for colour in (rdylbu(0.0), rdylbu(1.0)):  # the two classes' dots, in the points' colours
@@ -337,7 +369,9 @@ def test_text_longer_than_a_frame_goes_on_more_lines_and_nothing_is_cut_off():
     wrapped = text_block(202, [(words, None)])
     assert one.shape[0] == BODY + 6 and wrapped.shape[0] >= 2 * (BODY + 6)
     ink = np.all(wrapped < 120, axis=2)
-    assert ink.sum() == pytest.approx(np.all(one < 120, axis=2).sum(), rel=0.1)  # the same text, all of it
+    assert ink.sum() == pytest.approx(
+        np.all(one < 120, axis=2).sum(), rel=0.1
+    )  # the same text, all of it
     assert not ink[:, -3:].any()  # nothing runs into the right edge
     legend = text_block(202, [(f"class {k}", (0, 0, 255)) for k in range(6)])
     assert legend.shape[0] >= 2 * (BODY + 6) and not np.all(legend < 120, axis=2)[:, -3:].any()
@@ -347,12 +381,14 @@ def test_neuron_tiles_are_numbered_and_dead_units_marked():
     flat = np.zeros((1, 5, 5))
     ramp = np.tile(np.linspace(-2.0, 1.0, 5), (5, 1))[None]
     image = neuron_image(np.concatenate([ramp, flat]), scale=2)
-    tiles = image[-(10 + BODY + 6):]  # the row of tiles under the key
+    tiles = image[-(10 + BODY + 6) :]  # the row of tiles under the key
     assert image.shape[1] == 2 * 10 + 4
-    np.testing.assert_allclose(tiles[5, 0], rdylbu(0.0), atol=2)  # -2, the ramp's largest magnitude: full red
+    np.testing.assert_allclose(
+        tiles[5, 0], rdylbu(0.0), atol=2
+    )  # -2, the ramp's largest magnitude: full red
     assert np.all(tiles[10:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
     wide = neuron_image(np.concatenate([ramp, flat]), scale=16)
-    label = wide[-(BODY + 6):, 84:]  # under the flat unit's tile, 80 pixels wide
+    label = wide[-(BODY + 6) :, 84:]  # under the flat unit's tile, 80 pixels wide
     assert np.array_equal(label, text_block(80, [("2: dead", None)]))
     assert not np.array_equal(label, text_block(80, [("2: ±0", None)]))
 
@@ -365,14 +401,27 @@ def test_a_members_boundary_is_drawn_as_a_one_pixel_line_where_it_lies():
     line = grid_x - 0.5 * grid_y + 0.1
     probs = (line > 0).astype(np.float64)
     scale = 10
-    plain = boundary_image([BoundaryPanel.of("T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0))], scale=scale,
-                           labels=False)
-    drawn = boundary_image([BoundaryPanel.of("T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0),
-                                             boundaries=line[None])], scale=scale, labels=False)
+    plain = boundary_image(
+        [BoundaryPanel.of("T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0))],
+        scale=scale,
+        labels=False,
+    )
+    drawn = boundary_image(
+        [
+            BoundaryPanel.of(
+                "T", xs, ys, probs, np.zeros((0, 2)), np.zeros(0), boundaries=line[None]
+            )
+        ],
+        scale=scale,
+        labels=False,
+    )
     assert not np.all(plain == 0, axis=2).any()
     rows, cols = np.nonzero(np.all(drawn == 0, axis=2))
     size = len(xs) * scale
-    x, y = -1 + 2 * cols / (size - 1), 1 - 2 * rows / (size - 1)  # pixel centres in the plane, north up
+    x, y = (
+        -1 + 2 * cols / (size - 1),
+        1 - 2 * rows / (size - 1),
+    )  # pixel centres in the plane, north up
     assert len(rows) >= size  # it spans the picture
     assert np.abs(x - 0.5 * y + 0.1).max() <= 2.5 * 2 / size  # on the line, within a pixel or two
     per_row = np.bincount(rows)
@@ -387,7 +436,10 @@ def test_a_picture_of_members_carries_the_key_of_its_colours():
     assert np.all(key[14:] < 120, axis=2).any()  # its counts and what they count
     panels = [half_panel("Train")]
     with_key = boundary_image(panels, scale=10, header="epoch 3", key=key)
-    assert with_key.shape[0] == boundary_image(panels, scale=10, header="epoch 3").shape[0] + key.shape[0]
+    assert (
+        with_key.shape[0]
+        == boundary_image(panels, scale=10, header="epoch 3").shape[0] + key.shape[0]
+    )
 
 
 def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units_marked():
@@ -398,27 +450,50 @@ def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units
     assert image.shape[1] == 2 * 30 + 3 * NETWORK_TILE + 2 * NETWORK_SPAN
     pixels = image.reshape(-1, 3).astype(int)
     blue, red = np.array(POSITIVE), np.array(NEGATIVE)
-    assert (np.abs(pixels - blue).sum(1) < 60).sum() > 100 and (np.abs(pixels - red).sum(1) < 60).sum() > 50
-    alive = network_image([outputs[0], np.stack([ramp, ramp, -ramp]), outputs[2]], weights, ["x1", "x2"])
-    marked = np.argwhere(np.all(image == red, axis=2))  # "dead" is written in red; links are translucent
+    assert (np.abs(pixels - blue).sum(1) < 60).sum() > 100 and (
+        np.abs(pixels - red).sum(1) < 60
+    ).sum() > 50
+    alive = network_image(
+        [outputs[0], np.stack([ramp, ramp, -ramp]), outputs[2]], weights, ["x1", "x2"]
+    )
+    marked = np.argwhere(
+        np.all(image == red, axis=2)
+    )  # "dead" is written in red; links are translucent
     assert len(marked) > 10 and not np.all(alive == red, axis=2).any()
-    assert 30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()  # under the hidden layer's tile
+    assert (
+        30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()
+    )  # under the hidden layer's tile
     assert marked[:, 1].max() <= 30 + 2 * NETWORK_TILE + NETWORK_SPAN + 15
-    wide = network_image([np.repeat(ramp[None], 20, axis=0), np.repeat(ramp[None], 40, axis=0), ramp[None]],
-                         [np.ones((40, 20)), np.ones((1, 40))], [f"f{i}" for i in range(20)])
-    assert wide.shape[0] < 100 + NETWORK_UNITS * (NETWORK_TILE + 60)  # at most NETWORK_UNITS tiles a column
+    wide = network_image(
+        [np.repeat(ramp[None], 20, axis=0), np.repeat(ramp[None], 40, axis=0), ramp[None]],
+        [np.ones((40, 20)), np.ones((1, 40))],
+        [f"f{i}" for i in range(20)],
+    )
+    assert wide.shape[0] < 100 + NETWORK_UNITS * (
+        NETWORK_TILE + 60
+    )  # at most NETWORK_UNITS tiles a column
 
 
 def test_boundary_panel_subsamples_points():
     points = np.stack([np.arange(100.0), -np.arange(100.0)], axis=1)
     labels = np.arange(100) % 2
-    panel = BoundaryPanel.of("T", np.arange(2.0), np.arange(2.0), np.zeros((2, 2)), points, labels, max_points=10)
+    panel = BoundaryPanel.of(
+        "T", np.arange(2.0), np.arange(2.0), np.zeros((2, 2)), points, labels, max_points=10
+    )
     assert panel.points.shape == (10, 2)
     index = panel.points[:, 0].astype(int)
     assert len(set(index)) == 10
-    assert np.array_equal(panel.points[:, 1], -panel.points[:, 0]) and np.array_equal(panel.labels, index % 2)
-    tensors = BoundaryPanel.of("T", np.arange(2.0), np.arange(2.0), np.zeros((2, 2)), torch.from_numpy(points),
-                               torch.from_numpy(labels))
+    assert np.array_equal(panel.points[:, 1], -panel.points[:, 0]) and np.array_equal(
+        panel.labels, index % 2
+    )
+    tensors = BoundaryPanel.of(
+        "T",
+        np.arange(2.0),
+        np.arange(2.0),
+        np.zeros((2, 2)),
+        torch.from_numpy(points),
+        torch.from_numpy(labels),
+    )
     assert isinstance(tensors.points, np.ndarray) and len(tensors.points) == 100
 
 
@@ -439,13 +514,17 @@ def test_boundary_figure_has_one_axes_per_panel_and_saves_a_png(tmp_path):
     panels = [half_panel("Train", points=points, labels=[1, 0]), half_panel("Val")]
     figure = boundary_figure(panels, panel_size=2.0)
     assert isinstance(figure, Figure)
-    assert plt.get_fignums() == open_figures  # not registered with pyplot: nothing leaks in long runs
+    assert (
+        plt.get_fignums() == open_figures
+    )  # not registered with pyplot: nothing leaks in long runs
     axes = titled_axes(figure)
     assert [ax.get_title() for ax in axes] == ["Train", "Val"]
     assert len([ax for ax in figure.axes if ax.get_visible()]) == 2
     scattered = [c.get_offsets() for c in axes[0].collections if len(c.get_offsets()) == 2]
     assert scattered and np.allclose(np.asarray(scattered[0]), points)
-    assert axes[0].get_xlim() == pytest.approx((-1, 1)) and axes[0].get_ylim() == pytest.approx((-1, 1))
+    assert axes[0].get_xlim() == pytest.approx((-1, 1)) and axes[0].get_ylim() == pytest.approx(
+        (-1, 1)
+    )
 
     path = tmp_path / "boundary.png"
     figure.savefig(path, dpi=50)
@@ -476,10 +555,18 @@ def test_boundary_figure_with_probability_has_a_second_row(tmp_path):
 def test_boundary_figure_names_the_classes_in_their_colours():
     from circles.pictures.panels import class_colours
 
-    figure = boundary_figure([half_panel("Train")], panel_size=2.0, classes=("outer circle (0)", "inner circle (1)"))
+    figure = boundary_figure(
+        [half_panel("Train")], panel_size=2.0, classes=("outer circle (0)", "inner circle (1)")
+    )
     (legend,) = figure.legends
-    assert [text.get_text() for text in legend.get_texts()] == ["outer circle (0)", "inner circle (1)"]
-    colours = [tuple(np.round(np.asarray(patch.get_facecolor()[:3]) * 255)) for patch in legend.get_patches()]
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "outer circle (0)",
+        "inner circle (1)",
+    ]
+    colours = [
+        tuple(np.round(np.asarray(patch.get_facecolor()[:3]) * 255))
+        for patch in legend.get_patches()
+    ]
     assert colours == [tuple(float(c) for c in colour) for colour in class_colours(2)]
     assert not boundary_figure([half_panel("Train")], panel_size=2.0).legends
 
@@ -514,8 +601,14 @@ def callbacks_import():
 
 @pytest.mark.slow
 def test_importing_circles_plotting_does_not_import_matplotlib():
-    subprocess.run([sys.executable, "-c", "import circles.pictures.grids, circles.pictures.frames, sys; assert 'matplotlib' not in sys.modules"],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import circles.pictures.grids, circles.pictures.frames, sys; assert 'matplotlib' not in sys.modules",
+        ],
+        check=True,
+    )
 
 
 @pytest.mark.slow
@@ -544,9 +637,17 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
 
     torch.manual_seed(0)
     boundary = DecisionBoundaryCallback(every_n_epochs=2, resolution=21)
-    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=TensorBoardLogger(tmp_path, name="tb"),
-                         callbacks=[boundary, ModeProbe()], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(tmp_path, name="tb"),
+        callbacks=[boundary, ModeProbe()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     dm = CirclesDataModule(n_samples=60, test_samples=50)
     model = CirclesClassifier()
     with warnings.catch_warnings():
@@ -563,8 +664,16 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     events = EventAccumulator(run_dir, size_guidance={"images": 0})
     events.Reload()
     frames = events.Images("decision_boundary/train_val")
-    assert [frame.step for frame in frames] == [0, 2, 3]  # every 2 epochs from 0, and the last epoch
-    side = 21 * 10  # a 21-point grid drawn 10x: two panels (and their 4-pixel gap) make a frame of 400 or more
-    assert frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY  # the text above
+    assert [frame.step for frame in frames] == [
+        0,
+        2,
+        3,
+    ]  # every 2 epochs from 0, and the last epoch
+    side = (
+        21 * 10
+    )  # a 21-point grid drawn 10x: two panels (and their 4-pixel gap) make a frame of 400 or more
+    assert (
+        frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY
+    )  # the text above
     test_frames = events.Images("test/decision_boundary")
     assert len(test_frames) == 1 and test_frames[0].width == 21 * 20  # one panel: drawn 20x

@@ -23,25 +23,44 @@ README = (REPO / "README.md").read_text()
 # end a little apart. The numbers are those of 2 torch threads, what .ci/run's machines have; where they moved between
 # the CPUs measured, README says by how much and the claim allows it (``within``).
 RINGS = str(REPO / "examples" / "rings.csv")
-QUIET = ["--trainer.enable_progress_bar=false", "--boundary.every_n_epochs=100000", "--boundary.gif=false"]
+QUIET = [
+    "--trainer.enable_progress_bar=false",
+    "--boundary.every_n_epochs=100000",
+    "--boundary.gif=false",
+]
 # What README's numbers come from: name -> the fit's arguments (the fit tests its final weights on its test points).
 RUNS = {
     "relu": [f"--config={CONFIGS / 'relu.yaml'}"],
     "linear": [f"--config={CONFIGS / 'linear.yaml'}"],
     "improved": [f"--config={CONFIGS / 'improved.yaml'}"],
     "linear_features": [f"--config={CONFIGS / 'linear_features.yaml'}"],
-    **{name: [f"--config={CONFIGS / f'{name}.yaml'}"] for name in ("moons", "xor", "gaussians", "spiral")},
+    **{
+        name: [f"--config={CONFIGS / f'{name}.yaml'}"]
+        for name in ("moons", "xor", "gaussians", "spiral")
+    },
     "blobs": [f"--config={CONFIGS / 'blobs.yaml'}"],
     "blobs_linear": [f"--config={CONFIGS / 'blobs.yaml'}", "--model.activation=none"],
     "spiral3": [f"--config={CONFIGS / 'spiral3.yaml'}"],
     "spiral3_linear": [f"--config={CONFIGS / 'spiral3.yaml'}", "--model.activation=none"],
     "rings": [f"--config={CONFIGS / 'relu.yaml'}", f"--data.path={RINGS}"],
-    "rings_linear": [f"--config={CONFIGS / 'relu.yaml'}", f"--data.path={RINGS}", "--model.activation=none"],
-    "until_1": [f"--config={CONFIGS / 'improved.yaml'}", f"--config={CONFIGS / 'trainer' / 'until_val_acc_1.yaml'}"],
-    "lr_find": [f"--config={CONFIGS / 'relu.yaml'}", f"--config={CONFIGS / 'trainer' / 'lr_find.yaml'}",
-                "--trainer.max_epochs=100"],  # the finder's 100 steps, then a short fit
-    **{name: [f"--config={CONFIGS / 'relu.yaml'}", f"--optimizer.init_args.lr={lr}"]
-       for name, lr in (("lr1", 1), ("lr3", 3), ("lr_suggested", 8.91))},
+    "rings_linear": [
+        f"--config={CONFIGS / 'relu.yaml'}",
+        f"--data.path={RINGS}",
+        "--model.activation=none",
+    ],
+    "until_1": [
+        f"--config={CONFIGS / 'improved.yaml'}",
+        f"--config={CONFIGS / 'trainer' / 'until_val_acc_1.yaml'}",
+    ],
+    "lr_find": [
+        f"--config={CONFIGS / 'relu.yaml'}",
+        f"--config={CONFIGS / 'trainer' / 'lr_find.yaml'}",
+        "--trainer.max_epochs=100",
+    ],  # the finder's 100 steps, then a short fit
+    **{
+        name: [f"--config={CONFIGS / 'relu.yaml'}", f"--optimizer.init_args.lr={lr}"]
+        for name, lr in (("lr1", 1), ("lr3", 3), ("lr_suggested", 8.91))
+    },
 }
 
 
@@ -58,9 +77,11 @@ class Claims:
         slot). Runs of many steps end a little apart on CPUs whose vector units round sums in another order; README
         says how far, and ``within`` is that bound."""
         parts = list(string.Formatter().parse(template))
-        pattern = "".join(re.escape(re.sub(r"\s+", " ", literal)).replace(r"\ ", r"\s+") +
-                          (r"(-?\d+(?:\.\d+)?)" + "%" * spec.endswith("%") if name is not None else "")
-                          for literal, name, spec, _ in parts)
+        pattern = "".join(
+            re.escape(re.sub(r"\s+", " ", literal)).replace(r"\ ", r"\s+")
+            + (r"(-?\d+(?:\.\d+)?)" + "%" * spec.endswith("%") if name is not None else "")
+            for literal, name, spec, _ in parts
+        )
         expected = template.format(*values)
         found = re.search(pattern, " ".join(README.split()))
         if found is None:
@@ -69,10 +90,17 @@ class Claims:
         specs = [spec for _, name, spec, _ in parts if name is not None]
         for written, value, spec in zip(found.groups(), values, specs, strict=True):
             scale = 100 if spec.endswith("%") else 1
-            half_unit = 0.5 * 10 ** -len(written.partition(".")[2]) / scale  # what README's rounding may hide
-            if written != format(value, spec).rstrip("%") and abs(float(written) / scale - value) > within + half_unit:
-                self.wrong.append(f"README.md says {found.group(0)!r}, measured {expected!r}"
-                                  + (f" (more than {within:g} apart)" if within else ""))
+            half_unit = (
+                0.5 * 10 ** -len(written.partition(".")[2]) / scale
+            )  # what README's rounding may hide
+            if (
+                written != format(value, spec).rstrip("%")
+                and abs(float(written) / scale - value) > within + half_unit
+            ):
+                self.wrong.append(
+                    f"README.md says {found.group(0)!r}, measured {expected!r}"
+                    + (f" (more than {within:g} apart)" if within else "")
+                )
                 return
 
     def hold(self) -> None:
@@ -143,13 +171,17 @@ def test_the_main_jobs_console_and_summary(runs, readme):
     readme.says("final val acc {:.3f} (best {:.2f})", final, top)
     first_layer = scalar_values(fitted, "train/dead_units_1")
     assert first_layer[0] == first_layer[-1] == 3
-    readme.says("In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
-                int(first_layer[0]))
+    readme.says(
+        "In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
+        int(first_layer[0]),
+    )
 
 
 def test_the_evaluations_say_what_they_measured(runs, readme):
     for start in ("Test: ", "Validation: "):
-        (line,) = [line for line in printed(runs, "improved", start) if "ckpt)" in line]  # not the fit's own test
+        (line,) = [
+            line for line in printed(runs, "improved", start) if "ckpt)" in line
+        ]  # not the fit's own test
         readme.says(line)
     (bayes, _) = printed(runs, "improved", "  Bayes-optimal acc ")
     readme.says(bayes.strip())
@@ -161,19 +193,41 @@ def test_the_config_table(runs, readme):
     first_perfect = next(epoch for epoch, value in val if value == 1.0)
     assert all(value == 1.0 for epoch, value in val if epoch >= first_perfect)
     bayes = final_scalar(runs["improved"][0], "test/bayes_acc")
-    readme.says("val acc 1.0 from epoch {}, test acc {:.4f} (Bayes-optimal: {:.4f})", first_perfect,
-                accuracy_of(runs, "improved"), bayes)
-    readme.says("test acc {:.4f}: a line in those coordinates is a circle", accuracy_of(runs, "linear_features"))
-    readme.says("TensorFlow Playground's other sets, ReLU, Adam | test acc {:.4f}, {:.4f}, {:.4f}, {:.4f}",
-                *(accuracy_of(runs, name) for name in ("moons", "xor", "gaussians", "spiral")), within=0.001)
-    readme.says("val acc {:.3f} (the course's 99.5%, on the same 200 points), test acc {:.4f} (Bayes-optimal: "
-                "{:.4f}); no activation: {:.4f}", final_scalar(runs["blobs"][0], "val/acc"), accuracy_of(runs, "blobs"),
-                final_scalar(runs["blobs"][0], "test/bayes_acc"), accuracy_of(runs, "blobs_linear"))
-    readme.says("test acc {:.3f}; no activation: {:.3f}", accuracy_of(runs, "spiral3"),
-                accuracy_of(runs, "spiral3_linear"), within=0.01)
+    readme.says(
+        "val acc 1.0 from epoch {}, test acc {:.4f} (Bayes-optimal: {:.4f})",
+        first_perfect,
+        accuracy_of(runs, "improved"),
+        bayes,
+    )
+    readme.says(
+        "test acc {:.4f}: a line in those coordinates is a circle",
+        accuracy_of(runs, "linear_features"),
+    )
+    readme.says(
+        "TensorFlow Playground's other sets, ReLU, Adam | test acc {:.4f}, {:.4f}, {:.4f}, {:.4f}",
+        *(accuracy_of(runs, name) for name in ("moons", "xor", "gaussians", "spiral")),
+        within=0.001,
+    )
+    readme.says(
+        "val acc {:.3f} (the course's 99.5%, on the same 200 points), test acc {:.4f} (Bayes-optimal: "
+        "{:.4f}); no activation: {:.4f}",
+        final_scalar(runs["blobs"][0], "val/acc"),
+        accuracy_of(runs, "blobs"),
+        final_scalar(runs["blobs"][0], "test/bayes_acc"),
+        accuracy_of(runs, "blobs_linear"),
+    )
+    readme.says(
+        "test acc {:.3f}; no activation: {:.3f}",
+        accuracy_of(runs, "spiral3"),
+        accuracy_of(runs, "spiral3_linear"),
+        within=0.01,
+    )
     stopped = runs["until_1"][0]
-    readme.says("`improved.yaml`: stops after epoch {} (of 100), test acc {:.4f}", len(scalar_values(stopped, "val/acc"))
-                - 1, accuracy_of(runs, "until_1"))
+    readme.says(
+        "`improved.yaml`: stops after epoch {} (of 100), test acc {:.4f}",
+        len(scalar_values(stopped, "val/acc")) - 1,
+        accuracy_of(runs, "until_1"),
+    )
 
 
 def test_the_affine_maps_readme_prints(runs, readme):
@@ -186,9 +240,15 @@ def test_what_the_learning_rate_finder_says(runs, readme):
     (line,) = printed(runs, "lr_find", "Learning-rate finder (")
     readme.says(line)
     for name in ("lr_suggested", "lr3"):
-        assert final_scalar(runs[name][0], "val/acc") == 0.5 and final_scalar(runs[name][0], "train/dead_units_2") == 10
-    readme.says("the run ends at chance (val acc {:.3f}, loss {:.3f})", final_scalar(runs["lr_suggested"][0], "val/acc"),
-                final_scalar(runs["lr_suggested"][0], "val/loss"))
+        assert (
+            final_scalar(runs[name][0], "val/acc") == 0.5
+            and final_scalar(runs[name][0], "train/dead_units_2") == 10
+        )
+    readme.says(
+        "the run ends at chance (val acc {:.3f}, loss {:.3f})",
+        final_scalar(runs["lr_suggested"][0], "val/acc"),
+        final_scalar(runs["lr_suggested"][0], "val/loss"),
+    )
     val = scalar_history(runs["lr1"][0])["val/acc"]
     perfect = next(epoch for epoch, value in val if value == 1.0)
     assert perfect <= 500 and val[-1][1] == 1.0
@@ -197,10 +257,18 @@ def test_what_the_learning_rate_finder_says(runs, readme):
 
 def test_your_own_points(runs, readme):
     rings_val = final_scalar(runs["rings"][0], "val/acc")
-    linear_val, linear_test = final_scalar(runs["rings_linear"][0], "val/acc"), accuracy_of(runs, "rings_linear")
-    readme.says("reaches validation accuracy {:.3f} and test accuracy {:.3f} on the 120 held-out points; with "
-                "`--model.activation none` {:.3f} and {:.3f}", rings_val, accuracy_of(runs, "rings"), linear_val,
-                linear_test)
+    linear_val, linear_test = (
+        final_scalar(runs["rings_linear"][0], "val/acc"),
+        accuracy_of(runs, "rings_linear"),
+    )
+    readme.says(
+        "reaches validation accuracy {:.3f} and test accuracy {:.3f} on the 120 held-out points; with "
+        "`--model.activation none` {:.3f} and {:.3f}",
+        rings_val,
+        accuracy_of(runs, "rings"),
+        linear_val,
+        linear_test,
+    )
 
 
 def test_256_seeds(readme):
@@ -211,19 +279,37 @@ def test_256_seeds(readme):
     finally:
         sys.path.remove(str(REPO / "scripts"))
     facts = summary([row["val_acc"] for row in spread(256, 1000)])
-    readme.says("Mean {:.1%}, standard deviation {:.1%}, median {:.1%}, from {:.1%} to {:.0%}", facts["mean"],
-                facts["std"], facts["median"], facts["min"], facts["max"], within=0.005)
-    readme.says("a quarter of the seeds end below {:.0%}, a quarter above {:.0%}", facts["q1"], facts["q3"],
-                within=0.01)
-    readme.says("The chapter's 73.5% is a low draw ({:.0%} of seeds end below it)", facts["below"][0.735],
-                within=0.01)
+    readme.says(
+        "Mean {:.1%}, standard deviation {:.1%}, median {:.1%}, from {:.1%} to {:.0%}",
+        facts["mean"],
+        facts["std"],
+        facts["median"],
+        facts["min"],
+        facts["max"],
+        within=0.005,
+    )
+    readme.says(
+        "a quarter of the seeds end below {:.0%}, a quarter above {:.0%}",
+        facts["q1"],
+        facts["q3"],
+        within=0.01,
+    )
+    readme.says(
+        "The chapter's 73.5% is a low draw ({:.0%} of seeds end below it)",
+        facts["below"][0.735],
+        within=0.01,
+    )
     readme.says("over 256 seeds {:.3f} ± {:.3f}", facts["mean"], facts["std"], within=0.005)
 
 
 def test_a_claim_fails_when_the_number_moved_further_than_readme_allows(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "README", "Mean 85.5%, std 0.145 and acc 0.9752 here.")
+    monkeypatch.setattr(
+        sys.modules[__name__], "README", "Mean 85.5%, std 0.145 and acc 0.9752 here."
+    )
     claims = Claims()
-    claims.says("Mean {:.1%}, std {:.3f}", 0.8571, 0.1449, within=0.005)  # 85.7% vs 85.5%: within 0.5 points
+    claims.says(
+        "Mean {:.1%}, std {:.3f}", 0.8571, 0.1449, within=0.005
+    )  # 85.7% vs 85.5%: within 0.5 points
     claims.says("acc {:.4f} here", 0.9752)
     assert not claims.wrong
     claims.says("Mean {:.1%}, std {:.3f}", 0.8621, 0.145, within=0.005)  # 86.2% vs 85.5%: not

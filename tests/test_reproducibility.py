@@ -10,10 +10,21 @@ from circles.cli import cli_main
 from helpers import QUIET, run_dir, written_scalars
 
 
-@pytest.mark.parametrize("batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"])
+@pytest.mark.parametrize(
+    "batching", [[], ["--data.batch_size=64"]], ids=["full-batch", "minibatch"]
+)
 def test_same_config_and_seed_give_identical_metrics_and_weights(batching, tmp_path):
-    args = ["fit", "--trainer.max_epochs=6", "--data.n_samples=300", "--data.test_samples=20",
-            "--optimizer=Adam", "--optimizer.init_args.lr=0.03", "--boundary.every_n_epochs=1000", *batching, *QUIET]
+    args = [
+        "fit",
+        "--trainer.max_epochs=6",
+        "--data.n_samples=300",
+        "--data.test_samples=20",
+        "--optimizer=Adam",
+        "--optimizer.init_args.lr=0.03",
+        "--boundary.every_n_epochs=1000",
+        *batching,
+        *QUIET,
+    ]
     cli_main(args)
     cli_main(args)
     first, second = run_dir(tmp_path / "lightning_logs", 0), run_dir(tmp_path / "lightning_logs", 1)
@@ -27,15 +38,29 @@ def test_same_config_and_seed_give_identical_metrics_and_weights(batching, tmp_p
         assert x["global_step"] == y["global_step"]
         for key in x["state_dict"]:
             assert torch.equal(x["state_dict"][key], y["state_dict"][key]), key
-        for p, q in zip(x["optimizer_states"][0]["state"].values(), y["optimizer_states"][0]["state"].values(), strict=True):
+        for p, q in zip(
+            x["optimizer_states"][0]["state"].values(),
+            y["optimizer_states"][0]["state"].values(),
+            strict=True,
+        ):
             assert all(torch.equal(p[k], q[k]) for k in p)
 
 
 def test_a_different_seed_gives_different_weights(tmp_path):
     """The check above would pass trivially if the seed were ignored."""
-    args = ["fit", "--trainer.max_epochs=2", "--data.n_samples=100", "--data.test_samples=20", *QUIET]
+    args = [
+        "fit",
+        "--trainer.max_epochs=2",
+        "--data.n_samples=100",
+        "--data.test_samples=20",
+        *QUIET,
+    ]
     cli_main([*args, "--seed_everything=1"])
     cli_main([*args, "--seed_everything=2"])
-    x, y = (torch.load(run_dir(tmp_path / "lightning_logs", n) / "checkpoints" / "last.ckpt", weights_only=True)
-            for n in (0, 1))
+    x, y = (
+        torch.load(
+            run_dir(tmp_path / "lightning_logs", n) / "checkpoints" / "last.ckpt", weights_only=True
+        )
+        for n in (0, 1)
+    )
     assert not torch.equal(x["state_dict"]["net.weights.0"], y["state_dict"]["net.weights.0"])

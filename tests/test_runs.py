@@ -28,7 +28,14 @@ def test_claim_version_takes_the_next_free_number_and_never_one_that_exists(tmp_
     (tmp_path / "runs" / "evaluations").mkdir()
     assert claim_version(tmp_path / "runs") == "0008"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "0000", "0001", "0002-relu-10x10", "0008", "evaluations", "version_7-spiral", "version_x"]
+        "0000",
+        "0001",
+        "0002-relu-10x10",
+        "0008",
+        "evaluations",
+        "version_7-spiral",
+        "version_x",
+    ]
 
 
 def _claim_at_once(root: str, label: str, start: Any) -> str:
@@ -51,13 +58,23 @@ def test_runs_claimed_at_the_same_moment_get_distinct_numbers_whatever_their_lab
 
 def test_the_logger_claims_its_directory_only_when_it_is_first_asked_for(tmp_path):
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
-    assert not (tmp_path / "runs").exists()  # a run that fails before writing anything leaves nothing behind
+    assert not (
+        tmp_path / "runs"
+    ).exists()  # a run that fails before writing anything leaves nothing behind
     assert logger.version == "0000" and logger.version == "0000"
-    assert logger.log_dir == str(tmp_path / "runs" / "0000") and (tmp_path / "runs" / "0000").is_dir()
-    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", label="relu").version == "0001-relu"
-    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version=5).log_dir == str(tmp_path / "runs" / "0005")
+    assert (
+        logger.log_dir == str(tmp_path / "runs" / "0000") and (tmp_path / "runs" / "0000").is_dir()
+    )
+    assert (
+        TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", label="relu").version
+        == "0001-relu"
+    )
+    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version=5).log_dir == str(
+        tmp_path / "runs" / "0005"
+    )
     assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="mine").log_dir == str(
-        tmp_path / "runs" / "mine")
+        tmp_path / "runs" / "mine"
+    )
 
 
 def test_atomic_file_replaces_the_file_whole_or_leaves_it_alone(tmp_path):
@@ -80,14 +97,23 @@ def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_i
     (tmp_path / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"1")
     for name in ("best.ckpt", "last.ckpt"):
         os.utime(tmp_path / "version_1" / "checkpoints" / name, (1, 1))
-    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"0")  # written last: the newest run
+    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(
+        b"0"
+    )  # written last: the newest run
     found = resolve_checkpoint("last", tmp_path)
-    assert found == tmp_path / "version_0" / "checkpoints" / "last.ckpt" and run_of_checkpoint(found) == "version_0"
+    assert (
+        found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+        and run_of_checkpoint(found) == "version_0"
+    )
     assert resolve_checkpoint("some/file.ckpt", tmp_path) == Path("some/file.ckpt")
-    with pytest.raises(ConfigError) as refused:  # version_1's best.ckpt may be another model: not taken silently
+    with pytest.raises(
+        ConfigError
+    ) as refused:  # version_1's best.ckpt may be another model: not taken silently
         resolve_checkpoint("best", tmp_path)
-    assert f"The newest run, {tmp_path / 'version_0'}, has no checkpoints/best.ckpt (it has last.ckpt)." in str(
-        refused.value)
+    assert (
+        f"The newest run, {tmp_path / 'version_0'}, has no checkpoints/best.ckpt (it has last.ckpt)."
+        in str(refused.value)
+    )
     assert f"The newest run that has one is {tmp_path / 'version_1'}" in str(refused.value)
     with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt"):
         resolve_checkpoint("best", tmp_path / "empty")
@@ -96,10 +122,15 @@ def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_i
 def test_one_process_writes_a_run_at_a_time(tmp_path):
     first = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared")
     assert first.version == "shared"
-    with pytest.raises(RunInUse, match=r"runs/shared is being written by another process \(pid \d+\)"):
+    with pytest.raises(
+        RunInUse, match=r"runs/shared is being written by another process \(pid \d+\)"
+    ):
         _ = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
     first.finalize("success")  # the run is done: the directory is free again
-    assert TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version == "shared"
+    assert (
+        TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
+        == "shared"
+    )
 
 
 @pytest.mark.slow
@@ -112,15 +143,22 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     root = f"--trainer.default_root_dir={scratch}"
     assert exit_status("fit", *RUN, root) == 0
     run = run_dir(scratch / "lightning_logs", 0)
-    for name in ("config.yaml", "hparams.yaml", "decision_boundary.png", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt"):
+    for name in (
+        "config.yaml",
+        "hparams.yaml",
+        "decision_boundary.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     assert exit_status("test", *RUN, root, "--ckpt_path=best") == 0
     assert (run / "evaluations" / "0000-test" / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert run_names(scratch / "lightning_logs") == ["0000"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # the resumed fit (and its test) wrote into the run
+    assert (
+        len(list(run.glob("events.out.tfevents.*"))) == 2
+    )  # the resumed fit (and its test) wrote into the run
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
 
@@ -134,15 +172,21 @@ def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resum
     run = run_dir(tmp_path / "lightning_logs", 0)
     assert exit_status("fit", *RUN, "--ckpt_path=last", "--trainer.max_epochs=4") == 0
     record = yaml.safe_load((run / "config.yaml").read_text())
-    assert record["ckpt_path"] is None and record["trainer"]["logger"]["init_args"]["version"] is None
+    assert (
+        record["ckpt_path"] is None and record["trainer"]["logger"]["init_args"]["version"] is None
+    )
     assert record["trainer"]["max_epochs"] == 4  # what trained: the resume went on to epoch 4
     assert yaml.safe_load(load_checkpoint(run / "checkpoints" / "last.ckpt")[CONFIG_KEY]) == record
 
-    assert exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0  # repeat: a new run, same numbers
+    assert (
+        exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0
+    )  # repeat: a new run, same numbers
     repeat = run_dir(tmp_path / "lightning_logs", 1)
     assert load_checkpoint(repeat / "checkpoints" / "last.ckpt")["global_step"] == 4
     for key, value in load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"].items():
-        assert torch.equal(value, load_checkpoint(repeat / "checkpoints" / "last.ckpt")["state_dict"][key]), key
+        assert torch.equal(
+            value, load_checkpoint(repeat / "checkpoints" / "last.ckpt")["state_dict"][key]
+        ), key
 
 
 @pytest.mark.slow
@@ -150,14 +194,18 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
     assert exit_status("fit", *RUN) == 0
     run = run_dir(tmp_path / "lightning_logs", 0)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-    for change, named in [("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
-                          ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
-                          ("--data.noise=0.1", "data.noise (trained: 0.03, now: 0.1)"),
-                          ("--model.hidden_sizes=[32]", "model.hidden_sizes (trained: [10, 10], now: [32])")]:
+    for change, named in [
+        ("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
+        ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
+        ("--data.noise=0.1", "data.noise (trained: 0.03, now: 0.1)"),
+        ("--model.hidden_sizes=[32]", "model.hidden_sizes (trained: [10, 10], now: [32])"),
+    ]:
         assert exit_status("fit", *RUN, "--ckpt_path=last", change) == 2
         (line,) = error_lines(capfd.readouterr().err)
         assert named in line and "start a new run without --ckpt_path" in line
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert {
+        p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"
+    } == before
     assert run_names(tmp_path / "lightning_logs") == ["0000"]
 
 
@@ -179,19 +227,35 @@ def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
     for _ in range(2):
         assert exit_status("fit", *RUN, "--trainer.logger=false") == 0
     runs = tmp_path / "lightning_logs"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]  # nothing in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lightning_logs"
+    ]  # nothing in the working directory
     for name in (run_dir(runs, 0).name, run_dir(runs, 1).name):
-        assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {p.name for p in (runs / name).iterdir()}
+        assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {
+            p.name for p in (runs / name).iterdir()
+        }
         assert not list((runs / name).glob("events.out.tfevents.*"))
-    assert yaml.safe_load((run_dir(runs, 0) / "config.yaml").read_text())["trainer"]["default_root_dir"] is None
-    assert exit_status("fit", *RUN, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3") == 0
+    assert (
+        yaml.safe_load((run_dir(runs, 0) / "config.yaml").read_text())["trainer"][
+            "default_root_dir"
+        ]
+        is None
+    )
+    assert (
+        exit_status(
+            "fit", *RUN, "--trainer.logger=false", "--ckpt_path=last", "--trainer.max_epochs=3"
+        )
+        == 0
+    )
     assert load_checkpoint(run_dir(runs, 1) / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert run_names(runs) == ["0000", "0001"]
 
 
 def test_a_data_file_with_a_long_name_gets_a_run_directory_the_file_system_takes(tmp_path):
     name = "p" * 240 + ".csv"
-    (tmp_path / name).write_text("x1,x2,label\n" + "".join(f"{i / 10},{i % 7},{i % 2}\n" for i in range(40)))
+    (tmp_path / name).write_text(
+        "x1,x2,label\n" + "".join(f"{i / 10},{i % 7},{i % 2}\n" for i in range(40))
+    )
     assert exit_status("fit", f"--data.path={name}", *RUN) == 0
     (run,) = (tmp_path / "lightning_logs").iterdir()
     assert run.name.startswith("0000-relu-10x10-sgd0.1-e2-pppp") and len(run.name) <= 110

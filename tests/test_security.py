@@ -35,7 +35,9 @@ def fitted(one_run: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
 @pytest.mark.parametrize("how", ["path", "last", "weights_only false"])
-def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, fitted, tmp_path, capfd):
+def test_a_checkpoint_carrying_code_is_refused_and_never_runs(
+    subcommand, how, fitted, tmp_path, capfd
+):
     marker = tmp_path / "PAYLOAD_RAN"
     last = fitted / "checkpoints" / "last.ckpt"
     if how == "last":  # the newest run's last.ckpt is the one handed out
@@ -43,7 +45,9 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(subcommand, how, f
         args = ["--ckpt_path", "last"]
     else:
         malicious_copy(last, tmp_path / "shared.ckpt", marker)
-        args = ["--ckpt_path", "shared.ckpt"] + (["--weights_only", "false"] if how != "path" else [])
+        args = ["--ckpt_path", "shared.ckpt"] + (
+            ["--weights_only", "false"] if how != "path" else []
+        )
     capfd.readouterr()
 
     assert exit_status(subcommand, *TINY, *args) == 2
@@ -64,7 +68,9 @@ def test_a_global_of_an_allowed_module_is_named_too(fitted, tmp_path):
         def __reduce__(self):
             return (open, (str(tmp_path / "PAYLOAD_RAN"), "w"))
 
-    checkpoint = torch.load(fitted / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(
+        fitted / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True
+    )
     torch.save({**checkpoint, "payload": OpensAFile()}, tmp_path / "shared.ckpt")
     with pytest.raises(CheckpointError, match=rf"Refused to load .*\({open.__module__}\.open\)"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "shared.ckpt")
@@ -81,7 +87,9 @@ def test_the_checkpoint_io_ignores_a_request_for_weights_only_false(fitted, tmp_
 
 def test_everything_the_project_saves_loads_with_weights_only(fitted):
     for name in ("best.ckpt", "last.ckpt"):
-        checkpoint = torch.load(fitted / "checkpoints" / name, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(
+            fitted / "checkpoints" / name, map_location="cpu", weights_only=True
+        )
         assert checkpoint["hyper_parameters"]["hidden_sizes"] == [10, 10]
         assert checkpoint["datamodule_hyper_parameters"]["n_samples"] == 60
         assert any("RunCheckpoint" in key for key in checkpoint["callbacks"])

@@ -24,18 +24,34 @@ QUICK = ["--trainer.enable_model_summary=false", "--data.test_samples=10"]
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
-def submit(env: dict, cwd: Path, config: str, *args: str, nodes: int = 1, per_node: int = 2,
-           script: list[str] | None = None) -> str:
+def submit(
+    env: dict,
+    cwd: Path,
+    config: str,
+    *args: str,
+    nodes: int = 1,
+    per_node: int = 2,
+    script: list[str] | None = None,
+) -> str:
     """``sbatch`` the training script (or ``script``: sbatch's own arguments, ``--wrap`` say) from ``cwd``."""
     job_env = {**env, "CONFIG": str(REPO / "configs" / config), "TRAINER_CONFIG": str(DDP_CPU)}
     command = script or [str(SBATCH), *args, *QUICK]
-    out = subprocess.run(["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", f"--ntasks-per-node={per_node}", *command],
-                         cwd=cwd, env=job_env, capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", f"--ntasks-per-node={per_node}", *command],
+        cwd=cwd,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return out.stdout.strip().split(";")[0]
 
 
 def job_field(env: dict, job: str, field: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=30
+    ).stdout
     match = re.search(rf"\b{field}=(\S+)", out)
     return match.group(1) if match else ""
 
@@ -44,7 +60,9 @@ def job_log(cwd: Path, job: str) -> str:
     return "".join(p.read_text(errors="replace") for p in cwd.glob(f"slurm-{job}.out"))
 
 
-def wait_for(env: dict, cwd: Path, job: str, state: str = "COMPLETED", timeout: float = 300) -> float:
+def wait_for(
+    env: dict, cwd: Path, job: str, state: str = "COMPLETED", timeout: float = 300
+) -> float:
     """Wait until the job is in ``state``; returns the seconds waited. Fails (and cancels it) if it ends otherwise."""
     start = time.monotonic()
     while time.monotonic() < start + timeout:
@@ -55,7 +73,9 @@ def wait_for(env: dict, cwd: Path, job: str, state: str = "COMPLETED", timeout: 
             break
         time.sleep(0.5)
     subprocess.run(["scancel", job], env=env, timeout=30)
-    pytest.fail(f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{job_log(cwd, job)[-4000:]}")
+    pytest.fail(
+        f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{job_log(cwd, job)[-4000:]}"
+    )
 
 
 _SINGLE: dict[tuple[str, ...], Path] = {}
@@ -73,7 +93,9 @@ def assert_same_run(run: Path, single: Path) -> None:
     ours, theirs = scalars_by_step(run), scalars_by_step(single)
     for name in ("train/loss", "val/loss", "val/acc"):
         assert ours[name].keys() == theirs[name].keys(), name
-        assert list(ours[name].values()) == pytest.approx(list(theirs[name].values()), abs=1e-5), name
+        assert list(ours[name].values()) == pytest.approx(list(theirs[name].values()), abs=1e-5), (
+            name
+        )
     a = load_checkpoint(run / "checkpoints" / "last.ckpt")
     b = load_checkpoint(single / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"]
@@ -90,17 +112,34 @@ def writers(run: Path) -> set[str]:
 # ------------------------------------------------------------------------------------- 1, 2 and 4 ranks
 
 
-RELU_CSV_MEMBERS = ("relu.yaml", "--data.path", str(REPO / "examples" / "rings.csv"), "--model.members=3")
+RELU_CSV_MEMBERS = (
+    "relu.yaml",
+    "--data.path",
+    str(REPO / "examples" / "rings.csv"),
+    "--model.members=3",
+)
 
 
-@pytest.mark.parametrize("nodes, per_node, config", [
-    (2, 2, ("improved.yaml",)),
-    (2, 1, RELU_CSV_MEMBERS),
-], ids=["4 ranks on 2 nodes", "2 ranks on 2 nodes, members and a CSV"])
-def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(slurm_env, tmp_path, run_cli, nodes,
-                                                                         per_node, config):
-    job = submit(slurm_env, tmp_path, config[0], *config[1:], "--trainer.max_epochs=30", nodes=nodes,
-                 per_node=per_node)
+@pytest.mark.parametrize(
+    "nodes, per_node, config",
+    [
+        (2, 2, ("improved.yaml",)),
+        (2, 1, RELU_CSV_MEMBERS),
+    ],
+    ids=["4 ranks on 2 nodes", "2 ranks on 2 nodes, members and a CSV"],
+)
+def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(
+    slurm_env, tmp_path, run_cli, nodes, per_node, config
+):
+    job = submit(
+        slurm_env,
+        tmp_path,
+        config[0],
+        *config[1:],
+        "--trainer.max_epochs=30",
+        nodes=nodes,
+        per_node=per_node,
+    )
     wait_for(slurm_env, tmp_path, job)
     assert job_field(slurm_env, job, "ExitCode") == "0:0"
     log = job_log(tmp_path, job)
@@ -110,13 +149,25 @@ def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(slurm_en
     assert "Traceback" not in log and "terminate called" not in log
 
     run = tmp_path / "lightning_logs" / f"slurm-{job}"
-    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [run.name]  # one run directory
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # one set
-    (writer,) = writers(run)  # one TensorBoard run: every event file from one process, rank 0 on the first node
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [
+        run.name
+    ]  # one run directory
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]  # one set
+    (writer,) = writers(
+        run
+    )  # one TensorBoard run: every event file from one process, rank 0 on the first node
     assert writer.startswith("node1.")
     assert (run / "config.yaml").is_file() and (run / "decision_boundary.png").is_file()
 
-    config_args = ("--config", str(REPO / "configs" / config[0]), *config[1:], "--trainer.max_epochs=30")
+    config_args = (
+        "--config",
+        str(REPO / "configs" / config[0]),
+        *config[1:],
+        "--trainer.max_epochs=30",
+    )
     assert_same_run(run, single_process(run_cli, *config_args))
 
 
@@ -134,7 +185,8 @@ def when_trained_a_while(cwd: Path, job: str, timeout: float = 180) -> Path:
 
 
 def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_and_ends_equal_to_one_run(
-        slurm_env, tmp_path, run_cli):
+    slurm_env, tmp_path, run_cli
+):
     epochs = ("--trainer.max_epochs=200", "--checkpoint.last_every_n_epochs=20")
     job = submit(slurm_env, tmp_path, "relu.yaml", *epochs, nodes=2, per_node=1)
     run = when_trained_a_while(tmp_path, job)
@@ -145,44 +197,69 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     log = job_log(tmp_path, job)
     assert f"job {job} restart 1 on node[1-2]" in log
     assert "Traceback" not in log  # e.g. no rank crashing on a logger that SIGUSR1 finalized
-    assert f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt" in log
+    assert (
+        f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt"
+        in log
+    )
     hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
-    assert 0 < hpc["global_step"] < 200  # written by both ranks' handler together, after the same step
+    assert (
+        0 < hpc["global_step"] < 200
+    )  # written by both ranks' handler together, after the same step
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 200
     # The end of the first start says where the job resumes, as a note on each rank, not as an error to act on
     notes = set(re.findall(r"^circles: (?:note|error): .*$", log, re.M))
     assert len(notes) == 1, notes
-    assert re.fullmatch(rf"circles: note: fit stopped by SIGTERM at epoch \d+, step \d+: SLURM requeued the job, "
-                        rf"which resumes from lightning_logs/slurm-{job}/hpc_ckpt_1\.ckpt when it starts again "
-                        rf"\(saved by every rank after step {hpc['global_step']}\)\.", notes.pop())
+    assert re.fullmatch(
+        rf"circles: note: fit stopped by SIGTERM at epoch \d+, step \d+: SLURM requeued the job, "
+        rf"which resumes from lightning_logs/slurm-{job}/hpc_ckpt_1\.ckpt when it starts again "
+        rf"\(saved by every rank after step {hpc['global_step']}\)\.",
+        notes.pop(),
+    )
     assert "`weights_only` was not set" not in log
     # One writer per start of the job, on the first node: the run is one TensorBoard run before and after.
     assert len(writers(run)) == 2 and all(w.startswith("node1.") for w in writers(run))
-    assert_same_run(run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs))
+    assert_same_run(
+        run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs)
+    )
 
 
 def rank_processes(job: str, node: int) -> list[int]:
     """The training processes of ``job`` on its ``node``-th node (0-based), found by their SLURM environment."""
-    return [pid for pid, _, environ, cmdline in processes()
-            if environ.get("SLURM_JOB_ID") == job and environ.get("SLURM_NODEID") == str(node)
-            and "SLURM_STEP_ID" in environ and "circles.cli" in cmdline]
+    return [
+        pid
+        for pid, _, environ, cmdline in processes()
+        if environ.get("SLURM_JOB_ID") == job
+        and environ.get("SLURM_NODEID") == str(node)
+        and "SLURM_STEP_ID" in environ
+        and "circles.cli" in cmdline
+    ]
 
 
 def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_the_checkpoint_stays_whole(
-        slurm_env, tmp_path):
+    slurm_env, tmp_path
+):
     """A rank on the second node killed (SIGKILL: out of memory, a lost node): srun ends the step's other tasks
     (``--kill-on-bad-exit``), so the first node's rank does not wait in a collective for a peer that is gone."""
     from circles.runs.checkpoints import load_checkpoint_file
 
-    job = submit(slurm_env, tmp_path, "relu.yaml", "--trainer.max_epochs=100000",
-                 "--checkpoint.last_every_n_epochs=20", nodes=2, per_node=1)
+    job = submit(
+        slurm_env,
+        tmp_path,
+        "relu.yaml",
+        "--trainer.max_epochs=100000",
+        "--checkpoint.last_every_n_epochs=20",
+        nodes=2,
+        per_node=1,
+    )
     run = when_trained_a_while(tmp_path, job)
     (victim,) = rank_processes(job, node=1)
     survivors = rank_processes(job, node=0)
     assert len(survivors) == 1
     subprocess.run(["kill", "-KILL", str(victim)], check=True)
     waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=60)
-    assert waited < 30, f"the job took {waited:.0f} s to end"  # KillWait (10 s on this cluster) and a margin
+    assert waited < 30, (
+        f"the job took {waited:.0f} s to end"
+    )  # KillWait (10 s on this cluster) and a margin
     assert not any(Path(f"/proc/{pid}").exists() for pid in survivors)
     log = job_log(tmp_path, job)
     assert "task 1: Killed" in log
@@ -191,8 +268,15 @@ def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_t
     step = load_checkpoint(last)["global_step"]
 
     # and a new job continues from it, as docs/cluster.md says
-    again = submit(slurm_env, tmp_path, "relu.yaml", f"--trainer.max_epochs={step + 10}", f"--ckpt_path={last}",
-                   nodes=2, per_node=1)
+    again = submit(
+        slurm_env,
+        tmp_path,
+        "relu.yaml",
+        f"--trainer.max_epochs={step + 10}",
+        f"--ckpt_path={last}",
+        nodes=2,
+        per_node=1,
+    )
     wait_for(slurm_env, tmp_path, again)
     assert f"Restoring states from the checkpoint path at {last}" in job_log(tmp_path, again)
     continued = tmp_path / "lightning_logs" / f"slurm-{again}"
@@ -206,33 +290,65 @@ def wrapped(command: str) -> list[str]:
     return ["--output=slurm-%j.out", "--wrap", command]
 
 
-FIT = (f"python -m circles.cli fit --config {REPO / 'configs' / 'relu.yaml'} --config {DDP_CPU} "
-       "--trainer.max_epochs=2 --data.test_samples=10")
+FIT = (
+    f"python -m circles.cli fit --config {REPO / 'configs' / 'relu.yaml'} --config {DDP_CPU} "
+    "--trainer.max_epochs=2 --data.test_samples=10"
+)
 
 
-@pytest.mark.parametrize("nodes, per_node, script, expected", [
-    (1, 2, [str(SBATCH), "--trainer.devices=1"],
-     "circles: error: trainer.devices is 1, but SLURM starts 2 task(s) per node (--ntasks-per-node=2), one rank per "
-     "device: set --trainer.devices 2 (scripts/slurm/train.sbatch sets it from the allocation: leave it out of the "
-     "script's arguments), or submit with --ntasks-per-node=1."),
-    (2, 1, [str(SBATCH), "--trainer.num_nodes=1"],
-     "circles: error: trainer.num_nodes is 1, but SLURM job {job} runs on 2 node(s) (--nodes=2): set "
-     "--trainer.num_nodes 2 (scripts/slurm/train.sbatch sets it from the allocation"),
-    (1, 2, wrapped(FIT),
-     "circles: error: SLURM job {job} has 2 tasks (--ntasks-per-node times --nodes), but this command runs outside "
-     "srun"),
-    (2, 0, wrapped(f"srun {FIT} --trainer.num_nodes=2 --trainer.devices=1"),
-     "circles: error: SLURM job {job} asks for --ntasks=2, and the ranks need to know their tasks per node: submit "
-     "with --nodes=2 --ntasks-per-node=1 instead of --ntasks"),
-], ids=["devices against --ntasks-per-node", "num_nodes against --nodes", "no srun", "--ntasks"])
+@pytest.mark.parametrize(
+    "nodes, per_node, script, expected",
+    [
+        (
+            1,
+            2,
+            [str(SBATCH), "--trainer.devices=1"],
+            "circles: error: trainer.devices is 1, but SLURM starts 2 task(s) per node (--ntasks-per-node=2), one rank per "
+            "device: set --trainer.devices 2 (scripts/slurm/train.sbatch sets it from the allocation: leave it out of the "
+            "script's arguments), or submit with --ntasks-per-node=1.",
+        ),
+        (
+            2,
+            1,
+            [str(SBATCH), "--trainer.num_nodes=1"],
+            "circles: error: trainer.num_nodes is 1, but SLURM job {job} runs on 2 node(s) (--nodes=2): set "
+            "--trainer.num_nodes 2 (scripts/slurm/train.sbatch sets it from the allocation",
+        ),
+        (
+            1,
+            2,
+            wrapped(FIT),
+            "circles: error: SLURM job {job} has 2 tasks (--ntasks-per-node times --nodes), but this command runs outside "
+            "srun",
+        ),
+        (
+            2,
+            0,
+            wrapped(f"srun {FIT} --trainer.num_nodes=2 --trainer.devices=1"),
+            "circles: error: SLURM job {job} asks for --ntasks=2, and the ranks need to know their tasks per node: submit "
+            "with --nodes=2 --ntasks-per-node=1 instead of --ntasks",
+        ),
+    ],
+    ids=["devices against --ntasks-per-node", "num_nodes against --nodes", "no srun", "--ntasks"],
+)
 def test_an_allocation_the_ranks_cannot_fill_is_one_line_naming_the_setting_and_its_fix(
-        slurm_env, tmp_path, nodes, per_node, script, expected):
+    slurm_env, tmp_path, nodes, per_node, script, expected
+):
     if per_node == 0:  # --ntasks instead of --ntasks-per-node
-        out = subprocess.run(["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", "--ntasks=2", *script], cwd=tmp_path,
-                             env=slurm_env, capture_output=True, text=True, check=True, timeout=60)
+        out = subprocess.run(
+            ["sbatch", *ON_TEST_CLUSTER, f"--nodes={nodes}", "--ntasks=2", *script],
+            cwd=tmp_path,
+            env=slurm_env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         job = out.stdout.strip().split(";")[0]
     else:
-        job = submit(slurm_env, tmp_path, "relu.yaml", nodes=nodes, per_node=per_node, script=script)
+        job = submit(
+            slurm_env, tmp_path, "relu.yaml", nodes=nodes, per_node=per_node, script=script
+        )
     waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=120)
     assert waited < 60  # no rendezvous timeout (30 min), no hang
     assert job_field(slurm_env, job, "ExitCode") != "0:0"
@@ -245,18 +361,38 @@ def test_an_allocation_the_ranks_cannot_fill_is_one_line_naming_the_setting_and_
 # ------------------------------------------------------------------------------------------- the cluster
 
 
-def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it(slurm_env, tmp_path):
+def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it(
+    slurm_env, tmp_path
+):
     from conftest import SLURM_CLUSTER, slurm_state
 
-    again = subprocess.run([str(SLURM_CLUSTER / "up.sh"), slurm_state()], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [str(SLURM_CLUSTER / "up.sh"), slurm_state()], capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0 and "already up, reusing it" in again.stderr, again.stderr
     out = subprocess.run(
-        ["srun", "--nodes=2", "--ntasks-per-node=1", "--partition=debug", "bash", "-c",
-         f'echo "$SLURM_NODEID $(hostname) $(hostname -I) $(getent hosts node1 node2 | tr -s " \\n" " ")" '
-         f'> {tmp_path}/from-$SLURM_NODEID'],
-        cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=60)
+        [
+            "srun",
+            "--nodes=2",
+            "--ntasks-per-node=1",
+            "--partition=debug",
+            "bash",
+            "-c",
+            f'echo "$SLURM_NODEID $(hostname) $(hostname -I) $(getent hosts node1 node2 | tr -s " \\n" " ")" '
+            f"> {tmp_path}/from-$SLURM_NODEID",
+        ],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    seen = sorted((tmp_path / f"from-{i}").read_text().split() for i in (0, 1))  # both written to one folder
+    seen = sorted(
+        (tmp_path / f"from-{i}").read_text().split() for i in (0, 1)
+    )  # both written to one folder
     (_, host1, addr1, *names1), (_, host2, addr2, *names2) = seen
     assert (host1, host2) == ("node1", "node2") and addr1 != addr2
-    assert names1 == names2 == [addr1, "node1", addr2, "node2"]  # each node resolves both names the same way
+    assert (
+        names1 == names2 == [addr1, "node1", addr2, "node2"]
+    )  # each node resolves both names the same way

@@ -26,12 +26,19 @@ from helpers import scalar_history, scalars_by_step, started, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
-TINY = {"trainer.max_epochs": 3, "data.n_samples": 100, "data.test_samples": 200,
-        "trainer.enable_model_summary": False, "chapter_log.every_n_epochs": None}
+TINY = {
+    "trainer.max_epochs": 3,
+    "data.n_samples": 100,
+    "data.test_samples": 200,
+    "trainer.enable_model_summary": False,
+    "chapter_log.every_n_epochs": None,
+}
 
 
 def write_sweep(path: Path, grid: object, base: str = "configs/relu.yaml", **extra: object) -> Path:
-    path.write_text(yaml.safe_dump({"base": base, "fixed": TINY, "grid": grid, **extra}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"base": base, "fixed": TINY, "grid": grid, **extra}, sort_keys=False)
+    )
     return path
 
 
@@ -41,48 +48,99 @@ def rows(out: Path) -> list[dict[str, str]]:
 
 
 def test_grid_union_names_and_command_lines(tmp_path):
-    grid = [{"model.activation": ["none", "relu"], "model.hidden_sizes": [[10], [10, 10]]},
-            {"optimizer.init_args.lr": [0.03], "optimizer.class_path": ["torch.optim.Adam"], "data.noise": [0.1]},
-            {"model.activation": ["relu"], "model.hidden_sizes": [[10]]}]  # already in the first grid: runs once
+    grid = [
+        {"model.activation": ["none", "relu"], "model.hidden_sizes": [[10], [10, 10]]},
+        {
+            "optimizer.init_args.lr": [0.03],
+            "optimizer.class_path": ["torch.optim.Adam"],
+            "data.noise": [0.1],
+        },
+        {"model.activation": ["relu"], "model.hidden_sizes": [[10]]},
+    ]  # already in the first grid: runs once
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", grid), out="sw")
-    assert sweep.base == REPO / "configs" / "relu.yaml"  # relative to the repository (not found beside the file)
-    assert [p.name for p in sweep.points] == ["00-linear-10", "01-linear-10x10", "02-relu-10", "03-relu-10x10",
-                                              "04-adam0.03-n0.1"]
-    assert sweep.keys == ["model.activation", "model.hidden_sizes", "optimizer.init_args.lr",
-                          "optimizer.class_path", "data.noise"]
+    assert (
+        sweep.base == REPO / "configs" / "relu.yaml"
+    )  # relative to the repository (not found beside the file)
+    assert [p.name for p in sweep.points] == [
+        "00-linear-10",
+        "01-linear-10x10",
+        "02-relu-10",
+        "03-relu-10x10",
+        "04-adam0.03-n0.1",
+    ]
+    assert sweep.keys == [
+        "model.activation",
+        "model.hidden_sizes",
+        "optimizer.init_args.lr",
+        "optimizer.class_path",
+        "data.noise",
+    ]
     args = sweep.cli_args(sweep.points[4])
     assert args[:3] == ["fit", "--config", str(sweep.base)]
-    assert args.index("--optimizer.class_path=torch.optim.Adam") < args.index("--optimizer.init_args.lr=0.03")
-    assert "--chapter_log.every_n_epochs=null" in args and "--trainer.enable_model_summary=false" in args
+    assert args.index("--optimizer.class_path=torch.optim.Adam") < args.index(
+        "--optimizer.init_args.lr=0.03"
+    )
+    assert (
+        "--chapter_log.every_n_epochs=null" in args
+        and "--trainer.enable_model_summary=false" in args
+    )
     assert "--model.hidden_sizes=[10, 10]" in sweep.cli_args(sweep.points[1])
-    assert args[-3:] == ["--trainer.logger.init_args.save_dir=sw", "--trainer.logger.init_args.name=runs",
-                         "--trainer.logger.init_args.version=04-adam0.03-n0.1"]
+    assert args[-3:] == [
+        "--trainer.logger.init_args.save_dir=sw",
+        "--trainer.logger.init_args.name=runs",
+        "--trainer.logger.init_args.version=04-adam0.03-n0.1",
+    ]
     assert load_sweep(tmp_path / "s.yaml").out == Path("sweeps/s")
 
 
 def test_list_and_bad_sweep_files(tmp_path, capsys):
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
     assert main(["--config", str(path), "--list"]) == 0
-    assert capsys.readouterr().out.splitlines() == ['0\t00-linear\t{"model.activation": "none"}',
-                                                    '1\t01-relu\t{"model.activation": "relu"}']
+    assert capsys.readouterr().out.splitlines() == [
+        '0\t00-linear\t{"model.activation": "none"}',
+        '1\t01-relu\t{"model.activation": "relu"}',
+    ]
     assert main(["--config", str(path), "--point", "2"]) == 2
     assert "--point must be an index from 0 to 1" in capsys.readouterr().err
-    for bad, message in [({"model.hidden_sizes": [10, 10], "data.noise": 0.1}, "data.noise must be a non-empty list"),
-                         ([{"data.noise": [0.1]}, {}], "grid 1 names no config keys"),
-                         ([], "the grid has no points")]:
+    for bad, message in [
+        (
+            {"model.hidden_sizes": [10, 10], "data.noise": 0.1},
+            "data.noise must be a non-empty list",
+        ),
+        ([{"data.noise": [0.1]}, {}], "grid 1 names no config keys"),
+        ([], "the grid has no points"),
+    ]:
         assert main(["--config", str(write_sweep(tmp_path / "bad.yaml", bad)), "--list"]) == 2
         assert message in capsys.readouterr().err
-    assert main(["--config", str(write_sweep(tmp_path / "bad.yaml", [], base="nope.yaml")), "--list"]) == 2
+    assert (
+        main(["--config", str(write_sweep(tmp_path / "bad.yaml", [], base="nope.yaml")), "--list"])
+        == 2
+    )
     assert "base config 'nope.yaml' not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("base: configs/relu.yaml\ngrid: {model.activation: [none\n", "is not valid YAML at line 3, column 1"),
-    ("base: configs/relu.yaml\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n" for p, x in zip("abcde", "bcdef", strict=True))
-     + "grid: {model.activation: *f}\n", "at most 100,000 values"),
-    ("base: configs/relu.yaml\ngrid:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(20)), "at most 10,000 points"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "base: configs/relu.yaml\ngrid: {model.activation: [none\n",
+            "is not valid YAML at line 3, column 1",
+        ),
+        (
+            "base: configs/relu.yaml\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(
+                f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n"
+                for p, x in zip("abcde", "bcdef", strict=True)
+            )
+            + "grid: {model.activation: *f}\n",
+            "at most 100,000 values",
+        ),
+        (
+            "base: configs/relu.yaml\ngrid:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(20)),
+            "at most 10,000 points",
+        ),
+    ],
+)
 def test_a_broken_sweep_file_is_one_line(tmp_path, capsys, text, message):
     (tmp_path / "s.yaml").write_text(text)
     assert main(["--config", "s.yaml", "--list"]) == 2
@@ -90,14 +148,25 @@ def test_a_broken_sweep_file_is_one_line(tmp_path, capsys, text, message):
     assert line.startswith("circles-sweep: error:") and message in line
 
 
-def test_an_out_folder_that_cannot_hold_the_sweep_and_an_empty_report_are_one_line(tmp_path, capsys):
+def test_an_out_folder_that_cannot_hold_the_sweep_and_an_empty_report_are_one_line(
+    tmp_path, capsys
+):
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none"]})
     (tmp_path / "a_file").write_text("")
     assert main(["--config", str(path), "--out", "a_file"]) == 2
-    assert capsys.readouterr().err.strip() == "circles-sweep: error: --out a_file cannot hold the sweep: File exists."
-    assert main(["--config", str(path), "--out", "empty", "--report"]) == 1  # nothing finished: not ok
+    assert (
+        capsys.readouterr().err.strip()
+        == "circles-sweep: error: --out a_file cannot hold the sweep: File exists."
+    )
+    assert (
+        main(["--config", str(path), "--out", "empty", "--report"]) == 1
+    )  # nothing finished: not ok
     out = capsys.readouterr().out
-    assert "0 of 1 points finished" in out and "(no finished point to draw)" in out and "boundaries.png" not in out
+    assert (
+        "0 of 1 points finished" in out
+        and "(no finished point to draw)" in out
+        and "boundaries.png" not in out
+    )
 
 
 def test_long_point_names_are_shortened_with_a_digest(tmp_path, capsys):
@@ -118,11 +187,16 @@ def test_2x2_sweep_writes_every_output_and_skips_finished_points_when_run_again(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "model.hidden_sizes": [[4], [4, 4]]})
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        {"model.activation": ["none", "relu"], "model.hidden_sizes": [[4], [4, 4]]},
+    )
     config = ["--config", str(path), "--out", "sw"]
     runs = tmp_path / "sw" / "runs"
     assert main([*config, "--point", "1"]) == 0  # one SLURM array task: that point only, no report
-    assert [p.name for p in runs.iterdir()] == ["01-linear-4x4"] and not (tmp_path / "sw" / "summary.csv").exists()
+    assert [p.name for p in runs.iterdir()] == ["01-linear-4x4"] and not (
+        tmp_path / "sw" / "summary.csv"
+    ).exists()
     first = (runs / "01-linear-4x4" / "result.json").stat().st_mtime_ns
 
     assert main(config) == 0
@@ -130,30 +204,54 @@ def test_2x2_sweep_writes_every_output_and_skips_finished_points_when_run_again(
     assert "[skip] 01-linear-4x4: finished earlier" in out and "Running 3 of 4 points" in out
     assert (runs / "01-linear-4x4" / "result.json").stat().st_mtime_ns == first
     table = rows(tmp_path / "sw")
-    assert [r["point"] for r in table] == ["00-linear-4", "01-linear-4x4", "02-relu-4", "03-relu-4x4"]
+    assert [r["point"] for r in table] == [
+        "00-linear-4",
+        "01-linear-4x4",
+        "02-relu-4",
+        "03-relu-4x4",
+    ]
     assert [(r["model.activation"], r["model.hidden_sizes"]) for r in table] == [
-        ("none", "[4]"), ("none", "[4, 4]"), ("relu", "[4]"), ("relu", "[4, 4]")]
+        ("none", "[4]"),
+        ("none", "[4, 4]"),
+        ("relu", "[4]"),
+        ("relu", "[4, 4]"),
+    ]
     for r in table:
         assert r["status"] == "ok" and float(r["bayes_acc"]) == pytest.approx(0.9996, abs=1e-4)
-        assert 0 <= float(r["test_acc"]) <= 1 and 0 <= float(r["val_acc_best"]) <= 1 and float(r["train_s"]) > 0
-        assert float(r["bayes_gap"]) == pytest.approx(float(r["bayes_acc"]) - float(r["test_acc"]), abs=2e-4)
+        assert (
+            0 <= float(r["test_acc"]) <= 1
+            and 0 <= float(r["val_acc_best"]) <= 1
+            and float(r["train_s"]) > 0
+        )
+        assert float(r["bayes_gap"]) == pytest.approx(
+            float(r["bayes_acc"]) - float(r["test_acc"]), abs=2e-4
+        )
     markdown = (tmp_path / "sw" / "summary.md").read_text()
-    assert "| # | activation | hidden | best val acc | test acc | Bayes acc | gap | train s | status |" in markdown
+    assert (
+        "| # | activation | hidden | best val acc | test acc | Bayes acc | gap | train s | status |"
+        in markdown
+    )
     assert "| 3 | relu | 4x4 | " in markdown
     with Image.open(tmp_path / "sw" / "boundaries.png") as image:
         assert image.mode == "P" and image.width > 200
 
     for name in ("00-linear-4", "03-relu-4x4"):
-        assert {"val/acc", "val/acc_best", "test/acc", "test/bayes_acc", "test/bayes_gap"} <= set(scalar_history(runs / name))
+        assert {"val/acc", "val/acc_best", "test/acc", "test/bayes_acc", "test/bayes_gap"} <= set(
+            scalar_history(runs / name)
+        )
         events = EventAccumulator(str(runs / name))
         events.Reload()
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         assert hparams["0 activation"].string_value == name.split("-")[1].replace("linear", "none")
-        assert (runs / name / "checkpoints" / "last.ckpt").is_file() and (runs / name / "config.yaml").is_file()
+        assert (runs / name / "checkpoints" / "last.ckpt").is_file() and (
+            runs / name / "config.yaml"
+        ).is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
-    assert main(config) == 0  # everything finished: nothing runs again, nothing in the run directories changes
+    assert (
+        main(config) == 0
+    )  # everything finished: nothing runs again, nothing in the run directories changes
     assert capsys.readouterr().out.count("finished earlier") == 4
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps
     assert main([*config, "--report"]) == 0
@@ -167,41 +265,70 @@ def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(t
     assert "00-n_1  FAILED: ConfigError: data.noise must be a finite number >= 0, got -1" in out
     assert "01-n0.1  ok" in out
     failed, ok = rows(tmp_path / "sw")
-    assert failed["status"] == "failed" and "data.noise must be a finite number >= 0" in failed["error"]
+    assert (
+        failed["status"] == "failed"
+        and "data.noise must be a finite number >= 0" in failed["error"]
+    )
     assert ok["status"] == "ok" and float(ok["bayes_acc"]) == pytest.approx(0.8406, abs=1e-4)
     assert "Failed points:" in (tmp_path / "sw" / "summary.md").read_text()
 
 
 def array_tasks(env: dict, cwd: Path, sweep: Path, array: str) -> str:
     """Submit the sweep's SLURM array (``--array=ARRAY``) from ``cwd``; returns its job id."""
-    out = subprocess.run(["sbatch", "--parsable", f"--array={array}", str(SBATCH), str(sweep), "sw"], cwd=cwd,
-                         env=env, capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["sbatch", "--parsable", f"--array={array}", str(SBATCH), str(sweep), "sw"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return out.stdout.strip().split(";")[0]
 
 
 def wait_for_array(env: dict, cwd: Path, *jobs: str, timeout: float = 240) -> dict[str, str]:
     """Wait until every task of the arrays ``jobs`` has ended; returns each task's output, by ``JOB_TASK``."""
+
     def running() -> bool:
-        return bool(subprocess.run(["squeue", "-h", "-j", ",".join(jobs)], env=env, capture_output=True, text=True,
-                                   timeout=30).stdout.strip())
+        return bool(
+            subprocess.run(
+                ["squeue", "-h", "-j", ",".join(jobs)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        )
 
     wait_for(lambda: not running(), f"the tasks of {jobs} to end", timeout)
-    return {p.name[len("slurm-"):-len(".out")]: p.read_text() for job in jobs for p in cwd.glob(f"slurm-{job}_*.out")}
+    return {
+        p.name[len("slurm-") : -len(".out")]: p.read_text()
+        for job in jobs
+        for p in cwd.glob(f"slurm-{job}_*.out")
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_and_never_trains_a_point_twice(
-        slurm_env, tmp_path):
-    path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "data.noise": [0.03, 0.1]})
+    slurm_env, tmp_path
+):
+    path = write_sweep(
+        tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "data.noise": [0.03, 0.1]}
+    )
     names = [point.name for point in load_sweep(path, tmp_path / "sw").points]
 
     wrong = wait_for_array(slurm_env, tmp_path, array_tasks(slurm_env, tmp_path, path, "0"))
-    assert "has 4 points but this array has 1 tasks; submit it with sbatch --array=0-3" in "".join(wrong.values())
+    assert "has 4 points but this array has 1 tasks; submit it with sbatch --array=0-3" in "".join(
+        wrong.values()
+    )
     assert not (tmp_path / "sw").exists()
 
     first = array_tasks(slurm_env, tmp_path, path, "0-3")
-    subprocess.run(["scancel", f"{first}_3"], env=slurm_env, check=True, timeout=30)  # while it starts
+    subprocess.run(
+        ["scancel", f"{first}_3"], env=slurm_env, check=True, timeout=30
+    )  # while it starts
     logs = wait_for_array(slurm_env, tmp_path, first)
     hosts = {task: re.search(r" on (node\d):", log).group(1) for task, log in logs.items()}
     assert set(hosts.values()) == {"node1", "node2"}, hosts  # the tasks ran on both nodes
@@ -209,23 +336,38 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
     assert [is_finished(sweep, point) for point in sweep.points] == [True, True, True, False]
 
     def stamps() -> dict[Path, int]:  # the finished points' files and when they were written
-        return {p: p.stat().st_mtime_ns for point in sweep.points[:3] for p in sweep.run_dir(point).rglob("*")}
+        return {
+            p: p.stat().st_mtime_ns
+            for point in sweep.points[:3]
+            for p in sweep.run_dir(point).rglob("*")
+        }
 
     files = stamps()
 
     # The whole array again, twice at once: only the cancelled point trains, once, by one of its two tasks.
-    again = array_tasks(slurm_env, tmp_path, path, "0-3"), array_tasks(slurm_env, tmp_path, path, "0-3")
+    again = (
+        array_tasks(slurm_env, tmp_path, path, "0-3"),
+        array_tasks(slurm_env, tmp_path, path, "0-3"),
+    )
     logs = wait_for_array(slurm_env, tmp_path, *again)
     assert len(logs) == 8
     for i, name in enumerate(names):
-        trained = [task for task in (f"{job}_{i}" for job in again) if re.search(rf"\] {name}  ok ", logs[task])]
+        trained = [
+            task
+            for task in (f"{job}_{i}" for job in again)
+            if re.search(rf"\] {name}  ok ", logs[task])
+        ]
         if i < 3:
-            assert trained == [] and all(f"[skip] {name}: finished earlier" in logs[f"{job}_{i}"] for job in again)
+            assert trained == [] and all(
+                f"[skip] {name}: finished earlier" in logs[f"{job}_{i}"] for job in again
+            )
         else:
             assert len(trained) == 1, {task: logs[task][-800:] for task in logs}
             (other,) = {f"{job}_{i}" for job in again} - set(trained)
-            assert (f"{name}  BUSY: another sweep process is running this point" in logs[other]
-                    or f"[skip] {name}: finished earlier" in logs[other]), logs[other][-800:]
+            assert (
+                f"{name}  BUSY: another sweep process is running this point" in logs[other]
+                or f"[skip] {name}: finished earlier" in logs[other]
+            ), logs[other][-800:]
     assert stamps() == files
     assert main(["--config", str(path), "--out", "sw", "--report"]) == 0
     assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok"] * 4
@@ -234,7 +376,12 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
 # ------------------------------------------------------------------------------------------ stopping a sweep
 
 
-LONG = {**TINY, "trainer.max_epochs": 100_000, "checkpoint.last_every_n_epochs": 10, "boundary.every_n_epochs": 100_000}
+LONG = {
+    **TINY,
+    "trainer.max_epochs": 100_000,
+    "checkpoint.last_every_n_epochs": 10,
+    "boundary.every_n_epochs": 100_000,
+}
 
 
 def descendants(pid: int) -> set[int]:
@@ -243,7 +390,11 @@ def descendants(pid: int) -> set[int]:
     while todo:
         parent = todo.pop()
         for task in Path(f"/proc/{parent}/task").glob("*"):
-            children = {int(c) for c in (task / "children").read_text().split()} if (task / "children").exists() else set()
+            children = (
+                {int(c) for c in (task / "children").read_text().split()}
+                if (task / "children").exists()
+                else set()
+            )
             todo += list(children - found)
             found |= children
     return found
@@ -258,25 +409,57 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def long_sweep(tmp_path: Path, points: int = 3) -> Iterator[tuple[subprocess.Popen, Path, list[str]]]:
+def long_sweep(
+    tmp_path: Path, points: int = 3
+) -> Iterator[tuple[subprocess.Popen, Path, list[str]]]:
     """``python -m circles.sweep --jobs 2`` over points that would train for minutes, in a process group of its own;
     the block starts once two of them train (each has written a last.ckpt)."""
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": LONG,
-                                    "grid": {"data.noise": [0.03, 0.05, 0.1][:points]}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "configs/relu.yaml",
+                "fixed": LONG,
+                "grid": {"data.noise": [0.03, 0.05, 0.1][:points]},
+            },
+            sort_keys=False,
+        )
+    )
     names = [p.name for p in load_sweep(path).points]
-    argv = [sys.executable, "-m", "circles.sweep", "--config", str(path), "--out", "sw", "--jobs", "2"]
+    argv = [
+        sys.executable,
+        "-m",
+        "circles.sweep",
+        "--config",
+        str(path),
+        "--out",
+        "sw",
+        "--jobs",
+        "2",
+    ]
     with started(argv, tmp_path) as process:
-        wait_for(lambda: process.poll() is not None or all(
-            (tmp_path / "sw" / "runs" / name / "checkpoints" / "last.ckpt").is_file() for name in names[:2]),
-            "two points training", timeout=120)
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or all(
+                    (tmp_path / "sw" / "runs" / name / "checkpoints" / "last.ckpt").is_file()
+                    for name in names[:2]
+                )
+            ),
+            "two points training",
+            timeout=120,
+        )
         assert process.poll() is None, process.communicate()
         yield process, tmp_path / "sw" / "runs", names
 
 
 def statuses(runs: Path, names: list[str]) -> dict[str, str]:
-    return {n: json.loads((runs / n / "result.json").read_text())["status"] if (runs / n / "result.json").is_file()
-            else "none" for n in names}
+    return {
+        n: json.loads((runs / n / "result.json").read_text())["status"]
+        if (runs / n / "result.json").is_file()
+        else "none"
+        for n in names
+    }
 
 
 @pytest.mark.slow
@@ -293,9 +476,16 @@ def test_sigterm_stops_a_parallel_sweep_whole_and_no_worker_survives_it(tmp_path
         assert not [pid for pid in workers if alive(pid)]
     assert f"circles-sweep: stopped by SIGTERM; interrupted: {names[0]}, {names[1]}" in err
     assert "Traceback" not in err
-    assert statuses(runs, names) == {names[0]: "interrupted", names[1]: "interrupted", names[2]: "none"}
+    assert statuses(runs, names) == {
+        names[0]: "interrupted",
+        names[1]: "interrupted",
+        names[2]: "none",
+    }
     for name in names[:2]:
-        assert torch.load(runs / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
+        assert (
+            torch.load(runs / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+            > 0
+        )
 
 
 @pytest.mark.slow
@@ -308,11 +498,16 @@ def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in workers if alive(pid)]
-    assert set(statuses(runs, names).values()) <= {"interrupted", "none"}  # nothing half-done counts as finished
+    assert set(statuses(runs, names).values()) <= {
+        "interrupted",
+        "none",
+    }  # nothing half-done counts as finished
 
 
 @pytest.mark.slow
-def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path, monkeypatch, capsys):
+def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(
+    tmp_path, monkeypatch, capsys
+):
     from circles.model.classifier import CirclesClassifier
 
     path = write_sweep(tmp_path / "s.yaml", {"data.noise": [0.03, 0.1]})
@@ -328,18 +523,31 @@ def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(tmp_path
     monkeypatch.setattr(CirclesClassifier, "on_train_batch_end", sigterm_at_epoch_3)
     assert main(["--config", str(path), "--out", "sw"]) == 143
     err = capsys.readouterr().err
-    assert "circles-sweep: stopped by SIGTERM; interrupted: 00-n0.03 (run the same command again" in err
+    assert (
+        "circles-sweep: stopped by SIGTERM; interrupted: 00-n0.03 (run the same command again"
+        in err
+    )
     runs = tmp_path / "sw" / "runs"
     assert statuses(runs, ["00-n0.03", "01-n0.1"]) == {"00-n0.03": "interrupted", "01-n0.1": "none"}
-    assert torch.load(runs / "00-n0.03" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert (
+        torch.load(runs / "00-n0.03" / "checkpoints" / "last.ckpt", weights_only=True)[
+            "global_step"
+        ]
+        == 5
+    )
 
     assert main(["--config", str(path), "--out", "sw"]) == 0
     resumed_args = json.loads((runs / "00-n0.03" / "result.json").read_text())["args"]
-    assert resumed_args[-1] == f"--ckpt_path={Path('sw') / 'runs' / '00-n0.03' / 'checkpoints' / 'last.ckpt'}"
+    assert (
+        resumed_args[-1]
+        == f"--ckpt_path={Path('sw') / 'runs' / '00-n0.03' / 'checkpoints' / 'last.ckpt'}"
+    )
     assert main(["--config", str(path), "--out", "fresh"]) == 0  # the same sweep, never interrupted
     resumed, fresh = rows(tmp_path / "sw"), rows(tmp_path / "fresh")
     assert [r["status"] for r in resumed] == ["ok", "ok"]
-    assert [(r["val_acc_best"], r["test_acc"]) for r in resumed] == [(r["val_acc_best"], r["test_acc"]) for r in fresh]
+    assert [(r["val_acc_best"], r["test_acc"]) for r in resumed] == [
+        (r["val_acc_best"], r["test_acc"]) for r in fresh
+    ]
 
 
 @pytest.mark.slow
@@ -352,8 +560,13 @@ def test_a_finished_point_whose_checkpoint_was_damaged_is_named_and_trained_agai
     capsys.readouterr()
     assert main([*config, "--report"]) == 1
     damaged = [r for r in rows(tmp_path / "sw") if r["point"] == "01-relu"][0]
-    assert damaged["status"] == "damaged" and damaged["error"].startswith("01-relu: Cannot read checkpoint")
-    assert "`01-relu` (damaged): 01-relu: Cannot read checkpoint" in (tmp_path / "sw" / "summary.md").read_text()
+    assert damaged["status"] == "damaged" and damaged["error"].startswith(
+        "01-relu: Cannot read checkpoint"
+    )
+    assert (
+        "`01-relu` (damaged): 01-relu: Cannot read checkpoint"
+        in (tmp_path / "sw" / "summary.md").read_text()
+    )
     assert main(config) == 0  # the re-run trains it again
     out = capsys.readouterr().out
     assert "[skip] 00-linear: finished earlier" in out and "Running 1 of 2 points" in out
@@ -366,13 +579,18 @@ def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
 
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
     config = ["--config", str(path), "--out", "sw"]
-    held = try_lock(tmp_path / "sw" / ".locks" / "00-linear")  # as a second sweep into the same --out would
+    held = try_lock(
+        tmp_path / "sw" / ".locks" / "00-linear"
+    )  # as a second sweep into the same --out would
     try:
         assert main(config) == 1
     finally:
         held.close()
     assert "00-linear  BUSY: another sweep process is running this point" in capsys.readouterr().out
-    assert statuses(tmp_path / "sw" / "runs", ["00-linear", "01-relu"]) == {"00-linear": "none", "01-relu": "ok"}
+    assert statuses(tmp_path / "sw" / "runs", ["00-linear", "01-relu"]) == {
+        "00-linear": "none",
+        "01-relu": "ok",
+    }
     assert main(config) == 0
     assert "Running 1 of 2 points" in capsys.readouterr().out
 
@@ -382,13 +600,22 @@ def test_a_sweep_over_members_reports_mean_spread_and_interval(tmp_path):
     from PIL import Image
 
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": {**TINY, "model.members": 3},
-                                    "grid": {"model.activation": ["none", "relu"]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "configs/relu.yaml",
+                "fixed": {**TINY, "model.members": 3},
+                "grid": {"model.activation": ["none", "relu"]},
+            }
+        )
+    )
     assert main(["--config", str(path), "--out", "sw"]) == 0
     for row in rows(tmp_path / "sw"):
         assert row["members"] == "3" and float(row["test_acc_std"]) >= 0
         assert float(row["test_acc_min"]) <= float(row["test_acc"]) <= float(row["test_acc_max"])
-        assert float(row["test_acc_ci95"]) == pytest.approx(4.302653 * float(row["test_acc_std"]) / 3**0.5, abs=2e-4)
+        assert float(row["test_acc_ci95"]) == pytest.approx(
+            4.302653 * float(row["test_acc_std"]) / 3**0.5, abs=2e-4
+        )
     summary = (tmp_path / "sw" / "summary.md").read_text()
     assert "Each point trains 3 members (seeds)" in summary
     assert "| test acc (mean ± std) | 95% interval | range | ensemble |" in summary
@@ -405,16 +632,28 @@ def test_a_sweep_over_a_data_file_tests_on_its_held_out_part(tmp_path):
     rings = REPO / "examples" / "rings.csv"
     path = tmp_path / "s.yaml"
     fixed = {k: v for k, v in TINY.items() if k not in ("data.n_samples", "data.test_samples")}
-    path.write_text(yaml.safe_dump({"base": "configs/improved.yaml", "fixed": {**fixed, "data.path": str(rings)},
-                                    "grid": {"model.activation": ["none", "relu"]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "configs/improved.yaml",
+                "fixed": {**fixed, "data.path": str(rings)},
+                "grid": {"model.activation": ["none", "relu"]},
+            }
+        )
+    )
     assert main(["--config", str(path), "--out", "sw"]) == 0
     table = rows(tmp_path / "sw")
     assert [row["status"] for row in table] == ["ok", "ok"]
-    for row in table:  # 120 held-out points: accuracies are whole counts of them, written with 4 decimals
+    for (
+        row
+    ) in table:  # 120 held-out points: accuracies are whole counts of them, written with 4 decimals
         count = float(row["test_acc"]) * 120
         assert abs(count - round(count)) <= 120 * 0.5e-4
     output = (tmp_path / "sw" / "runs" / "01-relu" / "output.log").read_text()
-    assert "rings.csv (3 classes: inner, middle, outer)" in output and "test: 120 points held out of it" in output
+    assert (
+        "rings.csv (3 classes: inner, middle, outer)" in output
+        and "test: 120 points held out of it" in output
+    )
     with Image.open(tmp_path / "sw" / "boundaries.png") as image:
         assert image.width > 200
 
@@ -433,7 +672,9 @@ def test_a_sweep_never_deletes_another_sweeps_point_under_the_same_name(tmp_path
     capsys.readouterr()
     assert main(["--config", str(second), "--out", "sw"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("circles-sweep: error: sw/runs/00-linear holds another point's run (differing: ")
+    assert line.startswith(
+        "circles-sweep: error: sw/runs/00-linear holds another point's run (differing: "
+    )
     assert "data.n_samples" in line and "nothing was run. Give this sweep its own --out" in line
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*") if p.is_file()} == stamps
     assert main(["--config", str(second), "--out", "sw2"]) == 0  # its own folder: it runs
@@ -445,20 +686,48 @@ def test_a_killed_sweeps_points_continue_from_their_last_checkpoint(tmp_path):
     continues them from there, it does not start them over."""
     path = tmp_path / "s.yaml"
     fixed = {**LONG, "trainer.max_epochs": 1500}
-    path.write_text(yaml.safe_dump({"base": "configs/relu.yaml", "fixed": fixed, "grid": {"data.noise": [0.03, 0.05]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"base": "configs/relu.yaml", "fixed": fixed, "grid": {"data.noise": [0.03, 0.05]}}
+        )
+    )
     names = [p.name for p in load_sweep(path).points]
     runs = tmp_path / "sw" / "runs"
-    argv = [sys.executable, "-m", "circles.sweep", "--config", str(path), "--out", "sw", "--jobs", "2"]
+    argv = [
+        sys.executable,
+        "-m",
+        "circles.sweep",
+        "--config",
+        str(path),
+        "--out",
+        "sw",
+        "--jobs",
+        "2",
+    ]
     with started(argv, tmp_path) as process:
-        wait_for(lambda: all((runs / n / "checkpoints" / "last.ckpt").is_file() for n in names), "both points training")
+        wait_for(
+            lambda: all((runs / n / "checkpoints" / "last.ckpt").is_file() for n in names),
+            "both points training",
+        )
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
-    killed = {n: torch.load(runs / n / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] for n in names}
-    assert all(0 < step < 1500 for step in killed.values()) and statuses(runs, names) == dict.fromkeys(names, "none")
+    killed = {
+        n: torch.load(runs / n / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        for n in names
+    }
+    assert all(0 < step < 1500 for step in killed.values()) and statuses(
+        runs, names
+    ) == dict.fromkeys(names, "none")
     assert main(["--config", str(path), "--out", "sw", "--jobs", "2"]) == 0
     for name in names:
         result = json.loads((runs / name / "result.json").read_text())
-        assert result["status"] == "ok" and f"--ckpt_path=sw/runs/{name}/checkpoints/last.ckpt" in result["args"]
-        assert torch.load(runs / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1500
+        assert (
+            result["status"] == "ok"
+            and f"--ckpt_path=sw/runs/{name}/checkpoints/last.ckpt" in result["args"]
+        )
+        assert (
+            torch.load(runs / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+            == 1500
+        )
         steps = sorted(scalars_by_step(runs / name)["train/loss"])
         assert steps == list(range(1500))  # the epochs before the kill kept, the rest added

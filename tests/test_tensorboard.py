@@ -26,17 +26,33 @@ from helpers import REPO, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless Chromium on a machine without network or display: no sandbox (root), no GPU, nothing phoning home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-EPOCHS, EVERY = 24, 2  # 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+EPOCHS, EVERY = (
+    24,
+    2,
+)  # 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
 
 pytestmark = pytest.mark.slow
 
 
 def fit(cwd: Path, *args: str) -> str:
     """``python train.py fit ARGS`` in ``cwd``; returns the TensorBoard command its summary prints."""
-    out = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", *args], cwd=cwd, capture_output=True,
-                         text=True, check=True, timeout=600).stdout
+    out = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
     (command,) = re.findall(r"^Open it in TensorBoard: (.+)$", out, re.M)
     return command
 
@@ -46,9 +62,17 @@ def tensorboard(command: str, cwd: Path, runs: int) -> Iterator[str]:
     """Run the printed ``tensorboard ...`` command (on a free port of 127.0.0.1) until the block ends; yields its
     address once it lists the ``runs`` runs."""
     port = free_port()
-    argv = [str(Path(sys.executable).with_name("tensorboard")), *shlex.split(command)[1:], "--host", "127.0.0.1",
-            "--port", str(port)]
-    server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = [
+        str(Path(sys.executable).with_name("tensorboard")),
+        *shlex.split(command)[1:],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -57,7 +81,9 @@ def tensorboard(command: str, cwd: Path, runs: int) -> Iterator[str]:
             with contextlib.suppress(OSError):  # not listening yet
                 names = json.loads(urllib.request.urlopen(url + "data/runs", timeout=2).read())
                 listed = len({name.split("/")[0] for name in names})
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+            assert server.poll() is None and time.monotonic() < deadline, (
+                server.stderr.read() if server.stderr else ""
+            )
             time.sleep(0.5)
         yield url
     finally:
@@ -100,14 +126,32 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
     """README's main job, shortened, and TensorBoard as its summary says to open it, seen in Chromium:
     (page, TensorBoard's address, the run's name)."""
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)")
+        pytest.skip(
+            f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)"
+        )
     pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install -e '.[test]')")
     cwd = tmp_path_factory.mktemp("learner")
-    command = fit(cwd, "--config", str(REPO / "configs" / "relu.yaml"), f"--trainer.max_epochs={EPOCHS}",
-                  f"--boundary.every_n_epochs={EVERY}")
+    command = fit(
+        cwd,
+        "--config",
+        str(REPO / "configs" / "relu.yaml"),
+        f"--trainer.max_epochs={EPOCHS}",
+        f"--boundary.every_n_epochs={EVERY}",
+    )
     (run,) = (p.name for p in (cwd / "lightning_logs").iterdir())
-    subprocess.run([sys.executable, str(REPO / "train.py"), "test", "--ckpt_path=last", "--data.test_samples=500"],
-                   cwd=cwd, capture_output=True, check=True, timeout=600)  # an evaluation: it must stay out of the way
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "test",
+            "--ckpt_path=last",
+            "--data.test_samples=500",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )  # an evaluation: it must stay out of the way
     with tensorboard(command, cwd, runs=1) as url, browser() as page:
         open_landing_page(page, url)
         yield page, url, run
@@ -115,29 +159,42 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
 
 def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(learner):
     page, _, run = learner
-    assert run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"  # numbered, named after what it trains, model first
-    runs = [line.strip() for line in page.locator("tb-runs-table, runs-selector").first.inner_text().splitlines()
-            if line.strip() and line.strip() != "Run"]
-    assert runs[0] == run and f"{run}/evaluations/0000-test" in runs  # the fit first, its evaluation inside it
+    assert (
+        run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"
+    )  # numbered, named after what it trains, model first
+    runs = [
+        line.strip()
+        for line in page.locator("tb-runs-table, runs-selector").first.inner_text().splitlines()
+        if line.strip() and line.strip() != "Run"
+    ]
+    assert (
+        runs[0] == run and f"{run}/evaluations/0000-test" in runs
+    )  # the fit first, its evaluation inside it
     charts = page.locator("scalar-card-component")
     assert charts.count() == 2  # the two open curve charts, without a click
     titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(2)]
     assert sorted(titles) == ["curves/acc", "curves/loss"]
-    for i in range(2):  # each chart holds the train and the val curve of its metric, and no evaluation's
+    for i in range(
+        2
+    ):  # each chart holds the train and the val curve of its metric, and no evaluation's
         text = charts.nth(i).inner_text()
         assert f"{run}/train" in text and f"{run}/val" in text and "evaluations" not in text
     frame = page.locator("image-card-component").first
     assert "decision_boundary/train_val" in frame.inner_text().replace("\n", "")
     assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
     shown = frame.locator("img").bounding_box()
-    assert shown is not None and shown["width"] >= 0.7 * 408  # the frame, its 17-pixel text at 12 or more
+    assert (
+        shown is not None and shown["width"] >= 0.7 * 408
+    )  # the frame, its 17-pixel text at 12 or more
 
 
 def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
     page, _, _ = learner
     frame = page.locator("image-card-component").first
     slider = frame.locator("input[type=range]")
-    assert slider.get_attribute("max") == str(EPOCHS // EVERY)  # every frame kept: 13 steps, slider 0..12
+    assert slider.get_attribute("max") == str(
+        EPOCHS // EVERY
+    )  # every frame kept: 13 steps, slider 0..12
     slider.focus()
     slider.press("Home")
     page.wait_for_timeout(300)
@@ -153,16 +210,33 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
     open_hparams(page, url)
     cells = [c.strip() for c in page.locator("vaadin-grid-cell-content").all_inner_texts()]
     header = cells[: cells.index("test acc") + 1]
-    assert header == ["Trial ID", "Show Metrics", "activation", "dataset", "hidden layers", "epochs", "optimizer",
-                      "best val acc", "test acc"]  # the five settings ticked first, then the metrics
+    assert header == [
+        "Trial ID",
+        "Show Metrics",
+        "activation",
+        "dataset",
+        "hidden layers",
+        "epochs",
+        "optimizer",
+        "best val acc",
+        "test acc",
+    ]  # the five settings ticked first, then the metrics
     assert cells.count("0000-test") == 0 and cells.count(run) == 1  # fits are the trials, each once
-    row = cells[cells.index(run) :]  # the run's row: its name as the trial id, its settings written as set
+    row = cells[
+        cells.index(run) :
+    ]  # the run's row: its name as the trial id, its settings written as set
     assert row[2:7] == ["relu", "circles", "[10, 10]", str(EPOCHS), "SGD lr 0.1"]
-    metrics = [float(cell) for cell in row[7:10] if cell]  # the grid may hold an empty cell between them
-    assert len(metrics) == 2 and all(0.4 <= m <= 1 for m in metrics)  # best val acc, and the fit's test acc
+    metrics = [
+        float(cell) for cell in row[7:10] if cell
+    ]  # the grid may hold an empty cell between them
+    assert len(metrics) == 2 and all(
+        0.4 <= m <= 1 for m in metrics
+    )  # best val acc, and the fit's test acc
     page.locator("text=PARALLEL COORDINATES VIEW").first.click()
     page.wait_for_timeout(1500)
-    assert page.locator("g.foreground path").count() == 1  # the run is drawn: a line through every axis
+    assert (
+        page.locator("g.foreground path").count() == 1
+    )  # the run is drawn: a line through every axis
     open_landing_page(page, url)
 
 

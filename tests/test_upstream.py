@@ -57,8 +57,13 @@ class Recorder(pl.LightningModule):
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0)
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     return pl.Trainer(**{**options, **kwargs})
 
 
@@ -77,9 +82,17 @@ def test_hooks_run_in_the_order_the_module_relies_on():
             calls.append("callback.on_train_epoch_end")
 
     batches = TensorBatches((torch.randn(8, 2),), batch_size=4)
-    quiet_trainer(max_epochs=1, enable_checkpointing=False, callbacks=[Watch()]).fit(Recorder(calls), batches, batches)
-    assert calls == ["module.on_train_batch_end 0", "module.on_train_batch_end 1", "module.on_validation_epoch_end",
-                     "callback.on_validation_end", "callback.on_train_epoch_end", "module.on_train_epoch_end"]
+    quiet_trainer(max_epochs=1, enable_checkpointing=False, callbacks=[Watch()]).fit(
+        Recorder(calls), batches, batches
+    )
+    assert calls == [
+        "module.on_train_batch_end 0",
+        "module.on_train_batch_end 1",
+        "module.on_validation_epoch_end",
+        "callback.on_validation_end",
+        "callback.on_train_epoch_end",
+        "module.on_train_epoch_end",
+    ]
 
 
 def test_a_logged_step_is_the_step_every_logger_gets():
@@ -104,11 +117,15 @@ def test_a_logged_step_is_the_step_every_logger_gets():
 
     batches = TensorBatches((torch.randn(8, 2),))
     logger = Remember()
-    quiet_trainer(max_epochs=2, logger=logger, enable_checkpointing=False).fit(LogsStep([]), batches)
+    quiet_trainer(max_epochs=2, logger=logger, enable_checkpointing=False).fit(
+        LogsStep([]), batches
+    )
     assert logger.steps == [(40, ["train/x"]), (41, ["train/x"])]
 
 
-def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(monkeypatch):
+def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(
+    monkeypatch,
+):
     """circles.signals.requeue_signal reads ``trainer._accelerator_connector.cluster_environment``, as Lightning's
     signal connector does, and defers the handler Lightning installs for its ``requeue_signal``."""
     from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
@@ -116,8 +133,15 @@ def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_re
     source = inspect.getsource(_SignalConnector.register_signal_handlers)
     assert "self.trainer._accelerator_connector.cluster_environment" in source
     assert "environment.requeue_signal" in source and "environment.auto_requeue" in source
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                       "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "1"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_JOB_ID": "1",
+    }.items():
         monkeypatch.setenv(key, value)
     environment = quiet_trainer()._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
@@ -143,8 +167,18 @@ def test_the_event_file_writer_is_the_summary_writers_own_and_reopens_after_clos
 
 def test_the_tensorboard_logger_takes_the_options_the_run_logger_passes_on():
     parameters = inspect.signature(TensorBoardLogger.__init__).parameters
-    assert {"save_dir", "name", "version", "log_graph", "default_hp_metric", "prefix", "sub_dir"} <= set(parameters)
-    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())  # to the SummaryWriter
+    assert {
+        "save_dir",
+        "name",
+        "version",
+        "log_graph",
+        "default_hp_metric",
+        "prefix",
+        "sub_dir",
+    } <= set(parameters)
+    assert any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )  # to the SummaryWriter
 
 
 def test_save_config_callback_takes_what_the_run_config_passes():
@@ -155,7 +189,9 @@ def test_save_config_callback_takes_what_the_run_config_passes():
 def test_model_checkpoint_has_its_own_on_train_end_that_run_checkpoint_replaces():
     from circles.callbacks.checkpoint import RunCheckpoint
 
-    assert "on_train_end" in vars(ModelCheckpoint)  # Lightning 2.6 added it: it saves last.ckpt with save_last
+    assert "on_train_end" in vars(
+        ModelCheckpoint
+    )  # Lightning 2.6 added it: it saves last.ckpt with save_last
     assert vars(RunCheckpoint)["on_train_end"].__override__
 
 
@@ -166,7 +202,11 @@ def test_lightning_sets_the_trainer_attributes_circles_reads_at_run_time(tmp_pat
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     trainer = quiet_trainer(default_root_dir=tmp_path)
-    assert isinstance(trainer.callbacks, list) and trainer.fast_dev_run is False and trainer.datamodule is None
+    assert (
+        isinstance(trainer.callbacks, list)
+        and trainer.fast_dev_run is False
+        and trainer.datamodule is None
+    )
     assert rank_zero_only.rank == 0
 
 
@@ -194,19 +234,30 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("pattern, where", [
-    (reporting.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
-    (reporting.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
-    (reporting.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
-    (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
-    (reporting.NOT_FOR_THE_USER[4], "lightning.pytorch.cli"),
-    (re.escape(reporting.TIP), "lightning.pytorch.trainer.connectors.logger_connector.logger_connector"),
-    (re.escape(reporting.NO_WEIGHTS_ONLY), "lightning.pytorch.trainer.connectors.checkpoint_connector"),
-])
+@pytest.mark.parametrize(
+    "pattern, where",
+    [
+        (reporting.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
+        (reporting.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
+        (reporting.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
+        (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
+        (reporting.NOT_FOR_THE_USER[4], "lightning.pytorch.cli"),
+        (
+            re.escape(reporting.TIP),
+            "lightning.pytorch.trainer.connectors.logger_connector.logger_connector",
+        ),
+        (
+            re.escape(reporting.NO_WEIGHTS_ONLY),
+            "lightning.pytorch.trainer.connectors.checkpoint_connector",
+        ),
+    ],
+)
 def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where):
     """A filter whose message the library no longer writes hides nothing: remove it (circles.cli)."""
     __import__(where)
-    source = inspect.getsource(sys.modules[where]).replace('"\n', "").replace("f\"", "").replace("\"", "")
+    source = (
+        inspect.getsource(sys.modules[where]).replace('"\n', "").replace('f"', "").replace('"', "")
+    )
     text = re.sub(r"\{[^}]*\}", "CirclesClassifier", " ".join(source.split()))
     assert re.search(pattern, text), f"{where} no longer writes {pattern!r}"
 
@@ -230,9 +281,17 @@ def test_jsonargparse_words_its_errors_as_the_cli_rewrites_them():
         parser.parse_args(["--kind", "c"])
     with pytest.raises(Exception) as unknown:
         parser.parse_args(["--nmuber", "1"])
-    assert re.search(r'Parser key "number":.*Expected a <class \'int\'>\. Got value: x', " ".join(str(wrong_type.value).split()))
-    assert re.search(r"Expected a typing\.Literal\['a', 'b'\]\. Got value: c", " ".join(str(wrong_choice.value).split()))
-    assert str(unknown.value).startswith("unrecognized arguments:") or "does not accept option" in str(unknown.value)
+    assert re.search(
+        r'Parser key "number":.*Expected a <class \'int\'>\. Got value: x',
+        " ".join(str(wrong_type.value).split()),
+    )
+    assert re.search(
+        r"Expected a typing\.Literal\['a', 'b'\]\. Got value: c",
+        " ".join(str(wrong_choice.value).split()),
+    )
+    assert str(unknown.value).startswith(
+        "unrecognized arguments:"
+    ) or "does not accept option" in str(unknown.value)
 
 
 def test_the_trainer_state_compares_equal_to_the_stage_name():
@@ -247,10 +306,12 @@ def test_the_clis_warning_filters_end_with_the_command():
     that imports circles or runs a command in-process."""
     import subprocess
 
-    code = ("import re, warnings, circles.cli, circles.sweep.runner\n"
-            "try:\n    circles.cli.cli_main(['fit', '--print_config'])\nexcept SystemExit:\n    pass\n"
-            "ours = [f for f in warnings.filters if f[1] is not None and any(re.search(re.escape(p[:20]), "
-            "f[1].pattern) for p in circles.cli.reporting.NOT_FOR_THE_USER)]\nassert not ours, ours")
+    code = (
+        "import re, warnings, circles.cli, circles.sweep.runner\n"
+        "try:\n    circles.cli.cli_main(['fit', '--print_config'])\nexcept SystemExit:\n    pass\n"
+        "ours = [f for f in warnings.filters if f[1] is not None and any(re.search(re.escape(p[:20]), "
+        "f[1].pattern) for p in circles.cli.reporting.NOT_FOR_THE_USER)]\nassert not ours, ours"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with warnings.catch_warnings():
         before = list(warnings.filters)
@@ -291,7 +352,9 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
         log.setLevel(logging.INFO)
     try:
         with reporting.quiet_lightning():
-            for log, message in zip(loggers, reporting.LOGGED_NOT_FOR_THE_USER.values(), strict=True):
+            for log, message in zip(
+                loggers, reporting.LOGGED_NOT_FOR_THE_USER.values(), strict=True
+            ):
                 log.info(message + " and the rest")
                 log.info("something else")
         loggers[0].info(list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
@@ -299,7 +362,11 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
         for log, level in zip(loggers, levels, strict=True):
             log.removeHandler(keep)
             log.setLevel(level)
-    assert seen == ["something else", "something else", list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0]]
+    assert seen == [
+        "something else",
+        "something else",
+        list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0],
+    ]
 
 
 @pytest.mark.parametrize("name", ["bash", "interactive", "train"])
@@ -315,7 +382,9 @@ def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, 
     assert in_slurm_job([]) == SLURMEnvironment.detect() == (name == "train")
 
 
-def test_lightnings_checkpoint_connector_resumes_a_requeued_job_from_its_highest_hpc_checkpoint(tmp_path):
+def test_lightnings_checkpoint_connector_resumes_a_requeued_job_from_its_highest_hpc_checkpoint(
+    tmp_path,
+):
     """circles.signals names the file a requeued job resumes from by ``_hpc_resume_path``, the property Lightning's
     restore reads when it finds SLURM (``ckpt_path="hpc"``)."""
     import lightning.pytorch as pl

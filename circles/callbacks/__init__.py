@@ -1,6 +1,6 @@
-"""The Lightning callbacks of a run, one module each: checkpoints, the chapter's progress line, the run's summary,
-the decision-boundary pictures, the weights, the learning-rate finder, predictions, and signals (SIGTERM, Ctrl-C,
-SLURM's requeue)."""
+"""The Lightning callbacks of a run, one module each: checkpoints, the chapter's progress line,
+the run's summary, the decision-boundary pictures, the weights, the learning-rate finder,
+predictions, and signals (SIGTERM, Ctrl-C, SLURM's requeue)."""
 
 from circles.callbacks.boundary import DecisionBoundaryCallback
 from circles.callbacks.checkpoint import RunCheckpoint
@@ -11,5 +11,13 @@ from circles.callbacks.signals import GracefulStopCallback
 from circles.callbacks.summary import RunSummary
 from circles.callbacks.weights import WeightsCallback
 
-__all__ = ["ChapterProgressPrinter", "DecisionBoundaryCallback", "GracefulStopCallback", "LearningRateReport",
-           "PredictionWriter", "RunCheckpoint", "RunSummary", "WeightsCallback"]
+__all__ = [
+    "ChapterProgressPrinter",
+    "DecisionBoundaryCallback",
+    "GracefulStopCallback",
+    "LearningRateReport",
+    "PredictionWriter",
+    "RunCheckpoint",
+    "RunSummary",
+    "WeightsCallback",
+]

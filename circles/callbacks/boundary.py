@@ -1,5 +1,5 @@
-"""DecisionBoundaryCallback: what the model learned, as pictures: TensorBoard frames during fit and test, the PNG
-and the GIF of a fit, the hidden units and the network."""
+"""DecisionBoundaryCallback: what the model learned, as pictures: TensorBoard frames during fit
+and test, the PNG and the GIF of a fit, the hidden units and the network."""
 
 from __future__ import annotations
 
@@ -27,36 +27,52 @@ from circles.runs.logger import tensorboard_of
 
 
 class DecisionBoundaryCallback(Callback):
-    """Shows what the model learned: its decision boundary over the data, in TensorBoard and as a PNG.
+    """Shows what the model learned: its decision boundary over the data, in TensorBoard and as a
+    PNG.
 
-    Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val picture is written
-    to TensorBoard under ``decision_boundary/train_val`` at ``global_step = epoch``; ``test`` writes
-    ``test/decision_boundary`` (after the fit's frames on TensorBoard's page). A model without an activation is
-    drawn with its boundary line, each member's, and the frame gives the affine map the layers are. The last picture
-    of a fit is also saved with matplotlib, axes and all, as ``decision_boundary.png`` in the run directory
-    (``decision_boundary_test.png`` after ``test``), and the frames of the fit as ``decision_boundary.gif``. With
-    ``show_neurons`` every frame also shows each hidden unit's output over the plane (``neurons/layer_1``, ...), with
-    ``show_network`` the network with its weights (``network/weights``). Runs on rank zero only.
-    """
+    Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val
+    picture is written to TensorBoard under ``decision_boundary/train_val`` at ``global_step =
+    epoch``; ``test`` writes ``test/decision_boundary`` (after the fit's frames on TensorBoard's
+    page). A model without an activation is drawn with its boundary line, each member's, and the
+    frame gives the affine map the layers are. The last picture of a fit is also saved with
+    matplotlib, axes and all, as ``decision_boundary.png`` in the run directory
+    (``decision_boundary_test.png`` after ``test``), and the frames of the fit as
+    ``decision_boundary.gif``. With ``show_neurons`` every frame also shows each hidden unit's
+    output over the plane (``neurons/layer_1``, ...), with ``show_network`` the network with its
+    weights (``network/weights``). Runs on rank zero only."""
 
     TAG, TEST_TAG = "decision_boundary/train_val", "test/decision_boundary"
 
-    def __init__(self, every_n_epochs: int = 50, resolution: int = 101, show_probability: bool = False,
-                 show_neurons: bool = False, show_network: bool = False, gif: bool = True) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 50,
+        resolution: int = 101,
+        show_probability: bool = False,
+        show_neurons: bool = False,
+        show_network: bool = False,
+        gif: bool = True,
+    ) -> None:
         """
         Args:
             every_n_epochs: Epochs between two TensorBoard frames.
             resolution: Grid points per axis over the data's extent +- 0.1.
-            show_probability: Add the probability view (the probability, its 0.5 contour drawn) under the class view.
-            show_neurons: Also write, per hidden layer, a tile per unit showing its output over the plane.
-            show_network: Also write the network as TensorFlow Playground draws it: its units' tiles joined by
-                links as wide as their weights.
-            gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100, evenly spaced).
+            show_probability: Add the probability view (the probability, its 0.5 contour drawn)
+                under the class view.
+            show_neurons: Also write, per hidden layer, a tile per unit showing its output over the
+                plane.
+            show_network: Also write the network as TensorFlow Playground draws it: its units' tiles
+                joined by links as wide as their weights.
+            gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100,
+                evenly spaced).
         """
         check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
         check(resolution >= 2, "resolution", "an integer >= 2", resolution)
         self.every_n_epochs, self.resolution, self.gif = every_n_epochs, resolution, gif
-        self.show_probability, self.show_neurons, self.show_network = show_probability, show_neurons, show_network
+        self.show_probability, self.show_neurons, self.show_network = (
+            show_probability,
+            show_neurons,
+            show_network,
+        )
         self.frames = Animation(max_frames=100)
         self.run_dir: str | None = None
         self.png_path: str | None = None
@@ -66,39 +82,66 @@ class DecisionBoundaryCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.run_dir = trainer.log_dir  # collective under DDP: every rank must ask, not only rank zero
+        # collective under DDP: every rank must ask, not only rank zero
+        self.run_dir = trainer.log_dir
 
-    def _panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule, group: str,
-                stages: tuple[str, ...]) -> list[BoundaryPanel] | None:
-        """The model over the grid of ``stages``' points (made the first time), one panel per stage; None before the
-        data is set up."""
+    def _panels(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        group: str,
+        stages: tuple[str, ...],
+    ) -> list[BoundaryPanel] | None:
+        """The model over the grid of ``stages``' points (made the first time), one panel per
+        stage; None before the data is set up."""
         if group not in self._grids:
-            found = {stage: trainer_data(trainer).points(stage) for stage in stages}
-            if any(points is None for points in found.values()):
+            found = [(stage, trainer_data(trainer).points(stage)) for stage in stages]
+            sets = {stage: (p[0].cpu().numpy(), p[1].cpu().numpy()) for stage, p in found if p}
+            if len(sets) < len(stages):
                 return None
-            sets = {stage: (x.cpu().numpy(), y.cpu().numpy()) for stage, (x, y) in found.items()}  # type: ignore[misc]
             axes = grid_axes(np.concatenate([x for x, _ in sets.values()]), self.resolution)
             self._grids[group] = (sets, axes)
         sets, (xs, ys) = self._grids[group]
         model = classifier(pl_module)
         probs, votes = grid_predictions(model, xs, ys)
         lines = grid_boundaries(model, xs, ys, MEMBER_LINES) if draws_lines(model) else None
-        return [BoundaryPanel.of(name.capitalize(), xs, ys, probs, x, y, max_points=2000, votes=votes,
-                                 boundaries=lines) for name, (x, y) in sets.items()]
+        return [
+            BoundaryPanel.of(
+                name.capitalize(),
+                xs,
+                ys,
+                probs,
+                x,
+                y,
+                max_points=2000,
+                votes=votes,
+                boundaries=lines,
+            )
+            for name, (x, y) in sets.items()
+        ]
 
     def _writer(self, trainer: pl.Trainer) -> Any:
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is not None:
             return tensorboard.experiment
         if not self._warned:
-            rank_zero_warn("DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
-                           "the PNG is still saved in the run directory.")
+            rank_zero_warn(
+                "DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
+                "the PNG is still saved in the run directory."
+            )
             self._warned = True
         return None
 
-    def _frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], tag: str,
-               step: int) -> np.ndarray:
-        """The frame of ``panels`` under a header (the epoch and its accuracies), written to TensorBoard."""
+    def _frame(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        panels: list[BoundaryPanel],
+        tag: str,
+        step: int,
+    ) -> np.ndarray:
+        """The frame of ``panels`` under a header (the epoch and its accuracies), written to
+        TensorBoard."""
         model, data = classifier(pl_module), trainer_data(trainer)
         test = tag == self.TEST_TAG
         what = f"test set, {weights_text(trainer, pl_module)}" if test else f"epoch {step}"
@@ -106,8 +149,14 @@ class DecisionBoundaryCallback(Callback):
         header = f"{what}   {accuracy_text(latest_values(trainer.callback_metrics), stages, '   ')}"
         split = model.num_classes == 2 and any(p.split_vote for p in panels)  # members who disagree
         key = vote_key(400, model.members, data.class_legend()[1]) if split else None
-        image = boundary_image(panels, self.show_probability, header=header.rstrip(),
-                               note="; ".join(picture_notes(model, data)), classes=data.class_legend(), key=key)
+        image = boundary_image(
+            panels,
+            self.show_probability,
+            header=header.rstrip(),
+            note="; ".join(picture_notes(model, data)),
+            classes=data.class_legend(),
+            key=key,
+        )
         writer = self._writer(trainer)
         if writer is not None:
             writer.add_image(tag, image, global_step=step, dataformats="HWC")
@@ -127,21 +176,37 @@ class DecisionBoundaryCallback(Callback):
             image = network_image(layers, weights, model.feature_names, header=f"epoch {step}")
             writer.add_image("network/weights", image, global_step=step, dataformats="HWC")
 
-    def _fit_frame(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel],
-                   epoch: int) -> None:
+    def _fit_frame(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        panels: list[BoundaryPanel],
+        epoch: int,
+    ) -> None:
         image = self._frame(trainer, pl_module, panels, self.TAG, epoch)
         self._last_frame_epoch = epoch
         if self.gif:
             self.frames.add(image)
 
-    def _save_png(self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[BoundaryPanel], name: str,
-                  title: str) -> str:
+    def _save_png(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        panels: list[BoundaryPanel],
+        name: str,
+        title: str,
+    ) -> str:
         path = os.path.join(str(self.run_dir), name)
         os.makedirs(str(self.run_dir), exist_ok=True)
         data = trainer_data(trainer)
         notes = picture_notes(classifier(pl_module), data)
-        figure = boundary_figure(panels, self.show_probability, title="\n".join([title, *notes]),
-                                 classes=data.class_legend(), probability_label=data.probability_label())
+        figure = boundary_figure(
+            panels,
+            self.show_probability,
+            title="\n".join([title, *notes]),
+            classes=data.class_legend(),
+            probability_label=data.probability_label(),
+        )
         figure.savefig(path, dpi=80)
         return path
 
@@ -157,19 +222,26 @@ class DecisionBoundaryCallback(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch - 1
-        panels = self._panels(trainer, pl_module, "fit", ("train", "val")) if trainer.is_global_zero else None
+        panels = (
+            self._panels(trainer, pl_module, "fit", ("train", "val"))
+            if trainer.is_global_zero
+            else None
+        )
         if epoch < 0 or panels is None:
             return
         if self._last_frame_epoch != epoch:
             self._fit_frame(trainer, pl_module, panels, epoch)
         if self.gif and len(self.frames) > 1:
             self.frames.save(os.path.join(str(self.run_dir), BOUNDARY_GIF))
-        title = f"Epoch {epoch}: {accuracy_text(latest_values(trainer.callback_metrics), ('train', 'val'), ', ')}"
+        values = latest_values(trainer.callback_metrics)
+        title = f"Epoch {epoch}: {accuracy_text(values, ('train', 'val'), ', ')}"
         self.png_path = self._save_png(trainer, pl_module, panels, BOUNDARY_PNG, title)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        panels = self._panels(trainer, pl_module, "test", ("test",)) if trainer.is_global_zero else None
+        panels = (
+            self._panels(trainer, pl_module, "test", ("test",)) if trainer.is_global_zero else None
+        )
         if panels is None:
             return
         epoch = classifier(pl_module).weights_epoch

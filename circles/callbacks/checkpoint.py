@@ -1,4 +1,5 @@
-"""The run's checkpoints: ``best.ckpt`` on the monitored metric and a ``last.ckpt`` that really holds the last state."""
+"""The run's checkpoints: ``best.ckpt`` on the monitored metric and a ``last.ckpt`` that really
+holds the last state."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from circles.errors import check
 class RunCheckpoint(ModelCheckpoint):
     """``best.ckpt`` on the monitored metric, plus a ``last.ckpt`` that really holds the last state.
 
-    ``ModelCheckpoint(save_last=True)`` rewrites ``last.ckpt`` only when it also saves a top-k checkpoint, so
-    after the best epoch it stops moving. Here ``last.ckpt`` is written every ``last_every_n_epochs`` epochs, at
-    the end of fit and when fit is interrupted (Ctrl-C, SIGTERM), and never when training failed (a diverged
-    model must not replace the last good one). Nothing is written in epochs where nothing changed.
-    """
+    ``ModelCheckpoint(save_last=True)`` rewrites ``last.ckpt`` only when it also saves a top-k
+    checkpoint, so after the best epoch it stops moving. Here ``last.ckpt`` is written every
+    ``last_every_n_epochs`` epochs, at the end of fit and when fit is interrupted (Ctrl-C,
+    SIGTERM), and never when training failed (a diverged model must not replace the last good
+    one). Nothing is written in epochs where nothing changed."""
 
     def __init__(
         self,
@@ -36,14 +37,27 @@ class RunCheckpoint(ModelCheckpoint):
             monitor: Metric whose best value selects ``best.ckpt``.
             mode: ``max`` or ``min``: which direction of ``monitor`` is better.
             filename: Name of the best checkpoint, without ``.ckpt``.
-            last_every_n_epochs: Interval of ``last.ckpt`` writes during fit (resume points after a hard kill).
-            save_on_train_epoch_end: Check ``monitor`` at the end of the training epoch instead of after validation.
+            last_every_n_epochs: Interval of ``last.ckpt`` writes during fit (resume points after a
+                hard kill).
+            save_on_train_epoch_end: Check ``monitor`` at the end of the training epoch instead of
+                after validation.
             **kwargs: Other ``ModelCheckpoint`` arguments (``save_last`` is managed here).
         """
-        check(last_every_n_epochs >= 1, "last_every_n_epochs", "a positive integer", last_every_n_epochs)
+        check(
+            last_every_n_epochs >= 1,
+            "last_every_n_epochs",
+            "a positive integer",
+            last_every_n_epochs,
+        )
         kwargs.pop("save_last", None)
-        super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=False,
-                         save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
+        super().__init__(
+            monitor=monitor,
+            mode=mode,
+            filename=filename,
+            save_last=False,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            **kwargs,
+        )
         self.last_every_n_epochs = last_every_n_epochs
         self.last_saved_step: int | None = None  # the global step that last.ckpt holds
         self._stage: str | None = None
@@ -55,17 +69,19 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self._stage == "fit":  # validate/test/predict only read the weights; their run has no checkpoints
+        # validate/test/predict only read the weights; their run has no checkpoints
+        if self._stage == "fit":
             super().load_state_dict(state_dict)
 
     def write_last(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` for the trainer's current state, unless it already holds it."""
-        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # set by the Trainer, not declared
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # the Trainer sets it
         if fast_dev_run or trainer.sanity_checking or self.last_saved_step == trainer.global_step:
             return
         path = os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         self.last_model_path = path
-        for logger in trainer.loggers:  # the logs reach the checkpoint's state before the file exists (kill -9)
+        # the logs reach the checkpoint's state before the file exists (kill -9)
+        for logger in trainer.loggers:
             logger.save()
         trainer.save_checkpoint(path, self.save_weights_only)
         self.last_saved_step = trainer.global_step
@@ -78,13 +94,17 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Instead of ``ModelCheckpoint``'s own (which saves ``last.ckpt`` only with ``save_last``): the final state."""
+        """Instead of ``ModelCheckpoint``'s own (which saves ``last.ckpt`` only with
+        ``save_last``): the final state."""
         self.write_last(trainer)
 
     @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """Fit's state on Ctrl-C or SIGTERM; validate, test and predict have none to save (only fit writes
-        checkpoints: a test run's last.ckpt would become the newest run's, for ``--ckpt_path last``)."""
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Fit's state on Ctrl-C or SIGTERM; validate, test and predict have none to save (only
+        fit writes checkpoints: a test run's last.ckpt would become the newest run's, for
+        ``--ckpt_path last``)."""
         stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         if stopped and self._stage == "fit" and self.dirpath is not None:
             self.write_last(trainer)

@@ -14,26 +14,41 @@ from circles.runs.directory import LR_FIND_PNG
 
 
 class LearningRateReport(LearningRateFinder):
-    """Lightning's learning-rate finder before training: from the initial weights, ``num_training_steps`` steps
-    with the learning rate raised from ``min_lr`` to ``max_lr``, then the weights are put back and training goes on
-    with the configured rate. Prints the rate at which the loss fell fastest beside the configured one and saves the
-    loss curve as ``lr_find.png`` in the run directory::
+    """Lightning's learning-rate finder before training: from the initial weights,
+    ``num_training_steps`` steps with the learning rate raised from ``min_lr`` to ``max_lr``, then
+    the weights are put back and training goes on with the configured rate. Prints the rate at which
+    the loss fell fastest beside the configured one and saves the loss curve as ``lr_find.png`` in
+    the run directory::
 
         python train.py fit --config configs/relu.yaml --config configs/trainer/lr_find.yaml
     """
 
-    def __init__(self, min_lr: float = 1e-4, max_lr: float = 10.0, num_training_steps: int = 100,
-                 mode: str = "exponential", early_stop_threshold: float | None = 4.0) -> None:
+    def __init__(
+        self,
+        min_lr: float = 1e-4,
+        max_lr: float = 10.0,
+        num_training_steps: int = 100,
+        mode: str = "exponential",
+        early_stop_threshold: float | None = 4.0,
+    ) -> None:
         """
         Args:
             min_lr: The first learning rate tried.
             max_lr: The last learning rate tried.
-            num_training_steps: Steps between them (each a training step, a whole epoch with the full batch).
+            num_training_steps: Steps between them (each a training step, a whole epoch with the
+                full batch).
             mode: ``exponential`` or ``linear`` steps from one rate to the next.
-            early_stop_threshold: Stop once the loss exceeds this many times its lowest; ``null`` never stops.
+            early_stop_threshold: Stop once the loss exceeds this many times its lowest; ``null``
+                never stops.
         """
-        super().__init__(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training_steps, mode=mode,
-                         early_stop_threshold=early_stop_threshold, update_attr=False)
+        super().__init__(
+            min_lr=min_lr,
+            max_lr=max_lr,
+            num_training_steps=num_training_steps,
+            mode=mode,
+            early_stop_threshold=early_stop_threshold,
+            update_attr=False,
+        )
         self.span = (min_lr, max_lr)
         self.suggested: float | None = None
 
@@ -48,11 +63,18 @@ class LearningRateReport(LearningRateFinder):
             return
         lrs, losses = finder_curve(finder.results)
         self.suggested = steepest_descent(lrs, losses)
-        configured = sorted({group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups})
-        lines = [f"Learning-rate finder ({len(lrs)} steps from {self.span[0]:g} to {self.span[1]:g}): the loss fell "
-                 f"fastest at lr {self.suggested:.3g}" if self.suggested else
-                 "Learning-rate finder: the loss fell at no rate tried (more steps, or a wider span?)",
-                 f"  this run trains with lr {', '.join(f'{lr:g}' for lr in configured)}"]
+        configured = sorted(
+            {group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups}
+        )
+        lines = [
+            f"Learning-rate finder ({len(lrs)} steps from {self.span[0]:g} to {self.span[1]:g}): "
+            "the loss fell "
+            f"fastest at lr {self.suggested:.3g}"
+            if self.suggested
+            else "Learning-rate finder: the loss fell at no rate tried (more steps, or a wider "
+            "span?)",
+            f"  this run trains with lr {', '.join(f'{lr:g}' for lr in configured)}",
+        ]
         if run_dir is not None:
             path = os.path.join(run_dir, LR_FIND_PNG)
             os.makedirs(run_dir, exist_ok=True)
@@ -65,20 +87,24 @@ FINDER_BETA = 0.98  # the smoothing of Lightning's finder (its _LRCallback's bet
 
 
 def finder_curve(results: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """The finder's learning rates and its smoothed losses, the smoothing's start corrected: Lightning divides the
-    running average after n steps by ``1 - beta**(n + 1)`` instead of ``1 - beta**n`` (its step count is already
-    n), which makes the curve rise over its first steps whatever the loss does (Lightning-AI/pytorch-lightning#14167).
-    ``tests/test_upstream.py`` pins the formula."""
+    """The finder's learning rates and its smoothed losses, the smoothing's start corrected:
+    Lightning divides the running average after n steps by ``1 - beta**(n + 1)`` instead of ``1 -
+    beta**n`` (its step count is already n), which makes the curve rise over its first steps
+    whatever the loss does (Lightning-AI/pytorch-lightning#14167). ``tests/test_upstream.py``
+    pins the formula."""
     lrs, losses = np.asarray(results["lr"], dtype=float), np.asarray(results["loss"], dtype=float)
     n = np.arange(1, len(losses) + 1)
     return lrs, losses * (1 - FINDER_BETA ** (n + 1)) / (1 - FINDER_BETA**n)
 
 
-def steepest_descent(lrs: np.ndarray, losses: np.ndarray, skip_begin: int = 10, skip_end: int = 1) -> float | None:
-    """The rate at which the loss falls fastest per factor of the rate (its steepest slope over log lr), if it falls
-    anywhere past the first ``skip_begin`` and before the last ``skip_end`` steps; else None."""
+def steepest_descent(
+    lrs: np.ndarray, losses: np.ndarray, skip_begin: int = 10, skip_end: int = 1
+) -> float | None:
+    """The rate at which the loss falls fastest per factor of the rate (its steepest slope over
+    log lr), if it falls anywhere past the first ``skip_begin`` and before the last ``skip_end``
+    steps; else None."""
     keep = np.isfinite(losses)
-    keep[:skip_begin], keep[len(keep) - skip_end:] = False, False
+    keep[:skip_begin], keep[len(keep) - skip_end :] = False, False
     if keep.sum() < 3:
         return None
     slopes = np.gradient(losses[keep], np.log10(lrs[keep]))

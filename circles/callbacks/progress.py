@@ -12,15 +12,21 @@ from circles.model.metrics import latest_values
 
 class ChapterProgressPrinter(Callback):
     """Prints the chapter's progress line every ``every_n_epochs`` epochs and at the last one:
-    ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val accuracy: 43.50%``."""
+    ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val
+    accuracy: 43.50%``."""
 
     def __init__(self, every_n_epochs: int | None = 10) -> None:
         """
         Args:
-            every_n_epochs: Print at epochs 0, N, 2N, ... and at the last epoch; ``null`` prints nothing.
+            every_n_epochs: Print at epochs 0, N, 2N, ... and at the last epoch; ``null`` prints
+                nothing.
         """
-        check(every_n_epochs is None or every_n_epochs >= 1, "every_n_epochs",
-              "a positive integer, or null to print nothing", every_n_epochs)
+        check(
+            every_n_epochs is None or every_n_epochs >= 1,
+            "every_n_epochs",
+            "a positive integer, or null to print nothing",
+            every_n_epochs,
+        )
         self.every_n_epochs = every_n_epochs
 
     @override
@@ -32,6 +38,8 @@ class ChapterProgressPrinter(Callback):
         line = f"Epoch: {trainer.current_epoch}"
         for stage, label in (("train", "Train"), ("val", "Val")):
             if f"{stage}/loss" in metrics:
-                line += (f" | {label} loss: {metrics[f'{stage}/loss']:.5f}"
-                         f" | {label} accuracy: {100 * metrics[f'{stage}/acc']:.2f}%")
+                line += (
+                    f" | {label} loss: {metrics[f'{stage}/loss']:.5f}"
+                    f" | {label} accuracy: {100 * metrics[f'{stage}/acc']:.2f}%"
+                )
         pl_module.print(line)

@@ -1,4 +1,5 @@
-"""SIGTERM, Ctrl-C and SLURM's requeue signal: every rank stops together after a step, with its state saved."""
+"""SIGTERM, Ctrl-C and SLURM's requeue signal: every rank stops together after a step, with its
+state saved."""
 
 from __future__ import annotations
 
@@ -19,36 +20,41 @@ from circles.errors import Interrupted
 
 
 def requeue_signal(trainer: pl.Trainer) -> int | None:
-    """The signal on which Lightning saves an hpc checkpoint and requeues the job: its SLURM environment's
-    ``requeue_signal`` (SIGUSR1 unless the environment was built with another) when auto-requeue is on, else None."""
-    environment = trainer._accelerator_connector.cluster_environment  # what Lightning's signal connector reads
+    """The signal on which Lightning saves an hpc checkpoint and requeues the job: its SLURM
+    environment's ``requeue_signal`` (SIGUSR1 unless the environment was built with another) when
+    auto-requeue is on, else None."""
+    # what Lightning's signal connector reads
+    environment = trainer._accelerator_connector.cluster_environment
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
     return None
 
 
 class GracefulStopCallback(Callback):
-    """SIGTERM (a scheduler ending the job) and the first Ctrl-C stop fit cleanly, on every rank together: the
-    signal only sets a flag; after each training step the ranks agree on it (one tiny reduce under DDP) and fit
-    stops the way early stopping does, so ``on_train_end`` writes a consistent ``last.ckpt``. ``signal`` then says
-    which signal stopped it. A second Ctrl-C interrupts at once.
+    """SIGTERM (a scheduler ending the job) and the first Ctrl-C stop fit cleanly, on every rank
+    together: the signal only sets a flag; after each training step the ranks agree on it (one tiny
+    reduce under DDP) and fit stops the way early stopping does, so ``on_train_end`` writes a
+    consistent ``last.ckpt``. ``signal`` then says which signal stopped it. A second Ctrl-C
+    interrupts at once.
 
-    Why not Lightning's own handlers: its SIGTERM handler broadcasts from inside the handler, and its SLURM requeue
-    handler saves the hpc checkpoint with a barrier from inside the handler, so either deadlocks a DDP run whenever
-    the signal lands while another rank is inside a different collective (a metric's reduce, say). Here the requeue
-    signal (:func:`requeue_signal`) also only sets a flag, and the ranks run Lightning's handler together after the
-    step in which they agreed on it.
+    Why not Lightning's own handlers: its SIGTERM handler broadcasts from inside the handler, and
+    its SLURM requeue handler saves the hpc checkpoint with a barrier from inside the handler, so
+    either deadlocks a DDP run whenever the signal lands while another rank is inside a different
+    collective (a metric's reduce, say). Here the requeue signal (:func:`requeue_signal`) also only
+    sets a flag, and the ranks run Lightning's handler together after the step in which they agreed
+    on it.
 
-    ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop at once (Lightning's
-    own handler only notes a SIGTERM outside fit, and predict would go on to write its file).
-    """
+    ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop
+    at once (Lightning's own handler only notes a SIGTERM outside fit, and predict would go on to
+    write its file)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.requeue = False
-        self.requeued: tuple[int, str] | None = None  # the step and hpc checkpoint of a requeue Lightning's handler did
+        # the step and hpc checkpoint of a requeue Lightning's handler did
+        self.requeued: tuple[int, str] | None = None
         self._requeue_signal: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -61,8 +67,14 @@ class GracefulStopCallback(Callback):
         self.signal, self.requeue = None, False
         self._install(self._on_signal)
         self._requeue_signal = requeue_signal(trainer)
-        if self._requeue_signal is not None and self._previous and callable(signal.getsignal(self._requeue_signal)):
-            self._previous[self._requeue_signal] = signal.signal(self._requeue_signal, self._on_requeue_signal)
+        if (
+            self._requeue_signal is not None
+            and self._previous
+            and callable(signal.getsignal(self._requeue_signal))
+        ):
+            self._previous[self._requeue_signal] = signal.signal(
+                self._requeue_signal, self._on_requeue_signal
+            )
 
     def _on_requeue_signal(self, signum: int, frame: Any) -> None:
         self.requeue = True
@@ -90,19 +102,28 @@ class GracefulStopCallback(Callback):
     on_validation_end = on_test_end = on_predict_end = override(_evaluation_end)
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         stop, requeue = self.signal is not None, self.requeue
-        if trainer.world_size > 1:  # one reduce for both flags: a rank that saw a signal decides for all
+        # one reduce for both flags: a rank that saw a signal decides for all
+        if trainer.world_size > 1:
             flags = torch.tensor([stop, requeue], dtype=torch.float32, device=pl_module.device)
             stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
         if requeue and self._requeue_signal is not None:
             self.requeue = False
             self._previous[self._requeue_signal](self._requeue_signal, None)
-            resume = trainer._checkpoint_connector._hpc_resume_path  # what the requeued job restores (Lightning's pick)
+            # what the requeued job restores (Lightning's pick)
+            resume = trainer._checkpoint_connector._hpc_resume_path
             self.requeued = (trainer.global_step, resume) if resume else None
         if stop:
-            self.signal = self.signal or signal.SIGTERM  # a rank stopped because another one was signalled
+            # a rank stopped because another one was signalled
+            self.signal = self.signal or signal.SIGTERM
             trainer.should_stop = True
 
     @override
@@ -110,7 +131,9 @@ class GracefulStopCallback(Callback):
         self._restore()
 
     @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._restore()
 
     def _restore(self) -> None:
@@ -120,24 +143,49 @@ class GracefulStopCallback(Callback):
 
 
 def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:
-    """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state was saved."""
+    """The error that reports a subcommand stopped by ``signum``; for ``fit``, where its state
+    was saved."""
     from circles.callbacks.checkpoint import RunCheckpoint
 
     name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     if subcommand != "fit":
         return Interrupted(signum, f"{subcommand} interrupted by {name}.")
-    requeued = next((cb.requeued for cb in trainer_callbacks(trainer) if isinstance(cb, GracefulStopCallback)),
-                    None) if trainer is not None else None
-    if trainer is not None and requeued is not None:  # SLURM ends the job it requeued, and the job resumes on its own
+    requeued = (
+        next(
+            (
+                cb.requeued
+                for cb in trainer_callbacks(trainer)
+                if isinstance(cb, GracefulStopCallback)
+            ),
+            None,
+        )
+        if trainer is not None
+        else None
+    )
+    # SLURM ends the job it requeued, and the job resumes on its own
+    if trainer is not None and requeued is not None:
         step, hpc = requeued
         return Interrupted(
-            signum, f"fit stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}: SLURM "
-            f"requeued the job, which resumes from {os.path.normpath(hpc)} when it starts again (saved by every rank "
-            f"after step {step}).", kind="note")
+            signum,
+            f"fit stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            "SLURM "
+            f"requeued the job, which resumes from {os.path.normpath(hpc)} when it starts again "
+            "(saved by every rank "
+            f"after step {step}).",
+            kind="note",
+        )
     checkpoint = trainer.checkpoint_callback if trainer is not None else None
-    if trainer is None or not isinstance(checkpoint, RunCheckpoint) or not checkpoint.holds_current_state(trainer):
+    if (
+        trainer is None
+        or not isinstance(checkpoint, RunCheckpoint)
+        or not checkpoint.holds_current_state(trainer)
+    ):
         return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")
     return Interrupted(
-        signum, f"fit interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; the state at "
-        f"the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To continue, run the same "
-        "command with --ckpt_path last.")
+        signum,
+        f"fit interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+        "the state at "
+        f"the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To "
+        "continue, run the same "
+        "command with --ckpt_path last.",
+    )

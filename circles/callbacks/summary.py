@@ -1,5 +1,5 @@
-"""The run's own account of itself on the console: what an evaluation measured, where a fit's files are, and each
-member's numbers in ``members.csv``."""
+"""The run's own account of itself on the console: what an evaluation measured, where a fit's
+files are, and each member's numbers in ``members.csv``."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from circles.runs.logger import tensorboard_command, tensorboard_of
 
 
 class RunSummary(Callback):
-    """The run's own account of itself. After ``validate`` and ``test`` (the fit's own test included): the numbers,
-    on what points and from the weights of which epoch, beside the best accuracy possible where it is known. At the
-    end of fit (also one stopped by SIGTERM or Ctrl-C), where everything is: the best checkpoint and its score, where
-    the points came from, the run directory, the decision-boundary picture and the TensorBoard command; while
-    ``hold`` is set (the command line's test after fit follows), these lines wait for :meth:`flush`. With several
-    members, ``members.csv`` in the run directory after fit and after test: per member its seed and accuracies."""
+    """The run's own account of itself. After ``validate`` and ``test`` (the fit's own test
+    included): the numbers, on what points and from the weights of which epoch, beside the best
+    accuracy possible where it is known. At the end of fit (also one stopped by SIGTERM or
+    Ctrl-C), where everything is: the best checkpoint and its score, where the points came from,
+    the run directory, the decision-boundary picture and the TensorBoard command; while ``hold``
+    is set (the command line's test after fit follows), these lines wait for :meth:`flush`. With
+    several members, ``members.csv`` in the run directory after fit and after test: per member
+    its seed and accuracies."""
 
     def __init__(self) -> None:
         self.hold = False
@@ -38,13 +40,18 @@ class RunSummary(Callback):
         lines = [""]
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
-            lines.append(f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
-                         f"  ({os.path.normpath(checkpoint.best_model_path)})")
+            lines.append(
+                f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
+                f"  ({os.path.normpath(checkpoint.best_model_path)})"
+            )
         model, data = classifier(pl_module), trainer_data(trainer)
         collapsed = collapse_lines(model, model.feature_names, data.class_legend())
         if collapsed:
-            lines.append("No activation, so the layers are one affine map" + (" (member 0's)" if model.members > 1
-                                                                             else "") + ":")
+            lines.append(
+                "No activation, so the layers are one affine map"
+                + (" (member 0's)" if model.members > 1 else "")
+                + ":"
+            )
             lines += [f"  {line}" for line in collapsed]
         lines.append(f"Data: {data.describe()}")
         lines.append(f"Run directory: {os.path.normpath(run_dir)}")
@@ -76,7 +83,9 @@ class RunSummary(Callback):
             print("\n".join(evaluation_lines(trainer, pl_module, "test")), flush=True)
 
     @staticmethod
-    def _write_members(trainer: pl.Trainer, pl_module: pl.LightningModule, run_dir: str | None) -> None:
+    def _write_members(
+        trainer: pl.Trainer, pl_module: pl.LightningModule, run_dir: str | None
+    ) -> None:
         table = classifier(pl_module).member_table()
         if table is None or run_dir is None or not trainer.is_global_zero:
             return
@@ -84,14 +93,16 @@ class RunSummary(Callback):
         with atomic_file(os.path.join(run_dir, MEMBERS_CSV)) as f:
             f.write(",".join(table) + "\n")
             for row in zip(*table.values(), strict=True):
-                f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
+                f.write(
+                    ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
+                )
 
 
 def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> list[str]:
-    """What ``validate`` or ``test`` measured, in the digits that mean something: accuracy (with several members its
-    spread and the ensemble's), loss, the points and weights it is of; for ``test``, the best accuracy possible where
-    it is known, and whether it lies outside the accuracy's 95% interval (:func:`accuracy_interval`: the
-    measurement's sampling error)."""
+    """What ``validate`` or ``test`` measured, in the digits that mean something: accuracy (with
+    several members its spread and the ensemble's), loss, the points and weights it is of; for
+    ``test``, the best accuracy possible where it is known, and whether it lies outside the
+    accuracy's 95% interval (:func:`accuracy_interval`: the measurement's sampling error)."""
     model, data = classifier(pl_module), trainer_data(trainer)
     values, points = latest_values(trainer.callback_metrics), data.points(stage)
     n = len(points[0]) if points is not None else 0
@@ -101,29 +112,46 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     name = {"val": "Validation", "test": "Test"}[stage]
     spread = ""
     if f"{stage}/acc_std" in values:  # the members' spread (see circles.model.metrics.spread)
-        spread = (f" (mean of {model.members} seeds, std {values[f'{stage}/acc_std']:.4f}, from "
-                  f"{values[f'{stage}/acc_min']:.4f} to {values[f'{stage}/acc_max']:.4f})")
+        spread = (
+            f" (mean of {model.members} seeds, std {values[f'{stage}/acc_std']:.4f}, from "
+            f"{values[f'{stage}/acc_min']:.4f} to {values[f'{stage}/acc_max']:.4f})"
+        )
     if f"{stage}/acc_ensemble" in values:
         spread += f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
-    lines = [f"{name}: acc {acc:.4f}{spread}, loss {values[f'{stage}/loss']:.5f} on {n:,} points, "
-             f"{weights_text(trainer, pl_module)}"]
-    if stage == "val" and trainer.ckpt_path and os.path.basename(str(trainer.ckpt_path)).startswith("best"):
-        lines.append("  best.ckpt holds the first epoch that reached the best val/acc; later epochs can lower the "
-                     "loss at the same accuracy (last.ckpt).")
+    lines = [
+        f"{name}: acc {acc:.4f}{spread}, loss {values[f'{stage}/loss']:.5f} on {n:,} points, "
+        f"{weights_text(trainer, pl_module)}"
+    ]
+    if (
+        stage == "val"
+        and trainer.ckpt_path
+        and os.path.basename(str(trainer.ckpt_path)).startswith("best")
+    ):
+        lines.append(
+            "  best.ckpt holds the first epoch that reached the best val/acc; later epochs can "
+            "lower the "
+            "loss at the same accuracy (last.ckpt)."
+        )
     bayes = values.get("test/bayes_acc") if stage == "test" else None
     if bayes is not None and n:
         low, high = accuracy_interval(acc, n)
         interval = f"the 95% interval of {n:,} test points: {low:.4f} to {high:.4f}"
-        verdict = (f"within the sampling error ({interval})" if low <= bayes <= high else
-                   f"short of the best possible by more than the sampling error ({interval})" if bayes > high else
-                   f"above it by more than the sampling error ({interval}): the test points are not of the "
-                   "distribution it is computed for")
+        verdict = (
+            f"within the sampling error ({interval})"
+            if low <= bayes <= high
+            else f"short of the best possible by more than the sampling error ({interval})"
+            if bayes > high
+            else f"above it by more than the sampling error ({interval}): the test points are not "
+            "of the "
+            "distribution it is computed for"
+        )
         lines.append(f"  Bayes-optimal acc {bayes:.4f}: gap {bayes - acc:+.4f}, {verdict}")
     return lines
 
 
 def weights_text(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-    """Which weights an evaluation used: ``weights of epoch 99 (last.ckpt)``, or of the fit that just ended."""
+    """Which weights an evaluation used: ``weights of epoch 99 (last.ckpt)``, or of the fit that
+    just ended."""
     epoch = classifier(pl_module).weights_epoch
     source = os.path.basename(str(trainer.ckpt_path)) if trainer.ckpt_path else "the end of the fit"
     return f"weights of epoch {epoch if epoch is not None else '?'} ({source})"

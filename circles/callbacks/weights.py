@@ -1,5 +1,5 @@
-"""What the weights do while the network trains: their and their gradients' histograms in TensorBoard, and the ReLU
-units that never fire."""
+"""What the weights do while the network trains: their and their gradients' histograms in
+TensorBoard, and the ReLU units that never fire."""
 
 from __future__ import annotations
 
@@ -16,41 +16,56 @@ from circles.runs.logger import tensorboard_of
 class WeightsCallback(Callback):
     """What the weights do while the network trains.
 
-    - Every ``histograms_every_n_epochs`` epochs (epoch 0 included), each layer's weights and the gradients of its last
-      step as histograms, ``weights/layer_1``, ``gradients/layer_1``, ... (TensorBoard's HISTOGRAMS tab; with
-      several members, all members' together).
-    - Every ``dead_units_every_n_epochs`` epochs, for a ReLU network, how many units of each hidden layer give 0 for
-      every training point: ``train/dead_units_1``, ... (members' mean). A dead unit no longer learns: its gradient
-      is 0. (Every epoch it would add a fifth to an epoch of the chapter's model: ``benchmarks/bench.py --only seed``.)
-    """
+    - Every ``histograms_every_n_epochs`` epochs (epoch 0 included), each layer's weights and the
+      gradients of its last step as histograms, ``weights/layer_1``, ``gradients/layer_1``, ...
+      (TensorBoard's HISTOGRAMS tab; with several members, all members' together).
+    - Every ``dead_units_every_n_epochs`` epochs, for a ReLU network, how many units of each
+      hidden layer give 0 for every training point: ``train/dead_units_1``, ... (members' mean).
+      A dead unit no longer learns: its gradient is 0. (Every epoch it would add a fifth to an
+      epoch of the chapter's model: ``benchmarks/bench.py --only seed``.)"""
 
-    def __init__(self, histograms_every_n_epochs: int | None = 50, dead_units_every_n_epochs: int | None = 10) -> None:
+    def __init__(
+        self, histograms_every_n_epochs: int | None = 50, dead_units_every_n_epochs: int | None = 10
+    ) -> None:
         """
         Args:
-            histograms_every_n_epochs: Epochs between two histograms of the weights and gradients; ``null`` writes
-                none.
-            dead_units_every_n_epochs: Epochs between two counts of the ReLU units that never fire on the training
-                points, per hidden layer; ``null`` counts none.
+            histograms_every_n_epochs: Epochs between two histograms of the weights and gradients;
+                ``null`` writes none.
+            dead_units_every_n_epochs: Epochs between two counts of the ReLU units that never fire
+                on the training points, per hidden layer; ``null`` counts none.
         """
-        for name, value in (("histograms_every_n_epochs", histograms_every_n_epochs),
-                            ("dead_units_every_n_epochs", dead_units_every_n_epochs)):
+        for name, value in (
+            ("histograms_every_n_epochs", histograms_every_n_epochs),
+            ("dead_units_every_n_epochs", dead_units_every_n_epochs),
+        ):
             check(value is None or value >= 1, name, "a positive integer, or null for none", value)
-        self.every_n_epochs, self.dead_every_n_epochs = histograms_every_n_epochs, dead_units_every_n_epochs
+        self.every_n_epochs, self.dead_every_n_epochs = (
+            histograms_every_n_epochs,
+            dead_units_every_n_epochs,
+        )
         self._gradients: list[torch.Tensor] = []
 
     def _histogram_epoch(self, trainer: pl.Trainer) -> bool:
         return self.every_n_epochs is not None and trainer.current_epoch % self.every_n_epochs == 0
 
     @override
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
-        if self._histogram_epoch(trainer) and trainer.is_global_zero:  # the epoch's last step's are kept
-            self._gradients = [w.grad.detach().clone() for w in classifier(pl_module).weight_parameters()
-                               if w.grad is not None]
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        # the epoch's last step's are kept
+        if self._histogram_epoch(trainer) and trainer.is_global_zero:
+            self._gradients = [
+                w.grad.detach().clone()
+                for w in classifier(pl_module).weight_parameters()
+                if w.grad is not None
+            ]
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        count = self.dead_every_n_epochs is not None and trainer.current_epoch % self.dead_every_n_epochs == 0
+        count = (
+            self.dead_every_n_epochs is not None
+            and trainer.current_epoch % self.dead_every_n_epochs == 0
+        )
         if not count and not self._histogram_epoch(trainer):
             return  # most epochs: nothing to do, and nothing spent on finding that out
         model = classifier(pl_module)
@@ -60,14 +75,22 @@ class WeightsCallback(Callback):
                 with torch.no_grad():
                     counts = model.dead_units(points[0])
                 if counts:
-                    dead = {f"train/dead_units_{i}": float(count) for i, count in enumerate(counts, start=1)}
+                    dead = {
+                        f"train/dead_units_{i}": float(count)
+                        for i, count in enumerate(counts, start=1)
+                    }
                     pl_module.log_dict(dead, sync_dist=True)
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is None or not self._histogram_epoch(trainer) or not trainer.is_global_zero:
             return
         writer, epoch = tensorboard.experiment, trainer.current_epoch
-        for i, weights in enumerate(model.weight_parameters(), start=1):  # 30 bins: a sixth of the default's cost
-            writer.add_histogram(f"weights/layer_{i}", weights.detach().float().cpu(), global_step=epoch, bins=30)
+        # 30 bins: a sixth of the default's cost
+        for i, weights in enumerate(model.weight_parameters(), start=1):
+            writer.add_histogram(
+                f"weights/layer_{i}", weights.detach().float().cpu(), global_step=epoch, bins=30
+            )
         for i, gradients in enumerate(self._gradients, start=1):
-            writer.add_histogram(f"gradients/layer_{i}", gradients.float().cpu(), global_step=epoch, bins=30)
+            writer.add_histogram(
+                f"gradients/layer_{i}", gradients.float().cpu(), global_step=epoch, bins=30
+            )
         self._gradients = []

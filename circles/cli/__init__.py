@@ -2,31 +2,34 @@
 
 What each hook does here:
 
-- ``add_arguments_to_parser``: the callbacks' sections (``checkpoint``, ``boundary``, ``chapter_log``,
-  ``weights``), the links that make the network's input and output layers follow the data, the chapter's optimizer
-  as the default, ``--test_after_fit``.
+- ``add_arguments_to_parser``: the callbacks' sections (``checkpoint``, ``boundary``,
+  ``chapter_log``, ``weights``), the links that make the network's input and output layers follow
+  the data, the chapter's optimizer as the default, ``--test_after_fit``.
 - ``before_instantiate_classes``: the optimizer's settings checked before anything is built.
 - ``after_instantiate_classes``: the checkpoint checked against what was built from the config.
-- ``before_fit``, ``before_validate``, ``before_test``, ``before_predict``: the run's settings recorded for
-  TensorBoard's HPARAMS tab (an evaluation records those of the run that trained its checkpoint).
-- ``after_fit``: a fit stopped by a signal reported as such; else the test of its final weights, into the same run.
-- ``save_config_callback``: :class:`circles.runs.checkpoints.RunConfig` writes the run's ``config.yaml``.
-- ``parser_kwargs``: ``validate`` and ``test`` default to ``--verbose false`` (the run's summary says what they
-  measured) through a default config file.
+- ``before_fit``, ``before_validate``, ``before_test``, ``before_predict``: the run's settings
+  recorded for TensorBoard's HPARAMS tab (an evaluation records those of the run that trained its
+  checkpoint).
+- ``after_fit``: a fit stopped by a signal reported as such; else the test of its final weights,
+  into the same run.
+- ``save_config_callback``: :class:`circles.runs.checkpoints.RunConfig` writes the run's
+  ``config.yaml``.
+- ``parser_kwargs``: ``validate`` and ``test`` default to ``--verbose false`` (the run's summary
+  says what they measured) through a default config file.
 
 LightningCLI's methods overridden, each for what no hook reaches:
 
-- ``__init__``: the project's defaults; what goes wrong anywhere inside (parsing, building, running) becomes one
-  line naming the option by its section (:func:`circles.cli.reporting.reported`), and the run's logger, held open
-  from fit into its test, is closed once at the end whatever happened.
-- ``parse_arguments``: YAML bounded before any parser reads it; then what depends on other settings is settled
-  (:mod:`circles.cli.settle`: the run directory, ``ckpt_path best|last`` as a file, checked and loaded safely)
-  before LightningCLI reads the checkpoint's hyperparameters, which it does only from a path that is a file.
+- ``__init__``: the project's defaults; what goes wrong anywhere inside (parsing, building, running)
+  becomes one line naming the option by its section (:func:`circles.cli.reporting.reported`), and
+  the run's logger, held open from fit into its test, is closed once at the end whatever happened.
+- ``parse_arguments``: YAML bounded before any parser reads it; then what depends on other settings
+  is settled (:mod:`circles.cli.settle`: the run directory, ``ckpt_path best|last`` as a file,
+  checked and loaded safely) before LightningCLI reads the checkpoint's hyperparameters, which it
+  does only from a path that is a file.
 - ``instantiate_trainer``: every checkpoint written whole whatever plugins the config gives (adds
-  :class:`circles.runs.checkpoints.AtomicCheckpointIO`); a SLURM launch that would hang refused before the Trainer
-  is built and an allocation its ranks cannot fill after it resolves its devices; the Trainer's own argument
-  errors as one line.
-"""
+  :class:`circles.runs.checkpoints.AtomicCheckpointIO`); a SLURM launch that would hang refused
+  before the Trainer is built and an allocation its ranks cannot fill after it resolves its
+  devices; the Trainer's own argument errors as one line."""
 
 from __future__ import annotations
 
@@ -51,7 +54,13 @@ from circles.callbacks.signals import GracefulStopCallback, interruption
 from circles.callbacks.summary import RunSummary
 from circles.callbacks.weights import WeightsCallback
 from circles.cli.bounds import check_arguments
-from circles.cli.checks import CheckpointFacts, check_data, check_optimizer, check_resume, check_shapes
+from circles.cli.checks import (
+    CheckpointFacts,
+    check_data,
+    check_optimizer,
+    check_resume,
+    check_shapes,
+)
 from circles.cli.parser import CirclesArgumentParser
 from circles.cli.reporting import one_line_errors, quiet_lightning, reported
 from circles.cli.settle import run_hyperparameters, settle_runs_and_checkpoint
@@ -63,9 +72,14 @@ from circles.model.classifier import CirclesClassifier
 from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig
 from circles.runs.logger import TensorBoardRunLogger
 
-CALLBACKS = {"checkpoint": RunCheckpoint, "boundary": DecisionBoundaryCallback,
-             "chapter_log": ChapterProgressPrinter, "weights": WeightsCallback}
-SECTIONS = ("data", "model", *CALLBACKS, "trainer")  # where a setting named in an error is looked up, in order
+CALLBACKS = {
+    "checkpoint": RunCheckpoint,
+    "boundary": DecisionBoundaryCallback,
+    "chapter_log": ChapterProgressPrinter,
+    "weights": WeightsCallback,
+}
+# where a setting named in an error is looked up, in order
+SECTIONS = ("data", "model", *CALLBACKS, "trainer")
 EVALUATION_DEFAULTS = str(Path(__file__).with_name("evaluation_defaults.yaml"))  # verbose: false
 PARSER_KWARGS = {
     "description": "Train MLPs on two concentric circles and watch why non-linearity matters.",
@@ -75,7 +89,8 @@ PARSER_KWARGS = {
 
 
 class CirclesCLI(LightningCLI):
-    """``fit``, ``validate``, ``test`` and ``predict`` for ``CirclesClassifier`` on ``CirclesDataModule``."""
+    """``fit``, ``validate``, ``test`` and ``predict`` for ``CirclesClassifier`` on
+    ``CirclesDataModule``."""
 
     SECTIONS = SECTIONS
 
@@ -92,9 +107,11 @@ class CirclesCLI(LightningCLI):
                     save_config_kwargs={},
                     trainer_defaults={
                         "max_epochs": 1000,
-                        "log_every_n_steps": 1,  # metrics are logged once per epoch: no warning about that
+                        # metrics are logged once per epoch: no warning about that
+                        "log_every_n_steps": 1,
                         "enable_model_summary": False,  # the config says the shape
-                        "enable_progress_bar": False,  # the chapter's line (fit) and RunSummary's say more
+                        # the chapter's line (fit) and RunSummary's say more
+                        "enable_progress_bar": False,
                         "logger": lazy_instance(TensorBoardRunLogger),
                         "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
                     },
@@ -112,27 +129,38 @@ class CirclesCLI(LightningCLI):
         for section, callback in CALLBACKS.items():
             parser.add_lightning_class_args(callback, section)
         parser.link_arguments("data.features", "model.features")  # the input layer follows the data
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")  # the output too
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="fit only: then test the final weights on the test points, into the same run "
-                                 "(its TensorBoard record then holds the test accuracy beside the best one "
-                                 "possible)")
+        # the output too
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="fit only: then test the final weights on the test points, into the same run "
+            "(its TensorBoard record then holds the test accuracy beside the best one "
+            "possible)",
+        )
         parser.add_optimizer_args((torch.optim.Optimizer,))
-        parser.set_defaults({"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}})
+        parser.set_defaults(
+            {"optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}}
+        )
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Bound the YAML, parse, then settle the run and read the checkpoint's facts (see the module)."""
+        """Bound the YAML, parse, then settle the run and read the checkpoint's facts (see the
+        module)."""
         check_arguments(sys.argv[1:] if args is None else [str(a) for a in args])
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")  # as given
+        # as given
+        self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")
         logger = config.trainer.get("logger")
         given = logger.get("init_args") if isinstance(logger, Namespace) else None
-        self.save_config_kwargs["logger_as_given"] = given.clone() if isinstance(given, Namespace) else None
+        self.save_config_kwargs["logger_as_given"] = (
+            given.clone() if isinstance(given, Namespace) else None
+        )
         now = yaml.safe_load(parser.dump(self.config))[subcommand] if subcommand == "fit" else None
         loaded = settle_runs_and_checkpoint(config, subcommand)
         if loaded is not None:
@@ -145,7 +173,8 @@ class CirclesCLI(LightningCLI):
 
     @override
     def after_instantiate_classes(self) -> None:
-        """The checkpoint against what was built (a bad value is reported before a resume conflict it causes)."""
+        """The checkpoint against what was built (a bad value is reported before a resume
+        conflict it causes)."""
         if self.checkpoint is not None:
             check_resume(self.checkpoint)
             check_data(self.checkpoint, self.datamodule)
@@ -161,32 +190,42 @@ class CirclesCLI(LightningCLI):
         check_slurm_launch(plugins)
         try:
             trainer = super().instantiate_trainer(plugins=plugins, **kwargs)
-        except (MisconfigurationException, ValueError, TypeError) as err:  # the Trainer checks its arguments
+        # the Trainer checks its arguments
+        except (MisconfigurationException, ValueError, TypeError) as err:
             raise SettingError("trainer", err) from None
         check_slurm_allocation(trainer.num_devices, trainer.num_nodes, plugins)
         return trainer
 
     def before_fit(self) -> None:
-        """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams leave out
-        (optimizer, epochs, seed, the best accuracy possible) added to them; with the test after the fit, the
-        end-of-fit lines after its result and the logger's files kept open for it."""
-        record_settings(self.trainer, self.datamodule, self.config[self.subcommand].as_dict(), trial=True)
+        """The run as a trial of TensorBoard's HPARAMS table: what the model and data hparams
+        leave out (optimizer, epochs, seed, the best accuracy possible) added to them; with the
+        test after the fit, the end-of-fit lines after its result and the logger's files kept
+        open for it."""
+        record_settings(
+            self.trainer, self.datamodule, self.config[self.subcommand].as_dict(), trial=True
+        )
         test = bool(self.config[self.subcommand].get("test_after_fit"))
         _summary(self.trainer).hold = test
         if test:
-            self.held_open = [lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardRunLogger)]
+            self.held_open = [
+                lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardRunLogger)
+            ]
             for logger in self.held_open:
-                logger.hold_open(True)  # a stage's end only flushes: the test writes into the fit's files
+                # a stage's end only flushes: the test writes into the fit's files
+                logger.hold_open(True)
 
     def after_fit(self) -> None:
-        stop = next(cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback))
+        stop = next(
+            cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, GracefulStopCallback)
+        )
         if stop.signal is not None:
             raise interruption(self.trainer, "fit", stop.signal)
         if self.config[self.subcommand].get("test_after_fit"):
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
 
     def _end_fit(self) -> None:
-        """Close the loggers held open since ``before_fit`` and print the end-of-fit lines, whatever happened."""
+        """Close the loggers held open since ``before_fit`` and print the end-of-fit lines,
+        whatever happened."""
         for logger in self.held_open:
             logger.hold_open(False)
             logger.finalize("finished")
@@ -214,10 +253,12 @@ class CirclesCLI(LightningCLI):
             record_settings(self.trainer, self.datamodule, yaml.safe_load(trained))
 
 
-def record_settings(trainer: Any, data: CirclesDataModule, config: Mapping[str, Any], trial: bool = False) -> None:
-    """Add the run's settings (:func:`circles.cli.settle.run_hyperparameters` of ``config``) to its
-    hyperparameters; a fit's also become its record in TensorBoard's HPARAMS table (an evaluation's run is no
-    trial of its own)."""
+def record_settings(
+    trainer: Any, data: CirclesDataModule, config: Mapping[str, Any], trial: bool = False
+) -> None:
+    """Add the run's settings (:func:`circles.cli.settle.run_hyperparameters` of ``config``) to
+    its hyperparameters; a fit's also become its record in TensorBoard's HPARAMS table (an
+    evaluation's run is no trial of its own)."""
     hparams = run_hyperparameters(config, data.bayes_accuracy())
     for logger in trainer.loggers:
         if trial and isinstance(logger, TensorBoardRunLogger):
@@ -231,17 +272,18 @@ def _summary(trainer: Any) -> RunSummary:
 
 
 def _leave_process_group() -> None:
-    """End DDP together: every rank waits for the others, then destroys the process group, so no rank exits
-    while another still talks to its store (which aborts that rank with "terminate called ...")."""
+    """End DDP together: every rank waits for the others, then destroys the process group, so no
+    rank exits while another still talks to its store (which aborts that rank with "terminate
+    called ...")."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
 def cli_main(args: Any = None) -> None:
-    """Run Lightning's subcommands on the circles models (``args`` as a list of strings; ``None`` reads
-    ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as one line and an exit
-    status (:func:`circles.cli.reporting.one_line_errors`)."""
+    """Run Lightning's subcommands on the circles models (``args`` as a list of strings; ``None``
+    reads ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as
+    one line and an exit status (:func:`circles.cli.reporting.one_line_errors`)."""
     with one_line_errors(), quiet_lightning():
         CirclesCLI(args=args)
         _leave_process_group()

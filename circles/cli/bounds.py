@@ -1,5 +1,6 @@
-"""Bounds on outside input that arrives as YAML (config files, command-line values, sweep files): its size, and the
-number of values it stands for once its aliases are expanded, checked before any parser builds anything from it."""
+"""Bounds on outside input that arrives as YAML (config files, command-line values, sweep files):
+its size, and the number of values it stands for once its aliases are expanded, checked before
+any parser builds anything from it."""
 
 from __future__ import annotations
 
@@ -10,18 +11,26 @@ import yaml
 
 from circles.errors import ConfigError
 
-MAX_BYTES = 1 << 20  # a config file, a sweep file or one command-line value: far more than any real one
-MAX_VALUES = 100_000  # YAML nodes once aliases are expanded: a few lines of aliases can stand for billions
-MAX_ITEMS = 1_000  # in one list or mapping: the longest a setting takes (hidden_sizes); jsonargparse's time grows
-#                    with the square of a list's length (2,000 items: 10 s, 4,000: 30 s; tests/test_inputs.py)
+# a config file, a sweep file or one command-line value: far more than any real one
+MAX_BYTES = 1 << 20
+# YAML nodes once aliases are expanded: a few lines of aliases can stand for billions
+MAX_VALUES = 100_000
+# in one list or mapping: the longest a setting takes (hidden_sizes); jsonargparse's time grows with
+# the square of a list's length (2,000 items: 10 s, 4,000: 30 s; tests/test_inputs.py)
+MAX_ITEMS = 1_000
 
 
 def check_yaml(text: str, field: str, where: str) -> None:
-    """Refuse YAML ``text`` (given as ``field``, read from ``where``) that is larger than ``MAX_BYTES``, stands for
-    more than ``MAX_VALUES`` values or has a list or mapping of more than ``MAX_ITEMS``; YAML that does not parse is
-    left to the parser that reports it."""
+    """Refuse YAML ``text`` (given as ``field``, read from ``where``) that is larger than
+    ``MAX_BYTES``, stands for more than ``MAX_VALUES`` values or has a list or mapping of more
+    than ``MAX_ITEMS``; YAML that does not parse is left to the parser that reports it."""
     if len(text) > MAX_BYTES:
-        raise ConfigError(field, f"at most {MAX_BYTES >> 20} MiB of YAML", where, f"It has {len(text):,} characters.")
+        raise ConfigError(
+            field,
+            f"at most {MAX_BYTES >> 20} MiB of YAML",
+            where,
+            f"It has {len(text):,} characters.",
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
@@ -33,11 +42,19 @@ def check_yaml(text: str, field: str, where: str) -> None:
         node = todo.pop()
         count += 1
         if count > MAX_VALUES:
-            raise ConfigError(field, f"YAML that stands for at most {MAX_VALUES:,} values", where,
-                              "Its aliases (*name) expand to more.")
+            raise ConfigError(
+                field,
+                f"YAML that stands for at most {MAX_VALUES:,} values",
+                where,
+                "Its aliases (*name) expand to more.",
+            )
         if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and len(node.value) > MAX_ITEMS:
-            raise ConfigError(field, f"YAML of lists and mappings of at most {MAX_ITEMS:,} items", where,
-                              f"Line {node.start_mark.line + 1} starts one of {len(node.value):,}.")
+            raise ConfigError(
+                field,
+                f"YAML of lists and mappings of at most {MAX_ITEMS:,} items",
+                where,
+                f"Line {node.start_mark.line + 1} starts one of {len(node.value):,}.",
+            )
         if isinstance(node, yaml.SequenceNode):
             todo.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
@@ -45,8 +62,8 @@ def check_yaml(text: str, field: str, where: str) -> None:
 
 
 def check_arguments(args: Sequence[str]) -> None:
-    """Check every value on a command line and every ``--config`` file it names with :func:`check_yaml` (a missing
-    file is left to the parser)."""
+    """Check every value on a command line and every ``--config`` file it names with
+    :func:`check_yaml` (a missing file is left to the parser)."""
     previous = ""
     for arg in args:
         option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
@@ -55,7 +72,9 @@ def check_arguments(args: Sequence[str]) -> None:
             if name == "config" and Path(value).is_file():
                 path = Path(value)
                 if path.stat().st_size > MAX_BYTES:
-                    raise ConfigError("config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value)
+                    raise ConfigError(
+                        "config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value
+                    )
                 check_yaml(path.read_text(errors="replace"), "config", value)
             else:
                 check_yaml(value, name, value[:80])

@@ -1,5 +1,5 @@
-"""What the command line checks between parsing and building: the checkpoint's facts, read once, and each check of
-them, and of the optimizer's settings, a named function."""
+"""What the command line checks between parsing and building: the checkpoint's facts, read once,
+and each check of them, and of the optimizer's settings, a named function."""
 
 from __future__ import annotations
 
@@ -14,104 +14,154 @@ from jsonargparse import Namespace
 from circles.cli.parser import parse_error_text
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, SettingError
-from circles.model.classifier import MEMBER_RECORDS, CirclesClassifier, check_independent_members, upgrade_state_dict
+from circles.model.classifier import (
+    MEMBER_RECORDS,
+    CirclesClassifier,
+    check_independent_members,
+    upgrade_state_dict,
+)
 from circles.model.networks import check_network_size, output_size
-from circles.runs.checkpoints import CONFIG_KEY, CheckpointError, ResumeError, checkpoint_mismatch, resume_conflicts
+from circles.runs.checkpoints import (
+    CONFIG_KEY,
+    CheckpointError,
+    ResumeError,
+    checkpoint_mismatch,
+    resume_conflicts,
+)
 
 
 @dataclass
 class CheckpointFacts:
-    """What ``--ckpt_path`` holds, read once after parsing (before LightningCLI replaces the model's settings with
-    the checkpoint's) and checked against what is built from the config (:meth:`CirclesCLI.instantiate_classes`)."""
+    """What ``--ckpt_path`` holds, read once after parsing (before LightningCLI replaces the
+    model's settings with the checkpoint's) and checked against what is built from the config
+    (:meth:`CirclesCLI.instantiate_classes`)."""
 
     path: Path
     shapes: dict[str, tuple[int, ...]]  # the weights' shapes, under today's names
     num_classes: int | None  # the network's classes
     data_state: dict[str, Any] | None  # the data module's state: its classes and their names
     trained_config: str | None  # the run's config.yaml as the checkpoint recorded it
-    conflicts: list[str] = field(default_factory=list)  # for fit: trained settings this command sets otherwise
+    # for fit: trained settings this command sets otherwise
+    conflicts: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None) -> CheckpointFacts:
-        """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the resume conflicts."""
+    def read(
+        cls, path: Path, checkpoint: dict[str, Any], now: dict[str, Any] | None
+    ) -> CheckpointFacts:
+        """The facts of a loaded ``checkpoint``; with ``now`` (fit's config as parsed), the
+        resume conflicts."""
         state = dict(checkpoint["state_dict"])
         members = (checkpoint.get("hyper_parameters") or {}).get("members", 1)
         upgrade_state_dict(state, dict.fromkeys(MEMBER_RECORDS, torch.zeros(members)))
-        trained, data_state = checkpoint.get(CONFIG_KEY), checkpoint.get(CirclesDataModule.__qualname__)
+        trained, data_state = (
+            checkpoint.get(CONFIG_KEY),
+            checkpoint.get(CirclesDataModule.__qualname__),
+        )
         files = (data_state or {}).get("files")
-        return cls(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
-                   (checkpoint.get("hyper_parameters") or {}).get("num_classes"), data_state, trained,
-                   resume_conflicts(trained, now, files) if now is not None else [])
+        return cls(
+            path,
+            {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
+            (checkpoint.get("hyper_parameters") or {}).get("num_classes"),
+            data_state,
+            trained,
+            resume_conflicts(trained, now, files) if now is not None else [],
+        )
 
 
 def check_optimizer(config: Namespace, subcommand: str) -> None:
-    """The configured optimizer accepts its settings (``torch.optim`` checks them when it is built: built here on a
-    stand-in parameter, so an error is surely the optimizer's), and, for ``fit`` with several members, treats each
-    number on its own (:func:`check_independent_members`)."""
+    """The configured optimizer accepts its settings (``torch.optim`` checks them when it is
+    built: built here on a stand-in parameter, so an error is surely the optimizer's), and, for
+    ``fit`` with several members, treats each number on its own
+    (:func:`check_independent_members`)."""
     optimizer = config.get("optimizer")
     if not isinstance(optimizer, Namespace) or not optimizer.get("class_path"):
         return
     module, name = optimizer.class_path.rsplit(".", 1)
     optimizer_class = getattr(importlib.import_module(module), name)
     try:
-        optimizer_class([torch.zeros(1, requires_grad=True)], **dict(optimizer.get("init_args") or {}))
+        optimizer_class(
+            [torch.zeros(1, requires_grad=True)], **dict(optimizer.get("init_args") or {})
+        )
     except (ValueError, TypeError) as err:
         raise SettingError("optimizer", err) from None
     if subcommand == "fit":
-        check_independent_members(config.model.members, optimizer_class, config.trainer.get("gradient_clip_val"),
-                                  config.trainer.get("gradient_clip_algorithm"))
+        check_independent_members(
+            config.model.members,
+            optimizer_class,
+            config.trainer.get("gradient_clip_val"),
+            config.trainer.get("gradient_clip_algorithm"),
+        )
 
 
 def check_resume(facts: CheckpointFacts) -> None:
     """``fit --ckpt_path`` continues a run only with the settings it was trained with."""
     if facts.conflicts:
         raise ResumeError(
-            f"fit --ckpt_path continues a run with the settings it was trained with, and these differ: "
-            f"{'; '.join(facts.conflicts)}. Leave them out to continue the run (trainer settings such as "
-            "--trainer.max_epochs may change), or start a new run without --ckpt_path.")
+            "fit --ckpt_path continues a run with the settings it was trained with, and these "
+            "differ: "
+            f"{'; '.join(facts.conflicts)}. Leave them out to continue the run (trainer settings "
+            "such as "
+            "--trainer.max_epochs may change), or start a new run without --ckpt_path."
+        )
 
 
 def check_data(facts: CheckpointFacts, data: CirclesDataModule) -> None:
-    """The data has the classes the network was trained for, by number and by name, and a file it trained with has
-    not changed since (the data module's own check, which Lightning runs only when it restores the checkpoint, after
-    the run directory exists)."""
+    """The data has the classes the network was trained for, by number and by name, and a file it
+    trained with has not changed since (the data module's own check, which Lightning runs only
+    when it restores the checkpoint, after the run directory exists)."""
     if facts.num_classes is not None and facts.num_classes != data.num_classes:
         raise CheckpointError(
-            f"{facts.path} holds a network for {facts.num_classes} classes and the data has {data.num_classes}. Give "
-            "the data it was trained on: --config <its run>/config.yaml, or the same data.dataset, data.classes or "
-            "data.path.")
+            f"{facts.path} holds a network for {facts.num_classes} classes and the data has "
+            f"{data.num_classes}. Give "
+            "the data it was trained on: --config <its run>/config.yaml, or the same data.dataset, "
+            "data.classes or "
+            "data.path."
+        )
     if facts.data_state is not None:
         data.load_state_dict(facts.data_state)
 
 
 def check_shapes(facts: CheckpointFacts, model: CirclesClassifier) -> None:
-    """The checkpoint's weights fit the model (Lightning builds it from the checkpoint's hyperparameters, so only a
-    file this project did not write gets here)."""
-    mismatch = checkpoint_mismatch(facts.shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    """The checkpoint's weights fit the model (Lightning builds it from the checkpoint's
+    hyperparameters, so only a file this project did not write gets here)."""
+    mismatch = checkpoint_mismatch(
+        facts.shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    )
     if mismatch:
-        raise CheckpointError(f"{facts.path} does not fit the model: its weights differ in {mismatch}. Use a "
-                              "checkpoint written by this project.")
+        raise CheckpointError(
+            f"{facts.path} does not fit the model: its weights differ in {mismatch}. Use a "
+            "checkpoint written by this project."
+        )
 
 
 def check_hyperparameters(path: Path, hparams: dict[str, Any]) -> None:
-    """A checkpoint's hyperparameters are the model's, with values it takes, for a network that can be built here:
-    checked before LightningCLI builds the model from them."""
+    """A checkpoint's hyperparameters are the model's, with values it takes, for a network that
+    can be built here: checked before LightningCLI builds the model from them."""
     from jsonargparse import ArgumentParser
-
 
     model = {k: v for k, v in hparams.items() if k != "_instantiator"}
     empty = sorted(k for k, v in model.items() if v is None and k != "compile_mode")
     if empty:
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: {', '.join(empty)} null.")
+        raise CheckpointError(
+            f"{path} holds hyperparameters this model does not take: {', '.join(empty)} null."
+        )
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(CirclesClassifier, "model")
     try:
         parser.parse_object({"model": model})
     except Exception as err:  # noqa: BLE001 - jsonargparse's ArgumentError, whatever it wraps
-        raise CheckpointError(f"{path} holds hyperparameters this model does not take: "
-                              f"{parse_error_text(str(err), parser)}") from None
+        raise CheckpointError(
+            f"{path} holds hyperparameters this model does not take: "
+            f"{parse_error_text(str(err), parser)}"
+        ) from None
     try:
-        check_network_size(len(model.get("features", (0, 0))), model.get("hidden_sizes", ()),
-                           output_size(model.get("num_classes", 2)), model.get("members", 1))
+        check_network_size(
+            len(model.get("features", (0, 0))),
+            model.get("hidden_sizes", ()),
+            output_size(model.get("num_classes", 2)),
+            model.get("members", 1),
+        )
     except ConfigError as err:
-        raise CheckpointError(f"{path} describes a network that cannot be built here: model.{err}") from None
+        raise CheckpointError(
+            f"{path} describes a network that cannot be built here: model.{err}"
+        ) from None

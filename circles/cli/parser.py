@@ -1,5 +1,5 @@
-"""The command line's parser: jsonargparse's errors as one ``circles: error:`` line naming the option and what it
-accepts."""
+"""The command line's parser: jsonargparse's errors as one ``circles: error:`` line naming the
+option and what it accepts."""
 
 from __future__ import annotations
 
@@ -15,38 +15,60 @@ from circles.errors import report
 
 
 class CirclesArgumentParser(LightningArgumentParser):
-    """Reports a parse error (unknown option, wrong type, bad YAML, missing file) as one ``circles: error:``
-    paragraph that names the option and what it accepts, instead of the whole usage text."""
+    """Reports a parse error (unknown option, wrong type, bad YAML, missing file) as one
+    ``circles: error:`` paragraph that names the option and what it accepts, instead of the whole
+    usage text."""
 
     @override
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:  # jsonargparse parses with errors as exceptions where it tries alternatives
+        # jsonargparse parses with errors as exceptions where it tries alternatives
+        if not self.exit_on_error:
             super().error(message, ex)
         report(parse_error_text(message, getattr(ex, "subcommand_parser", None) or self))
         self.exit(2)
 
 
 def parse_error_text(message: str, parser: ArgumentParser) -> str:
-    """jsonargparse's error message, shortened to one line that names the option and what it accepts."""
-    unknown = [f"{group}.{key}" if group else key
-               for group, key in re.findall(r"(?:Group '([^']+)' )?does not accept option '([^']+)'", message)]
+    """jsonargparse's error message, shortened to one line that names the option and what it
+    accepts."""
+    unknown = [
+        f"{group}.{key}" if group else key
+        for group, key in re.findall(
+            r"(?:Group '([^']+)' )?does not accept option '([^']+)'", message
+        )
+    ]
     if message.startswith("unrecognized arguments:"):
         unknown = [arg[2:].split("=")[0] for arg in message.split()[2:] if arg.startswith("--")]
     if unknown:
         return " ".join(_unknown_option_text(parser, key) for key in unknown)
     text = re.sub(r'^Parser key "([^"]+)":', r"\1:", message)
-    text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", r"expected one of \1, got \2.", text)
+    text = re.sub(
+        r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)",
+        r"expected one of \1, got \2.",
+        text,
+    )
     text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
-    text = re.sub(r"Expected a collections\.abc\.Sequence\. Got value: (.*)", r"expected a list, got \1.", text)
-    text = re.sub(r"^argument (\w+\.\w+) --> (\w+\.\w+): .*", r"\2 follows \1: give --\1 instead.", text)
-    text = re.sub(r"Expected a (int|float|bool)\. Got value: (.*)", lambda m: _expected(m.group(1), m.group(2)), text)
+    text = re.sub(
+        r"Expected a collections\.abc\.Sequence\. Got value: (.*)",
+        r"expected a list, got \1.",
+        text,
+    )
+    text = re.sub(
+        r"^argument (\w+\.\w+) --> (\w+\.\w+): .*", r"\2 follows \1: give --\1 instead.", text
+    )
+    text = re.sub(
+        r"Expected a (int|float|bool)\. Got value: (.*)",
+        lambda m: _expected(m.group(1), m.group(2)),
+        text,
+    )
     text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
     text = text.replace(' in "<unicode string>",', " at")
     return " ".join(text.split())
 
 
 def _expected(kind: str, got: str) -> str:
-    """``expected an integer, got abc.``; a value that reads as the kind asked for was given as text (quoted)."""
+    """``expected an integer, got abc.``; a value that reads as the kind asked for was given as
+    text (quoted)."""
     got = got.strip()
     written = {"int": r"-?\d+", "float": r"-?[\d.]+(e-?\d+)?", "bool": r"true|false"}
     quoted = re.fullmatch(written[kind], got, re.IGNORECASE) is not None
@@ -59,7 +81,11 @@ def _expected(kind: str, got: str) -> str:
 def _options(parser: ArgumentParser, group: str) -> list[str]:
     """The options directly inside ``group`` (``""``: the top level), in the parser's order."""
     prefix = f"{group}." if group else ""
-    names = [key[len(prefix):].split(".")[0] for key in parser.get_defaults().keys() if key.startswith(prefix)]
+    names = [
+        key[len(prefix) :].split(".")[0]
+        for key in parser.get_defaults().keys()
+        if key.startswith(prefix)
+    ]
     return [n for n in dict.fromkeys(names) if n and n != "config"]
 
 

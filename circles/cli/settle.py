@@ -1,4 +1,5 @@
-"""Where a command's run goes and what it is called, settled from the parsed config before anything is built."""
+"""Where a command's run goes and what it is called, settled from the parsed config before
+anything is built."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from jsonargparse import Namespace
 from circles.cli.checks import check_hyperparameters
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, note
-from circles.runs.checkpoints import data_difference, load_lightning_checkpoint, resolve_checkpoint, run_of_checkpoint
+from circles.runs.checkpoints import (
+    data_difference,
+    load_lightning_checkpoint,
+    resolve_checkpoint,
+    run_of_checkpoint,
+)
 from circles.runs.directory import EVALUATIONS
 from circles.runs.logger import DEFAULT_RUNS
 from circles.runs.names import run_label, short, shortened
@@ -21,59 +27,104 @@ from circles.runs.names import run_label, short, shortened
 DATA_STATE = CirclesDataModule.__qualname__  # the key of the data module's state in a checkpoint
 
 
-def settle_runs_and_checkpoint(config: Namespace, subcommand: str) -> tuple[Path, dict[str, Any]] | None:
-    """Settle in ``config`` what depends on other settings: the logger's folder defaults to
-    ``trainer.default_root_dir``, and without a logger the run still gets its directory from the logger's allocator
-    (:class:`circles.runs.logger.RunDirectory`, no TensorBoard events);
-    ``ckpt_path best|last`` becomes the newest run's file, and ``fit`` from it continues in that run's directory;
-    the data's features follow the checkpoint's, and so does its CSV file when none is given. Returns the checkpoint's
-    path and the checkpoint, loaded safely, if there is one."""
-    logger = _run_logger_args(config)
-    if logger is not None and logger.get("save_dir") is None:
-        logger.save_dir = config.trainer.get("default_root_dir") or "."
-    ckpt_path = config.get("ckpt_path")
-    if ckpt_path is None and subcommand != "fit":
-        raise ConfigError("ckpt_path", f"given for {subcommand}: 'best', 'last' or a checkpoint file", None,
-                          f"Without one, {subcommand} would evaluate an untrained network.")
-    if ckpt_path == "hpc" and not any(Path(config.trainer.get("default_root_dir") or ".").glob("hpc_ckpt_*.ckpt")):
-        raise ConfigError("ckpt_path", "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
-                          "trainer.default_root_dir)", ckpt_path, "There is none; give 'last' or a checkpoint file.")
-    path = resolve_checkpoint(ckpt_path, _runs_root(config)) if ckpt_path not in (None, "hpc") else None
-    run = run_of_checkpoint(path) if subcommand == "fit" and path is not None and str(path) != ckpt_path else None
-    if run is not None and logger is not None:
-        logger.version = run
-    if logger is not None and logger.get("version") is None and not logger.get("label"):
-        logger.label = _run_label(config, subcommand, path)
-    if config.trainer.get("logger") is False:  # a run directory all the same, from the same allocator
-        label = _run_label(config, subcommand, path) if run is None else ""
-        logger = config.trainer.logger = Namespace(class_path="circles.runs.logger.RunDirectory", init_args=Namespace(
-            save_dir=config.trainer.get("default_root_dir") or ".", name=DEFAULT_RUNS, version=run, label=label))
-        logger = logger.init_args
-    if subcommand != "fit" and logger is not None and logger.get("version") is None:
-        _place_evaluation(logger, path)
+def settle_runs_and_checkpoint(
+    config: Namespace, subcommand: str
+) -> tuple[Path, dict[str, Any]] | None:
+    """Settle in ``config`` what depends on other settings: ``ckpt_path best|last`` becomes the
+    newest run's file (:func:`_checkpoint_path`); where the run goes and what it is called
+    (:func:`_settle_run`); the data the checkpoint was trained on (:func:`_settle_data`). Returns
+    the checkpoint's path and the checkpoint, loaded safely, if there is one."""
+    path = _checkpoint_path(config, subcommand)
+    _settle_run(config, subcommand, path)
     if path is None:
         return None
     config.ckpt_path = str(path)
     checkpoint = load_lightning_checkpoint(path)
     check_hyperparameters(path, checkpoint.get("hyper_parameters") or {})
-    data = config.get("data")
-    trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
-    files = (checkpoint.get(DATA_STATE) or {}).get("files") or {}
-    if subcommand != "fit" and data is not None and data.get("path") is None:
-        _adopt_trained_file(data, trained_on, files)
-    text = data_difference(trained_on, data, files)
-    if text and subcommand != "fit":  # fit refuses other data (resume_conflicts)
-        note(text)
-    features = (checkpoint.get("hyper_parameters") or {}).get("features")
-    if features and data is not None and list(data.features) != list(features):
-        data.features = list(features)  # the network was trained on these inputs; others would fit silently
+    _settle_data(config, subcommand, checkpoint)
     return path, checkpoint
 
 
+def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
+    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's); None for a
+    fit from scratch or Lightning's ``hpc``. Evaluations need one."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path is None and subcommand != "fit":
+        raise ConfigError(
+            "ckpt_path",
+            f"given for {subcommand}: 'best', 'last' or a checkpoint file",
+            None,
+            f"Without one, {subcommand} would evaluate an untrained network.",
+        )
+    root = Path(config.trainer.get("default_root_dir") or ".")
+    if ckpt_path == "hpc" and not any(root.glob("hpc_ckpt_*.ckpt")):
+        raise ConfigError(
+            "ckpt_path",
+            "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
+            "trainer.default_root_dir)",
+            ckpt_path,
+            "There is none; give 'last' or a checkpoint file.",
+        )
+    if ckpt_path in (None, "hpc"):
+        return None
+    return resolve_checkpoint(ckpt_path, _runs_root(config))
+
+
+def _settle_run(config: Namespace, subcommand: str, path: Path | None) -> None:
+    """The run's directory: the logger's folder defaults to ``trainer.default_root_dir``; ``fit``
+    from ``best``/``last`` continues in that run's directory; a new run is named by what it does;
+    without a logger the run still gets its directory from the logger's allocator
+    (:class:`circles.runs.logger.RunDirectory`, no TensorBoard events); evaluations go with the
+    run that trained their checkpoint."""
+    logger = _run_logger_args(config)
+    if logger is not None and logger.get("save_dir") is None:
+        logger.save_dir = config.trainer.get("default_root_dir") or "."
+    named = subcommand == "fit" and path is not None and str(path) != config.get("ckpt_path")
+    run = run_of_checkpoint(path) if named and path is not None else None
+    if run is not None and logger is not None:
+        logger.version = run
+    if logger is not None and logger.get("version") is None and not logger.get("label"):
+        logger.label = _run_label(config, subcommand, path)
+    if config.trainer.get("logger") is False:
+        label = _run_label(config, subcommand, path) if run is None else ""
+        directory = Namespace(
+            save_dir=config.trainer.get("default_root_dir") or ".",
+            name=DEFAULT_RUNS,
+            version=run,
+            label=label,
+        )
+        config.trainer.logger = Namespace(
+            class_path="circles.runs.logger.RunDirectory", init_args=directory
+        )
+        logger = directory
+    if subcommand != "fit" and logger is not None and logger.get("version") is None:
+        _place_evaluation(logger, path)
+
+
+def _settle_data(config: Namespace, subcommand: str, checkpoint: dict[str, Any]) -> None:
+    """The data of an evaluation follows the checkpoint's file when it names none, and differing
+    data gets a note (fit refuses it: :func:`circles.runs.checkpoints.resume_conflicts`); the
+    network's inputs are the features it was trained on, whatever the command says."""
+    data = config.get("data")
+    if data is None:
+        return
+    trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
+    files = (checkpoint.get(DATA_STATE) or {}).get("files") or {}
+    if subcommand != "fit" and data.get("path") is None:
+        _adopt_trained_file(data, trained_on, files)
+    text = data_difference(trained_on, data, files)
+    if text and subcommand != "fit":
+        note(text)
+    features = (checkpoint.get("hyper_parameters") or {}).get("features")
+    if features and list(data.features) != list(features):
+        data.features = list(features)
+
+
 def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
-    """Validate, test and predict runs go with the run that trained their checkpoint, in its ``evaluations``
-    folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from elsewhere in the runs' own
-    ``evaluations`` folder: never among the fits, and their scalars apart from the fits' curves."""
+    """Validate, test and predict runs go with the run that trained their checkpoint, in its
+    ``evaluations`` folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from
+    elsewhere in the runs' own ``evaluations`` folder: never among the fits, and their scalars
+    apart from the fits' curves."""
     if checkpoint is not None and run_of_checkpoint(checkpoint) is not None:
         logger.save_dir, logger.name = str(checkpoint.parent.parent), EVALUATIONS
     else:
@@ -81,55 +132,83 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     logger.evaluation = True
 
 
-# Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated data to test on.
+# Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated
+# data to test on.
 GENERATED = ("dataset", "classes", "noise", "factor", "n_samples", "test_samples")
 
 
-def _adopt_trained_file(data: Namespace, trained_on: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
-    """Test, validate and predict on the file the checkpoint trained with (its classes, its held-out points), found by
-    the resolved path the checkpoint recorded, unless the command names generated data that the checkpoint's
-    settings do not (then that data is what it asked for)."""
-    if not trained_on.get("path") or any(k in trained_on and data.get(k) != trained_on[k] for k in GENERATED):
+def _adopt_trained_file(
+    data: Namespace, trained_on: dict[str, Any], files: dict[str, dict[str, Any]]
+) -> None:
+    """Test, validate and predict on the file the checkpoint trained with (its classes, its
+    held-out points), found by the resolved path the checkpoint recorded, unless the command
+    names generated data that the checkpoint's settings do not (then that data is what it asked
+    for)."""
+    if not trained_on.get("path") or any(
+        k in trained_on and data.get(k) != trained_on[k] for k in GENERATED
+    ):
         return
-    for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):  # its classes and held-out points
+    # its classes and held-out points
+    for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):
         data[key] = trained_on.get(key, data.get(key))
     for key, record in files.items():
         data[key] = record.get("resolved", data[key])
 
 
 def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> str:
-    """What a new run does, for its directory's name: ``relu-10x10-sgd0.1-e1000-circles`` for ``fit`` (the model
-    first: what runs differ in most, where TensorBoard's cards cut names off); the subcommand for the others (and the
-    checkpoint's name, for one that is not in a run directory)."""
-    if subcommand != "fit":  # in a run's evaluations folder the run names what it evaluated; elsewhere, the file
+    """What a new run does, for its directory's name: ``relu-10x10-sgd0.1-e1000-circles`` for
+    ``fit`` (the model first: what runs differ in most, where TensorBoard's cards cut names off);
+    the subcommand for the others (and the checkpoint's name, for one that is not in a run
+    directory)."""
+    # in a run's evaluations folder the run names what it evaluated; elsewhere, the file
+    if subcommand != "fit":
         from_elsewhere = checkpoint is not None and run_of_checkpoint(checkpoint) is None
-        return f"{subcommand}-{checkpoint.stem}" if from_elsewhere and checkpoint is not None else subcommand
-    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
+        return (
+            f"{subcommand}-{checkpoint.stem}"
+            if from_elsewhere and checkpoint is not None
+            else subcommand
+        )
+    optimizer = (
+        config.get("optimizer") if isinstance(config.get("optimizer"), Namespace) else Namespace()
+    )
     dataset = Path(config.data.path).stem if config.data.get("path") else config.data.dataset
     if not config.data.get("path") and config.data.get("classes") not in (None, 2):
         dataset += str(config.data.classes)  # spiral3: a three-arm spiral
-    settings = {"model.activation": config.model.activation, "model.hidden_sizes": list(config.model.hidden_sizes),
-                "optimizer.class_path": optimizer.get("class_path"),
-                "optimizer.init_args.lr": (optimizer.get("init_args") or Namespace()).get("lr"),
-                "trainer.max_epochs": config.trainer.max_epochs}
+    settings = {
+        "model.activation": config.model.activation,
+        "model.hidden_sizes": list(config.model.hidden_sizes),
+        "optimizer.class_path": optimizer.get("class_path"),
+        "optimizer.init_args.lr": (optimizer.get("init_args") or Namespace()).get("lr"),
+        "trainer.max_epochs": config.trainer.max_epochs,
+    }
     if config.model.get("members", 1) > 1:
         settings["model.members"] = config.model.members
-    return shortened(f"{run_label({k: v for k, v in settings.items() if v is not None})}-{short(dataset)}")
+    return shortened(
+        f"{run_label({k: v for k, v in settings.items() if v is not None})}-{short(dataset)}"
+    )
 
 
 def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -> dict[str, Any]:
-    """The run's settings that the model's and data's hyperparameters leave out: seed, epochs, the optimizer and the
-    settings of it that were chosen (not its defaults); with ``bayes``, the best accuracy possible on the data."""
+    """The run's settings that the model's and data's hyperparameters leave out: seed, epochs,
+    the optimizer and the settings of it that were chosen (not its defaults); with ``bayes``, the
+    best accuracy possible on the data."""
     trainer = config.get("trainer") or {}
-    hparams: dict[str, Any] = {"seed_everything": config.get("seed_everything"),
-                               "max_epochs": trainer.get("max_epochs")}
+    hparams: dict[str, Any] = {
+        "seed_everything": config.get("seed_everything"),
+        "max_epochs": trainer.get("max_epochs"),
+    }
     optimizer = config.get("optimizer")
     if isinstance(optimizer, Mapping) and optimizer.get("class_path"):
         module, name = optimizer["class_path"].rsplit(".", 1)
         defaults = inspect.signature(getattr(importlib.import_module(module), name)).parameters
         hparams["optimizer"] = name
-        hparams.update({f"optimizer.{k}": v for k, v in (optimizer.get("init_args") or {}).items()
-                        if k not in defaults or not _same(v, defaults[k].default)})
+        hparams.update(
+            {
+                f"optimizer.{k}": v
+                for k, v in (optimizer.get("init_args") or {}).items()
+                if k not in defaults or not _same(v, defaults[k].default)
+            }
+        )
     hparams["bayes_acc"] = f"{bayes:.4f}" if bayes is not None else "unknown"
     return hparams
 
@@ -142,7 +221,8 @@ def _same(value: Any, default: Any) -> bool:
 
 
 def _run_logger_args(config: Namespace) -> Namespace | None:
-    """The ``init_args`` of the configured logger, if it is one that keeps runs in ``save_dir/name/version``."""
+    """The ``init_args`` of the configured logger, if it is one that keeps runs in
+    ``save_dir/name/version``."""
     logger = config.trainer.get("logger")
     return logger.get("init_args") if isinstance(logger, Namespace) else None
 

@@ -1,4 +1,5 @@
-"""Batches for Lightning from tensors already in memory (on the training device), one shard per DDP rank."""
+"""Batches for Lightning from tensors already in memory (on the training device), one shard per
+DDP rank."""
 
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ def derived_seed(seed: int, stream: int) -> int:
 class TensorBatches:
     """Batches sliced from tensors that already sit on the training device, one shard per DDP rank.
 
-    No DataLoader and no per-sample ``__getitem__``: with ``batch_size=None`` the whole shard is one batch
-    (for one process: the tensors themselves), otherwise each epoch draws a permutation seeded by
-    ``(seed, epoch)`` on the tensors' device and slices it. Training shards (``drop_remainder=True``) have
-    equal sizes on every rank, so every rank takes the same number of steps; evaluation shards cover every
-    point exactly once.
-    """
+    No DataLoader and no per-sample ``__getitem__``: with ``batch_size=None`` the whole shard is
+    one batch (for one process: the tensors themselves), otherwise each epoch draws a permutation
+    seeded by ``(seed, epoch)`` on the tensors' device and slices it. Training shards
+    (``drop_remainder=True``) have equal sizes on every rank, so every rank takes the same number
+    of steps; evaluation shards cover every point exactly once."""
 
     def __init__(
         self,
@@ -73,23 +73,40 @@ class TensorBatches:
         device = self.tensors[0].device
         generator = torch.Generator(device=device)
         generator.manual_seed(derived_seed(self.seed, 1000 + self.epoch()))
-        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)[self.start : self.stop]
+        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)[
+            self.start : self.stop
+        ]
         for i in range(0, self.num_samples, size):
             index = order[i : i + size]
             yield tuple(t[index] for t in self.tensors)
 
 
-def shard(data: Any, tensors: tuple[torch.Tensor | None, ...], train: bool = False,
-          ranks: bool = True) -> TensorBatches:
-    """The batches of ``tensors`` for this process: its shard of them under DDP (of every point, without ``ranks``),
-    shuffled each epoch for minibatch training and, under DDP, so that other points drop out each epoch."""
+def shard(
+    data: Any, tensors: tuple[torch.Tensor | None, ...], train: bool = False, ranks: bool = True
+) -> TensorBatches:
+    """The batches of ``tensors`` for this process: its shard of them under DDP (of every point,
+    without ``ranks``), shuffled each epoch for minibatch training and, under DDP, so that other
+    points drop out each epoch."""
     trainer = data.trainer
-    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None and ranks else (0, 1)
+    rank, world = (
+        (trainer.global_rank, trainer.world_size) if trainer is not None and ranks else (0, 1)
+    )
     present = tuple(t for t in tensors if t is not None)
     if train and len(present[0]) < world:
-        raise ConfigError("n_samples", f"large enough to give each of the {world} processes a training point",
-                          data.hparams["n_samples"])
+        raise ConfigError(
+            "n_samples",
+            f"large enough to give each of the {world} processes a training point",
+            data.hparams["n_samples"],
+        )
     shuffle = train and (data.batch_size is not None or world > 1)
     epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-    return TensorBatches(present, batch_size=data.batch_size, shuffle=shuffle, seed=data.seed, epoch=epoch, rank=rank,
-                         world_size=world, drop_remainder=train)
+    return TensorBatches(
+        present,
+        batch_size=data.batch_size,
+        shuffle=shuffle,
+        seed=data.seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world,
+        drop_remainder=train,
+    )

@@ -1,12 +1,13 @@
-"""Generated point sets in the plane (the chapter's, TensorFlow Playground's, the course's blobs), declared once in a
-registry, and the settings of a generated draw.
+"""Generated point sets in the plane (the chapter's, TensorFlow Playground's, the course's blobs),
+declared once in a registry, and the settings of a generated draw.
 
-Every generator returns float32 points ``(n, 2)`` and labels ``(n,)`` in 0..C-1 (as floats), about n / C of each
-class (balanced; the first classes get one more when C does not divide n), shuffled. All but ``blobs`` span roughly
-[-1.5, 1.5] so one learning rate suits all; ``noise`` is the standard deviation of Gaussian noise added to each
-coordinate (for ``blobs``, the clusters' standard deviation, as scikit-learn's ``cluster_std``). ``circles``, ``moons``
-and ``xor`` have two classes; ``gaussians`` and ``spiral`` take any number (``classes``); ``blobs`` defaults to four.
-"""
+Every generator returns float32 points ``(n, 2)`` and labels ``(n,)`` in 0..C-1 (as floats),
+about n / C of each class (balanced; the first classes get one more when C does not divide n),
+shuffled. All but ``blobs`` span roughly [-1.5, 1.5] so one learning rate suits all; ``noise`` is
+the standard deviation of Gaussian noise added to each coordinate (for ``blobs``, the clusters'
+standard deviation, as scikit-learn's ``cluster_std``). ``circles``, ``moons`` and ``xor`` have
+two classes; ``gaussians`` and ``spiral`` take any number (``classes``); ``blobs`` defaults to
+four."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from circles.data.batches import Points, derived_seed
 from circles.errors import check
 
 
-def _finish(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _finish(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     order = rng.permutation(len(y))
     return torch.from_numpy(x[order]).float(), torch.from_numpy(y[order]).float()
 
@@ -31,8 +34,11 @@ def _labels(n: int, classes: int = 2) -> np.ndarray:
     return np.floor(np.arange(n) * classes / n).astype(np.float64)
 
 
-def circles(n: int, noise: float, seed: int, factor: float = 0.8, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's ``make_circles``, unchanged: the outer circle (radius 1) is class 0, the inner one class 1."""
+def circles(
+    n: int, noise: float, seed: int, factor: float = 0.8, **_: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's ``make_circles``, unchanged: the outer circle (radius 1) is class 0, the
+    inner one class 1."""
     from sklearn.datasets import make_circles
 
     x, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
@@ -59,51 +65,71 @@ def xor(n: int, noise: float, seed: int, **_: object) -> tuple[torch.Tensor, tor
 
 
 def gaussian_centres(classes: int) -> np.ndarray:
-    """The centres of ``gaussians``: (-0.5, -0.5) and (0.5, 0.5) for two classes, else evenly around a circle of
-    radius sqrt(0.5) (the same distance from the origin)."""
+    """The centres of ``gaussians``: (-0.5, -0.5) and (0.5, 0.5) for two classes, else evenly
+    around a circle of radius sqrt(0.5) (the same distance from the origin)."""
     if classes == 2:
         return np.array([[-0.5, -0.5], [0.5, 0.5]])
     angles = 2 * math.pi * np.arange(classes) / classes + math.pi / 4
     return math.sqrt(0.5) * np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
 
-def gaussians(n: int, noise: float, seed: int, classes: int = 2, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussians(
+    n: int, noise: float, seed: int, classes: int = 2, **_: object
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Round Gaussian blobs (std 0.25), one per class, at :func:`gaussian_centres`."""
     rng = np.random.default_rng(seed)
     y = _labels(n, classes)
-    x = gaussian_centres(classes)[y.astype(int)] + rng.normal(0, 0.25, size=(n, 2)) + rng.normal(0, noise, size=(n, 2))
+    x = (
+        gaussian_centres(classes)[y.astype(int)]
+        + rng.normal(0, 0.25, size=(n, 2))
+        + rng.normal(0, noise, size=(n, 2))
+    )
     return _finish(x, y, rng)
 
 
-def spiral(n: int, noise: float, seed: int, classes: int = 2, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interleaved arms of a spiral (1.75 turns each), one per class, arm k rotated by k / classes of a turn."""
+def spiral(
+    n: int, noise: float, seed: int, classes: int = 2, **_: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved arms of a spiral (1.75 turns each), one per class, arm k rotated by k /
+    classes of a turn."""
     rng = np.random.default_rng(seed)
     y = _labels(n, classes)
     t = rng.uniform(0, 1, size=n)
     angle = 1.75 * 2 * math.pi * t + 2 * math.pi * y / classes
-    x = np.stack([t * np.sin(angle), t * np.cos(angle)], axis=1) * 1.2 + rng.normal(0, noise, size=(n, 2))
+    x = np.stack([t * np.sin(angle), t * np.cos(angle)], axis=1) * 1.2 + rng.normal(
+        0, noise, size=(n, 2)
+    )
     return _finish(x, y, rng)
 
 
 def blob_centres(classes: int, layout_seed: int) -> np.ndarray:
-    """The centres scikit-learn's ``make_blobs(centers=classes, random_state=layout_seed)`` draws (uniform in
-    [-10, 10] per coordinate, before any point)."""
+    """The centres scikit-learn's ``make_blobs(centers=classes, random_state=layout_seed)`` draws
+    (uniform in [-10, 10] per coordinate, before any point)."""
     from sklearn.datasets import make_blobs
 
-    return make_blobs(n_samples=classes, n_features=2, centers=classes, random_state=layout_seed,
-                      return_centers=True)[2]
+    return make_blobs(
+        n_samples=classes,
+        n_features=2,
+        centers=classes,
+        random_state=layout_seed,
+        return_centers=True,
+    )[2]
 
 
-def blobs(n: int, noise: float, seed: int, classes: int = 4, layout_seed: int | None = None,
-          **_: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The course's multi-class set: scikit-learn's ``make_blobs(n, n_features=2, centers=classes,
-    cluster_std=noise, random_state=seed)``, unchanged when ``seed`` is the ``layout_seed``; another seed (the test
-    draw) keeps the layout's centres and draws new points around them."""
+def blobs(
+    n: int, noise: float, seed: int, classes: int = 4, layout_seed: int | None = None, **_: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The course's multi-class set: scikit-learn's ``make_blobs(n, n_features=2,
+    centers=classes, cluster_std=noise, random_state=seed)``, unchanged when ``seed`` is the
+    ``layout_seed``; another seed (the test draw) keeps the layout's centres and draws new points
+    around them."""
     from sklearn.datasets import make_blobs
 
     layout_seed = seed if layout_seed is None else layout_seed
     centres = classes if seed == layout_seed else blob_centres(classes, layout_seed)
-    x, y = make_blobs(n_samples=n, n_features=2, centers=centres, cluster_std=noise, random_state=seed)
+    x, y = make_blobs(
+        n_samples=n, n_features=2, centers=centres, cluster_std=noise, random_state=seed
+    )
     return torch.from_numpy(x).float(), torch.from_numpy(y).float()
 
 
@@ -128,25 +154,30 @@ def _blobs_bayes(noise: float, factor: float, classes: int, layout_seed: int) ->
 
 
 def bayes_accuracy_gaussians(noise: float) -> float:
-    """Exact Bayes-optimal accuracy of ``gaussians``: the optimal boundary is the line x1 + x2 = 0, at distance
-    sqrt(0.5) from each centre, so accuracy = Phi(sqrt(0.5) / sigma) with sigma^2 = 0.25^2 + noise^2."""
+    """Exact Bayes-optimal accuracy of ``gaussians``: the optimal boundary is the line x1 + x2 =
+    0, at distance sqrt(0.5) from each centre, so accuracy = Phi(sqrt(0.5) / sigma) with sigma^2
+    = 0.25^2 + noise^2."""
     sigma = math.hypot(0.25, noise)
     return 0.5 * (1 + math.erf(math.sqrt(0.5) / sigma / math.sqrt(2)))
 
 
-BayesAccuracy = Callable[[float, float, int, int], float | None]  # (noise, factor, classes, layout seed)
+# (noise, factor, classes, layout seed)
+BayesAccuracy = Callable[[float, float, int, int], float | None]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A generated point set, declared once: everything the data module, the pictures and the help text say of it."""
+    """A generated point set, declared once: everything the data module, the pictures and the
+    help text say of it."""
 
     name: str
-    generate: Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (n, noise, seed, factor=, classes=, layout_seed=)
+    # (n, noise, seed, factor=, classes=, layout_seed=)
+    generate: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     about: str  # what it is, for --help
     classes: int = 2  # its number of classes unless ``data.classes`` says otherwise
     any_classes: bool = False  # whether ``data.classes`` may set another number
-    class_names: tuple[str, ...] = ()  # what the pictures call its classes (two-class sets); else ``class k``
+    # what the pictures call its classes (two-class sets); else ``class k``
+    class_names: tuple[str, ...] = ()
     bayes: BayesAccuracy | None = None  # its exact Bayes-optimal accuracy, where known
 
     def legend(self, classes: int) -> tuple[str, ...]:
@@ -156,20 +187,41 @@ class DatasetSpec:
         return tuple(f"class {k}" for k in range(classes))
 
     def probability_label(self, classes: int) -> str:
-        """What the probability view of a two-class picture shows: ``P(inner circle)``, ``P(class 1)``."""
+        """What the probability view of a two-class picture shows: ``P(inner circle)``, ``P(class
+        1)``."""
         return f"P({self.class_names[1]})" if self.class_names and classes == 2 else "P(class 1)"
 
 
-DATASETS = {spec.name: spec for spec in (
-    DatasetSpec("circles", circles, "the chapter's two concentric circles (scikit-learn's make_circles)",
-                class_names=("outer circle", "inner circle"), bayes=_circles_bayes),
-    DatasetSpec("moons", moons, "two interleaved half circles (make_moons)"),
-    DatasetSpec("xor", xor, "the four quadrants, class 1 where x1 * x2 < 0"),
-    DatasetSpec("gaussians", gaussians, "one round Gaussian blob per class", any_classes=True, bayes=_gaussians_bayes),
-    DatasetSpec("spiral", spiral, "one arm of a spiral per class", any_classes=True),
-    DatasetSpec("blobs", blobs, "the course's multi-class blobs (make_blobs; noise is their cluster_std)", classes=4,
-                any_classes=True, bayes=_blobs_bayes),
-)}
+DATASETS = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "circles",
+            circles,
+            "the chapter's two concentric circles (scikit-learn's make_circles)",
+            class_names=("outer circle", "inner circle"),
+            bayes=_circles_bayes,
+        ),
+        DatasetSpec("moons", moons, "two interleaved half circles (make_moons)"),
+        DatasetSpec("xor", xor, "the four quadrants, class 1 where x1 * x2 < 0"),
+        DatasetSpec(
+            "gaussians",
+            gaussians,
+            "one round Gaussian blob per class",
+            any_classes=True,
+            bayes=_gaussians_bayes,
+        ),
+        DatasetSpec("spiral", spiral, "one arm of a spiral per class", any_classes=True),
+        DatasetSpec(
+            "blobs",
+            blobs,
+            "the course's multi-class blobs (make_blobs; noise is their cluster_std)",
+            classes=4,
+            any_classes=True,
+            bayes=_blobs_bayes,
+        ),
+    )
+}
 
 
 if TYPE_CHECKING:
@@ -196,8 +248,8 @@ def _minimum_samples(val_fraction: float) -> int:
 
 @dataclass(frozen=True)
 class Generated:
-    """The settings of a generated point set (checked when made), and its draws: ``n_samples`` points split into
-    training and validation, and an independent test draw of ``test_samples``."""
+    """The settings of a generated point set (checked when made), and its draws: ``n_samples``
+    points split into training and validation, and an independent test draw of ``test_samples``."""
 
     dataset: str
     n_samples: int
@@ -210,23 +262,51 @@ class Generated:
 
     def __post_init__(self) -> None:
         noise, classes = self.noise, self.classes
-        check(isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
-              "noise", "a finite number >= 0", noise)
-        check(noise <= MAX_NOISE, "noise", f"at most {MAX_NOISE:g}", noise,
-              "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing of the shape.")
-        check(0 < self.factor < 1, "factor", "strictly between 0 and 1 (the inner radius relative to the outer)",
-              self.factor)
+        check(
+            isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
+            "noise",
+            "a finite number >= 0",
+            noise,
+        )
+        check(
+            noise <= MAX_NOISE,
+            "noise",
+            f"at most {MAX_NOISE:g}",
+            noise,
+            "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing "
+            "of the shape.",
+        )
+        check(
+            0 < self.factor < 1,
+            "factor",
+            "strictly between 0 and 1 (the inner radius relative to the outer)",
+            self.factor,
+        )
         minimum = _minimum_samples(self.val_fraction)
-        check(self.n_samples >= minimum, "n_samples", f"an integer >= {minimum}", self.n_samples,
-              f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or validation points.")
+        check(
+            self.n_samples >= minimum,
+            "n_samples",
+            f"an integer >= {minimum}",
+            self.n_samples,
+            f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or "
+            "validation points.",
+        )
         check(self.test_samples >= 1, "test_samples", "a positive integer", self.test_samples)
         check(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", self.dataset)
-        check(classes is None or (isinstance(classes, int) and classes >= 2), "classes",
-              "an integer >= 2, or null for the dataset's own number", classes)
+        check(
+            classes is None or (isinstance(classes, int) and classes >= 2),
+            "classes",
+            "an integer >= 2, or null for the dataset's own number",
+            classes,
+        )
         takes = [name for name, spec in DATASETS.items() if spec.any_classes]
-        check(classes in (None, self.spec.classes) or self.spec.any_classes, "classes",
-              f"{self.spec.classes} for dataset {self.dataset}", classes,
-              f"Only {', '.join(takes)} take another number of classes.")
+        check(
+            classes in (None, self.spec.classes) or self.spec.any_classes,
+            "classes",
+            f"{self.spec.classes} for dataset {self.dataset}",
+            classes,
+            f"Only {', '.join(takes)} take another number of classes.",
+        )
 
     @property
     def spec(self) -> DatasetSpec:
@@ -237,15 +317,19 @@ class Generated:
         return self.classes or self.spec.classes
 
     def draw(self, n: int, seed: int) -> Points:
-        return self.spec.generate(n, self.noise, seed, factor=self.factor, classes=self.num_classes,
-                                  layout_seed=self.seed)
+        return self.spec.generate(
+            n, self.noise, seed, factor=self.factor, classes=self.num_classes, layout_seed=self.seed
+        )
 
     def fit_split(self) -> tuple[Points, Points]:
-        """The chapter's draw and split: ``train_test_split(test_size=val_fraction, random_state=seed)``."""
+        """The chapter's draw and split: ``train_test_split(test_size=val_fraction,
+        random_state=seed)``."""
         from sklearn.model_selection import train_test_split
 
         x, y = self.draw(self.n_samples, self.seed)
-        train_x, val_x, train_y, val_y = train_test_split(x, y, test_size=self.val_fraction, random_state=self.seed)
+        train_x, val_x, train_y, val_y = train_test_split(
+            x, y, test_size=self.val_fraction, random_state=self.seed
+        )
         return (train_x, train_y), (val_x, val_y)
 
     def test_split(self) -> Points:
@@ -253,11 +337,17 @@ class Generated:
 
     def bayes_accuracy(self) -> float | None:
         bayes = self.spec.bayes
-        return bayes(self.noise, self.factor, self.num_classes, self.seed) if bayes is not None else None
+        return (
+            bayes(self.noise, self.factor, self.num_classes, self.seed)
+            if bayes is not None
+            else None
+        )
 
     def describe(self, sizes: str) -> str:
-        what = f"{self.dataset} (noise {self.noise:g}{f', {self.num_classes} classes' if self.num_classes > 2 else ''})"
-        return f"{what}: {f'{sizes} points; ' if sizes else ''}test: a fresh draw of {self.test_samples} points"
+        classes = f", {self.num_classes} classes" if self.num_classes > 2 else ""
+        what = f"{self.dataset} (noise {self.noise:g}{classes})"
+        drawn = f"{sizes} points; " if sizes else ""
+        return f"{what}: {drawn}test: a fresh draw of {self.test_samples} points"
 
     def class_legend(self) -> tuple[str, ...]:
         return self.spec.legend(self.num_classes)

@@ -1,4 +1,5 @@
-"""CirclesDataModule: generated point sets or your own file, split and batched in memory for Lightning."""
+"""CirclesDataModule: generated point sets or your own file, split and batched in memory for
+Lightning."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from circles.features import Feature, check_features, check_finite_features
 
 
 class CirclesDataModule(pl.LightningDataModule):
-    """Two noisy concentric circles (scikit-learn's ``make_circles``), split into training and validation points,
-    plus an independent test draw; or another generated set (``dataset``); or the labelled points of a CSV file
-    (``path``), split into training, validation and test parts.
+    """Two noisy concentric circles (scikit-learn's ``make_circles``), split into training and
+    validation points, plus an independent test draw; or another generated set (``dataset``); or the
+    labelled points of a CSV file (``path``), split into training, validation and test parts.
 
-    The defaults are the chapter's data: ``make_circles(1000, noise=0.03, random_state=42)`` split by
-    ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200 validation points.
-    """
+    The defaults are the chapter's data: ``make_circles(1000, noise=0.03, random_state=42)``
+    split by ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200
+    validation points."""
 
     train_x: torch.Tensor | None = None  # each stage's points and labels, once read or drawn
     train_y: torch.Tensor | None = None
@@ -52,85 +53,129 @@ class CirclesDataModule(pl.LightningDataModule):
     ) -> None:
         """
         Args:
-            n_samples: Generated data: points drawn for training plus validation (about as many of each class).
-            noise: Generated data: standard deviation of the Gaussian noise added to every coordinate.
-            factor: Generated data: radius of the inner circle relative to the outer one (which has radius 1).
+            n_samples: Generated data: points drawn for training plus validation (about as many of
+                each class).
+            noise: Generated data: standard deviation of the Gaussian noise added to every
+                coordinate.
+            factor: Generated data: radius of the inner circle relative to the outer one (which has
+                radius 1).
             val_fraction: Fraction of the points held out for validation.
-            seed: Seed of the draws and of the split; the test draw and the shuffling derive their seeds from it.
-            batch_size: Points per training step; ``None`` trains on the whole training set at every step
-                (full batch, the chapter's choice).
-            test_samples: Generated data: size of the test set, a fresh draw from the same distribution.
-            predict_path: CSV file with ``x1,x2`` columns to predict on; ``None`` predicts on the test set.
+            seed: Seed of the draws and of the split; the test draw and the shuffling derive their
+                seeds from it.
+            batch_size: Points per training step; ``None`` trains on the whole training set at every
+                step (full batch, the chapter's choice).
+            test_samples: Generated data: size of the test set, a fresh draw from the same
+                distribution.
+            predict_path: CSV file with ``x1,x2`` columns to predict on; ``None`` predicts on the
+                test set.
             dataset: Which generated set: {datasets}.
-            features: What the model sees of each point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1, sin_x2; the
-                points themselves stay in the (x1, x2) plane, so pictures and predictions do too.
-            classes: How many classes the generated set has (``null``: its own number); the model's output layer
-                follows it.
-            path: Your own points: a CSV file with a header naming the columns ``x1``, ``x2`` and ``label`` (others
-                are ignored). Labels are integers 0..C-1 or class names (classes in sorted order). It replaces the
-                generated data: ``dataset``, ``n_samples``, ``noise``, ``factor`` and ``test_samples`` are unused.
-            test_path: CSV file of test points for ``path``'s classes; ``null`` holds out ``test_fraction`` of
-                ``path`` instead.
-            test_fraction: Fraction of ``path``'s points held out for testing when there is no ``test_path``; the
-                split into training, validation and test parts is stratified and seeded by ``seed``.
+            features: What the model sees of each point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1,
+                sin_x2; the points themselves stay in the (x1, x2) plane, so pictures and
+                predictions do too.
+            classes: How many classes the generated set has (``null``: its own number); the model's
+                output layer follows it.
+            path: Your own points: a CSV file with a header naming the columns ``x1``, ``x2`` and
+                ``label`` (others are ignored). Labels are integers 0..C-1 or class names (classes
+                in sorted order). It replaces the generated data: ``dataset``, ``n_samples``,
+                ``noise``, ``factor`` and ``test_samples`` are unused.
+            test_path: CSV file of test points for ``path``'s classes; ``null`` holds out
+                ``test_fraction`` of ``path`` instead.
+            test_fraction: Fraction of ``path``'s points held out for testing when there is no
+                ``test_path``; the split into training, validation and test parts is stratified and
+                seeded by ``seed``.
         """
         super().__init__()
         check(0 < val_fraction < 1, "val_fraction", "strictly between 0 and 1", val_fraction)
         check(0 <= seed < 2**32, "seed", "an integer from 0 to 2**32 - 1", seed)
-        check(batch_size is None or batch_size >= 1, "batch_size",
-              "a positive integer, or null for full-batch training", batch_size)
-        check(test_path is None or path is not None, "test_path", "null unless path is given", test_path,
-              "Generated data draws its own test points.")
+        check(
+            batch_size is None or batch_size >= 1,
+            "batch_size",
+            "a positive integer, or null for full-batch training",
+            batch_size,
+        )
+        check(
+            test_path is None or path is not None,
+            "test_path",
+            "null unless path is given",
+            test_path,
+            "Generated data draws its own test points.",
+        )
         check_features(features)
         features = list(features)  # saved as the model saves it: Lightning merges the two hparams
         self.save_hyperparameters()
-        self.generated = Generated(dataset, n_samples, noise, factor, classes, test_samples, val_fraction, seed)
-        self.file = PointFile(path, test_path, test_fraction, val_fraction, seed, classes) if path else None
+        self.generated = Generated(
+            dataset, n_samples, noise, factor, classes, test_samples, val_fraction, seed
+        )
+        self.file = (
+            PointFile(path, test_path, test_fraction, val_fraction, seed, classes) if path else None
+        )
         self.source: PointFile | Generated = self.file or self.generated
         self.num_classes = self.source.num_classes
         self.class_names = self.file.class_names if self.file else None
-        self.features, self.batch_size, self.seed, self.predict_path = features, batch_size, seed, predict_path
+        self.features, self.batch_size, self.seed, self.predict_path = (
+            features,
+            batch_size,
+            seed,
+            predict_path,
+        )
         if self.file is not None:
-            (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = self.file.parts
+            (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = (
+                self.file.parts
+            )
 
     def points(self, stage: str) -> Points | None:
-        """The points and labels of ``train``, ``val`` or ``test``, once set up (see :mod:`circles.contracts`)."""
+        """The points and labels of ``train``, ``val`` or ``test``, once set up (see
+        :mod:`circles.contracts`)."""
         x, y = getattr(self, f"{stage}_x"), getattr(self, f"{stage}_y")
         return (x, y) if x is not None else None
 
     def describe(self) -> str:
         """Where the training, validation and test points come from, in one line."""
-        sizes = (f"{len(self.train_x)} training, {len(self.val_x)} validation"
-                 if self.train_x is not None and self.val_x is not None else "")
+        sizes = (
+            f"{len(self.train_x)} training, {len(self.val_x)} validation"
+            if self.train_x is not None and self.val_x is not None
+            else ""
+        )
         return self.source.describe(sizes)
 
     def class_legend(self) -> tuple[str, ...]:
-        """What the pictures' legend calls each class: a file's labels, a generated set's names, else ``class k``."""
+        """What the pictures' legend calls each class: a file's labels, a generated set's names,
+        else ``class k``."""
         return self.source.class_legend()
 
     def probability_label(self) -> str:
-        """What a two-class picture's probability view shows: ``P(inner circle)``, ``P(<class 1's label>)``."""
+        """What a two-class picture's probability view shows: ``P(inner circle)``, ``P(<class 1's
+        label>)``."""
         return self.source.probability_label()
 
     def bayes_accuracy(self) -> float | None:
-        """The best accuracy any classifier can reach on this data, where it is known exactly (not for a file)."""
+        """The best accuracy any classifier can reach on this data, where it is known exactly
+        (not for a file)."""
         return self.source.bayes_accuracy()
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the classes' names (a data file's label for each class index) and, for your own
-        points, each file's resolved path, fingerprint and size and the fingerprint of the held-out points."""
-        return {"num_classes": self.num_classes, "class_names": self.class_names,
-                "files": self.file.record if self.file is not None else {}}
+        """Saved in every checkpoint: the classes' names (a data file's label for each class
+        index) and, for your own points, each file's resolved path, fingerprint and size and the
+        fingerprint of the held-out points."""
+        return {
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "files": self.file.record if self.file is not None else {},
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Check that this data is what a checkpoint's network (its data state, ``state_dict``) can take: its number
-        of classes, and with a file, :meth:`PointFile.check_trained_on`."""
+        """Check that this data is what a checkpoint's network (its data state, ``state_dict``)
+        can take: its number of classes, and with a file, :meth:`PointFile.check_trained_on`."""
         if self.file is not None:
             self.file.check_trained_on(state_dict)
-        check(state_dict.get("num_classes", self.num_classes) == self.num_classes, "classes",
-              f"the network's {state_dict.get('num_classes')} classes", self.num_classes)
+        check(
+            state_dict.get("num_classes", self.num_classes) == self.num_classes,
+            "classes",
+            f"the network's {state_dict.get('num_classes')} classes",
+            self.num_classes,
+        )
 
     @override
     def setup(self, stage: str) -> None:
@@ -139,12 +184,22 @@ class CirclesDataModule(pl.LightningDataModule):
         if stage in ("test", "predict") and self.test_x is None:
             self.test_x, self.test_y = self.generated.test_split()
         if stage == "predict" and self.predict_x is None:
-            self.predict_x = predict_points(self.predict_path, self.features) if self.predict_path else self.test_x
-        field, where = ("path", self.hparams["path"]) if self.file is not None else ("noise", self.generated.noise)
+            self.predict_x = (
+                predict_points(self.predict_path, self.features)
+                if self.predict_path
+                else self.test_x
+            )
+        field, where = (
+            ("path", self.hparams["path"])
+            if self.file is not None
+            else ("noise", self.generated.noise)
+        )
         for points in (self.train_x, self.val_x, self.test_x):
             if points is not None:
                 check_finite_features(self.features, points, field, where)
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = (
+            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        )
         for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "predict_x"):
             tensor = getattr(self, name)
             if tensor is not None and tensor.device != device:
@@ -168,10 +223,13 @@ class CirclesDataModule(pl.LightningDataModule):
 
 
 def predict_points(path: str, features: Sequence[str]) -> torch.Tensor:
-    """The points of a ``predict_path`` file, read and checked: the features the network sees of each are finite."""
+    """The points of a ``predict_path`` file, read and checked: the features the network sees of
+    each are finite."""
     points = read_points_csv(path)
     check_finite_features(features, points, "predict_path", path)
     return points
 
 
-CirclesDataModule.__init__.__doc__ = (CirclesDataModule.__init__.__doc__ or "").replace("{datasets}", dataset_help())
+CirclesDataModule.__init__.__doc__ = (CirclesDataModule.__init__.__doc__ or "").replace(
+    "{datasets}", dataset_help()
+)

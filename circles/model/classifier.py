@@ -1,5 +1,6 @@
-"""CirclesClassifier: the LightningModule that trains the chapter's networks, K members at once (one member is the
-ordinary single network), with torchmetrics objects per stage that reach every logger through ``self.log``."""
+"""CirclesClassifier: the LightningModule that trains the chapter's networks, K members at once
+(one member is the ordinary single network), with torchmetrics objects per stage that reach every
+logger through ``self.log``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from typing_extensions import override
 from circles.contracts import has_data_module, trainer_data
 from circles.errors import CirclesError, check
 from circles.features import Feature, FeatureMap
-from circles.model.metrics import MemberAccuracy, member_losses, pooled_accuracy, predicted_classes, spread
+from circles.model.metrics import (
+    MemberAccuracy,
+    member_losses,
+    pooled_accuracy,
+    predicted_classes,
+    spread,
+)
 from circles.model.networks import (
     MemberViews,
     base_seed,
@@ -36,47 +43,67 @@ class TrainingDiverged(CirclesError):
     """The training loss stopped being a finite number."""
 
 
-def check_independent_members(members: int, optimizer: type, gradient_clip_val: float | None,
-                              gradient_clip_algorithm: str | None) -> None:
-    """Several members train as one model with the sum of their losses, which keeps them independent only when
-    the optimizer and gradient clipping treat every number on its own. LBFGS (its line search spans all
-    parameters) and clipping by norm (one norm over all members) do not, so they are refused for ``members > 1``."""
+def check_independent_members(
+    members: int,
+    optimizer: type,
+    gradient_clip_val: float | None,
+    gradient_clip_algorithm: str | None,
+) -> None:
+    """Several members train as one model with the sum of their losses, which keeps them
+    independent only when the optimizer and gradient clipping treat every number on its own.
+    LBFGS (its line search spans all parameters) and clipping by norm (one norm over all members)
+    do not, so they are refused for ``members > 1``."""
     lbfgs = issubclass(optimizer, torch.optim.LBFGS)
     by_norm = bool(gradient_clip_val) and (gradient_clip_algorithm or "norm") == "norm"
-    couples = ("torch.optim.LBFGS, whose line search treats all members as one problem" if lbfgs else
-               "gradient clipping by norm (one norm over all members); clip by value instead" if by_norm else
-               None)
+    couples = (
+        "torch.optim.LBFGS, whose line search treats all members as one problem"
+        if lbfgs
+        else "gradient clipping by norm (one norm over all members); clip by value instead"
+        if by_norm
+        else None
+    )
     check(members == 1 or couples is None, "members", f"1 with {couples}", members)
 
 
 def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> TrainingDiverged:
-    """The error for a loss or weights that stopped being finite, with the learning rate to lower."""
+    """The error for a loss or weights that stopped being finite, with the learning rate to
+    lower."""
     lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
     lr = lrs[0] if len(lrs) == 1 else lrs
     return TrainingDiverged(
-        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer finite numbers. "
-        f"The learning rate ({lr}) is too large for this model; try a smaller one (e.g. {lrs[0] / 10:g}).")
+        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer "
+        "finite numbers. "
+        f"The learning rate ({lr}) is too large for this model; try a smaller one (e.g. "
+        f"{lrs[0] / 10:g})."
+    )
 
 
 def weights_finite(module: nn.Module) -> torch.Tensor:
-    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device): their sum is
-    finite exactly when they all are, short of a sum beyond float32's range, which only diverged weights reach."""
+    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device):
+    their sum is finite exactly when they all are, short of a sum beyond float32's range, which
+    only diverged weights reach."""
     return torch.isfinite(torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum())
 
 
-WEIGHTS_EPOCH = "circles_weights_epoch"  # a checkpoint's record of the epoch whose training made its weights
+# a checkpoint's record of the epoch whose training made its weights
+WEIGHTS_EPOCH = "circles_weights_epoch"
 # Records that checkpoints of earlier versions kept under other names.
-_RENAMED = {"metrics.val_acc_best": "val_acc_best.max_value", "metrics.member_seeds": "member_seeds",
-            "metrics.member_val_acc": "member_val_acc", "metrics.member_val_acc_best": "member_val_acc_best"}
+_RENAMED = {
+    "metrics.val_acc_best": "val_acc_best.max_value",
+    "metrics.member_seeds": "member_seeds",
+    "metrics.member_val_acc": "member_val_acc",
+    "metrics.member_val_acc_best": "member_val_acc_best",
+}
 
 
-MEMBER_RECORDS = ("member_seeds", "member_val_acc", "member_val_acc_best")  # single networks' lacked them
+# single networks' lacked them
+MEMBER_RECORDS = ("member_seeds", "member_val_acc", "member_val_acc_best")
 
 
 def upgrade_state_dict(state_dict: dict[str, Any], records: dict[str, torch.Tensor]) -> bool:
-    """A checkpoint's weights and records under today's names, in place, a member record it lacks taken from
-    ``records``; returns whether its network was a single ``nn.Sequential`` (whose optimizer state then needs
-    :func:`upgrade_optimizer_states`)."""
+    """A checkpoint's weights and records under today's names, in place, a member record it lacks
+    taken from ``records``; returns whether its network was a single ``nn.Sequential`` (whose
+    optimizer state then needs :func:`upgrade_optimizer_states`)."""
     sequential = upgrade_network_state(state_dict)
     for old, new in _RENAMED.items():
         if old in state_dict:
@@ -87,28 +114,36 @@ def upgrade_state_dict(state_dict: dict[str, Any], records: dict[str, torch.Tens
 
 
 def upgrade_optimizer_states(optimizer_states: list[dict[str, Any]], layers: int) -> None:
-    """The optimizer's state of a single ``nn.Sequential`` network (parameters ``w0, b0, w1, b1, ...`` of shapes
-    ``(out, in)`` and ``(out,)``) as a stack of one holds it: ``w0, w1, ..., b0, b1, ...``, each with a leading
-    member axis. In place."""
+    """The optimizer's state of a single ``nn.Sequential`` network (parameters ``w0, b0, w1, b1,
+    ...`` of shapes ``(out, in)`` and ``(out,)``) as a stack of one holds it: ``w0, w1, ..., b0,
+    b1, ...``, each with a leading member axis. In place."""
     order = {2 * layer + part: part * layers + layer for layer in range(layers) for part in (0, 1)}
     for optimizer in optimizer_states:
         state = optimizer.get("state", {})
-        optimizer["state"] = {order.get(i, i): {k: v.unsqueeze(0) if torch.is_tensor(v) and v.dim() else v
-                                                for k, v in values.items()} for i, values in state.items()}
+        optimizer["state"] = {
+            order.get(i, i): {
+                k: v.unsqueeze(0) if torch.is_tensor(v) and v.dim() else v
+                for k, v in values.items()
+            }
+            for i, values in state.items()
+        }
         for group in optimizer.get("param_groups", []):
             group["params"] = sorted(order.get(i, i) for i in group["params"])
 
 
 class CirclesClassifier(MemberViews, pl.LightningModule):
-    """An MLP that classifies points of the plane: one logit and binary cross-entropy for two classes, a logit per
-    class and cross-entropy for more. ``activation: none`` is the chapter's first model (a stack of linear layers
-    is one affine map: a straight boundary), ``relu`` its second. ``members: K`` trains K copies from seeds
-    S..S+K-1 at once; the loss is the sum of theirs, so each member's gradients and optimizer state are its own.
+    """An MLP that classifies points of the plane: one logit and binary cross-entropy for two
+    classes, a logit per class and cross-entropy for more. ``activation: none`` is the chapter's
+    first model (a stack of linear layers is one affine map: a straight boundary), ``relu`` its
+    second. ``members: K`` trains K copies from seeds S..S+K-1 at once; the loss is the sum of
+    theirs, so each member's gradients and optimizer state are its own.
 
-    Every stage's loss and accuracy are torchmetrics objects logged with ``self.log`` once per epoch, at step =
-    the epoch (of the weights, outside fit); ``trainer.validate`` and ``trainer.test`` return them."""
+    Every stage's loss and accuracy are torchmetrics objects logged with ``self.log`` once per
+    epoch, at step = the epoch (of the weights, outside fit); ``trainer.validate`` and
+    ``trainer.test`` return them."""
 
-    member_seeds: torch.Tensor  # each member's seed, and (during fit) its latest and best validation accuracy
+    # each member's seed, and (during fit) its latest and best validation accuracy
+    member_seeds: torch.Tensor
     member_val_acc: torch.Tensor
     member_val_acc_best: torch.Tensor
 
@@ -125,36 +160,53 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
     ) -> None:
         """
         Args:
-            hidden_sizes: Width of each hidden layer, input side first; ``[]`` is a single linear layer.
-            activation: Non-linearity after each hidden layer; ``none`` makes the whole network linear.
+            hidden_sizes: Width of each hidden layer, input side first; ``[]`` is a single linear
+                layer.
+            activation: Non-linearity after each hidden layer; ``none`` makes the whole network
+                linear.
             features: What the network sees of a point (x1, x2): ``[x1, x2]``, or crosses such as
                 ``[x1_sq, x2_sq]``; set through ``data.features`` on the command line.
-            l1: L1 penalty rate on the weights (biases excluded), added to the loss; as in TensorFlow Playground,
-                a weight the step pushes across zero stays at exactly zero.
+            l1: L1 penalty rate on the weights (biases excluded), added to the loss; as in
+                TensorFlow Playground, a weight the step pushes across zero stays at exactly zero.
             l2: L2 penalty rate on the weights (biases excluded), added to the loss.
-            compile_mode: Compile the network with ``torch.compile`` in this mode (``reduce-overhead`` uses CUDA
-                graphs on a GPU); ``null`` runs eagerly. Checkpoints are the same either way.
-            members: How many copies of the network to train at once, each from its own seed (seed_everything +
-                k): the spread of their results is the spread over seeds. 1 is the ordinary single network.
-            num_classes: How many classes the points have (set from the data on the command line): 2 is one
-                output and binary cross-entropy; more is one output per class and cross-entropy.
+            compile_mode: Compile the network with ``torch.compile`` in this mode
+                (``reduce-overhead`` uses CUDA graphs on a GPU); ``null`` runs eagerly. Checkpoints
+                are the same either way.
+            members: How many copies of the network to train at once, each from its own seed
+                (seed_everything + k): the spread of their results is the spread over seeds. 1 is
+                the ordinary single network.
+            num_classes: How many classes the points have (set from the data on the command line): 2
+                is one output and binary cross-entropy; more is one output per class and
+                cross-entropy.
         """
         super().__init__()
         self.regularization = WeightPenalty(l1, l2)
         hidden_sizes, features = list(hidden_sizes), list(features)
-        self.save_hyperparameters({"hidden_sizes": hidden_sizes, "activation": activation, "features": features,
-                                   "l1": l1, "l2": l2, "compile_mode": compile_mode, "members": members,
-                                   "num_classes": num_classes})
+        self.save_hyperparameters(
+            {
+                "hidden_sizes": hidden_sizes,
+                "activation": activation,
+                "features": features,
+                "l1": l1,
+                "l2": l2,
+                "compile_mode": compile_mode,
+                "members": members,
+                "num_classes": num_classes,
+            }
+        )
         self.members, self.num_classes, self.activation = members, num_classes, activation
         self.compile_mode, self.compiled = compile_mode, False
         self.features = FeatureMap(features)
-        self.net = build_members(members, len(features), hidden_sizes, activation, output_size(num_classes))
+        self.net = build_members(
+            members, len(features), hidden_sizes, activation, output_size(num_classes)
+        )
         self.register_buffer("member_seeds", torch.tensor(member_seeds(base_seed(), members)))
         self.register_buffer("member_val_acc", torch.zeros(members))
         self.register_buffer("member_val_acc_best", torch.zeros(members))
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = pooled_accuracy(num_classes)  # the members' mean accuracy
-        self.val_acc, self.test_acc = MemberAccuracy(members), MemberAccuracy(members)  # each member's
+        # each member's
+        self.val_acc, self.test_acc = MemberAccuracy(members), MemberAccuracy(members)
         self.test_acc_ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
         self.train_penalty = MeanMetric()
         self.val_acc_best = MaxMetric()
@@ -165,37 +217,43 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
     @override
     def configure_model(self) -> None:
         if self.compile_mode is not None and not self.compiled:
-            self.net.compile(mode=self.compile_mode, dynamic=False)  # in place: state_dict keys stay the same
+            # in place: state_dict keys stay the same
+            self.net.compile(mode=self.compile_mode, dynamic=False)
             self.compiled = True
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The logits (N,) or (N, C) of the members' mean probability for points (N, 2): their ensemble (of one
-        member, exactly its own logits)."""
+        """The logits (N,) or (N, C) of the members' mean probability for points (N, 2): their
+        ensemble (of one member, exactly its own logits)."""
         return ensemble_logits(self.member_logits(x))
 
     def member_table(self) -> dict[str, list[Any]] | None:
-        """With several members, a column per fact about them (seed, last and best validation accuracy, after
-        test the test accuracy), a row per member; None for a single network."""
+        """With several members, a column per fact about them (seed, last and best validation
+        accuracy, after test the test accuracy), a row per member; None for a single network."""
         if self.members == 1:
             return None
-        table = {"member": list(range(self.members)), "seed": self.member_seeds.tolist(),
-                 "val_acc": self.member_val_acc.tolist(), "val_acc_best": self.member_val_acc_best.tolist()}
+        table = {
+            "member": list(range(self.members)),
+            "seed": self.member_seeds.tolist(),
+            "val_acc": self.member_val_acc.tolist(),
+            "val_acc_best": self.member_val_acc_best.tolist(),
+        }
         if self.member_test_acc is not None:
             table["test_acc"] = self.member_test_acc.tolist()
         return table
 
-    # -- the stages --------------------------------------------------------------------------------------------
+    # -- the stages --------------------------------------------------------------------------------
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each member's mean loss on the batch ``(K,)`` and logits ``(K, N[, C])``, and the labels."""
+        """Each member's mean loss on the batch ``(K,)`` and logits ``(K, N[, C])``, and the
+        labels."""
         x, y = batch
         logits = self.member_logits(x)
         return member_losses(logits, y), logits, y
 
     def _log_step(self) -> None:
-        """The curves' x-axis (Lightning's logger connector takes a logged ``step`` as the step): the epoch during
-        fit, else the epoch whose training made the weights evaluated."""
+        """The curves' x-axis (Lightning's logger connector takes a logged ``step`` as the step):
+        the epoch during fit, else the epoch whose training made the weights evaluated."""
         fitting = self.trainer.state.fn == "fit"
         epoch = self.current_epoch if fitting else self.weights_epoch
         self.log("step", float(epoch or 0), sync_dist=True)
@@ -203,8 +261,12 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
     @override
     def on_fit_start(self) -> None:
         for optimizer in self.trainer.optimizers:
-            check_independent_members(self.members, type(optimizer), self.trainer.gradient_clip_val,
-                                      self.trainer.gradient_clip_algorithm)
+            check_independent_members(
+                self.members,
+                type(optimizer),
+                self.trainer.gradient_clip_val,
+                self.trainer.gradient_clip_algorithm,
+            )
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -228,9 +290,9 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the epoch's last step, and so before its validation and any checkpoint of it: stop, on every rank
-        together, a run whose loss or weights are no longer finite (the loss is reduced over the ranks, the
-        weights are the same on all)."""
+        """After the epoch's last step, and so before its validation and any checkpoint of it:
+        stop, on every rank together, a run whose loss or weights are no longer finite (the loss
+        is reduced over the ranks, the weights are the same on all)."""
         self.regularization.after_step(self.weight_parameters())
         if batch_idx + 1 == self.trainer.num_training_batches:
             self.weights_epoch = self.current_epoch
@@ -250,8 +312,10 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        """The validation accuracy (with several members, its spread) and, during fit, the best so far."""
-        per_member = self.val_acc.compute().reshape(-1)  # torchmetrics returns one member's as a 0-dim tensor
+        """The validation accuracy (with several members, its spread) and, during fit, the best
+        so far."""
+        # torchmetrics returns one member's as a 0-dim tensor
+        per_member = self.val_acc.compute().reshape(-1)
         self.val_acc.reset()
         values = spread("val", per_member)
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
@@ -259,7 +323,8 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
             values["val/acc_best"] = self.val_acc_best.compute()
             self.member_val_acc.copy_(per_member)
             torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
-        self.log_dict(values, sync_dist=True)  # every rank holds the same values (torchmetrics reduced them)
+        # every rank holds the same values (torchmetrics reduced them)
+        self.log_dict(values, sync_dist=True)
         self._log_step()
 
     @override
@@ -267,45 +332,63 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         losses, logits, y = self._step(batch)
         self.test_loss(losses.mean(), weight=len(y))
         self.test_acc(predicted_classes(logits, self.num_classes), y)
-        self.test_acc_ensemble(predicted_classes(ensemble_logits(logits), self.num_classes), y.long())
+        self.test_acc_ensemble(
+            predicted_classes(ensemble_logits(logits), self.num_classes), y.long()
+        )
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
 
     @override
     def on_test_epoch_end(self) -> None:
-        """The test accuracy (with several members, its spread and the 95% interval of their mean) and, where the
-        data knows it, the best accuracy possible on it and the gap to it."""
+        """The test accuracy (with several members, its spread and the 95% interval of their
+        mean) and, where the data knows it, the best accuracy possible on it and the gap to it."""
         self.member_test_acc = self.test_acc.compute().reshape(-1)
         values = spread("test", self.member_test_acc, self.test_acc_ensemble.compute())
         self.test_acc.reset()
         self.test_acc_ensemble.reset()
-        bayes = trainer_data(self.trainer).bayes_accuracy() if has_data_module(self.trainer) else None
+        bayes = (
+            trainer_data(self.trainer).bayes_accuracy() if has_data_module(self.trainer) else None
+        )
         if bayes is not None:
-            values.update({"test/bayes_acc": torch.tensor(bayes), "test/bayes_gap": bayes - values["test/acc"]})
+            values.update(
+                {
+                    "test/bayes_acc": torch.tensor(bayes),
+                    "test/bayes_gap": bayes - values["test/acc"],
+                }
+            )
         self.log_dict(values, sync_dist=True)
         self._log_step()
 
     @override
-    def predict_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points and each member's probabilities for them (see :meth:`member_probabilities`)."""
+    def predict_step(
+        self, batch: tuple[torch.Tensor], batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points and each member's probabilities for them (see
+        :meth:`member_probabilities`)."""
         return batch[0], self.member_probabilities(batch[0])
 
-    # -- checkpoints ---------------------------------------------------------------------------------------------
+    # -- checkpoints -------------------------------------------------------------------------------
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Older checkpoints under today's names; a record they lack (a single network's seed) as this module's;
-        the epoch the weights are of (Lightning's count, for checkpoints that do not record it)."""
+        """Older checkpoints under today's names; a record they lack (a single network's seed) as
+        this module's; the epoch the weights are of (Lightning's count, for checkpoints that do
+        not record it)."""
         records = {name: getattr(self, name) for name in MEMBER_RECORDS}
         if upgrade_state_dict(checkpoint["state_dict"], records):
-            upgrade_optimizer_states(checkpoint.get("optimizer_states") or [], len(self.net.weights))
+            upgrade_optimizer_states(
+                checkpoint.get("optimizer_states") or [], len(self.net.weights)
+            )
         epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))
-        self.weights_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        self.weights_epoch = (
+            epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        )
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the epoch the weights are of (Lightning's ``epoch`` counts the epoch in progress, which differs
-        between a checkpoint written after validation and one written at the end of fit); never write non-finite
-        weights: raising keeps the last good file. (Runs in SLURM's requeue handler too.)"""
+        """Record the epoch the weights are of (Lightning's ``epoch`` counts the epoch in
+        progress, which differs between a checkpoint written after validation and one written at
+        the end of fit); never write non-finite weights: raising keeps the last good file. (Runs
+        in SLURM's requeue handler too.)"""
         if not weights_finite(self):
             raise diverged(self.current_epoch, self.trainer.optimizers)
         checkpoint[WEIGHTS_EPOCH] = self.weights_epoch

@@ -1,5 +1,6 @@
-"""The metrics: the one table that names each (where it is drawn, its HPARAMS and sweep columns, its digits), and
-what the table's names are computed with: torchmetrics objects and the members' spread."""
+"""The metrics: the one table that names each (where it is drawn, its HPARAMS and sweep columns,
+its digits), and what the table's names are computed with: torchmetrics objects and the members'
+spread."""
 
 from __future__ import annotations
 
@@ -14,18 +15,22 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from typing_extensions import override
 
-STAGES = ("train", "val", "test")  # metric name prefixes; each gets a sub-run of its own in TensorBoard
+# metric name prefixes; each gets a sub-run of its own in TensorBoard
+STAGES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric, named once: ``name`` is ``stage/what``; where it appears is said here, how it is computed by
-    :class:`circles.model.classifier.CirclesClassifier` (with the objects below) or by the callback that logs it."""
+    """One metric, named once: ``name`` is ``stage/what``; where it appears is said here, how it
+    is computed by :class:`circles.model.classifier.CirclesClassifier` (with the objects below)
+    or by the callback that logs it."""
 
     name: str
-    curve: bool = False  # a TensorBoard chart of the ``curves`` group, train and val on one chart; else ``details``
+    # a TensorBoard chart of the ``curves`` group, train and val on one chart; else ``details``
+    curve: bool = False
     hparams: str | None = None  # its column title in TensorBoard's HPARAMS tab
-    sweep: str | None = None  # its column in a sweep point's result.json and the sweep's summary.csv
+    # its column in a sweep point's result.json and the sweep's summary.csv
+    sweep: str | None = None
     report: str | None = None  # its column title in a sweep's summary.md
     digits: int = 4  # decimals where it is printed
     spread: bool = False  # a statistic over the members: there only with several
@@ -58,45 +63,59 @@ METRICS = (
     Metric("test/acc_max", sweep="test_acc_max", spread=True),
     Metric("test/acc_ensemble", sweep="test_acc_ensemble", report="ensemble", spread=True),
     Metric("test/bayes_acc", sweep="bayes_acc", report="Bayes acc"),
-    Metric("test/bayes_gap", sweep="bayes_gap", report="gap"),  # HPARAMS: the Bayes accuracy is a setting's column
+    # HPARAMS: the Bayes accuracy is a setting's column
+    Metric("test/bayes_gap", sweep="bayes_gap", report="gap"),
 )
 BY_NAME = {metric.name: metric for metric in METRICS}
 
 
 def scalar_tag(name: str) -> str:
-    """The TensorBoard tag of the metric ``name`` in its stage's sub-run (see :attr:`Metric.tag`)."""
+    """The TensorBoard tag of the metric ``name`` in its stage's sub-run (see
+    :attr:`Metric.tag`)."""
     return BY_NAME[name].tag if name in BY_NAME else f"details/{name.split('/', 1)[1]}"
 
 
 def num(value: float | None, digits: int = 4) -> str:
     """A number with ``digits`` decimals; empty for a missing one."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
 
 
 def accuracy_text(values: Mapping[str, float], stages: Iterable[str], separator: str) -> str:
-    """``train acc 0.865<separator>val acc 0.870``: the accuracies of ``stages`` that ``values`` holds."""
-    return separator.join(f"{stage} acc {values[f'{stage}/acc']:.3f}" for stage in stages if f"{stage}/acc" in values)
+    """``train acc 0.865<separator>val acc 0.870``: the accuracies of ``stages`` that ``values``
+    holds."""
+    return separator.join(
+        f"{stage} acc {values[f'{stage}/acc']:.3f}" for stage in stages if f"{stage}/acc" in values
+    )
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each member's mean loss on a batch: binary cross-entropy of its logits ``(K, N)``, or for more than two
-    classes cross-entropy of its logits ``(K, N, C)``; labels ``(N,)``. Returns ``(K,)``."""
+    """Each member's mean loss on a batch: binary cross-entropy of its logits ``(K, N)``, or for
+    more than two classes cross-entropy of its logits ``(K, N, C)``; labels ``(N,)``. Returns
+    ``(K,)``."""
     if logits.dim() == 2:
-        return nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, y.expand_as(logits), reduction="none"
+        ).mean(-1)
     members, n, classes = logits.shape
-    losses = nn.functional.cross_entropy(logits.reshape(-1, classes), y.long().repeat(members), reduction="none")
+    losses = nn.functional.cross_entropy(
+        logits.reshape(-1, classes), y.long().repeat(members), reduction="none"
+    )
     return losses.reshape(members, n).mean(-1)
 
 
 def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The predicted class of each point from its logits: one per point for two classes (class 1 where it is
-    positive), one per class for more (the largest)."""
+    """The predicted class of each point from its logits: one per point for two classes (class 1
+    where it is positive), one per class for more (the largest)."""
     return (logits > 0).long() if num_classes == 2 else logits.argmax(-1)
 
 
 def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
-    """Half-width of the 95% confidence interval of a mean over ``members`` values with sample std ``std``
-    (Student's t with members - 1 degrees of freedom)."""
+    """Half-width of the 95% confidence interval of a mean over ``members`` values with sample
+    std ``std`` (Student's t with members - 1 degrees of freedom)."""
     from scipy.stats import t
 
     return std * float(t.ppf(0.975, members - 1)) / members**0.5
@@ -105,10 +124,11 @@ def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
 class MemberAccuracy(TorchMetric):
     """Each member's accuracy ``(K,)``: the share of the points that its predicted class gets right.
 
-    A torchmetrics metric with per-member counts as its state, summed over batches and, under DDP, over ranks.
-    torchmetrics' own classification metrics give one accuracy per member only with ``multidim_average=
-    "samplewise"``, whose state is a list growing by one entry per batch (reduced by concatenation), so over
-    minibatches they would return an accuracy per batch and member, not per member."""
+    A torchmetrics metric with per-member counts as its state, summed over batches and, under
+    DDP, over ranks. torchmetrics' own classification metrics give one accuracy per member only
+    with ``multidim_average= "samplewise"``, whose state is a list growing by one entry per batch
+    (reduced by concatenation), so over minibatches they would return an accuracy per batch and
+    member, not per member."""
 
     full_state_update = False
     correct: torch.Tensor
@@ -131,23 +151,31 @@ class MemberAccuracy(TorchMetric):
 
 
 def pooled_accuracy(num_classes: int) -> BinaryAccuracy | MulticlassAccuracy:
-    """torchmetrics' accuracy of predicted classes (``BinaryAccuracy``, ``MulticlassAccuracy`` for more classes)
-    over every prediction given it: of K members' ``(K, N)`` predictions of the same points, their mean
-    accuracy; of an ensemble's ``(N,)``, its own."""
+    """torchmetrics' accuracy of predicted classes (``BinaryAccuracy``, ``MulticlassAccuracy``
+    for more classes) over every prediction given it: of K members' ``(K, N)`` predictions of the
+    same points, their mean accuracy; of an ensemble's ``(N,)``, its own."""
     if num_classes == 2:
         return BinaryAccuracy(validate_args=False)
     return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
 
-def spread(stage: str, per_member: torch.Tensor, ensemble: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """A stage's accuracy from each member's ``(K,)``: their mean and, with several members, what the table marks
-    ``spread``: their standard deviation, least and greatest, for ``test`` the 95% interval of the mean and the
-    accuracy of their ``ensemble`` (of one member, these say nothing the accuracy does not)."""
+def spread(
+    stage: str, per_member: torch.Tensor, ensemble: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """A stage's accuracy from each member's ``(K,)``: their mean and, with several members, what
+    the table marks ``spread``: their standard deviation, least and greatest, for ``test`` the
+    95% interval of the mean and the accuracy of their ``ensemble`` (of one member, these say
+    nothing the accuracy does not)."""
     per_member = per_member.reshape(-1)  # torchmetrics returns one member's as a 0-dim tensor
     values = {f"{stage}/acc": per_member.mean()}
     if len(per_member) > 1:
-        values.update({f"{stage}/acc_std": per_member.std(), f"{stage}/acc_min": per_member.min(),
-                       f"{stage}/acc_max": per_member.max()})
+        values.update(
+            {
+                f"{stage}/acc_std": per_member.std(),
+                f"{stage}/acc_min": per_member.min(),
+                f"{stage}/acc_max": per_member.max(),
+            }
+        )
         if stage == "test":
             values["test/acc_ci95"] = interval95(values["test/acc_std"], len(per_member))
         if ensemble is not None:
@@ -156,8 +184,8 @@ def spread(stage: str, per_member: torch.Tensor, ensemble: torch.Tensor | None =
 
 
 def latest_values(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """``trainer.callback_metrics`` (the latest value of everything ``self.log`` was given) as numbers, after one
-    wait for the device."""
+    """``trainer.callback_metrics`` (the latest value of everything ``self.log`` was given) as
+    numbers, after one wait for the device."""
     if not metrics:
         return {}
     tensors = [torch.as_tensor(v) for v in metrics.values()]

@@ -1,5 +1,6 @@
-"""The networks: the chapter's MLP built layer by layer, K of them stacked into one module (a single network is a
-stack of one), and what a network without activations collapses to (one affine map)."""
+"""The networks: the chapter's MLP built layer by layer, K of them stacked into one module (a
+single network is a stack of one), and what a network without activations collapses to (one
+affine map)."""
 
 from __future__ import annotations
 
@@ -28,17 +29,33 @@ MAX_LAYERS = 1_000
 MAX_PARAMETERS = 2**28  # 268M weights: 1 GiB as float32, several with gradients and Adam's state
 
 
-def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str, outputs: int = 1) -> nn.Sequential:
-    """Linear layers ``in_features -> *hidden_sizes -> outputs``, created in order with PyTorch's default
-    initialisation, with ``activation`` after every hidden layer (none for ``"none"``): the chapter's model."""
-    check(activation in ("none", *ACTIVATIONS), "activation", f"one of {['none', *ACTIVATIONS]}",
-          activation)
-    check(all(isinstance(h, int) and h >= 1 for h in hidden_sizes), "hidden_sizes",
-          "a list of positive integers", list(hidden_sizes))
-    check(len(hidden_sizes) > 0 or activation == "none", "hidden_sizes",
-          "non-empty when an activation is used", list(hidden_sizes),
-          f"Without hidden layers activation {activation!r} is never applied: give hidden layers (e.g. "
-          "[10, 10]) or set activation: none for a single linear layer.")
+def build_mlp(
+    in_features: int, hidden_sizes: Sequence[int], activation: str, outputs: int = 1
+) -> nn.Sequential:
+    """Linear layers ``in_features -> *hidden_sizes -> outputs``, created in order with PyTorch's
+    default initialisation, with ``activation`` after every hidden layer (none for ``"none"``):
+    the chapter's model."""
+    check(
+        activation in ("none", *ACTIVATIONS),
+        "activation",
+        f"one of {['none', *ACTIVATIONS]}",
+        activation,
+    )
+    check(
+        all(isinstance(h, int) and h >= 1 for h in hidden_sizes),
+        "hidden_sizes",
+        "a list of positive integers",
+        list(hidden_sizes),
+    )
+    check(
+        len(hidden_sizes) > 0 or activation == "none",
+        "hidden_sizes",
+        "non-empty when an activation is used",
+        list(hidden_sizes),
+        f"Without hidden layers activation {activation!r} is never applied: give hidden layers "
+        "(e.g. "
+        "[10, 10]) or set activation: none for a single linear layer.",
+    )
     layers: list[nn.Module] = []
     sizes = [in_features, *hidden_sizes]
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -50,30 +67,34 @@ def build_mlp(in_features: int, hidden_sizes: Sequence[int], activation: str, ou
 
 
 def stacked_affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Each member's layer on its inputs: ``h`` ``(K, N, in)``, ``weight`` ``(K, out, in)``, ``bias`` ``(K, out)``
-    give ``(K, N, out)``. One member runs through ``nn.Linear``'s own kernel, so a single network computes (and
-    trains) exactly as the chapter's does; several share one batched matrix product, whose sums run in another
-    order (their results agree to rounding, not to the bit)."""
+    """Each member's layer on its inputs: ``h`` ``(K, N, in)``, ``weight`` ``(K, out, in)``,
+    ``bias`` ``(K, out)`` give ``(K, N, out)``. One member runs through ``nn.Linear``'s own
+    kernel, so a single network computes (and trains) exactly as the chapter's does; several
+    share one batched matrix product, whose sums run in another order (their results agree to
+    rounding, not to the bit)."""
     if len(weight) == 1:
         return functional.linear(h[0], weight[0], bias[0]).unsqueeze(0)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
 
 class StackedMLP(nn.Module):
-    """K networks of one shape as one module: layer l's weights stacked to ``(K, out, in)`` and its biases to
-    ``(K, out)``. Built from K ordinary networks (:func:`build_mlp`); member k computes exactly what its network
-    computes, and K members cost one forward and one backward pass.
+    """K networks of one shape as one module: layer l's weights stacked to ``(K, out, in)`` and its
+    biases to ``(K, out)``. Built from K ordinary networks (:func:`build_mlp`); member k computes
+    exactly what its network computes, and K members cost one forward and one backward pass.
 
-    ``forward`` maps points ``(N, F)`` to ``(K, N, outputs)``; ``hidden`` gives each hidden layer's output
-    ``(K, N, units)``.
-    """
+    ``forward`` maps points ``(N, F)`` to ``(K, N, outputs)``; ``hidden`` gives each hidden
+    layer's output ``(K, N, units)``."""
 
     def __init__(self, nets: Sequence[nn.Sequential]) -> None:
         super().__init__()
         layers = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
         depth = range(len(layers[0]))
-        self.weights = nn.ParameterList(torch.stack([net[i].weight.detach() for net in layers]) for i in depth)
-        self.biases = nn.ParameterList(torch.stack([net[i].bias.detach() for net in layers]) for i in depth)
+        self.weights = nn.ParameterList(
+            torch.stack([net[i].weight.detach() for net in layers]) for i in depth
+        )
+        self.biases = nn.ParameterList(
+            torch.stack([net[i].bias.detach() for net in layers]) for i in depth
+        )
         self.activation = next((m for m in nets[0] if not isinstance(m, nn.Linear)), nn.Identity())
 
     @property
@@ -94,29 +115,38 @@ class StackedMLP(nn.Module):
 
 
 def output_size(num_classes: int) -> int:
-    """The network's outputs for ``num_classes`` classes: one logit for two, one per class for more."""
-    check(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)
+    """The network's outputs for ``num_classes`` classes: one logit for two, one per class for
+    more."""
+    check(
+        isinstance(num_classes, int) and num_classes >= 2,
+        "num_classes",
+        "an integer >= 2",
+        num_classes,
+    )
     return 1 if num_classes == 2 else num_classes
 
 
-def build_members(members: int, in_features: int, hidden_sizes: Sequence[int], activation: str,
-                  outputs: int = 1) -> StackedMLP:
+def build_members(
+    members: int, in_features: int, hidden_sizes: Sequence[int], activation: str, outputs: int = 1
+) -> StackedMLP:
     """A :class:`StackedMLP` whose member k is the network :func:`build_mlp` makes right after
-    ``torch.manual_seed(S + k)``, where S is the seed the random generator was last given (``seed_everything S``
-    in a run): member k of a run starts as the run of one member with seed S + k. The random generator is left as
-    it was."""
+    ``torch.manual_seed(S + k)``, where S is the seed the random generator was last given
+    (``seed_everything S`` in a run): member k of a run starts as the run of one member with seed
+    S + k. The random generator is left as it was."""
     check_network_size(in_features, hidden_sizes, outputs, members)
     nets = []
     for seed in member_seeds(base_seed(), members):
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # the networks are built on the CPU: its generator only
+            # the networks are built on the CPU: its generator only
+            torch.default_generator.manual_seed(seed)
             nets.append(build_mlp(in_features, hidden_sizes, activation, outputs))
     return StackedMLP(nets)
 
 
 def base_seed() -> int:
-    """The seed the random generator was last given (``seed_everything`` takes 0..2**32-1); a process that was
-    never seeded has a random 64-bit one, taken modulo 2**32 so that S + k stays a valid seed."""
+    """The seed the random generator was last given (``seed_everything`` takes 0..2**32-1); a
+    process that was never seeded has a random 64-bit one, taken modulo 2**32 so that S + k stays
+    a valid seed."""
     seed = torch.initial_seed()
     return seed if seed < 2**32 else seed % 2**32
 
@@ -126,32 +156,54 @@ def member_seeds(base: int, members: int) -> list[int]:
     return [base + k for k in range(members)]
 
 
-def check_network_size(in_features: int, hidden_sizes: Sequence[int], outputs: int, members: int) -> None:
-    """Refuse, before anything is allocated, a network too large to train here: more than ``MAX_LAYERS`` hidden
-    layers, or more than ``MAX_PARAMETERS`` weights over all members (said with what they would take)."""
-    check(isinstance(members, int) and not isinstance(members, bool) and members >= 1, "members",
-          "a positive integer", members)
-    check(members <= MAX_MEMBERS, "members", f"at most {MAX_MEMBERS:,}", members,
-          "Each member is built as a network of its own first; split a larger study into runs.")
-    check(len(hidden_sizes) <= MAX_LAYERS, "hidden_sizes", f"at most {MAX_LAYERS} hidden layers",
-          f"{len(hidden_sizes)} layers")
+def check_network_size(
+    in_features: int, hidden_sizes: Sequence[int], outputs: int, members: int
+) -> None:
+    """Refuse, before anything is allocated, a network too large to train here: more than
+    ``MAX_LAYERS`` hidden layers, or more than ``MAX_PARAMETERS`` weights over all members (said
+    with what they would take)."""
+    check(
+        isinstance(members, int) and not isinstance(members, bool) and members >= 1,
+        "members",
+        "a positive integer",
+        members,
+    )
+    check(
+        members <= MAX_MEMBERS,
+        "members",
+        f"at most {MAX_MEMBERS:,}",
+        members,
+        "Each member is built as a network of its own first; split a larger study into runs.",
+    )
+    check(
+        len(hidden_sizes) <= MAX_LAYERS,
+        "hidden_sizes",
+        f"at most {MAX_LAYERS} hidden layers",
+        f"{len(hidden_sizes)} layers",
+    )
     sizes = [in_features, *hidden_sizes, outputs]
     if not all(isinstance(h, int) for h in sizes):
         return  # build_mlp names the bad value
     per_member = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     total = per_member * members
     field = "members" if members > 1 and per_member <= MAX_PARAMETERS else "hidden_sizes"
-    check(total <= MAX_PARAMETERS, field, f"a network of at most {MAX_PARAMETERS:,} weights over all members",
-          members if field == "members" else list(hidden_sizes)[:8],
-          f"It would hold {total:,} ({total * 4 / 2**30:,.1f} GiB as float32, before gradients and optimizer "
-          "state).")
+    check(
+        total <= MAX_PARAMETERS,
+        field,
+        f"a network of at most {MAX_PARAMETERS:,} weights over all members",
+        members if field == "members" else list(hidden_sizes)[:8],
+        f"It would hold {total:,} ({total * 4 / 2**30:,.1f} GiB as float32, before gradients and "
+        "optimizer "
+        "state).",
+    )
 
 
 def affine_map(net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one affine map ``x -> W x + b`` that a network without activations is, per member: ``W`` of shape
-    ``(K, outputs, inputs)``, ``b`` of ``(K, outputs)``. Layer after layer, ``W2 (W1 x + b1) + b2`` is
-    ``(W2 W1) x + (W2 b1 + b2)``: however many layers, the logits are an affine function of the inputs, and the
-    boundary where two of them are equal a straight line (a hyperplane of the inputs)."""
+    """The one affine map ``x -> W x + b`` that a network without activations is, per member:
+    ``W`` of shape ``(K, outputs, inputs)``, ``b`` of ``(K, outputs)``. Layer after layer, ``W2
+    (W1 x + b1) + b2`` is ``(W2 W1) x + (W2 b1 + b2)``: however many layers, the logits are an
+    affine function of the inputs, and the boundary where two of them are equal a straight line
+    (a hyperplane of the inputs)."""
     with torch.no_grad():
         w, b = net.weights[0].double(), net.biases[0].double()
         for weight, bias in zip(net.weights[1:], net.biases[1:], strict=True):
@@ -161,11 +213,16 @@ def affine_map(net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def upgrade_network_state(state_dict: dict[str, torch.Tensor]) -> bool:
-    """Checkpoints written when a single network was an ``nn.Sequential`` hold its layers as ``net.<i>.weight``
-    ``(out, in)``; today every network is a stack (``net.weights.<l>``, ``(1, out, in)``). Renamed in place;
-    returns whether there was anything to rename."""
-    layers = sorted({int(key.split(".")[1]) for key in state_dict
-                     if key.startswith("net.") and key.split(".")[1].isdigit()})
+    """Checkpoints written when a single network was an ``nn.Sequential`` hold its layers as
+    ``net.<i>.weight`` ``(out, in)``; today every network is a stack (``net.weights.<l>``, ``(1,
+    out, in)``). Renamed in place; returns whether there was anything to rename."""
+    layers = sorted(
+        {
+            int(key.split(".")[1])
+            for key in state_dict
+            if key.startswith("net.") and key.split(".")[1].isdigit()
+        }
+    )
     for layer, index in enumerate(layers):
         for part, stacked in (("weight", "weights"), ("bias", "biases")):
             old = state_dict.pop(f"net.{index}.{part}", None)
@@ -175,9 +232,10 @@ def upgrade_network_state(state_dict: dict[str, torch.Tensor]) -> bool:
 
 
 class MemberViews:
-    """What K members compute, seen from outside (a mixin of :class:`circles.model.CirclesClassifier`, whose ``net``,
-    ``features``, ``num_classes`` and ``activation`` these read): logits and probabilities per member, each layer's
-    outputs and weights, the units that never fire, and the affine map a network without activations is."""
+    """What K members compute, seen from outside (a mixin of
+    :class:`circles.model.CirclesClassifier`, whose ``net``, ``features``, ``num_classes`` and
+    ``activation`` these read): logits and probabilities per member, each layer's outputs and
+    weights, the units that never fire, and the affine map a network without activations is."""
 
     net: StackedMLP
     features: FeatureMap
@@ -190,24 +248,26 @@ class MemberViews:
         return self.features.features
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for C > 2."""
+        """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for
+        C > 2."""
         logits = self.net(self.features(x))
         return logits.squeeze(-1) if self.num_classes == 2 else logits
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K, N, C)."""
+        """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K,
+        N, C)."""
         logits = self.member_logits(x)
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=-1)
 
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """What each layer gives for points (N, 2), the first member's: its inputs (the features), every hidden
-        layer's output and the logits, each ``(N, units)``."""
+        """What each layer gives for points (N, 2), the first member's: its inputs (the
+        features), every hidden layer's output and the logits, each ``(N, units)``."""
         inputs = self.features(x)
         return [inputs, *(h[0] for h in self.net.hidden(inputs)), self.net(inputs)[0]]
 
     def weight_parameters(self) -> list[torch.Tensor]:
-        """The weight matrices as the optimizer holds them, ``(K, out, in)`` each, with their gradients after a
-        backward pass."""
+        """The weight matrices as the optimizer holds them, ``(K, out, in)`` each, with their
+        gradients after a backward pass."""
         return list(self.net.weights)
 
     def layer_weights(self) -> list[torch.Tensor]:
@@ -215,29 +275,32 @@ class MemberViews:
         return [w[0] for w in self.net.weights]
 
     def dead_units(self, x: torch.Tensor) -> list[float]:
-        """Per hidden layer, how many of its ReLU units give 0 for every one of the points ``(N, 2)`` (they never
-        fire, so they no longer learn), on average over the members; empty for another activation."""
+        """Per hidden layer, how many of its ReLU units give 0 for every one of the points ``(N,
+        2)`` (they never fire, so they no longer learn), on average over the members; empty for
+        another activation."""
         if self.activation != "relu":
             return []
         hidden = self.net.hidden(self.features(x))
-        return torch.stack([(h.amax(dim=1) <= 0).sum(-1).float().mean() for h in hidden]).tolist()  # one wait
+        # one wait
+        return torch.stack([(h.amax(dim=1) <= 0).sum(-1).float().mean() for h in hidden]).tolist()
 
     def collapsed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Without an activation, the one affine map the layers are (:func:`circles.model.networks.affine_map`):
-        weights ``(K, outputs, features)`` and biases ``(K, outputs)`` over the features; else None."""
+        """Without an activation, the one affine map the layers are
+        (:func:`circles.model.networks.affine_map`): weights ``(K, outputs, features)`` and
+        biases ``(K, outputs)`` over the features; else None."""
         return affine_map(self.net) if self.activation == "none" else None
 
 
 def ensemble_logits(logits: torch.Tensor) -> torch.Tensor:
-    """The logits of K members' mean probability, from theirs ``(K, N)`` or ``(K, N, C)``: the members' mean logit
-    moved by what averaging the probabilities (in the log, so none rounds to 0 or 1) adds to it; of one member,
-    exactly its logits."""
+    """The logits of K members' mean probability, from theirs ``(K, N)`` or ``(K, N, C)``: the
+    members' mean logit moved by what averaging the probabilities (in the log, so none rounds to
+    0 or 1) adds to it; of one member, exactly its logits."""
     mean = logits.mean(0)
     if logits.dim() == 2:
         log_p = nn.functional.logsigmoid
-        return mean + ((torch.logsumexp(log_p(logits), 0) - log_p(mean))
-                       - (torch.logsumexp(log_p(-logits), 0) - log_p(-mean)))
+        return mean + (
+            (torch.logsumexp(log_p(logits), 0) - log_p(mean))
+            - (torch.logsumexp(log_p(-logits), 0) - log_p(-mean))
+        )
     log_mean_p = torch.logsumexp(torch.log_softmax(logits, -1), 0) - math.log(len(logits))
     return mean + (log_mean_p - torch.log_softmax(mean, -1))
-
-

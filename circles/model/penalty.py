@@ -1,4 +1,5 @@
-"""TensorFlow Playground's regularization of the weights: an L1 and an L2 penalty added to the loss."""
+"""TensorFlow Playground's regularization of the weights: an L1 and an L2 penalty added to the
+loss."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from circles.errors import check
 
 
 class WeightPenalty:
-    """``l1 * sum|w| + l2 * sum w^2`` over the weights (biases excluded), added to the loss; with L1, a weight that a
-    step pushes across zero is set to exactly zero (as TensorFlow Playground does)."""
+    """``l1 * sum|w| + l2 * sum w^2`` over the weights (biases excluded), added to the loss; with
+    L1, a weight that a step pushes across zero is set to exactly zero (as TensorFlow Playground
+    does)."""
 
     def __init__(self, l1: float, l2: float) -> None:
         check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)

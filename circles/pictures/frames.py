@@ -1,6 +1,6 @@
-"""TensorBoard's decision-boundary frames drawn straight into arrays (no matplotlib, milliseconds each), and the frames
-of a fit as an animation. Sized for TensorBoard's image cards: about 400 pixels wide and text of 17 to 20 pixels,
-which a card shows at about four fifths of its size."""
+"""TensorBoard's decision-boundary frames drawn straight into arrays (no matplotlib, milliseconds
+each), and the frames of a fit as an animation. Sized for TensorBoard's image cards: about 400
+pixels wide and text of 17 to 20 pixels, which a card shows at about four fifths of its size."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ Colour = tuple[int, int, int]
 TEXT: Colour = (40, 40, 40)
 
 
-FRAME_WIDTH = 400  # pixels a frame of panels is at least wide: a panel of a 101-point grid is drawn 4x, two 2x
+# pixels a frame of panels is at least wide: a panel of a 101-point grid is drawn 4x, two 2x
+FRAME_WIDTH = 400
 
 
-HEADER, BODY = 20, 17  # font sizes: the header line, every other line (shown at about 16 and 13 pixels)
+# font sizes: the header line, every other line (shown at about 16 and 13 pixels)
+HEADER, BODY = 20, 17
 
 
 @functools.cache
@@ -36,10 +38,12 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def text_block(width: int, items: Sequence[tuple[str, Colour | None]], size: int = BODY) -> np.ndarray:
-    """A white ``(H, width, 3)`` block with ``items`` (``(text, dot colour or None)``) written left to right, on as
-    many lines as they need: an item that does not fit goes to the next line, a text longer than a line is broken
-    at its spaces. Nothing is cut off."""
+def text_block(
+    width: int, items: Sequence[tuple[str, Colour | None]], size: int = BODY
+) -> np.ndarray:
+    """A white ``(H, width, 3)`` block with ``items`` (``(text, dot colour or None)``) written
+    left to right, on as many lines as they need: an item that does not fit goes to the next
+    line, a text longer than a line is broken at its spaces. Nothing is cut off."""
     from PIL import Image, ImageDraw
 
     font, line = _font(size), size + 6
@@ -67,12 +71,16 @@ def text_block(width: int, items: Sequence[tuple[str, Colour | None]], size: int
     return np.asarray(image)
 
 
-def _broken(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, measure: object) -> list[str]:
-    """``text`` broken at spaces into pieces at most ``width`` pixels wide (a single word may be wider)."""
+def _broken(
+    text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, measure: object
+) -> list[str]:
+    """``text`` broken at spaces into pieces at most ``width`` pixels wide (a single word may be
+    wider)."""
     pieces, current = [], ""
     for word in text.split(" "):
         candidate = f"{current} {word}" if current else word
-        if current and measure.textlength(candidate, font=font) > width:  # type: ignore[attr-defined]
+        too_wide = measure.textlength(candidate, font=font) > width  # type: ignore[attr-defined]
+        if current and too_wide:
             pieces.append(current)
             candidate = word
         current = candidate
@@ -95,17 +103,27 @@ def _edges(region: np.ndarray) -> np.ndarray:
 
 
 def _zero_lines(functions: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Where each of the ``(K, ny, nx)`` functions over the grid (row 0 at the smallest y) crosses zero, at a
-    ``(height, width)`` picture's resolution: the grid is interpolated bilinearly (exact for a function that is
-    affine in x1 and x2: a straight line stays straight), so lines are one pixel thick, not steps of the grid."""
-    grid = torch.from_numpy(np.ascontiguousarray(np.flip(functions, axis=1), dtype=np.float32))[:, None]
-    fine = torch.nn.functional.interpolate(grid, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-    return np.logical_or.reduce([_edges(f > 0) for f in fine.numpy()]) if len(fine) else np.zeros((height, width), bool)
+    """Where each of the ``(K, ny, nx)`` functions over the grid (row 0 at the smallest y)
+    crosses zero, at a ``(height, width)`` picture's resolution: the grid is interpolated
+    bilinearly (exact for a function that is affine in x1 and x2: a straight line stays
+    straight), so lines are one pixel thick, not steps of the grid."""
+    grid = torch.from_numpy(np.ascontiguousarray(np.flip(functions, axis=1), dtype=np.float32))[
+        :, None
+    ]
+    fine = torch.nn.functional.interpolate(
+        grid, size=(height, width), mode="bilinear", align_corners=True
+    )[:, 0]
+    return (
+        np.logical_or.reduce([_edges(f > 0) for f in fine.numpy()])
+        if len(fine)
+        else np.zeros((height, width), bool)
+    )
 
 
 def render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int) -> np.ndarray:
-    """One view of a panel, ``scale`` pixels per grid point: the fill, the probability view's edge, each member's
-    own boundary where the panel carries them (``panel.boundaries``), then the points."""
+    """One view of a panel, ``scale`` pixels per grid point: the fill, the probability view's
+    edge, each member's own boundary where the panel carries them (``panel.boundaries``), then
+    the points."""
     fill, region = panel_fill(panel, view)
     rgb = np.repeat(np.repeat(fill, scale, axis=0), scale, axis=1)
     height, width = rgb.shape[:2]
@@ -119,37 +137,57 @@ def render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int)
     offsets = _disc_offsets(point_radius)
     r = (rows[:, None] + offsets[None, :, 0]).ravel()
     c = (cols[:, None] + offsets[None, :, 1]).ravel()
-    colours = np.repeat(class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0)
+    colours = np.repeat(
+        class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0
+    )
     keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
     rgb[r[keep], c[keep]] = colours[keep]
     return rgb
 
 
 def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
-    """The colour key of a frame whose colour is the share of ``members`` voting for ``class_name``: the fill's
-    colours from none of them to all, with the counts at its ends."""
+    """The colour key of a frame whose colour is the share of ``members`` voting for
+    ``class_name``: the fill's colours from none of them to all, with the counts at its ends."""
     from PIL import Image, ImageDraw
 
     from circles.pictures.panels import fill_colours
 
     bar_width, line = min(width - 8, 300), BODY + 6
     image = Image.new("RGB", (width, 14 + line), "white")
-    image.paste(Image.fromarray(np.repeat(fill_colours(np.linspace(0, 1, bar_width))[None], 10, axis=0)), (4, 2))
+    image.paste(
+        Image.fromarray(np.repeat(fill_colours(np.linspace(0, 1, bar_width))[None], 10, axis=0)),
+        (4, 2),
+    )
     draw, font = ImageDraw.Draw(image), _font(BODY)
     draw.text((4, 14 + line // 2), "0", fill=TEXT, font=font, anchor="lm")
-    draw.text((4 + bar_width // 2, 14 + line // 2), f"members voting {class_name}", fill=TEXT, font=font, anchor="mm")
+    draw.text(
+        (4 + bar_width // 2, 14 + line // 2),
+        f"members voting {class_name}",
+        fill=TEXT,
+        font=font,
+        anchor="mm",
+    )
     draw.text((4 + bar_width, 14 + line // 2), str(members), fill=TEXT, font=font, anchor="rm")
     return np.asarray(image)
 
 
-def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = False, scale: int | None = None,
-                   point_radius: int = 2, gap: int = 4, header: str | None = None, note: str = "",
-                   classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"), labels: bool = True,
-                   key: np.ndarray | None = None) -> np.ndarray:
-    """The picture of ``boundary_figure`` drawn into an ``(H, W, 3)`` uint8 array, panels side by side (a probability
-    row below with ``show_probability``), at least ``FRAME_WIDTH`` wide unless ``scale`` is given; with ``labels``,
-    each panel under its title, and on top ``header``, the classes' legend, ``note`` and ``key`` (a colour key, see
-    :func:`vote_key`). For TensorBoard's frames."""
+def boundary_image(
+    panels: Sequence[BoundaryPanel],
+    show_probability: bool = False,
+    scale: int | None = None,
+    point_radius: int = 2,
+    gap: int = 4,
+    header: str | None = None,
+    note: str = "",
+    classes: Sequence[str] = ("outer circle (0)", "inner circle (1)"),
+    labels: bool = True,
+    key: np.ndarray | None = None,
+) -> np.ndarray:
+    """The picture of ``boundary_figure`` drawn into an ``(H, W, 3)`` uint8 array, panels side by
+    side (a probability row below with ``show_probability``), at least ``FRAME_WIDTH`` wide
+    unless ``scale`` is given; with ``labels``, each panel under its title, and on top
+    ``header``, the classes' legend, ``note`` and ``key`` (a colour key, see :func:`vote_key`).
+    For TensorBoard's frames."""
     if scale is None:
         scale = max(2, -(-FRAME_WIDTH // sum(len(p.xs) for p in panels)))
     rows = []
@@ -158,37 +196,56 @@ def boundary_image(panels: Sequence[BoundaryPanel], show_probability: bool = Fal
         for p in panels:
             tile = render_panel(p, view, scale, point_radius)
             title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
-            tiles.append(np.concatenate([text_block(tile.shape[1], [(title, None)]), tile]) if labels else tile)
+            tiles.append(
+                np.concatenate([text_block(tile.shape[1], [(title, None)]), tile])
+                if labels
+                else tile
+            )
         height = max(t.shape[0] for t in tiles)
         spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
         row = [tiles[0]]
         for tile in tiles[1:]:
             row += [spacer, tile]
-        rows.append(np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
-                                    if t.ndim == 3 else t for t in row], axis=1))
+        rows.append(
+            np.concatenate(
+                [
+                    np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
+                    if t.ndim == 3
+                    else t
+                    for t in row
+                ],
+                axis=1,
+            )
+        )
     width = max(r.shape[1] for r in rows)
     out: list[np.ndarray] = []
     if labels:
         colours = class_colours(len(classes))
         legend: list[tuple[str, Colour | None]] = [
-            (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)]
+            (name, (int(r), int(g), int(b)))
+            for name, (r, g, b) in zip(classes, colours, strict=True)
+        ]
         out += [text_block(width, [(header, None)], size=HEADER)] if header else []
         out += [text_block(width, legend), *([text_block(width, [(note, None)])] if note else [])]
         out += [_fit_width(key, width)] if key is not None else []
     for i, image in enumerate(rows):
         if i:
             out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
-        out.append(np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255))
+        out.append(
+            np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255)
+        )
     return np.concatenate(out, axis=0)
 
 
 def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(image[:, :width], ((0, 0), (0, max(0, width - image.shape[1])), (0, 0)), constant_values=255)
+    return np.pad(
+        image[:, :width], ((0, 0), (0, max(0, width - image.shape[1])), (0, 0)), constant_values=255
+    )
 
 
 class Animation:
-    """Frames ``(H, W, 3)`` uint8 for an animated GIF, at most ``max_frames`` evenly spaced over however many come:
-    past the limit every other frame is dropped and the intake slows to match."""
+    """Frames ``(H, W, 3)`` uint8 for an animated GIF, at most ``max_frames`` evenly spaced over
+    however many come: past the limit every other frame is dropped and the intake slows to match."""
 
     def __init__(self, max_frames: int = 100) -> None:
         self.max_frames = max_frames
@@ -206,12 +263,22 @@ class Animation:
         self._offered += 1
 
     def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
-        """The frames as a looping GIF, the last one held for a second (frames of other sizes padded white)."""
+        """The frames as a looping GIF, the last one held for a second (frames of other sizes
+        padded white)."""
         from PIL import Image
 
         height, width = max(f.shape[0] for f in self.frames), max(f.shape[1] for f in self.frames)
-        padded = [np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255)
-                  for f in self.frames]
-        images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for f in padded]
+        padded = [
+            np.pad(
+                f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255
+            )
+            for f in self.frames
+        ]
+        images = [
+            Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+            for f in padded
+        ]
         durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True
+        )

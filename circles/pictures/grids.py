@@ -1,5 +1,5 @@
-"""A model over a grid of the plane: its probabilities, its members' votes, each layer's outputs, each member's
-boundary. The model is left exactly as found."""
+"""A model over a grid of the plane: its probabilities, its members' votes, each layer's outputs,
+each member's boundary. The model is left exactly as found."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-
     from circles.contracts import Classifier
 
 
@@ -22,8 +21,11 @@ def _numpy(a: ArrayLike) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
-def grid_axes(points: ArrayLike, resolution: int = 101, margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """The chapter's grid: ``resolution`` values per axis spanning the points' extent +- ``margin``."""
+def grid_axes(
+    points: ArrayLike, resolution: int = 101, margin: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chapter's grid: ``resolution`` values per axis spanning the points' extent +-
+    ``margin``."""
     p = _numpy(points)
     (x0, y0), (x1, y1) = p[:, :2].min(axis=0) - margin, p[:, :2].max(axis=0) + margin
     return np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
@@ -31,8 +33,9 @@ def grid_axes(points: ArrayLike, resolution: int = 101, margin: float = 0.1) -> 
 
 @contextlib.contextmanager
 def _inference(model: object) -> Iterator[torch.device]:
-    """Evaluation mode and inference mode for the duration; an ``nn.Module`` is then left exactly as found:
-    same device, same train/eval flags, gradients untouched. Yields the device to put inputs on."""
+    """Evaluation mode and inference mode for the duration; an ``nn.Module`` is then left exactly
+    as found: same device, same train/eval flags, gradients untouched. Yields the device to put
+    inputs on."""
     device = torch.device("cpu")
     modes: list[tuple[torch.nn.Module, bool]] = []
     if isinstance(model, torch.nn.Module):
@@ -52,14 +55,16 @@ def _grid_points(xs: np.ndarray, ys: np.ndarray, device: torch.device) -> torch.
     return torch.from_numpy(np.column_stack([xx.ravel(), yy.ravel()])).float().to(device)
 
 
-def grid_predictions(model: Classifier | Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray,
-                     ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Over the grid, each ``(len(ys), len(xs))`` with row i at ``ys[i]``: the probability of class 1 and the share of
-    members that vote for class 1 (probability > 0.5); for a model of C > 2 classes, each ``(len(ys), len(xs), C)``:
-    every class's probability and share of the votes. A :class:`circles.contracts.Classifier` (K members) gives their
-    mean probability and the share of the K votes; any other callable on ``(N, 2)`` points gives its probability (of
-    its logit) and its 0/1 vote. One batched forward pass on the model's own device under inference mode; the model
-    is left as found."""
+def grid_predictions(
+    model: Classifier | Callable[[torch.Tensor], torch.Tensor], xs: np.ndarray, ys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Over the grid, each ``(len(ys), len(xs))`` with row i at ``ys[i]``: the probability of
+    class 1 and the share of members that vote for class 1 (probability > 0.5); for a model of C
+    > 2 classes, each ``(len(ys), len(xs), C)``: every class's probability and share of the
+    votes. A :class:`circles.contracts.Classifier` (K members) gives their mean probability and
+    the share of the K votes; any other callable on ``(N, 2)`` points gives its probability (of
+    its logit) and its 0/1 vote. One batched forward pass on the model's own device under
+    inference mode; the model is left as found."""
     from circles.contracts import Classifier
 
     with _inference(model) as device:
@@ -71,23 +76,37 @@ def grid_predictions(model: Classifier | Callable[[torch.Tensor], torch.Tensor],
         probs = member_probs.mean(0).cpu().numpy()
         if member_probs.dim() == 2:
             votes = (member_probs > 0.5).float().mean(0).cpu().numpy()
-        else:  # more than two classes: per class, the share of members whose most probable class it is
+        # more than two classes: per class, the share of members whose most probable class it is
+        else:
             classes = member_probs.shape[-1]
-            votes = torch.nn.functional.one_hot(member_probs.argmax(-1), classes).float().mean(0).cpu().numpy()
-    return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(len(ys), len(xs), *votes.shape[1:])
+            votes = (
+                torch.nn.functional.one_hot(member_probs.argmax(-1), classes)
+                .float()
+                .mean(0)
+                .cpu()
+                .numpy()
+            )
+    return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(
+        len(ys), len(xs), *votes.shape[1:]
+    )
 
 
 def grid_layers(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
-    """Every layer's output over the grid, the inputs first and the logits last (the model's ``layer_outputs``),
-    each ``(units, len(ys), len(xs))``; the model is left as found."""
+    """Every layer's output over the grid, the inputs first and the logits last (the model's
+    ``layer_outputs``), each ``(units, len(ys), len(xs))``; the model is left as found."""
     with _inference(model) as device:
         layers = model.layer_outputs(_grid_points(xs, ys, device))
         return [a.float().cpu().numpy().T.reshape(-1, len(ys), len(xs)) for a in layers]
 
 
-def grid_boundaries(model: Classifier, xs: np.ndarray, ys: np.ndarray, members: int = 16) -> np.ndarray:
-    """Each member's probability of class 1 less one half over the grid, ``(K, len(ys), len(xs))`` for the first
-    ``members`` of them: zero on each member's own boundary. (Two classes.)"""
+def grid_boundaries(
+    model: Classifier, xs: np.ndarray, ys: np.ndarray, members: int = 16
+) -> np.ndarray:
+    """Each member's probability of class 1 less one half over the grid, ``(K, len(ys),
+    len(xs))`` for the first ``members`` of them: zero on each member's own boundary. (Two
+    classes.)"""
     with _inference(model) as device:
-        probs = model.member_probabilities(_grid_points(xs, ys, device))[:members].float().cpu().numpy()
+        probs = (
+            model.member_probabilities(_grid_points(xs, ys, device))[:members].float().cpu().numpy()
+        )
     return probs.reshape(len(probs), len(ys), len(xs)) - 0.5

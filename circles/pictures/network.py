@@ -1,9 +1,11 @@
-"""The network drawn into arrays: each hidden unit's output over the plane as a tile, and the whole network as
-TensorFlow Playground draws it."""
+"""The network drawn into arrays: each hidden unit's output over the plane as a tile, and the
+whole network as TensorFlow Playground draws it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -11,12 +13,14 @@ from circles.pictures.frames import BODY, HEADER, TEXT, _fit_width, _font, text_
 from circles.pictures.panels import signed_colours
 
 
-def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 4,
-                 header: str | None = None) -> np.ndarray:
-    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row, showing its output over
-    the grid in the same colours (blue positive, red negative, yellow-white 0), each tile scaled by its own largest
-    magnitude, so the shape each neuron has learned is visible whatever its size. Under each tile its unit number and
-    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
+def neuron_image(
+    activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 4, header: str | None = None
+) -> np.ndarray:
+    """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row,
+    showing its output over the grid in the same colours (blue positive, red negative,
+    yellow-white 0), each tile scaled by its own largest magnitude, so the shape each neuron has
+    learned is visible whatever its size. Under each tile its unit number and that magnitude; a
+    unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
     units, height, width = activations.shape
     flat = activations.reshape(units, -1)
     peak = np.abs(flat).max(axis=1)
@@ -28,83 +32,141 @@ def neuron_image(activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: i
     nrows = -(-units // ncols)
     th, tw = height * scale, width * scale
     label = BODY + 6
-    out = np.full((nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8)
+    out = np.full(
+        (nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8
+    )
     for i, tile in enumerate(tiles):
         r, c = divmod(i, ncols)
         top, left = r * (th + label + gap), c * (tw + gap)
         out[top : top + th, left : left + tw] = tile
         text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
-        out[top + th : top + th + label, left : left + tw] = _fit_width(text_block(tw, [(text, None)]), tw)[:label]
-    key = "under each unit: its largest |output|; each tile on its own scale (blue +, red -, pale 0)"
-    lines = [*([text_block(out.shape[1], [(header, None)], size=HEADER)] if header else []),
-             text_block(out.shape[1], [(key, None)])]
+        out[top + th : top + th + label, left : left + tw] = _fit_width(
+            text_block(tw, [(text, None)]), tw
+        )[:label]
+    key = (
+        "under each unit: its largest |output|; each tile on its own scale (blue +, red -, pale 0)"
+    )
+    lines = [
+        *([text_block(out.shape[1], [(header, None)], size=HEADER)] if header else []),
+        text_block(out.shape[1], [(key, None)]),
+    ]
     return np.concatenate([*lines, out], axis=0)
 
 
 def dead_units(activations: np.ndarray) -> np.ndarray:
-    """Which of the ``(units, ...)`` outputs are the same everywhere (a ReLU that never fires over the plane)."""
+    """Which of the ``(units, ...)`` outputs are the same everywhere (a ReLU that never fires
+    over the plane)."""
     flat = activations.reshape(len(activations), -1)
     peak = np.abs(flat).max(axis=1)
     return flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
 
 
-NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN, NETWORK_UNITS = 36, 8, 90, 12  # pixels; units drawn per layer at most
+# pixels; units drawn per layer at most
+NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN, NETWORK_UNITS = 36, 8, 90, 12
 
 
 POSITIVE, NEGATIVE = (49, 54, 149), (215, 48, 39)  # RdYlBu's blue and red, as in the tiles
 
 
-def network_image(outputs: Sequence[np.ndarray], weights: Sequence[np.ndarray], inputs: Sequence[str],
-                  header: str | None = None) -> np.ndarray:
-    """The network as TensorBoard Playground draws it, as an ``(H, W, 3)`` uint8 image: a column of tiles per layer
-    (the inputs, each hidden layer, the output), each tile that unit's output over the plane on its own scale (blue +,
-    red -), dead units marked; between columns a link per weight, as wide as its size (relative to the layer's
-    largest) and coloured by its sign. ``outputs``: per layer ``(units, ny, nx)``; ``weights``: per layer ``(out,
-    in)``; ``inputs``: the input features' names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where the network picture puts each unit: a column per layer, ``shown[l]`` units of layer
+    ``l`` centred in it."""
+
+    shown: list[int]
+    tile: int = NETWORK_TILE
+    label: int = BODY + 6  # a unit's name under its tile
+    top: int = BODY + 10  # a column's title above its tiles
+    margin: int = 30  # room for a column's title wider than its tiles
+
+    @property
+    def step(self) -> int:
+        return self.tile + self.label + NETWORK_GAP
+
+    @property
+    def size(self) -> tuple[int, int]:
+        layers = len(self.shown)
+        width = 2 * self.margin + layers * self.tile + (layers - 1) * NETWORK_SPAN
+        return width, self.top + max(self.shown) * self.step
+
+    def place(self, layer: int, unit: int) -> tuple[int, int]:
+        column = self.top + (max(self.shown) - self.shown[layer]) * self.step // 2
+        return self.margin + layer * (self.tile + NETWORK_SPAN), column + unit * self.step
+
+
+def network_image(
+    outputs: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    inputs: Sequence[str],
+    header: str | None = None,
+) -> np.ndarray:
+    """The network as TensorBoard Playground draws it, as an ``(H, W, 3)`` uint8 image: a column
+    of tiles per layer (the inputs, each hidden layer, the output), each tile that unit's output
+    over the plane on its own scale (blue +, red -), dead units marked; between columns a link
+    per weight, as wide as its size (relative to the layer's largest) and coloured by its sign.
+    ``outputs``: per layer ``(units, ny, nx)``; ``weights``: per layer ``(out, in)``; ``inputs``:
+    the input features' names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
     from PIL import Image, ImageDraw
 
-    tile, gap, span = NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN
-    shown = [min(len(o), NETWORK_UNITS) for o in outputs]
-    titles = ["inputs", *(f"layer {i}" for i in range(1, len(outputs) - 1)), "output"]
-    label, top = BODY + 6, BODY + 10
-    margin = 30  # room for a column's title wider than its tiles
-    height = top + max(shown) * (tile + label + gap)
-    width = 2 * margin + len(outputs) * tile + (len(outputs) - 1) * span
+    layout = _Layout([min(len(o), NETWORK_UNITS) for o in outputs])
+    width, height = layout.size
     image = Image.new("RGB", (width, height), "white")
     overlay = Image.new("RGBA", (width, height), (255, 255, 255, 0))
-    draw, links = ImageDraw.Draw(image), ImageDraw.Draw(overlay)
+    _draw_links(ImageDraw.Draw(overlay), weights, layout)
+    image.paste(overlay, (0, 0), overlay)
+    _draw_units(image, outputs, inputs, layout)
+    key = (
+        "links: width = |weight| (of the layer's largest), blue +, red -; "
+        "tiles: each unit's output over the plane"
+    )
+    lines = [
+        *([text_block(width, [(header, None)], size=HEADER)] if header else []),
+        text_block(width, [(key, None)]),
+    ]
+    return np.concatenate([*lines, np.asarray(image)], axis=0)
 
-    def place(layer: int, unit: int) -> tuple[int, int]:
-        column = top + (max(shown) - shown[layer]) * (tile + label + gap) // 2
-        return margin + layer * (tile + span), column + unit * (tile + label + gap)
 
+def _draw_links(links: Any, weights: Sequence[np.ndarray], layout: _Layout) -> None:
+    """A line per weight between the units it joins, as wide and as opaque as its size relative to
+    its layer's largest, blue positive, red negative."""
+    tile = layout.tile
     for layer, weight in enumerate(weights):
         largest = float(np.abs(weight).max()) or 1.0
-        for j in range(shown[layer + 1]):
-            for i in range(shown[layer]):
+        for j in range(layout.shown[layer + 1]):
+            for i in range(layout.shown[layer]):
                 w = float(weight[j, i])
-                (x0, y0), (x1, y1) = place(layer, i), place(layer + 1, j)
+                (x0, y0), (x1, y1) = layout.place(layer, i), layout.place(layer + 1, j)
                 colour = (*(POSITIVE if w > 0 else NEGATIVE), int(60 + 160 * abs(w) / largest))
-                links.line((x0 + tile, y0 + tile // 2, x1, y1 + tile // 2), fill=colour,
-                           width=max(1, round(5 * abs(w) / largest)))
-    image.paste(overlay, (0, 0), overlay)
-    font = _font(BODY)
+                width = max(1, round(5 * abs(w) / largest))
+                links.line(
+                    (x0 + tile, y0 + tile // 2, x1, y1 + tile // 2), fill=colour, width=width
+                )
+
+
+def _draw_units(
+    image: Any, outputs: Sequence[np.ndarray], inputs: Sequence[str], layout: _Layout
+) -> None:
+    """Each column's title, each unit's tile with its name (an input's, or ``dead``), and how many
+    units of a layer are not drawn."""
+    from PIL import Image, ImageDraw
+
+    draw, font, tile = ImageDraw.Draw(image), _font(BODY), layout.tile
+    titles = ["inputs", *(f"layer {i}" for i in range(1, len(outputs) - 1)), "output"]
     for layer, maps in enumerate(outputs):
-        x, _ = place(layer, 0)
+        x, _ = layout.place(layer, 0)
         draw.text((x + tile // 2, 4), titles[layer], fill=TEXT, font=font, anchor="mt")
-        dead = dead_units(maps) if 0 < layer < len(outputs) - 1 else np.zeros(len(maps), bool)
-        for unit in range(shown[layer]):
+        hidden = 0 < layer < len(outputs) - 1
+        dead = dead_units(maps) if hidden else np.zeros(len(maps), bool)
+        for unit in range(layout.shown[layer]):
             peak = float(np.abs(maps[unit]).max()) or 1.0
-            picture = Image.fromarray(signed_colours(np.flipud(maps[unit]) / peak)).resize((tile, tile))
-            x, y = place(layer, unit)
-            image.paste(picture, (x, y))
+            colours = signed_colours(np.flipud(maps[unit]) / peak)
+            x, y = layout.place(layer, unit)
+            image.paste(Image.fromarray(colours).resize((tile, tile)), (x, y))
             draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=(120, 120, 120))
             name = inputs[unit] if layer == 0 else "dead" if dead[unit] else ""
-            draw.text((x + tile // 2, y + tile + 2), name, fill=NEGATIVE if dead[unit] else TEXT, font=font,
-                      anchor="mt")
-        if len(maps) > shown[layer]:
-            draw.text((x + tile // 2, height - label), f"+{len(maps) - shown[layer]}", fill=TEXT, font=font,
-                      anchor="mt")
-    key = "links: width = |weight| (of the layer's largest), blue +, red -; tiles: each unit's output over the plane"
-    lines = [*([text_block(width, [(header, None)], size=HEADER)] if header else []), text_block(width, [(key, None)])]
-    return np.concatenate([*lines, np.asarray(image)], axis=0)
+            colour = NEGATIVE if dead[unit] else TEXT
+            draw.text((x + tile // 2, y + tile + 2), name, fill=colour, font=font, anchor="mt")
+        if len(maps) > layout.shown[layer]:
+            more = f"+{len(maps) - layout.shown[layer]}"
+            bottom = layout.size[1] - layout.label
+            draw.text((x + tile // 2, bottom), more, fill=TEXT, font=font, anchor="mt")

@@ -1,5 +1,5 @@
-"""One picture's content (a model's probabilities over a grid, the points on top) and the colours every picture draws
-it in."""
+"""One picture's content (a model's probabilities over a grid, the points on top) and the colours
+every picture draws it in."""
 
 from __future__ import annotations
 
@@ -9,19 +9,36 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-
     pass
 from circles.pictures.grids import ArrayLike, _numpy
 
-# matplotlib's RdYlBu is a linear interpolation of these ColorBrewer colours; class 0 is red, class 1 blue.
-_RDYLBU = np.array([
-    (165, 0, 38), (215, 48, 39), (244, 109, 67), (253, 174, 97), (254, 224, 144), (255, 255, 191),
-    (224, 243, 248), (171, 217, 233), (116, 173, 209), (69, 117, 180), (49, 54, 149),
-], dtype=np.float64)
+# matplotlib's RdYlBu is a linear interpolation of these ColorBrewer colours; class 0 is red, class
+# 1 blue.
+_RDYLBU = np.array(
+    [
+        (165, 0, 38),
+        (215, 48, 39),
+        (244, 109, 67),
+        (253, 174, 97),
+        (254, 224, 144),
+        (255, 255, 191),
+        (224, 243, 248),
+        (171, 217, 233),
+        (116, 173, 209),
+        (69, 117, 180),
+        (49, 54, 149),
+    ],
+    dtype=np.float64,
+)
 
 
-_LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RDYLBU)), _RDYLBU[:, c]) for c in range(3)],
-                axis=1)
+_LUT = np.stack(
+    [
+        np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RDYLBU)), _RDYLBU[:, c])
+        for c in range(3)
+    ],
+    axis=1,
+)
 
 
 _FILL_ALPHA = 0.7  # the chapter's contourf alpha
@@ -34,21 +51,39 @@ _FILL_LUT = (_FILL_ALPHA * _LUT + (1 - _FILL_ALPHA) * 255).round().astype(np.uin
 
 
 # More than two classes: matplotlib's tab10, one colour per class (cycled beyond ten).
-_TAB10 = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-                   (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
+_TAB10 = np.array(
+    [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ],
+    dtype=np.uint8,
+)
 
 
 def class_colours(classes: int) -> np.ndarray:
-    """The colour of each class, ``(C, 3)`` uint8, in every picture: RdYlBu's red and blue for two classes (the
-    chapter's), tab10 for more."""
-    return np.stack([_POINT_LUT[0], _POINT_LUT[255]]) if classes == 2 else _TAB10[np.arange(classes) % len(_TAB10)]
+    """The colour of each class, ``(C, 3)`` uint8, in every picture: RdYlBu's red and blue for
+    two classes (the chapter's), tab10 for more."""
+    return (
+        np.stack([_POINT_LUT[0], _POINT_LUT[255]])
+        if classes == 2
+        else _TAB10[np.arange(classes) % len(_TAB10)]
+    )
 
 
 @dataclass
 class BoundaryPanel:
-    """One picture: the model's probabilities over a grid and the points drawn on top. ``votes`` is the share of
-    members voting for class 1 (0 or 1 for a single network; see :func:`grid_predictions`): the class view colours
-    it, so with several members the colour shows where they disagree."""
+    """One picture: the model's probabilities over a grid and the points drawn on top. ``votes``
+    is the share of members voting for class 1 (0 or 1 for a single network; see
+    :func:`grid_predictions`): the class view colours it, so with several members the colour
+    shows where they disagree."""
 
     title: str
     xs: np.ndarray
@@ -57,7 +92,8 @@ class BoundaryPanel:
     points: np.ndarray
     labels: np.ndarray
     votes: np.ndarray
-    boundaries: np.ndarray | None = None  # (K, ny, nx): functions whose zero sets are drawn, one per member
+    # (K, ny, nx): functions whose zero sets are drawn, one per member
+    boundaries: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,17 +105,31 @@ class BoundaryPanel:
         return bool(((self.votes > 0) & (self.votes < 1)).any())
 
     @classmethod
-    def of(cls, title: str, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray, points: ArrayLike,
-           labels: ArrayLike, max_points: int | None = None, votes: np.ndarray | None = None,
-           boundaries: np.ndarray | None = None) -> BoundaryPanel:
-        """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a single network's;
-        ``boundaries``: each member's decision function over the grid, whose zero line is drawn."""
+    def of(
+        cls,
+        title: str,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        probs: np.ndarray,
+        points: ArrayLike,
+        labels: ArrayLike,
+        max_points: int | None = None,
+        votes: np.ndarray | None = None,
+        boundaries: np.ndarray | None = None,
+    ) -> BoundaryPanel:
+        """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a
+        single network's; ``boundaries``: each member's decision function over the grid, whose
+        zero line is drawn."""
         points, labels = _numpy(points)[:, :2], _numpy(labels)
         if max_points is not None and len(points) > max_points:
             keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
             points, labels = points[keep], labels[keep]
         if votes is None:
-            votes = (probs > 0.5).astype(np.float64) if probs.ndim == 2 else np.eye(probs.shape[-1])[probs.argmax(-1)]
+            votes = (
+                (probs > 0.5).astype(np.float64)
+                if probs.ndim == 2
+                else np.eye(probs.shape[-1])[probs.argmax(-1)]
+            )
         return cls(title, xs, ys, probs, points, labels, votes, boundaries)
 
 
@@ -88,27 +138,31 @@ def _lut_index(values: np.ndarray) -> np.ndarray:
 
 
 def fill_colours(values: np.ndarray) -> np.ndarray:
-    """The fill's RdYlBu colour (alpha 0.7 on white) of values in [0, 1]: uint8, one more axis of 3."""
+    """The fill's RdYlBu colour (alpha 0.7 on white) of values in [0, 1]: uint8, one more axis of
+    3."""
     return _FILL_LUT[_lut_index(values)]
 
 
 def signed_colours(values: np.ndarray) -> np.ndarray:
-    """RdYlBu at full strength for values in [-1, 1]: red -1, yellow-white 0, blue +1 (the neuron tiles')."""
+    """RdYlBu at full strength for values in [-1, 1]: red -1, yellow-white 0, blue +1 (the neuron
+    tiles')."""
     return _POINT_LUT[_lut_index(0.5 + 0.5 * values)]
 
 
 def panel_fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]:
-    """The filled grid of a view, ``(len(ys), len(xs), 3)`` uint8 with row 0 at the top (largest y), and the region
-    whose edge the probability view draws (``(len(ys), len(xs))`` class indices). Two classes: RdYlBu at the share of
-    votes for class 1 (class view) or at the probability (its edge: 0.5). More: the colour of the class most members
-    vote for, or of the most probable class, faded towards white as that share or probability falls to 1/C."""
+    """The filled grid of a view, ``(len(ys), len(xs), 3)`` uint8 with row 0 at the top (largest
+    y), and the region whose edge the probability view draws (``(len(ys), len(xs))`` class
+    indices). Two classes: RdYlBu at the share of votes for class 1 (class view) or at the
+    probability (its edge: 0.5). More: the colour of the class most members vote for, or of the
+    most probable class, faded towards white as that share or probability falls to 1/C."""
     probs, votes = np.flipud(panel.probs), np.flipud(panel.votes)
     if probs.ndim == 2:
         return fill_colours(votes if view == "class" else probs), (probs > 0.5).astype(np.intp)
     share = votes if view == "class" else probs
     winner, classes = share.argmax(-1), share.shape[-1]
     strength = np.clip((share.max(-1) - 1 / classes) / (1 - 1 / classes), 0, 1)
-    faded = view == "probability" or panel.split_vote  # a single network's votes are 0 or 1: the classes, solid
+    # a single network's votes are 0 or 1: the classes, solid
+    faded = view == "probability" or panel.split_vote
     alpha = (_FILL_ALPHA * (strength if faded else np.ones_like(strength)))[..., None]
     fill = alpha * class_colours(classes)[winner] + (1 - alpha) * 255
     return fill.round().astype(np.uint8), probs.argmax(-1)

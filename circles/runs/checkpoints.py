@@ -1,5 +1,5 @@
-"""Checkpoints: loaded safely, written whole, resolved from ``best``/``last``, and what each records of its run (the
-config it trained with) so that a resume can tell what changed."""
+"""Checkpoints: loaded safely, written whole, resolved from ``best``/``last``, and what each
+records of its run (the config it trained with) so that a resume can tell what changed."""
 
 from __future__ import annotations
 
@@ -27,26 +27,29 @@ class CheckpointError(CirclesError):
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one clear error for a missing, corrupt or unsafe file.
+    """``torch.load(path, weights_only=True)`` with one clear error for a missing, corrupt or unsafe
+    file.
 
-    ``weights_only=True`` restricts unpickling to tensors and plain containers, so a checkpoint carrying a
-    pickled object is refused before any of its code can run.
-    """
+    ``weights_only=True`` restricts unpickling to tensors and plain containers, so a checkpoint
+    carrying a pickled object is refused before any of its code can run."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("ckpt_path", "an existing checkpoint file, 'best' or 'last'", str(path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch names the global either way: "Unsupported global: GLOBAL io.open" (a module it allows in part) or
-        # "unsupported GLOBAL os.makedirs whose module os is blocked"
+        # torch names the global either way: "Unsupported global: GLOBAL io.open" (a module it
+        # allows in part) or "unsupported GLOBAL os.makedirs whose module os is blocked"
         unsafe = re.search(r"\bGLOBAL ([\w.]+)", str(err))
         if unsafe is None:
             raise _unreadable(path, "it does not unpickle as tensors and plain data") from None
         raise CheckpointError(
-            f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could run code when "
-            "unpickled, so loading it with weights_only=True rejected it and nothing in it ran. Checkpoints written "
-            "by this project hold only tensors and plain data; do not load this file unless you made it."
+            f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could run "
+            "code when "
+            "unpickled, so loading it with weights_only=True rejected it and nothing in it ran. "
+            "Checkpoints written "
+            "by this project hold only tensors and plain data; do not load this file unless you "
+            "made it."
         ) from None
     except Exception as err:  # a torn or foreign file fails in many ways: zip, EOF, key, OS errors
         first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
@@ -55,91 +58,145 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
 
 def _unreadable(path: Path, detail: str) -> CheckpointError:
     return CheckpointError(
-        f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint ({detail}). Use "
+        f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint "
+        f"({detail}). Use "
         "another checkpoint, e.g. the run's checkpoints/best.ckpt or checkpoints/last.ckpt."
     )
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint file checked to be one Lightning wrote for this project before anything is built from it: its
-    weights a mapping of names to tensors, the version that wrote it a version, its hyperparameters, the data's state
-    and the run's record mappings (their values are checked where they are used)."""
+    """A checkpoint file checked to be one Lightning wrote for this project before anything is
+    built from it: its weights a mapping of names to tensors, the version that wrote it a
+    version, its hyperparameters, the data's state and the run's record mappings (their values
+    are checked where they are used)."""
     checkpoint = load_checkpoint_file(path)
-    missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(checkpoint, dict)
-               or k not in checkpoint]
+    missing = [
+        k
+        for k in ("state_dict", "pytorch-lightning_version")
+        if not isinstance(checkpoint, dict) or k not in checkpoint
+    ]
     if missing:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project: it holds no "
-                              f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt.")
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint of this project: it holds no "
+            f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt."
+        )
     wrong = _malformed(checkpoint)
     if wrong:
-        raise CheckpointError(f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
-                              "checkpoints/best.ckpt or checkpoints/last.ckpt.")
+        raise CheckpointError(
+            f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
+            "checkpoints/best.ckpt or checkpoints/last.ckpt."
+        )
     return checkpoint
 
 
 def _malformed(checkpoint: dict[str, Any]) -> str | None:
     """What is wrong with the structure of a loaded checkpoint, or None."""
-    from packaging.version import InvalidVersion, Version
+    checks = (_weights_problem, _version_problem, _records_problem, _config_problem)
+    return next((problem for check in checks if (problem := check(checkpoint))), None)
 
+
+def _weights_problem(checkpoint: dict[str, Any]) -> str | None:
     state = checkpoint["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in
-                                              state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         return f"its state_dict is a {type(state).__name__}, not a mapping of names to tensors"
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         return "its weights are not all finite numbers"
+    return None
+
+
+def _version_problem(checkpoint: dict[str, Any]) -> str | None:
+    """Lightning reads the version as text when it migrates the checkpoint, and would migrate it
+    from a layout this project never wrote if it were older than 2.0."""
+    from packaging.version import InvalidVersion, Version
+
     written_by = checkpoint["pytorch-lightning_version"]
-    if not isinstance(written_by, str):  # Lightning reads it as a version text when it migrates the checkpoint
-        return f"its pytorch-lightning_version is the {type(written_by).__name__} {str(written_by)[:40]}, not a version"
+    if not isinstance(written_by, str):
+        kind = type(written_by).__name__
+        return f"its pytorch-lightning_version is the {kind} {str(written_by)[:40]}, not a version"
     written_by = written_by[:40]
     try:
-        if Version(written_by) < Version("2.0"):  # Lightning would migrate it from a layout this project never wrote
-            return f"Lightning {written_by} wrote it, older than any this project was written for (2.x)"
+        old = Version(written_by) < Version("2.0")
     except InvalidVersion:
         return f"its pytorch-lightning_version is {written_by!r}"
+    return (
+        f"Lightning {written_by} wrote it, older than the 2.x this project was written for"
+        if old
+        else None
+    )
+
+
+def _records_problem(checkpoint: dict[str, Any]) -> str | None:
+    """The hyperparameters and the data's state are mappings; the classes a number and as many
+    names (or none)."""
     for key in ("hyper_parameters", "datamodule_hyper_parameters", "CirclesDataModule"):
         if key in checkpoint and not isinstance(checkpoint[key], dict):
             return f"its {key} is a {type(checkpoint[key]).__name__}, not a mapping"
     data = checkpoint.get("CirclesDataModule") or {}
-    names = data.get("class_names")
-    if not isinstance(data.get("num_classes", 2), int) or not (names is None or isinstance(names, list) and
-                                                                all(isinstance(n, str) for n in names)):
+    classes, names = data.get("num_classes", 2), data.get("class_names")
+    named = isinstance(names, list) and all(isinstance(n, str) for n in names)
+    if not isinstance(classes, int) or isinstance(classes, bool) or not (names is None or named):
         return "its data state's classes are not a number and a list of names"
+    if names is not None and len(names) != classes:
+        return f"its data state names {len(names)} classes of its {classes}"
     if not isinstance(data.get("files", {}), dict):
         return "its data state's files are not a mapping"
-    if CONFIG_KEY in checkpoint:
-        import yaml
-
-        try:
-            config = yaml.safe_load(checkpoint[CONFIG_KEY]) if isinstance(checkpoint[CONFIG_KEY], str) else None
-        except yaml.YAMLError:
-            config = None
-        if not isinstance(config, dict):
-            return "its record of the run's config is not a YAML mapping"
     return None
 
 
+def _config_problem(checkpoint: dict[str, Any]) -> str | None:
+    if CONFIG_KEY not in checkpoint:
+        return None
+    import yaml
+
+    text = checkpoint[CONFIG_KEY]
+    try:
+        config = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        config = None
+    return (
+        None if isinstance(config, dict) else "its record of the run's config is not a YAML mapping"
+    )
+
+
 def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:
-    """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under ``runs_root`` (the run with
-    the most recently written checkpoint); a path as is. When the newest run has no such file, an older run's is not
-    taken in its place (it may be another model altogether): the error names both."""
+    """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under
+    ``runs_root`` (the run with the most recently written checkpoint); a path as is. When the
+    newest run has no such file, an older run's is not taken in its place (it may be another
+    model altogether): the error names both."""
     if ckpt_path not in ("best", "last"):
         return Path(ckpt_path)
     root = Path(runs_root)
     checkpoints = [p for p in root.glob("*/checkpoints/*.ckpt") if p.is_file()]
     if not checkpoints:
-        raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
-                          f"No run under {os.path.normpath(root)} has checkpoints/{ckpt_path}.ckpt.")
+        raise ConfigError(
+            "ckpt_path",
+            "a checkpoint file, or 'best'/'last' of an earlier run",
+            ckpt_path,
+            f"No run under {os.path.normpath(root)} has checkpoints/{ckpt_path}.ckpt.",
+        )
     newest_run = max(checkpoints, key=lambda p: p.stat().st_mtime_ns).parent.parent
     found = newest_run / "checkpoints" / f"{ckpt_path}.ckpt"
     if found.is_file():
         return found
     others = [p for p in checkpoints if p.name == f"{ckpt_path}.ckpt"]
-    elsewhere = (f" The newest run that has one is {max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
-                 "give its file to use it." if others else "")
-    raise ConfigError("ckpt_path", "a checkpoint file, or 'best'/'last' of an earlier run", ckpt_path,
-                      f"The newest run, {os.path.normpath(newest_run)}, has no checkpoints/{ckpt_path}.ckpt "
-                      f"(it has {', '.join(sorted(p.name for p in (newest_run / 'checkpoints').glob('*.ckpt')))})."
-                      + elsewhere)
+    elsewhere = (
+        " The newest run that has one is "
+        f"{max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
+        "give its file to use it."
+        if others
+        else ""
+    )
+    raise ConfigError(
+        "ckpt_path",
+        "a checkpoint file, or 'best'/'last' of an earlier run",
+        ckpt_path,
+        f"The newest run, {os.path.normpath(newest_run)}, has no checkpoints/{ckpt_path}.ckpt "
+        "(it has "
+        f"{', '.join(sorted(p.name for p in (newest_run / 'checkpoints').glob('*.ckpt')))})."
+        + elsewhere,
+    )
 
 
 def run_of_checkpoint(path: Path) -> str | None:
@@ -147,22 +204,31 @@ def run_of_checkpoint(path: Path) -> str | None:
     return path.parent.parent.name if path.parent.name == "checkpoints" else None
 
 
-def checkpoint_mismatch(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Where the weight shapes of a checkpoint differ from a model's (the first three), or None if they fit."""
+def checkpoint_mismatch(
+    found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """Where the weight shapes of a checkpoint differ from a model's (the first three), or None
+    if they fit."""
     if found == expected:
         return None
     differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-    details = [f"{k} (checkpoint {found[k]}, model {expected[k]})" if k in found and k in expected
-               else f"{k} (only in the {'checkpoint' if k in found else 'model'})" for k in differ[:3]]
+    details = [
+        f"{k} (checkpoint {found[k]}, model {expected[k]})"
+        if k in found and k in expected
+        else f"{k} (only in the {'checkpoint' if k in found else 'model'})"
+        for k in differ[:3]
+    ]
     return ", ".join(details) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint with :func:`atomic_file`, so a reader (or a resume after ``kill -9``) never sees half a
-    file; loads with ``weights_only=True`` only."""
+    """Writes a checkpoint with :func:`atomic_file`, so a reader (or a resume after ``kill -9``)
+    never sees half a file; loads with ``weights_only=True`` only."""
 
     @override
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as f:
             torch.save(checkpoint, f)
@@ -174,13 +240,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location=map_location or "cpu")
 
 
-def data_difference(trained_on: Mapping[str, Any], data: Mapping[str, Any] | None,
-                    files: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Say so when a checkpoint was trained on other data than a run will use (not an error: testing a model on
-    noisier data is a fair question), so that ``test --ckpt_path best`` after a moons run is not taken for a result
-    on moons. A file is the same file when it resolves to the path the checkpoint recorded (``files``)."""
-    keys = ("path", "test_path", "dataset", "classes", "noise", "factor", "n_samples", "val_fraction",
-            "test_fraction", "seed")
+def data_difference(
+    trained_on: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    files: Mapping[str, Mapping[str, Any]],
+) -> str | None:
+    """Say so when a checkpoint was trained on other data than a run will use (not an error:
+    testing a model on noisier data is a fair question), so that ``test --ckpt_path best`` after
+    a moons run is not taken for a result on moons. A file is the same file when it resolves to
+    the path the checkpoint recorded (``files``)."""
+    keys = (
+        "path",
+        "test_path",
+        "dataset",
+        "classes",
+        "noise",
+        "factor",
+        "n_samples",
+        "val_fraction",
+        "test_fraction",
+        "seed",
+    )
     if data is None:
         return None
 
@@ -193,46 +273,59 @@ def data_difference(trained_on: Mapping[str, Any], data: Mapping[str, Any] | Non
     differ = [k for k in keys if k in trained_on and not same(k)]
     if not differ:
         return None
-    return ("the checkpoint was trained on " + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
-            + "; this run uses " + ", ".join(f"{data.get(k)!r}" for k in differ)
-            + " (pass the run's config.yaml with --config to use its data).")
+    return (
+        "the checkpoint was trained on "
+        + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
+        + "; this run uses "
+        + ", ".join(f"{data.get(k)!r}" for k in differ)
+        + " (pass the run's config.yaml with --config to use its data)."
+    )
 
 
 CONFIG_KEY = "circles_config"  # the run's config.yaml, as text, inside every checkpoint
-# What a resumed fit must train with as the run did: what the model is, what it learns from and how it steps.
+# What a resumed fit must train with as the run did: what the model is, what it learns from and how
+# it steps.
 TRAINED_WITH = ("seed_everything", "model", "data", "optimizer", "lr_scheduler")
 FREE_ON_RESUME = ("data.predict_path", "data.test_samples")  # evaluation only
 
 
 class ResumeError(CirclesError):
-    """``fit --ckpt_path`` with settings that differ from the ones the checkpoint was trained with."""
+    """``fit --ckpt_path`` with settings that differ from the ones the checkpoint was trained
+    with."""
 
     exit_code = 2
 
 
 class RunConfig(SaveConfigCallback):
-    """The run's ``config.yaml``: the command's resolved config less what ties it to this run (``ckpt_path``, the
-    logger's ``version`` and ``label``), so ``--config <run>/config.yaml`` repeats the run, in a new run directory.
-    Every checkpoint carries the same text, so a resume can tell what changed (:func:`resume_conflicts`).
+    """The run's ``config.yaml``: the command's resolved config less what ties it to this run
+    (``ckpt_path``, the logger's ``version`` and ``label``), so ``--config <run>/config.yaml``
+    repeats the run, in a new run directory. Every checkpoint carries the same text, so a resume can
+    tell what changed (:func:`resume_conflicts`).
 
-    Unlike Lightning's own saver, ``fit`` writes it when training starts, so a fit that ends before (a refused resume,
-    a bad file) leaves the run's record as it was, and a resumed fit rewrites it with what it changed (e.g.
-    ``trainer.max_epochs``).
-    """
+    Unlike Lightning's own saver, ``fit`` writes it when training starts, so a fit that ends
+    before (a refused resume, a bad file) leaves the run's record as it was, and a resumed fit
+    rewrites it with what it changed (e.g. ``trainer.max_epochs``)."""
 
-    def __init__(self, parser: Any, config: Any, config_filename: str = "config.yaml",
-                 default_root_dir: str | None = None, logger_as_given: Namespace | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        parser: Any,
+        config: Any,
+        config_filename: str = "config.yaml",
+        default_root_dir: str | None = None,
+        logger_as_given: Namespace | None = None,
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             parser: The parser of the subcommand (LightningCLI passes it).
             config: The subcommand's config (LightningCLI passes it).
             config_filename: The file's name in the run directory.
-            logger_as_given: The logger's settings as the user gave them (the CLI settles where the run goes).
-            default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at the run
-                directory when there is no logger).
-            **kwargs: LightningCLI's other options for its config saver (``overwrite``, ``multifile``): unused, the
-                file is always replaced whole.
+            logger_as_given: The logger's settings as the user gave them (the CLI settles where the
+                run goes).
+            default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at
+                the run directory when there is no logger).
+            **kwargs: LightningCLI's other options for its config saver (``overwrite``,
+                ``multifile``): unused, the file is always replaced whole.
         """
         config = config.clone()
         if "ckpt_path" in config:
@@ -240,7 +333,8 @@ class RunConfig(SaveConfigCallback):
         config.trainer.default_root_dir = default_root_dir
         logger = config.trainer.get("logger")
         if isinstance(logger, Namespace) and logger.get("init_args") is not None:
-            if logger_as_given is not None:  # as the user gave it: where this run went was the CLI's choice
+            # as the user gave it: where this run went was the CLI's choice
+            if logger_as_given is not None:
                 logger.init_args = logger_as_given.clone()
             logger.init_args.version = None
             if "label" in logger.init_args:
@@ -272,16 +366,23 @@ class RunConfig(SaveConfigCallback):
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(tree, dict):
         return {prefix: tree}
-    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {prefix: {}}
+    return {
+        k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()
+    } or {prefix: {}}
 
 
-def resume_conflicts(trained: str | None, now: Mapping[str, Any],
-                     files: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
-    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the checkpoint's record ``trained``
-    (its ``config.yaml`` text), as ``key (trained: a, now: b)``. A resume that changed them would either ignore them
-    silently (Lightning restores the model and the optimizer's state, learning rate included) or train something that
-    is no longer the run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
-    holds the checkpoint's record of them (whether their content is the same is the data module's check)."""
+def resume_conflicts(
+    trained: str | None,
+    now: Mapping[str, Any],
+    files: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the
+    checkpoint's record ``trained`` (its ``config.yaml`` text), as ``key (trained: a, now: b)``.
+    A resume that changed them would either ignore them silently (Lightning restores the model
+    and the optimizer's state, learning rate included) or train something that is no longer the
+    run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
+    holds the checkpoint's record of them (whether their content is the same is the data module's
+    check)."""
     if not trained:
         return []
     import yaml
@@ -292,8 +393,14 @@ def resume_conflicts(trained: str | None, now: Mapping[str, Any],
         if record.get("resolved") and after.get(f"data.{key}") is not None:
             before[f"data.{key}"] = record["resolved"]
             after[f"data.{key}"] = str(Path(after[f"data.{key}"]).resolve())
-    keys = sorted(k for k in set(before) | set(after)
-                  if k.split(".")[0] in TRAINED_WITH and k not in FREE_ON_RESUME and before.get(k) != after.get(k))
-    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}  # its settings differ anyway
+    keys = sorted(
+        k
+        for k in set(before) | set(after)
+        if k.split(".")[0] in TRAINED_WITH
+        and k not in FREE_ON_RESUME
+        and before.get(k) != after.get(k)
+    )
+    # its settings differ anyway
+    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}
     keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
     return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]

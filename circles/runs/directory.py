@@ -1,4 +1,5 @@
-"""Files a run writes: atomic replacement, exclusive locks and the one allocator of run directories."""
+"""Files a run writes: atomic replacement, exclusive locks and the one allocator of run
+directories."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ PathLike = str | Path
 
 @contextlib.contextmanager
 def atomic_file(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path`` for writing; when the block ends without an error, flush it to disk and
-    rename it to ``path`` in one step. A reader, a crash or ``kill -9`` sees the old file or the new one, never half
-    of one, and no temporary file is left behind."""
+    """Open a temporary file beside ``path`` for writing; when the block ends without an error,
+    flush it to disk and rename it to ``path`` in one step. A reader, a crash or ``kill -9`` sees
+    the old file or the new one, never half of one, and no temporary file is left behind."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -28,7 +29,8 @@ def atomic_file(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        raise OSError(err.errno, err.strerror, str(path)) from None  # name the file, not its temporary twin
+        # name the file, not its temporary twin
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -40,8 +42,9 @@ class RunInUse(CirclesError):
 
 
 def try_lock(path: PathLike) -> IO[Any] | None:
-    """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open file that holds it, or
-    None if another process holds it. The lock ends when the file is closed or the process ends, however it ends."""
+    """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open
+    file that holds it, or None if another process holds it. The lock ends when the file is
+    closed or the process ends, however it ends."""
     import fcntl
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -59,27 +62,36 @@ def try_lock(path: PathLike) -> IO[Any] | None:
 
 
 def lock_run_dir(run_dir: PathLike) -> IO[Any]:
-    """Hold ``run_dir/.lock`` while this process writes the run: a second process that would write into the same run
-    (two resumes of one run, a run given the version of a running one) is refused instead of interleaving its curves
-    and checkpoints with the first one's."""
+    """Hold ``run_dir/.lock`` while this process writes the run: a second process that would
+    write into the same run (two resumes of one run, a run given the version of a running one) is
+    refused instead of interleaving its curves and checkpoints with the first one's."""
     lock = try_lock(Path(run_dir) / ".lock")
     if lock is None:
         holder = (Path(run_dir) / ".lock").read_text().strip()
-        raise RunInUse(f"{os.path.normpath(run_dir)} is being written by another process (pid {holder or '?'}); "
-                       "one process writes a run at a time. Wait for it to end, or start a new run.")
+        raise RunInUse(
+            f"{os.path.normpath(run_dir)} is being written by another process (pid "
+            f"{holder or '?'}); "
+            "one process writes a run at a time. Wait for it to end, or start a new run."
+        )
     return lock
 
 
 # What a run directory holds besides its TensorBoard events (each written by the part named).
-CONFIG = "config.yaml"  # the resolved config that repeats the run (circles.runs.checkpoints.RunConfig)
-CHECKPOINTS = "checkpoints"  # best.ckpt and last.ckpt (Lightning's folder; circles.callbacks.checkpoint)
-BOUNDARY_PNG, BOUNDARY_TEST_PNG = "decision_boundary.png", "decision_boundary_test.png"  # callbacks.boundary
+# the resolved config that repeats the run (circles.runs.checkpoints.RunConfig)
+CONFIG = "config.yaml"
+# best.ckpt and last.ckpt (Lightning's folder; circles.callbacks.checkpoint)
+CHECKPOINTS = "checkpoints"
+# callbacks.boundary
+BOUNDARY_PNG, BOUNDARY_TEST_PNG = "decision_boundary.png", "decision_boundary_test.png"
 BOUNDARY_GIF = "decision_boundary.gif"  # the frames of a fit (callbacks.boundary)
-MEMBERS_CSV = "members.csv"  # per member its seed and accuracies, with several members (callbacks.summary)
+# per member its seed and accuracies, with several members (callbacks.summary)
+MEMBERS_CSV = "members.csv"
 PREDICTIONS_CSV = "predictions.csv"  # predict's output (callbacks.predictions)
 LR_FIND_PNG = "lr_find.png"  # the learning-rate finder's curve (callbacks.lr_finder)
-EVALUATIONS = "evaluations"  # the folder of validate, test and predict runs, inside the runs: out of the fits' way
-RUN_NAME = re.compile(r"(?:version_)?(\d+)(-.*)?")  # ``0003-relu-10x10-...``; earlier releases: ``version_3-...``
+# the folder of validate, test and predict runs, inside the runs: out of the fits' way
+EVALUATIONS = "evaluations"
+# ``0003-relu-10x10-...``; earlier releases: ``version_3-...``
+RUN_NAME = re.compile(r"(?:version_)?(\d+)(-.*)?")
 
 
 def run_number(name: str) -> int | None:
@@ -89,29 +101,36 @@ def run_number(name: str) -> int | None:
 
 
 def run_name(number: int, label: str = "") -> str:
-    """``0003-<label>``: four digits first, so the runs sort in the order they were made (TensorBoard sorts names as
-    text), then what the run does, so names differ where TensorBoard's cards cut them off."""
+    """``0003-<label>``: four digits first, so the runs sort in the order they were made
+    (TensorBoard sorts names as text), then what the run does, so names differ where
+    TensorBoard's cards cut them off."""
     return f"{number:04d}" + (f"-{label}" if label else "")
 
 
 def next_version(root: PathLike) -> int:
     """The number after the highest run directory's in ``root`` (0 if there is none)."""
-    taken = [run_number(p.name) for p in Path(root).iterdir() if p.is_dir()] if Path(root).is_dir() else []
+    taken = (
+        [run_number(p.name) for p in Path(root).iterdir() if p.is_dir()]
+        if Path(root).is_dir()
+        else []
+    )
     return max((n for n in taken if n is not None), default=-1) + 1
 
 
 def claim_version(root: PathLike, label: str = "") -> str:
-    """Create the next free ``root/NNNN-<label>`` (:func:`run_name`) and return its name. The number
-    is chosen and the directory made under an exclusive lock on the folder ``root`` itself, so runs started at the same
-    moment get distinct numbers whatever their labels (an atomic ``mkdir`` alone keeps apart only equal names, and
-    listing the folder, as Lightning's logger does, races)."""
+    """Create the next free ``root/NNNN-<label>`` (:func:`run_name`) and return its name. The
+    number is chosen and the directory made under an exclusive lock on the folder ``root``
+    itself, so runs started at the same moment get distinct numbers whatever their labels (an
+    atomic ``mkdir`` alone keeps apart only equal names, and listing the folder, as Lightning's
+    logger does, races)."""
     import fcntl
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     folder = os.open(root, os.O_RDONLY)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)  # released when closed, or when the process ends however it ends
+        # released when closed, or when the process ends however it ends
+        fcntl.flock(folder, fcntl.LOCK_EX)
         version = next_version(root)
         while True:
             name = run_name(version, label)

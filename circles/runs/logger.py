@@ -1,4 +1,5 @@
-"""The TensorBoard run logger: one directory per run, train/val/test curves as sub-runs, and the HPARAMS record."""
+"""The TensorBoard run logger: one directory per run, train/val/test curves as sub-runs, and the
+HPARAMS record."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from typing_extensions import override
 from circles.model.metrics import STAGES, hparams_metrics, scalar_tag
 from circles.runs.directory import claim_version, lock_run_dir, run_name
 
-DEFAULT_RUNS = "lightning_logs"  # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/0003-<label>
-TENSORBOARD_IMAGES = 10_000  # frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)
+# the logger's ``name``: runs go to <default_root_dir>/lightning_logs/0003-<label>
+DEFAULT_RUNS = "lightning_logs"
+# frames kept per tag by the printed tensorboard command (TensorBoard's default: 10)
+TENSORBOARD_IMAGES = 10_000
 
 
 def tensorboard_command(logdir: str) -> str:
-    """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the slider (TensorBoard
-    keeps 10 images per tag unless told otherwise), ready to paste into a shell whatever the folder is called."""
+    """The command that shows ``logdir`` in TensorBoard with every decision-boundary frame on the
+    slider (TensorBoard keeps 10 images per tag unless told otherwise), ready to paste into a
+    shell whatever the folder is called."""
     import shlex
 
     folder = shlex.quote(os.path.normpath(logdir))
@@ -29,27 +33,35 @@ def tensorboard_command(logdir: str) -> str:
 
 
 def tensorboard_of(loggers: Sequence[Any]) -> TensorBoardLogger | None:
-    """The first of a run's loggers that writes TensorBoard events (not a :class:`RunDirectory`), if any."""
-    return next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)
-                 and not isinstance(logger, RunDirectory)), None)
+    """The first of a run's loggers that writes TensorBoard events (not a :class:`RunDirectory`),
+    if any."""
+    return next(
+        (
+            logger
+            for logger in loggers
+            if isinstance(logger, TensorBoardLogger) and not isinstance(logger, RunDirectory)
+        ),
+        None,
+    )
 
 
 def event_file_writer(writer: Any) -> Any:
-    """The event-file writer of a ``torch.utils.tensorboard.SummaryWriter``, reopened if the writer was closed.
+    """The event-file writer of a ``torch.utils.tensorboard.SummaryWriter``, reopened if the writer
+    was closed.
 
-    ``SummaryWriter`` has no public way to write one ``Summary`` holding several scalars, or an hparams session
-    record: ``add_scalars`` makes a writer, and a run in TensorBoard, per tag (pytorch/pytorch#32651), and Lightning's
-    own ``TensorBoardLogger.log_hyperparams`` calls this same private method (lightning/pytorch/loggers/tensorboard.py).
-    It also reopens the event file after ``close()``, which matters because Lightning finalizes the loggers on
-    SLURM's SIGUSR1 while training goes on until the job is requeued. ``tests/test_runs.py`` fails loudly if either
-    library changes it.
-    """
+    ``SummaryWriter`` has no public way to write one ``Summary`` holding several scalars, or an
+    hparams session record: ``add_scalars`` makes a writer, and a run in TensorBoard, per tag
+    (pytorch/pytorch#32651), and Lightning's own ``TensorBoardLogger.log_hyperparams`` calls this
+    same private method (lightning/pytorch/loggers/tensorboard.py). It also reopens the event
+    file after ``close()``, which matters because Lightning finalizes the loggers on SLURM's
+    SIGUSR1 while training goes on until the job is requeued. ``tests/test_runs.py`` fails loudly
+    if either library changes it."""
     return writer._get_file_writer()
 
 
 def _hparam_value(value: Any) -> str | bool:
-    """A hyperparameter as the HPARAMS table shows it best: numbers as written (``1000``, ``0.03``; TensorBoard would
-    print ``1000.0`` and ``0.030000``), lists and None as text."""
+    """A hyperparameter as the HPARAMS table shows it best: numbers as written (``1000``,
+    ``0.03``; TensorBoard would print ``1000.0`` and ``0.030000``), lists and None as text."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
@@ -57,24 +69,36 @@ def _hparam_value(value: Any) -> str | bool:
     return str(value)
 
 
-# The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the order TensorBoard
-# lists them; it ticks the first five (the rest can be ticked).
-HPARAM_COLUMNS = (("activation", "activation"), ("dataset", "dataset"), ("hidden_sizes", "hidden layers"),
-                  ("max_epochs", "epochs"), ("optimizer", "optimizer"), ("bayes_acc", "Bayes-optimal acc"),
-                  ("members", "seeds (members)"), ("noise", "noise"), ("seed_everything", "seed"),
-                  ("batch_size", "points per step"))
+# The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the
+# order TensorBoard lists them; it ticks the first five (the rest can be ticked).
+HPARAM_COLUMNS = (
+    ("activation", "activation"),
+    ("dataset", "dataset"),
+    ("hidden_sizes", "hidden layers"),
+    ("max_epochs", "epochs"),
+    ("optimizer", "optimizer"),
+    ("bayes_acc", "Bayes-optimal acc"),
+    ("members", "seeds (members)"),
+    ("noise", "noise"),
+    ("seed_everything", "seed"),
+    ("batch_size", "points per step"),
+)
 
 
 def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
-    """A run's record for TensorBoard's HPARAMS tab: the experiment's declared columns (``HPARAM_COLUMNS`` that the
-    run has, and the metrics of :mod:`circles.metrics` with an HPARAMS column) and the run's values for them, so the
-    table opens on the settings people vary and the metrics that say how a run did. TensorBoard orders the columns by
-    their names: a column's name is its place and title (``0 activation``), and the table shows the title. (Every
-    hyperparameter is in the run's ``hparams.yaml``.)"""
+    """A run's record for TensorBoard's HPARAMS tab: the experiment's declared columns
+    (``HPARAM_COLUMNS`` that the run has, and the metrics of :mod:`circles.metrics` with an
+    HPARAMS column) and the run's values for them, so the table opens on the settings people vary
+    and the metrics that say how a run did. TensorBoard orders the columns by their names: a
+    column's name is its place and title (``0 activation``), and the table shows the title.
+    (Every hyperparameter is in the run's ``hparams.yaml``.)"""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
-    values = {key: _hparam_value(value) for key, value in hparams.items() if not key.startswith("_")}
-    if values.get("path", "None") != "None":  # a file's points: named by the file; no generator, no noise
+    values = {
+        key: _hparam_value(value) for key, value in hparams.items() if not key.startswith("_")
+    }
+    # a file's points: named by the file; no generator, no noise
+    if values.get("path", "None") != "None":
         values["dataset"] = os.path.basename(str(values["path"]))
         values.pop("noise", None)
     if "optimizer" in values and "optimizer.lr" in values:
@@ -83,14 +107,20 @@ def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
         values["batch_size"] = "all (full batch)"
     names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
     columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
-    metrics = [hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams) for metric in hparams_metrics()]
-    return [hp.hparams_config_pb(hparams=columns, metrics=metrics),
-            hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial)]
+    metrics = [
+        hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
+        for metric in hparams_metrics()
+    ]
+    return [
+        hp.hparams_config_pb(hparams=columns, metrics=metrics),
+        hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial),
+    ]
 
 
 def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, list[Any]]:
-    """The scalars as TensorBoard summary values by the sub-run they go to: ``train/loss`` to ``train`` as
-    ``curves/loss`` (an evaluation's as ``evaluation/loss``), others to the run itself; ``epoch`` left out."""
+    """The scalars as TensorBoard summary values by the sub-run they go to: ``train/loss`` to
+    ``train`` as ``curves/loss`` (an evaluation's as ``evaluation/loss``), others to the run
+    itself; ``epoch`` left out."""
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     runs: dict[str, list[Any]] = {}
@@ -104,29 +134,32 @@ def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, li
 
 
 def _rank_zero() -> bool:
-    """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process starts)."""
-    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # an attribute Lightning sets on the function
+    """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process
+    starts)."""
+    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets it
 
 
 def _run_name(version: int | str) -> str:
-    """The run directory's name for a logger version (a number is :func:`circles.files.run_name`'s)."""
+    """The run directory's name for a logger version (a number is
+    :func:`circles.files.run_name`'s)."""
     return version if isinstance(version, str) else run_name(version)
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
-    """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator of them.
+    """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator
+    of them.
 
-    - Claims the next number with an atomic ``mkdir`` (:func:`claim_version`) the first time the run's directory is
-      asked for, so a run that fails before that leaves no empty directory.
-    - Lays the scalars out as TensorBoard shows training best (the layout Keras uses): ``train/loss`` is written as
-      ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as ``curves/loss`` into ``<run>/val``, and so on
-      (:func:`scalar_tag`), so one chart holds the train and the val curve of a metric, and TensorBoard's landing page
-      opens on the ``curves`` and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
-    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning writes one per
-      scalar).
-    - Records the run for TensorBoard's HPARAMS tab: the settings people vary and the metrics of the table in
-      :mod:`circles.metrics` that have a column there.
-    """
+    - Claims the next number with an atomic ``mkdir`` (:func:`claim_version`) the first time the
+      run's directory is asked for, so a run that fails before that leaves no empty directory.
+    - Lays the scalars out as TensorBoard shows training best (the layout Keras uses):
+      ``train/loss`` is written as ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as
+      ``curves/loss`` into ``<run>/val``, and so on (:func:`scalar_tag`), so one chart holds the
+      train and the val curve of a metric, and TensorBoard's landing page opens on the ``curves``
+      and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
+    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning
+      writes one per scalar).
+    - Records the run for TensorBoard's HPARAMS tab: the settings people vary and the metrics of
+      the table in :mod:`circles.metrics` that have a column there."""
 
     def __init__(
         self,
@@ -143,23 +176,35 @@ class TensorBoardRunLogger(TensorBoardLogger):
     ) -> None:
         """
         Args:
-            save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's ``default_root_dir``
-                (the working directory unless set).
-            name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>`` shows them all.
-            version: Run to write into (``3`` or ``"0003-relu-10x10"``); ``null`` claims the next free one.
-            label: What the run trains, appended to a claimed number so TensorBoard names the run by it
-                (the command line fills it in from the config, e.g. ``circles-relu-10x10-sgd0.1-e1000``).
+            save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's
+                ``default_root_dir`` (the working directory unless set).
+            name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>``
+                shows them all.
+            version: Run to write into (``3`` or ``"0003-relu-10x10"``); ``null`` claims the next
+                free one.
+            label: What the run trains, appended to a claimed number so TensorBoard names the run by
+                it (the command line fills it in from the config, e.g.
+                ``circles-relu-10x10-sgd0.1-e1000``).
             default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
             log_graph: Add the model's graph to TensorBoard (Lightning's option).
-            prefix: Put in front of every metric's name; the scalars are then written as Lightning writes them,
-                without the train/val/test sub-runs.
+            prefix: Put in front of every metric's name; the scalars are then written as Lightning
+                writes them, without the train/val/test sub-runs.
             sub_dir: A folder inside the run directory for the events (Lightning's option).
-            evaluation: A validate, test or predict run (the command line says so): its scalars go to TensorBoard's
-                ``evaluation`` group, apart from the fits' ``curves``.
-            **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer of the run.
+            evaluation: A validate, test or predict run (the command line says so): its scalars go
+                to TensorBoard's ``evaluation`` group, apart from the fits' ``curves``.
+            **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer
+                of the run.
         """
-        super().__init__(save_dir if save_dir is not None else ".", name=name, version=version, log_graph=log_graph,
-                         default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **writer_kwargs)
+        super().__init__(
+            save_dir if save_dir is not None else ".",
+            name=name,
+            version=version,
+            log_graph=log_graph,
+            default_hp_metric=default_hp_metric,
+            prefix=prefix,
+            sub_dir=sub_dir,
+            **writer_kwargs,
+        )
         self._metric_prefix, self._writer_kwargs = prefix, writer_kwargs
         self._run_version = version
         self._label, self._evaluation = label, evaluation
@@ -172,40 +217,54 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @property
     @override
     def version(self) -> int | str:
-        """The run's version: the one given, else (on rank zero, the first time it is asked for) the claimed one.
-        Rank zero holds the run directory's lock (:func:`lock_run_dir`) from then until :meth:`finalize`."""
+        """The run's version: the one given, else (on rank zero, the first time it is asked for)
+        the claimed one. Rank zero holds the run directory's lock (:func:`lock_run_dir`) from
+        then until :meth:`finalize`."""
         if isinstance(self._run_version, int):
-            self._run_version = _run_name(self._run_version)  # Lightning's log_dir would say version_3
+            # Lightning's log_dir would say version_3
+            self._run_version = _run_name(self._run_version)
         if self._run_version is None:
-            self._run_version = claim_version(self.root_dir, self._label) if _rank_zero() else super().version
+            self._run_version = (
+                claim_version(self.root_dir, self._label) if _rank_zero() else super().version
+            )
         if not self._locked and _rank_zero():
-            self._lock, self._locked = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)), True
+            self._lock, self._locked = (
+                lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)),
+                True,
+            )
         return self._run_version
 
     @property
     def claimed(self) -> Path | None:
-        """The run directory, once this process has claimed or locked it (asking ``log_dir`` would claim one)."""
+        """The run directory, once this process has claimed or locked it (asking ``log_dir``
+        would claim one)."""
         if not self._locked or self._run_version is None:
             return None
         return Path(self.root_dir) / _run_name(self._run_version)
 
     def _writer(self, stage: str) -> Any:
-        """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run, made on first use."""
+        """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run,
+        made on first use."""
         if not stage:
             return self.experiment
         if stage not in self._stage_writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._stage_writers[stage] = SummaryWriter(os.path.join(self.log_dir, stage), **self._writer_kwargs)
+            self._stage_writers[stage] = SummaryWriter(
+                os.path.join(self.log_dir, stage), **self._writer_kwargs
+            )
         return self._stage_writers[stage]
 
     @override
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """The scalars of a call, one TensorBoard event per sub-run (see the class): ``stage/name`` goes to the
-        ``stage`` sub-run as ``curves/name``; ``epoch`` (the step already is the epoch) is left out."""
+        """The scalars of a call, one TensorBoard event per sub-run (see the class):
+        ``stage/name`` goes to the ``stage`` sub-run as ``curves/name``; ``epoch`` (the step
+        already is the epoch) is left out."""
         self._write_hparams_session()
-        if self._metric_prefix or not all(isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()):
+        if self._metric_prefix or not all(
+            isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()
+        ):
             return super().log_metrics(metrics, step)
         from tensorboard.compat.proto.summary_pb2 import Summary
 
@@ -221,14 +280,16 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
     @rank_zero_only
     def record_trial(self, params: Any) -> None:
-        """Add ``params`` to the hyperparameters and make the run a trial of TensorBoard's HPARAMS table: its record
-        is written with the first metrics (a fit's; an evaluation's run is no trial of its own)."""
+        """Add ``params`` to the hyperparameters and make the run a trial of TensorBoard's
+        HPARAMS table: its record is written with the first metrics (a fit's; an evaluation's run
+        is no trial of its own)."""
         self.log_hyperparams(params)
         self._hparams_session_written = False
 
     def _write_hparams_session(self) -> None:
-        """The run's record for TensorBoard's HPARAMS tab (:func:`hparams_session`), written once, with every
-        hyperparameter collected, just before the first metrics (TensorBoard keeps a run's first record)."""
+        """The run's record for TensorBoard's HPARAMS tab (:func:`hparams_session`), written
+        once, with every hyperparameter collected, just before the first metrics (TensorBoard
+        keeps a run's first record)."""
         if self._hparams_session_written or not self.hparams:
             return
         writer = event_file_writer(self.experiment)
@@ -237,7 +298,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._hparams_session_written = True
 
     def hold_open(self, hold: bool) -> None:
-        self._hold = hold  # while set, a stage's end only flushes: the fit's test writes into the fit's own files
+        # while set, a stage's end only flushes: the fit's test writes into the fit's own files
+        self._hold = hold
 
     @override
     @rank_zero_only
@@ -257,9 +319,9 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
 
 class RunDirectory(TensorBoardRunLogger):
-    """The run directory of a run without a logger (``--trainer.logger false``): claimed, labelled and locked as
-    every run's is (:class:`TensorBoardRunLogger`), holding what the run writes itself (config.yaml, checkpoints,
-    pictures), and no TensorBoard events."""
+    """The run directory of a run without a logger (``--trainer.logger false``): claimed,
+    labelled and locked as every run's is (:class:`TensorBoardRunLogger`), holding what the run
+    writes itself (config.yaml, checkpoints, pictures), and no TensorBoard events."""
 
     @property
     @override
@@ -274,7 +336,9 @@ class RunDirectory(TensorBoardRunLogger):
 
     @override
     @rank_zero_only
-    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+    def log_hyperparams(
+        self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None
+    ) -> None:
         pass
 
     @override

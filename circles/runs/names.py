@@ -1,4 +1,5 @@
-"""Names of runs made from their settings: ``relu-10x10-sgd0.1-e1000-n0.03`` (run directories, sweep points)."""
+"""Names of runs made from their settings: ``relu-10x10-sgd0.1-e1000-n0.03`` (run directories,
+sweep points)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,37 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# Name parts of well-known keys, in the order they appear in a point's name; other keys follow as ``<last><value>``.
-_NAME_ORDER = ("data.dataset", "model.activation", "model.hidden_sizes", "optimizer.class_path",
-               "optimizer.init_args.lr", "trainer.max_epochs", "model.members", "data.noise", "data.factor",
-               "data.n_samples", "seed_everything", "data.seed")
-_PREFIX = {"data.dataset": "", "optimizer.init_args.lr": "lr", "trainer.max_epochs": "e", "data.noise": "n",
-           "data.factor": "f", "data.n_samples": "N", "seed_everything": "s", "data.seed": "d"}
+# Name parts of well-known keys, in the order they appear in a point's name; other keys follow as
+# ``<last><value>``.
+_NAME_ORDER = (
+    "data.dataset",
+    "model.activation",
+    "model.hidden_sizes",
+    "optimizer.class_path",
+    "optimizer.init_args.lr",
+    "trainer.max_epochs",
+    "model.members",
+    "data.noise",
+    "data.factor",
+    "data.n_samples",
+    "seed_everything",
+    "data.seed",
+)
+_PREFIX = {
+    "data.dataset": "",
+    "optimizer.init_args.lr": "lr",
+    "trainer.max_epochs": "e",
+    "data.noise": "n",
+    "data.factor": "f",
+    "data.n_samples": "N",
+    "seed_everything": "s",
+    "data.seed": "d",
+}
 
 
 def short(value: Any) -> str:
-    """A compact, file-name-safe rendering of a value: ``[10, 10]`` -> ``10x10``, ``torch.optim.SGD`` -> ``SGD``."""
+    """A compact, file-name-safe rendering of a value: ``[10, 10]`` -> ``10x10``,
+    ``torch.optim.SGD`` -> ``SGD``."""
     if isinstance(value, (list, tuple)):
         text = "x".join(short(v) for v in value) if value else "0"
     elif isinstance(value, bool) or value is None:
@@ -31,7 +53,8 @@ def short(value: Any) -> str:
 
 
 def run_label(settings: Mapping[str, Any]) -> str:
-    """``relu-10x10-sgd0.1-e1000-n0.03``: a run's settings (dotted config keys) as a name, well-known keys first."""
+    """``relu-10x10-sgd0.1-e1000-n0.03``: a run's settings (dotted config keys) as a name,
+    well-known keys first."""
     keys = [k for k in _NAME_ORDER if k in settings] + [k for k in settings if k not in _NAME_ORDER]
     parts = []
     for key in keys:
@@ -53,12 +76,14 @@ def run_label(settings: Mapping[str, Any]) -> str:
     return shortened("-".join(parts))
 
 
-MAX_NAME = 100  # characters of a run's name: file systems take 255 bytes, and a run directory's name is a part of more
+# characters of a run's name: file systems take 255 bytes, and a run directory's name is a part of
+# more
+MAX_NAME = 100
 
 
 def shortened(name: str) -> str:
-    """``name`` if it is at most ``MAX_NAME`` characters, else its start and a digest of the whole (distinct names
-    stay distinct)."""
+    """``name`` if it is at most ``MAX_NAME`` characters, else its start and a digest of the
+    whole (distinct names stay distinct)."""
     if len(name) <= MAX_NAME:
         return name
     import hashlib

@@ -19,24 +19,35 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="circles-sweep", description=doc.split("\n", 1)[0])
     parser.add_argument("--config", required=True, help="the sweep file (YAML)")
     parser.add_argument("--out", help="sweep directory (default: sweeps/<sweep file stem>)")
-    parser.add_argument("--jobs", type=int, default=1, help="points run in parallel, each in its own process")
-    parser.add_argument("--point", type=int, help="run only the point with this index (one SLURM array task)")
-    parser.add_argument("--list", action="store_true", help="print the points, one per line: index, name, settings")
-    parser.add_argument("--report", action="store_true", help="only rebuild the summary and boundaries.png")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="points run in parallel, each in its own process"
+    )
+    parser.add_argument(
+        "--point", type=int, help="run only the point with this index (one SLURM array task)"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="print the points, one per line: index, name, settings"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="only rebuild the summary and boundaries.png"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some failed or
-    missing, or a file could not be written, 2: a bad sweep file or option, 130/143: stopped by Ctrl-C/SIGTERM)."""
+    """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some
+    failed or missing, or a file could not be written, 2: a bad sweep file or option, 130/143:
+    stopped by Ctrl-C/SIGTERM)."""
     args = _parser().parse_args(argv)
     try:
         if args.jobs < 1:
             raise SweepError(f"--jobs must be at least 1, got {args.jobs}.")
         sweep = load_sweep(args.config, args.out)
         if args.point is not None and not 0 <= args.point < len(sweep.points):
-            raise SweepError(f"--point must be an index from 0 to {len(sweep.points) - 1} "
-                             f"({len(sweep.points)} points), got {args.point}.")
+            raise SweepError(
+                f"--point must be an index from 0 to {len(sweep.points) - 1} "
+                f"({len(sweep.points)} points), got {args.point}."
+            )
         if args.list:
             for point in sweep.points:
                 print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
@@ -51,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"circles-sweep: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # --out is a file, or under a folder that cannot be written
-        print(f"circles-sweep: error: --out {sweep.out} cannot hold the sweep: {err.strerror or err}.", file=sys.stderr)
+        print(
+            f"circles-sweep: error: --out {sweep.out} cannot hold the sweep: "
+            f"{err.strerror or err}.",
+            file=sys.stderr,
+        )
         return 2
     try:
         return _run(sweep, points, args)
@@ -76,20 +91,41 @@ def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
         if not args.report:
             run_points(sweep, points, args.jobs)
     except Stopped as stop:
-        name = "Ctrl-C (SIGINT)" if stop.signum == signal.SIGINT else signal.Signals(stop.signum).name
-        interrupted = [p.name for p in points if (read_result(sweep, p) or {}).get("status") == "interrupted"]
-        print(f"circles-sweep: stopped by {name}"
-              + (f"; interrupted: {', '.join(interrupted)} (run the same command again to continue them from their "
-                 "last.ckpt and run the rest)" if interrupted else "; run the same command again to run the rest")
-              + ". The summary was not rebuilt (--report rebuilds it).", file=sys.stderr, flush=True)
+        name = (
+            "Ctrl-C (SIGINT)" if stop.signum == signal.SIGINT else signal.Signals(stop.signum).name
+        )
+        interrupted = [
+            p.name for p in points if (read_result(sweep, p) or {}).get("status") == "interrupted"
+        ]
+        print(
+            f"circles-sweep: stopped by {name}"
+            + (
+                f"; interrupted: {', '.join(interrupted)} (run the same command again to continue "
+                "them from their "
+                "last.ckpt and run the rest)"
+                if interrupted
+                else "; run the same command again to run the rest"
+            )
+            + ". The summary was not rebuilt (--report rebuilds it).",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + stop.signum
     rows = write_report(sweep)
     bad = [row for row in rows if row["status"] != "ok"]
-    print(f"\n{len(rows) - len(bad)} of {len(rows)} points finished"
-          + (f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}" if bad else "")
-          + f". Wall time {time.perf_counter() - start:.1f} s.")
+    print(
+        f"\n{len(rows) - len(bad)} of {len(rows)} points finished"
+        + (
+            f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}"
+            if bad
+            else ""
+        )
+        + f". Wall time {time.perf_counter() - start:.1f} s."
+    )
     picture = sweep.out / "boundaries.png"
-    print(f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}"
-          + (f"; boundaries: {picture}" if picture.is_file() else " (no finished point to draw)")
-          + f"\nCompare the runs: {tensorboard_command(str(sweep.out))}")
+    print(
+        f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}"
+        + (f"; boundaries: {picture}" if picture.is_file() else " (no finished point to draw)")
+        + f"\nCompare the runs: {tensorboard_command(str(sweep.out))}"
+    )
     return int(bool(bad))
