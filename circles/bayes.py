@@ -22,7 +22,8 @@ __all__ = ["bayes_threshold", "bayes_accuracy", "nearest_centre_accuracy"]
 
 
 def _check(noise, factor):
-    noise, factor = float(noise), float(factor)
+    noise = float(noise)
+    factor = float(factor)
     if not 0.0 <= noise < math.inf:
         raise ValueError(f"noise must be >= 0 (and finite), got {noise}")
     if not 0.0 < factor < 1.0:
@@ -40,7 +41,8 @@ def _log_density_diff(r, noise, factor):
     """
     from scipy.special import i0e
 
-    s2, f = noise * noise, factor
+    s2 = noise * noise
+    f = factor
     x = r / s2
     if x < 1e-3:  # log I0(y) = y^2/4 - y^4/64 + y^6/576 + O(y^8)
         x2 = x * x
@@ -79,7 +81,8 @@ def _accuracy(noise, factor):
     # Rayleigh-tail bound on the error, P(|noise vector| > a) = exp(-a^2 / (2 noise^2)):
     # if it is below half an ulp of 1.0 the accuracy is 1.0 in double precision
     # (this also avoids scipy's nan at huge b = nu/noise).
-    zi, zo = (t - factor) / noise, (1.0 - t) / noise
+    zi = (t - factor) / noise
+    zo = (1.0 - t) / noise
     if 0.5 * math.exp(-zi * zi / 2) + 0.5 * math.exp(-zo * zo / 2) < 1e-17:
         return 1.0
     if noise > 1e-5:

@@ -80,7 +80,8 @@ class RunRecorder(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        epoch, values = trainer.current_epoch, latest_values(trainer.callback_metrics)
+        epoch = trainer.current_epoch
+        values = latest_values(trainer.callback_metrics)
         for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
             if name in values:
                 self.record.curves.setdefault(name, []).append((epoch, values[name]))
@@ -99,7 +100,8 @@ class RunRecorder(Callback):
 
         points = trainer_data(trainer).points("val")
         assert points is not None  # validation has run by the end of a training epoch
-        x, y = points[0].cpu().numpy(), points[1].cpu().numpy()
+        x = points[0].cpu().numpy()
+        y = points[1].cpu().numpy()
         if self._grid is None:
             self._grid = grid_axes(x, 101)
         model = classifier(pl_module)
@@ -133,7 +135,8 @@ class RunRecorder(Callback):
 def title_of(record: RunRecord) -> str:
     """What a run's column is headed with: its config and its test accuracy (with its spread over
     the members)."""
-    acc, std = record.final.get("test/acc"), record.final.get("test/acc_std")
+    acc = record.final.get("test/acc")
+    std = record.final.get("test/acc_std")
     spread = f" ± {std:.3f} ({record.members} seeds)" if std is not None else ""
     return f"{record.name}\ntest acc {acc:.3f}{spread}" if acc is not None else record.name
 
@@ -149,7 +152,8 @@ def _figure(records: Sequence[RunRecord]) -> tuple[Any, Any]:
     pictures = [figure.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(len(records))]
     networks = [figure.add_subplot(grid[1, 2 * i : 2 * i + 2]) for i in range(len(records))]
     curves = [figure.add_subplot(grid[2, :columns]), figure.add_subplot(grid[2, columns:])]
-    images, marks = [], []
+    images = []
+    marks = []
     for ax, drawn, record in [
         *((a, "pictures", r) for a, r in zip(pictures, records, strict=True)),
         *((a, "networks", r) for a, r in zip(networks, records, strict=True)),

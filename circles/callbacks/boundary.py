@@ -41,7 +41,8 @@ class DecisionBoundaryCallback(Callback):
     output over the plane (``neurons/layer_1``, ...), with ``show_network`` the network with its
     weights (``network/weights``). Runs on rank zero only."""
 
-    TAG, TEST_TAG = "decision_boundary/train_val", "test/decision_boundary"
+    TAG = "decision_boundary/train_val"
+    TEST_TAG = "test/decision_boundary"
 
     def __init__(
         self,
@@ -67,12 +68,12 @@ class DecisionBoundaryCallback(Callback):
         """
         check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
         check(resolution >= 2, "resolution", "an integer >= 2", resolution)
-        self.every_n_epochs, self.resolution, self.gif = every_n_epochs, resolution, gif
-        self.show_probability, self.show_neurons, self.show_network = (
-            show_probability,
-            show_neurons,
-            show_network,
-        )
+        self.every_n_epochs = every_n_epochs
+        self.resolution = resolution
+        self.gif = gif
+        self.show_probability = show_probability
+        self.show_neurons = show_neurons
+        self.show_network = show_network
         self.frames = Animation(max_frames=100)
         self.run_dir: str | None = None
         self.png_path: str | None = None
@@ -142,7 +143,8 @@ class DecisionBoundaryCallback(Callback):
     ) -> np.ndarray:
         """The frame of ``panels`` under a header (the epoch and its accuracies), written to
         TensorBoard."""
-        model, data = classifier(pl_module), trainer_data(trainer)
+        model = classifier(pl_module)
+        data = trainer_data(trainer)
         test = tag == self.TEST_TAG
         what = f"test set, {weights_text(trainer, pl_module)}" if test else f"epoch {step}"
         stages = ("test",) if test else ("train", "val")

@@ -92,7 +92,8 @@ def finder_curve(results: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarra
     beta**n`` (its step count is already n), which makes the curve rise over its first steps
     whatever the loss does (Lightning-AI/pytorch-lightning#14167). ``tests/test_upstream.py``
     pins the formula."""
-    lrs, losses = np.asarray(results["lr"], dtype=float), np.asarray(results["loss"], dtype=float)
+    lrs = np.asarray(results["lr"], dtype=float)
+    losses = np.asarray(results["loss"], dtype=float)
     n = np.arange(1, len(losses) + 1)
     return lrs, losses * (1 - FINDER_BETA ** (n + 1)) / (1 - FINDER_BETA**n)
 

@@ -64,7 +64,8 @@ class GracefulStopCallback(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.signal, self.requeue = None, False
+        self.signal = None
+        self.requeue = False
         self._install(self._on_signal)
         self._requeue_signal = requeue_signal(trainer)
         if (
@@ -110,7 +111,8 @@ class GracefulStopCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        stop, requeue = self.signal is not None, self.requeue
+        stop = self.signal is not None
+        requeue = self.requeue
         # one reduce for both flags: a rank that saw a signal decides for all
         if trainer.world_size > 1:
             flags = torch.tensor([stop, requeue], dtype=torch.float32, device=pl_module.device)

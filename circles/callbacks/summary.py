@@ -44,7 +44,8 @@ class RunSummary(Callback):
                 f"Best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}"
                 f"  ({os.path.normpath(checkpoint.best_model_path)})"
             )
-        model, data = classifier(pl_module), trainer_data(trainer)
+        model = classifier(pl_module)
+        data = trainer_data(trainer)
         collapsed = collapse_lines(model, model.feature_names, data.class_legend())
         if collapsed:
             lines.append(
@@ -103,8 +104,10 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     several members its spread and the ensemble's), loss, the points and weights it is of; for
     ``test``, the best accuracy possible where it is known, and whether it lies outside the
     accuracy's 95% interval (:func:`accuracy_interval`: the measurement's sampling error)."""
-    model, data = classifier(pl_module), trainer_data(trainer)
-    values, points = latest_values(trainer.callback_metrics), data.points(stage)
+    model = classifier(pl_module)
+    data = trainer_data(trainer)
+    values = latest_values(trainer.callback_metrics)
+    points = data.points(stage)
     n = len(points[0]) if points is not None else 0
     acc = values.get(f"{stage}/acc")
     if acc is None:

@@ -39,10 +39,8 @@ class WeightsCallback(Callback):
             ("dead_units_every_n_epochs", dead_units_every_n_epochs),
         ):
             check(value is None or value >= 1, name, "a positive integer, or null for none", value)
-        self.every_n_epochs, self.dead_every_n_epochs = (
-            histograms_every_n_epochs,
-            dead_units_every_n_epochs,
-        )
+        self.every_n_epochs = histograms_every_n_epochs
+        self.dead_every_n_epochs = dead_units_every_n_epochs
         self._gradients: list[torch.Tensor] = []
 
     def _histogram_epoch(self, trainer: pl.Trainer) -> bool:
@@ -83,7 +81,8 @@ class WeightsCallback(Callback):
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is None or not self._histogram_epoch(trainer) or not trainer.is_global_zero:
             return
-        writer, epoch = tensorboard.experiment, trainer.current_epoch
+        writer = tensorboard.experiment
+        epoch = trainer.current_epoch
         # 30 bins: a sixth of the default's cost
         for i, weights in enumerate(model.weight_parameters(), start=1):
             writer.add_histogram(

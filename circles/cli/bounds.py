@@ -37,7 +37,8 @@ def check_yaml(text: str, field: str, where: str) -> None:
         return
     except RecursionError:
         raise ConfigError(field, "YAML nested at most a few hundred levels deep", where) from None
-    todo, count = [root] if root is not None else [], 0
+    todo = [root] if root is not None else []
+    count = 0
     while todo:
         node = todo.pop()
         count += 1

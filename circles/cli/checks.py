@@ -53,10 +53,8 @@ class CheckpointFacts:
         state = dict(checkpoint["state_dict"])
         members = (checkpoint.get("hyper_parameters") or {}).get("members", 1)
         upgrade_state_dict(state, dict.fromkeys(MEMBER_RECORDS, torch.zeros(members)))
-        trained, data_state = (
-            checkpoint.get(CONFIG_KEY),
-            checkpoint.get(CirclesDataModule.__qualname__),
-        )
+        trained = checkpoint.get(CONFIG_KEY)
+        data_state = checkpoint.get(CirclesDataModule.__qualname__)
         files = (data_state or {}).get("files")
         return cls(
             path,

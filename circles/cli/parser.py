@@ -93,7 +93,9 @@ def _unknown_option_text(parser: ArgumentParser, key: str) -> str:
     group, _, name = key.rpartition(".")
     options = _options(parser, group)
     if not options:
-        group, name, options = "", key.split(".")[0], _options(parser, "")
+        group = ""
+        name = key.split(".")[0]
+        options = _options(parser, "")
     close = difflib.get_close_matches(name, options, n=1)
     guess = f" Did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
     where = f"{group} accepts" if group else "the options are"

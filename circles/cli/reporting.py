@@ -74,7 +74,8 @@ def reported(cli: Any) -> Iterator[None]:
 
 def _interrupted(cli: Any, signum: int) -> CirclesError:
     """A subcommand stopped by ``signum``; an evaluation's empty run directory is removed."""
-    trainer, subcommand = getattr(cli, "trainer", None), str(getattr(cli, "subcommand", None))
+    trainer = getattr(cli, "trainer", None)
+    subcommand = str(getattr(cli, "subcommand", None))
     _forget_empty_run(trainer, subcommand)
     return interruption(trainer, subcommand, signum)
 
@@ -90,7 +91,8 @@ def _forget_empty_run(trainer: Any, subcommand: str) -> None:
         or logger.claimed is None
     ):
         return
-    run, own = logger.claimed, {".lock", "config.yaml", "hparams.yaml"}
+    run = logger.claimed
+    own = {".lock", "config.yaml", "hparams.yaml"}
     files = [p.name for p in run.rglob("*") if p.is_file()]
     if not all(name in own or name.startswith("events.out.tfevents.") for name in files):
         return

@@ -126,7 +126,8 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     elsewhere in the runs' own ``evaluations`` folder: never among the fits, and their scalars
     apart from the fits' curves."""
     if checkpoint is not None and run_of_checkpoint(checkpoint) is not None:
-        logger.save_dir, logger.name = str(checkpoint.parent.parent), EVALUATIONS
+        logger.save_dir = str(checkpoint.parent.parent)
+        logger.name = EVALUATIONS
     else:
         logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"
     logger.evaluation = True

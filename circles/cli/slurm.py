@@ -46,7 +46,8 @@ def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.e
     traceback."""
     if not in_slurm_job(plugins, environ) or int(environ["SLURM_NTASKS"]) <= 1:
         return
-    tasks, job = int(environ["SLURM_NTASKS"]), environ.get("SLURM_JOB_ID", "?")
+    tasks = int(environ["SLURM_NTASKS"])
+    job = environ.get("SLURM_JOB_ID", "?")
     # srun sets both; the batch shell neither
     if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:
         raise AllocationError(

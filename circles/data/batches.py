@@ -49,10 +49,12 @@ class TensorBatches:
         n = len(tensors[0])
         if drop_remainder:
             per_rank = n // world_size
-            self.start, self.stop = rank * per_rank, (rank + 1) * per_rank
+            self.start = rank * per_rank
+            self.stop = (rank + 1) * per_rank
         else:
             bounds = np.linspace(0, n, world_size + 1).round().astype(int)
-            self.start, self.stop = int(bounds[rank]), int(bounds[rank + 1])
+            self.start = int(bounds[rank])
+            self.stop = int(bounds[rank + 1])
 
     @property
     def num_samples(self) -> int:

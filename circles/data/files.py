@@ -202,7 +202,10 @@ def _number(text: str, line: int, name: str, field: str, path: Path) -> float:
 
 def _read(path: Path, field: str, labelled: bool) -> tuple[torch.Tensor, list[str]]:
     columns = ("x1", "x2", "label") if labelled else ("x1", "x2")
-    x1, x2, labels, seen = array("d"), array("d"), [], dict[str, str]()
+    x1 = array("d")
+    x2 = array("d")
+    labels = []
+    seen = dict[str, str]()
     for line, fields in _rows(path, field, columns):
         if len(x1) == MAX_POINTS:
             raise _refuse(
@@ -359,7 +362,8 @@ def split_file(
             "val_fraction or test_fraction.",
         )
     parts: list[Points] = []
-    rest_x, rest_y = x, y
+    rest_x = x
+    rest_y = y
     for size in sizes[:0:-1]:  # the last part first; training keeps what is left
         try:
             rest_x, part_x, rest_y, part_y = train_test_split(
@@ -411,7 +415,8 @@ class PointFile:
             self.classes,
         )
         order = content_order(x, y)  # the split follows the points, not the order of the lines
-        x, y = x[order], y[order]
+        x = x[order]
+        y = y[order]
         fractions = [1 - self.val_fraction, self.val_fraction] + (
             [self.test_fraction] if holds_out else []
         )
@@ -443,7 +448,8 @@ class PointFile:
         path) whose content has changed since: its split would hold other points out. Another
         file altogether is the user's choice (the CLI notes it for test, refuses it for a resumed
         fit: :func:`circles.checkpoints.resume_conflicts`)."""
-        names, classes = state.get("class_names"), state.get("num_classes", self.num_classes)
+        names = state.get("class_names")
+        classes = state.get("num_classes", self.num_classes)
         if classes != self.num_classes or names != self.class_names:
             raise ConfigError(
                 "path",

@@ -261,7 +261,8 @@ class Generated:
     seed: int
 
     def __post_init__(self) -> None:
-        noise, classes = self.noise, self.classes
+        noise = self.noise
+        classes = self.classes
         check(
             isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
             "noise",

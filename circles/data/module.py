@@ -112,12 +112,10 @@ class CirclesDataModule(pl.LightningDataModule):
         self.source: PointFile | Generated = self.file or self.generated
         self.num_classes = self.source.num_classes
         self.class_names = self.file.class_names if self.file else None
-        self.features, self.batch_size, self.seed, self.predict_path = (
-            features,
-            batch_size,
-            seed,
-            predict_path,
-        )
+        self.features = features
+        self.batch_size = batch_size
+        self.seed = seed
+        self.predict_path = predict_path
         if self.file is not None:
             (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = (
                 self.file.parts
@@ -126,7 +124,8 @@ class CirclesDataModule(pl.LightningDataModule):
     def points(self, stage: str) -> Points | None:
         """The points and labels of ``train``, ``val`` or ``test``, once set up (see
         :mod:`circles.contracts`)."""
-        x, y = getattr(self, f"{stage}_x"), getattr(self, f"{stage}_y")
+        x = getattr(self, f"{stage}_x")
+        y = getattr(self, f"{stage}_y")
         return (x, y) if x is not None else None
 
     def describe(self) -> str:

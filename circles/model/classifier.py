@@ -181,7 +181,8 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         """
         super().__init__()
         self.regularization = WeightPenalty(l1, l2)
-        hidden_sizes, features = list(hidden_sizes), list(features)
+        hidden_sizes = list(hidden_sizes)
+        features = list(features)
         self.save_hyperparameters(
             {
                 "hidden_sizes": hidden_sizes,
@@ -194,8 +195,11 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
                 "num_classes": num_classes,
             }
         )
-        self.members, self.num_classes, self.activation = members, num_classes, activation
-        self.compile_mode, self.compiled = compile_mode, False
+        self.members = members
+        self.num_classes = num_classes
+        self.activation = activation
+        self.compile_mode = compile_mode
+        self.compiled = False
         self.features = FeatureMap(features)
         self.net = build_members(
             members, len(features), hidden_sizes, activation, output_size(num_classes)
@@ -203,10 +207,13 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         self.register_buffer("member_seeds", torch.tensor(member_seeds(base_seed(), members)))
         self.register_buffer("member_val_acc", torch.zeros(members))
         self.register_buffer("member_val_acc_best", torch.zeros(members))
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self.train_acc = pooled_accuracy(num_classes)  # the members' mean accuracy
         # each member's
-        self.val_acc, self.test_acc = MemberAccuracy(members), MemberAccuracy(members)
+        self.val_acc = MemberAccuracy(members)
+        self.test_acc = MemberAccuracy(members)
         self.test_acc_ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
         self.train_penalty = MeanMetric()
         self.val_acc_best = MaxMetric()

@@ -102,7 +102,8 @@ class StackedMLP(nn.Module):
         return len(self.weights[0])
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h, outputs = x.expand(self.members, *x.shape), []
+        h = x.expand(self.members, *x.shape)
+        outputs = []
         for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = self.activation(stacked_affine(h, weight, bias))
             outputs.append(h)
@@ -205,7 +206,8 @@ def affine_map(net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
     affine function of the inputs, and the boundary where two of them are equal a straight line
     (a hyperplane of the inputs)."""
     with torch.no_grad():
-        w, b = net.weights[0].double(), net.biases[0].double()
+        w = net.weights[0].double()
+        b = net.biases[0].double()
         for weight, bias in zip(net.weights[1:], net.biases[1:], strict=True):
             w = weight.double() @ w
             b = (weight.double() @ b.unsqueeze(-1)).squeeze(-1) + bias.double()

@@ -18,7 +18,8 @@ class WeightPenalty:
     def __init__(self, l1: float, l2: float) -> None:
         check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)
         check(isinstance(l2, (int, float)) and l2 >= 0, "l2", "a number >= 0", l2)
-        self.l1, self.l2 = l1, l2
+        self.l1 = l1
+        self.l2 = l2
         self._signs: list[torch.Tensor] = []
 
     def __bool__(self) -> bool:

@@ -27,7 +27,8 @@ FRAME_WIDTH = 400
 
 
 # font sizes: the header line, every other line (shown at about 16 and 13 pixels)
-HEADER, BODY = 20, 17
+HEADER = 20
+BODY = 17
 
 
 @functools.cache
@@ -46,7 +47,8 @@ def text_block(
     line, a text longer than a line is broken at its spaces. Nothing is cut off."""
     from PIL import Image, ImageDraw
 
-    font, line = _font(size), size + 6
+    font = _font(size)
+    line = size + 6
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     placed: list[list[tuple[int, str, Colour | None]]] = [[]]
     x = 4
@@ -76,7 +78,8 @@ def _broken(
 ) -> list[str]:
     """``text`` broken at spaces into pieces at most ``width`` pixels wide (a single word may be
     wider)."""
-    pieces, current = [], ""
+    pieces = []
+    current = ""
     for word in text.split(" "):
         candidate = f"{current} {word}" if current else word
         too_wide = measure.textlength(candidate, font=font) > width  # type: ignore[attr-defined]
@@ -131,7 +134,10 @@ def render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int)
         rgb[_edges(np.repeat(np.repeat(region, scale, axis=0), scale, axis=1))] = 0
     if panel.boundaries is not None:
         rgb[_zero_lines(panel.boundaries, height, width)] = 0
-    x0, x1, y0, y1 = panel.xs[0], panel.xs[-1], panel.ys[0], panel.ys[-1]
+    x0 = panel.xs[0]
+    x1 = panel.xs[-1]
+    y0 = panel.ys[0]
+    y1 = panel.ys[-1]
     cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
     rows = np.rint((y1 - panel.points[:, 1]) / (y1 - y0) * (height - 1)).astype(np.intp)
     offsets = _disc_offsets(point_radius)
@@ -152,13 +158,15 @@ def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
 
     from circles.pictures.panels import fill_colours
 
-    bar_width, line = min(width - 8, 300), BODY + 6
+    bar_width = min(width - 8, 300)
+    line = BODY + 6
     image = Image.new("RGB", (width, 14 + line), "white")
     image.paste(
         Image.fromarray(np.repeat(fill_colours(np.linspace(0, 1, bar_width))[None], 10, axis=0)),
         (4, 2),
     )
-    draw, font = ImageDraw.Draw(image), _font(BODY)
+    draw = ImageDraw.Draw(image)
+    font = _font(BODY)
     draw.text((4, 14 + line // 2), "0", fill=TEXT, font=font, anchor="lm")
     draw.text(
         (4 + bar_width // 2, 14 + line // 2),
@@ -250,7 +258,8 @@ class Animation:
     def __init__(self, max_frames: int = 100) -> None:
         self.max_frames = max_frames
         self.frames: list[np.ndarray] = []
-        self._stride, self._offered = 1, 0
+        self._stride = 1
+        self._offered = 0
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -259,7 +268,8 @@ class Animation:
         if self._offered % self._stride == 0:
             self.frames.append(frame)
             if len(self.frames) > self.max_frames:
-                self.frames, self._stride = self.frames[::2], self._stride * 2
+                self.frames = self.frames[::2]
+                self._stride = self._stride * 2
         self._offered += 1
 
     def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
@@ -267,7 +277,8 @@ class Animation:
         padded white)."""
         from PIL import Image
 
-        height, width = max(f.shape[0] for f in self.frames), max(f.shape[1] for f in self.frames)
+        height = max(f.shape[0] for f in self.frames)
+        width = max(f.shape[1] for f in self.frames)
         padded = [
             np.pad(
                 f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255

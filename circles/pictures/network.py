@@ -30,14 +30,16 @@ def neuron_image(
     tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
     ncols = min(ncols, units)
     nrows = -(-units // ncols)
-    th, tw = height * scale, width * scale
+    th = height * scale
+    tw = width * scale
     label = BODY + 6
     out = np.full(
         (nrows * (th + label + gap) - gap, ncols * (tw + gap) - gap, 3), 255, dtype=np.uint8
     )
     for i, tile in enumerate(tiles):
         r, c = divmod(i, ncols)
-        top, left = r * (th + label + gap), c * (tw + gap)
+        top = r * (th + label + gap)
+        left = c * (tw + gap)
         out[top : top + th, left : left + tw] = tile
         text = f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}"
         out[top + th : top + th + label, left : left + tw] = _fit_width(
@@ -62,10 +64,15 @@ def dead_units(activations: np.ndarray) -> np.ndarray:
 
 
 # pixels; units drawn per layer at most
-NETWORK_TILE, NETWORK_GAP, NETWORK_SPAN, NETWORK_UNITS = 36, 8, 90, 12
+NETWORK_TILE = 36
+NETWORK_GAP = 8
+NETWORK_SPAN = 90
+NETWORK_UNITS = 12
 
 
-POSITIVE, NEGATIVE = (49, 54, 149), (215, 48, 39)  # RdYlBu's blue and red, as in the tiles
+# RdYlBu's blue and red, as in the tiles
+POSITIVE = (49, 54, 149)
+NEGATIVE = (215, 48, 39)
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,9 @@ def _draw_units(
     units of a layer are not drawn."""
     from PIL import Image, ImageDraw
 
-    draw, font, tile = ImageDraw.Draw(image), _font(BODY), layout.tile
+    draw = ImageDraw.Draw(image)
+    font = _font(BODY)
+    tile = layout.tile
     titles = ["inputs", *(f"layer {i}" for i in range(1, len(outputs) - 1)), "output"]
     for layer, maps in enumerate(outputs):
         x, _ = layout.place(layer, 0)

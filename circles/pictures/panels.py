@@ -120,10 +120,12 @@ class BoundaryPanel:
         """A panel of at most ``max_points`` of the points (a fixed sample); without ``votes``, a
         single network's; ``boundaries``: each member's decision function over the grid, whose
         zero line is drawn."""
-        points, labels = _numpy(points)[:, :2], _numpy(labels)
+        points = _numpy(points)[:, :2]
+        labels = _numpy(labels)
         if max_points is not None and len(points) > max_points:
             keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
-            points, labels = points[keep], labels[keep]
+            points = points[keep]
+            labels = labels[keep]
         if votes is None:
             votes = (
                 (probs > 0.5).astype(np.float64)
@@ -155,11 +157,13 @@ def panel_fill(panel: BoundaryPanel, view: str) -> tuple[np.ndarray, np.ndarray]
     indices). Two classes: RdYlBu at the share of votes for class 1 (class view) or at the
     probability (its edge: 0.5). More: the colour of the class most members vote for, or of the
     most probable class, faded towards white as that share or probability falls to 1/C."""
-    probs, votes = np.flipud(panel.probs), np.flipud(panel.votes)
+    probs = np.flipud(panel.probs)
+    votes = np.flipud(panel.votes)
     if probs.ndim == 2:
         return fill_colours(votes if view == "class" else probs), (probs > 0.5).astype(np.intp)
     share = votes if view == "class" else probs
-    winner, classes = share.argmax(-1), share.shape[-1]
+    winner = share.argmax(-1)
+    classes = share.shape[-1]
     strength = np.clip((share.max(-1) - 1 / classes) / (1 - 1 / classes), 0, 1)
     # a single network's votes are 0 or 1: the classes, solid
     faded = view == "probability" or panel.split_vote

@@ -134,7 +134,8 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
         if key in checkpoint and not isinstance(checkpoint[key], dict):
             return f"its {key} is a {type(checkpoint[key]).__name__}, not a mapping"
     data = checkpoint.get("CirclesDataModule") or {}
-    classes, names = data.get("num_classes", 2), data.get("class_names")
+    classes = data.get("num_classes", 2)
+    names = data.get("class_names")
     named = isinstance(names, list) and all(isinstance(n, str) for n in names)
     if not isinstance(classes, int) or isinstance(classes, bool) or not (names is None or named):
         return "its data state's classes are not a number and a list of names"

@@ -82,7 +82,8 @@ CONFIG = "config.yaml"
 # best.ckpt and last.ckpt (Lightning's folder; circles.callbacks.checkpoint)
 CHECKPOINTS = "checkpoints"
 # callbacks.boundary
-BOUNDARY_PNG, BOUNDARY_TEST_PNG = "decision_boundary.png", "decision_boundary_test.png"
+BOUNDARY_PNG = "decision_boundary.png"
+BOUNDARY_TEST_PNG = "decision_boundary_test.png"
 BOUNDARY_GIF = "decision_boundary.gif"  # the frames of a fit (callbacks.boundary)
 # per member its seed and accuracies, with several members (callbacks.summary)
 MEMBERS_CSV = "members.csv"

@@ -205,9 +205,11 @@ class TensorBoardRunLogger(TensorBoardLogger):
             sub_dir=sub_dir,
             **writer_kwargs,
         )
-        self._metric_prefix, self._writer_kwargs = prefix, writer_kwargs
+        self._metric_prefix = prefix
+        self._writer_kwargs = writer_kwargs
         self._run_version = version
-        self._label, self._evaluation = label, evaluation
+        self._label = label
+        self._evaluation = evaluation
         self._lock: IO[Any] | None = None
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
@@ -228,10 +230,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
                 claim_version(self.root_dir, self._label) if _rank_zero() else super().version
             )
         if not self._locked and _rank_zero():
-            self._lock, self._locked = (
-                lock_run_dir(Path(self.root_dir) / _run_name(self._run_version)),
-                True,
-            )
+            self._lock = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version))
+            self._locked = True
         return self._run_version
 
     @property

@@ -162,7 +162,8 @@ def point_panel(sweep: Sweep, row: dict[str, Any]) -> Any:
     parts = row["point"].split("-")
     half = (len(parts) + 2) // 2
     metrics = row["metrics"]
-    std, bayes = metrics.get("test_acc_std"), metrics.get("bayes_acc")
+    std = metrics.get("test_acc_std")
+    bayes = metrics.get("bayes_acc")
     title = (
         f"{' '.join(parts[:half])}\n{' '.join(parts[half:])}\n"
         f"test {num(metrics.get('test_acc'))}"
