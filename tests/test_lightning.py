@@ -1,6 +1,6 @@
 """The module and the data module in a plain Lightning script, no command line: everything Lightning documents
 works (``trainer.validate`` and ``trainer.test`` return the metrics, callbacks monitor what ``self.log`` put in
-``callback_metrics``, any logger gets the curves at step = epoch)."""
+``callback_metrics``, any logger gets the curves over epochs)."""
 
 from __future__ import annotations
 
@@ -44,17 +44,17 @@ def test_validate_and_test_return_the_metrics_as_lightning_documents(tmp_path, m
     (validated,) = fit.validate(model, data, verbose=False)
     (tested,) = fit.test(model, data, verbose=False)
     spread = {"acc_std", "acc_min", "acc_max"} if members > 1 else set()
-    assert set(validated) == {"val/loss", "val/acc", "step", *(f"val/{s}" for s in spread)}
+    assert set(validated) == {"val/loss", "val/acc", "epoch", *(f"val/{s}" for s in spread)}
     test_spread = {*spread, "acc_ci95", "acc_ensemble"} if members > 1 else set()
     assert set(tested) == {
         "test/loss",
         "test/acc",
         "test/bayes_acc",
         "test/bayes_gap",
-        "step",
+        "epoch",
         *(f"test/{s}" for s in test_spread),
     }
-    assert validated["step"] == tested["step"] == 3  # the epoch whose training made the weights
+    assert validated["epoch"] == tested["epoch"] == 3  # the epoch whose training made the weights
     x, y = data.test_x, data.test_y
     with torch.no_grad():
         right = (model.member_logits(x) > 0).float() == y
@@ -78,7 +78,8 @@ def test_checkpoint_and_early_stopping_monitor_what_the_module_logs(tmp_path):
     assert Path(best.best_model_path).is_file()
 
 
-def test_a_csv_logger_gets_the_curves_the_tensorboard_logger_gets_at_step_epoch(tmp_path):
+def test_a_csv_logger_gets_the_curves_the_tensorboard_logger_draws_over_epochs(tmp_path):
+    """The same values at the same epochs (the CSV's ``epoch`` column, TensorBoard's step)."""
     runs = []
     for name, logger in (
         ("csv", CSVLogger(tmp_path, name="csv")),
@@ -98,8 +99,8 @@ def test_a_csv_logger_gets_the_curves_the_tensorboard_logger_gets_at_step_epoch(
     from_csv: dict[str, dict[int, float]] = {}
     for row in rows:
         for key, value in row.items():
-            if key != "step" and value:
-                from_csv.setdefault(key, {})[int(row["step"])] = float(value)
+            if key not in ("step", "epoch") and value:
+                from_csv.setdefault(key, {})[int(float(row["epoch"]))] = float(value)
     from_tensorboard = scalars_by_step(Path(runs[1]))
     assert from_csv.keys() == from_tensorboard.keys()
     for key, values in from_csv.items():

@@ -95,32 +95,39 @@ def test_hooks_run_in_the_order_the_module_relies_on():
     ]
 
 
-def test_a_logged_step_is_the_step_every_logger_gets():
-    """CirclesClassifier logs ``step`` (the epoch) beside its values: Lightning's logger connector takes a logged
-    ``step`` as the step it gives the loggers (its ``log_metrics`` says so), so the curves are drawn over epochs in
-    any logger."""
+def test_lightning_gives_every_logger_the_epoch_with_the_values_of_a_fit():
+    """TensorBoardRunLogger draws the curves over epochs from the ``epoch`` that Lightning's
+    logger connector adds to the metrics of every call during fit (its step counts optimizer
+    steps, two per epoch here)."""
     from lightning.pytorch.loggers import Logger
 
     class Remember(Logger):
-        name, version, steps = "remember", 0, []
+        name, version, calls = "remember", 0, []
 
         def log_hyperparams(self, params, *args, **kwargs):
             pass
 
         def log_metrics(self, metrics, step=None):
-            self.steps.append((step, sorted(metrics)))
+            self.calls.append((step, dict(metrics)))
 
-    class LogsStep(Recorder):
-        def on_train_epoch_end(self):
-            self.log("step", 40.0 + self.current_epoch)
-            self.log("train/x", 1.0)
+    class LogsEpochValues(Recorder):
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.log("train/x", 1.0, on_step=False, on_epoch=True)
 
-    batches = TensorBatches((torch.randn(8, 2),))
+        def validation_step(self, batch, batch_idx):
+            self.log("val/x", 2.0)
+
+    batches = TensorBatches((torch.randn(8, 2),), batch_size=4)
     logger = Remember()
-    quiet_trainer(max_epochs=2, logger=logger, enable_checkpointing=False).fit(
-        LogsStep([]), batches
-    )
-    assert logger.steps == [(40, ["train/x"]), (41, ["train/x"])]
+    trainer = quiet_trainer(max_epochs=2, logger=logger, enable_checkpointing=False)
+    trainer.fit(LogsEpochValues([]), batches, batches)
+    assert [(m["epoch"], sorted(m)) for _, m in logger.calls] == [
+        (0, ["epoch", "val/x"]),
+        (0, ["epoch", "train/x"]),
+        (1, ["epoch", "val/x"]),
+        (1, ["epoch", "train/x"]),
+    ]
+    assert [step for step, _ in logger.calls] != [0, 0, 1, 1]  # Lightning's step is another count
 
 
 def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from circles.errors import check
+from circles.runs.logger import TensorBoardRunLogger
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -81,8 +82,8 @@ class RunCheckpoint(ModelCheckpoint):
         path = os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         self.last_model_path = path
         # the logs reach the checkpoint's state before the file exists (kill -9)
-        for logger in trainer.loggers:
-            logger.save()
+        for logger in trainer.loggers:  # the logs reach the checkpoint's state before it exists
+            logger.flush() if isinstance(logger, TensorBoardRunLogger) else logger.save()
         trainer.save_checkpoint(path, self.save_weights_only)
         self.last_saved_step = trainer.global_step
 

@@ -258,12 +258,14 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         logits = self.member_logits(x)
         return member_losses(logits, y), logits, y
 
-    def _log_step(self) -> None:
-        """The curves' x-axis (Lightning's logger connector takes a logged ``step`` as the step):
-        the epoch during fit, else the epoch whose training made the weights evaluated."""
-        fitting = self.trainer.state.fn == "fit"
-        epoch = self.current_epoch if fitting else self.weights_epoch
-        self.log("step", float(epoch or 0), sync_dist=True)
+    def _log_epoch(self, values: dict[str, torch.Tensor]) -> None:
+        """An epoch's values, each already the epoch's (torchmetrics reduced it over the batches
+        and the ranks), logged once. Lightning gives every logger the epoch with them (as
+        ``epoch``, the curves' x-axis here); an evaluation outside fit logs the epoch its weights
+        are of instead."""
+        if self.trainer.state.fn != "fit":
+            values = {**values, "epoch": torch.tensor(float(self.weights_epoch or 0))}
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     @override
     def on_fit_start(self) -> None:
@@ -280,14 +282,11 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         losses, logits, y = self._step(batch)
         loss = losses.sum()  # each member's gradient is its own
         predicted = predicted_classes(logits.detach(), self.num_classes)
-        self.train_loss(losses.detach().mean(), weight=len(y))
-        self.train_acc(predicted, y.long().expand_as(predicted))
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_loss.update(losses.detach().mean(), weight=len(y))
+        self.train_acc.update(predicted, y.long().expand_as(predicted))
         if self.regularization:
             penalty = self.regularization(self.weight_parameters())
-            self.train_penalty(penalty.detach() / self.members)
-            self.log("train/penalty", self.train_penalty, on_step=False, on_epoch=True)
+            self.train_penalty.update(penalty.detach() / self.members)
             loss = loss + penalty
         return loss
 
@@ -297,73 +296,73 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the epoch's last step, and so before its validation and any checkpoint of it:
-        stop, on every rank together, a run whose loss or weights are no longer finite (the loss
-        is reduced over the ranks, the weights are the same on all)."""
+        """After the epoch's last step, its training values: logged here, not in
+        ``on_train_epoch_end``, which Lightning calls after the epoch's validation and after the
+        callbacks' ``on_train_epoch_end`` (the progress line, the frames), which read them. A run
+        whose loss or weights are no longer finite stops here, on every rank together (the loss
+        is reduced over the ranks, the weights are the same on all), before its validation and
+        any checkpoint of it."""
         self.regularization.after_step(self.weight_parameters())
-        if batch_idx + 1 == self.trainer.num_training_batches:
-            self.weights_epoch = self.current_epoch
-            if not bool(torch.isfinite(self.train_loss.compute()) & weights_finite(self)):
-                raise diverged(self.current_epoch, self.trainer.optimizers)
-
-    @override
-    def on_train_epoch_end(self) -> None:
-        self._log_step()
+        if batch_idx + 1 < self.trainer.num_training_batches:
+            return
+        self.weights_epoch = self.current_epoch
+        values = {"train/loss": self.train_loss.compute(), "train/acc": self.train_acc.compute()}
+        if self.regularization:
+            values["train/penalty"] = self.train_penalty.compute()
+        if not bool(torch.isfinite(values["train/loss"]) & weights_finite(self)):
+            raise diverged(self.current_epoch, self.trainer.optimizers)
+        for metric in (self.train_loss, self.train_acc, self.train_penalty):
+            metric.reset()
+        self._log_epoch(values)
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         losses, logits, y = self._step(batch)
-        self.val_loss(losses.mean(), weight=len(y))
-        self.val_acc(predicted_classes(logits, self.num_classes), y)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        self.val_loss.update(losses.mean(), weight=len(y))
+        self.val_acc.update(predicted_classes(logits, self.num_classes), y)
 
     @override
     def on_validation_epoch_end(self) -> None:
-        """The validation accuracy (with several members, its spread) and, during fit, the best
-        so far."""
-        # torchmetrics returns one member's as a 0-dim tensor
-        per_member = self.val_acc.compute().reshape(-1)
+        """The validation loss and accuracy (with several members, its spread) and, during fit,
+        the best accuracy so far."""
+        per_member = self.val_acc.compute().reshape(-1)  # one member's comes as a 0-dim tensor
+        values = {"val/loss": self.val_loss.compute(), **spread("val", per_member)}
+        self.val_loss.reset()
         self.val_acc.reset()
-        values = spread("val", per_member)
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self.val_acc_best(values["val/acc"])
+            self.val_acc_best.update(values["val/acc"])
             values["val/acc_best"] = self.val_acc_best.compute()
             self.member_val_acc.copy_(per_member)
             torch.maximum(self.member_val_acc_best, per_member, out=self.member_val_acc_best)
-        # every rank holds the same values (torchmetrics reduced them)
-        self.log_dict(values, sync_dist=True)
-        self._log_step()
+        self._log_epoch(values)
 
     @override
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         losses, logits, y = self._step(batch)
-        self.test_loss(losses.mean(), weight=len(y))
-        self.test_acc(predicted_classes(logits, self.num_classes), y)
-        self.test_acc_ensemble(
-            predicted_classes(ensemble_logits(logits), self.num_classes), y.long()
-        )
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.test_loss.update(losses.mean(), weight=len(y))
+        self.test_acc.update(predicted_classes(logits, self.num_classes), y)
+        ensemble = predicted_classes(ensemble_logits(logits), self.num_classes)
+        self.test_acc_ensemble.update(ensemble, y.long())
 
     @override
     def on_test_epoch_end(self) -> None:
-        """The test accuracy (with several members, its spread and the 95% interval of their
-        mean) and, where the data knows it, the best accuracy possible on it and the gap to it."""
+        """The test loss and accuracy (with several members, its spread and the 95% interval of
+        their mean) and, where the data knows it, the best accuracy possible on it and the gap to
+        it."""
         self.member_test_acc = self.test_acc.compute().reshape(-1)
-        values = spread("test", self.member_test_acc, self.test_acc_ensemble.compute())
-        self.test_acc.reset()
-        self.test_acc_ensemble.reset()
-        bayes = (
-            trainer_data(self.trainer).bayes_accuracy() if has_data_module(self.trainer) else None
-        )
+        ensemble = self.test_acc_ensemble.compute()
+        values = {
+            "test/loss": self.test_loss.compute(),
+            **spread("test", self.member_test_acc, ensemble),
+        }
+        for metric in (self.test_loss, self.test_acc, self.test_acc_ensemble):
+            metric.reset()
+        known = has_data_module(self.trainer)
+        bayes = trainer_data(self.trainer).bayes_accuracy() if known else None
         if bayes is not None:
-            values.update(
-                {
-                    "test/bayes_acc": torch.tensor(bayes),
-                    "test/bayes_gap": bayes - values["test/acc"],
-                }
-            )
-        self.log_dict(values, sync_dist=True)
-        self._log_step()
+            values["test/bayes_acc"] = torch.tensor(bayes)
+            values["test/bayes_gap"] = bayes - values["test/acc"]
+        self._log_epoch(values)
 
     @override
     def predict_step(

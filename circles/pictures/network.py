@@ -24,7 +24,7 @@ def neuron_image(
     units, height, width = activations.shape
     flat = activations.reshape(units, -1)
     peak = np.abs(flat).max(axis=1)
-    dead = dead_units(activations)
+    dead = constant_units(activations)
     values = activations / np.where(peak > 0, peak, 1)[:, None, None]
     tiles = signed_colours(np.flip(values, axis=1))
     tiles = np.repeat(np.repeat(tiles, scale, axis=1), scale, axis=2)
@@ -55,7 +55,7 @@ def neuron_image(
     return np.concatenate([*lines, out], axis=0)
 
 
-def dead_units(activations: np.ndarray) -> np.ndarray:
+def constant_units(activations: np.ndarray) -> np.ndarray:
     """Which of the ``(units, ...)`` outputs are the same everywhere (a ReLU that never fires
     over the plane)."""
     flat = activations.reshape(len(activations), -1)
@@ -165,7 +165,7 @@ def _draw_units(
         x, _ = layout.place(layer, 0)
         draw.text((x + tile // 2, 4), titles[layer], fill=TEXT, font=font, anchor="mt")
         hidden = 0 < layer < len(outputs) - 1
-        dead = dead_units(maps) if hidden else np.zeros(len(maps), bool)
+        dead = constant_units(maps) if hidden else np.zeros(len(maps), bool)
         for unit in range(layout.shown[layer]):
             peak = float(np.abs(maps[unit]).max()) or 1.0
             colours = signed_colours(np.flipud(maps[unit]) / peak)

@@ -156,10 +156,12 @@ class TensorBoardRunLogger(TensorBoardLogger):
       ``curves/loss`` into ``<run>/val``, and so on (:func:`scalar_tag`), so one chart holds the
       train and the val curve of a metric, and TensorBoard's landing page opens on the ``curves``
       and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
+    - Draws the curves over epochs: a call's step is its ``epoch`` (Lightning's step counts
+      optimizer steps).
     - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning
       writes one per scalar).
     - Records the run for TensorBoard's HPARAMS tab: the settings people vary and the metrics of
-      the table in :mod:`circles.metrics` that have a column there."""
+      the table in :mod:`circles.model.metrics` that have a column there."""
 
     def __init__(
         self,
@@ -214,6 +216,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
         self._hold = False
+        self._hparams_file_saved = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
     @property
@@ -259,9 +262,12 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """The scalars of a call, one TensorBoard event per sub-run (see the class):
-        ``stage/name`` goes to the ``stage`` sub-run as ``curves/name``; ``epoch`` (the step
-        already is the epoch) is left out."""
+        ``stage/name`` goes to the ``stage`` sub-run as ``curves/name``, at step = its ``epoch``
+        (which Lightning adds to the metrics it logs, and an evaluation logs as the epoch of its
+        weights), so the curves are drawn over epochs."""
         self._write_hparams_session()
+        if "epoch" in metrics:
+            step = int(metrics["epoch"])
         if self._metric_prefix or not all(
             isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()
         ):
@@ -274,7 +280,20 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @override
     @rank_zero_only
     def save(self) -> None:
-        super().save()
+        """What Lightning's ``save`` writes (``hparams.yaml``, once it has every hyperparameter),
+        without flushing the event files: Lightning calls this after every ``log_metrics``, and
+        the writers flush by themselves (every 10 events or 2 minutes), at :meth:`flush` (before a
+        checkpoint is written) and at the end."""
+        if not self._hparams_file_saved:
+            super().save()  # writes hparams.yaml once the run directory exists
+            hparams = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+            self._hparams_file_saved = os.path.isfile(hparams)
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Everything written so far onto the disk: the run's events and its sub-runs'."""
+        if self._experiment is not None:
+            self._experiment.flush()
         for writer in self._stage_writers.values():
             writer.flush()
 
@@ -307,8 +326,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._write_hparams_session()
         if self._hold:
             self.save()
-            if self._experiment is not None:
-                self._experiment.flush()
+            self.flush()
             return
         super().finalize(status)
         for writer in self._stage_writers.values():
