@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,23 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from circles.cli import cli_main
+from helpers import REPO, TINY, evaluation_dirs, exit_status, fit_in, processes, run_dir, run_names
 
-from helpers import QUIET, REPO, evaluation_dirs, processes, run_dir, run_names
-
-SLURM_OPT_IN = (
-    "SLURM tests are opt-in: set CIRCLES_TEST_SLURM=1 to run them on a local cluster of two nodes (needs "
-    "root; installs SLURM with apt-get when missing); .ci/run sets it"
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # One torch thread per test worker (and per process a test starts): the workers share the
+    # machine's cores, and threads that outnumber them wait on each other. The models here are too
+    # small for a second thread to change any result (the README's runs are bitwise the same).
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +29,12 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def run_cli(tmp_path: Path):
-    """Call the CLI in-process, like ``python train.py ARGS``; returns the newest run directory of the subcommand's
-    kind (a fit's, or an evaluation's: in its trained run's ``evaluations`` folder), or None."""
+    """``python train.py ARGS`` in-process (:func:`helpers.exit_status`), which must succeed;
+    returns the newest run directory of the subcommand's kind (a fit's, or an evaluation's: in its
+    trained run's ``evaluations`` folder), or None."""
 
     def run(*args: str) -> Path | None:
-        cli_main(
-            [*args, *QUIET]
-            if args and args[0] in ("fit", "validate", "test", "predict")
-            else list(args)
-        )
+        assert exit_status(*args) == 0, f"{' '.join(args)} failed"
         runs = tmp_path / "lightning_logs"
         if args and args[0] in ("validate", "test", "predict"):
             evaluations = evaluation_dirs(runs)
@@ -56,6 +43,15 @@ def run_cli(tmp_path: Path):
         return run_dir(runs, int(names[-1])) if names else None
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding one finished tiny run (``lightning_logs/0000-...``), made once per test
+    process; tests that change what is in it copy it first."""
+    directory = tmp_path_factory.mktemp("tiny_run")
+    fit_in(directory, *TINY)
+    return directory
 
 
 SLURM_CLUSTER = REPO / "scripts" / "slurm" / "local_cluster"
@@ -97,27 +93,20 @@ def slurm_leftovers(state: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def slurm_env():
-    """A real SLURM cluster of two nodes on this host (scripts/slurm/local_cluster), up for the session; yields the
-    environment that sbatch, scontrol and scancel need (and that jobs inherit: this Python first on PATH). Opt-in:
-    skips unless ``CIRCLES_TEST_SLURM=1``. At the end it is taken down, twice (down.sh is idempotent), and nothing of
-    it may be left: no namespace, interface, mount or process."""
-    if os.environ.get("CIRCLES_TEST_SLURM") != "1":
-        pytest.skip(SLURM_OPT_IN)
-    if os.geteuid() != 0:
-        pytest.skip("bringing up slurmctld/slurmd and the nodes' network namespaces needs root")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        pytest.skip("SLURM is not installed and apt-get is not available to install it")
+    """A real SLURM cluster of two nodes on this host (scripts/slurm/local_cluster), up for the
+    session; yields the environment that sbatch, scontrol and scancel need (and that jobs inherit:
+    this Python first on PATH). The tests that use it are marked ``run_if(slurm=True)``. At the
+    end it is taken down, twice (down.sh is idempotent), and nothing of it may be left: no
+    namespace, interface, mount or process."""
     state = slurm_state()
-    up = subprocess.run(
-        [str(SLURM_CLUSTER / "up.sh"), state], capture_output=True, text=True, timeout=600
-    )
+    up = subprocess.run([str(SLURM_CLUSTER / "up.sh"), state], capture_output=True, text=True)
     if up.returncode != 0:
         pytest.fail(f"could not start the local SLURM cluster:\n{up.stderr[-4000:]}")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     yield {**os.environ, "SLURM_CONF": f"{state}/etc/slurm.conf", "PATH": path}
     for _ in range(2):
         down = subprocess.run(
-            [str(SLURM_CLUSTER / "down.sh"), state], capture_output=True, text=True, timeout=120
+            [str(SLURM_CLUSTER / "down.sh"), state], capture_output=True, text=True
         )
         assert down.returncode == 0, down.stderr
     assert slurm_leftovers(state) == []

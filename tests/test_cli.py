@@ -280,7 +280,6 @@ def test_python_m_circles_cli_is_the_command_line_the_slurm_scripts_run():
         [sys.executable, "-m", "circles.cli", "fit", "--model.activation=swish"],
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert result.returncode == 2 and result.stderr.startswith("circles: error: model.activation")
 
@@ -297,7 +296,6 @@ def test_train_py_runs_fit_with_no_config(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from circles.compare import MAX_SLIDER, RunRecord, slider_epochs
 
-from helpers import CONFIGS, exit_status
+from helpers import CONFIGS, exit_status, run_if
 
 SHORT = [
     "--trainer.max_epochs=12",
@@ -68,14 +68,10 @@ def test_compare_trains_each_config_and_writes_a_page_and_a_picture(compared):
 
 
 @pytest.mark.slow
+@run_if(chromium=True)
 def test_the_pages_slider_moves_every_run_to_the_epoch(compared):
-    from test_tensorboard import CHROMIUM, browser
+    from test_tensorboard import browser
 
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(
-            f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)"
-        )
-    pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install -e '.[test]')")
     with browser() as page:
         page.goto((compared / "compare.html").as_uri())
         slider = page.locator("input.anim-slider")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -36,13 +35,10 @@ def ddp_env() -> dict[str, str]:
     }
 
 
-def fit_in_subprocess(cwd: Path, *args: str, timeout: float = 240) -> None:
-    """``python train.py fit ARGS``, all its ranks killed on timeout."""
+def fit_in_subprocess(cwd: Path, *args: str) -> None:
+    """``python train.py fit ARGS``, all its ranks killed if the test ends first."""
     with train_py("fit", *args, *DDP_QUIET, cwd=cwd, env=ddp_env(), merge_output=True) as proc:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"DDP run did not finish in {timeout} s")
+        out, _ = proc.communicate()
     assert proc.returncode == 0, out[-3000:]
     assert "terminate called" not in out, out[-3000:]
 
@@ -111,15 +107,11 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
                 or proc.poll() is not None
             ),
             "the first last.ckpt",
-            timeout=180,
         )
         assert proc.poll() is None, "the run ended before its first last.ckpt"
         time.sleep(1.0)  # well inside an epoch's collectives, many times over
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.fail("DDP run did not stop within 60 s of SIGTERM")
+        out, _ = proc.communicate()
     assert proc.returncode == 143, out[-3000:]
     assert "fit interrupted by SIGTERM" in out and "--ckpt_path last" in out
     last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"

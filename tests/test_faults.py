@@ -450,7 +450,7 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(
             "last.ckpt",
         )
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
+        process.wait()
     assert process.returncode == -signal.SIGKILL
     run = run_dir(tmp_path / "lightning_logs", 0)
     killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
@@ -500,7 +500,7 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
             "training",
         )
         process.send_signal(signum)
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate()
     assert process.returncode == status, err
     run = run_dir(tmp_path / "lightning_logs", 0)
     (line,) = error_lines(err)
@@ -549,7 +549,7 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
             for seed in range(4)
         ]
         for process in processes:
-            _, err = process.communicate(timeout=300)
+            _, err = process.communicate()
             assert process.returncode == 0, err
     runs = sorted((tmp_path / "lightning_logs").iterdir())
     assert run_names(tmp_path / "lightning_logs") == ["0000", "0001", "0002", "0003"]
@@ -589,7 +589,7 @@ def test_runs_without_a_logger_started_together_get_their_own_labelled_run_direc
             for seed in (1, 2)
         ]
         for process in processes:
-            _, err = process.communicate(timeout=300)
+            _, err = process.communicate()
             assert process.returncode == 0, err
     runs = sorted((tmp_path / "lightning_logs").iterdir())
     assert [run.name for run in runs] == [

@@ -27,6 +27,8 @@ from circles.pictures.network import (
 )
 from circles.pictures.panels import BoundaryPanel
 
+from helpers import run_if
+
 
 def predict_grid(model, xs, ys):
     """The probability of class 1 over the grid."""
@@ -180,7 +182,7 @@ def test_predict_grid_on_a_module_without_parameters():
     assert model.training
 
 
-@pytest.mark.gpu
+@run_if(cuda=True)
 def test_predict_grid_keeps_a_cuda_model_on_its_device():
     torch.manual_seed(0)
     model = CirclesClassifier().cuda().train()

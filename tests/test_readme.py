@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from helpers import CONFIGS, REPO, exit_status, final_scalar, inside, scalar_history, scalar_values
 
@@ -135,14 +134,9 @@ EVALUATED = {"improved": ("test last", "validate best")}  # README quotes what t
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, str]]]:
-    """Every run README quotes, on 2 torch threads."""
+    """Every run README quotes (on one torch thread or two, the numbers are the same)."""
     root = tmp_path_factory.mktemp("readme")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        yield {name: fit_run(root, name, *EVALUATED.get(name, ())) for name in RUNS}
-    finally:
-        torch.set_num_threads(threads)
+    yield {name: fit_run(root, name, *EVALUATED.get(name, ())) for name in RUNS}
 
 
 def accuracy_of(runs, name: str, stage: str = "test") -> float:

@@ -11,7 +11,7 @@ import torch
 
 from circles.runs.checkpoints import AtomicCheckpointIO, CheckpointError
 
-from helpers import TINY, Payload, exit_status, fit_in, run_dir, run_names
+from helpers import TINY, Payload, exit_status, run_dir, run_names
 
 
 def malicious_copy(source: Path, target: Path, marker: Path) -> None:
@@ -21,15 +21,10 @@ def malicious_copy(source: Path, target: Path, marker: Path) -> None:
     torch.save(checkpoint, target)
 
 
-@pytest.fixture(scope="module")
-def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fit_in(tmp_path_factory.mktemp("one_run"), *TINY)
-
-
 @pytest.fixture
-def fitted(one_run: Path, tmp_path: Path) -> Path:
+def fitted(tiny_run: Path, tmp_path: Path) -> Path:
     """A fresh copy of a finished run in the test's directory."""
-    shutil.copytree(one_run, tmp_path / "lightning_logs")
+    shutil.copytree(tiny_run / "lightning_logs", tmp_path / "lightning_logs")
     return run_dir(tmp_path / "lightning_logs", 0)
 
 

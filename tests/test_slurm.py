@@ -11,17 +11,31 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_sweep import rows, write_sweep
 
-from helpers import REPO, error_lines, load_checkpoint, processes, scalars_by_step
+from circles.sweep import load_sweep, main
+from circles.sweep.runner import is_finished
+
+from helpers import REPO, error_lines, load_checkpoint, processes, run_if, scalars_by_step
+from helpers import wait_for as wait_until
 
 SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
+SWEEP_SBATCH = REPO / "scripts" / "slurm" / "sweep_array.sbatch"
 DDP_CPU = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
 # The script asks for GPUs on a partition called gpu; the test cluster's nodes have 2 CPU cores in partition debug.
-ON_TEST_CLUSTER = ["--partition=debug", "--gres=none", "--cpus-per-task=1", "--parsable"]
+# --time: SLURM ends a job that hangs (a rendezvous that never completes, ranks left waiting) as
+# TIMEOUT, which the tests tell from how the job should end; the tests themselves keep no clock.
+ON_TEST_CLUSTER = [
+    "--partition=debug",
+    "--gres=none",
+    "--cpus-per-task=1",
+    "--parsable",
+    "--time=15",
+]
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 QUICK = ["--trainer.enable_model_summary=false", "--data.test_samples=10"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, run_if(slurm=True)]
 
 
 def submit(
@@ -43,14 +57,13 @@ def submit(
         capture_output=True,
         text=True,
         check=True,
-        timeout=60,
     )
     return out.stdout.strip().split(";")[0]
 
 
 def job_field(env: dict, job: str, field: str) -> str:
     out = subprocess.run(
-        ["scontrol", "show", "job", job], env=env, capture_output=True, text=True, timeout=30
+        ["scontrol", "show", "job", job], env=env, capture_output=True, text=True
     ).stdout
     match = re.search(rf"\b{field}=(\S+)", out)
     return match.group(1) if match else ""
@@ -60,22 +73,14 @@ def job_log(cwd: Path, job: str) -> str:
     return "".join(p.read_text(errors="replace") for p in cwd.glob(f"slurm-{job}.out"))
 
 
-def wait_for(
-    env: dict, cwd: Path, job: str, state: str = "COMPLETED", timeout: float = 300
-) -> float:
-    """Wait until the job is in ``state``; returns the seconds waited. Fails (and cancels it) if it ends otherwise."""
-    start = time.monotonic()
-    while time.monotonic() < start + timeout:
-        current = job_field(env, job, "JobState")
-        if current == state:
-            return time.monotonic() - start
+def wait_for(env: dict, cwd: Path, job: str, state: str = "COMPLETED") -> None:
+    """Wait until the job is in ``state``; fails (and cancels it) if it ends otherwise (TIMEOUT:
+    it hung until its time limit)."""
+    while (current := job_field(env, job, "JobState")) != state:
         if current in ENDED:
-            break
+            subprocess.run(["scancel", job], env=env)
+            pytest.fail(f"job {job} is {current}, expected {state}:\n{job_log(cwd, job)[-4000:]}")
         time.sleep(0.5)
-    subprocess.run(["scancel", job], env=env, timeout=30)
-    pytest.fail(
-        f"job {job} is {job_field(env, job, 'JobState')}, expected {state}:\n{job_log(cwd, job)[-4000:]}"
-    )
 
 
 _SINGLE: dict[tuple[str, ...], Path] = {}
@@ -174,12 +179,12 @@ def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(
 # --------------------------------------------------------------------------------- requeue, a dying task
 
 
-def when_trained_a_while(cwd: Path, job: str, timeout: float = 180) -> Path:
-    """Wait until the job's run has a ``last.ckpt`` (training well under way); returns the run directory."""
+def when_trained_a_while(env: dict, cwd: Path, job: str) -> Path:
+    """Wait until the job's run has a ``last.ckpt`` (training well under way); returns the run
+    directory. Fails if the job ends first."""
     run = cwd / "lightning_logs" / f"slurm-{job}"
-    deadline = time.monotonic() + timeout
     while not (run / "checkpoints" / "last.ckpt").is_file():
-        assert time.monotonic() < deadline, job_log(cwd, job)[-3000:]
+        assert job_field(env, job, "JobState") not in ENDED, job_log(cwd, job)[-3000:]
         time.sleep(0.5)
     return run
 
@@ -189,10 +194,10 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
 ):
     epochs = ("--trainer.max_epochs=200", "--checkpoint.last_every_n_epochs=20")
     job = submit(slurm_env, tmp_path, "relu.yaml", *epochs, nodes=2, per_node=1)
-    run = when_trained_a_while(tmp_path, job)
-    subprocess.run(["scancel", "--signal=USR1", job], env=slurm_env, check=True, timeout=30)
+    run = when_trained_a_while(slurm_env, tmp_path, job)
+    subprocess.run(["scancel", "--signal=USR1", job], env=slurm_env, check=True)
 
-    wait_for(slurm_env, tmp_path, job, timeout=400)
+    wait_for(slurm_env, tmp_path, job)
     assert job_field(slurm_env, job, "Restarts") == "1"
     log = job_log(tmp_path, job)
     assert f"job {job} restart 1 on node[1-2]" in log
@@ -251,15 +256,12 @@ def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_t
         nodes=2,
         per_node=1,
     )
-    run = when_trained_a_while(tmp_path, job)
+    run = when_trained_a_while(slurm_env, tmp_path, job)
     (victim,) = rank_processes(job, node=1)
     survivors = rank_processes(job, node=0)
     assert len(survivors) == 1
     subprocess.run(["kill", "-KILL", str(victim)], check=True)
-    waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=60)
-    assert waited < 30, (
-        f"the job took {waited:.0f} s to end"
-    )  # KillWait (10 s on this cluster) and a margin
+    wait_for(slurm_env, tmp_path, job, state="FAILED")  # not TIMEOUT: the others did not wait on
     assert not any(Path(f"/proc/{pid}").exists() for pid in survivors)
     log = job_log(tmp_path, job)
     assert "task 1: Killed" in log
@@ -342,15 +344,13 @@ def test_an_allocation_the_ranks_cannot_fill_is_one_line_naming_the_setting_and_
             capture_output=True,
             text=True,
             check=True,
-            timeout=60,
         )
         job = out.stdout.strip().split(";")[0]
     else:
         job = submit(
             slurm_env, tmp_path, "relu.yaml", nodes=nodes, per_node=per_node, script=script
         )
-    waited = wait_for(slurm_env, tmp_path, job, state="FAILED", timeout=120)
-    assert waited < 60  # no rendezvous timeout (30 min), no hang
+    wait_for(slurm_env, tmp_path, job, state="FAILED")  # not TIMEOUT: no rendezvous left waiting
     assert job_field(slurm_env, job, "ExitCode") != "0:0"
     log = job_log(tmp_path, job)
     (line,) = set(error_lines(log)) or {log[-3000:]}  # one line, whichever ranks print it
@@ -367,7 +367,7 @@ def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it
     from conftest import SLURM_CLUSTER, slurm_state
 
     again = subprocess.run(
-        [str(SLURM_CLUSTER / "up.sh"), slurm_state()], capture_output=True, text=True, timeout=60
+        [str(SLURM_CLUSTER / "up.sh"), slurm_state()], capture_output=True, text=True
     )
     assert again.returncode == 0 and "already up, reusing it" in again.stderr, again.stderr
     out = subprocess.run(
@@ -385,7 +385,6 @@ def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it
         env=slurm_env,
         capture_output=True,
         text=True,
-        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     seen = sorted(
@@ -396,3 +395,111 @@ def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it
     assert (
         names1 == names2 == [addr1, "node1", addr2, "node2"]
     )  # each node resolves both names the same way
+
+
+# ------------------------------------------------------------------------------ a sweep as a job array
+
+
+def array_tasks(env: dict, cwd: Path, sweep: Path, array: str) -> str:
+    """Submit the sweep's SLURM array (``--array=ARRAY``) from ``cwd``; returns its job id."""
+    out = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--time=15",
+            f"--array={array}",
+            str(SWEEP_SBATCH),
+            str(sweep),
+            "sw",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def wait_for_array(env: dict, cwd: Path, *jobs: str) -> dict[str, str]:
+    """Wait until every task of the arrays ``jobs`` has ended; returns each task's output, by ``JOB_TASK``."""
+
+    def running() -> bool:
+        return bool(
+            subprocess.run(
+                ["squeue", "-h", "-j", ",".join(jobs)],
+                env=env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+
+    wait_until(lambda: not running(), f"the tasks of {jobs} to end")
+    return {
+        p.name[len("slurm-") : -len(".out")]: p.read_text()
+        for job in jobs
+        for p in cwd.glob(f"slurm-{job}_*.out")
+    }
+
+
+def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_and_never_trains_a_point_twice(
+    slurm_env, tmp_path
+):
+    path = write_sweep(
+        tmp_path / "s.yaml", {"model.activation": ["none", "relu"], "data.noise": [0.03, 0.1]}
+    )
+    names = [point.name for point in load_sweep(path, tmp_path / "sw").points]
+
+    wrong = wait_for_array(slurm_env, tmp_path, array_tasks(slurm_env, tmp_path, path, "0"))
+    assert "has 4 points but this array has 1 tasks; submit it with sbatch --array=0-3" in "".join(
+        wrong.values()
+    )
+    assert not (tmp_path / "sw").exists()
+
+    first = array_tasks(slurm_env, tmp_path, path, "0-3")
+    subprocess.run(["scancel", f"{first}_3"], env=slurm_env, check=True)  # while it starts
+    logs = wait_for_array(slurm_env, tmp_path, first)
+    hosts = {task: re.search(r" on (node\d):", log).group(1) for task, log in logs.items()}
+    assert set(hosts.values()) == {"node1", "node2"}, hosts  # the tasks ran on both nodes
+    sweep = load_sweep(path, tmp_path / "sw")
+    assert [is_finished(sweep, point) for point in sweep.points] == [True, True, True, False]
+
+    def stamps() -> dict[Path, int]:  # the finished points' files and when they were written
+        return {
+            p: p.stat().st_mtime_ns
+            for point in sweep.points[:3]
+            for p in sweep.run_dir(point).rglob("*")
+        }
+
+    files = stamps()
+
+    # The whole array again, twice at once: only the cancelled point trains, once, by one of its two tasks.
+    again = (
+        array_tasks(slurm_env, tmp_path, path, "0-3"),
+        array_tasks(slurm_env, tmp_path, path, "0-3"),
+    )
+    logs = wait_for_array(slurm_env, tmp_path, *again)
+    assert len(logs) == 8
+    for i, name in enumerate(names):
+        trained = [
+            task
+            for task in (f"{job}_{i}" for job in again)
+            if re.search(rf"\] {name}  ok ", logs[task])
+        ]
+        if i < 3:
+            assert trained == [] and all(
+                f"[skip] {name}: finished earlier" in logs[f"{job}_{i}"] for job in again
+            )
+        else:
+            assert len(trained) == 1, {task: logs[task][-800:] for task in logs}
+            (other,) = {f"{job}_{i}" for job in again} - set(trained)
+            assert (
+                f"{name}  BUSY: another sweep process is running this point" in logs[other]
+                or f"[skip] {name}: finished earlier" in logs[other]
+            ), logs[other][-800:]
+    assert stamps() == files
+    assert main(["--config", str(path), "--out", "sw", "--report"]) == 0
+    assert [r["status"] for r in rows(tmp_path / "sw")] == ["ok"] * 4
+
+
+# ------------------------------------------------------------------------------------------ stopping a sweep

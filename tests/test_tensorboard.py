@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, free_port
+from helpers import CHROMIUM, REPO, free_port, run_if
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless Chromium on a machine without network or display: no sandbox (root), no GPU, nothing phoning home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -40,7 +38,7 @@ EPOCHS, EVERY = (
     2,
 )  # 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, run_if(chromium=True)]
 
 
 def fit(cwd: Path, *args: str) -> str:
@@ -51,7 +49,6 @@ def fit(cwd: Path, *args: str) -> str:
         capture_output=True,
         text=True,
         check=True,
-        timeout=600,
     ).stdout
     (command,) = re.findall(r"^Open it in TensorBoard: (.+)$", out, re.M)
     return command
@@ -75,20 +72,17 @@ def tensorboard(command: str, cwd: Path, runs: int) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
         listed = 0
         while listed < runs:
             with contextlib.suppress(OSError):  # not listening yet
                 names = json.loads(urllib.request.urlopen(url + "data/runs", timeout=2).read())
                 listed = len({name.split("/")[0] for name in names})
-            assert server.poll() is None and time.monotonic() < deadline, (
-                server.stderr.read() if server.stderr else ""
-            )
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
             time.sleep(0.5)
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait()
 
 
 @contextlib.contextmanager
@@ -99,7 +93,9 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield chromium.new_page(viewport={"width": width, "height": height})
+            page = chromium.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(0)  # no clock: a busy machine only takes longer
+            yield page
         finally:
             chromium.close()
 
@@ -107,14 +103,14 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
 def open_landing_page(page, url: str) -> None:
     """TensorBoard's first page, once its charts and the picture have loaded."""
     page.goto(url)
-    page.wait_for_selector("scalar-card-component", timeout=30_000)
-    page.wait_for_selector("image-card-component img", timeout=30_000)
+    page.wait_for_selector("scalar-card-component")
+    page.wait_for_selector("image-card-component img")
     page.wait_for_timeout(1500)  # the charts draw their lines after the cards appear
 
 
 def open_hparams(page, url: str) -> None:
     page.goto(url + "#hparams")
-    page.wait_for_selector("text=best val acc", timeout=30_000)
+    page.wait_for_selector("text=best val acc")
     page.wait_for_timeout(1000)
 
 
@@ -125,11 +121,6 @@ def open_hparams(page, url: str) -> None:
 def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
     """README's main job, shortened, and TensorBoard as its summary says to open it, seen in Chromium:
     (page, TensorBoard's address, the run's name)."""
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(
-            f"needs Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it with apt-get)"
-        )
-    pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install -e '.[test]')")
     cwd = tmp_path_factory.mktemp("learner")
     command = fit(
         cwd,
@@ -150,7 +141,6 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
         cwd=cwd,
         capture_output=True,
         check=True,
-        timeout=600,
     )  # an evaluation: it must stay out of the way
     with tensorboard(command, cwd, runs=1) as url, browser() as page:
         open_landing_page(page, url)
