@@ -1,14 +1,14 @@
 """Performance of circles as ratios against baselines written in this file, measured side by side in
 one invocation.
 
-    python benchmarks/bench.py            # everything this machine can run (GPU rows need a CUDA
-    device) python benchmarks/bench.py --quick    # fewer epochs and repeats, for a smoke run python
-    benchmarks/bench.py --only seed,startup
+    python benchmarks/bench.py            # everything this machine can run (GPU rows need CUDA)
+    python benchmarks/bench.py --quick    # fewer epochs and repeats, for a smoke run
+    python benchmarks/bench.py --only seed,startup
 
 Sections: ``seed`` (per-epoch cost of configs/relu.yaml as shipped vs the chapter's plain loop
 and a naive Lightning port; the boundary callback's share), ``epoch`` (the whole-process cost of
-an epoch, against the chapter's script and, with ``--base DIR``, another checkout; the metric
-path against torchmetrics), ``startup`` (process start to exit vs a plain script), ``scale``
+an epoch, against the chapter's script and, with ``--base DIR``, another checkout; what
+``self.log`` costs an epoch), ``startup`` (process start to exit vs a plain script), ``scale``
 (samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs
 DataLoader(TensorDataset)), ``compile`` (torch.compile on vs off), ``members`` (K seeds in one
 run vs K=1, vs separate runs, vs scikit-learn; peak memory), ``gpu`` (the same on a CUDA device,
@@ -435,48 +435,71 @@ def bench_epoch(repeats: int, base: Path | None, epochs: int = 1000) -> None:
             best["base"],
             "ms",
         )
-    bench_metric_path(repeats)
+    bench_self_log(repeats)
 
 
-def bench_metric_path(repeats: int) -> None:
-    """One stage's epoch of metrics for one full batch of the chapter's data: the project's tally
-    (add, values) against torchmetrics' BinaryAccuracy (update, compute, reset), which the
-    metrics used to be."""
-    from torchmetrics.classification import BinaryAccuracy
+def bench_self_log(repeats: int, epochs: int = 300) -> None:
+    """What ``self.log`` costs an epoch: a bare module on the chapter's data (full batch,
+    validation every epoch) that logs five values once per epoch, as CirclesClassifier does
+    (train loss and accuracy after the last step; val loss, accuracy and best accuracy at the
+    validation's end), against the same module logging nothing."""
+    import lightning.pytorch as pl
 
-    from circles.model.metrics import Tally, member_losses
+    from circles.data.batches import TensorBatches
 
-    logits, y = torch.randn(1, 800), (torch.rand(800) > 0.5).float()
-    losses, accuracy = member_losses(logits, y), BinaryAccuracy(validate_args=False)
+    x_train, y_train, x_val, y_val = seed_data()
 
-    def tally() -> None:
-        t = Tally()
-        t.add(losses, logits, y)
-        (t.right.float() / t.points).mean()
+    class Logs(pl.LightningModule):
+        def __init__(self, values: int) -> None:
+            super().__init__()
+            self.net = chapter_model()
+            self.values = values
 
-    def torchmetrics() -> None:
-        accuracy.update(logits[0], y)
-        accuracy.compute()
-        accuracy.reset()
+        def training_step(self, batch, batch_idx):
+            return nn.functional.binary_cross_entropy_with_logits(
+                self.net(batch[0])[:, 0], batch[1]
+            )
 
-    def seconds(fn, n: int = 2000) -> float:
-        for _ in range(200):
-            fn()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if self.values:
+                logged = {f"train/{k}": outputs["loss"].detach() for k in range(2)}
+                self.log_dict(logged, on_step=False, on_epoch=True, batch_size=1)
 
-    ours, theirs = zip(
-        *((seconds(tally), seconds(torchmetrics)) for _ in range(repeats)), strict=True
-    )
+        def validation_step(self, batch, batch_idx):
+            if self.values:
+                loss = nn.functional.binary_cross_entropy_with_logits(
+                    self.net(batch[0])[:, 0], batch[1]
+                )
+                self.log_dict({f"val/{k}": loss for k in range(self.values - 2)}, batch_size=1)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(values: int) -> float:
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+        )
+        with quiet():
+            start = time.perf_counter()
+            trainer.fit(
+                Logs(values), TensorBatches((x_train, y_train)), TensorBatches((x_val, y_val))
+            )
+            return time.perf_counter() - start
+
+    fit(5)
+    logged, bare = zip(*((fit(5), fit(0)) for _ in range(repeats)), strict=True)
     row(
         "epoch",
-        "accuracy of one stage's epoch (one batch of 800): the tally vs torchmetrics' "
-        "BinaryAccuracy",
-        min(ours) * 1e6,
-        min(theirs) * 1e6,
-        "us",
+        "an epoch of a bare module logging 5 values once per epoch vs logging none",
+        min(logged) / epochs * 1e3,
+        min(bare) / epochs * 1e3,
+        "ms",
     )
 
 

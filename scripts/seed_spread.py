@@ -34,8 +34,11 @@ def spread(members: int, epochs: int) -> list[dict[str, float]]:
                 str(REPO / "configs" / "relu.yaml"),
                 f"--model.members={members}",
                 f"--trainer.max_epochs={epochs}",
-                "--chapter_log.every_n_epochs=null",
+                "--chapter_log.every_n_epochs=null",  # it reads members.csv alone: no pictures
                 "--boundary.every_n_epochs=100000",
+                "--boundary.gif=false",
+                "--weights.histograms_every_n_epochs=null",
+                "--weights.dead_units_every_n_epochs=null",
                 f"--trainer.default_root_dir={tmp}",
             ]
         )

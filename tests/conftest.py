@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs in its own temporary directory, on the CPU, with tiny settings."""
+"""Shared fixtures: every test runs in its own temporary directory, on the CPU, with tiny
+settings."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run each test inside its own temporary directory, so ``lightning_logs/`` never lands in the repository."""
+    """Run each test inside its own temporary directory, so ``lightning_logs/`` never lands in
+    the repository."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -62,8 +64,9 @@ def slurm_state() -> str:
 
 
 def slurm_leftovers(state: str) -> list[str]:
-    """What of the local cluster of ``state`` is still on this host: its nodes' network namespaces, its bridge, their
-    mounts, its daemons and job processes (names as scripts/slurm/local_cluster/names.sh makes them)."""
+    """What of the local cluster of ``state`` is still on this host: its nodes' network
+    namespaces, its bridge, their mounts, its daemons and job processes (names as
+    scripts/slurm/local_cluster/names.sh makes them)."""
     net = subprocess.run(
         ["bash", "-c", f'. "{SLURM_CLUSTER}/names.sh" && echo "$NET"'],
         capture_output=True,

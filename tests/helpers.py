@@ -1,5 +1,5 @@
-"""Helpers shared by the test modules (pytest puts this folder on the import path, and so does running a test
-module as a script)."""
+"""Helpers shared by the test modules (pytest puts this folder on the import path, and so does
+running a test module as a script)."""
 
 from __future__ import annotations
 
@@ -33,16 +33,18 @@ CONFIGS = REPO / "configs"
 
 # Quiet, fast settings for runs that only need to exercise the machinery.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+# a few epochs' worth
 SMALL = [
     "--data.n_samples=100",
     "--data.test_samples=20",
     "--boundary.every_n_epochs=1000",
-]  # a few epochs' worth
+]
+# a run that only has to exist
 TINY = [
     "--trainer.max_epochs=2",
     "--data.n_samples=60",
     "--data.test_samples=20",
-]  # a run that only has to exist
+]
 
 
 # ------------------------------------------------------------------------------- what a test needs
@@ -84,9 +86,9 @@ def free_port() -> int:
 def started(
     argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, merge_output: bool = False
 ) -> Iterator[subprocess.Popen]:
-    """``argv`` started in a process group of its own, its output captured (stderr into stdout with
-    ``merge_output``). Leaving the block kills whatever is left of the group (DDP ranks, sweep workers) and reaps the
-    process, so nothing it started outlives the test."""
+    """``argv`` started in a process group of its own, its output captured (stderr into stdout
+    with ``merge_output``). Leaving the block kills whatever is left of the group (DDP ranks,
+    sweep workers) and reaps the process, so nothing it started outlives the test."""
     process = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -122,7 +124,8 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 def processes() -> Iterator[tuple[int, str, dict[str, str], list[str]]]:
-    """Every process of this machine one may read (Linux /proc): ``(pid, name, environment, command line)``."""
+    """Every process of this machine one may read (Linux /proc): ``(pid, name, environment,
+    command line)``."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             comm = (proc / "comm").read_text().strip()
@@ -148,8 +151,8 @@ def exit_status(*args: str) -> int:
 
 @contextlib.contextmanager
 def inside(directory: Path) -> Iterator[None]:
-    """The working directory is ``directory`` while inside (for module-scoped fixtures, which cannot use the
-    per-test working directory)."""
+    """The working directory is ``directory`` while inside (for module-scoped fixtures, which
+    cannot use the per-test working directory)."""
     cwd = os.getcwd()
     os.chdir(directory)
     try:
@@ -166,14 +169,15 @@ def fit_in(directory: Path, *args: str) -> Path:
 
 
 def run_dir(runs: Path, n: int = 0) -> Path:
-    """Run directory number ``n`` (with its label: ``0000-relu-10x10-sgd0.1-e1000-circles``) in ``runs``."""
+    """Run directory number ``n`` (with its label: ``0000-relu-10x10-sgd0.1-e1000-circles``) in
+    ``runs``."""
     (found,) = [p for p in runs.iterdir() if p.name == f"{n:04d}" or p.name.startswith(f"{n:04d}-")]
     return found
 
 
 def evaluation_dirs(runs: Path) -> list[Path]:
-    """Every validate, test and predict run under ``runs`` (in a run's ``evaluations`` folder, or the runs' own), in
-    the order they were made."""
+    """Every validate, test and predict run under ``runs`` (in a run's ``evaluations`` folder, or
+    the runs' own), in the order they were made."""
     found = [p for p in [*runs.glob("*/evaluations/*"), *runs.glob("evaluations/*")] if p.is_dir()]
     return sorted(found, key=lambda p: p.stat().st_mtime_ns)
 
@@ -194,20 +198,22 @@ def error_lines(text: str) -> list[str]:
 
 
 def read_events(run_dir: Path) -> EventAccumulator:
-    """The run directory's own TensorBoard events (images, hyperparameters) as TensorBoard reads them."""
+    """The run directory's own TensorBoard events (images, hyperparameters) as TensorBoard reads
+    them."""
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
     ea.Reload()
     return ea
 
 
 def _metric(stage: str, tag: str) -> str:
-    """The metric name of a scalar TensorBoard shows as ``tag`` in the run's ``stage`` sub-run (``""``: the run)."""
+    """The metric name of a scalar TensorBoard shows as ``tag`` in the run's ``stage`` sub-run
+    (``""``: the run)."""
     return f"{stage}/{tag.split('/', 1)[1]}" if stage else tag
 
 
 def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of the run and its stage sub-runs as TensorBoard shows them, by metric name (``train/loss``):
-    ``{name: [(step, value), ...]}``."""
+    """Every scalar of the run and its stage sub-runs as TensorBoard shows them, by metric name
+    (``train/loss``): ``{name: [(step, value), ...]}``."""
     history = {}
     for stage in ("", *STAGES):
         if (run_dir / stage).is_dir():
@@ -222,7 +228,8 @@ def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def scalar_values(run_dir: Path, name: str) -> list[float]:
-    """The values of one metric of the run (``val/acc``), in step order as TensorBoard shows them."""
+    """The values of one metric of the run (``val/acc``), in step order as TensorBoard shows
+    them."""
     return [value for _, value in scalar_history(run_dir)[name]]
 
 
@@ -235,8 +242,8 @@ def final_scalar(run_dir: Path, name: str) -> float:
 
 
 def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
-    """Every scalar written to the event files of the run and its stage sub-runs, as ``(metric name, step,
-    value)``, oldest file first in each, unfiltered."""
+    """Every scalar written to the event files of the run and its stage sub-runs, as ``(metric
+    name, step, value)``, oldest file first in each, unfiltered."""
     for stage in ("", *STAGES):
         files = sorted(
             (run_dir / stage).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
@@ -249,7 +256,8 @@ def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
 
 
 def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the run's event files exactly as written, ``{name: [(step, value), ...]}``, repeats kept."""
+    """Every scalar in the run's event files exactly as written, ``{name: [(step, value),
+    ...]}``, repeats kept."""
     values: dict[str, list[tuple[int, float]]] = {}
     for tag, step, value in _scalar_events(run_dir):
         values.setdefault(tag, []).append((step, value))
@@ -257,8 +265,8 @@ def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def scalars_by_step(run_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar in the run's event files, ``{name: {step: value}}``; a later file's value wins for a step logged
-    twice (the epochs a resumed run repeats)."""
+    """Every scalar in the run's event files, ``{name: {step: value}}``; a later file's value
+    wins for a step logged twice (the epochs a resumed run repeats)."""
     values: dict[str, dict[int, float]] = {}
     for tag, step, value in _scalar_events(run_dir):
         values.setdefault(tag, {})[step] = value
@@ -279,8 +287,9 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 class Payload:
-    """Unpickling this calls ``os.makedirs(marker)``: if the marker exists, a checkpoint's payload ran. (``os`` is
-    pure Python, so the global is named ``os.makedirs`` on every Python; ``open`` is ``io.open`` or ``_io.open``.)"""
+    """Unpickling this calls ``os.makedirs(marker)``: if the marker exists, a checkpoint's
+    payload ran. (``os`` is pure Python, so the global is named ``os.makedirs`` on every Python;
+    ``open`` is ``io.open`` or ``_io.open``.)"""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker

@@ -1,6 +1,7 @@
-"""The SLURM allocation checks (circles/slurm.py) from the job's environment alone, without a cluster: every
-combination of nodes, tasks per node and the trainer's devices and num_nodes; the CLI refusing a launch in one line
-before it writes anything. (tests/test_slurm.py runs the same refusals as real jobs.)"""
+"""The SLURM allocation checks (circles/slurm.py) from the job's environment alone, without a
+cluster: every combination of nodes, tasks per node and the trainer's devices and num_nodes; the
+CLI refusing a launch in one line before it writes anything. (tests/test_slurm.py runs the same
+refusals as real jobs.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ counts = st.integers(min_value=1, max_value=8)
 
 
 def job(nodes: int, per_node: int | None, step: bool = True, name: str = "train") -> dict[str, str]:
-    """The environment of a task of a SLURM job (``step``: started by srun; ``per_node`` None: ``--ntasks``)."""
+    """The environment of a task of a SLURM job (``step``: started by srun; ``per_node`` None:
+    ``--ntasks``)."""
     env = {
         "SLURM_JOB_ID": "7",
         "SLURM_JOB_NAME": name,
@@ -36,9 +38,8 @@ def test_the_trainer_must_have_one_rank_per_task_on_as_many_nodes(
     nodes, per_node, devices, num_nodes
 ):
     env = job(nodes, per_node)
-    check_slurm_launch(
-        [], env
-    )  # started by srun, with tasks per node: nothing to refuse before the Trainer
+    # started by srun, with tasks per node: nothing to refuse before the Trainer
+    check_slurm_launch([], env)
     if devices == per_node and num_nodes == nodes:
         check_slurm_allocation(devices, num_nodes, [], env)
         return
@@ -87,15 +88,17 @@ def test_ntasks_without_tasks_per_node_names_the_per_node_count(nodes, per_node)
     "env, plugins",
     [
         ({}, []),  # not in a SLURM job
+        # an interactive allocation: Lightning launches the ranks itself
         (
             job(2, 2, step=False, name="bash"),
             [],
-        ),  # an interactive allocation: Lightning launches the ranks itself
+        ),
         (job(2, 2, step=False, name="interactive"), []),
+        # the user chose another cluster environment
         (
             job(2, 2, step=False),
             [LightningEnvironment()],
-        ),  # the user chose another cluster environment
+        ),
     ],
     ids=["no job", "bash", "interactive", "another environment"],
 )

@@ -106,7 +106,8 @@ def test_huge_b_fallback_matches_scipy_rice():
 
 @pytest.mark.parametrize("classes, sigma", [(4, 1.5), (3, 0.4), (5, 2.5)])
 def test_nearest_centre_accuracy_matches_monte_carlo_on_blobs(classes, sigma):
-    """Computed (a one-dimensional integral per class), not sampled; checked against 1,000,000 sampled points."""
+    """Computed (a one-dimensional integral per class), not sampled; checked against 1,000,000
+    sampled points."""
     import numpy as np
 
     from circles.bayes import nearest_centre_accuracy
@@ -139,9 +140,8 @@ def test_nearest_centre_accuracy_of_two_centres_is_the_normal_cdf():
 def test_the_accuracy_interval_is_wilsons():
     from circles.bayes import accuracy_interval
 
-    assert accuracy_interval(1.0, 10) == pytest.approx(
-        (0.7225, 1.0), abs=1e-4
-    )  # 10 of 10: not "exactly 1"
+    # 10 of 10: not "exactly 1"
+    assert accuracy_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert accuracy_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert accuracy_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
 
@@ -154,7 +154,6 @@ def test_the_accuracy_interval_holds_the_measurement_and_never_shrinks_to_a_poin
     low, high = accuracy_interval(right / n, n)
     assert 0 <= low <= right / n <= high <= 1
     assert high - low > 0
-    wider_low, wider_high = accuracy_interval(
-        right / n, n, z=2.58
-    )  # 99%: wider, around the same measurement
+    # 99%: wider, around the same measurement
+    wider_low, wider_high = accuracy_interval(right / n, n, z=2.58)
     assert wider_low <= low and high <= wider_high

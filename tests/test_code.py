@@ -56,9 +56,9 @@ def test_nothing_outgrows_its_limit(kind):
 
 
 def test_every_overridden_method_is_marked_override():
-    """``@override`` on every method that replaces one of a base class (Lightning's hooks above all), so that a base
-    class adding or renaming a hook is visible where it matters (``ModelCheckpoint.on_train_end`` was added under a
-    subclass that already had one)."""
+    """``@override`` on every method that replaces one of a base class (Lightning's hooks above
+    all), so that a base class adding or renaming a hook is visible where it matters
+    (``ModelCheckpoint.on_train_end`` was added under a subclass that already had one)."""
     unmarked = []
     for name in modules():
         module = importlib.import_module(name)

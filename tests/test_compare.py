@@ -1,4 +1,5 @@
-"""``circles compare``: the lesson side by side, as one page that opens offline, checked in Chromium, and one PNG."""
+"""``circles compare``: the lesson side by side, as one page that opens offline, checked in
+Chromium, and one PNG."""
 
 from __future__ import annotations
 
@@ -34,9 +35,8 @@ def test_the_slider_takes_every_runs_epochs_and_the_first_and_last_always():
         and epochs[-1] == 999
         and epochs == sorted(set(epochs))
     )
-    assert (
-        short.picture_at(3)[0] == 2 and short.picture_at(500)[0] == 5
-    )  # a run that has ended shows its last
+    # a run that has ended shows its last
+    assert short.picture_at(3)[0] == 2 and short.picture_at(500)[0] == 5
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,10 @@ def test_compare_trains_each_config_and_writes_a_page_and_a_picture(compared):
         "0001-relu-16x16-adam0.03-e12-3seeds-circles",
     ]
     page = (compared / "compare.html").read_text()
-    assert (
-        re.findall(r"(?:src|href)=\"(https?:[^\"]*)", page) == []
-    )  # nothing fetched: it opens offline
-    assert (
-        "<td>linear</td><td>3</td>" in page and "<td>improved</td><td>3</td>" in page
-    )  # the numbers, per config
+    # nothing fetched: it opens offline
+    assert re.findall(r"(?:src|href)=\"(https?:[^\"]*)", page) == []
+    # the numbers, per config
+    assert "<td>linear</td><td>3</td>" in page and "<td>improved</td><td>3</td>" in page
     assert " ± " in page and "Bayes-optimal acc" in page  # the spread over the seeds, the limit
     from PIL import Image
 

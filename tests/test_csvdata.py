@@ -1,5 +1,5 @@
-"""The one reader of point files: encodings, header, numbers, labels and sizes, each refused in one line that names
-the file, the line and what is wrong, quickly, whatever the file holds."""
+"""The one reader of point files: encodings, header, numbers, labels and sizes, each refused in
+one line that names the file, the line and what is wrong, quickly, whatever the file holds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for circles.data: the chapter's make_circles split, the test draw, TensorBatches, read_points_csv."""
+"""Tests for circles.data: the chapter's make_circles split, the test draw, TensorBatches,
+read_points_csv."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from circles.errors import ConfigError
 
 
 def sklearn_split(n_samples=1000, noise=0.03, factor=0.8, val_fraction=0.2, seed=42):
-    """The chapter's data, straight from scikit-learn, as float32 tensors (train_x, val_x, train_y, val_y)."""
+    """The chapter's data, straight from scikit-learn, as float32 tensors (train_x, val_x,
+    train_y, val_y)."""
     from sklearn.datasets import make_circles
     from sklearn.model_selection import train_test_split
 

@@ -1,4 +1,5 @@
-"""The playground's datasets, input features, L1/L2 regularization, per-neuron images and the GIF."""
+"""The playground's datasets, input features, L1/L2 regularization, per-neuron images and the
+GIF."""
 
 from __future__ import annotations
 
@@ -33,9 +34,8 @@ def test_generator_shape_balance_and_determinism(name, classes, n):
     x, y = DATASETS[name].generate(n, 0.05, 3, classes=classes)
     assert x.shape == (n, 2) and y.shape == (n,) and x.dtype == y.dtype == torch.float32
     counts = torch.bincount(y.long(), minlength=classes)
-    assert (
-        len(counts) == classes and counts.max() - counts.min() <= 1
-    )  # balanced: about n / C of each class
+    # balanced: about n / C of each class
+    assert len(counts) == classes and counts.max() - counts.min() <= 1
     again, other = (
         DATASETS[name].generate(n, 0.05, 3, classes=classes),
         DATASETS[name].generate(n, 0.05, 4, classes=classes),
@@ -65,9 +65,8 @@ def test_blobs_are_the_courses_make_blobs_and_the_test_draw_keeps_their_centres(
     assert torch.equal(ours[0], torch.from_numpy(x).float()) and torch.equal(
         ours[1], torch.from_numpy(y).float()
     )
-    test_x, test_y = DATASETS["blobs"].generate(
-        4000, 1.5, 7, layout_seed=42
-    )  # another seed, the same four blobs
+    # another seed, the same four blobs
+    test_x, test_y = DATASETS["blobs"].generate(4000, 1.5, 7, layout_seed=42)
     for k in range(4):
         np.testing.assert_allclose(test_x[test_y == k].mean(0).numpy(), centres[k], atol=0.15)
     assert not torch.equal(test_x[:1000], ours[0])
@@ -127,8 +126,8 @@ def test_feature_map_computes_the_playgrounds_features():
 
 @pytest.mark.slow
 def test_linear_model_on_squared_features_solves_the_circles(run_cli):
-    """The playground's lesson: no activation, inputs x1^2 and x2^2, and a straight line in those coordinates is a
-    circle in the plane; the same linear model on x1, x2 stays at chance."""
+    """The playground's lesson: no activation, inputs x1^2 and x2^2, and a straight line in those
+    coordinates is a circle in the plane; the same linear model on x1, x2 stays at chance."""
     crossed = run_cli(
         "fit", "--config", str(CONFIGS / "linear_features.yaml"), "--trainer.max_epochs=150"
     )
@@ -144,13 +143,11 @@ def test_linear_model_on_squared_features_solves_the_circles(run_cli):
     # the pictures stay in the (x1, x2) plane: the class image of the boundary is a ring, centre inner, corners outer
     image = read_events(crossed).Images("decision_boundary/train_val")[-1]
     frame = np.array(Image.open(io.BytesIO(image.encoded_image_string)))
-    width = (
-        frame.shape[1] - 4
-    ) // 2  # the Train panel, below the header, legend and title lines (62 rows)
+    # the Train panel, below the header, legend and title lines (62 rows)
+    width = (frame.shape[1] - 4) // 2
     centre, corner = frame[62 + (frame.shape[0] - 62) // 2, width // 2], frame[-4, 3]
-    assert (
-        centre[2] > centre[0] and corner[0] > corner[2]
-    )  # blue (inner) in the middle, red (outer) in a corner
+    # blue (inner) in the middle, red (outer) in a corner
+    assert centre[2] > centre[0] and corner[0] > corner[2]
 
 
 @pytest.mark.slow
@@ -201,9 +198,8 @@ def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run
     for tag, units in (("neurons/layer_1", 3), ("neurons/layer_2", 10)):
         images = ea.Images(tag)
         assert [i.step for i in images] == [0, 2, 4]
-        cols = min(
-            units, 4
-        )  # four tiles of 20 points a row, 4 pixels apart, each over its 21-pixel label
+        # four tiles of 20 points a row, 4 pixels apart, each over its 21-pixel label
+        cols = min(units, 4)
         rows = -(-units // cols)
         assert images[-1].width == cols * 24 - 4 and images[-1].height > rows * (20 + 21 + 4) - 4
     gif = Image.open(run / "decision_boundary.gif")
@@ -212,33 +208,20 @@ def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["moons", "xor", "gaussians", "spiral"])
-def test_each_playground_dataset_is_solved_by_its_config_and_not_by_a_line(run_cli, name):
+def test_each_playground_dataset_is_not_solved_by_a_line(run_cli, name):
+    """Without an activation the network is one straight line (tests/test_model.py): only the
+    Gaussian blobs fall to it. (Each config with ReLU solving its set is README's claim, checked by
+    tests/test_readme.py on the same runs README quotes.)"""
     config = str(CONFIGS / f"{name}.yaml")
-    solved = run_cli(
-        "test",
-        "--config",
-        config,
-        "--ckpt_path",
-        str(run_cli("fit", "--config", config) / "checkpoints" / "last.ckpt"),
-    )
     linear = run_cli("fit", "--config", config, "--model.activation=none")
+    last = str(linear / "checkpoints" / "last.ckpt")
     linear_test = run_cli(
-        "test",
-        "--config",
-        config,
-        "--model.activation=none",
-        "--ckpt_path",
-        str(linear / "checkpoints" / "last.ckpt"),
+        "test", "--config", config, "--model.activation=none", "--ckpt_path", last
     )
-    assert final_scalar(solved, "test/acc") >= 0.95
-    if (
-        name == "gaussians"
-    ):  # linearly separable: a line is already as good as anything (Bayes 0.9957)
-        assert (
-            final_scalar(solved, "test/bayes_gap") <= 0.02
-            and final_scalar(linear_test, "test/acc") >= 0.95
-        )
+    accuracy = final_scalar(linear_test, "test/acc")
+    if name == "gaussians":  # linearly separable: a line is as good as anything (Bayes 0.9957)
+        assert accuracy >= 0.95
     elif name == "moons":  # not separable by a line, but most of each moon is
-        assert final_scalar(linear_test, "test/acc") <= 0.90
+        assert accuracy <= 0.90
     else:
-        assert final_scalar(linear_test, "test/acc") <= 0.65
+        assert accuracy <= 0.65

@@ -1,4 +1,5 @@
-"""DDP on the CPU (gloo, 2 processes) follows the single-process run, with one run directory written by rank zero."""
+"""DDP on the CPU (gloo, 2 processes) follows the single-process run, with one run directory
+written by rank zero."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 
 def ddp_env() -> dict[str, str]:
-    """This process's environment for a DDP run on 127.0.0.1 (outside any SLURM job this process may be in)."""
+    """This process's environment for a DDP run on 127.0.0.1 (outside any SLURM job this process
+    may be in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     return {
         **env,
@@ -49,16 +51,16 @@ def fit_in_subprocess(cwd: Path, *args: str) -> None:
     ids=["one network", "3 members", "3 classes from a CSV file"],
 )
 def test_full_batch_ddp_follows_the_single_process_trajectory(extra, tmp_path, run_cli):
-    """Each rank's loss is the mean over its half of the training points; DDP averages the two gradients, which is
-    the gradient of the mean over all of them: the same trajectory up to rounding. With members, every rank holds
-    them all; a data file is read and split the same way by every rank."""
+    """Each rank's loss is the mean over its half of the training points; DDP averages the two
+    gradients, which is the gradient of the mean over all of them: the same trajectory up to
+    rounding. With members, every rank holds them all; a data file is read and split the same way
+    by every rank."""
     args = ["--config", IMPROVED, "--trainer.max_epochs=30", *extra]
     (tmp_path / "ddp").mkdir()
     fit_in_subprocess(tmp_path / "ddp", *args, "--config", DDP_CPU)
     single = run_cli("fit", *args)
-    (ddp,) = (
-        tmp_path / "ddp" / "lightning_logs"
-    ).iterdir()  # rank zero alone created a run directory
+    # rank zero alone created a run directory
+    (ddp,) = (tmp_path / "ddp" / "lightning_logs").iterdir()
     assert ddp.name.startswith("0000-") and len(list(ddp.glob("events.out.tfevents.*"))) == 1
     assert {p.name for p in (ddp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     ddp_loss, single_loss = scalar_values(ddp, "train/loss"), scalar_values(single, "train/loss")
@@ -88,8 +90,9 @@ def test_minibatch_ddp_reaches_the_single_process_accuracy(tmp_path, run_cli):
 
 
 def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
-    """Lightning's own SIGTERM handler broadcasts from inside the handler and deadlocks DDP when the signal lands
-    during a metric's all-gather; the run's handler only sets a flag the ranks agree on after the next step."""
+    """Lightning's own SIGTERM handler broadcasts from inside the handler and deadlocks DDP when
+    the signal lands during a metric's all-gather; the run's handler only sets a flag the ranks
+    agree on after the next step."""
     args = [
         "fit",
         "--config",

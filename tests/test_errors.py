@@ -1,9 +1,8 @@
-"""Bad input through the command line: a non-zero exit, one ``circles: error:`` paragraph that names the field and
-what it accepts, no traceback, and nothing written before is touched.
+"""Bad input through the command line: a non-zero exit, one ``circles: error:`` paragraph that names
+the field and what it accepts, no traceback, and nothing written before is touched.
 
-``python tests/test_errors.py`` prints the table of docs/errors.md from the real messages; a test checks that every
-message in it is still the one the CLI prints.
-"""
+``python tests/test_errors.py`` prints the table of docs/errors.md from the real messages; a test
+checks that every message in it is still the one the CLI prints."""
 
 from __future__ import annotations
 
@@ -629,7 +628,8 @@ def test_train_py_reports_bad_input_without_a_traceback(earlier_run):
 
 
 def error_table() -> str:
-    """The markdown table of docs/errors.md: every case and the message the CLI really prints for it."""
+    """The markdown table of docs/errors.md: every case and the message the CLI really prints for
+    it."""
     rows = ["| Input | Exit | Message (after `circles: error:`) |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         base, empty = Path(tmp) / "run", Path(tmp) / "empty"

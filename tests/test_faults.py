@@ -1,9 +1,9 @@
-"""Faults during fit: divergence, kill -9, SIGTERM and Ctrl-C, half-written checkpoints, runs started together.
+"""Faults during fit: divergence, kill -9, SIGTERM and Ctrl-C, half-written checkpoints, runs
+started together.
 
-Signals are sent for real: to ``python train.py`` subprocesses (slow: each spends seconds importing), and, for the
-exact-resume checks, from inside an in-process run at a chosen epoch (``signal.raise_signal``) so the interruption
-point is deterministic.
-"""
+Signals are sent for real: to ``python train.py`` subprocesses (slow: each spends seconds
+importing), and, for the exact-resume checks, from inside an in-process run at a chosen epoch
+(``signal.raise_signal``) so the interruption point is deterministic."""
 
 from __future__ import annotations
 
@@ -74,9 +74,8 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
 
     run = run_dir(tmp_path / "lightning_logs", 0)
     values = scalars_by_step(run)
-    assert (
-        max(step for steps in values.values() for step in steps) <= epoch
-    )  # nothing logged past the divergence
+    # nothing logged past the divergence
+    assert max(step for steps in values.values() for step in steps) <= epoch
     assert all(torch.isfinite(torch.tensor(list(values["train/loss"].values()))))
     last, best = (
         load_checkpoint(run / "checkpoints" / "last.ckpt"),
@@ -87,8 +86,9 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
 
 
 def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):
-    """An infinite gradient makes the weights infinite while the loss of that step was still finite: fit stops in that
-    epoch, before its checkpoints, and the files from the epoch before stay."""
+    """An infinite gradient makes the weights infinite while the loss of that step was still
+    finite: fit stops in that epoch, before its checkpoints, and the files from the epoch before
+    stay."""
 
     def infinite_gradient_in_epoch_2(self, optimizer):
         if self.current_epoch == 2:
@@ -123,8 +123,9 @@ def test_saving_non_finite_weights_raises_and_keeps_the_file(tmp_path):
 
 
 def test_the_run_logger_keeps_logging_after_it_was_finalized(tmp_path):
-    """Lightning finalizes the loggers when SLURM sends SIGUSR1 (before requeueing the job) and training goes on until
-    the job is stopped: the epochs logged in between must not crash the run."""
+    """Lightning finalizes the loggers when SLURM sends SIGUSR1 (before requeueing the job) and
+    training goes on until the job is stopped: the epochs logged in between must not crash the
+    run."""
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
     logger.log_metrics({"train/loss": 0.5}, step=0)
     logger.finalize("finished")
@@ -153,9 +154,8 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         patch.setattr(torch, "save", save_half_then_fail)
         with pytest.raises(OSError, match="No space left"):
             io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
-    assert path.read_bytes() == before and os.listdir(path.parent) == [
-        "last.ckpt"
-    ]  # no temporary file left
+    # no temporary file left
+    assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]
     assert load_checkpoint(path)["step"] == 1
 
     io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
@@ -182,7 +182,8 @@ def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capf
 
 
 def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
-    """Raise the signals once, at the end of the training step of ``epoch`` (while Lightning's loop runs)."""
+    """Raise the signals once, at the end of the training step of ``epoch`` (while Lightning's
+    loop runs)."""
     original = CirclesClassifier.on_train_batch_end
     fired = []
 
@@ -190,9 +191,8 @@ def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
         original(self, outputs, batch, batch_idx)
         if self.current_epoch == epoch and not fired:
             fired.append(True)
-            assert callable(
-                signal.getsignal(signal.SIGTERM)
-            )  # the run's own handler: the test process survives
+            # the run's own handler: the test process survives
+            assert callable(signal.getsignal(signal.SIGTERM))
             for signum in signums:
                 signal.raise_signal(signum)
 
@@ -223,9 +223,8 @@ def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(
     # (validation, logging) and fit stops, so last.ckpt holds the state after the last logged epoch.
     assert interrupted["global_step"] == 5 and max(scalars_by_step(run)["train/loss"]) == 4
 
-    assert (
-        exit_status(*args, "--ckpt_path", "last") == 0
-    )  # the hook fired once: this run goes on undisturbed
+    # the hook fired once: this run goes on undisturbed
+    assert exit_status(*args, "--ckpt_path", "last") == 0
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
     assert exit_status(*args) == 0
@@ -252,7 +251,8 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capfd):
 
 @pytest.fixture
 def slurm_job(monkeypatch):
-    """The environment of a one-task SLURM job, as srun sets it: Lightning's SLURM environment, with auto-requeue."""
+    """The environment of a one-task SLURM job, as srun sets it: Lightning's SLURM environment,
+    with auto-requeue."""
     for key, value in {
         "SLURM_NTASKS": "1",
         "SLURM_JOB_NAME": "train",
@@ -282,10 +282,11 @@ def slurm_job(monkeypatch):
 def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
     tmp_path, monkeypatch, slurm_job, requeue, args
 ):
-    """Lightning's SLURM requeue handler saves a checkpoint with a barrier: run from wherever the signal lands, it
-    would meet another rank inside a different collective and hang DDP. The run defers it to the point after a step
-    where the ranks agree on their signals; here a recording handler stands in for Lightning's (which leaves a
-    handler already there in place). The signal is the one Lightning's SLURM environment names."""
+    """Lightning's SLURM requeue handler saves a checkpoint with a barrier: run from wherever the
+    signal lands, it would meet another rank inside a different collective and hang DDP. The run
+    defers it to the point after a step where the ranks agree on their signals; here a recording
+    handler stands in for Lightning's (which leaves a handler already there in place). The signal
+    is the one Lightning's SLURM environment names."""
     import inspect
 
     calls = []
@@ -312,9 +313,9 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
 def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
     tmp_path, monkeypatch, slurm_job, capfd
 ):
-    """Lightning's requeue handler saves ``hpc_ckpt_1.ckpt`` and has SLURM requeue the job, which SIGTERM then ends:
-    the last line says where the job resumes, not "run again with --ckpt_path last" (a stand-in handler writes
-    the file and sends the SIGTERM, as SLURM would)."""
+    """Lightning's requeue handler saves ``hpc_ckpt_1.ckpt`` and has SLURM requeue the job, which
+    SIGTERM then ends: the last line says where the job resumes, not "run again with --ckpt_path
+    last" (a stand-in handler writes the file and sends the SIGTERM, as SLURM would)."""
 
     def requeue_handler(signum, frame):
         (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
@@ -353,17 +354,16 @@ def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
     try:
         signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
         assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 0
-        assert calls == [
-            "hook"
-        ]  # at once, where it landed: no requeue handler of Lightning's to defer
+        # at once, where it landed: no requeue handler of Lightning's to defer
+        assert calls == ["hook"]
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.fixture
 def ctrl_c_raises():
-    """Python's own Ctrl-C handler, as in a terminal: a process started in the background (``cmd &``, nohup) inherits
-    SIGINT ignored, and Python then leaves it ignored."""
+    """Python's own Ctrl-C handler, as in a terminal: a process started in the background (``cmd
+    &``, nohup) inherits SIGINT ignored, and Python then leaves it ignored."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
@@ -388,8 +388,9 @@ def test_ctrl_c_before_training_starts_exits_130_without_a_checkpoint(
 def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(
     subcommand, tmp_path, monkeypatch, capfd, ctrl_c_raises
 ):
-    """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the interruption it is. Only fit
-    writes checkpoints: a last.ckpt in the test run would become ``--ckpt_path last``."""
+    """Lightning ends a KeyboardInterrupt with sys.exit(1); the CLI reports it as the
+    interruption it is. Only fit writes checkpoints: a last.ckpt in the test run would become
+    ``--ckpt_path last``."""
     step = f"{subcommand}_step"
 
     def interrupted_step(self, batch, batch_idx):
@@ -408,7 +409,8 @@ def test_ctrl_c_during_test_or_predict_exits_130_and_writes_no_checkpoint(
 def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(
     subcommand, tmp_path, monkeypatch, capfd
 ):
-    """Lightning only notes a SIGTERM outside fit (predict would go on and write its file): the run stops at once."""
+    """Lightning only notes a SIGTERM outside fit (predict would go on and write its file): the
+    run stops at once."""
     assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
     step = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}[
         subcommand
@@ -424,12 +426,10 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(
     (line,) = error_lines(capfd.readouterr().err)
     assert line == f"circles: error: {subcommand} interrupted by SIGTERM."
     assert not list(tmp_path.glob("lightning_logs/*/predictions.csv"))
-    assert (
-        len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2
-    )  # only fit writes checkpoints
-    assert (
-        len(list((tmp_path / "lightning_logs").iterdir())) == 1
-    )  # the interrupted run held nothing: it is gone
+    # only fit writes checkpoints
+    assert len(list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))) == 2
+    # the interrupted run held nothing: it is gone
+    assert len(list((tmp_path / "lightning_logs").iterdir())) == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
@@ -456,9 +456,8 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(
     killed_at = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     assert 0 < killed_at < 300
     before_resume = scalars_by_step(run)
-    assert (
-        max(before_resume["train/loss"]) >= killed_at - 1
-    )  # the events were flushed with the checkpoint
+    # the events were flushed with the checkpoint
+    assert max(before_resume["train/loss"]) >= killed_at - 1
 
     assert exit_status(*args, "--ckpt_path", "last") == 0
     (tmp_path / "reference").mkdir()
@@ -519,9 +518,8 @@ def test_train_py_stopped_by_a_signal_saves_a_consistent_run(signum, status, nam
         load_checkpoint(run / "checkpoints" / "best.ckpt"),
     )
     assert last["global_step"] >= best["global_step"] >= 1
-    assert (
-        max(scalars_by_step(run)["train/loss"]) == last["global_step"] - 1
-    )  # the checkpoint is the last logged epoch
+    # the checkpoint is the last logged epoch
+    assert max(scalars_by_step(run)["train/loss"]) == last["global_step"] - 1
 
     epochs = last["global_step"] + 2
     assert exit_status(*args[:-2], f"--trainer.max_epochs={epochs}", "--ckpt_path", "last") == 0
@@ -571,8 +569,8 @@ def test_runs_started_together_get_their_own_run_directories(tmp_path):
 
 @pytest.mark.slow
 def test_runs_without_a_logger_started_together_get_their_own_labelled_run_directories(tmp_path):
-    """``--trainer.logger false`` takes its directory from the same allocator as a logged run: an atomic mkdir of
-    ``NNNN-<label>``, locked while the run writes it."""
+    """``--trainer.logger false`` takes its directory from the same allocator as a logged run: an
+    atomic mkdir of ``NNNN-<label>``, locked while the run writes it."""
     with contextlib.ExitStack() as stack:
         processes = [
             stack.enter_context(

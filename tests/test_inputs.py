@@ -1,9 +1,11 @@
-"""Every reader of outside input, fed what Hypothesis makes up: CSV bytes (encodings, separators, quoting, numbers,
-sizes, duplicate and missing columns), YAML configs and sweep files (aliases, nesting, types, sizes) and checkpoints
-(valid ones mutated: types, shapes, versions, hyperparameters). For each input the command ends with status 0 and
-the right result, or with status 2 and one ``error:`` line: no traceback, nothing written (the size bounds in the readers
-keep every input's time in hand; speed is the benchmarks' to measure, not a test's). A few dozen examples per reader in the quick tier, hundreds in the slow one; the inputs that
-once broke a promise are kept as explicit examples."""
+"""Every reader of outside input, fed what Hypothesis makes up: CSV bytes (encodings, separators,
+quoting, numbers, sizes, duplicate and missing columns), YAML configs and sweep files (aliases,
+nesting, types, sizes) and checkpoints (valid ones mutated: types, shapes, versions,
+hyperparameters). For each input the command ends with status 0 and the right result, or with
+status 2 and one ``error:`` line: no traceback, nothing written (the size bounds in the readers
+keep every input's time in hand; speed is the benchmarks' to measure, not a test's). A few dozen
+examples per reader in the quick tier, hundreds in the slow one; the inputs that once broke a
+promise are kept as explicit examples."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ SETTINGS = {
 
 
 def outcome(command: Callable[[], object], capfd) -> tuple[int, str]:
-    """Run a command as its console script would; returns its exit status and what it wrote to stderr."""
+    """Run a command as its console script would; returns its exit status and what it wrote to
+    stderr."""
     capfd.readouterr()
     try:
         command()
@@ -71,8 +74,9 @@ LABELS = st.one_of(
 
 @st.composite
 def csv_files(draw) -> bytes:
-    """CSV bytes: a header of the three columns and others, shuffled, doubled or missing; rows of numbers and labels
-    (or not); a separator, line ends, quoting and an encoding; now and then just bytes."""
+    """CSV bytes: a header of the three columns and others, shuffled, doubled or missing; rows of
+    numbers and labels (or not); a separator, line ends, quoting and an encoding; now and then
+    just bytes."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.binary(max_size=300))
     columns = draw(
@@ -109,8 +113,8 @@ def csv_files(draw) -> bytes:
 
 
 def read_as_data(tmp_path: Path, content: bytes) -> None:
-    """The bytes as ``data.path`` (read, labels encoded, split) and as points to predict on: each is read into finite
-    float32 points, or refused with one ConfigError line naming the setting."""
+    """The bytes as ``data.path`` (read, labels encoded, split) and as points to predict on: each
+    is read into finite float32 points, or refused with one ConfigError line naming the setting."""
     from circles.data.files import read_points_csv
     from circles.data.module import CirclesDataModule
     from circles.errors import ConfigError
@@ -132,8 +136,8 @@ def read_as_data(tmp_path: Path, content: bytes) -> None:
 
 
 def fit_on(tmp_path: Path, content: bytes, capfd) -> None:
-    """``fit --data.path`` on the bytes, from the command line: trained on, or refused in one line with nothing
-    written."""
+    """``fit --data.path`` on the bytes, from the command line: trained on, or refused in one
+    line with nothing written."""
     (tmp_path / "data.csv").write_bytes(content)
     before = files_under(tmp_path)
     status, err = outcome(
@@ -238,8 +242,8 @@ VALUES = st.recursive(
 
 @st.composite
 def yaml_texts(draw) -> str:
-    """YAML documents of config-like keys and any values, sometimes with anchors and aliases nested into a bomb, or
-    just text."""
+    """YAML documents of config-like keys and any values, sometimes with anchors and aliases
+    nested into a bomb, or just text."""
     kind = draw(st.integers(0, 9))
     if kind == 0:
         return draw(st.text(max_size=200))

@@ -1,4 +1,5 @@
-"""Inside the training: histograms of the weights and gradients, dead ReLU units, the learning-rate finder's report."""
+"""Inside the training: histograms of the weights and gradients, dead ReLU units, the
+learning-rate finder's report."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ TINY = [
 
 
 def lightning_smoothed(losses: list[float]) -> list[float]:
-    """What Lightning's finder records for these losses, step after step (see tests/test_upstream.py)."""
+    """What Lightning's finder records for these losses, step after step (see
+    tests/test_upstream.py)."""
     average, recorded = 0.0, []
     for step, loss in enumerate(losses, start=1):
         average = FINDER_BETA * average + (1 - FINDER_BETA) * loss
@@ -31,9 +33,8 @@ def test_the_finders_curve_is_the_running_average_of_the_loss_from_its_first_ste
     flat = finder_curve(
         {"lr": list(np.geomspace(1e-4, 10, 50)), "loss": lightning_smoothed([0.693] * 50)}
     )[1]
-    np.testing.assert_allclose(
-        flat, 0.693, rtol=1e-12
-    )  # a flat loss stays flat (Lightning's rises from 0.35)
+    # a flat loss stays flat (Lightning's rises from 0.35)
+    np.testing.assert_allclose(flat, 0.693, rtol=1e-12)
     assert lightning_smoothed([0.693] * 50)[0] == pytest.approx(0.693 / (1 + FINDER_BETA))
 
 
@@ -58,9 +59,8 @@ def test_histograms_of_weights_and_gradients_and_the_dead_units_of_each_layer(ru
     }
     assert [e.step for e in events.Histograms("weights/layer_1")] == [0, 2]
     first = events.Histograms("weights/layer_1")[0].histogram_value
-    assert (
-        first.num == 20 and first.min < 0 < first.max
-    )  # the 10x2 first layer's weights, both signs
+    # the 10x2 first layer's weights, both signs
+    assert first.num == 20 and first.min < 0 < first.max
     dead = scalar_history(run)
     assert [step for step, _ in dead["train/dead_units_1"]] == [0, 1, 2, 3]
     assert all(0 <= value <= 10 for _, value in dead["train/dead_units_2"])
@@ -93,7 +93,6 @@ def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate
     (line,) = [line for line in out.splitlines() if line.startswith("Learning-rate finder (")]
     assert line.startswith("Learning-rate finder (100 steps from 0.0001 to 10)")
     assert "  this run trains with lr 0.1" in out and (run / "lr_find.png").is_file()
-    assert (
-        scalar_history(run)["train/loss"][0][0] == 0
-    )  # the fit itself starts from epoch 0, as without it
+    # the fit itself starts from epoch 0, as without it
+    assert scalar_history(run)["train/loss"][0][0] == 0
     assert LearningRateReport().span == (1e-4, 10.0)

@@ -1,6 +1,7 @@
-"""The module and the data module in a plain Lightning script, no command line: everything Lightning documents
-works (``trainer.validate`` and ``trainer.test`` return the metrics, callbacks monitor what ``self.log`` put in
-``callback_metrics``, any logger gets the curves over epochs)."""
+"""The module and the data module in a plain Lightning script, no command line: everything
+Lightning documents works (``trainer.validate`` and ``trainer.test`` return the metrics,
+callbacks monitor what ``self.log`` put in ``callback_metrics``, any logger gets the curves over
+epochs)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_checkpoint_and_early_stopping_monitor_what_the_module_logs(tmp_path):
     best = ModelCheckpoint(monitor="val/acc", mode="max")
     stop = EarlyStopping(monitor="val/acc", mode="max", stopping_threshold=0.99, patience=1000)
     fit = trainer(tmp_path, max_epochs=300, logger=False, callbacks=[best, stop])
-    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.03)  # type: ignore[method-assign]
+    # type: ignore[method-assign]
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.03)
     fit.fit(model, data)
     assert fit.current_epoch < 299 and float(fit.callback_metrics["val/acc"]) >= 0.99
     assert float(best.best_model_score) == float(fit.callback_metrics["val/acc_best"])
@@ -110,8 +112,8 @@ def test_a_csv_logger_gets_the_curves_the_tensorboard_logger_draws_over_epochs(t
 
 
 def test_a_checkpoint_written_before_members_were_one_path_still_loads_and_trains_on(tmp_path):
-    """A single network's checkpoint of 7509795 (an ``nn.Sequential`` then, Adam's state with it) and one of three
-    members: both load, evaluate and continue training."""
+    """A single network's checkpoint of 7509795 (an ``nn.Sequential`` then, Adam's state with it)
+    and one of three members: both load, evaluate and continue training."""
     data_dir = Path(__file__).parent / "data"
     for name, members in (("one_network_7509795.ckpt", 1), ("three_members_7509795.ckpt", 3)):
         checkpoint = torch.load(data_dir / name, weights_only=True)
@@ -123,10 +125,10 @@ def test_a_checkpoint_written_before_members_were_one_path_still_loads_and_train
         first = state["net.0.weight"] if members == 1 else state["net.weights.0"][0]
         torch.testing.assert_close(model.layer_weights()[0], first)
         assert float(model.val_acc_best.compute()) == float(state["metrics.val_acc_best"])
-    model = CirclesClassifier(
-        hidden_sizes=[16, 16]
-    )  # the Adam run goes on from its checkpoint, Adam's state too
-    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.03)  # type: ignore[method-assign]
+    # the Adam run goes on from its checkpoint, Adam's state too
+    model = CirclesClassifier(hidden_sizes=[16, 16])
+    # type: ignore[method-assign]
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.03)
     fit = trainer(tmp_path, max_epochs=5, logger=False, enable_checkpointing=False)
     fit.fit(
         model,

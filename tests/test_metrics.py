@@ -1,6 +1,6 @@
-"""The metric table and what computes its names: each member's accuracy is what torchmetrics' own accuracy gives
-for that member, over any batches; the pooled accuracy is the members' mean; every name users see comes from the
-table."""
+"""The metric table and what computes its names: each member's accuracy is what torchmetrics' own
+accuracy gives for that member, over any batches; the pooled accuracy is the members' mean; every
+name users see comes from the table."""
 
 from __future__ import annotations
 
@@ -90,9 +90,8 @@ def test_each_metric_is_named_once_and_drawn_where_its_stage_is():
         scalar_tag("train/loss") == "curves/loss"
         and scalar_tag("val/acc_best") == "details/acc_best"
     )
-    assert (
-        scalar_tag("val/something_new") == "details/something_new"
-    )  # a metric not in the table yet
+    # a metric not in the table yet
+    assert scalar_tag("val/something_new") == "details/something_new"
 
 
 def test_summary_csv_keeps_its_columns():

@@ -1,5 +1,5 @@
-"""Tests for circles.model: the MLP (a stack of K members, one the ordinary case), its parity with the chapter's
-plain PyTorch loop, divergence detection, checkpoints of earlier versions."""
+"""Tests for circles.model: the MLP (a stack of K members, one the ordinary case), its parity
+with the chapter's plain PyTorch loop, divergence detection, checkpoints of earlier versions."""
 
 from __future__ import annotations
 
@@ -177,8 +177,9 @@ def test_activation_none_is_one_affine_map(hidden):
 def test_the_collapsed_map_is_the_networks_logits_to_rounding(
     hidden, members, classes, features, seed
 ):
-    """What the summary prints and the pictures draw for a model without activations, ``logit = a*x1 + b*x2 + c``
-    (one per class for more than two), is the network itself: its logits for any points, to float32 rounding."""
+    """What the summary prints and the pictures draw for a model without activations, ``logit =
+    a*x1 + b*x2 + c`` (one per class for more than two), is the network itself: its logits for
+    any points, to float32 rounding."""
     pl.seed_everything(seed, verbose=False)
     model = CirclesClassifier(
         hidden_sizes=hidden,
@@ -201,9 +202,8 @@ def test_the_collapsed_map_is_the_networks_logits_to_rounding(
     collapsed = collapsed.squeeze(-1) if classes == 2 else collapsed
     scale = 1 + logits.abs().max()
     assert (collapsed - logits).abs().max() <= 1e-5 * scale
-    assert (
-        CirclesClassifier(hidden_sizes=hidden or [3], members=members).collapsed() is None
-    )  # ReLU: no such map
+    # ReLU: no such map
+    assert CirclesClassifier(hidden_sizes=hidden or [3], members=members).collapsed() is None
 
 
 def test_the_collapsed_map_reads_as_its_formula():
@@ -241,9 +241,8 @@ def test_every_activation_builds_and_sits_after_every_hidden_layer(activation):
     }[activation]
     x = torch.randn(7, 2)
     h = x
-    for i, (weight, bias) in enumerate(
-        layers(model)
-    ):  # the named function after every hidden layer, not the last
+    # the named function after every hidden layer, not the last
+    for i, (weight, bias) in enumerate(layers(model)):
         h = h @ weight.T + bias
         h = reference(h) if i < 2 else h
     with torch.no_grad():
@@ -304,7 +303,8 @@ def test_training_minimises_binary_cross_entropy_of_the_logits():
 
 
 def epoch_metric(trainer: pl.Trainer, key: str) -> float:
-    """An epoch-level metric as the trainer reports it to callbacks (``trainer.callback_metrics``)."""
+    """An epoch-level metric as the trainer reports it to callbacks
+    (``trainer.callback_metrics``)."""
     return float(trainer.callback_metrics[key])
 
 
@@ -407,8 +407,8 @@ def test_finite_training_does_not_raise():
 
 
 def train_members(members: int, seed: int, optimizer: str, batch_size, epochs: int = 12):
-    """Fit ``members`` members after ``seed_everything(seed)``; returns each epoch's per-member training loss of the
-    weights at the end of that epoch, ``(epochs, K)``, and the model."""
+    """Fit ``members`` members after ``seed_everything(seed)``; returns each epoch's per-member
+    training loss of the weights at the end of that epoch, ``(epochs, K)``, and the model."""
     pl.seed_everything(seed, verbose=False)
     data = CirclesDataModule(n_samples=200, test_samples=10, batch_size=batch_size)
     model = CirclesClassifier(members=members)
@@ -449,7 +449,8 @@ def test_member_k_is_the_single_run_with_seed_plus_k(optimizer, batch_size):
 def fit_noisy(
     members: int, seed: int, optimizer: str, epochs: int = 300
 ) -> tuple[CirclesClassifier, float]:
-    """``members`` of the chapter's ReLU model on noisier circles (noise 0.1), full batch; with its val acc."""
+    """``members`` of the chapter's ReLU model on noisier circles (noise 0.1), full batch; with
+    its val acc."""
     pl.seed_everything(seed, verbose=False)
     model = CirclesClassifier(members=members)
     lr = {"SGD": 0.1, "Adam": 0.01}[optimizer]
@@ -462,12 +463,14 @@ def fit_noisy(
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
 def test_how_far_16_members_are_from_their_single_runs(optimizer):
-    """What README promises of members, measured over 16 seeds, noise 0.1, 300 epochs: they start from exactly their
-    single runs' weights and see the same batches; their arithmetic agrees to rounding, as batched matrix products
-    sum in another order than one network's (which order depends on K and the CPU). With SGD that rounding stays at
-    the last bits (weights within 1e-6, the same accuracies); Adam divides each step by the gradient's running size, so
-    where a gradient is near zero, rounding can become a step: some members go their own way (no bound on a weight;
-    at most 3% of the validation points), while the others agree to the last bits and the mean accuracy holds."""
+    """What README promises of members, measured over 16 seeds, noise 0.1, 300 epochs: they start
+    from exactly their single runs' weights and see the same batches; their arithmetic agrees to
+    rounding, as batched matrix products sum in another order than one network's (which order
+    depends on K and the CPU). With SGD that rounding stays at the last bits (weights within
+    1e-6, the same accuracies); Adam divides each step by the gradient's running size, so where a
+    gradient is near zero, rounding can become a step: some members go their own way (no bound on
+    a weight; at most 3% of the validation points), while the others agree to the last bits and
+    the mean accuracy holds."""
     stacked, _ = fit_noisy(16, 42, optimizer)
     table = stacked.member_table()
     drift, accuracy, singles = [], [], []
@@ -491,8 +494,9 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
 
 
 def test_a_single_network_is_the_chapters_network_built_as_member_0():
-    """One member is built as the chapter's ``nn.Sequential`` is after the same seed, and computes its logits to the
-    bit (the stack runs one member through ``nn.Linear``'s kernel); the random generator is left as it was."""
+    """One member is built as the chapter's ``nn.Sequential`` is after the same seed, and
+    computes its logits to the bit (the stack runs one member through ``nn.Linear``'s kernel);
+    the random generator is left as it was."""
     pl.seed_everything(7, verbose=False)
     one = CirclesClassifier()
     after = torch.rand(3)
@@ -551,9 +555,8 @@ def test_members_take_features_regularization_and_a_single_linear_layer():
     def penalty(m):
         return m.regularization(m.weight_parameters())
 
-    torch.testing.assert_close(
-        penalty(model), sum(penalty(s) for s in singles)
-    )  # each member's own term
+    # each member's own term
+    torch.testing.assert_close(penalty(model), sum(penalty(s) for s in singles))
     data = CirclesDataModule(n_samples=100, test_samples=10, features=["x1_sq", "x2_sq"])
     quiet_trainer(max_epochs=2).fit(model, data)
     assert len(model.member_table()["val_acc"]) == 3
@@ -570,16 +573,16 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     logits = model.member_logits(x)
     assert logits.shape == (members, 12, 4) and model(x).shape == (12, 4)
     expected = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(members)])
-    torch.testing.assert_close(
-        model.training_step((x, y.float()), 0), expected.sum()
-    )  # what training minimises
+    # what training minimises
+    torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())
     right = (logits.argmax(-1) == y).float().mean()
     assert float(model.train_acc.compute()) == pytest.approx(float(right))
     _, probs = model.predict_step((x,), 0)
     torch.testing.assert_close(probs, torch.softmax(logits, -1))
+    # two classes: one logit, as before
     assert CirclesClassifier(num_classes=2).member_logits(x).shape == (
         1,
         12,
-    )  # two classes: one logit, as before
+    )
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         CirclesClassifier(num_classes=1)

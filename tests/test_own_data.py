@@ -1,5 +1,6 @@
-"""Training on your own points: a CSV file with x1, x2 and label columns (``data.path``), split into training,
-validation and test parts or tested on ``data.test_path``; labels as integers or class names, two classes or more."""
+"""Training on your own points: a CSV file with x1, x2 and label columns (``data.path``), split
+into training, validation and test parts or tested on ``data.test_path``; labels as integers or
+class names, two classes or more."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def write_points(
     newline: str = "\n",
     bom: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Well-separated blobs, one per name, in shuffled order; returns the points and labels written."""
+    """Well-separated blobs, one per name, in shuffled order; returns the points and labels
+    written."""
     rng = np.random.default_rng(seed)
     centres = np.stack(
         [
@@ -199,18 +201,16 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
     assert len(rows) == 18 and set(rows[0]) == {"x1", "x2", "probability", "label"}
     dm = CirclesDataModule(path=str(tmp_path / "pets.csv"))
     written = torch.tensor([[float(r["x1"]), float(r["x2"])] for r in rows])
-    nearest = torch.cdist(written, dm.test_x).argmin(
-        dim=1
-    )  # the rows are the held-out points, as 6-digit text
+    # the rows are the held-out points, as 6-digit text
+    nearest = torch.cdist(written, dm.test_x).argmin(dim=1)
     assert torch.allclose(written, dm.test_x[nearest], atol=1e-5)
     hits = sum(
         dm.class_names[int(dm.test_y[i])] == r["label"]
         for i, r in zip(nearest.tolist(), rows, strict=True)
     )
     assert hits >= 16  # well-separated blobs: the names written back are the right ones
-    assert all(
-        1 / 3 <= float(r["probability"]) <= 1 for r in rows
-    )  # the winning class's probability
+    # the winning class's probability
+    assert all(1 / 3 <= float(r["probability"]) <= 1 for r in rows)
 
 
 def test_test_file_with_other_class_names_is_refused_and_nothing_written(tmp_path, capsys):
@@ -343,16 +343,14 @@ def test_the_trained_file_is_found_wherever_the_command_runs_and_refused_once_it
             f"{tmp_path / 'data.csv'} has changed since (30 points then, 31 now, other content)"
             in line
         ), args
-    assert (
-        exit_status("fit", f"--ckpt_path={best}", "--data.path=data.csv", *TINY) == 2
-    )  # elsewhere/data.csv
+    # elsewhere/data.csv
+    assert exit_status("fit", f"--ckpt_path={best}", "--data.path=data.csv", *TINY) == 2
     (line,) = error_lines(capfd.readouterr().err)
     assert (
         f"data.path (trained: '{tmp_path / 'data.csv'}', now: '{elsewhere / 'data.csv'}')" in line
     )
-    assert evaluation_dirs(tmp_path / "lightning_logs") == [
-        tested
-    ]  # nothing written by the refused commands
+    # nothing written by the refused commands
+    assert evaluation_dirs(tmp_path / "lightning_logs") == [tested]
     assert not (elsewhere / "lightning_logs").exists()
 
 

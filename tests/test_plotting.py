@@ -1,4 +1,5 @@
-"""Tests for circles.plotting (grid predictions, array and matplotlib pictures) and the DecisionBoundaryCallback."""
+"""Tests for circles.plotting (grid predictions, array and matplotlib pictures) and the
+DecisionBoundaryCallback."""
 
 from __future__ import annotations
 
@@ -345,12 +346,10 @@ def test_frames_are_labelled_with_a_header_the_legend_and_panel_titles():
     )
     header, body = HEADER + 6, BODY + 6  # a line of each size
     assert labelled.shape[1] == bare.shape[1] == 2 * 210 + 4
-    assert (
-        labelled.shape[0] == bare.shape[0] + header + 3 * body
-    )  # header, legend, note, the panels' titles
-    np.testing.assert_array_equal(
-        labelled[-bare.shape[0] :, :210], bare[:, :210]
-    )  # the first panel, under its title
+    # header, legend, note, the panels' titles
+    assert labelled.shape[0] == bare.shape[0] + header + 3 * body
+    # the first panel, under its title
+    np.testing.assert_array_equal(labelled[-bare.shape[0] :, :210], bare[:, :210])
     strips = labelled[: labelled.shape[0] - bare.shape[0]]
     dark = np.all(strips < 120, axis=2)
     for top, size in (
@@ -371,9 +370,8 @@ def test_text_longer_than_a_frame_goes_on_more_lines_and_nothing_is_cut_off():
     wrapped = text_block(202, [(words, None)])
     assert one.shape[0] == BODY + 6 and wrapped.shape[0] >= 2 * (BODY + 6)
     ink = np.all(wrapped < 120, axis=2)
-    assert ink.sum() == pytest.approx(
-        np.all(one < 120, axis=2).sum(), rel=0.1
-    )  # the same text, all of it
+    # the same text, all of it
+    assert ink.sum() == pytest.approx(np.all(one < 120, axis=2).sum(), rel=0.1)
     assert not ink[:, -3:].any()  # nothing runs into the right edge
     legend = text_block(202, [(f"class {k}", (0, 0, 255)) for k in range(6)])
     assert legend.shape[0] >= 2 * (BODY + 6) and not np.all(legend < 120, axis=2)[:, -3:].any()
@@ -385,9 +383,8 @@ def test_neuron_tiles_are_numbered_and_dead_units_marked():
     image = neuron_image(np.concatenate([ramp, flat]), scale=2)
     tiles = image[-(10 + BODY + 6) :]  # the row of tiles under the key
     assert image.shape[1] == 2 * 10 + 4
-    np.testing.assert_allclose(
-        tiles[5, 0], rdylbu(0.0), atol=2
-    )  # -2, the ramp's largest magnitude: full red
+    # -2, the ramp's largest magnitude: full red
+    np.testing.assert_allclose(tiles[5, 0], rdylbu(0.0), atol=2)
     assert np.all(tiles[10:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
     wide = neuron_image(np.concatenate([ramp, flat]), scale=16)
     label = wide[-(BODY + 6) :, 84:]  # under the flat unit's tile, 80 pixels wide
@@ -396,8 +393,9 @@ def test_neuron_tiles_are_numbered_and_dead_units_marked():
 
 
 def test_a_members_boundary_is_drawn_as_a_one_pixel_line_where_it_lies():
-    """A linear model's panel carries each member's decision function; the frame draws where each crosses zero:
-    black pixels on the line x1 - 0.5 x2 + 0.1 = 0, one pixel thick, and none without it."""
+    """A linear model's panel carries each member's decision function; the frame draws where each
+    crosses zero: black pixels on the line x1 - 0.5 x2 + 0.1 = 0, one pixel thick, and none
+    without it."""
     xs = ys = np.linspace(-1, 1, 21)
     grid_x, grid_y = np.meshgrid(xs, ys)
     line = grid_x - 0.5 * grid_y + 0.1
@@ -420,10 +418,11 @@ def test_a_members_boundary_is_drawn_as_a_one_pixel_line_where_it_lies():
     assert not np.all(plain == 0, axis=2).any()
     rows, cols = np.nonzero(np.all(drawn == 0, axis=2))
     size = len(xs) * scale
+    # pixel centres in the plane, north up
     x, y = (
         -1 + 2 * cols / (size - 1),
         1 - 2 * rows / (size - 1),
-    )  # pixel centres in the plane, north up
+    )
     assert len(rows) >= size  # it spans the picture
     assert np.abs(x - 0.5 * y + 0.1).max() <= 2.5 * 2 / size  # on the line, within a pixel or two
     per_row = np.bincount(rows)
@@ -458,22 +457,19 @@ def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units
     alive = network_image(
         [outputs[0], np.stack([ramp, ramp, -ramp]), outputs[2]], weights, ["x1", "x2"]
     )
-    marked = np.argwhere(
-        np.all(image == red, axis=2)
-    )  # "dead" is written in red; links are translucent
+    # "dead" is written in red; links are translucent
+    marked = np.argwhere(np.all(image == red, axis=2))
     assert len(marked) > 10 and not np.all(alive == red, axis=2).any()
-    assert (
-        30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()
-    )  # under the hidden layer's tile
+    # under the hidden layer's tile
+    assert 30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()
     assert marked[:, 1].max() <= 30 + 2 * NETWORK_TILE + NETWORK_SPAN + 15
     wide = network_image(
         [np.repeat(ramp[None], 20, axis=0), np.repeat(ramp[None], 40, axis=0), ramp[None]],
         [np.ones((40, 20)), np.ones((1, 40))],
         [f"f{i}" for i in range(20)],
     )
-    assert wide.shape[0] < 100 + NETWORK_UNITS * (
-        NETWORK_TILE + 60
-    )  # at most NETWORK_UNITS tiles a column
+    # at most NETWORK_UNITS tiles a column
+    assert wide.shape[0] < 100 + NETWORK_UNITS * (NETWORK_TILE + 60)
 
 
 def test_boundary_panel_subsamples_points():
@@ -516,9 +512,8 @@ def test_boundary_figure_has_one_axes_per_panel_and_saves_a_png(tmp_path):
     panels = [half_panel("Train", points=points, labels=[1, 0]), half_panel("Val")]
     figure = boundary_figure(panels, panel_size=2.0)
     assert isinstance(figure, Figure)
-    assert (
-        plt.get_fignums() == open_figures
-    )  # not registered with pyplot: nothing leaks in long runs
+    # not registered with pyplot: nothing leaks in long runs
+    assert plt.get_fignums() == open_figures
     axes = titled_axes(figure)
     assert [ax.get_title() for ax in axes] == ["Train", "Val"]
     assert len([ax for ax in figure.axes if ax.get_visible()]) == 2
@@ -593,8 +588,9 @@ print(json.dumps({"loaded": 'matplotlib' in sys.modules, "importers": sorted(set
 
 @pytest.fixture(scope="module")
 def callbacks_import():
-    """What ``import circles.callbacks`` (and so plotting, model and data) does about matplotlib, in a fresh
-    interpreter: whether matplotlib ends up loaded, and which modules ran an ``import matplotlib...``."""
+    """What ``import circles.callbacks`` (and so plotting, model and data) does about matplotlib,
+    in a fresh interpreter: whether matplotlib ends up loaded, and which modules ran an ``import
+    matplotlib...``."""
     import json
 
     out = subprocess.run([sys.executable, "-c", _TRACE], capture_output=True, text=True, check=True)
@@ -615,7 +611,8 @@ def test_importing_circles_plotting_does_not_import_matplotlib():
 
 @pytest.mark.slow
 def test_circles_code_never_imports_matplotlib_at_import_time(callbacks_import):
-    """Every import statement that names matplotlib is traced back to the module running it: none is circles'."""
+    """Every import statement that names matplotlib is traced back to the module running it: none
+    is circles'."""
     culprits = [m for m in callbacks_import["importers"] if m.split(".")[0] == "circles"]
     assert not culprits
 
@@ -666,16 +663,15 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     events = EventAccumulator(run_dir, size_guidance={"images": 0})
     events.Reload()
     frames = events.Images("decision_boundary/train_val")
+    # every 2 epochs from 0, and the last epoch
     assert [frame.step for frame in frames] == [
         0,
         2,
         3,
-    ]  # every 2 epochs from 0, and the last epoch
-    side = (
-        21 * 10
-    )  # a 21-point grid drawn 10x: two panels (and their 4-pixel gap) make a frame of 400 or more
-    assert (
-        frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY
-    )  # the text above
+    ]
+    # a 21-point grid drawn 10x: two panels (and their 4-pixel gap) make a frame of 400 or more
+    side = 21 * 10
+    # the text above
+    assert frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY
     test_frames = events.Images("test/decision_boundary")
     assert len(test_frames) == 1 and test_frames[0].width == 21 * 20  # one panel: drawn 20x

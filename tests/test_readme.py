@@ -1,6 +1,6 @@
-"""Every number README.md quotes about a run, re-derived from the run itself: a change that moves one fails here, with
-the number measured, until README says it. (Timings are measurements of a machine, not results of a run: they live
-in docs/benchmarks.md, made by benchmarks/bench.py.)"""
+"""Every number README.md quotes about a run, re-derived from the run itself: a change that moves
+one fails here, with the number measured, until README says it. (Timings are measurements of a
+machine, not results of a run: they live in docs/benchmarks.md, made by benchmarks/bench.py.)"""
 
 from __future__ import annotations
 
@@ -51,11 +51,12 @@ RUNS = {
         f"--config={CONFIGS / 'improved.yaml'}",
         f"--config={CONFIGS / 'trainer' / 'until_val_acc_1.yaml'}",
     ],
+    # the finder's 100 steps, then a short fit
     "lr_find": [
         f"--config={CONFIGS / 'relu.yaml'}",
         f"--config={CONFIGS / 'trainer' / 'lr_find.yaml'}",
         "--trainer.max_epochs=100",
-    ],  # the finder's 100 steps, then a short fit
+    ],
     **{
         name: [f"--config={CONFIGS / 'relu.yaml'}", f"--optimizer.init_args.lr={lr}"]
         for name, lr in (("lr1", 1), ("lr3", 3), ("lr_suggested", 8.91))
@@ -64,17 +65,18 @@ RUNS = {
 
 
 class Claims:
-    """What README says, checked against what was measured; every claim that does not hold is listed at the end of the
-    test (:meth:`hold`), so one run tells all the numbers to update."""
+    """What README says, checked against what was measured; every claim that does not hold is
+    listed at the end of the test (:meth:`hold`), so one run tells all the numbers to update."""
 
     def __init__(self) -> None:
         self.wrong: list[str] = []
 
     def says(self, template: str, *values: float, within: float = 0.0) -> None:
-        """README says ``template`` with a number in each ``{:spec}`` slot: the measured value formatted by the spec,
-        or, with ``within``, a number at most that far from it (in the value's own units: 0.002 is 0.2% for a ``%``
-        slot). Runs of many steps end a little apart on CPUs whose vector units round sums in another order; README
-        says how far, and ``within`` is that bound."""
+        """README says ``template`` with a number in each ``{:spec}`` slot: the measured value
+        formatted by the spec, or, with ``within``, a number at most that far from it (in the
+        value's own units: 0.002 is 0.2% for a ``%`` slot). Runs of many steps end a little apart
+        on CPUs whose vector units round sums in another order; README says how far, and
+        ``within`` is that bound."""
         parts = list(string.Formatter().parse(template))
         pattern = "".join(
             re.escape(re.sub(r"\s+", " ", literal)).replace(r"\ ", r"\s+")
@@ -89,9 +91,8 @@ class Claims:
         specs = [spec for _, name, spec, _ in parts if name is not None]
         for written, value, spec in zip(found.groups(), values, specs, strict=True):
             scale = 100 if spec.endswith("%") else 1
-            half_unit = (
-                0.5 * 10 ** -len(written.partition(".")[2]) / scale
-            )  # what README's rounding may hide
+            # what README's rounding may hide
+            half_unit = 0.5 * 10 ** -len(written.partition(".")[2]) / scale
             if (
                 written != format(value, spec).rstrip("%")
                 and abs(float(written) / scale - value) > within + half_unit
@@ -114,9 +115,9 @@ def readme() -> Iterator[Claims]:
 
 
 def fit_run(root: Path, name: str, *evaluations: str) -> tuple[Path, str]:
-    """``fit`` of one of RUNS in its own folder, in this process (the imports are paid once), then the evaluations
-    asked for (``test --ckpt_path=last``, ...) of its checkpoints; returns the run directory (whose ``test`` sub-run
-    holds the fit's own test) and everything printed."""
+    """``fit`` of one of RUNS in its own folder, in this process (the imports are paid once),
+    then the evaluations asked for (``test --ckpt_path=last``, ...) of its checkpoints; returns
+    the run directory (whose ``test`` sub-run holds the fit's own test) and everything printed."""
     folder = root / name
     folder.mkdir()
     printed = io.StringIO()
@@ -140,8 +141,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[P
 
 
 def accuracy_of(runs, name: str, stage: str = "test") -> float:
-    """The run's final accuracy of ``stage``: for ``test``, the fit's own test of its final weights (what
-    ``test --ckpt_path last`` measures too)."""
+    """The run's final accuracy of ``stage``: for ``test``, the fit's own test of its final
+    weights (what ``test --ckpt_path last`` measures too)."""
     return final_scalar(runs[name][0], f"{stage}/acc")
 
 
@@ -173,9 +174,8 @@ def test_the_main_jobs_console_and_summary(runs, readme):
 
 def test_the_evaluations_say_what_they_measured(runs, readme):
     for start in ("Test: ", "Validation: "):
-        (line,) = [
-            line for line in printed(runs, "improved", start) if "ckpt)" in line
-        ]  # not the fit's own test
+        # not the fit's own test
+        (line,) = [line for line in printed(runs, "improved", start) if "ckpt)" in line]
         readme.says(line)
     (bayes, _) = printed(runs, "improved", "  Bayes-optimal acc ")
     readme.says(bayes.strip())
@@ -301,9 +301,8 @@ def test_a_claim_fails_when_the_number_moved_further_than_readme_allows(monkeypa
         sys.modules[__name__], "README", "Mean 85.5%, std 0.145 and acc 0.9752 here."
     )
     claims = Claims()
-    claims.says(
-        "Mean {:.1%}, std {:.3f}", 0.8571, 0.1449, within=0.005
-    )  # 85.7% vs 85.5%: within 0.5 points
+    # 85.7% vs 85.5%: within 0.5 points
+    claims.says("Mean {:.1%}, std {:.3f}", 0.8571, 0.1449, within=0.005)
     claims.says("acc {:.4f} here", 0.9752)
     assert not claims.wrong
     claims.says("Mean {:.1%}, std {:.3f}", 0.8621, 0.145, within=0.005)  # 86.2% vs 85.5%: not

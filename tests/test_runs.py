@@ -1,4 +1,5 @@
-"""Run directories and their files: where runs go, atomic writes, the one private TensorBoard call we depend on."""
+"""Run directories and their files: where runs go, atomic writes, the one private TensorBoard
+call we depend on."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def _claim_at_once(root: str, label: str, start: Any) -> str:
 
 
 def test_runs_claimed_at_the_same_moment_get_distinct_numbers_whatever_their_labels(tmp_path):
-    """Eight processes claim at once, each with its own label: eight numbers (an atomic mkdir alone would let
-    ``version_0-a`` and ``version_0-b`` both succeed)."""
+    """Eight processes claim at once, each with its own label: eight numbers (an atomic mkdir
+    alone would let ``version_0-a`` and ``version_0-b`` both succeed)."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
@@ -58,9 +59,8 @@ def test_runs_claimed_at_the_same_moment_get_distinct_numbers_whatever_their_lab
 
 def test_the_logger_claims_its_directory_only_when_it_is_first_asked_for(tmp_path):
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
-    assert not (
-        tmp_path / "runs"
-    ).exists()  # a run that fails before writing anything leaves nothing behind
+    # a run that fails before writing anything leaves nothing behind
+    assert not (tmp_path / "runs").exists()
     assert logger.version == "0000" and logger.version == "0000"
     assert (
         logger.log_dir == str(tmp_path / "runs" / "0000") and (tmp_path / "runs" / "0000").is_dir()
@@ -97,18 +97,16 @@ def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_i
     (tmp_path / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"1")
     for name in ("best.ckpt", "last.ckpt"):
         os.utime(tmp_path / "version_1" / "checkpoints" / name, (1, 1))
-    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(
-        b"0"
-    )  # written last: the newest run
+    # written last: the newest run
+    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"0")
     found = resolve_checkpoint("last", tmp_path)
     assert (
         found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
         and run_of_checkpoint(found) == "version_0"
     )
     assert resolve_checkpoint("some/file.ckpt", tmp_path) == Path("some/file.ckpt")
-    with pytest.raises(
-        ConfigError
-    ) as refused:  # version_1's best.ckpt may be another model: not taken silently
+    # version_1's best.ckpt may be another model: not taken silently
+    with pytest.raises(ConfigError) as refused:
         resolve_checkpoint("best", tmp_path)
     assert (
         f"The newest run, {tmp_path / 'version_0'}, has no checkpoints/best.ckpt (it has last.ckpt)."
@@ -135,8 +133,9 @@ def test_one_process_writes_a_run_at_a_time(tmp_path):
 
 @pytest.mark.slow
 def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path, monkeypatch):
-    """``cd elsewhere && python train.py fit --trainer.default_root_dir DIR``: logs, checkpoints, pictures and the
-    config go under DIR/lightning_logs; ``--ckpt_path last`` finds the run there and continues it in place."""
+    """``cd elsewhere && python train.py fit --trainer.default_root_dir DIR``: logs, checkpoints,
+    pictures and the config go under DIR/lightning_logs; ``--ckpt_path last`` finds the run there
+    and continues it in place."""
     elsewhere, scratch = tmp_path / "elsewhere", tmp_path / "scratch"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -156,9 +155,8 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     assert (run / "evaluations" / "0000-test" / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert run_names(scratch / "lightning_logs") == ["0000"]
-    assert (
-        len(list(run.glob("events.out.tfevents.*"))) == 2
-    )  # the resumed fit (and its test) wrote into the run
+    # the resumed fit (and its test) wrote into the run
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
 
@@ -178,9 +176,8 @@ def test_config_yaml_repeats_the_run_in_a_new_directory_and_records_what_a_resum
     assert record["trainer"]["max_epochs"] == 4  # what trained: the resume went on to epoch 4
     assert yaml.safe_load(load_checkpoint(run / "checkpoints" / "last.ckpt")[CONFIG_KEY]) == record
 
-    assert (
-        exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0
-    )  # repeat: a new run, same numbers
+    # repeat: a new run, same numbers
+    assert exit_status("fit", "--config", str(run / "config.yaml"), *QUIET) == 0
     repeat = run_dir(tmp_path / "lightning_logs", 1)
     assert load_checkpoint(repeat / "checkpoints" / "last.ckpt")["global_step"] == 4
     for key, value in load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"].items():
@@ -227,9 +224,8 @@ def test_without_a_logger_each_run_still_gets_its_own_directory(tmp_path):
     for _ in range(2):
         assert exit_status("fit", *RUN, "--trainer.logger=false") == 0
     runs = tmp_path / "lightning_logs"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "lightning_logs"
-    ]  # nothing in the working directory
+    # nothing in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lightning_logs"]
     for name in (run_dir(runs, 0).name, run_dir(runs, 1).name):
         assert {"config.yaml", "decision_boundary.png", "checkpoints"} <= {
             p.name for p in (runs / name).iterdir()

@@ -1,5 +1,6 @@
-"""Untrusted checkpoints: every load is ``weights_only=True``, a checkpoint carrying code is refused before any of it
-runs, and what the project itself saves is plain data that ``weights_only=True`` accepts."""
+"""Untrusted checkpoints: every load is ``weights_only=True``, a checkpoint carrying code is
+refused before any of it runs, and what the project itself saves is plain data that
+``weights_only=True`` accepts."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(
 
 
 def test_a_global_of_an_allowed_module_is_named_too(fitted, tmp_path):
-    """torch words the refusal differently for a global of a module it blocks (``os.makedirs``, the other tests)
-    and of one it allows in part (``open``, named ``io.open`` or ``_io.open`` depending on the Python)."""
+    """torch words the refusal differently for a global of a module it blocks (``os.makedirs``,
+    the other tests) and of one it allows in part (``open``, named ``io.open`` or ``_io.open``
+    depending on the Python)."""
 
     class OpensAFile:
         def __reduce__(self):

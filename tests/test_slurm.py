@@ -1,6 +1,7 @@
-"""The project's SLURM batch script on a real cluster of two nodes on this host (scripts/slurm/local_cluster: each
-node its own network namespace, hostname and slurmd): DDP on 1, 2 and 4 ranks equal to one process, a requeue
-across both nodes, one node's task dying, and allocations that cannot work refused in one line."""
+"""The project's SLURM batch script on a real cluster of two nodes on this host
+(scripts/slurm/local_cluster: each node its own network namespace, hostname and slurmd): DDP on
+1, 2 and 4 ranks equal to one process, a requeue across both nodes, one node's task dying, and
+allocations that cannot work refused in one line."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def submit(
     per_node: int = 2,
     script: list[str] | None = None,
 ) -> str:
-    """``sbatch`` the training script (or ``script``: sbatch's own arguments, ``--wrap`` say) from ``cwd``."""
+    """``sbatch`` the training script (or ``script``: sbatch's own arguments, ``--wrap`` say)
+    from ``cwd``."""
     job_env = {**env, "CONFIG": str(REPO / "configs" / config), "TRAINER_CONFIG": str(DDP_CPU)}
     command = script or [str(SBATCH), *args, *QUICK]
     out = subprocess.run(
@@ -110,7 +112,8 @@ def assert_same_run(run: Path, single: Path) -> None:
 
 
 def writers(run: Path) -> set[str]:
-    """The ``host.pid`` of every process that wrote a TensorBoard event file of the run (its sub-runs too)."""
+    """The ``host.pid`` of every process that wrote a TensorBoard event file of the run (its
+    sub-runs too)."""
     return {".".join(p.name.split(".")[4:-1]) for p in run.rglob("events.out.tfevents.*")}
 
 
@@ -154,16 +157,15 @@ def test_a_run_on_several_ranks_and_nodes_equals_the_single_process_run(
     assert "Traceback" not in log and "terminate called" not in log
 
     run = tmp_path / "lightning_logs" / f"slurm-{job}"
-    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [
-        run.name
-    ]  # one run directory
+    # one run directory
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == [run.name]
+    # one set
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.ckpt",
         "last.ckpt",
-    ]  # one set
-    (writer,) = writers(
-        run
-    )  # one TensorBoard run: every event file from one process, rank 0 on the first node
+    ]
+    # one TensorBoard run: every event file from one process, rank 0 on the first node
+    (writer,) = writers(run)
     assert writer.startswith("node1.")
     assert (run / "config.yaml").is_file() and (run / "decision_boundary.png").is_file()
 
@@ -207,9 +209,8 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
         in log
     )
     hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
-    assert (
-        0 < hpc["global_step"] < 200
-    )  # written by both ranks' handler together, after the same step
+    # written by both ranks' handler together, after the same step
+    assert 0 < hpc["global_step"] < 200
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 200
     # The end of the first start says where the job resumes, as a note on each rank, not as an error to act on
     notes = set(re.findall(r"^circles: (?:note|error): .*$", log, re.M))
@@ -229,7 +230,8 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
 
 
 def rank_processes(job: str, node: int) -> list[int]:
-    """The training processes of ``job`` on its ``node``-th node (0-based), found by their SLURM environment."""
+    """The training processes of ``job`` on its ``node``-th node (0-based), found by their SLURM
+    environment."""
     return [
         pid
         for pid, _, environ, cmdline in processes()
@@ -243,8 +245,9 @@ def rank_processes(job: str, node: int) -> list[int]:
 def test_when_one_nodes_task_dies_the_other_nodes_ranks_end_within_seconds_and_the_checkpoint_stays_whole(
     slurm_env, tmp_path
 ):
-    """A rank on the second node killed (SIGKILL: out of memory, a lost node): srun ends the step's other tasks
-    (``--kill-on-bad-exit``), so the first node's rank does not wait in a collective for a peer that is gone."""
+    """A rank on the second node killed (SIGKILL: out of memory, a lost node): srun ends the
+    step's other tasks (``--kill-on-bad-exit``), so the first node's rank does not wait in a
+    collective for a peer that is gone."""
     from circles.runs.checkpoints import load_checkpoint_file
 
     job = submit(
@@ -387,14 +390,12 @@ def test_the_cluster_is_two_hosts_sharing_one_file_system_and_up_again_reuses_it
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    seen = sorted(
-        (tmp_path / f"from-{i}").read_text().split() for i in (0, 1)
-    )  # both written to one folder
+    # both written to one folder
+    seen = sorted((tmp_path / f"from-{i}").read_text().split() for i in (0, 1))
     (_, host1, addr1, *names1), (_, host2, addr2, *names2) = seen
     assert (host1, host2) == ("node1", "node2") and addr1 != addr2
-    assert (
-        names1 == names2 == [addr1, "node1", addr2, "node2"]
-    )  # each node resolves both names the same way
+    # each node resolves both names the same way
+    assert names1 == names2 == [addr1, "node1", addr2, "node2"]
 
 
 # ------------------------------------------------------------------------------ a sweep as a job array
@@ -422,7 +423,8 @@ def array_tasks(env: dict, cwd: Path, sweep: Path, array: str) -> str:
 
 
 def wait_for_array(env: dict, cwd: Path, *jobs: str) -> dict[str, str]:
-    """Wait until every task of the arrays ``jobs`` has ended; returns each task's output, by ``JOB_TASK``."""
+    """Wait until every task of the arrays ``jobs`` has ended; returns each task's output, by
+    ``JOB_TASK``."""
 
     def running() -> bool:
         return bool(

@@ -1,4 +1,5 @@
-"""Tests for circles.sweep: grids, point names, end-to-end sweeps (tiny runs, CPU, temp dir), resume and failures."""
+"""Tests for circles.sweep: grids, point names, end-to-end sweeps (tiny runs, CPU, temp dir),
+resume and failures."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def rows(out: Path) -> list[dict[str, str]]:
 
 
 def test_grid_union_names_and_command_lines(tmp_path):
+    # already in the first grid: runs once
     grid = [
         {"model.activation": ["none", "relu"], "model.hidden_sizes": [[10], [10, 10]]},
         {
@@ -53,11 +55,10 @@ def test_grid_union_names_and_command_lines(tmp_path):
             "data.noise": [0.1],
         },
         {"model.activation": ["relu"], "model.hidden_sizes": [[10]]},
-    ]  # already in the first grid: runs once
+    ]
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", grid), out="sw")
-    assert (
-        sweep.base == REPO / "configs" / "relu.yaml"
-    )  # relative to the repository (not found beside the file)
+    # relative to the repository (not found beside the file)
+    assert sweep.base == REPO / "configs" / "relu.yaml"
     assert [p.name for p in sweep.points] == [
         "00-linear-10",
         "01-linear-10x10",
@@ -155,9 +156,8 @@ def test_an_out_folder_that_cannot_hold_the_sweep_and_an_empty_report_are_one_li
         capsys.readouterr().err.strip()
         == "circles-sweep: error: --out a_file cannot hold the sweep: File exists."
     )
-    assert (
-        main(["--config", str(path), "--out", "empty", "--report"]) == 1
-    )  # nothing finished: not ok
+    # nothing finished: not ok
+    assert main(["--config", str(path), "--out", "empty", "--report"]) == 1
     out = capsys.readouterr().out
     assert (
         "0 of 1 points finished" in out
@@ -246,9 +246,8 @@ def test_2x2_sweep_writes_every_output_and_skips_finished_points_when_run_again(
         ).is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
-    assert (
-        main(config) == 0
-    )  # everything finished: nothing runs again, nothing in the run directories changes
+    # everything finished: nothing runs again, nothing in the run directories changes
+    assert main(config) == 0
     assert capsys.readouterr().out.count("finished earlier") == 4
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps
     assert main([*config, "--report"]) == 0
@@ -306,8 +305,9 @@ def alive(pid: int) -> bool:
 def long_sweep(
     tmp_path: Path, points: int = 3
 ) -> Iterator[tuple[subprocess.Popen, Path, list[str]]]:
-    """``python -m circles.sweep --jobs 2`` over points that would train for minutes, in a process group of its own;
-    the block starts once two of them train (each has written a last.ckpt)."""
+    """``python -m circles.sweep --jobs 2`` over points that would train for minutes, in a
+    process group of its own; the block starts once two of them train (each has written a
+    last.ckpt)."""
     path = tmp_path / "s.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -391,10 +391,11 @@ def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in workers if alive(pid)]
+    # nothing half-done counts as finished
     assert set(statuses(runs, names).values()) <= {
         "interrupted",
         "none",
-    }  # nothing half-done counts as finished
+    }
 
 
 @pytest.mark.slow
@@ -472,9 +473,8 @@ def test_a_point_that_another_sweep_is_running_is_left_to_it(tmp_path, capsys):
 
     path = write_sweep(tmp_path / "s.yaml", {"model.activation": ["none", "relu"]})
     config = ["--config", str(path), "--out", "sw"]
-    held = try_lock(
-        tmp_path / "sw" / ".locks" / "00-linear"
-    )  # as a second sweep into the same --out would
+    # as a second sweep into the same --out would
+    held = try_lock(tmp_path / "sw" / ".locks" / "00-linear")
     try:
         assert main(config) == 1
     finally:
@@ -537,9 +537,8 @@ def test_a_sweep_over_a_data_file_tests_on_its_held_out_part(tmp_path):
     assert main(["--config", str(path), "--out", "sw"]) == 0
     table = rows(tmp_path / "sw")
     assert [row["status"] for row in table] == ["ok", "ok"]
-    for (
-        row
-    ) in table:  # 120 held-out points: accuracies are whole counts of them, written with 4 decimals
+    # 120 held-out points: accuracies are whole counts of them, written with 4 decimals
+    for row in table:
         count = float(row["test_acc"]) * 120
         assert abs(count - round(count)) <= 120 * 0.5e-4
     output = (tmp_path / "sw" / "runs" / "01-relu" / "output.log").read_text()
@@ -553,8 +552,8 @@ def test_a_sweep_over_a_data_file_tests_on_its_held_out_part(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_never_deletes_another_sweeps_point_under_the_same_name(tmp_path, capsys):
-    """Two sweep files with the same grid and other fixed settings, into one folder: the second is refused before it
-    runs anything, and the first one's finished work stays as it was."""
+    """Two sweep files with the same grid and other fixed settings, into one folder: the second
+    is refused before it runs anything, and the first one's finished work stays as it was."""
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
     first = write_sweep(tmp_path / "a" / "task.yaml", {"model.activation": ["none"]})
@@ -575,8 +574,8 @@ def test_a_sweep_never_deletes_another_sweeps_point_under_the_same_name(tmp_path
 
 @pytest.mark.slow
 def test_a_killed_sweeps_points_continue_from_their_last_checkpoint(tmp_path):
-    """``kill -9`` of the whole sweep leaves points with a whole last.ckpt and no result.json: the same command
-    continues them from there, it does not start them over."""
+    """``kill -9`` of the whole sweep leaves points with a whole last.ckpt and no result.json:
+    the same command continues them from there, it does not start them over."""
     path = tmp_path / "s.yaml"
     fixed = {**LONG, "trainer.max_epochs": 1500}
     path.write_text(

@@ -1,9 +1,8 @@
-"""TensorBoard as a learner sees it: a real run, the command its summary prints, a real TensorBoard server on
-127.0.0.1 and Chromium (Debian's, driven by Playwright) looking at the page.
+"""TensorBoard as a learner sees it: a real run, the command its summary prints, a real TensorBoard
+server on 127.0.0.1 and Chromium (Debian's, driven by Playwright) looking at the page.
 
-``python tests/test_tensorboard.py`` makes README's screenshots (``docs/tensorboard_*.png``) the same way, from
-the README's main job and configs/improved.yaml.
-"""
+``python tests/test_tensorboard.py`` makes README's screenshots (``docs/tensorboard_*.png``) the
+same way, from the README's main job and configs/improved.yaml."""
 
 from __future__ import annotations
 
@@ -33,16 +32,18 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
 EPOCHS, EVERY = (
     24,
     2,
-)  # 13 frames (epochs 0, 2, ..., 22 and the last, 23): more than TensorBoard keeps by default
+)
 
 pytestmark = [pytest.mark.slow, run_if(chromium=True)]
 
 
 def fit(cwd: Path, *args: str) -> str:
-    """``python train.py fit ARGS`` in ``cwd``; returns the TensorBoard command its summary prints."""
+    """``python train.py fit ARGS`` in ``cwd``; returns the TensorBoard command its summary
+    prints."""
     out = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "fit", *args],
         cwd=cwd,
@@ -56,8 +57,8 @@ def fit(cwd: Path, *args: str) -> str:
 
 @contextlib.contextmanager
 def tensorboard(command: str, cwd: Path, runs: int) -> Iterator[str]:
-    """Run the printed ``tensorboard ...`` command (on a free port of 127.0.0.1) until the block ends; yields its
-    address once it lists the ``runs`` runs."""
+    """Run the printed ``tensorboard ...`` command (on a free port of 127.0.0.1) until the block
+    ends; yields its address once it lists the ``runs`` runs."""
     port = free_port()
     argv = [
         str(Path(sys.executable).with_name("tensorboard")),
@@ -119,8 +120,8 @@ def open_hparams(page, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
-    """README's main job, shortened, and TensorBoard as its summary says to open it, seen in Chromium:
-    (page, TensorBoard's address, the run's name)."""
+    """README's main job, shortened, and TensorBoard as its summary says to open it, seen in
+    Chromium: (page, TensorBoard's address, the run's name)."""
     cwd = tmp_path_factory.mktemp("learner")
     command = fit(
         cwd,
@@ -130,6 +131,7 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
         f"--boundary.every_n_epochs={EVERY}",
     )
     (run,) = (p.name for p in (cwd / "lightning_logs").iterdir())
+    # an evaluation: it must stay out of the way
     subprocess.run(
         [
             sys.executable,
@@ -141,7 +143,7 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
         cwd=cwd,
         capture_output=True,
         check=True,
-    )  # an evaluation: it must stay out of the way
+    )
     with tensorboard(command, cwd, runs=1) as url, browser() as page:
         open_landing_page(page, url)
         yield page, url, run
@@ -149,42 +151,37 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
 
 def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(learner):
     page, _, run = learner
-    assert (
-        run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"
-    )  # numbered, named after what it trains, model first
+    # numbered, named after what it trains, model first
+    assert run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"
     runs = [
         line.strip()
         for line in page.locator("tb-runs-table, runs-selector").first.inner_text().splitlines()
         if line.strip() and line.strip() != "Run"
     ]
-    assert (
-        runs[0] == run and f"{run}/evaluations/0000-test" in runs
-    )  # the fit first, its evaluation inside it
+    # the fit first, its evaluation inside it
+    assert runs[0] == run and f"{run}/evaluations/0000-test" in runs
     charts = page.locator("scalar-card-component")
     assert charts.count() == 2  # the two open curve charts, without a click
     titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(2)]
     assert sorted(titles) == ["curves/acc", "curves/loss"]
-    for i in range(
-        2
-    ):  # each chart holds the train and the val curve of its metric, and no evaluation's
+    # each chart holds the train and the val curve of its metric, and no evaluation's
+    for i in range(2):
         text = charts.nth(i).inner_text()
         assert f"{run}/train" in text and f"{run}/val" in text and "evaluations" not in text
     frame = page.locator("image-card-component").first
     assert "decision_boundary/train_val" in frame.inner_text().replace("\n", "")
     assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
     shown = frame.locator("img").bounding_box()
-    assert (
-        shown is not None and shown["width"] >= 0.7 * 408
-    )  # the frame, its 17-pixel text at 12 or more
+    # the frame, its 17-pixel text at 12 or more
+    assert shown is not None and shown["width"] >= 0.7 * 408
 
 
 def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
     page, _, _ = learner
     frame = page.locator("image-card-component").first
     slider = frame.locator("input[type=range]")
-    assert slider.get_attribute("max") == str(
-        EPOCHS // EVERY
-    )  # every frame kept: 13 steps, slider 0..12
+    # every frame kept: 13 steps, slider 0..12
+    assert slider.get_attribute("max") == str(EPOCHS // EVERY)
     slider.focus()
     slider.press("Home")
     page.wait_for_timeout(300)
@@ -200,6 +197,7 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
     open_hparams(page, url)
     cells = [c.strip() for c in page.locator("vaadin-grid-cell-content").all_inner_texts()]
     header = cells[: cells.index("test acc") + 1]
+    # the five settings ticked first, then the metrics
     assert header == [
         "Trial ID",
         "Show Metrics",
@@ -210,23 +208,19 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
         "optimizer",
         "best val acc",
         "test acc",
-    ]  # the five settings ticked first, then the metrics
+    ]
     assert cells.count("0000-test") == 0 and cells.count(run) == 1  # fits are the trials, each once
-    row = cells[
-        cells.index(run) :
-    ]  # the run's row: its name as the trial id, its settings written as set
+    # the run's row: its name as the trial id, its settings written as set
+    row = cells[cells.index(run) :]
     assert row[2:7] == ["relu", "circles", "[10, 10]", str(EPOCHS), "SGD lr 0.1"]
-    metrics = [
-        float(cell) for cell in row[7:10] if cell
-    ]  # the grid may hold an empty cell between them
-    assert len(metrics) == 2 and all(
-        0.4 <= m <= 1 for m in metrics
-    )  # best val acc, and the fit's test acc
+    # the grid may hold an empty cell between them
+    metrics = [float(cell) for cell in row[7:10] if cell]
+    # best val acc, and the fit's test acc
+    assert len(metrics) == 2 and all(0.4 <= m <= 1 for m in metrics)
     page.locator("text=PARALLEL COORDINATES VIEW").first.click()
     page.wait_for_timeout(1500)
-    assert (
-        page.locator("g.foreground path").count() == 1
-    )  # the run is drawn: a line through every axis
+    # the run is drawn: a line through every axis
+    assert page.locator("g.foreground path").count() == 1
     open_landing_page(page, url)
 
 
@@ -234,8 +228,9 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
 
 
 def screenshots(out: Path) -> None:
-    """``docs/tensorboard_curves.png`` and ``docs/tensorboard_hparams.png``: README's main job (configs/relu.yaml)
-    and configs/improved.yaml, as TensorBoard shows them with the command the summary prints."""
+    """``docs/tensorboard_curves.png`` and ``docs/tensorboard_hparams.png``: README's main job
+    (configs/relu.yaml) and configs/improved.yaml, as TensorBoard shows them with the command the
+    summary prints."""
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         command = fit(cwd, "--config", str(REPO / "configs" / "relu.yaml"))

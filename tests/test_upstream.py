@@ -1,6 +1,7 @@
-"""Every assumption circles makes about Lightning, torch, TensorBoard and jsonargparse beyond their documented
-interfaces: private attributes it reads, hook orders it relies on, message texts it filters or parses. An upgrade that
-breaks one fails here first, by name, instead of somewhere inside a run."""
+"""Every assumption circles makes about Lightning, torch, TensorBoard and jsonargparse beyond
+their documented interfaces: private attributes it reads, hook orders it relies on, message texts
+it filters or parses. An upgrade that breaks one fails here first, by name, instead of somewhere
+inside a run."""
 
 from __future__ import annotations
 
@@ -68,10 +69,11 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
 
 
 def test_hooks_run_in_the_order_the_module_relies_on():
-    """CirclesClassifier stops a diverged fit in ``on_train_batch_end`` after the epoch's last step, before the
-    epoch's validation and so before ``ModelCheckpoint`` saves in ``on_validation_end``; it logs the validation
-    accuracy in ``on_validation_epoch_end``, also before that save; the callbacks' ``on_train_epoch_end`` (the
-    progress line, the frames) runs after validation, so both stages' values are in ``callback_metrics`` there."""
+    """CirclesClassifier stops a diverged fit in ``on_train_batch_end`` after the epoch's last
+    step, before the epoch's validation and so before ``ModelCheckpoint`` saves in
+    ``on_validation_end``; it logs the validation accuracy in ``on_validation_epoch_end``, also
+    before that save; the callbacks' ``on_train_epoch_end`` (the progress line, the frames) runs
+    after validation, so both stages' values are in ``callback_metrics`` there."""
     calls: list[str] = []
 
     class Watch(Callback):
@@ -133,8 +135,9 @@ def test_lightning_gives_every_logger_the_epoch_with_the_values_of_a_fit():
 def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(
     monkeypatch,
 ):
-    """circles.signals.requeue_signal reads ``trainer._accelerator_connector.cluster_environment``, as Lightning's
-    signal connector does, and defers the handler Lightning installs for its ``requeue_signal``."""
+    """circles.signals.requeue_signal reads
+    ``trainer._accelerator_connector.cluster_environment``, as Lightning's signal connector does,
+    and defers the handler Lightning installs for its ``requeue_signal``."""
     from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 
     source = inspect.getsource(_SignalConnector.register_signal_handlers)
@@ -157,8 +160,8 @@ def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_re
 
 
 def test_the_event_file_writer_is_the_summary_writers_own_and_reopens_after_close(tmp_path):
-    """The one private call into torch's SummaryWriter (circles.logger.event_file_writer), also what Lightning's own
-    TensorBoardLogger.log_hyperparams calls."""
+    """The one private call into torch's SummaryWriter (circles.logger.event_file_writer), also
+    what Lightning's own TensorBoardLogger.log_hyperparams calls."""
     from lightning.fabric.loggers.tensorboard import TensorBoardLogger as FabricTensorBoardLogger
 
     assert "_get_file_writer()" in inspect.getsource(FabricTensorBoardLogger.log_hyperparams)
@@ -183,9 +186,8 @@ def test_the_tensorboard_logger_takes_the_options_the_run_logger_passes_on():
         "prefix",
         "sub_dir",
     } <= set(parameters)
-    assert any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )  # to the SummaryWriter
+    # to the SummaryWriter
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def test_save_config_callback_takes_what_the_run_config_passes():
@@ -196,16 +198,15 @@ def test_save_config_callback_takes_what_the_run_config_passes():
 def test_model_checkpoint_has_its_own_on_train_end_that_run_checkpoint_replaces():
     from circles.callbacks.checkpoint import RunCheckpoint
 
-    assert "on_train_end" in vars(
-        ModelCheckpoint
-    )  # Lightning 2.6 added it: it saves last.ckpt with save_last
+    # Lightning 2.6 added it: it saves last.ckpt with save_last
+    assert "on_train_end" in vars(ModelCheckpoint)
     assert vars(RunCheckpoint)["on_train_end"].__override__
 
 
 def test_lightning_sets_the_trainer_attributes_circles_reads_at_run_time(tmp_path):
-    """``trainer.datamodule``, ``trainer.callbacks`` and ``trainer.fast_dev_run`` are set by the Trainer without
-    being declared on its class (circles.contracts reads the first two, RunCheckpoint the third);
-    ``rank_zero_only.rank`` is set on the function by Lightning."""
+    """``trainer.datamodule``, ``trainer.callbacks`` and ``trainer.fast_dev_run`` are set by the
+    Trainer without being declared on its class (circles.contracts reads the first two,
+    RunCheckpoint the third); ``rank_zero_only.rank`` is set on the function by Lightning."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     trainer = quiet_trainer(default_root_dir=tmp_path)
@@ -218,7 +219,8 @@ def test_lightning_sets_the_trainer_attributes_circles_reads_at_run_time(tmp_pat
 
 
 def test_the_unpicklers_refusal_names_the_global():
-    """circles.checkpoints finds the blocked global's name with ``GLOBAL <name>`` in torch's message."""
+    """circles.checkpoints finds the blocked global's name with ``GLOBAL <name>`` in torch's
+    message."""
     with pytest.raises(pickle.UnpicklingError) as refused:
         torch.load(_pickled(Payload("never")), weights_only=True)
     assert re.search(r"\bGLOBAL ([\w.]+)", str(refused.value)).group(1) == "os.makedirs"
@@ -260,7 +262,8 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
     ],
 )
 def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where):
-    """A filter whose message the library no longer writes hides nothing: remove it (circles.cli)."""
+    """A filter whose message the library no longer writes hides nothing: remove it
+    (circles.cli)."""
     __import__(where)
     source = (
         inspect.getsource(sys.modules[where]).replace('"\n', "").replace('f"', "").replace('"', "")
@@ -270,7 +273,8 @@ def test_every_message_the_cli_hides_is_still_one_upstream_writes(pattern, where
 
 
 def test_lightning_ends_a_handled_ctrl_c_with_exit_status_1_from_the_keyboard_interrupt():
-    """circles.cli tells a Ctrl-C that Lightning handled from other exits by the SystemExit's context."""
+    """circles.cli tells a Ctrl-C that Lightning handled from other exits by the SystemExit's
+    context."""
     from lightning.pytorch.trainer import call
 
     source = inspect.getsource(call._call_and_handle_interrupt)
@@ -278,7 +282,8 @@ def test_lightning_ends_a_handled_ctrl_c_with_exit_status_1_from_the_keyboard_in
 
 
 def test_jsonargparse_words_its_errors_as_the_cli_rewrites_them():
-    """circles.cli.parse_error_text shortens these messages; if their words change, the errors come out long."""
+    """circles.cli.parse_error_text shortens these messages; if their words change, the errors
+    come out long."""
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--number", type=int)
     parser.add_argument("--kind", type=__import__("typing").Literal["a", "b"])
@@ -309,8 +314,8 @@ def test_the_trainer_state_compares_equal_to_the_stage_name():
 
 
 def test_the_clis_warning_filters_end_with_the_command():
-    """The CLI hides Lightning's messages while it runs (circles.cli.reporting.quiet_lightning), not in the rest of a process
-    that imports circles or runs a command in-process."""
+    """The CLI hides Lightning's messages while it runs (circles.cli.reporting.quiet_lightning),
+    not in the rest of a process that imports circles or runs a command in-process."""
     import subprocess
 
     code = (
@@ -328,8 +333,9 @@ def test_the_clis_warning_filters_end_with_the_command():
 
 
 def test_the_learning_rate_finder_smooths_as_the_report_corrects_it():
-    """Lightning's finder divides its running average after n steps by ``1 - beta**(n + 1)`` (its step count is
-    already n) with beta 0.98: :func:`circles.inside.finder_curve` undoes exactly that."""
+    """Lightning's finder divides its running average after n steps by ``1 - beta**(n + 1)`` (its
+    step count is already n) with beta 0.98: :func:`circles.inside.finder_curve` undoes exactly
+    that."""
     import inspect
 
     from lightning.pytorch.tuner.lr_finder import _LRCallback
@@ -378,7 +384,8 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
 
 @pytest.mark.parametrize("name", ["bash", "interactive", "train"])
 def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, name):
-    """circles.slurm checks only the jobs whose ranks Lightning takes from SLURM: it tells them as Lightning does."""
+    """circles.slurm checks only the jobs whose ranks Lightning takes from SLURM: it tells them
+    as Lightning does."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     from circles.cli.slurm import in_slurm_job
@@ -392,8 +399,8 @@ def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, 
 def test_lightnings_checkpoint_connector_resumes_a_requeued_job_from_its_highest_hpc_checkpoint(
     tmp_path,
 ):
-    """circles.signals names the file a requeued job resumes from by ``_hpc_resume_path``, the property Lightning's
-    restore reads when it finds SLURM (``ckpt_path="hpc"``)."""
+    """circles.signals names the file a requeued job resumes from by ``_hpc_resume_path``, the
+    property Lightning's restore reads when it finds SLURM (``ckpt_path="hpc"``)."""
     import lightning.pytorch as pl
 
     trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False)
