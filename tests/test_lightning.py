@@ -139,3 +139,22 @@ def test_a_checkpoint_written_before_members_were_one_path_still_loads_and_train
     assert fit.current_epoch == 5 and [
         adam.state[w]["exp_avg"].shape for w in model.net.weights
     ] == [w.shape for w in model.net.weights]
+
+
+def test_readmes_plain_lightning_script_runs_as_written(capsys):
+    """README's script with the module and the data module (it prints what ``trainer.test``
+    returns)."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (script,) = re.findall(r"```python\n(import lightning.pytorch as pl\n.*?)```", readme, re.S)
+    exec(compile(script, "README.md", "exec"), {})
+    (printed,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[{")]
+    for name in (
+        "'test/loss'",
+        "'test/acc'",
+        "'test/bayes_acc'",
+        "'test/bayes_gap'",
+        "'epoch': 99.0",
+    ):
+        assert name in printed
