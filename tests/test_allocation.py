@@ -5,16 +5,39 @@ refusals as real jobs.)"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-from circles.cli.slurm import AllocationError, check_slurm_allocation, check_slurm_launch
+from circles.cli.slurm import (
+    AllocationError,
+    check_slurm_allocation,
+    check_slurm_launch,
+    slurm_count,
+)
 
 from helpers import TINY, error_lines, exit_status
 
 counts = st.integers(min_value=1, max_value=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_knows_job_7(tmp_path_factory):
+    """An ``scontrol`` first on PATH that knows job 7 and no other, as a cluster's controller
+    would answer ``scontrol show job``."""
+    folder = tmp_path_factory.mktemp("bin")
+    scontrol = folder / "scontrol"
+    scontrol.write_text(
+        '#!/bin/sh\n[ "$1 $2 $3" = "show job 7" ] && echo "JobId=7 JobName=train" && exit 0\n'
+        'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n'
+    )
+    scontrol.chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+        yield
 
 
 def job(nodes: int, per_node: int | None, step: bool = True, name: str = "train") -> dict[str, str]:
@@ -149,3 +172,54 @@ def test_the_cli_refuses_the_launch_in_one_line_before_it_writes_anything(
 
 def test_a_task_of_an_older_srun_that_sets_only_slurm_stepid_is_inside_a_step():
     check_slurm_launch([], {**job(2, 2, step=False), "SLURM_STEPID": "0"})
+
+
+@given(
+    tasks=st.integers(min_value=2, max_value=64), job_id=st.integers(min_value=8, max_value=10**6)
+)
+def test_slurm_variables_set_by_hand_for_a_job_slurm_does_not_know_are_refused(tasks, job_id):
+    """Set by hand outside any job, the variables of several tasks would leave the one process
+    started waiting at the rendezvous for the others, forever."""
+    env = {**job(1, tasks), "SLURM_JOB_ID": str(job_id)}
+    with pytest.raises(AllocationError) as err:
+        check_slurm_launch([], env)
+    assert str(err.value).startswith(
+        f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job_id}, but SLURM knows no such job here"
+    )
+    assert f"wait for {tasks - 1} more forever" in str(err.value)
+
+
+def test_hand_set_variables_are_refused_by_the_cli_in_one_line(tmp_path, monkeypatch, capfd):
+    for key, value in {**job(1, 2), "SLURM_JOB_ID": "8", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert exit_status("fit", *TINY, "--trainer.devices=2") == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line.startswith("circles: error: SLURM_NTASKS is 2 and SLURM_JOB_ID 8, but SLURM")
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@given(
+    counts=st.lists(st.integers(min_value=1, max_value=99), min_size=1, max_size=4),
+    repeat=st.booleans(),
+)
+def test_counts_are_read_as_slurm_writes_them_per_node(counts, repeat):
+    """SLURM writes a count per node: ``2``, ``2(x3)`` for three nodes of 2, ``2,2`` listed;
+    equal counts are the count, unequal ones (a heterogeneous job) are refused."""
+    text = ",".join(f"{c}(x2)" if repeat else str(c) for c in counts)
+    env = {"SLURM_NTASKS_PER_NODE": text}
+    if len(set(counts)) == 1:
+        assert slurm_count(env, "SLURM_NTASKS_PER_NODE") == counts[0]
+    else:
+        with pytest.raises(AllocationError, match=r"^SLURM_NTASKS_PER_NODE is '"):
+            slurm_count(env, "SLURM_NTASKS_PER_NODE")
+
+
+@given(text=st.text(max_size=12))
+def test_a_count_that_is_no_count_is_refused_naming_the_variable(text):
+    env = {"SLURM_NTASKS": text}
+    try:
+        count = slurm_count(env, "SLURM_NTASKS")
+    except AllocationError as err:
+        assert str(err).startswith(f"SLURM_NTASKS is {text.strip()!r}: not a count")
+    else:
+        assert count >= 0 and str(count) in text

@@ -292,13 +292,14 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
     calls = []
 
     def requeue_handler(signum, frame):
-        calls.append((signum, inspect.stack()[1].function))
+        calls.append((signum, [f.function for f in inspect.stack()[1:3]]))
 
     previous = signal.signal(requeue, requeue_handler)
     try:
         signal_at_epoch(monkeypatch, 2, requeue)
         assert exit_status("fit", *SMALL, "--trainer.max_epochs=5", *args) == 0
-        assert calls == [(requeue, "on_train_batch_end")]  # called once, by the callback's hook
+        # called once, by the callback's hook
+        assert calls == [(requeue, ["_requeue", "on_train_batch_end"])]
         assert signal.getsignal(requeue) is requeue_handler  # restored after fit
     finally:
         signal.signal(requeue, previous)
@@ -342,6 +343,96 @@ def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
         note,
     )
     assert match and int(match.group(2)) <= int(match.group(1)), note
+
+
+def fake_scontrol(tmp_path: Path, monkeypatch, script: str) -> None:
+    """An ``scontrol`` first on PATH that runs ``script`` (sh), as SLURM's would answer."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    scontrol = folder / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\n{script}\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_refused_requeue_is_said_and_the_fits_test_evaluates_its_final_weights(
+    tmp_path, monkeypatch, slurm_job, capfd
+):
+    """Lightning's own requeue handler, with an ``scontrol`` that fails (no controller, no
+    permission): Lightning only logs it; the run says so, trains on, and its test evaluates the
+    final weights, not the hpc checkpoint the handler saved (which Lightning would pick)."""
+    fake_scontrol(tmp_path, monkeypatch, "exit 1")
+    signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
+    root = tmp_path / "job"
+    assert (
+        exit_status("fit", *SMALL, "--trainer.max_epochs=4", f"--trainer.default_root_dir={root}")
+        == 0
+    )
+    out, err = capfd.readouterr()
+    assert (root / "hpc_ckpt_1.ckpt").is_file()
+    (note,) = [line for line in err.splitlines() if "requeue" in line]
+    assert note.startswith(
+        "circles: note: SLURM did not requeue the job (Requeuing SLURM job 7 failed with error "
+        "code 1): it ends at its time limit."
+    ), note
+    assert str(root / "hpc_ckpt_1.ckpt") in note
+    (test_line,) = [line for line in out.splitlines() if line.startswith("Test:")]
+    assert test_line.endswith("weights of epoch 3 (last.ckpt)"), test_line
+
+
+def test_a_requeued_job_resumes_from_its_own_hpc_checkpoint_and_tests_its_final_weights(
+    tmp_path, monkeypatch, slurm_job, capfd
+):
+    """The documented flow: SIGUSR1, Lightning saves ``hpc_ckpt_1.ckpt`` and requeues, SLURM ends
+    the job (SIGTERM) and starts it again under the same job id; the second start resumes from
+    the hpc checkpoint, trains to the end and tests the weights it ended with."""
+    fake_scontrol(tmp_path, monkeypatch, "kill -TERM $PPID")
+    root = tmp_path / "job"
+    signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
+    fit = ["fit", *SMALL, f"--trainer.default_root_dir={root}"]
+    assert exit_status(*fit, "--trainer.max_epochs=6") == 143
+    hpc = load_checkpoint(root / "hpc_ckpt_1.ckpt")
+    monkeypatch.undo()  # the second start: no signal
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7"}.items():
+        monkeypatch.setenv(key, value)
+    capfd.readouterr()
+    assert exit_status(*fit, "--trainer.max_epochs=6") == 0
+    out = capfd.readouterr().out
+    (test_line,) = [line for line in out.splitlines() if line.startswith("Test:")]
+    assert test_line.endswith("weights of epoch 5 (last.ckpt)"), test_line
+    last = load_checkpoint(run_dir(root / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 6 > hpc["global_step"]
+    assert run_names(root / "lightning_logs") == ["0000"]  # one run, resumed in place
+
+
+@pytest.mark.parametrize("hpc_job", ["8", None])
+def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_not_restored(
+    tmp_path, monkeypatch, slurm_job, capfd, hpc_job
+):
+    """Lightning restores any ``hpc_ckpt_*.ckpt`` in ``default_root_dir``: one another job wrote
+    (or one that does not say which) is refused naming it; ``--ckpt_path hpc`` continues it
+    through the checks every checkpoint gets, which refuse another model without a traceback."""
+    root = tmp_path / "job"
+    assert (
+        exit_status("fit", *SMALL, "--trainer.max_epochs=2", f"--trainer.default_root_dir={root}")
+        == 0
+    )
+    checkpoint = load_checkpoint(run_dir(root / "lightning_logs", 0) / "checkpoints" / "last.ckpt")
+    checkpoint["circles_slurm_job"] = hpc_job
+    torch.save(checkpoint, root / "hpc_ckpt_1.ckpt")
+    capfd.readouterr()
+    fit = ["fit", *SMALL, "--trainer.max_epochs=4", f"--trainer.default_root_dir={root}"]
+    assert exit_status(*fit) == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line.startswith("circles: error: trainer.default_root_dir") and "hpc_ckpt_1.ckpt" in line
+    assert ("SLURM job 8" if hpc_job else "a job that did not record itself") in line
+    assert exit_status(*fit, "--ckpt_path=hpc", "--model.hidden_sizes=[3]") == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "model.hidden_sizes" in line and "Traceback" not in line
+    assert exit_status(*fit, "--ckpt_path=hpc") == 0
+    out = capfd.readouterr().out
+    (test_line,) = [line for line in out.splitlines() if line.startswith("Test:")]
+    assert test_line.endswith("weights of epoch 3 (last.ckpt)"), test_line
 
 
 def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):

@@ -410,3 +410,17 @@ def test_lightnings_checkpoint_connector_resumes_a_requeued_job_from_its_highest
     assert trainer._checkpoint_connector._hpc_resume_path == str(tmp_path / "hpc_ckpt_10.ckpt")
     source = inspect.getsource(type(trainer._checkpoint_connector)._parse_ckpt_path)
     assert "self._hpc_resume_path" in source
+
+
+def test_lightnings_requeue_handler_logs_a_refused_requeue_where_the_run_listens():
+    """GracefulStopCallback learns that ``scontrol requeue`` failed only from this log line
+    (Lightning carries on without raising); tests/test_faults.py runs the handler for real."""
+    import inspect
+
+    from lightning.pytorch.trainer.connectors import signal_connector
+
+    from circles.callbacks.signals import REQUEUE_LOG
+
+    assert signal_connector.log.name == REQUEUE_LOG
+    source = inspect.getsource(signal_connector._SignalConnector._slurm_sigusr_handler_fn)
+    assert 'log.warning(f"Requeuing SLURM job {job_id} failed with error code {result}")' in source

@@ -3,9 +3,12 @@ state saved."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from circles.contracts import trainer_callbacks
-from circles.errors import Interrupted
+from circles.errors import Interrupted, note
 
 
 def requeue_signal(trainer: pl.Trainer) -> int | None:
@@ -119,14 +122,31 @@ class GracefulStopCallback(Callback):
             stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
         if requeue and self._requeue_signal is not None:
             self.requeue = False
-            self._previous[self._requeue_signal](self._requeue_signal, None)
-            # what the requeued job restores (Lightning's pick)
-            resume = trainer._checkpoint_connector._hpc_resume_path
-            self.requeued = (trainer.global_step, resume) if resume else None
+            self._requeue(trainer, pl_module)
         if stop:
             # a rank stopped because another one was signalled
             self.signal = self.signal or signal.SIGTERM
             trainer.should_stop = True
+
+    def _requeue(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning's requeue handler, run by every rank together: the hpc checkpoint, then (rank
+        zero) ``scontrol requeue``. Whether SLURM took the requeue, every rank learns from rank
+        zero; a refused one is said at once (the job then ends at its time limit)."""
+        assert self._requeue_signal is not None
+        with _requeue_refusals() as refused:
+            self._previous[self._requeue_signal](self._requeue_signal, None)
+        failed = bool(refused)
+        if trainer.world_size > 1:
+            flag = torch.tensor([float(failed)], device=pl_module.device)
+            failed = bool(trainer.strategy.reduce(flag, reduce_op="sum") > 0)
+        resume = trainer._checkpoint_connector._hpc_resume_path  # what a requeue restores
+        self.requeued = (trainer.global_step, resume) if resume and not failed else None
+        if failed and trainer.is_global_zero:
+            saved = f" Its state is saved in {os.path.normpath(resume)}" if resume else ""
+            note(
+                f"SLURM did not requeue the job ({'; '.join(refused)}): it ends at its time limit."
+                f"{saved}; fit --ckpt_path with that file continues it in a new job."
+            )
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -142,6 +162,31 @@ class GracefulStopCallback(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+REQUEUE_LOG = "lightning.pytorch.trainer.connectors.signal_connector"  # where it says how it went
+
+
+@contextlib.contextmanager
+def _requeue_refusals() -> Iterator[list[str]]:
+    """While inside, what Lightning's requeue handler logs of a failed ``scontrol requeue``
+    (tests/test_upstream.py checks it still says so)."""
+    refused: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if (
+            record.getMessage().startswith("Requeuing SLURM job")
+            and "failed" in record.getMessage()
+        ):
+            refused.append(record.getMessage())
+        return True
+
+    log = logging.getLogger(REQUEUE_LOG)
+    log.addFilter(keep)
+    try:
+        yield refused
+    finally:
+        log.removeFilter(keep)
 
 
 def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:

@@ -64,12 +64,12 @@ from circles.cli.checks import (
 from circles.cli.parser import CirclesArgumentParser
 from circles.cli.reporting import one_line_errors, quiet_lightning, reported
 from circles.cli.settle import run_hyperparameters, settle_runs_and_checkpoint
-from circles.cli.slurm import check_slurm_allocation, check_slurm_launch
+from circles.cli.slurm import check_slurm_allocation, check_slurm_launch, hpc_checkpoint
 from circles.contracts import trainer_callbacks
 from circles.data.module import CirclesDataModule, predict_points
-from circles.errors import SettingError
+from circles.errors import CirclesError, SettingError
 from circles.model.classifier import CirclesClassifier
-from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig
+from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig, slurm_job
 from circles.runs.logger import TensorBoardRunLogger
 
 CALLBACKS = {
@@ -221,7 +221,10 @@ class CirclesCLI(LightningCLI):
         if stop.signal is not None:
             raise interruption(self.trainer, "fit", stop.signal)
         if self.config[self.subcommand].get("test_after_fit"):
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            weights = final_weights(self.trainer)
+            self.trainer.test(
+                self.model, datamodule=self.datamodule, verbose=False, ckpt_path=weights
+            )
 
     def _end_fit(self) -> None:
         """Close the loggers held open since ``before_fit`` and print the end-of-fit lines,
@@ -265,6 +268,22 @@ def record_settings(
             logger.record_trial(hparams)
         else:
             logger.log_hyperparams(hparams)
+
+
+def final_weights(trainer: Any) -> str | None:
+    """What the fit's test evaluates: the weights the fit ended with (None: the module's own), or,
+    in a SLURM job whose folder holds an hpc checkpoint (Lightning would test that instead of the
+    final weights), the ``last.ckpt`` the fit's end wrote."""
+    checkpoint = trainer.checkpoint_callback
+    if slurm_job() is None or hpc_checkpoint(trainer.default_root_dir) is None:
+        return None
+    if isinstance(checkpoint, RunCheckpoint) and checkpoint.holds_current_state(trainer):
+        return checkpoint.last_model_path
+    raise CirclesError(
+        "The fit's test would evaluate the hpc checkpoint in "
+        f"{trainer.default_root_dir} instead of the final weights (no last.ckpt holds them). "
+        "Test them with: test --ckpt_path last."
+    )
 
 
 def _summary(trainer: Any) -> RunSummary:

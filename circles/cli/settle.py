@@ -12,15 +12,20 @@ from typing import Any
 from jsonargparse import Namespace
 
 from circles.cli.checks import check_hyperparameters
+from circles.cli.slurm import hpc_checkpoint
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, note
 from circles.runs.checkpoints import (
+    JOB_KEY,
+    RUN_KEY,
     data_difference,
+    load_checkpoint_file,
     load_lightning_checkpoint,
     resolve_checkpoint,
     run_of_checkpoint,
+    slurm_job,
 )
-from circles.runs.directory import EVALUATIONS
+from circles.runs.directory import CHECKPOINTS, CONFIG, EVALUATIONS, run_name
 from circles.runs.logger import DEFAULT_RUNS
 from circles.runs.names import run_label, short, shortened
 
@@ -35,19 +40,21 @@ def settle_runs_and_checkpoint(
     (:func:`_settle_run`); the data the checkpoint was trained on (:func:`_settle_data`). Returns
     the checkpoint's path and the checkpoint, loaded safely, if there is one."""
     path = _checkpoint_path(config, subcommand)
-    _settle_run(config, subcommand, path)
+    checkpoint = load_lightning_checkpoint(path) if path is not None else {}
+    _settle_run(config, subcommand, path, checkpoint.get(RUN_KEY))
     if path is None:
         return None
     config.ckpt_path = str(path)
-    checkpoint = load_lightning_checkpoint(path)
     check_hyperparameters(path, checkpoint.get("hyper_parameters") or {})
     _settle_data(config, subcommand, checkpoint)
     return path, checkpoint
 
 
 def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
-    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's); None for a
-    fit from scratch or Lightning's ``hpc``. Evaluations need one."""
+    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's; ``hpc``: the
+    hpc checkpoint in ``trainer.default_root_dir``); None for a fit from scratch. Evaluations need
+    one. A fit in a SLURM job resumes from an hpc checkpoint only its own job wrote (a requeue),
+    through the same checks as any checkpoint: Lightning would restore any it finds."""
     ckpt_path = config.get("ckpt_path")
     if ckpt_path is None and subcommand != "fit":
         raise ConfigError(
@@ -57,7 +64,8 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
             f"Without one, {subcommand} would evaluate an untrained network.",
         )
     root = Path(config.trainer.get("default_root_dir") or ".")
-    if ckpt_path == "hpc" and not any(root.glob("hpc_ckpt_*.ckpt")):
+    hpc = hpc_checkpoint(root)
+    if ckpt_path == "hpc" and hpc is None:
         raise ConfigError(
             "ckpt_path",
             "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
@@ -65,14 +73,38 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
             ckpt_path,
             "There is none; give 'last' or a checkpoint file.",
         )
-    if ckpt_path in (None, "hpc"):
+    if ckpt_path == "hpc":
+        return hpc
+    if ckpt_path is None and hpc is not None and slurm_job() is not None:
+        return _own_hpc_checkpoint(hpc)
+    if ckpt_path is None:
         return None
     return resolve_checkpoint(ckpt_path, _runs_root(config))
 
 
-def _settle_run(config: Namespace, subcommand: str, path: Path | None) -> None:
+def _own_hpc_checkpoint(hpc: Path) -> Path:
+    """``hpc`` if this SLURM job wrote it (the job was requeued and resumes); refused otherwise."""
+    job = slurm_job()
+    written_by = load_checkpoint_file(hpc).get(JOB_KEY) if hpc.is_file() else None
+    if written_by == job:
+        return hpc
+    who = f"SLURM job {written_by}" if written_by else "a job that did not record itself"
+    raise ConfigError(
+        "trainer.default_root_dir",
+        f"a folder without another job's hpc checkpoint for SLURM job {job}",
+        str(hpc.parent),
+        f"It holds {hpc.name}, written by {who}: Lightning would restore it into this run. Give "
+        f"--ckpt_path {hpc} to continue that run (its settings are checked as any checkpoint's), "
+        "or another --trainer.default_root_dir.",
+    )
+
+
+def _settle_run(
+    config: Namespace, subcommand: str, path: Path | None, written_by: str | None
+) -> None:
     """The run's directory: the logger's folder defaults to ``trainer.default_root_dir``; ``fit``
-    from ``best``/``last`` continues in that run's directory; a new run is named by what it does;
+    from ``best``/``last`` continues in that run's directory, from an hpc checkpoint in the run
+    that wrote it (``written_by``, unless a version is given); a new run is named by what it does;
     without a logger the run still gets its directory from the logger's allocator
     (:class:`circles.runs.logger.RunDirectory`, no TensorBoard events); evaluations go with the
     run that trained their checkpoint."""
@@ -81,6 +113,8 @@ def _settle_run(config: Namespace, subcommand: str, path: Path | None) -> None:
         logger.save_dir = config.trainer.get("default_root_dir") or "."
     named = subcommand == "fit" and path is not None and str(path) != config.get("ckpt_path")
     run = run_of_checkpoint(path) if named and path is not None else None
+    if subcommand == "fit" and path is not None and path.name.startswith("hpc_ckpt_"):
+        run = None if logger is None or logger.get("version") is not None else written_by
     if run is not None and logger is not None:
         logger.version = run
     if logger is not None and logger.get("version") is None and not logger.get("label"):
@@ -99,6 +133,29 @@ def _settle_run(config: Namespace, subcommand: str, path: Path | None) -> None:
         logger = directory
     if subcommand != "fit" and logger is not None and logger.get("version") is None:
         _place_evaluation(logger, path)
+    if subcommand == "fit" and path is None and logger is not None:
+        _check_new_run(logger)
+
+
+def _check_new_run(logger: Namespace) -> None:
+    """A fit from scratch into a run directory named by hand (``version``) that already holds a
+    run would replace its checkpoints and config and mix its curves with the new ones."""
+    version = logger.get("version")
+    if version is None:
+        return
+    name = run_name(version) if isinstance(version, int) else str(version)
+    run = Path(logger.get("save_dir") or ".") / logger.get("name", DEFAULT_RUNS) / name
+    held = sorted(
+        p.name for p in [run / CONFIG, *(run / CHECKPOINTS).glob("*.ckpt")] if p.is_file()
+    )
+    if held:
+        raise ConfigError(
+            "trainer.logger.init_args.version",
+            "a run directory that holds no run yet, for a fit from scratch",
+            version,
+            f"{run} holds a run ({', '.join(held)}). Continue it with --ckpt_path "
+            f"{run / CHECKPOINTS / 'last.ckpt'}, or give a new version.",
+        )
 
 
 def _settle_data(config: Namespace, subcommand: str, checkpoint: dict[str, Any]) -> None:

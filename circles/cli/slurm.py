@@ -1,11 +1,14 @@
 """What a SLURM job must agree on before the Trainer starts: the tasks SLURM started against the
 ranks Lightning will wait for, checked once from the job's environment, so a wrong allocation is
-one line and not a hang."""
+one line and not a hang; and the hpc checkpoint a requeued job resumes from."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
@@ -13,6 +16,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from circles.errors import CirclesError
 
 LAUNCH = "srun python -m circles.cli fit ... (as scripts/slurm/train.sbatch does)"
+COUNT = re.compile(r"(\d+)(?:\(x\d+\))?")  # SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes
 
 
 class AllocationError(CirclesError):
@@ -26,14 +30,25 @@ def in_slurm_job(plugins: Iterable[Any], environ: Mapping[str, str] = os.environ
     """Whether Lightning runs the ranks by SLURM's environment: inside a SLURM job that is not an
     interactive one (see :meth:`SLURMEnvironment.detect`), with no other cluster environment
     among the Trainer's ``plugins``."""
-    if any(
+    other = any(
         isinstance(p, ClusterEnvironment) and not isinstance(p, SLURMEnvironment) for p in plugins
-    ):
-        return False
-    return "SLURM_NTASKS" in environ and environ.get("SLURM_JOB_NAME") not in (
-        "bash",
-        "interactive",
     )
+    interactive = environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    return not other and "SLURM_NTASKS" in environ and not interactive
+
+
+def slurm_count(environ: Mapping[str, str], variable: str, default: str = "1") -> int:
+    """A count SLURM put in the environment (``4``; per node ``2(x3)`` or ``2,2``, equal on every
+    node); a value that is none is refused naming the variable."""
+    text = environ.get(variable, default).strip()
+    counts = {int(m.group(1)) for part in text.split(",") if (m := COUNT.fullmatch(part.strip()))}
+    if len(counts) != 1 or not all(COUNT.fullmatch(p.strip()) for p in text.split(",")):
+        raise AllocationError(
+            f"{variable} is {text!r}: not a count of tasks or nodes (the same on every node) that "
+            "SLURM would write. Run inside a job SLURM started (srun), or unset the SLURM_* "
+            "variables set by hand."
+        )
+    return counts.pop()
 
 
 def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.environ) -> None:
@@ -41,34 +56,52 @@ def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.e
     never start.
 
     A process started without ``srun`` in a job of several tasks (the batch script's own shell
-    has no job step) would wait for the others until the rendezvous timed out; ``--ntasks``
-    without ``--ntasks-per-node`` makes Lightning raise while building the Trainer, with a
-    traceback."""
-    if not in_slurm_job(plugins, environ) or int(environ["SLURM_NTASKS"]) <= 1:
+    has no job step) would wait for the others until the rendezvous timed out, and so would one
+    whose SLURM variables were set by hand outside any job; ``--ntasks`` without
+    ``--ntasks-per-node`` makes Lightning raise while building the Trainer, with a traceback."""
+    if not in_slurm_job(plugins, environ):
         return
-    tasks = int(environ["SLURM_NTASKS"])
+    tasks = slurm_count(environ, "SLURM_NTASKS")
+    if tasks <= 1:
+        return
     job = environ.get("SLURM_JOB_ID", "?")
-    # srun sets both; the batch shell neither
-    if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:
+    if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:  # srun sets them
         raise AllocationError(
             f"SLURM job {job} has {tasks} tasks (--ntasks-per-node times --nodes), but this "
-            "command runs outside "
-            f"srun, in the job's batch script: one process started where {tasks} are expected, and "
-            "it would wait "
-            f"for the others until the rendezvous timed out. Start it with {LAUNCH}, or ask for "
-            "one task "
-            "(sbatch --ntasks=1)."
+            f"command runs outside srun, in the job's batch script: one process started where "
+            f"{tasks} are expected, and it would wait for the others until the rendezvous timed "
+            f"out. Start it with {LAUNCH}, or ask for one task (sbatch --ntasks=1)."
         )
     if "SLURM_NTASKS_PER_NODE" not in environ:
-        nodes = int(environ.get("SLURM_NNODES", "1"))
+        nodes = slurm_count(environ, "SLURM_NNODES")
         per_node = f"{tasks // nodes}" if tasks % nodes == 0 else "N"
         raise AllocationError(
             f"SLURM job {job} asks for --ntasks={tasks}, and the ranks need to know their tasks "
-            "per node: submit "
-            f"with --nodes={nodes} --ntasks-per-node={per_node} instead of --ntasks "
-            "(trainer.devices then follows "
-            "it, as scripts/slurm/train.sbatch sets it)."
+            f"per node: submit with --nodes={nodes} --ntasks-per-node={per_node} instead of "
+            "--ntasks (trainer.devices then follows it, as scripts/slurm/train.sbatch sets it)."
         )
+    if not _job_exists(job, environ):
+        raise AllocationError(
+            f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job}, but SLURM knows no such job here "
+            f"(scontrol show job {job} fails): the variables were set by hand, and the one process "
+            f"started would wait for {tasks - 1} more forever. Unset the SLURM_* variables, or "
+            f"start the ranks with {LAUNCH}."
+        )
+
+
+def _job_exists(job: str, environ: Mapping[str, str]) -> bool:
+    """Whether SLURM's controller knows the job (a job step's environment always names one)."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job],
+            env={**os.environ, **environ},
+            capture_output=True,
+            text=True,
+            timeout=60,  # a controller that does not answer counts as no job
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return shown.returncode == 0 and f"JobId={job}" in shown.stdout.replace(" ", "\n")
 
 
 def check_slurm_allocation(
@@ -99,12 +132,24 @@ def check_slurm_allocation(
             "",
         ),
     ):
-        wanted = environ.get(variable)
-        if wanted is not None and int(wanted) != value:
+        if variable not in environ:
+            continue
+        wanted = slurm_count(environ, variable)
+        if wanted != value:
             raise AllocationError(
                 f"trainer.{setting} is {value}, but {allocated.format(wanted)} "
-                f"({flag}={wanted}){why}: set "
-                f"--trainer.{setting} {wanted} (scripts/slurm/train.sbatch sets it from the "
-                "allocation: leave it out "
-                f"of the script's arguments), or submit with {flag}={value}."
+                f"({flag}={wanted}){why}: set --trainer.{setting} {wanted} "
+                "(scripts/slurm/train.sbatch sets it from the allocation: leave it out of the "
+                f"script's arguments), or submit with {flag}={value}."
             )
+
+
+def hpc_checkpoint(root: str | Path) -> Path | None:
+    """The hpc checkpoint Lightning restores in a SLURM job (``hpc_ckpt_<n>.ckpt`` of the highest
+    n in the trainer's ``default_root_dir``), if there is one."""
+    found = []
+    for path in Path(root).glob("hpc_ckpt_*.ckpt"):
+        number = path.stem[len("hpc_ckpt_") :]
+        if number.isdigit():
+            found.append((int(number), path))
+    return max(found)[1] if found else None

@@ -284,6 +284,21 @@ def data_difference(
 
 
 CONFIG_KEY = "circles_config"  # the run's config.yaml, as text, inside every checkpoint
+JOB_KEY = "circles_slurm_job"  # the SLURM job that wrote a checkpoint (None outside one)
+RUN_KEY = "circles_run"  # the name of the run directory of the fit that wrote a checkpoint
+
+
+def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The SLURM job this process runs in, as Lightning's requeue names it (an array task's
+    ``JOB_TASK``); None outside a batch job Lightning takes its ranks from."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    array = environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array else environ.get("SLURM_JOB_ID")
+
+
 # What a resumed fit must train with as the run did: what the model is, what it learns from and how
 # it steps.
 TRAINED_WITH = ("seed_everything", "model", "data", "optimizer", "lr_scheduler")
@@ -342,6 +357,7 @@ class RunConfig(SaveConfigCallback):
                 logger.init_args.label = ""  # a repeat names its run from its own settings
         super().__init__(parser, config, config_filename, overwrite=True)
         self.text = parser.dump(config, skip_none=False)
+        self.run_name: str | None = None
 
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -354,6 +370,7 @@ class RunConfig(SaveConfigCallback):
 
     def _write(self, trainer: Any) -> None:
         log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        self.run_name = Path(log_dir).name if log_dir else None
         if trainer.is_global_zero:
             os.makedirs(log_dir, exist_ok=True)
             with atomic_file(Path(log_dir) / self.config_filename) as f:
@@ -362,6 +379,8 @@ class RunConfig(SaveConfigCallback):
     @override
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.text
+        checkpoint[JOB_KEY] = slurm_job()
+        checkpoint[RUN_KEY] = self.run_name
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
