@@ -29,6 +29,7 @@ from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
 from circles.model.metrics import latest_values, num
+from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
 
 # pictures of a run over its epochs; the page's slider takes the union of the runs' epochs
 FRAMES_PER_RUN = 40
@@ -279,7 +280,7 @@ def write_page(records: Sequence[RunRecord], out: Path) -> tuple[Path, Path]:
         player = offline(animation.to_jshtml(fps=8, default_mode="once"))
     show(epochs[-1])
     png = out / "compare.png"
-    figure.savefig(png, dpi=80)
+    save_figure(figure, png, dpi=80)
     names = ", ".join(record.name for record in records)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>circles: {html.escape(names)}</title>
@@ -298,7 +299,8 @@ val solid.</p>
 </body></html>
 """
     page_path = out / "compare.html"
-    page_path.write_text(page, encoding="utf-8")
+    with atomic_file(page_path, encoding="utf-8") as f:
+        f.write(page)
     return page_path, png
 
 
@@ -355,7 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no such config file: {', '.join(missing)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = [run_config(config, extra, out) for config in args.configs]
-    page, png = write_page(records, out)
+    lock = try_lock(out / ".lock")  # one compare writes a page at a time
+    if lock is None:
+        raise RunInUse(
+            f"{out} is being written by another compare (pid {(out / '.lock').read_text().strip()}"
+            "): its page would replace this one's. Wait for it to end, or give another --out."
+        )
+    with lock:
+        records = [run_config(config, extra, out) for config in args.configs]
+        page, png = write_page(records, out)
     print(f"\nComparison: {page}  (opens offline in any browser)\nPicture: {png}", flush=True)
     return 0

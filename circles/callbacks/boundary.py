@@ -22,7 +22,13 @@ from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid
 from circles.pictures.network import network_image, neuron_image
 from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
 from circles.pictures.panels import BoundaryPanel
-from circles.runs.directory import BOUNDARY_GIF, BOUNDARY_PNG, BOUNDARY_TEST_PNG
+from circles.runs.directory import (
+    BOUNDARY_GIF,
+    BOUNDARY_PNG,
+    BOUNDARY_TEST_PNG,
+    atomic_file,
+    save_figure,
+)
 from circles.runs.logger import tensorboard_of
 
 
@@ -85,6 +91,14 @@ class DecisionBoundaryCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # collective under DDP: every rank must ask, not only rank zero
         self.run_dir = trainer.log_dir
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit that goes on in its run (``--ckpt_path``) keeps the frames the run drew before:
+        the GIF shows the whole fit."""
+        gif = os.path.join(str(self.run_dir), BOUNDARY_GIF)
+        if self.gif and trainer.ckpt_path and trainer.is_global_zero and os.path.isfile(gif):
+            self.frames.load(gif)
 
     def _panels(
         self,
@@ -209,7 +223,7 @@ class DecisionBoundaryCallback(Callback):
             classes=data.class_legend(),
             probability_label=data.probability_label(),
         )
-        figure.savefig(path, dpi=80)
+        save_figure(figure, path, dpi=80)
         return path
 
     @override
@@ -222,7 +236,10 @@ class DecisionBoundaryCallback(Callback):
             self._fit_frame(trainer, pl_module, panels, epoch)
 
     @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The fit's last frame, its GIF and its picture: at the fit's end, after the final
+        checkpoint (``on_train_end``), so that a picture that cannot be written loses no
+        training."""
         epoch = trainer.current_epoch - 1
         panels = (
             self._panels(trainer, pl_module, "fit", ("train", "val"))
@@ -234,7 +251,8 @@ class DecisionBoundaryCallback(Callback):
         if self._last_frame_epoch != epoch:
             self._fit_frame(trainer, pl_module, panels, epoch)
         if self.gif and len(self.frames) > 1:
-            self.frames.save(os.path.join(str(self.run_dir), BOUNDARY_GIF))
+            with atomic_file(os.path.join(str(self.run_dir), BOUNDARY_GIF), "wb") as f:
+                self.frames.save(f)
         values = latest_values(trainer.callback_metrics)
         title = f"Epoch {epoch}: {accuracy_text(values, ('train', 'val'), ', ')}"
         self.png_path = self._save_png(trainer, pl_module, panels, BOUNDARY_PNG, title)

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import LearningRateFinder
 from typing_extensions import override
 
 from circles.pictures.figures import finder_figure
-from circles.runs.directory import LR_FIND_PNG
+from circles.runs.directory import LR_FIND_PNG, save_figure
 
 
 class LearningRateReport(LearningRateFinder):
@@ -78,7 +78,7 @@ class LearningRateReport(LearningRateFinder):
         if run_dir is not None:
             path = os.path.join(run_dir, LR_FIND_PNG)
             os.makedirs(run_dir, exist_ok=True)
-            finder_figure(lrs, losses, self.suggested, configured).savefig(path, dpi=80)
+            save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
         print("\n".join(lines), flush=True)
 

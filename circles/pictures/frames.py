@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -272,7 +272,18 @@ class Animation:
                 self._stride = self._stride * 2
         self._offered += 1
 
-    def save(self, path: str, seconds_per_frame: float = 0.15) -> None:
+    def load(self, path: str) -> None:
+        """Start from the frames of a GIF this animation saved before (a fit that goes on adds to
+        them)."""
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as gif:
+            self.frames = [
+                np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)
+            ]
+        self._offered = len(self.frames)
+
+    def save(self, path: Any, seconds_per_frame: float = 0.15) -> None:
         """The frames as a looping GIF, the last one held for a second (frames of other sizes
         padded white)."""
         from PIL import Image
@@ -291,5 +302,11 @@ class Animation:
         ]
         durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
         images[0].save(
-            path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True
+            path,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            loop=0,
+            optimize=True,
         )

@@ -35,6 +35,13 @@ def atomic_file(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
         tmp.unlink(missing_ok=True)
 
 
+def save_figure(figure: Any, path: PathLike, **kwargs: Any) -> None:
+    """A matplotlib figure saved as ``path`` (its format from the suffix), whole or not at all
+    (:func:`atomic_file`)."""
+    with atomic_file(path, "wb") as f:
+        figure.savefig(f, format=Path(path).suffix.lstrip(".").lower(), **kwargs)
+
+
 class RunInUse(CirclesError):
     """Another process is writing into the run directory this one would write into."""
 

@@ -284,10 +284,18 @@ class TensorBoardRunLogger(TensorBoardLogger):
         without flushing the event files: Lightning calls this after every ``log_metrics``, and
         the writers flush by themselves (every 10 events or 2 minutes), at :meth:`flush` (before a
         checkpoint is written) and at the end."""
-        if not self._hparams_file_saved:
-            super().save()  # writes hparams.yaml once the run directory exists
-            hparams = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
-            self._hparams_file_saved = os.path.isfile(hparams)
+        if self._hparams_file_saved or not os.path.isdir(self.log_dir):
+            return
+        from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+        hparams = Path(self.log_dir, self.NAME_HPARAMS_FILE)
+        twin = hparams.with_name(f".{hparams.name}.{os.getpid()}.tmp")
+        try:
+            save_hparams_to_yaml(twin, self.hparams)  # Lightning's writer, renamed into place
+            os.replace(twin, hparams)
+        finally:
+            twin.unlink(missing_ok=True)
+        self._hparams_file_saved = True
 
     @rank_zero_only
     def flush(self) -> None:
