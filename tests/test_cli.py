@@ -150,7 +150,7 @@ def test_validate_test_and_predict_accept_best_last_and_a_path(run_cli, capsys):
     with open(predict_run / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 200 and list(rows[0]) == ["x1", "x2", "probability", "label"]
-    assert all(int(r["label"]) == int(float(r["probability"]) > 0.5) for r in rows)
+    assert all(r["label"] in ("0", "1") and float(r["probability"]) >= 0.5 for r in rows)
 
     points = Path("points.csv")
     points.write_text("x1,x2\n0,0\n1.5,1.5\n")

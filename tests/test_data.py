@@ -342,8 +342,8 @@ def test_read_points_csv_reads_x1_x2_and_ignores_other_columns(tmp_path):
     path = tmp_path / "points.csv"
     path.write_text("label,x2,x1\na,2.5,-1\nb,0,1e-3\n")
     points = read_points_csv(path)
-    assert points.dtype == torch.float32
-    assert torch.equal(points, torch.tensor([[-1.0, 2.5], [1e-3, 0.0]]))
+    assert points.dtype == torch.float64  # as read: predictions.csv writes them back
+    assert torch.equal(points, torch.tensor([[-1.0, 2.5], [1e-3, 0.0]], dtype=torch.float64))
     assert torch.equal(read_points_csv(str(path)), points)
 
 

@@ -114,24 +114,27 @@ def csv_files(draw) -> bytes:
 
 def read_as_data(tmp_path: Path, content: bytes) -> None:
     """The bytes as ``data.path`` (read, labels encoded, split) and as points to predict on: each
-    is read into finite float32 points, or refused with one ConfigError line naming the setting."""
+    is read into finite points the model can take (float32; points to predict on are kept as the
+    float64 numbers they were read as), or refused with one ConfigError line naming the setting."""
     from circles.data.files import read_points_csv
     from circles.data.module import CirclesDataModule
     from circles.errors import ConfigError
 
     (tmp_path / "data.csv").write_bytes(content)
-    for read in (
-        lambda: CirclesDataModule(path="data.csv", val_fraction=0.3).points("test"),
-        lambda: (read_points_csv("data.csv"), None),
+    for read, dtype in (
+        (
+            lambda: CirclesDataModule(path="data.csv", val_fraction=0.3).points("test"),
+            torch.float32,
+        ),
+        (lambda: (read_points_csv("data.csv"), None), torch.float64),
     ):
         try:
             points, labels = read()
         except ConfigError as err:
             assert "\n" not in str(err) and err.field in ("path", "predict_path", "classes"), err
             continue
-        assert (
-            points.dtype == torch.float32 and points.shape[1] == 2 and torch.isfinite(points).all()
-        )
+        assert points.dtype == dtype and points.shape[1] == 2
+        assert torch.isfinite(points.float()).all()
         assert labels is None or len(labels) == len(points)
 
 

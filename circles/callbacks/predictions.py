@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from typing import Any
 
@@ -15,10 +16,11 @@ from circles.runs.directory import PREDICTIONS_CSV, atomic_file
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (``x1,x2,probability,label``: the probability of class 1, or
-    with more than two classes of the predicted one; with several members ``probability`` is
-    their mean and ``probability_std`` their spread; the label is the class's name when the data
-    names its classes) into the run directory after ``predict``."""
+    """Writes ``predictions.csv`` into the run directory after ``predict``: ``x1,x2`` as given
+    (each the number it was read as: the shortest text of its float64, or of its float32 for
+    drawn points), ``probability``, the winning class's, then with several members
+    ``probability_std``, its spread over them, and ``label``, the class's name when the data
+    names its classes (quoted by the CSV rules when a name holds a comma or a quote)."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
@@ -40,24 +42,39 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         if not trainer.is_global_zero or self.path is None:
             return
-        x = torch.cat([points for points, _ in predictions]).cpu()
         probs = torch.cat([p for _, p in predictions], dim=1).cpu()  # (K, N) or (K, N, C)
+        data = trainer_data(trainer)
+        # the points as read: a precision plugin may have cast the batches
+        read = getattr(data, "predict_x", None)
+        x = read if read is not None and len(read) == probs.shape[1] else None
+        if x is None:
+            x = torch.cat([points for points, _ in predictions])
         mean = probs.mean(0)
-        label = (mean > 0.5).long() if mean.dim() == 1 else mean.argmax(-1)
-        columns = [
-            x[:, 0],
-            x[:, 1],
-            mean if mean.dim() == 1 else mean.gather(-1, label[:, None])[:, 0],
-        ]
-        if len(probs) > 1:  # the members' spread of that probability
+        label, won = winning_class(mean)
+        columns = [x.cpu().numpy()[:, 0], x.cpu().numpy()[:, 1], won.numpy()]
+        header = ["x1", "x2", "probability"]
+        if len(probs) > 1:  # the members' spread of that probability (1 - p spreads as p)
             std = probs.std(0)
-            columns.append(std if std.dim() == 1 else std.gather(-1, label[:, None])[:, 0])
-        names = trainer_data(trainer).class_names
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with atomic_file(self.path) as f:
-            f.write(
-                "x1,x2,probability," + ("probability_std," if len(probs) > 1 else "") + "label\n"
+            columns.append(
+                (std if std.dim() == 1 else std.gather(-1, label[:, None])[:, 0]).numpy()
             )
-            for *values, k in zip(*(c.tolist() for c in columns), label.tolist(), strict=True):
-                f.write("".join(f"{v:.6g}," for v in values) + f"{names[k] if names else k}\n")
+            header.append("probability_std")
+        names = data.class_names
+        labels = [names[k] for k in label.tolist()] if names else label.tolist()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with atomic_file(self.path, newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow([*header, "label"])
+            texts = [[str(value) for value in column] for column in columns]
+            writer.writerows(zip(*texts, labels, strict=True))
         print(f"Predictions written to {self.path}", flush=True)
+
+
+def winning_class(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's class and its probability, from the probabilities ``(N,)`` of class 1 of two
+    classes or ``(N, C)`` of C classes."""
+    if mean.dim() == 1:
+        label = (mean > 0.5).long()
+        return label, torch.where(label == 1, mean, 1 - mean)
+    label = mean.argmax(-1)
+    return label, mean.gather(-1, label[:, None])[:, 0]

@@ -229,20 +229,22 @@ def _read(path: Path, field: str, labelled: bool) -> tuple[torch.Tensor, list[st
             path,
             "It has no data rows.",
         )
-    return torch.from_numpy(
-        np.stack([np.frombuffer(x1), np.frombuffer(x2)], axis=1).astype(np.float32)
-    ), labels
+    return torch.from_numpy(np.stack([np.frombuffer(x1), np.frombuffer(x2)], axis=1)), labels
 
 
 def read_points_csv(path: str | Path, field: str = "predict_path") -> torch.Tensor:
-    """Points to predict on from a CSV file with ``x1`` and ``x2`` columns (others are ignored)."""
+    """Points to predict on from a CSV file with ``x1`` and ``x2`` columns (others are ignored),
+    as float64 numbers: ``predictions.csv`` writes each back as the number it read (the network
+    takes them in its own dtype)."""
     return _read(Path(path), field, labelled=False)[0]
 
 
 def read_labelled_csv(path: str | Path, field: str = "path") -> tuple[torch.Tensor, list[str]]:
     """Labelled points from a CSV file with ``x1``, ``x2`` and ``label`` columns (others are
-    ignored): the points ``(N, 2)`` and each point's label as written."""
-    return _read(Path(path), field, labelled=True)
+    ignored): the points ``(N, 2)``, float32 as the data trains, and each point's label as
+    written."""
+    x, labels = _read(Path(path), field, labelled=True)
+    return x.float(), labels
 
 
 def encode_labels(

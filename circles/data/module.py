@@ -225,7 +225,7 @@ def predict_points(path: str, features: Sequence[str]) -> torch.Tensor:
     """The points of a ``predict_path`` file, read and checked: the features the network sees of
     each are finite."""
     points = read_points_csv(path)
-    check_finite_features(features, points, "predict_path", path)
+    check_finite_features(features, points.float(), "predict_path", path)
     return points
 
 

@@ -368,9 +368,9 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
     def predict_step(
         self, batch: tuple[torch.Tensor], batch_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points and each member's probabilities for them (see
-        :meth:`member_probabilities`)."""
-        return batch[0], self.member_probabilities(batch[0])
+        """The points as given (a point file's are float64, written back as read) and each
+        member's probabilities for them (see :meth:`member_probabilities`)."""
+        return batch[0], self.member_probabilities(batch[0].to(self.dtype))
 
     # -- checkpoints -------------------------------------------------------------------------------
 
