@@ -126,11 +126,17 @@ class RunRecorder(Callback):
         return network_image(grid_layers(model, *self._grid), weights, model.feature_names)
 
     @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The best val acc, kept when the fit ends: a fit without its test has it too."""
+        self._keep_final(trainer, "val/acc_best")
+
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._keep_final(trainer, "test/")
+
+    def _keep_final(self, trainer: pl.Trainer, prefix: str) -> None:
         values = latest_values(trainer.callback_metrics)
-        self.record.final.update(
-            {k: v for k, v in values.items() if k.startswith("test/") or k == "val/acc_best"}
-        )
+        self.record.final.update({k: v for k, v in values.items() if k.startswith(prefix)})
 
 
 def title_of(record: RunRecord) -> str:

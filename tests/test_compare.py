@@ -96,3 +96,15 @@ def test_a_config_that_is_not_there_is_one_line(tmp_path, capsys):
     assert exit_status("compare", "configs/nope.yaml", "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["circles: error: compare: no such config file: configs/nope.yaml"]
+
+
+def test_a_compare_without_the_test_still_shows_each_runs_best_val_acc(tmp_path, capfd):
+    out = tmp_path / "page"
+    short = ["--trainer.max_epochs=3", "--data.n_samples=100", "--boundary.every_n_epochs=100"]
+    linear = str(CONFIGS / "linear.yaml")
+    assert exit_status("compare", linear, "--out", str(out), *short, "--test_after_fit=false") == 0
+    page = (out / "compare.html").read_text()
+    (best,) = re.findall(r"<td>linear</td><td>1</td><td>([^<]*)</td>", page)
+    assert 0 <= float(best) <= 1
+    # the sub-runs' arguments are compare's own: Lightning's warning about them is not the user's
+    assert "args parameter" not in capfd.readouterr().err
