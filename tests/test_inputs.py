@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -472,3 +474,66 @@ def test_any_changed_checkpoint_is_tested_or_refused_in_one_line(tmp_path, capfd
 @given(changes=mutations())
 def test_any_changed_checkpoint_many(tmp_path, capfd, trained, changes):
     evaluate_with(tmp_path, trained, changes, capfd)
+
+
+MODEL_OPTIONS = {
+    "hidden_sizes": st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    "activation": st.sampled_from(["relu", "none", "tanh", "sigmoid"]),
+    "members": st.integers(1, 4),
+    "l1": st.sampled_from([0.0, 1e-3, 0.5]),
+    "l2": st.sampled_from([0.0, 1e-3, 0.5]),
+}
+
+
+@settings(max_examples=QUICK, **SETTINGS)
+@given(
+    subcommand=st.sampled_from(["validate", "test", "predict"]),
+    options=st.dictionaries(st.sampled_from(sorted(MODEL_OPTIONS)), st.none(), min_size=1).flatmap(
+        lambda names: st.fixed_dictionaries({name: MODEL_OPTIONS[name] for name in names})
+    ),
+)
+def test_an_evaluation_uses_or_refuses_every_model_option_it_is_given(
+    tmp_path, capfd, trained, subcommand, options
+):
+    """An evaluation runs the checkpoint's network: a model option given otherwise is refused
+    naming it, never dropped (``--model.activation none`` once tested the ReLU network)."""
+    buffer = io.BytesIO()
+    torch.save(trained, buffer)
+    (tmp_path / "given.ckpt").write_bytes(buffer.getvalue())
+    given = [
+        f"--model.{name}={value if isinstance(value, str) else json.dumps(value)}"
+        for name, value in options.items()
+    ]
+    small = ["--data.test_samples=20", "--boundary.gif=false"]
+    status, err = outcome(
+        lambda: cli_main([subcommand, "--ckpt_path=given.ckpt", *small, *given]), capfd
+    )
+    assert_kept_its_promise(status, err)
+    hparams = trained["hyper_parameters"]
+    differ = [n for n, v in options.items() if json.dumps(v) != json.dumps(hparams[n])]
+    if differ:
+        named = re.search(r"circles: error: model\.(\w+) must be", err)
+        assert status == 2 and named is not None and named[1] in differ, err
+    else:
+        assert status == 0
+
+
+@pytest.mark.parametrize(
+    "data_state",
+    [
+        {"num_classes": 2, "class_names": ["a", "b", "c"]},
+        {"num_classes": 2, "class_names": ["a", "a"]},
+        {"num_classes": 3, "class_names": ["a", "b", "c"]},  # the network's output has 2
+    ],
+)
+def test_a_checkpoint_whose_class_names_disagree_with_its_classes_is_refused(
+    tmp_path, capfd, trained, data_state
+):
+    changed = {**trained, "CirclesDataModule": {**trained.get("CirclesDataModule", {})}}
+    changed["CirclesDataModule"].update(data_state)
+    torch.save(changed, tmp_path / "given.ckpt")
+    status, err = outcome(
+        lambda: cli_main(["test", "--ckpt_path=given.ckpt", "--data.test_samples=20"]), capfd
+    )
+    assert status == 2 and "given.ckpt" in err and "class" in err, err
+    assert_kept_its_promise(status, err)

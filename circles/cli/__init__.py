@@ -5,7 +5,8 @@ What each hook does here:
 - ``add_arguments_to_parser``: the callbacks' sections (``checkpoint``, ``boundary``,
   ``chapter_log``, ``weights``), the links that make the network's input and output layers follow
   the data, the chapter's optimizer as the default, ``--test_after_fit``.
-- ``before_instantiate_classes``: the optimizer's settings checked before anything is built.
+- ``before_instantiate_classes``: an evaluation's own runtime model settings (``compile_mode``)
+  put back over the checkpoint's; the optimizer's settings checked before anything is built.
 - ``after_instantiate_classes``: the checkpoint checked against what was built from the config.
 - ``before_fit``, ``before_validate``, ``before_test``, ``before_predict``: the run's settings
   recorded for TensorBoard's HPARAMS tab (an evaluation records those of the run that trained its
@@ -24,8 +25,9 @@ LightningCLI's methods overridden, each for what no hook reaches:
   the run's logger, held open from fit into its test, is closed once at the end whatever happened.
 - ``parse_arguments``: YAML bounded before any parser reads it; then what depends on other settings
   is settled (:mod:`circles.cli.settle`: the run directory, ``ckpt_path best|last`` as a file,
-  checked and loaded safely) before LightningCLI reads the checkpoint's hyperparameters, which it
-  does only from a path that is a file.
+  checked and loaded safely; an evaluation's model settings that the checkpoint's would silently
+  replace refused) before LightningCLI reads the checkpoint's hyperparameters, which it does only
+  from a path that is a file.
 - ``instantiate_trainer``: every checkpoint written whole whatever plugins the config gives (adds
   :class:`circles.runs.checkpoints.AtomicCheckpointIO`); a SLURM launch that would hang refused
   before the Trainer is built and an allocation its ranks cannot fill after it resolves its
@@ -63,7 +65,11 @@ from circles.cli.checks import (
 )
 from circles.cli.parser import CirclesArgumentParser
 from circles.cli.reporting import one_line_errors, quiet_lightning, reported
-from circles.cli.settle import run_hyperparameters, settle_runs_and_checkpoint
+from circles.cli.settle import (
+    RUNTIME_MODEL_OPTIONS,
+    run_hyperparameters,
+    settle_runs_and_checkpoint,
+)
 from circles.cli.slurm import check_slurm_allocation, check_slurm_launch, hpc_checkpoint
 from circles.contracts import trainer_callbacks
 from circles.data.module import CirclesDataModule, predict_points
@@ -96,6 +102,7 @@ class CirclesCLI(LightningCLI):
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         self.checkpoint: CheckpointFacts | None = None
+        self.runtime_model: dict[str, Any] = {}  # an evaluation's own, kept from the checkpoint's
         self.held_open: list[TensorBoardRunLogger] = []
         try:
             with reported(self):
@@ -165,10 +172,15 @@ class CirclesCLI(LightningCLI):
         loaded = settle_runs_and_checkpoint(config, subcommand)
         if loaded is not None:
             self.checkpoint = CheckpointFacts.read(*loaded, now)
+        if subcommand != "fit" and isinstance(config.get("model"), Namespace):
+            # LightningCLI replaces the model's settings with the checkpoint's next
+            self.runtime_model = {k: config.model.get(k) for k in RUNTIME_MODEL_OPTIONS}
 
     @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        for name, value in self.runtime_model.items():
+            config.model[name] = value
         check_optimizer(config, str(self.subcommand))
 
     @override

@@ -46,6 +46,8 @@ def settle_runs_and_checkpoint(
         return None
     config.ckpt_path = str(path)
     check_hyperparameters(path, checkpoint.get("hyper_parameters") or {})
+    if subcommand != "fit":
+        _check_model_options(config, path, checkpoint.get("hyper_parameters") or {})
     _settle_data(config, subcommand, checkpoint)
     return path, checkpoint
 
@@ -175,6 +177,38 @@ def _settle_data(config: Namespace, subcommand: str, checkpoint: dict[str, Any])
     features = (checkpoint.get("hyper_parameters") or {}).get("features")
     if features and list(data.features) != list(features):
         data.features = list(features)
+
+
+# How the network runs, not what it is: an evaluation takes them from its own command
+RUNTIME_MODEL_OPTIONS = ("compile_mode",)
+
+
+def _check_model_options(config: Namespace, path: Path, trained: Mapping[str, Any]) -> None:
+    """An evaluation runs the network its checkpoint holds (LightningCLI puts the checkpoint's
+    model settings in place of the config's): a model setting given otherwise than both its
+    default and the checkpoint's is refused, not dropped."""
+    from circles.model.classifier import CirclesClassifier
+
+    model = config.get("model")
+    if not isinstance(model, Namespace):
+        return
+    defaults = inspect.signature(CirclesClassifier.__init__).parameters
+    for name, value in model.as_dict().items():
+        if name in RUNTIME_MODEL_OPTIONS:
+            continue
+        default = defaults[name].default if name in defaults else None
+        if name in trained and not _same(value, default) and not _same(value, trained[name]):
+            raise ConfigError(
+                f"model.{name}",
+                f"left out or {_plain(trained[name])!r} (the checkpoint's, {path.name})",
+                _plain(value),
+                "An evaluation runs the network the checkpoint holds; to evaluate another, "
+                "train it with fit.",
+            )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:

@@ -141,6 +141,11 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
         return "its data state's classes are not a number and a list of names"
     if names is not None and len(names) != classes:
         return f"its data state names {len(names)} classes of its {classes}"
+    if names is not None and len(set(names)) != len(names):
+        return "its data state names a class twice"
+    network = (checkpoint.get("hyper_parameters") or {}).get("num_classes", classes)
+    if "num_classes" in data and network != classes:
+        return f"its network has {network!r} classes and its data state {classes}"
     if not isinstance(data.get("files", {}), dict):
         return "its data state's files are not a mapping"
     return None
