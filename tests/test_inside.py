@@ -80,13 +80,18 @@ def test_a_unit_that_never_fires_is_counted_dead():
     assert CirclesClassifier(activation="tanh").dead_units(torch.rand(5, 2)) == []
 
 
-def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate(run_cli, capsys):
+@pytest.mark.parametrize("epochs", [3, 120])
+def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate(
+    run_cli, capsys, epochs
+):
+    """Its whole span, whatever the fit's epochs (a fit of 30 once stopped it at lr 0.03), and
+    then the fit as configured."""
     from circles.callbacks.lr_finder import LearningRateReport
 
     run = run_cli(
         "fit",
         *TINY,
-        "--trainer.max_epochs=120",
+        f"--trainer.max_epochs={epochs}",
         "--trainer.callbacks+=circles.callbacks.LearningRateReport",
     )
     out = capsys.readouterr().out
@@ -94,5 +99,6 @@ def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate
     assert line.startswith("Learning-rate finder (100 steps from 0.0001 to 10)")
     assert "  this run trains with lr 0.1" in out and (run / "lr_find.png").is_file()
     # the fit itself starts from epoch 0, as without it
-    assert scalar_history(run)["train/loss"][0][0] == 0
+    epochs_trained = [epoch for epoch, _ in scalar_history(run)["train/loss"]]
+    assert epochs_trained == list(range(epochs))
     assert LearningRateReport().span == (1e-4, 10.0)

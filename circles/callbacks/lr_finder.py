@@ -56,7 +56,17 @@ class LearningRateReport(LearningRateFinder):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:  # a resumed fit: its rate was chosen before
             return
-        super().on_fit_start(trainer, pl_module)
+        # the finder's steps are counted in epochs too (one each with the full batch): a fit of
+        # fewer epochs than it has steps would stop it short of max_lr. Its state is put back
+        # afterwards, the epoch limit here.
+        loop = trainer.fit_loop
+        max_epochs = loop.max_epochs
+        if max_epochs is not None and max_epochs >= 0:
+            loop.max_epochs = max_epochs + self._num_training_steps
+        try:
+            super().on_fit_start(trainer, pl_module)
+        finally:
+            loop.max_epochs = max_epochs
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
         finder = self.optimal_lr
         if finder is None or not trainer.is_global_zero:
@@ -67,7 +77,8 @@ class LearningRateReport(LearningRateFinder):
             {group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups}
         )
         lines = [
-            f"Learning-rate finder ({len(lrs)} steps from {self.span[0]:g} to {self.span[1]:g}): "
+            f"Learning-rate finder ({len(lrs)} steps from {lrs[0]:g} to {lrs[-1]:.3g}"
+            f"{self._stopped_early(lrs)}): "
             "the loss fell "
             f"fastest at lr {self.suggested:.3g}"
             if self.suggested
@@ -81,6 +92,14 @@ class LearningRateReport(LearningRateFinder):
             save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
         print("\n".join(lines), flush=True)
+
+    def _stopped_early(self, lrs: np.ndarray) -> str:
+        if len(lrs) >= self._num_training_steps:
+            return ""
+        return (
+            f" of {self._num_training_steps} to {self.span[1]:g}: it stops where the loss exceeds "
+            f"{self._early_stop_threshold:g}x its lowest"
+        )
 
 
 FINDER_BETA = 0.98  # the smoothing of Lightning's finder (its _LRCallback's beta)
