@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
+from circles.errors import ConfigError
 from circles.model.metrics import latest_values, num
 from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
 
@@ -329,6 +330,13 @@ def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
         )
     (recorder,) = [cb for cb in trainer_callbacks(cli.trainer) if isinstance(cb, RunRecorder)]
     recorder.record.name = Path(config).stem
+    if not recorder.record.pictures:
+        raise ConfigError(
+            "trainer.max_epochs",
+            "at least 1 in a compare: its page shows each run over its epochs",
+            cli.trainer.max_epochs,
+            f"{config} trained none.",
+        )
     return recorder.record
 
 

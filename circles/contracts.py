@@ -31,6 +31,9 @@ class Classifier(Protocol):
         """Each member's probabilities for points ``(N, 2)``: of class 1 ``(K, N)``, or of each
         class ``(K, N, C)``."""
 
+    def points_per_chunk(self) -> int:
+        """Points the network takes at once outside training, whatever its members."""
+
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The inputs, every hidden layer's output and the logits for points ``(N, 2)`` (the
         first member's)."""

@@ -24,6 +24,7 @@ from circles.runs.checkpoints import AtomicCheckpointIO
 from circles.runs.logger import TensorBoardRunLogger
 
 from helpers import (
+    CONFIGS,
     QUIET,
     SMALL,
     error_lines,
@@ -733,3 +734,31 @@ def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capfd):
     assert (
         line == f"circles: error: {tmp_path / 'not_a_folder' / 'lightning_logs'}: Not a directory."
     )
+
+
+def _loading_torch(pid: int) -> bool:
+    """The process has torch's library mapped: it is importing (Lightning comes seconds later)."""
+    with contextlib.suppress(OSError):
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    return True  # it has ended: the signal finds nothing, and the test says how it ended
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["importing", "finding the learning rate"])
+def test_ctrl_c_while_importing_or_in_the_learning_rate_finder_is_one_line(tmp_path, moment):
+    finder = ["--config", str(CONFIGS / "trainer" / "lr_find.yaml"), "--data.n_samples=200000"]
+    with train_py("fit", *QUIET, *finder, "--trainer.max_epochs=2", cwd=tmp_path) as process:
+        if moment == "importing":
+            wait_for(lambda: _loading_torch(process.pid), "torch loading")
+        else:  # Lightning saves the state the finder starts from, then tries the rates
+            wait_for(
+                lambda: process.poll() is not None or any(tmp_path.glob(".lr_find_*.ckpt")),
+                "the finder",
+            )
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate()
+    assert "Traceback" not in err, err
+    assert process.returncode == 128 + signal.SIGINT, err
+    (line,) = error_lines(err)
+    assert "Ctrl-C (SIGINT)" in line, line
+    assert not list(tmp_path.glob(".lr_find_*.ckpt"))  # Lightning's own state removed

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from circles.cli import cli_main
 from circles.sweep import main as sweep_main
 
-from helpers import run_dir
+from helpers import TINY, run_dir
 
 QUICK, MANY = 25, 40  # examples per reader: quick tier, slow tier (the kept examples run in both)
 SETTINGS = {
@@ -537,3 +537,35 @@ def test_a_checkpoint_whose_class_names_disagree_with_its_classes_is_refused(
     )
     assert status == 2 and "given.ckpt" in err and "class" in err, err
     assert_kept_its_promise(status, err)
+
+
+BEYOND = {
+    "seed_everything": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32)),
+    "data.n_samples": st.integers(10_000_001, 10**15),
+    "data.test_samples": st.integers(10_000_001, 10**15),
+    "data.classes": st.integers(1001, 10**12),
+    "boundary.resolution": st.integers(1001, 10**12),
+}
+
+
+@settings(max_examples=QUICK, **SETTINGS)
+@given(option=st.sampled_from(sorted(BEYOND)).flatmap(lambda o: st.tuples(st.just(o), BEYOND[o])))
+def test_sizes_beyond_their_bounds_are_refused_before_anything_is_allocated(
+    tmp_path, capfd, option
+):
+    """Each of them once ran out of memory, hung or gave a traceback."""
+    name, value = option
+    blobs = ["--data.dataset=blobs"] if name == "data.classes" else []
+    status, err = outcome(lambda: cli_main(["fit", *blobs, f"--{name}={value}"]), capfd)
+    assert status == 2 and err.startswith(f"circles: error: {name} must be"), err
+    assert_kept_its_promise(status, err)
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize("precision", ["64", "bf16-true"])
+def test_every_precision_fits_draws_and_evaluates(tmp_path, capfd, precision):
+    """The grids and the data are float32; the network may be another dtype."""
+    fit = ["fit", *TINY, f"--trainer.precision={precision}", "--boundary.every_n_epochs=1"]
+    for command in (fit, ["test", "--ckpt_path=last"], ["predict", "--ckpt_path=last"]):
+        status, err = outcome(lambda command=command: cli_main(command), capfd)
+        assert status == 0 and "Traceback" not in err, err

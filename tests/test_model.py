@@ -7,6 +7,7 @@ import re
 import warnings
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -586,3 +587,25 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     )
     with pytest.raises(ConfigError, match="num_classes must be an integer >= 2"):
         CirclesClassifier(num_classes=1)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_evaluation_and_the_grid_in_chunks_give_what_one_pass_gives(monkeypatch, num_classes):
+    """65,536 members over 10,000 test points (or the picture's grid) once needed 26 GB at once:
+    outside training the points go through in chunks, with the same results."""
+    import circles.model.networks as networks
+    from circles.pictures.grids import grid_layers, grid_predictions
+
+    model = CirclesClassifier(hidden_sizes=[5, 4], members=3, num_classes=num_classes).eval()
+    x = torch.randn(257, 2)
+    xs, ys = np.linspace(-1, 1, 13), np.linspace(-1, 1, 11)
+    with torch.no_grad():
+        whole = model.member_logits(x)
+        whole_grid, whole_layers = grid_predictions(model, xs, ys), grid_layers(model, xs, ys)
+        monkeypatch.setattr(networks, "CHUNK_VALUES", 3 * 5 * 7)  # 7 points at a time
+        assert model.points_per_chunk() == 7
+        assert torch.allclose(model.member_logits(x), whole, atol=1e-6)
+        for a, b in zip(grid_predictions(model, xs, ys), whole_grid, strict=True):
+            assert np.allclose(a, b, atol=1e-6)
+        for a, b in zip(grid_layers(model, xs, ys), whole_layers, strict=True):
+            assert np.allclose(a, b, atol=1e-6)

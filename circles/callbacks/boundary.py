@@ -3,6 +3,7 @@ and test, the PNG and the GIF of a fit, the hidden units and the network."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -30,6 +31,9 @@ from circles.runs.directory import (
     save_figure,
 )
 from circles.runs.logger import tensorboard_of
+
+MAX_RESOLUTION = 1000
+GRID_VALUES = 1 << 25  # values per grid picture (128 MiB of float32)
 
 
 class DecisionBoundaryCallback(Callback):
@@ -73,7 +77,12 @@ class DecisionBoundaryCallback(Callback):
                 evenly spaced).
         """
         check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
-        check(resolution >= 2, "resolution", "an integer >= 2", resolution)
+        check(
+            2 <= resolution <= MAX_RESOLUTION,
+            "resolution",
+            f"an integer from 2 to {MAX_RESOLUTION:,} (far finer than the picture's pixels)",
+            resolution,
+        )
         self.every_n_epochs = every_n_epochs
         self.resolution = resolution
         self.gif = gif
@@ -89,6 +98,15 @@ class DecisionBoundaryCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        classes = classifier(pl_module).num_classes
+        most = math.isqrt(GRID_VALUES // classes)
+        check(
+            self.resolution <= most,
+            "resolution",
+            f"at most {most:,} for {classes:,} classes (the grid keeps each class's probability "
+            f"and votes at every point: at most {GRID_VALUES:,} values)",
+            self.resolution,
+        )
         # collective under DDP: every rank must ask, not only rank zero
         self.run_dir = trainer.log_dir
 

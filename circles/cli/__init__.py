@@ -59,8 +59,10 @@ from circles.cli.bounds import check_arguments
 from circles.cli.checks import (
     CheckpointFacts,
     check_data,
+    check_monitors,
     check_optimizer,
     check_resume,
+    check_seed,
     check_shapes,
 )
 from circles.cli.parser import CirclesArgumentParser
@@ -161,6 +163,7 @@ class CirclesCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        check_seed(config)  # LightningCLI seeds before any hook
         # as given
         self.save_config_kwargs["default_root_dir"] = config.trainer.get("default_root_dir")
         logger = config.trainer.get("logger")
@@ -206,6 +209,7 @@ class CirclesCLI(LightningCLI):
         except (MisconfigurationException, ValueError, TypeError) as err:
             raise SettingError("trainer", err) from None
         check_slurm_allocation(trainer.num_devices, trainer.num_nodes, plugins)
+        check_monitors(trainer)
         return trainer
 
     def before_fit(self) -> None:
@@ -299,7 +303,10 @@ def final_weights(trainer: Any) -> str | None:
 
 
 def _summary(trainer: Any) -> RunSummary:
-    return next(cb for cb in trainer_callbacks(trainer) if isinstance(cb, RunSummary))
+    """The run's summary callback; a stand-in that says nothing where the trainer's callbacks are
+    not the run's (Lightning's learning-rate finder, interrupted, leaves its own in place)."""
+    found = [cb for cb in trainer_callbacks(trainer) if isinstance(cb, RunSummary)]
+    return found[0] if found else RunSummary()
 
 
 def _leave_process_group() -> None:

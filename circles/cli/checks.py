@@ -66,6 +66,37 @@ class CheckpointFacts:
         )
 
 
+def check_monitors(trainer: Any) -> None:
+    """A callback that stops on a validation metric has one to read: Lightning would fail at the
+    end of the first epoch (``limit_val_batches 0`` runs no validation)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    if trainer.limit_val_batches != 0:
+        return
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/"):
+            raise ConfigError(
+                "limit_val_batches",
+                f"above 0 while EarlyStopping stops on {callback.monitor}, which validation "
+                "measures",
+                trainer.limit_val_batches,
+                "Give validation batches, or leave the EarlyStopping config out.",
+            )
+
+
+def check_seed(config: Namespace) -> None:
+    """``seed_everything`` is a seed numpy takes (Lightning seeds numpy, torch and Python with it),
+    or true/false."""
+    seed = config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise ConfigError(
+            "seed_everything",
+            "an integer from 0 to 4294967295 (2**32 - 1, numpy's seeds), true for a random one, "
+            "or false",
+            seed,
+        )
+
+
 def check_optimizer(config: Namespace, subcommand: str) -> None:
     """The configured optimizer accepts its settings (``torch.optim`` checks them when it is
     built: built here on a stand-in parameter, so an error is surely the optimizer's), and, for

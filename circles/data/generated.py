@@ -11,6 +11,7 @@ four."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from circles.data.batches import Points, derived_seed
+from circles.data.files import MAX_CLASSES, MAX_POINTS
 from circles.errors import check
 
 
@@ -147,6 +149,7 @@ def _gaussians_bayes(noise: float, factor: float, classes: int, layout_seed: int
     return nearest_centre_accuracy(gaussian_centres(classes), math.hypot(0.25, noise))
 
 
+@functools.cache  # asked for the run's settings and again by its test
 def _blobs_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
     from circles.bayes import nearest_centre_accuracy
 
@@ -292,12 +295,20 @@ class Generated:
             f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or "
             "validation points.",
         )
+        for name, size in (("n_samples", self.n_samples), ("test_samples", self.test_samples)):
+            check(
+                size <= MAX_POINTS,
+                name,
+                f"at most {MAX_POINTS:,} (as many as a point file may hold)",
+                size,
+            )
         check(self.test_samples >= 1, "test_samples", "a positive integer", self.test_samples)
         check(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", self.dataset)
         check(
-            classes is None or (isinstance(classes, int) and classes >= 2),
+            classes is None or (isinstance(classes, int) and 2 <= classes <= MAX_CLASSES),
             "classes",
-            "an integer >= 2, or null for the dataset's own number",
+            f"an integer from 2 to {MAX_CLASSES:,} (as many as a point file may name), or null for "
+            "the dataset's own number",
             classes,
         )
         takes = [name for name, spec in DATASETS.items() if spec.any_classes]

@@ -25,6 +25,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 MAX_MEMBERS = 65_536
+CHUNK_VALUES = 1 << 24  # values of one layer for every member over one chunk of points (64 MiB)
 MAX_LAYERS = 1_000
 MAX_PARAMETERS = 2**28  # 268M weights: 1 GiB as float32, several with gradients and Adam's state
 
@@ -101,8 +102,13 @@ class StackedMLP(nn.Module):
     def members(self) -> int:
         return len(self.weights[0])
 
+    def _stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """The points for every member, in the weights' dtype (a grid drawn in float32 goes
+        through a network trained at ``precision 64`` too)."""
+        return x.to(self.weights[0].dtype).expand(self.members, *x.shape)
+
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = x.expand(self.members, *x.shape)
+        h = self._stacked(x)
         outputs = []
         for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = self.activation(stacked_affine(h, weight, bias))
@@ -111,7 +117,7 @@ class StackedMLP(nn.Module):
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(x)[-1] if len(self.weights) > 1 else x.expand(self.members, *x.shape)
+        h = self.hidden(x)[-1] if len(self.weights) > 1 else self._stacked(x)
         return stacked_affine(h, self.weights[-1], self.biases[-1])
 
 
@@ -252,8 +258,19 @@ class MemberViews:
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's logits for points (N, 2) in the (x1, x2) plane: (K, N), or (K, N, C) for
         C > 2."""
-        logits = self.net(self.features(x))
+        inputs = self.features(x)
+        chunks = (inputs,) if torch.is_grad_enabled() else inputs.split(self.points_per_chunk())
+        logits = (
+            torch.cat([self.net(c) for c in chunks], 1) if len(chunks) > 1 else self.net(inputs)
+        )
         return logits.squeeze(-1) if self.num_classes == 2 else logits
+
+    def points_per_chunk(self) -> int:
+        """Points whose every member's widest layer fits in ``CHUNK_VALUES``: evaluation goes
+        through its points in chunks of this many (65,536 members over 10,000 test points at
+        once would need 26 GB); training takes its batch whole."""
+        widest = max(w.shape[1] for w in self.net.weights)
+        return max(1, CHUNK_VALUES // (self.net.members * widest))
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's probabilities: of class 1, (K, N); for C > 2 classes, of each class, (K,

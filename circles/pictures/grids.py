@@ -63,39 +63,50 @@ def grid_predictions(
     > 2 classes, each ``(len(ys), len(xs), C)``: every class's probability and share of the
     votes. A :class:`circles.contracts.Classifier` (K members) gives their mean probability and
     the share of the K votes; any other callable on ``(N, 2)`` points gives its probability (of
-    its logit) and its 0/1 vote. One batched forward pass on the model's own device under
-    inference mode; the model is left as found."""
-    from circles.contracts import Classifier
-
+    its logit) and its 0/1 vote. Batched forward passes over chunks of the grid
+    (:func:`_chunks`) on the model's own device under inference mode; the model is left as
+    found."""
     with _inference(model) as device:
-        points = _grid_points(xs, ys, device)
-        if isinstance(model, Classifier):
-            member_probs = model.member_probabilities(points).float()
-        else:
-            member_probs = torch.sigmoid(model(points).reshape(1, -1).float())
-        probs = member_probs.mean(0).cpu().numpy()
-        if member_probs.dim() == 2:
-            votes = (member_probs > 0.5).float().mean(0).cpu().numpy()
-        # more than two classes: per class, the share of members whose most probable class it is
-        else:
-            classes = member_probs.shape[-1]
-            votes = (
-                torch.nn.functional.one_hot(member_probs.argmax(-1), classes)
-                .float()
-                .mean(0)
-                .cpu()
-                .numpy()
-            )
+        shares = [_shares(model, c) for c in _chunks(model, _grid_points(xs, ys, device))]
+        probs = torch.cat([p for p, _ in shares]).cpu().numpy()
+        votes = torch.cat([v for _, v in shares]).cpu().numpy()
     return probs.reshape(len(ys), len(xs), *probs.shape[1:]), votes.reshape(
         len(ys), len(xs), *votes.shape[1:]
     )
+
+
+def _chunks(model: object, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The grid's points in chunks the model takes whole (:meth:`points_per_chunk`): its
+    members' outputs over the whole grid are never held at once."""
+    from circles.contracts import Classifier
+
+    return points.split(model.points_per_chunk() if isinstance(model, Classifier) else 1 << 24)
+
+
+def _shares(
+    model: Classifier | Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' mean probability at ``points`` and the share of their votes (see
+    :func:`grid_predictions`)."""
+    from circles.contracts import Classifier
+
+    if isinstance(model, Classifier):
+        member_probs = model.member_probabilities(points).float()
+    else:
+        member_probs = torch.sigmoid(model(points).reshape(1, -1).float())
+    if member_probs.dim() == 2:
+        return member_probs.mean(0), (member_probs > 0.5).float().mean(0)
+    # more than two classes: per class, the share of members whose most probable class it is
+    votes = torch.nn.functional.one_hot(member_probs.argmax(-1), member_probs.shape[-1])
+    return member_probs.mean(0), votes.float().mean(0)
 
 
 def grid_layers(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
     """Every layer's output over the grid, the inputs first and the logits last (the model's
     ``layer_outputs``), each ``(units, len(ys), len(xs))``; the model is left as found."""
     with _inference(model) as device:
-        layers = model.layer_outputs(_grid_points(xs, ys, device))
+        chunks = [model.layer_outputs(c) for c in _chunks(model, _grid_points(xs, ys, device))]
+        layers = [torch.cat(outputs) for outputs in zip(*chunks, strict=True)]
         return [a.float().cpu().numpy().T.reshape(-1, len(ys), len(xs)) for a in layers]
 
 
@@ -106,7 +117,11 @@ def grid_boundaries(
     len(xs))`` for the first ``members`` of them: zero on each member's own boundary. (Two
     classes.)"""
     with _inference(model) as device:
+        chunks = _chunks(model, _grid_points(xs, ys, device))
         probs = (
-            model.member_probabilities(_grid_points(xs, ys, device))[:members].float().cpu().numpy()
+            torch.cat([model.member_probabilities(c)[:members] for c in chunks], dim=1)
+            .float()
+            .cpu()
+            .numpy()
         )
     return probs.reshape(len(probs), len(ys), len(xs)) - 0.5
