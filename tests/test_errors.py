@@ -77,7 +77,9 @@ CASES = [
         "boundary.every_n_epochs",
         "positive integer",
     ),
-    case("boundary resolution 1", "fit --boundary.resolution=1", "boundary.resolution", ">= 2"),
+    case(
+        "boundary resolution 1", "fit --boundary.resolution=1", "boundary.resolution", "from 2 to"
+    ),
     case(
         "last.ckpt interval 0",
         "fit --checkpoint.last_every_n_epochs=0",
@@ -474,6 +476,52 @@ CASES = [
         "features are finite",
         "point 2 = (1e+20, 1e+20)",
     ),
+    case("seed beyond numpy's", "fit --seed_everything=-1", "seed_everything", "0 to 4294967295"),
+    case(
+        "n_samples beyond a file's points",
+        "fit --data.n_samples=1000000000",
+        "data.n_samples",
+        "at most 10,000,000",
+    ),
+    case(
+        "test_samples beyond a file's points",
+        "fit --data.test_samples=1000000000",
+        "data.test_samples",
+        "at most 10,000,000",
+    ),
+    case(
+        "more generated classes than a file may name",
+        "fit --data.dataset=blobs --data.classes=100000",
+        "data.classes",
+        "from 2 to 1,000",
+    ),
+    case(
+        "grid finer than any picture",
+        "fit --boundary.resolution=100000",
+        "boundary.resolution",
+        "from 2 to 1,000",
+    ),
+    case(
+        "a model option an evaluation would not use",
+        "test --ckpt_path=last --model.activation=none",
+        "model.activation",
+        "left out or 'relu'",
+        "train it with fit",
+    ),
+    case(
+        "continuing a checkpoint without optimizer state",
+        "fit --data.n_samples=60 --data.test_samples=20 --trainer.max_epochs=3 "
+        "--ckpt_path=weights_only.ckpt",
+        "weights_only.ckpt cannot be continued",
+        "no optimizer state",
+        "test --ckpt_path",
+    ),
+    case(
+        "early stopping on validation without any",
+        "fit --config=until_val_acc_1.yaml --trainer.limit_val_batches=0",
+        "trainer.limit_val_batches",
+        "EarlyStopping stops on val/acc",
+    ),
 ]
 
 
@@ -537,6 +585,10 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     )
     (directory / "utf16.csv").write_bytes("x1,x2,label\n0.1,0.2,cat\n".encode("utf-16-le"))
     torch.save({**other, "state_dict": [1, 2]}, directory / "list_weights.ckpt")
+    trained = torch.load(real_checkpoint, weights_only=True)
+    del trained["optimizer_states"]
+    torch.save(trained, directory / "weights_only.ckpt")
+    shutil.copy(REPO / "configs" / "trainer" / "until_val_acc_1.yaml", directory)
     real = torch.load(real_checkpoint, weights_only=True)
     torch.save(
         {**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt"

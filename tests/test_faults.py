@@ -745,7 +745,10 @@ def _loading_torch(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["importing", "finding the learning rate"])
-def test_ctrl_c_while_importing_or_in_the_learning_rate_finder_is_one_line(tmp_path, moment):
+def test_ctrl_c_while_importing_or_in_the_learning_rate_finder_is_one_line(
+    tmp_path, moment, ctrl_c_raises
+):
+    """As from a terminal (the child starts with Python's own Ctrl-C handler)."""
     finder = ["--config", str(CONFIGS / "trainer" / "lr_find.yaml"), "--data.n_samples=200000"]
     with train_py("fit", *QUIET, *finder, "--trainer.max_epochs=2", cwd=tmp_path) as process:
         if moment == "importing":

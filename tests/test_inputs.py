@@ -10,6 +10,7 @@ promise are kept as explicit examples."""
 from __future__ import annotations
 
 import codecs
+import copy
 import io
 import json
 import re
@@ -569,3 +570,59 @@ def test_every_precision_fits_draws_and_evaluates(tmp_path, capfd, precision):
     for command in (fit, ["test", "--ckpt_path=last"], ["predict", "--ckpt_path=last"]):
         status, err = outcome(lambda command=command: cli_main(command), capfd)
         assert status == 0 and "Traceback" not in err, err
+
+
+@st.composite
+def resume_state_changes(draw) -> list[tuple[str, tuple[str | int, ...], object]]:
+    """Changes to what ``fit --ckpt_path`` restores besides the weights: (kind, where, value)."""
+    places = [
+        ("optimizer_states",),
+        ("optimizer_states", 0),
+        ("optimizer_states", 0, "state"),
+        ("optimizer_states", 0, "param_groups"),
+        ("loops",),
+        ("loops", "fit_loop"),
+        ("callbacks",),
+        ("callbacks", "RunCheckpoint"),
+        ("lr_schedulers",),
+    ]
+    return [
+        (draw(st.sampled_from(["drop", "replace"])), draw(st.sampled_from(places)), draw(ODD))
+        for _ in range(draw(st.integers(1, 2)))
+    ]
+
+
+def changed_state(checkpoint: dict, changes: list) -> dict:
+    result = copy.deepcopy({k: v for k, v in checkpoint.items() if k != "state_dict"})
+    result["state_dict"] = checkpoint["state_dict"]
+    for kind, where, value in changes:
+        parent, key = result, where[-1]
+        for step in where[:-1]:
+            parent = parent.get(step) if isinstance(parent, dict) else None
+            parent = parent[0] if isinstance(parent, list) and parent else parent
+        if key == "RunCheckpoint" and isinstance(parent, dict):  # its state key names its settings
+            key = next((k for k in parent if k.startswith("RunCheckpoint")), key)
+        if isinstance(parent, dict) and kind == "drop":
+            parent.pop(key, None)
+        elif isinstance(parent, dict):
+            parent[key] = value
+    return result
+
+
+@settings(max_examples=6, **SETTINGS)
+@example(changes=[("drop", ("optimizer_states",), None)])
+@example(changes=[("replace", ("callbacks", "RunCheckpoint"), {})])
+@example(changes=[("replace", ("loops", "fit_loop"), 1)])
+@given(changes=resume_state_changes())
+def test_any_broken_resume_state_is_continued_or_refused_in_one_line(
+    tmp_path, capfd, trained, changes
+):
+    """A checkpoint whose optimizer, loops or callbacks' state is broken or missing: ``fit
+    --ckpt_path`` continues it or refuses it naming the file, never a traceback."""
+    torch.save(changed_state(trained, changes), tmp_path / "given.ckpt")
+    status, err = outcome(
+        lambda: cli_main(["fit", *TINY, "--trainer.max_epochs=3", "--ckpt_path=given.ckpt"]), capfd
+    )
+    assert_kept_its_promise(status, err)
+    if status:
+        assert "given.ckpt cannot be continued" in err or "given.ckpt" in err, err

@@ -71,7 +71,7 @@ class RunCheckpoint(ModelCheckpoint):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # validate/test/predict only read the weights; their run has no checkpoints
-        if self._stage == "fit":
+        if self._stage not in ("validate", "test", "predict"):
             super().load_state_dict(state_dict)
 
     def write_last(self, trainer: pl.Trainer) -> None:

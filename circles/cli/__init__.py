@@ -62,6 +62,7 @@ from circles.cli.checks import (
     check_monitors,
     check_optimizer,
     check_resume,
+    check_resume_state,
     check_seed,
     check_shapes,
 )
@@ -194,6 +195,7 @@ class CirclesCLI(LightningCLI):
             check_resume(self.checkpoint)
             check_data(self.checkpoint, self.datamodule)
             check_shapes(self.checkpoint, self.model)
+            check_resume_state(self.checkpoint, trainer_callbacks(self.trainer))
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:

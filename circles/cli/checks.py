@@ -3,6 +3,7 @@ and each check of them, and of the optimizer's settings, a named function."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ class CheckpointFacts:
     trained_config: str | None  # the run's config.yaml as the checkpoint recorded it
     # for fit: trained settings this command sets otherwise
     conflicts: list[str] = field(default_factory=list)
+    # for fit: what it restores besides the weights (optimizer, loops, callbacks)
+    resume_state: dict[str, Any] | None = None
 
     @classmethod
     def read(
@@ -63,6 +66,7 @@ class CheckpointFacts:
             data_state,
             trained,
             resume_conflicts(trained, now, files) if now is not None else [],
+            {k: checkpoint[k] for k in RESUMED if k in checkpoint} if now is not None else None,
         )
 
 
@@ -132,6 +136,59 @@ def check_resume(facts: CheckpointFacts) -> None:
             "such as "
             "--trainer.max_epochs may change), or start a new run without --ckpt_path."
         )
+
+
+RESUMED = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+
+
+def check_resume_state(facts: CheckpointFacts, callbacks: list[Any]) -> None:
+    """What ``fit --ckpt_path`` restores besides the weights can be restored: one optimizer's
+    state, the loops' and each callback's (tried on a copy of the callback), before Lightning
+    restores them after the run directory exists."""
+    if facts.resume_state is None:
+        return
+    problem = _resume_state_problem(facts.resume_state, callbacks)
+    if problem:
+        raise CheckpointError(
+            f"{facts.path} cannot be continued: {problem}. Test its weights with test "
+            "--ckpt_path, or start a new run without --ckpt_path."
+        )
+
+
+def _resume_state_problem(state: dict[str, Any], callbacks: list[Any]) -> str | None:
+    optimizers = state.get("optimizer_states")
+    if optimizers is None:
+        return "it holds no optimizer state (its weights only)"
+    if not (isinstance(optimizers, list) and len(optimizers) == 1 and _optimizer(optimizers[0])):
+        return "its optimizer state is not the state of one optimizer"
+    schedulers = state.get("lr_schedulers")
+    if not isinstance(schedulers, list) or not all(isinstance(s, dict) for s in schedulers):
+        return "its learning-rate schedulers' state is not a list of their states"
+    loops = state.get("loops", {"fit_loop": {}})
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit_loop"), dict):
+        return "its loops' state holds no state of the fit's loop"
+    saved = state.get("callbacks", {})
+    if not isinstance(saved, dict):
+        return "its callbacks' state is not a mapping"
+    for callback in callbacks:
+        if callback.state_key not in saved:
+            continue
+        try:
+            copy.deepcopy(callback).load_state_dict(copy.deepcopy(saved[callback.state_key]))
+        except Exception as err:  # whatever the callback's own restore raises
+            return f"its state of {type(callback).__name__} cannot be restored ({err!r:.80})"
+    return None
+
+
+def _optimizer(state: Any) -> bool:
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("state"), dict)
+        and isinstance(state.get("param_groups"), list)
+        and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in state["param_groups"]
+        )
+    )
 
 
 def check_data(facts: CheckpointFacts, data: CirclesDataModule) -> None:
