@@ -476,6 +476,16 @@ CASES = [
         "features are finite",
         "point 2 = (1e+20, 1e+20)",
     ),
+    case("lr not a number", "fit --optimizer.lr=abc", "optimizer.lr", "expected a number", "abc"),
+    case("lr not finite", "fit --optimizer.lr=.nan", "optimizer.lr", "a finite number", "nan"),
+    case(
+        "histograms interval not an integer",
+        "fit --weights.histograms_every_n_epochs=2.5",
+        "weights.histograms_every_n_epochs",
+        "an integer or null",
+    ),
+    case("empty config file", "fit --config=empty.yaml", "config", "sections", "holds nothing"),
+    case("config file of a list", "fit --config=list.yaml", "config", "sections", "a list"),
     case("seed beyond numpy's", "fit --seed_everything=-1", "seed_everything", "0 to 4294967295"),
     case(
         "n_samples beyond a file's points",
@@ -589,6 +599,8 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     del trained["optimizer_states"]
     torch.save(trained, directory / "weights_only.ckpt")
     shutil.copy(REPO / "configs" / "trainer" / "until_val_acc_1.yaml", directory)
+    (directory / "empty.yaml").write_text("# nothing set\n")
+    (directory / "list.yaml").write_text("- data:\n    noise: 0.1\n")
     real = torch.load(real_checkpoint, weights_only=True)
     torch.save(
         {**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt"

@@ -626,3 +626,25 @@ def test_any_broken_resume_state_is_continued_or_refused_in_one_line(
     assert_kept_its_promise(status, err)
     if status:
         assert "given.ckpt cannot be continued" in err or "given.ckpt" in err, err
+
+
+@settings(max_examples=QUICK, **SETTINGS)
+@given(
+    option=st.sampled_from(
+        [
+            ("optimizer.lr", "a number"),
+            ("optimizer.momentum", "a number"),
+            ("weights.histograms_every_n_epochs", "an integer or null"),
+        ]
+    ),
+    value=st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
+        lambda v: v not in ("null", "none", "true", "false", "yes", "no", "on", "off", "inf", "nan")
+    ),
+)
+def test_a_value_of_the_wrong_kind_is_named_with_the_kind_it_needs(tmp_path, capfd, option, value):
+    """jsonargparse's account of every type it tried (``Does not validate against any of the
+    Union subtypes ...``) becomes the option, the kind it takes and the value."""
+    name, kind = option
+    status, err = outcome(lambda: cli_main(["fit", f"--{name}={value}"]), capfd)
+    assert_kept_its_promise(status, err)
+    assert f"circles: error: {name}: expected {kind}, got {value}." in err, err

@@ -14,6 +14,7 @@ import pytest
 import torch
 from test_sweep import rows, write_sweep
 
+from circles.runs.checkpoints import JOB_KEY
 from circles.sweep import load_sweep, main
 from circles.sweep.runner import is_finished
 
@@ -212,6 +213,9 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     # written by both ranks' handler together, after the same step
     assert 0 < hpc["global_step"] < 200
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 200
+    # the fit's test evaluates the final weights, not the hpc file Lightning would pick
+    (tested,) = re.findall(r"^Test: acc .*$", log, re.M)
+    assert tested.endswith("weights of epoch 199 (last.ckpt)"), tested
     # The end of the first start says where the job resumes, as a note on each rank, not as an error to act on
     notes = set(re.findall(r"^circles: (?:note|error): .*$", log, re.M))
     assert len(notes) == 1, notes
@@ -227,6 +231,36 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     assert_same_run(
         run, single_process(run_cli, "--config", str(REPO / "configs" / "relu.yaml"), *epochs)
     )
+
+
+def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_and_never_restores_it(
+    slurm_env, tmp_path
+):
+    """Lightning restores any hpc_ckpt_N.ckpt in the run's folder; a job that did not write it
+    (not its own requeue) is refused naming it, and nothing of the file is trained on."""
+    job = submit(
+        slurm_env,
+        tmp_path,
+        "relu.yaml",
+        "--trainer.max_epochs=3",
+        nodes=1,
+        per_node=1,
+        script=["--hold", str(SBATCH), "--trainer.max_epochs=3", *QUICK],
+    )
+    run = tmp_path / "lightning_logs" / f"slurm-{job}"
+    run.mkdir(parents=True)
+    other = {**load_checkpoint(REPO / "tests" / "data" / "one_network_7509795.ckpt"), JOB_KEY: "1"}
+    torch.save(other, run / "hpc_ckpt_1.ckpt")
+    subprocess.run(["scontrol", "release", job], env=slurm_env, check=True)
+    wait_for(slurm_env, tmp_path, job, state="FAILED")
+    log = job_log(tmp_path, job)
+    assert "Traceback" not in log
+    assert (
+        f"trainer.default_root_dir must be a folder without another job's hpc checkpoint for "
+        f"SLURM job {job}" in log
+    )
+    assert "hpc_ckpt_1.ckpt, written by SLURM job 1" in log
+    assert not (run / "checkpoints").exists()  # nothing trained, nothing restored
 
 
 def rank_processes(job: str, node: int) -> list[int]:

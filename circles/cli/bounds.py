@@ -62,6 +62,30 @@ def check_yaml(text: str, field: str, where: str) -> None:
             todo.extend(part for pair in node.value for part in pair)
 
 
+def check_sections(text: str, where: str) -> None:
+    """A config file is a mapping of sections (YAML that does not parse is left to the parser)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    if not isinstance(root, yaml.MappingNode):
+        tag = root.tag.rsplit(":", 1)[-1] if root is not None else "null"
+        held = {
+            "null": "nothing",
+            "seq": "a list",
+            "int": "a number",
+            "float": "a number",
+            "str": "a text",
+            "bool": "true or false",
+        }.get(tag, f"a single {tag} value")
+        raise ConfigError(
+            "config",
+            "a YAML file of sections (data:, model:, optimizer:, trainer:, ...)",
+            where,
+            f"It holds {held}.",
+        )
+
+
 def check_arguments(args: Sequence[str]) -> None:
     """Check every value on a command line and every ``--config`` file it names with
     :func:`check_yaml` (a missing file is left to the parser)."""
@@ -76,7 +100,9 @@ def check_arguments(args: Sequence[str]) -> None:
                     raise ConfigError(
                         "config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value
                     )
-                check_yaml(path.read_text(errors="replace"), "config", value)
+                text = path.read_text(errors="replace")
+                check_yaml(text, "config", value)
+                check_sections(text, value)
             else:
                 check_yaml(value, name, value[:80])
         previous = option if not equals else ""

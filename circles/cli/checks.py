@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,11 @@ def check_optimizer(config: Namespace, subcommand: str) -> None:
         return
     module, name = optimizer.class_path.rsplit(".", 1)
     optimizer_class = getattr(importlib.import_module(module), name)
+    for key, value in dict(optimizer.get("init_args") or {}).items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            wanted = "finite numbers" if len(numbers) > 1 else "a finite number"
+            raise ConfigError(f"optimizer.{key}", wanted, value)
     try:
         optimizer_class(
             [torch.zeros(1, requires_grad=True)], **dict(optimizer.get("init_args") or {})

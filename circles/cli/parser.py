@@ -63,7 +63,45 @@ def parse_error_text(message: str, parser: ArgumentParser) -> str:
     )
     text = re.sub(r"^Problems parsing config: ", "the config is not valid YAML: ", text)
     text = text.replace(' in "<unicode string>",', " at")
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return _union_text(text) or text
+
+
+UNION = "Does not validate against any of the Union subtypes"
+KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a text",
+    "NoneType": "null",
+}
+
+
+def _union_text(text: str) -> str | None:
+    """jsonargparse's account of every type it tried for a value (``optimizer: Does not validate
+    against any of the Union subtypes ... Given value: ...``) as ``optimizer.lr: expected a
+    number, got abc.``; None for another message."""
+    field = re.match(rf"^(\S+): {UNION}", text)
+    if field is None:
+        return None
+    name, rest = field[1], text
+    nested = re.search(
+        r"Problem with given class_path '[^']+': Parser key \"([^\"]+)\": (.*)", text
+    )
+    if nested:  # a class's own argument (the optimizer's lr)
+        name, rest = f"{name}.{nested[1]}", nested[2]
+        said = re.match(r"(expected .*?, got .*?\.)(?: - |$)", rest)
+        if said:
+            return f"{name}: {said[1]}"
+    value = re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", text) if nested else None
+    value = value or re.search(r"Given value: (.*?)(?: - |$)", rest)
+    subtypes = re.search(r"Subtypes: \[([^\]]*)\]", rest)
+    kinds = [
+        KINDS.get(t.strip().rsplit(".", 1)[-1])
+        for t in (subtypes[1] if subtypes else "").split(",")
+    ]
+    wanted = " or ".join(k for k in kinds if k) or "another value"
+    return f"{name}: expected {wanted}, got {value[1] if value else 'another value'}."
 
 
 def _expected(kind: str, got: str) -> str:

@@ -144,8 +144,10 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
     if names is not None and len(set(names)) != len(names):
         return "its data state names a class twice"
     network = (checkpoint.get("hyper_parameters") or {}).get("num_classes", classes)
+    if not isinstance(network, int) or isinstance(network, bool):
+        return f"its network's classes are the {type(network).__name__} {str(network)[:40]}"
     if "num_classes" in data and network != classes:
-        return f"its network has {network!r} classes and its data state {classes}"
+        return f"its network has {network} classes and its data state {classes}"
     if not isinstance(data.get("files", {}), dict):
         return "its data state's files are not a mapping"
     return None
