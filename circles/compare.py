@@ -14,10 +14,11 @@ The runs are ordinary runs, in ``OUT/lightning_logs`` (TensorBoard shows them to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
-from circles.errors import ConfigError
+from circles.errors import REPORT_CONTEXT, CirclesError, ConfigError, Interrupted, report
 from circles.model.metrics import latest_values, num
 from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
 
@@ -311,13 +312,32 @@ val solid.</p>
     return page_path, png
 
 
+@contextlib.contextmanager
+def _reported_as(context: str) -> Iterator[None]:
+    """Errors while inside (parsing, building, fitting, a CirclesError on its way up) say
+    ``context`` first: which of the configs failed."""
+    token = REPORT_CONTEXT.set(context)
+    try:
+        yield
+    except CirclesError as err:
+        text = str(err)
+        if isinstance(err, Interrupted):  # a fit's own way on (--ckpt_path last) is not compare's
+            text = re.sub(r" To continue, .*$", "", text) + (
+                " The page was not written; run the compare again to fit every config anew."
+            )
+        report(text, err.kind)
+        raise SystemExit(err.exit_code) from None
+    finally:
+        REPORT_CONTEXT.reset(token)
+
+
 def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
     """Fit one config through the command line (its test follows), with a :class:`RunRecorder`;
     its record."""
     from circles.cli import CirclesCLI
     from circles.cli.reporting import quiet_lightning
 
-    with quiet_lightning():
+    with quiet_lightning(), _reported_as(f"{config}: "):
         cli = CirclesCLI(
             args=[
                 "fit",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import sys
 
 
@@ -64,10 +65,14 @@ class Interrupted(CirclesError):
         super().__init__(message)
 
 
+# what the command was doing when it failed, said first (compare: the config file it was fitting)
+REPORT_CONTEXT: contextvars.ContextVar[str] = contextvars.ContextVar("report_context", default="")
+
+
 def report(message: str, kind: str = "error") -> None:
     """Print ``message`` as the command line's one error paragraph (or, ``kind`` "note", what
-    ended it)."""
-    print(f"circles: {kind}: {message}", file=sys.stderr, flush=True)
+    ended it), after the context the command set (:data:`REPORT_CONTEXT`)."""
+    print(f"circles: {kind}: {REPORT_CONTEXT.get()}{message}", file=sys.stderr, flush=True)
 
 
 def os_error_text(err: OSError) -> str:

@@ -53,6 +53,14 @@ class FeatureMap(nn.Module):
         return torch.stack([FEATURES[f](x) for f in self.features], dim=1)
 
 
+def nonfinite_rows(features: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+    """The indices of the points ``(N, 2)`` some of whose ``features`` leave float32's range."""
+    if list(features) == ["x1", "x2"]:
+        return torch.zeros(0, dtype=torch.long)
+    values = FeatureMap(features)(x.float())
+    return (~torch.isfinite(values)).any(dim=1).nonzero().flatten()
+
+
 def check_finite_features(
     features: Sequence[str], x: torch.Tensor, field: str, where: object
 ) -> None:
@@ -60,10 +68,7 @@ def check_finite_features(
     would give nan for them. Names the first of them by their place among the points (1 is the
     first) and coordinates. (Points as read or drawn are finite: only products and squares can
     leave the range.)"""
-    if list(features) == ["x1", "x2"]:
-        return
-    values = FeatureMap(features)(x)
-    bad = (~torch.isfinite(values)).any(dim=1).nonzero().flatten()
+    bad = nonfinite_rows(features, x)
     if len(bad):
         i = int(bad[0])
         check(

@@ -4,6 +4,7 @@ Chromium, and one PNG."""
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from circles.compare import MAX_SLIDER, RunRecord, slider_epochs
 
-from helpers import CONFIGS, exit_status, run_if
+from helpers import CONFIGS, error_lines, exit_status, run_if, train_py, wait_for
 
 SHORT = [
     "--trainer.max_epochs=12",
@@ -108,3 +109,37 @@ def test_a_compare_without_the_test_still_shows_each_runs_best_val_acc(tmp_path,
     assert 0 <= float(best) <= 1
     # the sub-runs' arguments are compare's own: Lightning's warning about them is not the user's
     assert "args parameter" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("failing", ["linear.yaml", "relu.yaml"])
+def test_a_compare_that_fails_names_the_config_it_was_fitting(tmp_path, capfd, failing):
+    configs = [str(CONFIGS / name) for name in ("linear.yaml", "relu.yaml")]
+    bad = str(CONFIGS / failing)
+    # the failing config's own file gets a bad value; the other fits
+    broken = tmp_path / failing
+    broken.write_text((CONFIGS / failing).read_text() + "\ndata:\n  noise: -1\n")
+    configs[configs.index(bad)] = str(broken)
+    short = ["--trainer.max_epochs=2", "--data.n_samples=100", "--boundary.every_n_epochs=100"]
+    status = exit_status("compare", *configs, "--out", str(tmp_path / "page"), *short)
+    assert status == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line.startswith(f"circles: error: {broken}: data.noise must be"), line
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_compare_says_the_page_was_not_written_and_how_to_go_on(tmp_path):
+    out = tmp_path / "page"
+    long = ["--trainer.max_epochs=100000", "--checkpoint.last_every_n_epochs=5"]
+    compare = ["compare", str(CONFIGS / "linear.yaml"), "--out", str(out), *long]
+    with train_py(*compare, cwd=tmp_path) as process:
+        wait_for(
+            lambda: process.poll() is not None or any(out.glob("lightning_logs/*/checkpoints/*")),
+            "a checkpoint",
+        )
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    (line,) = error_lines(err)
+    assert "linear.yaml: fit interrupted by SIGTERM" in line
+    assert "--ckpt_path" not in line and "run the compare again" in line
+    assert not (out / "compare.html").exists()

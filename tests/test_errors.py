@@ -474,7 +474,7 @@ CASES = [
         "predict --ckpt_path squared.ckpt --data.predict_path=far.csv",
         "data.predict_path",
         "features are finite",
-        "point 2 = (1e+20, 1e+20)",
+        "the first on line 3: (1e+20, 1e+20)",
     ),
     case("lr not a number", "fit --optimizer.lr=abc", "optimizer.lr", "expected a number", "abc"),
     case("lr not finite", "fit --optimizer.lr=.nan", "optimizer.lr", "a finite number", "nan"),

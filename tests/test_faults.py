@@ -86,6 +86,19 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
     assert finite(last["state_dict"]) and finite(best["state_dict"])
 
 
+@pytest.mark.parametrize("decay", ["1e30", "50"])
+def test_divergence_from_weight_decay_blames_the_weight_decay_not_the_learning_rate(
+    tmp_path, capfd, decay
+):
+    """lr 0.1 with weight_decay above 20 scales the weights by less than -1 every step."""
+    args = ["--trainer.max_epochs=200", f"--optimizer.init_args.weight_decay={decay}"]
+    assert exit_status("fit", *SMALL, *args) == 1
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "Training diverged" in line and f"weight_decay {float(decay):g} with lr 0.1" in line
+    assert "below 20 with --optimizer.init_args.weight_decay" in line
+    assert "learning rate" not in line and "--optimizer.init_args.lr" not in line
+
+
 def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):
     """An infinite gradient makes the weights infinite while the loss of that step was still
     finite: fit stops in that epoch, before its checkpoints, and the files from the epoch before

@@ -635,10 +635,26 @@ def test_any_broken_resume_state_is_continued_or_refused_in_one_line(
             ("optimizer.lr", "a number"),
             ("optimizer.momentum", "a number"),
             ("weights.histograms_every_n_epochs", "an integer or null"),
+            ("model.compile_mode", "one of 'default', 'reduce-overhead', 'max-autotune' or null"),
         ]
     ),
     value=st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
-        lambda v: v not in ("null", "none", "true", "false", "yes", "no", "on", "off", "inf", "nan")
+        lambda v: (
+            v
+            not in (
+                "null",
+                "none",
+                "true",
+                "false",
+                "yes",
+                "no",
+                "on",
+                "off",
+                "inf",
+                "nan",
+                "default",
+            )
+        )
     ),
 )
 def test_a_value_of_the_wrong_kind_is_named_with_the_kind_it_needs(tmp_path, capfd, option, value):

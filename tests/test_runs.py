@@ -109,9 +109,18 @@ def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_i
     with pytest.raises(ConfigError) as refused:
         resolve_checkpoint("best", tmp_path)
     assert (
-        f"The newest run, {tmp_path / 'version_0'}, has no checkpoints/best.ckpt (it has last.ckpt)."
-        in str(refused.value)
+        f"The newest run is {tmp_path / 'version_0'}, and its checkpoints/best.ckpt is missing "
+        "(it has last.ckpt)." in str(refused.value)
     )
+    # a folder or a link to nothing in its place is named as what it is
+    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").mkdir()
+    with pytest.raises(ConfigError, match=r"checkpoints/best\.ckpt is a folder\."):
+        resolve_checkpoint("best", tmp_path)
+    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").rmdir()
+    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").symlink_to(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"checkpoints/best\.ckpt is a link to nothing\."):
+        resolve_checkpoint("best", tmp_path)
+    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").unlink()
     assert f"The newest run that has one is {tmp_path / 'version_1'}" in str(refused.value)
     with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt"):
         resolve_checkpoint("best", tmp_path / "empty")

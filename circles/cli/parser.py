@@ -95,10 +95,12 @@ def _union_text(text: str) -> str | None:
             return f"{name}: {said[1]}"
     value = re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", text) if nested else None
     value = value or re.search(r"Given value: (.*?)(?: - |$)", rest)
-    subtypes = re.search(r"Subtypes: \[([^\]]*)\]", rest)
-    kinds = [
+    subtypes = re.search(r"Subtypes: \[((?:[^\[\]]|\[[^\]]*\])*)\]", rest)
+    listed = subtypes[1] if subtypes else ""
+    choices = re.findall(r"Literal\[([^\]]*)\]", listed)  # the allowed values themselves
+    kinds = [f"one of {c}" for c in choices] + [
         KINDS.get(t.strip().rsplit(".", 1)[-1])
-        for t in (subtypes[1] if subtypes else "").split(",")
+        for t in re.sub(r"\S*Literal\[[^\]]*\]", "", listed).split(",")
     ]
     wanted = " or ".join(k for k in kinds if k) or "another value"
     return f"{name}: expected {wanted}, got {value[1] if value else 'another value'}."

@@ -132,7 +132,8 @@ def divergence(err: TrainingDiverged, trainer: Any, data: Any) -> TrainingDiverg
             "units a network "
             f"of this size takes; scale the data (a smaller learning rate does not help).{saved}"
         )
-    return TrainingDiverged(f"{err} Set it with --optimizer.init_args.lr.{saved}")
+    advice = "" if "weight_decay" in str(err) else " Set it with --optimizer.init_args.lr."
+    return TrainingDiverged(f"{err}{advice}{saved}")
 
 
 # Lightning's messages that a user of this CLI can do nothing about: the CLI's own optimizer

@@ -232,6 +232,28 @@ def _read(path: Path, field: str, labelled: bool) -> tuple[torch.Tensor, list[st
     return torch.from_numpy(np.stack([np.frombuffer(x1), np.frombuffer(x2)], axis=1)), labels
 
 
+def check_file_features(
+    features: Sequence[str], x: torch.Tensor, field: str, path: str | Path, labelled: bool
+) -> None:
+    """Refuse a file (``x`` in its lines' order) with points whose ``features`` leave float32's
+    range (``x1_sq`` of 1e20 is inf), naming the line of the first of them."""
+    from circles.features import nonfinite_rows
+
+    bad = nonfinite_rows(features, x)
+    if not len(bad):
+        return
+    i = int(bad[0])
+    columns = ("x1", "x2", "label") if labelled else ("x1", "x2")
+    line = next(n for k, (n, _) in enumerate(_rows(Path(path), field, columns)) if k == i)
+    raise _refuse(
+        field,
+        "a CSV file of points whose features are finite float32 numbers",
+        Path(path),
+        f"{len(bad):,} of its {len(x):,} points are not, the first on line {line}: "
+        f"({float(x[i, 0]):g}, {float(x[i, 1]):g}) with features {list(features)}.",
+    )
+
+
 def read_points_csv(path: str | Path, field: str = "predict_path") -> torch.Tensor:
     """Points to predict on from a CSV file with ``x1`` and ``x2`` columns (others are ignored),
     as float64 numbers: ``predictions.csv`` writes each back as the number it read (the network
@@ -274,9 +296,17 @@ def encode_labels(
                 field,
                 f"a CSV file of the training data's classes {allowed}",
                 path,
-                f"It has other labels: {unknown[:5]}.",
+                f"It has other labels: {unknown[:5]}.{_not_integers(unknown, names)}",
             )
         return torch.tensor([index[label] for label in labels], dtype=torch.float32), classes, names
+    numbers = [label for label in distinct if NUMBER.fullmatch(label) and label not in integers]
+    if integers and numbers:
+        raise _refuse(
+            field,
+            "a CSV file whose labels are integers 0..C-1 (or all class names)",
+            path,
+            f"It has {numbers[0]!r}, a number but not an integer.{_not_integers(numbers, None)}",
+        )
     if integers and len(integers) < len(distinct):
         name = next(label for label in distinct if label not in integers)
         raise _refuse(
@@ -311,6 +341,14 @@ def encode_labels(
             field, f"a CSV file of at most {MAX_CLASSES} classes", path, f"It has {classes}."
         )
     return torch.tensor([index[label] for label in labels], dtype=torch.float32), classes, names
+
+
+def _not_integers(labels: Sequence[str], names: list[str] | None) -> str:
+    """A hint for labels such as ``1.0`` where the classes are integers: write them as integers."""
+    whole = [label for label in labels if NUMBER.fullmatch(label) and float(label).is_integer()]
+    if names or not whole:
+        return ""
+    return f" Write {whole[0]!r} as {int(float(whole[0]))}: integer labels name the classes."
 
 
 def _rows_of(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -393,6 +431,7 @@ class PointFile:
     val_fraction: float
     seed: int
     classes: int | None
+    features: Sequence[str] = ("x1", "x2")  # what the network sees of each point
     num_classes: int = field(init=False)
     class_names: list[str] | None = field(init=False)
     parts: list[Points] = field(init=False)
@@ -409,6 +448,7 @@ class PointFile:
             self.test_fraction,
         )
         x, labels = read_labelled_csv(self.path, "path")
+        check_file_features(self.features, x, "path", self.path, labelled=True)
         y, self.num_classes, self.class_names = encode_labels(labels, "path", self.path)
         check(
             self.classes in (None, self.num_classes),
@@ -427,6 +467,7 @@ class PointFile:
         self.record = {"path": self.record_of(self.path, x, y)}
         if self.test_path is not None:
             test_x, test_labels = read_labelled_csv(self.test_path, "test_path")
+            check_file_features(self.features, test_x, "test_path", self.test_path, labelled=True)
             known = (self.num_classes, self.class_names)
             test_y = encode_labels(test_labels, "test_path", self.test_path, known=known)[0]
             self.parts.append((test_x, test_y))

@@ -11,7 +11,7 @@ import torch
 from typing_extensions import override
 
 from circles.data.batches import Points, TensorBatches, shard
-from circles.data.files import PointFile, read_points_csv
+from circles.data.files import PointFile, check_file_features, read_points_csv
 from circles.data.generated import Dataset, Generated, dataset_help
 from circles.errors import check
 from circles.features import Feature, check_features, check_finite_features
@@ -107,7 +107,9 @@ class CirclesDataModule(pl.LightningDataModule):
             dataset, n_samples, noise, factor, classes, test_samples, val_fraction, seed
         )
         self.file = (
-            PointFile(path, test_path, test_fraction, val_fraction, seed, classes) if path else None
+            PointFile(path, test_path, test_fraction, val_fraction, seed, classes, features)
+            if path
+            else None
         )
         self.source: PointFile | Generated = self.file or self.generated
         self.num_classes = self.source.num_classes
@@ -225,7 +227,7 @@ def predict_points(path: str, features: Sequence[str]) -> torch.Tensor:
     """The points of a ``predict_path`` file, read and checked: the features the network sees of
     each are finite."""
     points = read_points_csv(path)
-    check_finite_features(features, points.float(), "predict_path", path)
+    check_file_features(features, points, "predict_path", path, labelled=False)
     return points
 
 

@@ -70,12 +70,34 @@ def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> Trainin
     lower."""
     lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
     lr = lrs[0] if len(lrs) == 1 else lrs
+    decay = _runaway_decay(optimizers)
+    if decay:
+        return TrainingDiverged(
+            f"Training diverged at epoch {epoch}: the training loss or the weights are no longer "
+            f"finite numbers. {decay}"
+        )
     return TrainingDiverged(
         f"Training diverged at epoch {epoch}: the training loss or the weights are no longer "
         "finite numbers. "
         f"The learning rate ({lr}) is too large for this model; try a smaller one (e.g. "
         f"{lrs[0] / 10:g})."
     )
+
+
+def _runaway_decay(optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
+    """What to say when weight decay alone blows the weights up, whatever the learning rate's
+    share: a step scales them by ``1 - lr * weight_decay``, which grows them once the product
+    passes 2, and a decay beyond ~1e19 overflows float32 when squared (Adam's second moment)."""
+    for group in (g for opt in optimizers for g in opt.param_groups):
+        lr, decay = float(group["lr"]), float(group.get("weight_decay") or 0.0)
+        if lr * decay > 2 or decay > 1e19:
+            return (
+                f"weight_decay {decay:g} with lr {lr:g} makes every step scale the weights by "
+                f"{1 - lr * decay:.3g}: they grow without bound whatever the data. Give a "
+                f"weight_decay below {min(2 / lr, 1e19):.3g} with "
+                "--optimizer.init_args.weight_decay."
+            )
+    return None
 
 
 def weights_finite(module: nn.Module) -> torch.Tensor:

@@ -196,14 +196,20 @@ def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:
         if others
         else ""
     )
+    files = sorted(p.name for p in (newest_run / "checkpoints").glob("*.ckpt") if p.is_file())
+    what = (
+        "is a folder"
+        if found.is_dir()
+        else "is a link to nothing"
+        if found.is_symlink()
+        else f"is missing (it has {', '.join(files)})"
+    )
     raise ConfigError(
         "ckpt_path",
         "a checkpoint file, or 'best'/'last' of an earlier run",
         ckpt_path,
-        f"The newest run, {os.path.normpath(newest_run)}, has no checkpoints/{ckpt_path}.ckpt "
-        "(it has "
-        f"{', '.join(sorted(p.name for p in (newest_run / 'checkpoints').glob('*.ckpt')))})."
-        + elsewhere,
+        f"The newest run is {os.path.normpath(newest_run)}, and its checkpoints/{ckpt_path}.ckpt "
+        f"{what}." + elsewhere,
     )
 
 
