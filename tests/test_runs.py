@@ -4,6 +4,7 @@ call we depend on."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,17 @@ from circles.runs.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_chec
 from circles.runs.directory import RunInUse, atomic_file, claim_version, try_lock
 from circles.runs.logger import TensorBoardRunLogger
 
-from helpers import QUIET, SMALL, error_lines, exit_status, load_checkpoint, run_dir, run_names
+from helpers import (
+    QUIET,
+    SMALL,
+    TINY,
+    error_lines,
+    evaluation_dirs,
+    exit_status,
+    load_checkpoint,
+    run_dir,
+    run_names,
+)
 
 RUN = [*SMALL, "--trainer.max_epochs=2"]  # a two-epoch run
 
@@ -265,3 +276,27 @@ def test_a_data_file_with_a_long_name_gets_a_run_directory_the_file_system_takes
     (run,) = (tmp_path / "lightning_logs").iterdir()
     assert run.name.startswith("0000-relu-10x10-sgd0.1-e2-pppp") and len(run.name) <= 110
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_an_evaluation_of_a_run_it_may_not_write_into_goes_to_default_root_dir(
+    tmp_path, tiny_run, monkeypatch
+):
+    """Runs copied read-only (or another user's): the evaluation is not refused for the run's
+    folder, and --trainer.default_root_dir (the advice a refused write gives) says where it goes."""
+    import circles.cli.settle as settle
+
+    runs = tmp_path / "shared" / "lightning_logs"
+    shutil.copytree(tiny_run / "lightning_logs", runs)
+    checkpoint = run_dir(runs, 0) / "checkpoints" / "last.ckpt"
+    real_access = os.access
+    monkeypatch.setattr(
+        settle.os,
+        "access",
+        lambda path, mode: False if Path(path).is_relative_to(runs) else real_access(path, mode),
+    )
+    mine = tmp_path / "mine"
+    args = ["test", *TINY, f"--ckpt_path={checkpoint}", f"--trainer.default_root_dir={mine}"]
+    assert exit_status(*args) == 0
+    assert not (run_dir(runs, 0) / "evaluations").exists()
+    (evaluation,) = evaluation_dirs(mine / "lightning_logs")
+    assert (evaluation / "config.yaml").is_file()

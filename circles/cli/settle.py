@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -215,9 +216,12 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     """Validate, test and predict runs go with the run that trained their checkpoint, in its
     ``evaluations`` folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from
     elsewhere in the runs' own ``evaluations`` folder: never among the fits, and their scalars
-    apart from the fits' curves."""
-    if checkpoint is not None and run_of_checkpoint(checkpoint) is not None:
-        logger.save_dir = str(checkpoint.parent.parent)
+    apart from the fits' curves. A run this process may not write into (a read-only copy of the
+    runs) keeps the evaluation in ``trainer.default_root_dir``'s runs instead."""
+    run = checkpoint.parent.parent if checkpoint is not None else None
+    writable = run is not None and os.access(run, os.W_OK)
+    if checkpoint is not None and run_of_checkpoint(checkpoint) is not None and writable:
+        logger.save_dir = str(run)
         logger.name = EVALUATIONS
     else:
         logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"
