@@ -15,6 +15,7 @@ def main(args: Any = None) -> None:
         from circles.cli import cli_main
         from circles.cli.reporting import one_line_errors
     except KeyboardInterrupt:
+        sys.unraisablehook = lambda unraisable: None  # a module caught half-loaded may complain
         sys.stderr.write(
             "circles: error: interrupted by Ctrl-C (SIGINT) while starting; nothing was written.\n"
         )

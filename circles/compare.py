@@ -29,7 +29,14 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_callbacks, trainer_data
-from circles.errors import REPORT_CONTEXT, CirclesError, ConfigError, Interrupted, report
+from circles.errors import (
+    REPORT_CONTEXT,
+    CirclesError,
+    ConfigError,
+    Interrupted,
+    quiet_destructors,
+    report,
+)
 from circles.model.metrics import latest_values, num
 from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
 
@@ -322,6 +329,7 @@ def _reported_as(context: str) -> Iterator[None]:
     except CirclesError as err:
         text = str(err)
         if isinstance(err, Interrupted):  # a fit's own way on (--ckpt_path last) is not compare's
+            quiet_destructors()
             text = re.sub(r" To continue, .*$", "", text) + (
                 " The page was not written; run the compare again to fit every config anew."
             )

@@ -75,6 +75,14 @@ def report(message: str, kind: str = "error") -> None:
     print(f"circles: {kind}: {REPORT_CONTEXT.get()}{message}", file=sys.stderr, flush=True)
 
 
+def quiet_destructors() -> None:
+    """From here on, say nothing of errors raised in objects' destructors: after a signal stopped
+    the command, an object the signal caught half-built (a progress bar, say) can fail in its
+    ``__del__`` as the process ends, which Python would print as a traceback after the command's
+    own line."""
+    sys.unraisablehook = lambda unraisable: None
+
+
 def os_error_text(err: OSError) -> str:
     """An operating-system error as one line: the file, the cause and what to do about it."""
     import errno

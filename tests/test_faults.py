@@ -19,6 +19,7 @@ import yaml
 
 from circles.cli import CirclesCLI
 from circles.data.module import CirclesDataModule
+from circles.errors import Interrupted
 from circles.model.classifier import CirclesClassifier, TrainingDiverged
 from circles.runs.checkpoints import AtomicCheckpointIO
 from circles.runs.logger import TensorBoardRunLogger
@@ -778,3 +779,27 @@ def test_ctrl_c_while_importing_or_in_the_learning_rate_finder_is_one_line(
     (line,) = error_lines(err)
     assert "Ctrl-C (SIGINT)" in line, line
     assert not list(tmp_path.glob(".lr_find_*.ckpt"))  # Lightning's own state removed
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, lambda: Interrupted(15, "fit interrupted")])
+def test_after_an_interruption_a_half_built_objects_destructor_prints_nothing(
+    capfd, monkeypatch, stop
+):
+    """Ctrl-C inside a progress bar's constructor once left ``Exception ignored in: tqdm.__del__``
+    and its traceback after the command's one line."""
+    import sys
+
+    from circles.cli.reporting import one_line_errors
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+
+    class HalfBuilt:
+        def __del__(self):
+            raise AttributeError("'HalfBuilt' object has no attribute 'pos'")
+
+    with pytest.raises(SystemExit), one_line_errors():
+        raise stop()
+    capfd.readouterr()
+    half = HalfBuilt()
+    del half
+    assert capfd.readouterr().err == ""

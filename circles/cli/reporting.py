@@ -18,7 +18,15 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from circles.callbacks.checkpoint import RunCheckpoint
 from circles.callbacks.signals import interruption
-from circles.errors import CirclesError, ConfigError, SettingError, os_error_text, report
+from circles.errors import (
+    CirclesError,
+    ConfigError,
+    Interrupted,
+    SettingError,
+    os_error_text,
+    quiet_destructors,
+    report,
+)
 from circles.model.classifier import TrainingDiverged
 from circles.runs.logger import TensorBoardRunLogger
 
@@ -31,9 +39,12 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except CirclesError as err:
+        if isinstance(err, Interrupted):
+            quiet_destructors()
         report(str(err), err.kind)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
+        quiet_destructors()
         report("interrupted by Ctrl-C (SIGINT).")
         raise SystemExit(130) from None
     # a full disk, a read-only folder: the file and the cause, not a traceback
