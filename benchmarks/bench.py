@@ -197,6 +197,12 @@ def naive_lightning_fit(
 def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
     """Lightning's own fixed cost: the bare port on the same one-slice batches, validation every
     epoch, and nothing else (no logging, metrics, checkpoints, callbacks or progress bar)."""
+    return bare_fit(chapter_module(log_every_step=False), x_train, y_train, x_val, y_val, epochs)
+
+
+def bare_fit(module, x_train, y_train, x_val, y_val, epochs: int) -> float:
+    """Seconds of ``module``'s fit on one-slice batches, validation every epoch, with nothing of
+    Lightning's own switched on (no logger, checkpoints, progress bar or summary)."""
     import lightning.pytorch as pl
 
     from circles.data.batches import TensorBatches
@@ -212,11 +218,7 @@ def lightning_floor_fit(x_train, y_train, x_val, y_val, epochs: int) -> float:
     )
     with quiet():
         start = time.perf_counter()
-        trainer.fit(
-            chapter_module(log_every_step=False),
-            TensorBatches((x_train, y_train)),
-            TensorBatches((x_val, y_val)),
-        )
+        trainer.fit(module, TensorBatches((x_train, y_train)), TensorBatches((x_val, y_val)))
         return time.perf_counter() - start
 
 
@@ -445,8 +447,6 @@ def bench_self_log(repeats: int, epochs: int = 300) -> None:
     validation's end), against the same module logging nothing."""
     import lightning.pytorch as pl
 
-    from circles.data.batches import TensorBatches
-
     x_train, y_train, x_val, y_val = seed_data()
 
     class Logs(pl.LightningModule):
@@ -476,21 +476,7 @@ def bench_self_log(repeats: int, epochs: int = 300) -> None:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def fit(values: int) -> float:
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            accelerator="cpu",
-        )
-        with quiet():
-            start = time.perf_counter()
-            trainer.fit(
-                Logs(values), TensorBatches((x_train, y_train)), TensorBatches((x_val, y_val))
-            )
-            return time.perf_counter() - start
+        return bare_fit(Logs(values), x_train, y_train, x_val, y_val, epochs)
 
     fit(5)
     logged, bare = zip(*((fit(5), fit(0)) for _ in range(repeats)), strict=True)

@@ -15,7 +15,9 @@ def main(args: Any = None) -> None:
         from circles.cli import cli_main
         from circles.cli.reporting import one_line_errors
     except KeyboardInterrupt:
-        sys.unraisablehook = lambda unraisable: None  # a module caught half-loaded may complain
+        from circles.errors import quiet_destructors  # light: no torch, no Lightning
+
+        quiet_destructors()
         sys.stderr.write(
             "circles: error: interrupted by Ctrl-C (SIGINT) while starting; nothing was written.\n"
         )

@@ -51,7 +51,8 @@ class PredictionWriter(BasePredictionWriter):
             x = torch.cat([points for points, _ in predictions])
         mean = probs.mean(0)
         label, won = winning_class(mean)
-        columns = [x.cpu().numpy()[:, 0], x.cpu().numpy()[:, 1], won.numpy()]
+        points = x.cpu().numpy()
+        columns = [points[:, 0], points[:, 1], won.numpy()]
         header = ["x1", "x2", "probability"]
         if len(probs) > 1:  # the members' spread of that probability (1 - p spreads as p)
             std = probs.std(0)

@@ -20,10 +20,11 @@ MAX_VALUES = 100_000
 MAX_ITEMS = 1_000
 
 
-def check_yaml(text: str, field: str, where: str) -> None:
+def check_yaml(text: str, field: str, where: str) -> tuple[bool, yaml.Node | None]:
     """Refuse YAML ``text`` (given as ``field``, read from ``where``) that is larger than
     ``MAX_BYTES``, stands for more than ``MAX_VALUES`` values or has a list or mapping of more
-    than ``MAX_ITEMS``; YAML that does not parse is left to the parser that reports it."""
+    than ``MAX_ITEMS``; YAML that does not parse is left to the parser that reports it. Returns
+    whether it parsed, and its root node (None for an empty document)."""
     if len(text) > MAX_BYTES:
         raise ConfigError(
             field,
@@ -34,7 +35,7 @@ def check_yaml(text: str, field: str, where: str) -> None:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return
+        return False, None
     except RecursionError:
         raise ConfigError(field, "YAML nested at most a few hundred levels deep", where) from None
     todo = [root] if root is not None else []
@@ -60,14 +61,11 @@ def check_yaml(text: str, field: str, where: str) -> None:
             todo.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
             todo.extend(part for pair in node.value for part in pair)
+    return True, root
 
 
-def check_sections(text: str, where: str) -> None:
-    """A config file is a mapping of sections (YAML that does not parse is left to the parser)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return
+def check_sections(root: yaml.Node | None, where: str) -> None:
+    """A config file (its composed ``root``, :func:`check_yaml`) is a mapping of sections."""
     if not isinstance(root, yaml.MappingNode):
         tag = root.tag.rsplit(":", 1)[-1] if root is not None else "null"
         held = {
@@ -101,8 +99,9 @@ def check_arguments(args: Sequence[str]) -> None:
                         "config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value
                     )
                 text = path.read_text(errors="replace")
-                check_yaml(text, "config", value)
-                check_sections(text, value)
+                parsed, root = check_yaml(text, "config", value)
+                if parsed:  # YAML that does not parse is the parser's to report
+                    check_sections(root, value)
             else:
                 check_yaml(value, name, value[:80])
         previous = option if not equals else ""

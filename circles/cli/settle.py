@@ -16,6 +16,7 @@ from circles.cli.checks import check_hyperparameters
 from circles.cli.slurm import hpc_checkpoint
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError, note
+from circles.model.classifier import CirclesClassifier
 from circles.runs.checkpoints import (
     JOB_KEY,
     RUN_KEY,
@@ -188,8 +189,6 @@ def _check_model_options(config: Namespace, path: Path, trained: Mapping[str, An
     """An evaluation runs the network its checkpoint holds (LightningCLI puts the checkpoint's
     model settings in place of the config's): a model setting given otherwise than both its
     default and the checkpoint's is refused, not dropped."""
-    from circles.model.classifier import CirclesClassifier
-
     model = config.get("model")
     if not isinstance(model, Namespace):
         return

@@ -79,8 +79,9 @@ def _chunks(model: object, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The grid's points in chunks the model takes whole (:meth:`points_per_chunk`): its
     members' outputs over the whole grid are never held at once."""
     from circles.contracts import Classifier
+    from circles.model.networks import CHUNK_VALUES
 
-    return points.split(model.points_per_chunk() if isinstance(model, Classifier) else 1 << 24)
+    return points.split(model.points_per_chunk() if isinstance(model, Classifier) else CHUNK_VALUES)
 
 
 def _shares(
