@@ -326,6 +326,35 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
     )
 
 
+def test_a_requeue_signal_that_comes_again_after_slurm_requeued_the_job_is_not_handled_twice(
+    tmp_path, monkeypatch, slurm_job
+):
+    """While SLURM cancels a requeued job's tasks it may deliver the requeue signal again: the
+    job is already requeued and its state saved, so a second hpc checkpoint and a second
+    ``scontrol requeue`` (refused: the job is pending) would only make the run resume from a later
+    file than the note named. A stand-in for Lightning's handler records its calls and writes the
+    hpc file."""
+    calls = []
+
+    def requeue_handler(signum, frame):
+        calls.append(signum)
+        (tmp_path / f"hpc_ckpt_{len(calls)}.ckpt").write_bytes(b"")
+
+    previous = signal.signal(signal.SIGUSR1, requeue_handler)
+    try:
+        signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
+        signal_at_epoch(monkeypatch, 3, signal.SIGUSR1)
+        assert (
+            exit_status(
+                "fit", *SMALL, "--trainer.max_epochs=5", f"--trainer.default_root_dir={tmp_path}"
+            )
+            == 0
+        )
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert calls == [signal.SIGUSR1]
+
+
 def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
     tmp_path, monkeypatch, slurm_job, capfd
 ):

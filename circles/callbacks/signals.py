@@ -122,7 +122,10 @@ class GracefulStopCallback(Callback):
             stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
         if requeue and self._requeue_signal is not None:
             self.requeue = False
-            self._requeue(trainer, pl_module)
+            # SLURM may deliver the signal again while it cancels the requeued job's tasks: the
+            # job is requeued and its state saved once
+            if self.requeued is None:
+                self._requeue(trainer, pl_module)
         if stop:
             # a rank stopped because another one was signalled
             self.signal = self.signal or signal.SIGTERM
