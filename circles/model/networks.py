@@ -69,12 +69,8 @@ def build_mlp(
 
 def stacked_affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Each member's layer on its inputs: ``h`` ``(K, N, in)``, ``weight`` ``(K, out, in)``,
-    ``bias`` ``(K, out)`` give ``(K, N, out)``. One member runs through ``nn.Linear``'s own
-    kernel, so a single network computes (and trains) exactly as the chapter's does; several
-    share one batched matrix product, whose sums run in another order (their results agree to
-    rounding, not to the bit)."""
-    if len(weight) == 1:
-        return functional.linear(h[0], weight[0], bias[0]).unsqueeze(0)
+    ``bias`` ``(K, out)`` give ``(K, N, out)``, in one batched matrix product. (A stack of one
+    goes through ``nn.Linear``'s own kernel instead: see :meth:`StackedMLP.layers`.)"""
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
 
@@ -102,23 +98,44 @@ class StackedMLP(nn.Module):
     def members(self) -> int:
         return len(self.weights[0])
 
-    def _stacked(self, x: torch.Tensor) -> torch.Tensor:
-        """The points for every member, in the weights' dtype (a grid drawn in float32 goes
-        through a network trained at ``precision 64`` too)."""
-        return x.to(self.weights[0].dtype).expand(self.members, *x.shape)
-
-    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = self._stacked(x)
+    def layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output for points ``x`` ``(N, F)``: the hidden layers' after the
+        activation, then the logits; each ``(N, out)`` for a stack of one (through
+        ``nn.Linear``'s own kernel, so a single network computes and trains exactly as the
+        chapter's does), else ``(K, N, out)`` (one batched matrix product per layer, whose sums
+        run in another order: members agree with their single runs to rounding, not to the bit).
+        The points are taken in the weights' dtype (a grid drawn in float32 goes through a network
+        trained at ``precision 64`` too)."""
+        weights, biases = list(self.weights), list(self.biases)
+        single = len(weights[0]) == 1
+        h = x.to(weights[0].dtype)
+        if not single:
+            h = h.expand(len(weights[0]), *x.shape)
         outputs = []
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            h = self.activation(stacked_affine(h, weight, bias))
+        for i, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+            h = (
+                functional.linear(h, weight[0], bias[0])
+                if single
+                else stacked_affine(h, weight, bias)
+            )
+            if i < len(weights) - 1:
+                h = self.activation(h)
             outputs.append(h)
         return outputs
 
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each hidden layer's output ``(K, N, units)`` for points ``(N, F)``."""
+        return [_members_first(h) for h in self.layers(x)[:-1]]
+
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(x)[-1] if len(self.weights) > 1 else self._stacked(x)
-        return stacked_affine(h, self.weights[-1], self.biases[-1])
+        """The logits ``(K, N, outputs)`` for points ``(N, F)``."""
+        return _members_first(self.layers(x)[-1])
+
+
+def _members_first(h: torch.Tensor) -> torch.Tensor:
+    """A layer's output with its member axis: a stack of one's ``(N, out)`` as ``(1, N, out)``."""
+    return h if h.dim() == 3 else h.unsqueeze(0)
 
 
 def output_size(num_classes: int) -> int:
