@@ -14,6 +14,9 @@ from circles.compare import MAX_SLIDER, RunRecord, slider_epochs
 
 from helpers import CONFIGS, error_lines, exit_status, run_if, train_py, wait_for
 
+# the tests share the compare its module fixture runs: one test process takes them all
+pytestmark = pytest.mark.xdist_group("compare")
+
 SHORT = [
     "--trainer.max_epochs=12",
     "--data.n_samples=200",

@@ -30,6 +30,9 @@ from circles.pictures.panels import BoundaryPanel
 
 from helpers import run_if
 
+# the tests share a trained model and a fresh interpreter's imports: one test process takes them all
+pytestmark = pytest.mark.xdist_group("plotting")
+
 
 def predict_grid(model, xs, ys):
     """The probability of class 1 over the grid."""

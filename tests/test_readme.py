@@ -133,11 +133,24 @@ def fit_run(root: Path, name: str, *evaluations: str) -> tuple[Path, str]:
 EVALUATED = {"improved": ("test last", "validate best")}  # README quotes what these print
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, str]]]:
+class Runs(dict):
+    """README's runs, each trained the first time a test asks for it (then kept for the test
+    process): the test classes below split them, so that two test processes train them side by
+    side (``--dist loadgroup`` gives each class, one ``xdist_group``, to one process)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> tuple[Path, str]:
+        self[name] = fit_run(self.root, name, *EVALUATED.get(name, ()))
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """Every run README quotes (on one torch thread or two, the numbers are the same)."""
-    root = tmp_path_factory.mktemp("readme")
-    yield {name: fit_run(root, name, *EVALUATED.get(name, ())) for name in RUNS}
+    return Runs(tmp_path_factory.mktemp("readme"))
 
 
 def accuracy_of(runs, name: str, stage: str = "test") -> float:
@@ -151,149 +164,160 @@ def printed(runs, name: str, start: str) -> list[str]:
     return [line for line in runs[name][1].splitlines() if line.startswith(start)]
 
 
-def test_the_main_jobs_console_and_summary(runs, readme):
-    fitted, out = runs["relu"]
-    for epoch in (990, 999):
-        (line,) = printed(runs, "relu", f"Epoch: {epoch} |")
-        readme.says(line)
-    (test,) = printed(runs, "relu", "Test: ")
-    readme.says(test)
-    (bayes,) = printed(runs, "relu", "  Bayes-optimal acc ")
-    readme.says(bayes.strip())
-    (best,) = re.findall(r"^Best val/acc: (\d\.\d{4})", out, re.M)
-    readme.says("Best val/acc: {:.4f}", float(best))
-    final, top = final_scalar(fitted, "val/acc"), max(scalar_values(fitted, "val/acc"))
-    readme.says("final val acc {:.3f} (best {:.2f})", final, top)
-    first_layer = scalar_values(fitted, "train/dead_units_1")
-    assert first_layer[0] == first_layer[-1] == 3
-    readme.says(
-        "In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
-        int(first_layer[0]),
-    )
+@pytest.mark.xdist_group("readme-mainjob")
+class TestMainJob:
+    """The main job's lines, the learning-rate finder's runs and your own points: the runs of
+    configs/relu.yaml."""
 
-
-def test_the_evaluations_say_what_they_measured(runs, readme):
-    for start in ("Test: ", "Validation: "):
-        # not the fit's own test
-        (line,) = [line for line in printed(runs, "improved", start) if "ckpt)" in line]
-        readme.says(line)
-    (bayes, _) = printed(runs, "improved", "  Bayes-optimal acc ")
-    readme.says(bayes.strip())
-
-
-def test_the_config_table(runs, readme):
-    readme.says("val acc ~{:.2f}", round(accuracy_of(runs, "linear", "val"), 1))
-    val = scalar_history(runs["improved"][0])["val/acc"]
-    first_perfect = next(epoch for epoch, value in val if value == 1.0)
-    assert all(value == 1.0 for epoch, value in val if epoch >= first_perfect)
-    bayes = final_scalar(runs["improved"][0], "test/bayes_acc")
-    readme.says(
-        "val acc 1.0 from epoch {}, test acc {:.4f} (Bayes-optimal: {:.4f})",
-        first_perfect,
-        accuracy_of(runs, "improved"),
-        bayes,
-    )
-    readme.says(
-        "test acc {:.4f}: a line in those coordinates is a circle",
-        accuracy_of(runs, "linear_features"),
-    )
-    readme.says(
-        "TensorFlow Playground's other sets, ReLU, Adam | test acc {:.4f}, {:.4f}, {:.4f}, {:.4f}",
-        *(accuracy_of(runs, name) for name in ("moons", "xor", "gaussians", "spiral")),
-        within=0.001,
-    )
-    readme.says(
-        "val acc {:.3f} (the course's 99.5%, on the same 200 points), test acc {:.4f} (Bayes-optimal: "
-        "{:.4f}); no activation: {:.4f}",
-        final_scalar(runs["blobs"][0], "val/acc"),
-        accuracy_of(runs, "blobs"),
-        final_scalar(runs["blobs"][0], "test/bayes_acc"),
-        accuracy_of(runs, "blobs_linear"),
-    )
-    readme.says(
-        "test acc {:.3f}; no activation: {:.3f}",
-        accuracy_of(runs, "spiral3"),
-        accuracy_of(runs, "spiral3_linear"),
-        within=0.01,
-    )
-    stopped = runs["until_1"][0]
-    readme.says(
-        "`improved.yaml`: stops after epoch {} (of 100), test acc {:.4f}",
-        len(scalar_values(stopped, "val/acc")) - 1,
-        accuracy_of(runs, "until_1"),
-    )
-
-
-def test_the_affine_maps_readme_prints(runs, readme):
-    for name in ("linear", "linear_features"):
-        (line,) = [line.strip() for line in printed(runs, name, "  logit = ")]
-        readme.says(line.removesuffix("; the boundary is where it is 0").replace("{", "{{"))
-
-
-def test_what_the_learning_rate_finder_says(runs, readme):
-    (line,) = printed(runs, "lr_find", "Learning-rate finder (")
-    readme.says(line)
-    for name in ("lr_suggested", "lr3"):
-        assert (
-            final_scalar(runs[name][0], "val/acc") == 0.5
-            and final_scalar(runs[name][0], "train/dead_units_2") == 10
+    def test_the_main_jobs_console_and_summary(self, runs, readme):
+        fitted, out = runs["relu"]
+        for epoch in (990, 999):
+            (line,) = printed(runs, "relu", f"Epoch: {epoch} |")
+            readme.says(line)
+        (test,) = printed(runs, "relu", "Test: ")
+        readme.says(test)
+        (bayes,) = printed(runs, "relu", "  Bayes-optimal acc ")
+        readme.says(bayes.strip())
+        (best,) = re.findall(r"^Best val/acc: (\d\.\d{4})", out, re.M)
+        readme.says("Best val/acc: {:.4f}", float(best))
+        final, top = final_scalar(fitted, "val/acc"), max(scalar_values(fitted, "val/acc"))
+        readme.says("final val acc {:.3f} (best {:.2f})", final, top)
+        first_layer = scalar_values(fitted, "train/dead_units_1")
+        assert first_layer[0] == first_layer[-1] == 3
+        readme.says(
+            "In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
+            int(first_layer[0]),
         )
-    readme.says(
-        "the run ends at chance (val acc {:.3f}, loss {:.3f})",
-        final_scalar(runs["lr_suggested"][0], "val/acc"),
-        final_scalar(runs["lr_suggested"][0], "val/loss"),
-    )
-    val = scalar_history(runs["lr1"][0])["val/acc"]
-    perfect = next(epoch for epoch, value in val if value == 1.0)
-    assert perfect <= 500 and val[-1][1] == 1.0
-    readme.says("reaches val acc 1.000 by epoch 500 and test acc {:.3f}", accuracy_of(runs, "lr1"))
+
+    def test_what_the_learning_rate_finder_says(self, runs, readme):
+        (line,) = printed(runs, "lr_find", "Learning-rate finder (")
+        readme.says(line)
+        for name in ("lr_suggested", "lr3"):
+            assert (
+                final_scalar(runs[name][0], "val/acc") == 0.5
+                and final_scalar(runs[name][0], "train/dead_units_2") == 10
+            )
+        readme.says(
+            "the run ends at chance (val acc {:.3f}, loss {:.3f})",
+            final_scalar(runs["lr_suggested"][0], "val/acc"),
+            final_scalar(runs["lr_suggested"][0], "val/loss"),
+        )
+        val = scalar_history(runs["lr1"][0])["val/acc"]
+        perfect = next(epoch for epoch, value in val if value == 1.0)
+        assert perfect <= 500 and val[-1][1] == 1.0
+        readme.says(
+            "reaches val acc 1.000 by epoch 500 and test acc {:.3f}", accuracy_of(runs, "lr1")
+        )
+
+    def test_your_own_points(self, runs, readme):
+        rings_val = final_scalar(runs["rings"][0], "val/acc")
+        linear_val, linear_test = (
+            final_scalar(runs["rings_linear"][0], "val/acc"),
+            accuracy_of(runs, "rings_linear"),
+        )
+        readme.says(
+            "reaches validation accuracy {:.3f} and test accuracy {:.3f} on the 120 held-out points; with "
+            "`--model.activation none` {:.3f} and {:.3f}",
+            rings_val,
+            accuracy_of(runs, "rings"),
+            linear_val,
+            linear_test,
+        )
 
 
-def test_your_own_points(runs, readme):
-    rings_val = final_scalar(runs["rings"][0], "val/acc")
-    linear_val, linear_test = (
-        final_scalar(runs["rings_linear"][0], "val/acc"),
-        accuracy_of(runs, "rings_linear"),
-    )
-    readme.says(
-        "reaches validation accuracy {:.3f} and test accuracy {:.3f} on the 120 held-out points; with "
-        "`--model.activation none` {:.3f} and {:.3f}",
-        rings_val,
-        accuracy_of(runs, "rings"),
-        linear_val,
-        linear_test,
-    )
+@pytest.mark.xdist_group("readme-configs")
+class TestConfigs:
+    """The config table, the evaluations and the affine maps: the other configs' runs."""
+
+    def test_the_evaluations_say_what_they_measured(self, runs, readme):
+        for start in ("Test: ", "Validation: "):
+            # not the fit's own test
+            (line,) = [line for line in printed(runs, "improved", start) if "ckpt)" in line]
+            readme.says(line)
+        (bayes, _) = printed(runs, "improved", "  Bayes-optimal acc ")
+        readme.says(bayes.strip())
+
+    def test_the_config_table(self, runs, readme):
+        readme.says("val acc ~{:.2f}", round(accuracy_of(runs, "linear", "val"), 1))
+        val = scalar_history(runs["improved"][0])["val/acc"]
+        first_perfect = next(epoch for epoch, value in val if value == 1.0)
+        assert all(value == 1.0 for epoch, value in val if epoch >= first_perfect)
+        bayes = final_scalar(runs["improved"][0], "test/bayes_acc")
+        readme.says(
+            "val acc 1.0 from epoch {}, test acc {:.4f} (Bayes-optimal: {:.4f})",
+            first_perfect,
+            accuracy_of(runs, "improved"),
+            bayes,
+        )
+        readme.says(
+            "test acc {:.4f}: a line in those coordinates is a circle",
+            accuracy_of(runs, "linear_features"),
+        )
+        readme.says(
+            "TensorFlow Playground's other sets, ReLU, Adam | test acc {:.4f}, {:.4f}, {:.4f}, {:.4f}",
+            *(accuracy_of(runs, name) for name in ("moons", "xor", "gaussians", "spiral")),
+            within=0.001,
+        )
+        readme.says(
+            "val acc {:.3f} (the course's 99.5%, on the same 200 points), test acc {:.4f} (Bayes-optimal: "
+            "{:.4f}); no activation: {:.4f}",
+            final_scalar(runs["blobs"][0], "val/acc"),
+            accuracy_of(runs, "blobs"),
+            final_scalar(runs["blobs"][0], "test/bayes_acc"),
+            accuracy_of(runs, "blobs_linear"),
+        )
+        readme.says(
+            "test acc {:.3f}; no activation: {:.3f}",
+            accuracy_of(runs, "spiral3"),
+            accuracy_of(runs, "spiral3_linear"),
+            within=0.01,
+        )
+        stopped = runs["until_1"][0]
+        readme.says(
+            "`improved.yaml`: stops after epoch {} (of 100), test acc {:.4f}",
+            len(scalar_values(stopped, "val/acc")) - 1,
+            accuracy_of(runs, "until_1"),
+        )
+
+    def test_the_affine_maps_readme_prints(self, runs, readme):
+        for name in ("linear", "linear_features"):
+            (line,) = [line.strip() for line in printed(runs, name, "  logit = ")]
+            readme.says(line.removesuffix("; the boundary is where it is 0").replace("{", "{{"))
 
 
-def test_256_seeds(readme):
-    """README's figure of 256 seeds of configs/relu.yaml, as scripts/seed_spread.py computes it."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        from seed_spread import spread, summary
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    facts = summary([row["val_acc"] for row in spread(256, 1000)])
-    readme.says(
-        "Mean {:.1%}, standard deviation {:.1%}, median {:.1%}, from {:.1%} to {:.0%}",
-        facts["mean"],
-        facts["std"],
-        facts["median"],
-        facts["min"],
-        facts["max"],
-        within=0.005,
-    )
-    readme.says(
-        "a quarter of the seeds end below {:.0%}, a quarter above {:.0%}",
-        facts["q1"],
-        facts["q3"],
-        within=0.01,
-    )
-    readme.says(
-        "The chapter's 73.5% is a low draw ({:.0%} of seeds end below it)",
-        facts["below"][0.735],
-        within=0.01,
-    )
-    readme.says("over 256 seeds {:.3f} ± {:.3f}", facts["mean"], facts["std"], within=0.005)
+@pytest.mark.xdist_group("readme-seeds")
+class TestSeeds:
+    """README's spread over 256 seeds."""
+
+    def test_256_seeds(self, readme):
+        """README's figure of 256 seeds of configs/relu.yaml, as scripts/seed_spread.py computes it."""
+        sys.path.insert(0, str(REPO / "scripts"))
+        try:
+            from seed_spread import spread, summary
+        finally:
+            sys.path.remove(str(REPO / "scripts"))
+        facts = summary([row["val_acc"] for row in spread(256, 1000)])
+        readme.says(
+            "Mean {:.1%}, standard deviation {:.1%}, median {:.1%}, from {:.1%} to {:.0%}",
+            facts["mean"],
+            facts["std"],
+            facts["median"],
+            facts["min"],
+            facts["max"],
+            within=0.005,
+        )
+        readme.says(
+            "a quarter of the seeds end below {:.0%}, a quarter above {:.0%}",
+            facts["q1"],
+            facts["q3"],
+            within=0.01,
+        )
+        readme.says(
+            "The chapter's 73.5% is a low draw ({:.0%} of seeds end below it)",
+            facts["below"][0.735],
+            within=0.01,
+        )
+        readme.says("over 256 seeds {:.3f} ± {:.3f}", facts["mean"], facts["std"], within=0.005)
 
 
 def test_a_claim_fails_when_the_number_moved_further_than_readme_allows(monkeypatch):

@@ -37,7 +37,12 @@ ON_TEST_CLUSTER = [
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 QUICK = ["--trainer.enable_model_summary=false", "--data.test_samples=10"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm, run_if(slurm=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.slurm,
+    run_if(slurm=True),
+    pytest.mark.xdist_group("slurm"),  # one cluster for the session: one test process
+]
 
 
 def submit(

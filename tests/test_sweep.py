@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from circles.sweep import load_sweep, main
+from circles.sweep.spec import SweepError
 
 from helpers import scalar_history, scalars_by_step, started, wait_for
 
@@ -618,3 +619,39 @@ def test_a_killed_sweeps_points_continue_from_their_last_checkpoint(tmp_path):
         )
         steps = sorted(scalars_by_step(runs / name)["train/loss"])
         assert steps == list(range(1500))  # the epochs before the kill kept, the rest added
+
+
+def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_points(tmp_path):
+    """``regions: true``: each point's members are checked exactly (circles.model.regions); the
+    count is the same the model's own regions give, in summary.csv and as ``k/K`` in summary.md;
+    a point whose activation is not piecewise linear has an empty cell."""
+    from circles.data.module import CirclesDataModule
+    from circles.model.classifier import CirclesClassifier
+    from circles.model.regions import enclosed_members
+
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        {"model.activation": ["relu", "tanh"]},
+        regions=True,
+        fixed={**TINY, "model.members": 3, "model.hidden_sizes": [3]},
+    )
+    assert main(["--config", str(path), "--out", "sw"]) == 0
+    relu, tanh = rows(tmp_path / "sw")
+    last = tmp_path / "sw" / "runs" / relu["point"] / "checkpoints" / "last.ckpt"
+    model = CirclesClassifier.load_from_checkpoint(last, map_location="cpu", weights_only=True)
+    data = CirclesDataModule.load_from_checkpoint(last, weights_only=True)
+    data.setup("fit")
+    count = enclosed_members(model, data)
+    assert count is not None and relu["enclosed"] == str(count) and tanh["enclosed"] == ""
+    markdown = (tmp_path / "sw" / "summary.md").read_text()
+    assert f"| {count}/3 |" in markdown and "inner region closed" in markdown
+    with pytest.raises(SweepError, match="'regions' must be true or false"):
+        load_sweep(write_sweep(tmp_path / "t.yaml", {"model.activation": ["relu"]}, regions="yes"))
+
+
+def test_the_width_depth_sweep_is_widths_by_depths_with_regions():
+    sweep = load_sweep(REPO / "configs" / "sweeps" / "width_depth.yaml")
+    sizes = [p.settings["model.hidden_sizes"] for p in sweep.points]
+    assert sizes == [[w] * d for w in (1, 2, 3, 4, 8) for d in (1, 2, 4, 8)]
+    assert sweep.regions and sweep.columns == 4
+    assert sweep.fixed["model.activation"] == "relu" and sweep.fixed["model.members"] == 16

@@ -38,7 +38,7 @@ EPOCHS, EVERY = (
     2,
 )
 
-pytestmark = [pytest.mark.slow, run_if(chromium=True)]
+pytestmark = [pytest.mark.slow, run_if(chromium=True), pytest.mark.xdist_group("tensorboard")]
 
 
 def fit(cwd: Path, *args: str) -> str:

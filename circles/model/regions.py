@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -263,3 +264,21 @@ def member_regions(
     check(num_classes == 2, "num_classes", "2 for a class-1 region", num_classes)
     slope = negative_slope(net)
     return [class_one_region(member_layers(net, k), slope, box) for k in range(net.members)]
+
+
+def enclosed_members(model: Any, data: Any) -> int | None:
+    """How many of the model's members enclose their class-1 training points: the class-1 region
+    around them inside the default box (:data:`BOX`) stays off the box's edge. None where regions
+    are not exact (an activation that is not piecewise linear, crossed features, more than two
+    classes) or the data has no training points."""
+    points = data.points("train")
+    net = model.net
+    piecewise = isinstance(net.activation, (nn.ReLU, nn.LeakyReLU, nn.Identity))
+    if points is None or not piecewise or model.feature_names != ["x1", "x2"]:
+        return None
+    if model.num_classes != 2:
+        return None
+    x, y = points
+    inner = x[y == 1].detach().double().cpu().numpy()
+    regions = member_regions(net, model.feature_names, 2)
+    return sum(region.bounded_around(inner) for region in regions)

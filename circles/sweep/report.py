@@ -15,7 +15,7 @@ from circles.sweep.runner import checked_result
 from circles.sweep.spec import RUNS, Sweep
 
 # summary.csv's columns after the settings: the metrics, then the members
-COLUMNS = [*sweep_columns(), "members"]
+COLUMNS = [*sweep_columns(), "members", "enclosed"]
 _HEADER = {
     "model.hidden_sizes": "hidden",
     "optimizer.class_path": "optimizer",
@@ -103,6 +103,14 @@ def _report_cell(metric: Metric, m: dict[str, Any]) -> str:
     return f"±{value}" if metric.name.endswith("_ci95") and value else value
 
 
+ENCLOSED = "inner region closed"
+
+
+def _enclosed_cell(m: dict[str, Any]) -> str:
+    """How many of the point's members enclose their class-1 points: ``16/16``."""
+    return "" if m.get("enclosed") is None else f"{m['enclosed']}/{m.get('members') or 1}"
+
+
 def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     """The summary as a Markdown table, plus the error of every failed point below it: a column
     per metric with a summary.md title in :data:`circles.metrics.METRICS`. With several members
@@ -114,6 +122,8 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
         f"{m.report} (mean ± std)" if spread and m.sweep == "test_acc" else str(m.report)
         for m in shown
     ]
+    enclosed = any(row["metrics"].get("enclosed") is not None for row in rows)
+    titles += [ENCLOSED] if enclosed else []
     header = [
         "#",
         *(_HEADER.get(k, k.rsplit(".", 1)[-1]) for k in keys),
@@ -122,13 +132,14 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
         "status",
     ]
     # text left, numbers right
-    align = ["---:", *("---" for _ in keys), *("---:" for _ in shown), "---:", "---"]
+    align = ["---:", *("---" for _ in keys), *("---:" for _ in titles), "---:", "---"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         cells = [
             str(row["index"]),
             *(_cell(k, row["settings"][k]) for k in keys),
             *(_report_cell(m, row["metrics"]) for m in shown),
+            *([_enclosed_cell(row["metrics"])] if enclosed else []),
             num(row["train_s"], 1),
             row["status"],
         ]
@@ -230,6 +241,12 @@ def write_report(sweep: Sweep) -> list[dict[str, Any]]:
         if members not in ([], [1])
         else ""
     )
+    if any(row["metrics"].get("enclosed") is not None for row in rows):
+        seeds += (
+            f" {ENCLOSED}: how many members' class-1 region around their class-1 training points "
+            "stays inside [-50, 50]^2, decided exactly from the network's linear pieces "
+            "(circles/model/regions.py)."
+        )
     with atomic_file(sweep.out / "summary.md") as f:
         f.write(
             f"# Sweep {sweep.path.name}\n\nBase config `{sweep.base}`; {len(rows)} points, {done} "

@@ -319,6 +319,10 @@ def _outcome(sweep: Sweep, cli: Any) -> dict[str, Any]:
         if m.sweep is not None and m.stage == "test":
             metrics[m.sweep] = tested.get(m.name)
     metrics["members"] = cli.model.members
+    if sweep.regions:
+        from circles.model.regions import enclosed_members
+
+        metrics["enclosed"] = enclosed_members(cli.model, cli.datamodule)
     return {"settings": {key: _plain(config.get(key)) for key in sweep.keys}, "metrics": metrics}
 
 

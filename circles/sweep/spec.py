@@ -16,7 +16,7 @@ from circles.runs.names import run_label, shortened
 
 MAX_POINTS = 10_000
 RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
-SWEEP_KEYS = {"base", "fixed", "grid", "columns"}
+SWEEP_KEYS = {"base", "fixed", "grid", "columns", "regions"}
 
 
 class SweepError(ValueError):
@@ -45,6 +45,8 @@ class Sweep:
     keys: list[str]  # every key some grid varies, in order of first appearance
     out: Path
     columns: int | None = None
+    # each point's members' class-1 regions decided exactly (circles.model.regions)
+    regions: bool = False
 
     def run_dir(self, point: Point) -> Path:
         """The point's run directory (its TensorBoard logger's ``log_dir``)."""
@@ -208,6 +210,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     columns = spec.get("columns")
     if columns is not None and (not isinstance(columns, int) or columns < 1):
         raise SweepError(f"{path}: 'columns' must be a positive integer, got {columns!r}.")
+    regions = spec.get("regions", False)
+    if not isinstance(regions, bool):
+        raise SweepError(f"{path}: 'regions' must be true or false, got {regions!r}.")
     width = max(2, len(str(len(combos) - 1)))
     points = [Point(i, point_name(i, combo, width), combo) for i, combo in enumerate(combos)]
     return Sweep(
@@ -218,4 +223,5 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         keys,
         Path(out) if out is not None else Path("sweeps") / path.stem,
         columns,
+        regions,
     )
