@@ -95,7 +95,8 @@ def test_each_metric_is_named_once_and_drawn_where_its_stage_is():
 
 
 def test_summary_csv_keeps_its_columns():
-    """The sweep's summary.csv columns come from the table, in the order users have seen them."""
+    """The sweep's summary.csv columns come from the table, in the order users have seen them;
+    ``enclosed`` (sweeps with ``regions: true``) came last."""
     assert COLUMNS == [
         "val_acc_best",
         "test_acc",
@@ -107,5 +108,6 @@ def test_summary_csv_keeps_its_columns():
         "bayes_acc",
         "bayes_gap",
         "members",
+        "enclosed",
     ]
-    assert sweep_columns() == COLUMNS[:-1]
+    assert sweep_columns() == COLUMNS[:-2]
