@@ -98,10 +98,27 @@ def os_error_text(err: OSError) -> str:
     return " ".join(f"{where}: {err.strerror or type(err).__name__}. {advice}".split())
 
 
-def note(message: str) -> None:
-    """Tell the user something worth knowing that is not an error (once, on rank zero)."""
+def note(message: str, beside_result: bool = False) -> None:
+    """Tell the user something worth knowing that is not an error (once, on rank zero); with
+    ``beside_result``, after the evaluation's result it qualifies (:func:`print_result_notes`), not
+    before the start-up lines, where it would scroll away."""
     # not at import: `circles.sweep --list` is quick
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    if getattr(rank_zero_only, "rank", 0) == 0:
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    if beside_result:
+        _RESULT_NOTES.append(message)
+    else:
         print(f"circles: note: {message}", file=sys.stderr, flush=True)
+
+
+_RESULT_NOTES: list[str] = []
+
+
+def print_result_notes() -> None:
+    """The notes waiting for the evaluation's result (e.g. a checkpoint tested on other data),
+    printed right below it; each once."""
+    for message in _RESULT_NOTES:
+        print(f"circles: note: {message}", file=sys.stderr, flush=True)
+    _RESULT_NOTES.clear()

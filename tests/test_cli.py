@@ -4,6 +4,7 @@ directory."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import statistics
 import subprocess
@@ -218,15 +219,21 @@ def test_evaluations_say_which_weights_they_measured(run_cli, capsys):
         "--test_after_fit=false",
     )
     capsys.readouterr()
-    run_cli("validate", "--ckpt_path", "best", "--data.test_samples=200")
+    validated = run_cli("validate", "--ckpt_path", "best", "--data.test_samples=200")
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    (line, note) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    (line, note, where) = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert validated is not None and where == f"Run directory: {os.path.relpath(validated)}"
     assert line.startswith("Validation: acc 1.0000, loss ") and line.endswith(
         f"on 200 points, weights of epoch {best['circles_weights_epoch']} (best.ckpt)"
     )
     assert "the first epoch that reached the best val/acc" in note
     tested = run_cli("test", "--ckpt_path", "last", "--data.test_samples=200")
-    assert "weights of epoch 29 (last.ckpt)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "weights of epoch 29 (last.ckpt)" in out
+    assert tested is not None and out.splitlines()[-2:] == [
+        f"Run directory: {os.path.relpath(tested)}",
+        f"Decision boundary: {os.path.relpath(tested / 'decision_boundary_test.png')}",
+    ]
     assert [step for step, _ in scalar_history(tested)["test/acc"]] == [29]
 
 

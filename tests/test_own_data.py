@@ -4,7 +4,9 @@ class names, two classes or more."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -355,14 +357,20 @@ def test_a_model_trained_on_a_file_is_tested_on_generated_data_when_the_command_
 ):
     write_points(tmp_path / "rings.csv", 15, ["inner", "middle", "outer"])
     assert exit_status("fit", "--data.path=rings.csv", *TINY) == 0
-    assert (
-        exit_status("test", "--ckpt_path=best", "--data.dataset=spiral", "--data.classes=3", *TINY)
-        == 0
-    )
+    printed = io.StringIO()  # both streams, in the order written
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        assert (
+            exit_status(
+                "test", "--ckpt_path=best", "--data.dataset=spiral", "--data.classes=3", *TINY
+            )
+            == 0
+        )
     (tested,) = evaluation_dirs(tmp_path / "lightning_logs")
     data = yaml.safe_load((tested / "config.yaml").read_text())["data"]
     assert (data["path"], data["dataset"], data["classes"]) == (None, "spiral", 3)
-    notes = [
-        line for line in capfd.readouterr().err.splitlines() if line.startswith("circles: note:")
-    ]
+    lines = printed.getvalue().splitlines()
+    notes = [line for line in lines if line.startswith("circles: note:")]
     assert len(notes) == 1 and "data.path='rings.csv'" in notes[0] and "'spiral'" in notes[0]
+    # beside the result it qualifies, not before the start-up lines
+    result = next(i for i, line in enumerate(lines) if line.startswith("Test: acc"))
+    assert lines.index(notes[0]) > result

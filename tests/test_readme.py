@@ -37,6 +37,10 @@ RUNS = {
         name: [f"--config={CONFIGS / f'{name}.yaml'}"]
         for name in ("moons", "xor", "gaussians", "spiral")
     },
+    **{
+        name: [f"--config={CONFIGS / 'relu.yaml'}", f"--config={CONFIGS / 'task' / f'{name}.yaml'}"]
+        for name in ("deeper", "wider", "longer")
+    },
     "blobs": [f"--config={CONFIGS / 'blobs.yaml'}"],
     "blobs_linear": [f"--config={CONFIGS / 'blobs.yaml'}", "--model.activation=none"],
     "spiral3": [f"--config={CONFIGS / 'spiral3.yaml'}"],
@@ -283,6 +287,37 @@ class TestConfigs:
         for name in ("linear", "linear_features"):
             (line,) = [line.strip() for line in printed(runs, name, "  logit = ")]
             readme.says(line.removesuffix("; the boundary is where it is 0").replace("{", "{{"))
+
+
+@pytest.mark.xdist_group("readme-task")
+class TestTask:
+    """The chapter's three ideas, each one config on top of relu.yaml."""
+
+    def test_deeper_wider_longer(self, runs, readme):
+        deeper = runs["deeper"][0]
+        dead = [int(scalar_values(deeper, f"train/dead_units_{i}")[-1]) for i in (1, 2, 3)]
+        loss = scalar_values(deeper, "train/loss")
+        readme.says(
+            "test acc {:.4f}, worse than two layers ({:.4f}): {}, {} and {} of its layers' 10 units "
+            "are dead",
+            accuracy_of(runs, "deeper"),
+            accuracy_of(runs, "relu"),
+            *dead,
+        )
+        readme.says("the loss has only gone from {:.2f} to {:.3f}", loss[0], loss[-1])
+        wider = runs["wider"][0]
+        readme.says(
+            "test acc {:.4f} (Bayes-optimal: {:.4f}): {} and {} units dead",
+            accuracy_of(runs, "wider"),
+            final_scalar(wider, "test/bayes_acc"),
+            *(int(scalar_values(wider, f"train/dead_units_{i}")[-1]) for i in (1, 2)),
+        )
+        readme.says(
+            "train longer: 5000 epochs | test acc {:.4f}, val acc {:.3f} at epoch {}",
+            accuracy_of(runs, "longer"),
+            final_scalar(runs["longer"][0], "val/acc"),
+            len(scalar_values(runs["longer"][0], "val/acc")) - 1,
+        )
 
 
 @pytest.mark.xdist_group("readme-seeds")

@@ -285,5 +285,6 @@ class DecisionBoundaryCallback(Callback):
         epoch = classifier(pl_module).weights_epoch
         self._frame(trainer, pl_module, panels, self.TEST_TAG, epoch if epoch is not None else 0)
         accuracy = latest_values(trainer.callback_metrics).get("test/acc")
-        title = f"Test set: acc {accuracy:.4f}" if accuracy is not None else "Test set"
+        title = "Test set" + (f": acc {accuracy:.4f}" if accuracy is not None else "")
+        title += f", weights of epoch {epoch}" if epoch is not None else ""
         self._save_png(trainer, pl_module, panels, BOUNDARY_TEST_PNG, title)

@@ -11,9 +11,10 @@ from typing_extensions import override
 
 from circles.bayes import accuracy_interval
 from circles.contracts import classifier, trainer_data
+from circles.errors import print_result_notes
 from circles.model.metrics import latest_values
 from circles.pictures.notes import collapse_lines
-from circles.runs.directory import BOUNDARY_PNG, MEMBERS_CSV, atomic_file
+from circles.runs.directory import BOUNDARY_PNG, BOUNDARY_TEST_PNG, MEMBERS_CSV, atomic_file
 from circles.runs.logger import tensorboard_command, tensorboard_of
 
 
@@ -75,13 +76,28 @@ class RunSummary(Callback):
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and trainer.is_global_zero:
-            print("\n".join(evaluation_lines(trainer, pl_module, "val")), flush=True)
+            lines = evaluation_lines(trainer, pl_module, "val") + self._where(trainer)
+            print("\n".join(lines), flush=True)
+            print_result_notes()
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_members(trainer, pl_module, trainer.log_dir)
         if trainer.is_global_zero:
-            print("\n".join(evaluation_lines(trainer, pl_module, "test")), flush=True)
+            lines = evaluation_lines(trainer, pl_module, "test") + self._where(trainer)
+            print("\n".join(lines), flush=True)
+            print_result_notes()
+
+    def _where(self, trainer: pl.Trainer) -> list[str]:
+        """Where an evaluation's own run went (its folder, in its trained run's ``evaluations``);
+        nothing for the fit's own test, whose run the end of fit names."""
+        if self.hold or trainer.log_dir is None:
+            return []
+        lines = [f"Run directory: {os.path.normpath(trainer.log_dir)}"]
+        picture = os.path.join(trainer.log_dir, BOUNDARY_TEST_PNG)
+        if trainer.state.fn == "test" and os.path.isfile(picture):
+            lines.append(f"Decision boundary: {os.path.normpath(picture)}")
+        return lines
 
     @staticmethod
     def _write_members(

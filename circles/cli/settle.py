@@ -175,7 +175,7 @@ def _settle_data(config: Namespace, subcommand: str, checkpoint: dict[str, Any])
         _adopt_trained_file(data, trained_on, files)
     text = data_difference(trained_on, data, files)
     if text and subcommand != "fit":
-        note(text)
+        note(text, beside_result=True)
     features = (checkpoint.get("hyper_parameters") or {}).get("features")
     if features and list(data.features) != list(features):
         data.features = list(features)
