@@ -85,6 +85,7 @@ class LearningRateReport(LearningRateFinder):
             else "Learning-rate finder: the loss fell at no rate tried (more steps, or a wider "
             "span?)",
             f"  this run trains with lr {', '.join(f'{lr:g}' for lr in configured)}",
+            *self._caution(configured),
         ]
         if run_dir is not None:
             path = os.path.join(run_dir, LR_FIND_PNG)
@@ -92,6 +93,17 @@ class LearningRateReport(LearningRateFinder):
             save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
         print("\n".join(lines), flush=True)
+
+    def _caution(self, configured: list[float]) -> list[str]:
+        """Below a suggestion far above the run's rate: it was tried for one step, not trained
+        with."""
+        if not self.suggested or not configured or self.suggested < 10 * max(configured):
+            return []
+        return [
+            f"  {self.suggested:.3g} is {self.suggested / max(configured):.0f} times this run's "
+            "rate and was tried for one step only: check it on a short fit before training with "
+            "it (a rate this large can kill ReLU units for good: train/dead_units in TensorBoard)"
+        ]
 
     def _stopped_early(self, lrs: np.ndarray) -> str:
         if len(lrs) >= self._num_training_steps:
