@@ -354,3 +354,29 @@ def test_a_perfect_score_on_few_test_points_is_within_the_sampling_error_of_the_
         "Bayes-optimal acc 0.9996: gap -0.0004, within the sampling error (the 95% interval of 10 test points: "
         "0.7225 to 1.0000)"
     ) in out
+
+
+def test_a_run_stopped_early_says_so_and_is_named_apart(run_cli, capsys):
+    """EarlyStopping (configs/trainer/until_val_acc_1.yaml): the last epoch's progress line, why
+    and when it stopped, and a run name and HPARAMS row that tell it from the plain run."""
+    run = run_cli(
+        "fit",
+        "--config",
+        str(CONFIGS / "improved.yaml"),
+        "--config",
+        str(CONFIGS / "trainer" / "until_val_acc_1.yaml"),
+        "--data.test_samples=200",
+    )
+    out = capsys.readouterr().out
+    epochs = [epoch for epoch, _ in scalar_history(run)["val/acc"]]
+    last = epochs[-1]
+    assert last < 99 and last % 10  # stopped off the 10-epoch rhythm, so the line is its own
+    assert re.findall(r"^Epoch: (\d+) \|", out, re.M)[-1] == str(last)
+    assert re.search(
+        rf"^Stopped after epoch {last} of 100 by EarlyStopping: Stopping threshold reached: "
+        r"val/acc = 1\.0 > 0\.9999\.$",
+        out,
+        re.M,
+    )
+    assert run.name.endswith("-e100-earlystop-circles")
+    assert yaml.safe_load((run / "hparams.yaml").read_text())["callbacks"] == "EarlyStopping"

@@ -28,14 +28,28 @@ class ChapterProgressPrinter(Callback):
             every_n_epochs,
         )
         self.every_n_epochs = every_n_epochs
+        self._epoch: int | None = None  # the last epoch trained, and the last one printed
+        self._printed: int | None = None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
         if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs and not last:
             return
+        self._print(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit that a callback stopped early (EarlyStopping decides after this callback's
+        ``on_train_epoch_end``) ends with its last epoch's line too."""
+        if self.every_n_epochs is not None and self._epoch is not None:
+            if self._epoch != self._printed:
+                self._print(trainer, pl_module)
+
+    def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = latest_values(trainer.callback_metrics)
-        line = f"Epoch: {trainer.current_epoch}"
+        line = f"Epoch: {self._epoch}"
         for stage, label in (("train", "Train"), ("val", "Val")):
             if f"{stage}/loss" in metrics:
                 line += (
@@ -43,3 +57,4 @@ class ChapterProgressPrinter(Callback):
                     f" | {label} accuracy: {100 * metrics[f'{stage}/acc']:.2f}%"
                 )
         pl_module.print(line)
+        self._printed = self._epoch

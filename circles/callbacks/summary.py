@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from typing_extensions import override
 
 from circles.bayes import accuracy_interval
@@ -55,6 +56,7 @@ class RunSummary(Callback):
                 + ":"
             )
             lines += [f"  {line}" for line in collapsed]
+        lines += stopped_lines(trainer)
         lines.append(f"Data: {data.describe()}")
         lines.append(f"Run directory: {os.path.normpath(run_dir)}")
         picture = os.path.join(run_dir, BOUNDARY_PNG)
@@ -113,6 +115,20 @@ class RunSummary(Callback):
                 f.write(
                     ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
                 )
+
+
+def stopped_lines(trainer: pl.Trainer) -> list[str]:
+    """Why a fit ended before ``max_epochs``: each EarlyStopping that stopped it, and why."""
+    return [
+        f"Stopped after epoch {callback.stopped_epoch} of {trainer.max_epochs} by EarlyStopping: "
+        + " ".join(
+            callback.stopping_reason_message.replace("Signaling Trainer to stop.", "").split()
+        )
+        for callback in trainer.callbacks  # type: ignore[attr-defined]  # the Trainer sets it
+        if isinstance(callback, EarlyStopping)
+        and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        and callback.stopping_reason_message
+    ]
 
 
 def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> list[str]:

@@ -278,9 +278,30 @@ def _run_label(config: Namespace, subcommand: str, checkpoint: Path | None) -> s
     }
     if config.model.get("members", 1) > 1:
         settings["model.members"] = config.model.members
-    return shortened(
-        f"{run_label({k: v for k, v in settings.items() if v is not None})}-{short(dataset)}"
+    label = "-".join(
+        [run_label({k: v for k, v in settings.items() if v is not None}), *_callback_parts(config)]
     )
+    return shortened(f"{label}-{short(dataset)}")
+
+
+# callbacks that change what a run is, as their part of its name: a run stopped early or preceded
+# by the learning-rate finder is told apart from the plain one
+_CALLBACK_PARTS = {"EarlyStopping": "earlystop", "LearningRateReport": "lrfind"}
+
+
+def _callback_names(trainer: Any) -> list[str]:
+    """The class names of the configured ``trainer.callbacks``, in order."""
+    callbacks = trainer.get("callbacks") if trainer is not None else None
+    if not isinstance(callbacks, list):
+        return []
+    paths = [c.get("class_path") if isinstance(c, Mapping | Namespace) else None for c in callbacks]
+    return [str(path).rsplit(".", 1)[-1] for path in paths if path]
+
+
+def _callback_parts(config: Namespace) -> list[str]:
+    return [
+        _CALLBACK_PARTS[n] for n in _callback_names(config.get("trainer")) if n in _CALLBACK_PARTS
+    ]
 
 
 def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -> dict[str, Any]:
@@ -304,6 +325,9 @@ def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -
                 if k not in defaults or not _same(v, defaults[k].default)
             }
         )
+    callbacks = _callback_names(trainer)
+    if callbacks:  # e.g. EarlyStopping: max_epochs is then a limit, not what was trained
+        hparams["callbacks"] = ", ".join(callbacks)
     hparams["bayes_acc"] = f"{bayes:.4f}" if bayes is not None else "unknown"
     return hparams
 
