@@ -20,6 +20,7 @@ from circles.model.metrics import accuracy_text, latest_values
 from circles.pictures.figures import boundary_figure
 from circles.pictures.frames import Animation, boundary_image, vote_key
 from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
+from circles.pictures.layers import layer_maps, layers_image
 from circles.pictures.network import network_image, neuron_image
 from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
 from circles.pictures.panels import BoundaryPanel
@@ -49,7 +50,8 @@ class DecisionBoundaryCallback(Callback):
     (``decision_boundary_test.png`` after ``test``), and the frames of the fit as
     ``decision_boundary.gif``. With ``show_neurons`` every frame also shows each hidden unit's
     output over the plane (``neurons/layer_1``, ...), with ``show_network`` the network with its
-    weights (``network/weights``). Runs on rank zero only."""
+    weights (``network/weights``), with ``show_layers`` each hidden layer's map of the plane
+    (``layers/plane``). Runs on rank zero only."""
 
     TAG = "decision_boundary/train_val"
     TEST_TAG = "test/decision_boundary"
@@ -61,6 +63,7 @@ class DecisionBoundaryCallback(Callback):
         show_probability: bool = False,
         show_neurons: bool = False,
         show_network: bool = False,
+        show_layers: bool = False,
         gif: bool = True,
     ) -> None:
         """
@@ -73,6 +76,9 @@ class DecisionBoundaryCallback(Callback):
                 plane.
             show_network: Also write the network as TensorFlow Playground draws it: its units' tiles
                 joined by links as wide as their weights.
+            show_layers: Also write what each hidden layer does to the plane: the grid's lines and
+                the training points as the layer maps them (``layers/plane``; a 2-unit layer as
+                it is, a wider one in its two principal directions).
             gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100,
                 evenly spaced).
         """
@@ -89,6 +95,7 @@ class DecisionBoundaryCallback(Callback):
         self.show_probability = show_probability
         self.show_neurons = show_neurons
         self.show_network = show_network
+        self.show_layers = show_layers
         self.frames = Animation(max_frames=100)
         self.run_dir: str | None = None
         self.png_path: str | None = None
@@ -196,6 +203,8 @@ class DecisionBoundaryCallback(Callback):
             writer.add_image(tag, image, global_step=step, dataformats="HWC")
             if (self.show_neurons or self.show_network) and not test:
                 self._write_units(writer, pl_module, step)
+            if self.show_layers and not test:
+                self._write_layers(writer, trainer, pl_module, step)
         return image
 
     def _write_units(self, writer: Any, pl_module: pl.LightningModule, step: int) -> None:
@@ -209,6 +218,17 @@ class DecisionBoundaryCallback(Callback):
             weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
             image = network_image(layers, weights, model.feature_names, header=f"epoch {step}")
             writer.add_image("network/weights", image, global_step=step, dataformats="HWC")
+
+    def _write_layers(
+        self, writer: Any, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int
+    ) -> None:
+        sets, (xs, ys) = self._grids["fit"]
+        x, y = sets["train"]
+        model = classifier(pl_module)
+        maps = layer_maps(model, x, (xs[0], xs[-1], ys[0], ys[-1]))
+        header = f"epoch {step}: what each hidden layer does to the plane and the training points"
+        image = layers_image(maps, y, model.num_classes, header)
+        writer.add_image("layers/plane", image, global_step=step, dataformats="HWC")
 
     def _fit_frame(
         self,

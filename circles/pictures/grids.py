@@ -32,7 +32,7 @@ def grid_axes(
 
 
 @contextlib.contextmanager
-def _inference(model: object) -> Iterator[torch.device]:
+def model_inference(model: object) -> Iterator[torch.device]:
     """Evaluation mode and inference mode for the duration; an ``nn.Module`` is then left exactly
     as found: same device, same train/eval flags, gradients untouched. Yields the device to put
     inputs on."""
@@ -66,7 +66,7 @@ def grid_predictions(
     its logit) and its 0/1 vote. Batched forward passes over chunks of the grid
     (:func:`_chunks`) on the model's own device under inference mode; the model is left as
     found."""
-    with _inference(model) as device:
+    with model_inference(model) as device:
         shares = [_shares(model, c) for c in _chunks(model, _grid_points(xs, ys, device))]
         probs = torch.cat([p for p, _ in shares]).cpu().numpy()
         votes = torch.cat([v for _, v in shares]).cpu().numpy()
@@ -105,7 +105,7 @@ def _shares(
 def grid_layers(model: Classifier, xs: np.ndarray, ys: np.ndarray) -> list[np.ndarray]:
     """Every layer's output over the grid, the inputs first and the logits last (the model's
     ``layer_outputs``), each ``(units, len(ys), len(xs))``; the model is left as found."""
-    with _inference(model) as device:
+    with model_inference(model) as device:
         chunks = [model.layer_outputs(c) for c in _chunks(model, _grid_points(xs, ys, device))]
         layers = [torch.cat(outputs) for outputs in zip(*chunks, strict=True)]
         return [a.float().cpu().numpy().T.reshape(-1, len(ys), len(xs)) for a in layers]
@@ -117,7 +117,7 @@ def grid_boundaries(
     """Each member's probability of class 1 less one half over the grid, ``(K, len(ys),
     len(xs))`` for the first ``members`` of them: zero on each member's own boundary. (Two
     classes.)"""
-    with _inference(model) as device:
+    with model_inference(model) as device:
         chunks = _chunks(model, _grid_points(xs, ys, device))
         probs = (
             torch.cat([model.member_probabilities(c)[:members] for c in chunks], dim=1)

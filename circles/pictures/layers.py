@@ -1,0 +1,141 @@
+"""What each hidden layer does to the plane: the grid's lines and the training points as the layer
+maps them, one panel per layer (the first member's network), as an ``(H, W, 3)`` image.
+
+A 2-unit layer is drawn as it is (unit 1 across, unit 2 up). A wider layer is drawn in the plane
+of its two principal directions over the training points (the two orthonormal directions along
+which the layer spreads them most, by SVD of its centred outputs; each direction's sign chosen so
+its largest component is positive), a projection recomputed for each picture from the weights it
+shows; a 1-unit layer is drawn on one axis. ReLU's folds show as lines bent onto the axes; a
+network that separates the rings pulls them apart layer by layer, and a 2-wide one cannot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from circles.pictures.frames import BODY, HEADER, TEXT, text_block
+from circles.pictures.grids import model_inference
+from circles.pictures.panels import class_colours
+
+if TYPE_CHECKING:
+    from circles.contracts import Classifier
+
+PANEL = 220  # pixels of a panel's side
+LINES = 11  # grid lines per direction over the data's extent
+STEPS = 201  # points along each grid line
+GRID: tuple[int, int, int] = (170, 170, 170)
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """One layer's picture: the grid's lines ``(lines, steps, 2)`` and the points ``(N, 2)`` in
+    the panel's two coordinates, and what those coordinates are."""
+
+    title: str
+    lines: np.ndarray
+    points: np.ndarray
+    axes: str
+
+
+def _principal_plane(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The mean and the two principal directions ``(units, 2)`` of a layer's outputs over the
+    training points (signs fixed), and the share of their variance that plane holds."""
+    mean = outputs.mean(0)
+    _, singular, vt = np.linalg.svd(outputs - mean, full_matrices=False)
+    directions = vt[:2].T
+    flip = np.sign(directions[np.abs(directions).argmax(0), [0, 1]])
+    directions = directions * np.where(flip == 0, 1, flip)
+    total = float((singular**2).sum())
+    share = float((singular[:2] ** 2).sum()) / total if total > 0 else 1.0
+    return mean, directions, share
+
+
+def layer_maps(
+    model: Classifier, points: np.ndarray, extent: tuple[float, float, float, float]
+) -> list[LayerMap]:
+    """The input plane and each hidden layer of ``model`` (its ``layer_outputs``), each as the
+    grid lines over ``extent`` (x0, x1, y0, y1) and the ``points`` ``(N, 2)`` it maps them to."""
+    x0, x1, y0, y1 = extent
+    t = np.linspace(0, 1, STEPS)
+    levels = np.linspace(0, 1, LINES)
+    across = [np.stack([x0 + t * (x1 - x0), np.full(STEPS, y0 + v * (y1 - y0))], 1) for v in levels]
+    up = [np.stack([np.full(STEPS, x0 + v * (x1 - x0)), y0 + t * (y1 - y0)], 1) for v in levels]
+    grid = np.concatenate(across + up)
+    everything = torch.from_numpy(np.concatenate([grid, points])).float()
+    with model_inference(model) as device:
+        outputs = [o.double().cpu().numpy() for o in model.layer_outputs(everything.to(device))]
+    maps = [LayerMap("the plane", grid.reshape(-1, STEPS, 2), points, "x1 across, x2 up")]
+    for i, layer in enumerate(outputs[1:-1], start=1):
+        on_points = layer[len(grid) :]
+        units = layer.shape[1]
+        if units == 1:
+            flat = np.concatenate([layer, np.zeros_like(layer)], 1)
+            mapped, axes = flat, "its unit across"
+        elif units == 2:
+            mapped, axes = layer, "unit 1 across, unit 2 up"
+        else:
+            mean, directions, share = _principal_plane(on_points)
+            mapped = (layer - mean) @ directions
+            axes = f"its 2 principal directions ({share:.0%} of the spread)"
+        maps.append(
+            LayerMap(
+                f"layer {i}: {units} unit{'s' * (units > 1)}",
+                mapped[: len(grid)].reshape(-1, STEPS, 2),
+                mapped[len(grid) :],
+                axes,
+            )
+        )
+    return maps
+
+
+def _panel(layer: LayerMap, labels: np.ndarray, classes: int) -> np.ndarray:
+    """One layer's panel: the grid's lines in grey, then the points in their classes' colours,
+    scaled to fill the panel."""
+    from PIL import Image, ImageDraw
+
+    everything = np.concatenate([layer.lines.reshape(-1, 2), layer.points])
+    low, high = everything.min(0), everything.max(0)
+    span = np.where(high - low > 1e-12, high - low, 1.0)
+    margin = 8
+
+    def pixels(xy: np.ndarray) -> np.ndarray:
+        scaled = (xy - low) / span
+        return np.stack(
+            [
+                margin + scaled[:, 0] * (PANEL - 2 * margin),
+                PANEL - margin - scaled[:, 1] * (PANEL - 2 * margin),
+            ],
+            1,
+        )
+
+    image = Image.new("RGB", (PANEL, PANEL), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for line in layer.lines:
+        draw.line([tuple(p) for p in pixels(line).tolist()], fill=GRID, width=1)
+    colours = class_colours(classes)
+    for (x, y), label in zip(pixels(layer.points).tolist(), labels.tolist(), strict=True):
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=tuple(int(c) for c in colours[int(label)]))
+    draw.rectangle((0, 0, PANEL - 1, PANEL - 1), outline=TEXT)
+    return np.asarray(image)
+
+
+def layers_image(
+    maps: Sequence[LayerMap], labels: np.ndarray, classes: int, header: str
+) -> np.ndarray:
+    """The layers' panels side by side, each titled with its layer and its axes, under
+    ``header``."""
+    columns = []
+    for layer in maps:
+        title = text_block(PANEL, [(layer.title, None), (layer.axes, None)], size=BODY)
+        columns.append(np.concatenate([title, _panel(layer, labels, classes)]))
+    height = max(c.shape[0] for c in columns)
+    padded = [
+        np.pad(c, ((0, height - c.shape[0]), (4, 4), (0, 0)), constant_values=255) for c in columns
+    ]
+    body = np.concatenate(padded, 1)
+    top = text_block(body.shape[1], [(header, None)], size=HEADER)
+    return np.ascontiguousarray(np.concatenate([top, body]))
