@@ -5,6 +5,9 @@ minute on 2 cores).
   ``decision_boundary.png`` of ``fit --config configs/linear.yaml`` and ``configs/relu.yaml``;
 - ``docs/compare.png``: ``circles compare configs/linear.yaml configs/relu.yaml
   configs/improved.yaml``;
+- ``docs/layers_8x8.png``, ``docs/layers_2x2x2.png``: TensorBoard's last ``layers/plane`` of
+  ``fit --config configs/improved.yaml --model.hidden_sizes "[8, 8]"`` (and ``"[2, 2, 2]"``) with
+  ``--trainer.max_epochs 300 --boundary.show_layers true``;
 - ``docs/tensorboard_curves.png``, ``docs/tensorboard_hparams.png``: TensorBoard in Chromium
   (``tests/test_tensorboard.py``'s screenshots; skipped, saying so, without Chromium).
 """
@@ -27,6 +30,27 @@ def train(cwd: Path, *args: str) -> None:
     )
 
 
+def layer_pictures(cwd: Path) -> None:
+    """The last ``layers/plane`` picture TensorBoard shows of two improved.yaml runs, one wide
+    and one 2 units wide."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for hidden, name in (("[8, 8]", "8x8"), ("[2, 2, 2]", "2x2x2")):
+        train(
+            cwd,
+            "fit",
+            "--config",
+            str(REPO / "configs" / "improved.yaml"),
+            f"--model.hidden_sizes={hidden}",
+            "--trainer.max_epochs=300",
+            "--boundary.show_layers=true",
+        )
+        (run,) = [p for p in (cwd / "lightning_logs").iterdir() if f"-{name}-" in p.name]
+        events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+        last = events.Images("layers/plane")[-1]
+        (DOCS / f"layers_{name}.png").write_bytes(last.encoded_image_string)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -38,6 +62,7 @@ def main() -> None:
             str(REPO / "configs" / f"{name}.yaml") for name in ("linear", "relu", "improved")
         ]
         train(cwd, "compare", *configs, "--out", str(cwd / "compare"))
+        layer_pictures(cwd)
         shutil.copy(cwd / "compare" / "compare.png", DOCS / "compare.png")
     print("docs/decision_boundary_linear.png, docs/decision_boundary_relu.png, docs/compare.png")
     sys.path.insert(0, str(REPO / "tests"))
