@@ -613,6 +613,62 @@ def test_kill_9_then_ckpt_path_last_finishes_exactly_like_an_uninterrupted_run(
         assert all(straight[tag][step] == value for step, value in steps.items()), tag
 
 
+def test_a_last_ckpt_on_disk_always_has_its_epochs_curves_on_disk_and_continues_exactly(
+    tmp_path, monkeypatch
+):
+    """Lightning gives the loggers an epoch's training values after the callbacks'
+    ``on_train_epoch_end``, where a periodic last.ckpt is written: at any moment a kill -9 could
+    land, the last.ckpt on disk is one whose epochs' values are all on disk too (one written
+    before them once was, and the run continued from it had a hole in its curves). Continued from
+    the periodic file, the run ends as the uninterrupted one, weights and curves bitwise."""
+    from circles.callbacks.checkpoint import RunCheckpoint
+
+    args = [
+        "fit",
+        *SMALL,
+        *QUIET,
+        "--trainer.max_epochs=12",
+        "--checkpoint.last_every_n_epochs=5",
+        # the writers flush only when told to: what reaches the disk is what the run flushed
+        "--trainer.logger.init_args.max_queue=100000",
+        "--trainer.logger.init_args.flush_secs=100000",
+    ]
+    seen: list[tuple[int, int]] = []  # (last.ckpt's step, the newest train/loss epoch on disk)
+
+    def look(trainer: object) -> None:
+        last = Path(trainer.log_dir, "checkpoints", "last.ckpt")  # type: ignore[attr-defined]
+        if last.is_file():
+            newest = max(scalars_by_step(last.parents[1])["train/loss"])
+            seen.append((load_checkpoint(last)["global_step"], newest))
+            if load_checkpoint(last)["global_step"] == 5:
+                last.with_name("epoch5.ckpt").write_bytes(last.read_bytes())
+
+    for hook in ("on_train_epoch_end", "on_train_epoch_start"):
+        original = getattr(RunCheckpoint, hook)
+
+        def after(self, trainer, pl_module, original=original):
+            original(self, trainer, pl_module)
+            look(trainer)
+
+        monkeypatch.setattr(RunCheckpoint, hook, after)
+    assert exit_status(*args) == 0
+    monkeypatch.undo()
+    assert {step for step, _ in seen} == {5, 10}, seen
+    assert all(newest >= step - 1 for step, newest in seen), seen
+    run = run_dir(tmp_path / "lightning_logs", 0)
+    continued = tmp_path / "continued" / "lightning_logs" / run.name / "checkpoints"
+    continued.mkdir(parents=True)
+    (continued / "last.ckpt").write_bytes((run / "checkpoints" / "epoch5.ckpt").read_bytes())
+    monkeypatch.chdir(tmp_path / "continued")
+    assert exit_status(*args, "--ckpt_path", "last") == 0
+    assert_same_weights(
+        load_checkpoint(continued / "last.ckpt"), load_checkpoint(run / "checkpoints" / "last.ckpt")
+    )
+    straight = scalars_by_step(run)
+    for tag, values in scalars_by_step(continued.parent).items():
+        assert values == {s: v for s, v in straight[tag].items() if s >= 5}, tag
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]

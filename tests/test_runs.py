@@ -300,3 +300,36 @@ def test_an_evaluation_of_a_run_it_may_not_write_into_goes_to_default_root_dir(
     assert not (run_dir(runs, 0) / "evaluations").exists()
     (evaluation,) = evaluation_dirs(mine / "lightning_logs")
     assert (evaluation / "config.yaml").is_file()
+
+
+def test_hparams_columns_open_on_what_a_sweep_varies():
+    """TensorBoard orders HPARAMS columns by name and ticks the first few: a sweep's varied
+    settings (noise here, the one thing its rows differ in) come first, the rest keep their
+    order."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from circles.runs.logger import HPARAM_COLUMNS, column_order, hparams_session
+
+    values = {
+        "activation": "relu",
+        "dataset": "circles",
+        "hidden_sizes": [10, 10],
+        "max_epochs": 100,
+        "noise": 0.1,
+        "factor": 0.5,
+    }
+
+    def columns(first):
+        config, _ = hparams_session(values, "trial", first)
+        data = plugin_data_pb2.HParamsPluginData.FromString(
+            config.value[0].metadata.plugin_data.content
+        )
+        return [h.name for h in data.experiment.hparam_infos]
+
+    assert columns([]) == ["0 activation", "1 dataset", "2 hidden layers", "3 epochs", "4 noise"]
+    assert columns(["data.noise", "data.factor"])[:3] == ["0 noise", "1 factor", "2 activation"]
+    assert [key for key, _ in column_order(["optimizer.init_args.lr"])][:2] == [
+        "optimizer",
+        "activation",
+    ]
+    assert column_order([]) == list(HPARAM_COLUMNS)

@@ -83,10 +83,13 @@ def test_grid_union_names_and_command_lines(tmp_path):
         and "--trainer.enable_model_summary=false" in args
     )
     assert "--model.hidden_sizes=[10, 10]" in sweep.cli_args(sweep.points[1])
-    assert args[-3:] == [
+    assert args[-4:] == [
         "--trainer.logger.init_args.save_dir=sw",
         "--trainer.logger.init_args.name=runs",
         "--trainer.logger.init_args.version=04-adam0.03-n0.1",
+        # HPARAMS opens on what tells the points apart
+        '--trainer.logger.init_args.first_columns=["model.activation", "model.hidden_sizes", '
+        '"optimizer.init_args.lr", "optimizer.class_path", "data.noise"]',
     ]
     assert load_sweep(tmp_path / "s.yaml").out == Path("sweeps/s")
 

@@ -3,6 +3,7 @@ holds the last state."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -13,6 +14,14 @@ from typing_extensions import override
 
 from circles.errors import check
 from circles.runs.logger import TensorBoardRunLogger
+
+PENDING = ".last.ckpt.pending"  # in the checkpoints folder: a last.ckpt waiting for its events
+
+
+def flush_loggers(trainer: pl.Trainer) -> None:
+    """Every logger's events to disk (a kill -9 after this loses none of them)."""
+    for logger in trainer.loggers:
+        logger.flush() if isinstance(logger, TensorBoardRunLogger) else logger.save()
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -61,6 +70,7 @@ class RunCheckpoint(ModelCheckpoint):
         )
         self.last_every_n_epochs = last_every_n_epochs
         self.last_saved_step: int | None = None  # the global step that last.ckpt holds
+        self._pending = False  # a last.ckpt written beside its place (PENDING), not yet in it
         self._stage: str | None = None
 
     @override
@@ -74,24 +84,53 @@ class RunCheckpoint(ModelCheckpoint):
         if self._stage not in ("validate", "test", "predict"):
             super().load_state_dict(state_dict)
 
-    def write_last(self, trainer: pl.Trainer) -> None:
-        """Write ``last.ckpt`` for the trainer's current state, unless it already holds it."""
+    def write_last(self, trainer: pl.Trainer, publish: bool = True) -> None:
+        """Write ``last.ckpt`` for the trainer's current state, unless it already holds it. With
+        ``publish`` false the file is written beside it and put in its place by
+        :meth:`publish_last` (at the next epoch's start: see :meth:`on_train_epoch_end`)."""
         fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # the Trainer sets it
-        if fast_dev_run or trainer.sanity_checking or self.last_saved_step == trainer.global_step:
+        if fast_dev_run or trainer.sanity_checking:
             return
-        path = os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-        self.last_model_path = path
-        # the logs reach the checkpoint's state before the file exists (kill -9)
-        for logger in trainer.loggers:  # the logs reach the checkpoint's state before it exists
-            logger.flush() if isinstance(logger, TensorBoardRunLogger) else logger.save()
-        trainer.save_checkpoint(path, self.save_weights_only)
+        if self.last_saved_step == trainer.global_step:
+            self.publish_last(trainer) if publish else None
+            return
+        self.last_model_path = self._path(self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        flush_loggers(trainer)  # the logs reach the checkpoint's state before the file exists
+        trainer.save_checkpoint(
+            self.last_model_path if publish else self._path(PENDING), self.save_weights_only
+        )
         self.last_saved_step = trainer.global_step
+        self._pending = not publish
+        if publish and trainer.is_global_zero:  # a newer state than the one waiting
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(PENDING))
+
+    def publish_last(self, trainer: pl.Trainer) -> None:
+        """The ``last.ckpt`` written beside its place put there, after the loggers' events are
+        flushed."""
+        if not self._pending:
+            return
+        self._pending = False
+        flush_loggers(trainer)
+        if trainer.is_global_zero:
+            os.replace(self._path(PENDING), self.last_model_path)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(str(self.dirpath), name)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Every ``last_every_n_epochs`` epochs, ``last.ckpt`` of this epoch's end, put in place
+        at the next epoch's start: Lightning hands the loggers an epoch's training values only
+        after the callbacks' ``on_train_epoch_end``, and a ``last.ckpt`` on disk before them
+        would, after a kill -9 right then, continue a run whose curves miss that epoch."""
         super().on_train_epoch_end(trainer, pl_module)
         if (trainer.current_epoch + 1) % self.last_every_n_epochs == 0:
-            self.write_last(trainer)
+            self.write_last(trainer, publish=False)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.publish_last(trainer)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,11 +142,14 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """Fit's state on Ctrl-C or SIGTERM; validate, test and predict have none to save (only
+        """Fit's state on Ctrl-C or SIGTERM (after any other error, the last epoch's end that was
+        waiting to be put in place); validate, test and predict have none to save (only
         fit writes checkpoints: a test run's last.ckpt would become the newest run's, for
         ``--ckpt_path last``)."""
-        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        if stopped and self._stage == "fit" and self.dirpath is not None:
+        if self._stage != "fit" or self.dirpath is None:
+            return
+        self.publish_last(trainer)  # a good epoch's end, whatever went wrong after it
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.write_last(trainer)
 
     def written(self) -> list[str]:
@@ -117,4 +159,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     def holds_current_state(self, trainer: pl.Trainer) -> bool:
         """Whether ``last.ckpt`` exists and holds the trainer's current step."""
-        return self.last_saved_step == trainer.global_step and os.path.isfile(self.last_model_path)
+        return (
+            not self._pending
+            and self.last_saved_step == trainer.global_step
+            and os.path.isfile(self.last_model_path)
+        )

@@ -85,13 +85,30 @@ HPARAM_COLUMNS = (
 )
 
 
-def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
+# a config key -> its column in HPARAM_COLUMNS (other keys: their last part)
+_COLUMN_OF = {"optimizer": "optimizer", "data.batch_size": "batch_size"}
+
+
+def column_order(first: Sequence[str]) -> list[tuple[str, str]]:
+    """The HPARAMS columns, those of the config keys ``first`` (a sweep's varied settings: what
+    tells its rows apart) in front, in their order; then the rest of :data:`HPARAM_COLUMNS`."""
+    titles = dict(HPARAM_COLUMNS)
+    keys = [
+        _COLUMN_OF.get(key, _COLUMN_OF.get(key.split(".", 1)[0], key.rsplit(".", 1)[-1]))
+        for key in first
+    ]
+    front = [(key, titles.get(key, key)) for key in dict.fromkeys(keys)]
+    return front + [(key, title) for key, title in HPARAM_COLUMNS if key not in dict(front)]
+
+
+def hparams_session(hparams: Mapping[str, Any], trial: str, first: Sequence[str] = ()) -> list[Any]:
     """A run's record for TensorBoard's HPARAMS tab: the experiment's declared columns
     (``HPARAM_COLUMNS`` that the run has, and the metrics of :mod:`circles.metrics` with an
     HPARAMS column) and the run's values for them, so the table opens on the settings people vary
     and the metrics that say how a run did. TensorBoard orders the columns by their names: a
-    column's name is its place and title (``0 activation``), and the table shows the title.
-    (Every hyperparameter is in the run's ``hparams.yaml``.)"""
+    column's name is its place and title (``0 activation``), and the table shows the title;
+    ``first`` puts some in front (:func:`column_order`). (Every hyperparameter is in the run's
+    ``hparams.yaml``.)"""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
     values = {
@@ -105,7 +122,8 @@ def hparams_session(hparams: Mapping[str, Any], trial: str) -> list[Any]:
         values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
     if values.get("batch_size") == "None":
         values["batch_size"] = "all (full batch)"
-    names = {key: f"{i} {title}" for i, (key, title) in enumerate(HPARAM_COLUMNS) if key in values}
+    order = [(key, title) for key, title in column_order(first) if key in values]
+    names = {key: f"{i} {title}" for i, (key, title) in enumerate(order)}
     columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
     metrics = [
         hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
@@ -174,6 +192,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         prefix: str = "",
         sub_dir: str | None = None,
         evaluation: bool = False,
+        first_columns: Sequence[str] = (),
         **writer_kwargs: Any,
     ) -> None:
         """
@@ -194,6 +213,9 @@ class TensorBoardRunLogger(TensorBoardLogger):
             sub_dir: A folder inside the run directory for the events (Lightning's option).
             evaluation: A validate, test or predict run (the command line says so): its scalars go
                 to TensorBoard's ``evaluation`` group, apart from the fits' ``curves``.
+            first_columns: Config keys whose HPARAMS columns come first (a sweep gives the
+                settings it varies, so the columns TensorBoard shows at first tell its rows
+                apart).
             **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer
                 of the run.
         """
@@ -212,6 +234,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._run_version = version
         self._label = label
         self._evaluation = evaluation
+        self._first_columns = list(first_columns)
         self._lock: IO[Any] | None = None
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
@@ -320,7 +343,9 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if self._hparams_session_written or not self.hparams:
             return
         writer = event_file_writer(self.experiment)
-        for summary in hparams_session(dict(self.hparams), _run_name(self.version)):
+        for summary in hparams_session(
+            dict(self.hparams), _run_name(self.version), self._first_columns
+        ):
             writer.add_summary(summary)
         self._hparams_session_written = True
 

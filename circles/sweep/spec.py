@@ -84,6 +84,8 @@ class Sweep:
             f"--trainer.logger.init_args.save_dir={self.out}",
             f"--trainer.logger.init_args.name={RUNS}",
             f"--trainer.logger.init_args.version={point.name}",
+            # HPARAMS opens on the settings that tell the points apart
+            f"--trainer.logger.init_args.first_columns={json.dumps(self.keys)}",
         ]
 
 
