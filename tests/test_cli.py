@@ -380,3 +380,12 @@ def test_a_run_stopped_early_says_so_and_is_named_apart(run_cli, capsys):
     )
     assert run.name.endswith("-e100-earlystop-circles")
     assert yaml.safe_load((run / "hparams.yaml").read_text())["callbacks"] == "EarlyStopping"
+
+
+def test_the_help_names_every_subcommand_compare_included(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        commands.main(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in ("fit", "validate", "test", "predict"))
+    assert "compare CONFIG [CONFIG ...] trains each config and writes the lesson page" in out

@@ -99,6 +99,8 @@ def test_the_learning_rate_finder_reports_its_suggestion_and_the_configured_rate
     assert line.startswith("Learning-rate finder (100 steps from 0.0001 to 10)")
     assert "  this run trains with lr 0.1" in out and (run / "lr_find.png").is_file()
     assert "-lrfind-" in run.name  # told apart from the plain run
+    (picture,) = read_events(run).Images("lr_find")  # in TensorBoard too
+    assert picture.width > 300 and picture.height > 200
     suggested = float(line.rsplit(" ", 1)[1])
     caution = [line for line in out.splitlines() if "was tried for one step only" in line]
     assert len(caution) == (1 if suggested >= 1.0 else 0), out

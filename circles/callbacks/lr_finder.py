@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from circles.pictures.figures import finder_figure
 from circles.runs.directory import LR_FIND_PNG, save_figure
+from circles.runs.logger import tensorboard_of
 
 
 class LearningRateReport(LearningRateFinder):
@@ -92,6 +93,7 @@ class LearningRateReport(LearningRateFinder):
             os.makedirs(run_dir, exist_ok=True)
             save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
+            _to_tensorboard(trainer, path)
         print("\n".join(lines), flush=True)
 
     def _caution(self, configured: list[float]) -> list[str]:
@@ -141,3 +143,15 @@ def steepest_descent(
         return None
     slopes = np.gradient(losses[keep], np.log10(lrs[keep]))
     return float(lrs[keep][np.argmin(slopes)]) if slopes.min() < 0 else None
+
+
+def _to_tensorboard(trainer: pl.Trainer, path: str) -> None:
+    """The finder's picture in TensorBoard's IMAGES tab too (``lr_find``), beside the frames."""
+    tensorboard = tensorboard_of(trainer.loggers)
+    if tensorboard is None:
+        return
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        image = np.asarray(picture.convert("RGB"))
+    tensorboard.experiment.add_image("lr_find", image, global_step=0, dataformats="HWC")

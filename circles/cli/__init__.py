@@ -92,6 +92,8 @@ SECTIONS = ("data", "model", *CALLBACKS, "trainer")
 EVALUATION_DEFAULTS = str(Path(__file__).with_name("evaluation_defaults.yaml"))  # verbose: false
 PARSER_KWARGS = {
     "description": "Train MLPs on two concentric circles and watch why non-linearity matters.",
+    "epilog": "One more subcommand: compare CONFIG [CONFIG ...] trains each config and writes the "
+    "lesson page, its boundaries side by side (train.py compare --help).",
     "validate": {"default_config_files": [EVALUATION_DEFAULTS]},
     "test": {"default_config_files": [EVALUATION_DEFAULTS]},
 }
