@@ -500,11 +500,10 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
     first = array_tasks(slurm_env, tmp_path, path, "0-3")
     subprocess.run(["scancel", f"{first}_3"], env=slurm_env, check=True)  # while it starts
     logs = wait_for_array(slurm_env, tmp_path, first)
-    # where each task ran, by its first line (task 3 may be cancelled before it writes one)
-    started_on = {task: re.search(r" on (node\d):", log) for task, log in logs.items()}
-    hosts = {task: found.group(1) for task, found in started_on.items() if found}
-    assert {f"{first}_{i}" for i in range(3)} <= set(hosts), logs
-    assert set(hosts.values()) == {"node1", "node2"}, hosts  # the tasks ran on both nodes
+    # each task's first line says where it ran (task 3 may be cancelled before it writes one)
+    ran_on = [re.search(r" on (node\d):", logs[f"{first}_{i}"]) for i in range(3)]
+    assert all(ran_on), logs
+    nodes = {found.group(1) for found in ran_on if found}
     sweep = load_sweep(path, tmp_path / "sw")
     assert [is_finished(sweep, point) for point in sweep.points] == [True, True, True, False]
 
@@ -524,6 +523,10 @@ def test_a_slurm_array_spreads_over_the_nodes_reruns_only_what_did_not_finish_an
     )
     logs = wait_for_array(slurm_env, tmp_path, *again)
     assert len(logs) == 8
+    nodes |= {
+        found.group(1) for log in logs.values() if (found := re.search(r" on (node\d):", log))
+    }
+    assert nodes == {"node1", "node2"}, logs  # the arrays' tasks ran on both nodes
     for i, name in enumerate(names):
         trained = [
             task
