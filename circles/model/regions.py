@@ -24,7 +24,7 @@ from torch import nn
 from circles.errors import check
 from circles.model.networks import StackedMLP
 
-BOX = 50.0  # half-width of the default box: 25 times the data's radius
+BOX = 50.0  # half-width of the default box: 50 times the outer circle's radius
 _EDGE = 1e-9  # relative: a corner this close to the box's side lies on it
 # relative to the box's area: a piece this small is rounding (three copies of one corner)
 _SLIVER = 1e-12
