@@ -100,8 +100,8 @@ def os_error_text(err: OSError) -> str:
 
 def note(message: str, beside_result: bool = False) -> None:
     """Tell the user something worth knowing that is not an error (once, on rank zero); with
-    ``beside_result``, after the evaluation's result it qualifies (:func:`print_result_notes`), not
-    before the start-up lines, where it would scroll away."""
+    ``beside_result``, at the end of the command (:func:`print_result_notes`), right after the
+    evaluation's result it qualifies, not before the start-up lines, where it would scroll away."""
     # not at import: `circles.sweep --list` is quick
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -117,8 +117,8 @@ _RESULT_NOTES: list[str] = []
 
 
 def print_result_notes() -> None:
-    """The notes waiting for the evaluation's result (e.g. a checkpoint tested on other data),
-    printed right below it; each once."""
+    """The notes held for the end of the command (e.g. a checkpoint tested on other data), each
+    once: the command line prints them whether it ended well or not."""
     for message in _RESULT_NOTES:
         print(f"circles: note: {message}", file=sys.stderr, flush=True)
     _RESULT_NOTES.clear()

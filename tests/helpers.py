@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -296,3 +297,20 @@ class Payload:
 
     def __reduce__(self):
         return (os.makedirs, (str(self.marker),))
+
+
+def quiet_trainer(**kwargs: object) -> pl.Trainer:
+    """A plain Lightning Trainer on the CPU that writes nothing and prints nothing (no logger, no
+    checkpoints, no callbacks); ``kwargs`` add to or replace its options."""
+    options: dict[str, object] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[],
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)  # type: ignore[arg-type]

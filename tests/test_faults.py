@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,17 @@ def test_a_truncated_checkpoint_gives_one_clear_error(subcommand, tmp_path, capf
 # ------------------------------------------------------------------------------------- signals, in-process
 
 
+@contextlib.contextmanager
+def handled_by(signum: int, handler) -> Iterator[None]:
+    """``handler`` for ``signum`` while inside (a stand-in for Lightning's, which leaves a handler
+    already there in place), the one before put back after."""
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
 def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
     """Raise the signals once, at the end of the training step of ``epoch`` (while Lightning's
     loop runs)."""
@@ -309,15 +321,12 @@ def test_slurms_requeue_signal_is_handled_after_a_step_not_inside_one(
     def requeue_handler(signum, frame):
         calls.append((signum, [f.function for f in inspect.stack()[1:3]]))
 
-    previous = signal.signal(requeue, requeue_handler)
-    try:
+    with handled_by(requeue, requeue_handler):
         signal_at_epoch(monkeypatch, 2, requeue)
         assert exit_status("fit", *SMALL, "--trainer.max_epochs=5", *args) == 0
         # called once, by the callback's hook
         assert calls == [(requeue, ["_requeue", "on_train_batch_end"])]
         assert signal.getsignal(requeue) is requeue_handler  # restored after fit
-    finally:
-        signal.signal(requeue, previous)
     assert (
         load_checkpoint(run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt")[
             "global_step"
@@ -340,8 +349,7 @@ def test_a_requeue_signal_that_comes_again_after_slurm_requeued_the_job_is_not_h
         calls.append(signum)
         (tmp_path / f"hpc_ckpt_{len(calls)}.ckpt").write_bytes(b"")
 
-    previous = signal.signal(signal.SIGUSR1, requeue_handler)
-    try:
+    with handled_by(signal.SIGUSR1, requeue_handler):
         signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
         signal_at_epoch(monkeypatch, 3, signal.SIGUSR1)
         assert (
@@ -350,8 +358,6 @@ def test_a_requeue_signal_that_comes_again_after_slurm_requeued_the_job_is_not_h
             )
             == 0
         )
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
     assert calls == [signal.SIGUSR1]
 
 
@@ -366,8 +372,7 @@ def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
         (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
         signal.raise_signal(signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGUSR1, requeue_handler)
-    try:
+    with handled_by(signal.SIGUSR1, requeue_handler):
         signal_at_epoch(monkeypatch, 2, signal.SIGUSR1)
         assert (
             exit_status(
@@ -375,8 +380,6 @@ def test_the_end_of_a_requeued_jobs_start_is_a_note_naming_where_it_resumes(
             )
             == 143
         )
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
     err = capfd.readouterr().err
     assert error_lines(err) == []
     (note,) = [line for line in err.splitlines() if line.startswith("circles: note: fit stopped")]
@@ -483,16 +486,13 @@ def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
     import inspect
 
     calls = []
-    previous = signal.signal(
+    with handled_by(
         signal.SIGUSR1, lambda signum, frame: calls.append(inspect.stack()[1].function)
-    )
-    try:
+    ):
         signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
         assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 0
         # at once, where it landed: no requeue handler of Lightning's to defer
         assert calls == ["hook"]
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.fixture

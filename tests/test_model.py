@@ -20,6 +20,8 @@ from circles.model.classifier import CirclesClassifier, TrainingDiverged
 from circles.model.networks import StackedMLP, build_mlp
 from circles.pictures.notes import affine_text
 
+from helpers import quiet_trainer
+
 ACTIVATIONS = ["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 
 
@@ -62,21 +64,6 @@ def chapter_state(model: CirclesClassifier) -> dict[str, torch.Tensor]:
         for i, layer in enumerate(layers(model), start=1)
         for k, t in zip(("weight", "bias"), layer, strict=True)
     }
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[],
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
 
 
 # ---------------------------------------------------------------------------------------------- architecture

@@ -18,6 +18,8 @@ from circles.errors import CirclesError
 from circles.model.classifier import CirclesClassifier
 from circles.model.regions import class_one_region, member_regions
 
+from helpers import quiet_trainer
+
 # 1 - relu(x) - relu(-x/2 + .866y) - relu(-x/2 - .866y): positive inside a triangle around 0
 TRIANGLE = [
     (np.array([[1.0, 0.0], [-0.5, 0.866], [-0.5, -0.866]]), np.zeros(3)),
@@ -132,15 +134,7 @@ def trained(hidden: list[int], members: int = 8) -> tuple[CirclesClassifier, Cir
     model = CirclesClassifier(hidden_sizes=hidden, members=members)
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=0.05)  # type: ignore[method-assign]
     data = CirclesDataModule(test_samples=2000)
-    trainer = pl.Trainer(
-        max_epochs=300,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_epochs=300, limit_val_batches=0)
     trainer.fit(model, data)
     trainer.test(model, data, verbose=False)
     return model, data

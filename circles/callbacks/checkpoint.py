@@ -92,7 +92,8 @@ class RunCheckpoint(ModelCheckpoint):
         if fast_dev_run or trainer.sanity_checking:
             return
         if self.last_saved_step == trainer.global_step:
-            self.publish_last(trainer) if publish else None
+            if publish:
+                self.publish_last(trainer)
             return
         self.last_model_path = self._path(self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         flush_loggers(trainer)  # the logs reach the checkpoint's state before the file exists

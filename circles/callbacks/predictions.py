@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
 from circles.contracts import trainer_data
-from circles.errors import print_result_notes
 from circles.runs.directory import PREDICTIONS_CSV, atomic_file
 
 
@@ -70,7 +69,6 @@ class PredictionWriter(BasePredictionWriter):
             texts = [[str(value) for value in column] for column in columns]
             writer.writerows(zip(*texts, labels, strict=True))
         print(f"Predictions written to {self.path}", flush=True)
-        print_result_notes()
 
 
 def winning_class(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

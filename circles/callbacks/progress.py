@@ -43,9 +43,8 @@ class ChapterProgressPrinter(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A fit that a callback stopped early (EarlyStopping decides after this callback's
         ``on_train_epoch_end``) ends with its last epoch's line too."""
-        if self.every_n_epochs is not None and self._epoch is not None:
-            if self._epoch != self._printed:
-                self._print(trainer, pl_module)
+        if self.every_n_epochs is not None and self._epoch not in (None, self._printed):
+            self._print(trainer, pl_module)
 
     def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = latest_values(trainer.callback_metrics)

@@ -12,7 +12,6 @@ from typing_extensions import override
 
 from circles.bayes import accuracy_interval
 from circles.contracts import classifier, trainer_data
-from circles.errors import print_result_notes
 from circles.model.metrics import latest_values
 from circles.pictures.notes import collapse_lines
 from circles.runs.directory import BOUNDARY_PNG, BOUNDARY_TEST_PNG, MEMBERS_CSV, atomic_file
@@ -80,7 +79,6 @@ class RunSummary(Callback):
         if trainer.state.fn == "validate" and trainer.is_global_zero:
             lines = evaluation_lines(trainer, pl_module, "val") + self._where(trainer)
             print("\n".join(lines), flush=True)
-            print_result_notes()
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -88,7 +86,6 @@ class RunSummary(Callback):
         if trainer.is_global_zero:
             lines = evaluation_lines(trainer, pl_module, "test") + self._where(trainer)
             print("\n".join(lines), flush=True)
-            print_result_notes()
 
     def _where(self, trainer: pl.Trainer) -> list[str]:
         """Where an evaluation's own run went (its folder, in its trained run's ``evaluations``);

@@ -76,7 +76,7 @@ from circles.cli.settle import (
 from circles.cli.slurm import check_slurm_allocation, check_slurm_launch, hpc_checkpoint
 from circles.contracts import trainer_callbacks
 from circles.data.module import CirclesDataModule, predict_points
-from circles.errors import CirclesError, SettingError
+from circles.errors import CirclesError, SettingError, print_result_notes
 from circles.model.classifier import CirclesClassifier
 from circles.runs.checkpoints import AtomicCheckpointIO, RunConfig, slurm_job
 from circles.runs.logger import TensorBoardRunLogger
@@ -327,7 +327,10 @@ def cli_main(args: Any = None) -> None:
     reads ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as
     one line and an exit status (:func:`circles.cli.reporting.one_line_errors`)."""
     with one_line_errors(), quiet_lightning():
-        CirclesCLI(args=args)
+        try:
+            CirclesCLI(args=args)
+        finally:  # the notes that qualify an evaluation's result, right after it
+            print_result_notes()
         _leave_process_group()
 
 

@@ -299,7 +299,7 @@ class MemberViews:
         """What each layer gives for points (N, 2), the first member's: its inputs (the
         features), every hidden layer's output and the logits, each ``(N, units)``."""
         inputs = self.features(x)
-        return [inputs, *(h[0] for h in self.net.hidden(inputs)), self.net(inputs)[0]]
+        return [inputs, *(_members_first(h)[0] for h in self.net.layers(inputs))]
 
     def weight_parameters(self) -> list[torch.Tensor]:
         """The weight matrices as the optimizer holds them, ``(K, out, in)`` each, with their

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from circles.errors import check
+from circles.errors import CirclesError, check
 from circles.model.networks import StackedMLP
 
 BOX = 50.0  # half-width of the default box: 50 times the outer circle's radius
@@ -272,13 +272,12 @@ def enclosed_members(model: Any, data: Any) -> int | None:
     are not exact (an activation that is not piecewise linear, crossed features, more than two
     classes) or the data has no training points."""
     points = data.points("train")
-    net = model.net
-    piecewise = isinstance(net.activation, (nn.ReLU, nn.LeakyReLU, nn.Identity))
-    if points is None or not piecewise or model.feature_names != ["x1", "x2"]:
+    if points is None:
         return None
-    if model.num_classes != 2:
+    try:
+        regions = member_regions(model.net, model.feature_names, model.num_classes)
+    except CirclesError:  # what member_regions refuses has no exact region
         return None
     x, y = points
     inner = x[y == 1].detach().double().cpu().numpy()
-    regions = member_regions(net, model.feature_names, 2)
     return sum(region.bounded_around(inner) for region in regions)

@@ -73,8 +73,7 @@ def layer_maps(
         on_points = layer[len(grid) :]
         units = layer.shape[1]
         if units == 1:
-            flat = np.concatenate([layer, np.zeros_like(layer)], 1)
-            mapped, axes = flat, "its unit across"
+            mapped, axes = np.concatenate([layer, np.zeros_like(layer)], 1), "its unit across"
         elif units == 2:
             mapped, axes = layer, "unit 1 across, unit 2 up"
         else:

@@ -85,20 +85,18 @@ HPARAM_COLUMNS = (
 )
 
 
-# a config key -> its column in HPARAM_COLUMNS (other keys: their last part)
-_COLUMN_OF = {"optimizer": "optimizer", "data.batch_size": "batch_size"}
-
-
 def column_order(first: Sequence[str]) -> list[tuple[str, str]]:
     """The HPARAMS columns, those of the config keys ``first`` (a sweep's varied settings: what
     tells its rows apart) in front, in their order; then the rest of :data:`HPARAM_COLUMNS`."""
     titles = dict(HPARAM_COLUMNS)
-    keys = [
-        _COLUMN_OF.get(key, _COLUMN_OF.get(key.split(".", 1)[0], key.rsplit(".", 1)[-1]))
-        for key in first
+    # a config key's column: its last part (``data.noise`` -> ``noise``); every optimizer
+    # setting is the one ``optimizer`` column
+    keys = dict.fromkeys(
+        "optimizer" if key.startswith("optimizer.") else key.rsplit(".", 1)[-1] for key in first
+    )
+    return [(key, titles.get(key, key)) for key in keys] + [
+        (key, title) for key, title in HPARAM_COLUMNS if key not in keys
     ]
-    front = [(key, titles.get(key, key)) for key in dict.fromkeys(keys)]
-    return front + [(key, title) for key, title in HPARAM_COLUMNS if key not in dict(front)]
 
 
 def hparams_session(hparams: Mapping[str, Any], trial: str, first: Sequence[str] = ()) -> list[Any]:
