@@ -19,7 +19,6 @@ import html
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,51 +37,36 @@ from circles.errors import (
     report,
 )
 from circles.model.metrics import latest_values, num
+from circles.pictures.lesson_page import RunRecord, draw_curves, page_html
 from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
 
-# pictures of a run over its epochs; the page's slider takes the union of the runs' epochs
-FRAMES_PER_RUN = 40
-MAX_SLIDER = 60  # slider positions at most (each is a picture of the whole figure inside the page)
+# after the first ten epochs, a run is pictured at these times each power of ten
+PICTURED_LEADS = (10, 12, 15, 20, 25, 30, 40, 50, 60, 80)
 
 
-@dataclass
-class RunRecord:
-    """What a compared run showed: its curves every epoch, its boundary over the validation
-    points at some epochs, its final numbers."""
-
-    name: str = ""
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    pictures: dict[int, np.ndarray] = field(default_factory=dict)
-    # the network, as TensorFlow Playground draws it
-    networks: dict[int, np.ndarray] = field(default_factory=dict)
-    final: dict[str, float] = field(default_factory=dict)
-    members: int = 1
-    classes: tuple[str, ...] = ()
-
-    def picture_at(
-        self, epoch: int, pictures: dict[int, np.ndarray] | None = None
-    ) -> tuple[int, np.ndarray]:
-        """The latest picture (of ``pictures``: the boundaries unless given) at or before
-        ``epoch`` (the first one before it starts, the last one after it ends)."""
-        pictures = self.pictures if pictures is None else pictures
-        epochs = sorted(pictures)
-        shown = max((e for e in epochs if e <= epoch), default=epochs[0])
-        return shown, pictures[shown]
+def pictured(epoch: int) -> bool:
+    """Whether a compared run is pictured at ``epoch`` (besides its last): each of the first ten,
+    then 10, 12, 15, 20, 25, 30, 40, 50, 60 and 80 times each power of ten (10, 12, 15, ..., 80,
+    100, 120, ...). Every run is pictured at the same epochs, whatever its length, more often
+    early, when its boundary moves most: about 30 pictures in 1000 epochs."""
+    if epoch < 10:
+        return epoch >= 0
+    scale = 10 ** (len(str(epoch)) - 2)
+    lead, rest = divmod(epoch, scale)
+    return rest == 0 and lead in PICTURED_LEADS
 
 
 class RunRecorder(Callback):
     """Keeps what the comparison page shows of a run (rank zero): every epoch its published
-    curves, at about ``FRAMES_PER_RUN`` epochs its decision boundary over the validation points,
-    and after the test its results."""
+    curves, at the :func:`pictured` epochs and its last its pictures, and after the test its
+    results."""
 
     def __init__(self) -> None:
         self.record = RunRecord()
-        self._every = 1
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._every = max(1, (trainer.max_epochs or FRAMES_PER_RUN) // FRAMES_PER_RUN)
         self.record.members = classifier(pl_module).members
         self.record.classes = trainer_data(trainer).class_legend()
 
@@ -96,9 +80,10 @@ class RunRecorder(Callback):
             if name in values:
                 self.record.curves.setdefault(name, []).append((epoch, values[name]))
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if epoch % self._every == 0 or last or trainer.should_stop:
+        if pictured(epoch) or last or trainer.should_stop:
             self.record.pictures[epoch] = self._picture(trainer, pl_module)
             self.record.networks[epoch] = self._network(pl_module)
+            self.record.layers[epoch] = self._layers(trainer, pl_module, epoch)
 
     def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> np.ndarray:
         """The boundary over the validation points, as the TensorBoard frames draw it (a linear
@@ -134,6 +119,20 @@ class RunRecorder(Callback):
         weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
         return network_image(grid_layers(model, *self._grid), weights, model.feature_names)
 
+    def _layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> np.ndarray:
+        """What each hidden layer does to the plane and the training points (the first
+        member's)."""
+        from circles.pictures.layers import layer_maps, layers_image
+
+        assert self._grid is not None  # the boundary's picture made it
+        points = trainer_data(trainer).points("train")
+        assert points is not None
+        xs, ys = self._grid
+        model = classifier(pl_module)
+        maps = layer_maps(model, points[0].cpu().numpy(), (xs[0], xs[-1], ys[0], ys[-1]))
+        header = f"epoch {epoch}"
+        return layers_image(maps, points[1].cpu().numpy(), model.num_classes, header)
+
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The best val acc, kept when the fit ends: a fit without its test has it too."""
@@ -148,85 +147,43 @@ class RunRecorder(Callback):
         self.record.final.update({k: v for k, v in values.items() if k.startswith(prefix)})
 
 
-def title_of(record: RunRecord) -> str:
-    """What a run's column is headed with: its config and its test accuracy (with its spread over
-    the members)."""
-    acc = record.final.get("test/acc")
-    std = record.final.get("test/acc_std")
-    spread = f" ± {std:.3f} ({record.members} seeds)" if std is not None else ""
-    return f"{record.name}\ntest acc {acc:.3f}{spread}" if acc is not None else record.name
+def final_line(record: RunRecord) -> str:
+    """A run's final result in one line: its test accuracy (with its spread over the members) and
+    its best validation accuracy."""
+    f = record.final
+    parts = []
+    if "test/acc" in f:
+        spread = (
+            f" ± {f['test/acc_std']:.3f} ({record.members} seeds)" if "test/acc_std" in f else ""
+        )
+        parts.append(f"test acc {f['test/acc']:.3f}{spread}")
+    if "val/acc_best" in f:
+        parts.append(f"best val acc {f['val/acc_best']:.3f}")
+    return ", ".join(parts) or "not tested"
 
 
-def _figure(records: Sequence[RunRecord]) -> tuple[Any, Any]:
-    """The comparison's figure and a function that shows it at an epoch: a boundary per run
-    above, the accuracy and the loss curves of all runs below, the epoch marked on them."""
+def _figure(records: Sequence[RunRecord]) -> Any:
+    """The comparison at each run's last epoch as one figure: a boundary per run above its
+    network, the accuracy and the loss curves of all runs below."""
     from matplotlib.figure import Figure
 
     columns = max(2, len(records))
     figure = Figure(figsize=(3.2 * columns, 11.5), layout="constrained")
     grid = figure.add_gridspec(3, columns * 2, height_ratios=[1.15, 1.75, 1])
-    pictures = [figure.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(len(records))]
-    networks = [figure.add_subplot(grid[1, 2 * i : 2 * i + 2]) for i in range(len(records))]
-    curves = [figure.add_subplot(grid[2, :columns]), figure.add_subplot(grid[2, columns:])]
-    images = []
-    marks = []
-    for ax, drawn, record in [
-        *((a, "pictures", r) for a, r in zip(pictures, records, strict=True)),
-        *((a, "networks", r) for a, r in zip(networks, records, strict=True)),
-    ]:
-        images.append(
-            ax.imshow(record.picture_at(0, getattr(record, drawn))[1], interpolation="antialiased")
-        )
-        ax.set_axis_off()
-    for ax, metric, label in ((curves[0], "acc", "accuracy"), (curves[1], "loss", "loss")):
-        _draw_curves(ax, records, metric, label)
-        marks.append(ax.axvline(0, color="0.5", linewidth=1))
-    curves[0].legend(fontsize=7, loc="lower right")
-
-    def show(epoch: int) -> None:
-        for ax, image, record in zip(pictures, images, records, strict=False):
-            shown, picture = record.picture_at(epoch)
-            image.set_data(picture)
-            ax.set_title(f"{title_of(record)}\nepoch {shown}", fontsize=9)
-        for image, record in zip(images[len(records) :], records, strict=True):
-            image.set_data(record.picture_at(epoch, record.networks)[1])
-        for mark in marks:
-            mark.set_xdata([epoch, epoch])
-
-    return figure, show
-
-
-def _draw_curves(ax: Any, records: Sequence[RunRecord], metric: str, label: str) -> None:
-    """Every run's train (dashed) and val (solid) curve of ``metric`` in its own colour; for the
-    accuracy of runs on one data set, its Bayes-optimal limit."""
     for i, record in enumerate(records):
-        for stage, style in (("train", "--"), ("val", "-")):
-            points = record.curves.get(f"{stage}/{metric}", [])
-            if points:
-                ax.plot(
-                    *zip(*points, strict=True),
-                    style,
-                    color=f"C{i}",
-                    linewidth=1.4,
-                    label=f"{record.name} ({stage})",
-                )
-    bayes = {
-        record.final["test/bayes_acc"] for record in records if "test/bayes_acc" in record.final
-    }
-    if metric == "acc" and len(bayes) == 1:
-        ax.axhline(bayes.pop(), color="k", linewidth=0.8, linestyle=":", label="Bayes-optimal")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
-
-
-def slider_epochs(records: Sequence[RunRecord]) -> list[int]:
-    """The epochs the page's slider goes through: every run's pictures' epochs, at most
-    ``MAX_SLIDER`` of them evenly taken, the first and the last always."""
-    epochs = sorted({e for record in records for e in record.pictures})
-    if len(epochs) <= MAX_SLIDER:
-        return epochs
-    keep = np.unique(np.linspace(0, len(epochs) - 1, MAX_SLIDER).round().astype(int))
-    return [epochs[i] for i in keep]
+        last = max(record.pictures)
+        top = figure.add_subplot(grid[0, 2 * i : 2 * i + 2])
+        top.imshow(record.pictures[last], interpolation="antialiased")
+        top.set_title(f"{record.name}, epoch {last}\n{final_line(record)}", fontsize=9)
+        below = figure.add_subplot(grid[1, 2 * i : 2 * i + 2])
+        below.imshow(record.networks[last], interpolation="antialiased")
+        for ax in (top, below):
+            ax.set_axis_off()
+    accuracy = figure.add_subplot(grid[2, :columns])
+    draw_curves(accuracy, records, "acc", "accuracy")
+    accuracy.legend(fontsize=7, loc="lower right")
+    draw_curves(figure.add_subplot(grid[2, columns:]), records, "loss", "loss")
+    return figure
 
 
 def numbers_table(records: Sequence[RunRecord]) -> str:
@@ -257,62 +214,12 @@ def numbers_table(records: Sequence[RunRecord]) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-# matplotlib's player takes its buttons' icons from a font on the web; the page is to open offline:
-# plain symbols.
-ICONS = {
-    "fa fa-minus": "\u2212",
-    "fa fa-plus": "+",
-    "fa fa-fast-backward": "\u25c2\u25c2",
-    "fa fa-step-backward": "\u25c2",
-    "fa fa-play fa-flip-horizontal": "\u25c0",
-    "fa fa-pause": "\u25ae\u25ae",
-    "fa fa-play": "\u25b6",
-    "fa fa-step-forward": "\u25b8",
-    "fa fa-fast-forward": "\u25b8\u25b8",
-}
-
-
-def offline(player: str) -> str:
-    """The player's HTML with nothing fetched from elsewhere: no stylesheet link, its icons as
-    symbols."""
-    player = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*">', "", player)
-    for icon, symbol in ICONS.items():
-        player = player.replace(f'<i class="{icon}"></i>', symbol)
-    return player
-
-
 def write_page(records: Sequence[RunRecord], out: Path) -> tuple[Path, Path]:
-    """``compare.html`` (the slider page, self-contained) and ``compare.png`` (the last epoch) in
-    ``out``."""
-    import matplotlib
-    from matplotlib.animation import FuncAnimation
-
-    figure, show = _figure(records)
-    epochs = slider_epochs(records)
-    animation = FuncAnimation(figure, lambda i: show(epochs[i]), frames=len(epochs), interval=150)
-    # a few MB, not tens
-    with matplotlib.rc_context({"animation.frame_format": "jpeg", "savefig.dpi": 72}):
-        player = offline(animation.to_jshtml(fps=8, default_mode="once"))
-    show(epochs[-1])
+    """``compare.html`` (the slider page, self-contained: :mod:`circles.pictures.lesson_page`) and
+    ``compare.png`` (the last epoch) in ``out``."""
+    page = page_html(records, numbers_table(records), [final_line(r) for r in records])
     png = out / "compare.png"
-    save_figure(figure, png, dpi=80)
-    names = ", ".join(record.name for record in records)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>circles: {html.escape(names)}</title>
-<style>body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: left; }}</style></head><body>
-<h1>{html.escape(names)}</h1>
-<p>Each picture is a run's decision boundary over its validation points (the colour of the class it
-predicts; with several seeds, the share of them voting each class); under it the network as
-TensorFlow Playground draws it (its first seed's): each unit's output over the plane, joined by
-links as wide as their weights, blue positive, red negative. The slider moves every run to the same
-epoch (a run that has ended shows its last). Below: accuracy and loss of every run, train dashed,
-val solid.</p>
-{numbers_table(records)}
-{player}
-</body></html>
-"""
+    save_figure(_figure(records), png, dpi=80)
     page_path = out / "compare.html"
     with atomic_file(page_path, encoding="utf-8") as f:
         f.write(page)

@@ -4,7 +4,8 @@ minute on 2 cores).
 - ``docs/decision_boundary_linear.png``, ``docs/decision_boundary_relu.png``: the
   ``decision_boundary.png`` of ``fit --config configs/linear.yaml`` and ``configs/relu.yaml``;
 - ``docs/compare.png``: ``circles compare configs/linear.yaml configs/relu.yaml
-  configs/improved.yaml``;
+  configs/improved.yaml``, and ``docs/compare_page.png``: its page in Chromium at epoch 15
+  (skipped, saying so, without Chromium);
 - ``docs/layers_8x8.png``, ``docs/layers_2x2x2.png``: TensorBoard's last ``layers/plane`` of
   ``fit --config configs/improved.yaml --model.hidden_sizes "[8, 8]"`` (and ``"[2, 2, 2]"``) with
   ``--trainer.max_epochs 300 --boundary.show_layers true``;
@@ -51,6 +52,20 @@ def layer_pictures(cwd: Path) -> None:
         (DOCS / f"layers_{name}.png").write_bytes(last.encoded_image_string)
 
 
+def page_screenshot(page: Path) -> None:
+    """The top of compare's page in a 1440x900 window, its slider at epoch 15."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_tensorboard import browser
+
+    with browser(width=1440, height=900) as window:
+        window.goto(page.as_uri())
+        slider = window.locator("#position")
+        slider.focus()
+        while window.locator("#epoch").inner_text() != "epoch 15":
+            slider.press("ArrowRight")
+        window.screenshot(path=str(DOCS / "compare_page.png"))
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -64,10 +79,13 @@ def main() -> None:
         train(cwd, "compare", *configs, "--out", str(cwd / "compare"))
         layer_pictures(cwd)
         shutil.copy(cwd / "compare" / "compare.png", DOCS / "compare.png")
-    print("docs/decision_boundary_linear.png, docs/decision_boundary_relu.png, docs/compare.png")
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_tensorboard import CHROMIUM, screenshots
+        print("docs/decision_boundary_{linear,relu}.png, docs/compare.png")
+        sys.path.insert(0, str(REPO / "tests"))
+        from test_tensorboard import CHROMIUM, screenshots
 
+        if Path(CHROMIUM).is_file():
+            page_screenshot(cwd / "compare" / "compare.html")
+            print("docs/compare_page.png")
     if Path(CHROMIUM).is_file():
         screenshots(DOCS)
         print("docs/tensorboard_curves.png, docs/tensorboard_hparams.png")

@@ -3,6 +3,7 @@ Chromium, and one PNG."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from circles.compare import MAX_SLIDER, RunRecord, slider_epochs
+from circles.compare import pictured
+from circles.pictures.lesson_page import RunRecord, slider_epochs
 
 from helpers import CONFIGS, error_lines, exit_status, run_if, train_py, wait_for
 
@@ -26,21 +28,22 @@ SHORT = [
 ]
 
 
-def test_the_slider_takes_every_runs_epochs_and_the_first_and_last_always():
+def test_every_run_is_pictured_at_the_same_epochs_more_often_early():
+    first = [e for e in range(1001) if pictured(e)]
+    assert first[:13] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15]
+    assert first[-6:] == [300, 400, 500, 600, 800, 1000] and len(first) == 31
+    # a long run's pictures before a short one ends are the short one's
+    assert [e for e in range(100) if pictured(e)] == [e for e in first if e < 100]
+    assert not any(pictured(e) for e in (-1, 11, 99, 999, 1100))
+
+
+def test_the_slider_goes_through_every_runs_pictured_epochs():
     short, long = (
-        RunRecord(pictures={e: np.zeros(1) for e in (0, 2, 4, 5)}),
-        RunRecord(pictures={e: np.zeros(1) for e in range(0, 1000, 25)} | {999: np.zeros(1)}),
+        RunRecord(pictures={e: np.zeros(1) for e in (0, 1, 2, 5)}),
+        RunRecord(pictures={e: np.zeros(1) for e in (0, 1, 10, 999)}),
     )
-    assert slider_epochs([short]) == [0, 2, 4, 5]
-    epochs = slider_epochs([short, long])
-    assert (
-        len(epochs) <= MAX_SLIDER
-        and epochs[0] == 0
-        and epochs[-1] == 999
-        and epochs == sorted(set(epochs))
-    )
-    # a run that has ended shows its last
-    assert short.picture_at(3)[0] == 2 and short.picture_at(500)[0] == 5
+    assert slider_epochs([short]) == [0, 1, 2, 5]
+    assert slider_epochs([short, long]) == [0, 1, 2, 5, 10, 999]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,14 @@ def test_compare_trains_each_config_and_writes_a_page_and_a_picture(compared):
     # the numbers, per config
     assert "<td>linear</td><td>3</td>" in page and "<td>improved</td><td>3</td>" in page
     assert " ± " in page and "Bayes-optimal acc" in page  # the spread over the seeds, the limit
+    data = json.loads(
+        re.search(r'<script type="application/json" id="data">(.*?)</script>', page)[1]
+    )
+    assert data["epochs"] == list(range(12))
+    for run in data["runs"]:  # each run pictured at every epoch: boundary, network, layers
+        assert [f["epoch"] for f in run["frames"]] == data["epochs"]
+        assert all(f[kind] for f in run["frames"] for kind in ("boundary", "network", "layers"))
+    assert [len(chart["left"]) for chart in data["marks"]] == [12, 12]
     from PIL import Image
 
     assert Image.open(compared / "compare.png").size[0] >= 500
@@ -71,28 +82,40 @@ def test_compare_trains_each_config_and_writes_a_page_and_a_picture(compared):
 
 @pytest.mark.slow
 @run_if(chromium=True)
-def test_the_pages_slider_moves_every_run_to_the_epoch(compared):
+def test_the_pages_slider_moves_every_run_to_the_same_epoch(compared):
     from test_tensorboard import browser
 
-    with browser() as page:
+    with browser(width=1440, height=900) as page:
         page.goto((compared / "compare.html").as_uri())
-        slider = page.locator("input.anim-slider")
-        page.wait_for_function("document.querySelector('input.anim-slider').max > 1")
-        image = page.locator(".animation img")
+        slider = page.locator("#position")
         assert slider.get_attribute("max") == "11"  # 12 epochs, each pictured: 12 positions
-        first = image.get_attribute("src")
+        boundaries = page.locator("img.boundary")
+        captions = page.locator(".run .caption")
+        marks = page.locator(".curves .mark")
+        first = [boundaries.nth(i).get_attribute("src") for i in range(2)]
+        assert captions.all_inner_texts() == [
+            t for t in captions.all_inner_texts() if t.startswith("epoch 0: val acc ")
+        ]
+        at_start = marks.first.evaluate("m => m.getBoundingClientRect().left")
         slider.focus()
         slider.press("End")
-        page.wait_for_timeout(300)
-        last = image.get_attribute("src")
-        assert first and last and first.startswith("data:image/jpeg;base64,") and first != last
+        assert page.locator("#epoch").inner_text() == "epoch 11"
+        assert all(t.startswith("epoch 11: val acc ") for t in captions.all_inner_texts())
+        last = [boundaries.nth(i).get_attribute("src") for i in range(2)]
+        assert all(src.startswith("data:image/png;base64,") for src in first + last)
+        assert first[0] != last[0] and first[1] != last[1]
+        assert marks.first.evaluate("m => m.getBoundingClientRect().left") > at_start + 100
         slider.press("Home")
-        page.wait_for_timeout(300)
-        assert image.get_attribute("src") == first  # back at epoch 0: the same picture
-        assert (
-            page.locator("button").count() >= 5
-            and "\u25b6" in page.locator(".anim-buttons").inner_text()
-        )
+        assert [boundaries.nth(i).get_attribute("src") for i in range(2)] == first
+        # the runs side by side across the window, each picture drawn
+        boxes = [boundaries.nth(i).bounding_box() for i in range(2)]
+        assert boxes[0]["width"] >= 300 and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"]
+        for kind in ("network", "layers"):
+            assert page.locator(f"img.{kind}").count() == 2
+            assert page.locator(f"img.{kind}").first.evaluate("i => i.naturalWidth") > 200
+        # the slider stays in reach while the pictures further down are looked at
+        page.locator("img.layers").first.scroll_into_view_if_needed()
+        assert 0 <= page.locator(".controls").bounding_box()["y"] <= 5
         assert "table" in page.content() and page.locator("td").count() >= 12
 
 

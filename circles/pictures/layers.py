@@ -126,15 +126,20 @@ def layers_image(
     maps: Sequence[LayerMap], labels: np.ndarray, classes: int, header: str
 ) -> np.ndarray:
     """The layers' panels side by side, each titled with its layer and its axes, under
-    ``header``."""
-    columns = []
-    for layer in maps:
-        title = text_block(PANEL, [(layer.title, None), (layer.axes, None)], size=BODY)
-        columns.append(np.concatenate([title, _panel(layer, labels, classes)]))
-    height = max(c.shape[0] for c in columns)
-    padded = [
-        np.pad(c, ((0, height - c.shape[0]), (4, 4), (0, 0)), constant_values=255) for c in columns
+    ``header``; the panels' tops in one line."""
+    titles = [text_block(PANEL, [(m.title, None), (m.axes, None)], size=BODY) for m in maps]
+    tallest = max(t.shape[0] for t in titles)
+    columns = [
+        np.pad(
+            np.concatenate(
+                [title, np.full((tallest - title.shape[0], PANEL, 3), 255, np.uint8)]
+                + [_panel(layer, labels, classes)]
+            ),
+            ((0, 0), (4, 4), (0, 0)),
+            constant_values=255,
+        )
+        for title, layer in zip(titles, maps, strict=True)
     ]
-    body = np.concatenate(padded, 1)
+    body = np.concatenate(columns, 1)
     top = text_block(body.shape[1], [(header, None)], size=HEADER)
     return np.ascontiguousarray(np.concatenate([top, body]))
