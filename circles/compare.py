@@ -9,13 +9,17 @@ possible; and the same at the last epoch as one PNG::
 
 Options after the configs (``--model.members 16``, ``--trainer.max_epochs 300``) go to every run.
 The runs are ordinary runs, in ``OUT/lightning_logs`` (TensorBoard shows them too); the page is
-``OUT/compare.html``, the picture ``OUT/compare.png``."""
+``OUT/compare.html``, the picture ``OUT/compare.png``. A run directory in place of a config is not
+trained again: the page shows what it wrote (its curves, its numbers, its TensorBoard frames)::
+
+    circles compare lightning_logs/0000-relu-10x10-sgd0.1-e1000-circles configs/improved.yaml"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import html
+import io
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -176,7 +180,8 @@ def _figure(records: Sequence[RunRecord]) -> Any:
         top.imshow(record.pictures[last], interpolation="antialiased")
         top.set_title(f"{record.name}, epoch {last}\n{final_line(record)}", fontsize=9)
         below = figure.add_subplot(grid[1, 2 * i : 2 * i + 2])
-        below.imshow(record.networks[last], interpolation="antialiased")
+        if record.networks:
+            below.imshow(record.networks[max(record.networks)], interpolation="antialiased")
         for ax in (top, below):
             ax.set_axis_off()
     accuracy = figure.add_subplot(grid[2, :columns])
@@ -209,7 +214,7 @@ def numbers_table(records: Sequence[RunRecord]) -> str:
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(
         f"<th>{h}</th>"
-        for h in ("config", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
+        for h in ("run", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
     )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
@@ -275,6 +280,51 @@ def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
     return recorder.record
 
 
+def record_of_run(run_dir: Path) -> RunRecord:
+    """A run already trained, read back from its directory as TensorBoard shows it: its curves
+    and final numbers, and as its pictures the decision-boundary frames it wrote (with its network
+    and its layers' maps where ``boundary.show_network`` and ``boundary.show_layers`` wrote
+    them)."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from circles.callbacks.boundary import DecisionBoundaryCallback
+    from circles.model.metrics import METRICS
+    from circles.runs.directory import CONFIG
+
+    def events(sub: str = "") -> Any:
+        return EventAccumulator(str(run_dir / sub), size_guidance={"images": 0, "scalars": 0})
+
+    record = RunRecord(name=run_dir.name)
+    stages = {stage: events(stage).Reload() for stage in ("train", "val", "test")}
+    for metric in METRICS:
+        found = stages[metric.stage]
+        if metric.tag not in found.Tags()["scalars"]:
+            continue
+        points = [(event.step, event.value) for event in found.Scalars(metric.tag)]
+        if metric.curve and metric.stage != "test":
+            record.curves[metric.name] = points
+        else:
+            record.final[metric.name] = points[-1][1]
+    config = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+    record.members = int(((config or {}).get("model") or {}).get("members") or 1)
+    root = events().Reload()
+    for tag, kept in (
+        (DecisionBoundaryCallback.TAG, record.pictures),
+        ("network/weights", record.networks),
+        ("layers/plane", record.layers),
+    ):
+        if tag in root.Tags()["images"]:
+            kept.update({image.step: _decoded(image) for image in root.Images(tag)})
+    return record
+
+
+def _decoded(image: Any) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+
+
 class _Parser(argparse.ArgumentParser):
     """Its errors as the command line's: one ``circles: error:`` line, exit status 2."""
 
@@ -287,23 +337,36 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``circles compare CONFIG [CONFIG ...] [--out DIR] [options for every run]``; returns the
-    exit status."""
+    """``circles compare CONFIG_OR_RUN [...] [--out DIR] [options for every config's run]``;
+    returns the exit status."""
     parser = _Parser(
         prog="circles compare",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "configs", nargs="+", help="the configs to train and compare, in the page's order"
+        "configs",
+        nargs="+",
+        metavar="CONFIG_OR_RUN",
+        help="in the page's order: configs to train, or run directories already trained (shown "
+        "from what they wrote: their curves, numbers and TensorBoard frames)",
     )
     parser.add_argument(
         "--out", default="compare", help="folder of the runs, the page and the picture"
     )
     args, extra = parser.parse_known_args(argv)
-    missing = [c for c in args.configs if not os.path.isfile(c)]
+    missing = [c for c in args.configs if not os.path.exists(c)]
     if missing:
-        parser.error(f"no such config file: {', '.join(missing)}")
+        parser.error(f"no such config file or run directory: {', '.join(missing)}")
+    runs = [c for c in args.configs if os.path.isdir(c)]
+    unread = [r for r in runs if not list(Path(r).glob("events.out.tfevents.*"))]
+    if unread:
+        parser.error(f"not a run directory (no TensorBoard events in it): {', '.join(unread)}")
+    if extra and len(runs) == len(args.configs):
+        parser.error(
+            f"{' '.join(extra)}: options go to the configs' runs, and there is none (a run "
+            "directory is shown as it was trained)"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lock = try_lock(out / ".lock")  # one compare writes a page at a time
@@ -313,7 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "): its page would replace this one's. Wait for it to end, or give another --out."
         )
     with lock:
-        records = [run_config(config, extra, out) for config in args.configs]
+        records = [
+            record_of_run(Path(c)) if os.path.isdir(c) else run_config(c, extra, out)
+            for c in args.configs
+        ]
         page, png = write_page(records, out)
     print(f"\nComparison: {page}  (opens offline in any browser)\nPicture: {png}", flush=True)
     return 0

@@ -119,10 +119,57 @@ def test_the_pages_slider_moves_every_run_to_the_same_epoch(compared):
         assert "table" in page.content() and page.locator("td").count() >= 12
 
 
+def page_data(page: str) -> dict:
+    return json.loads(
+        re.search(r'<script type="application/json" id="data">(.*?)</script>', page)[1]
+    )
+
+
+def table_rows(page: str) -> list[list[str]]:
+    return [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
+
+
+@pytest.mark.slow
+def test_a_compare_of_run_directories_shows_what_they_wrote_without_training(compared, tmp_path):
+    runs = sorted((compared / "lightning_logs").iterdir())
+    out = tmp_path / "again"
+    assert exit_status("compare", *map(str, runs), "--out", str(out)) == 0
+    assert not (out / "lightning_logs").exists()  # nothing trained
+    page = (out / "compare.html").read_text()
+    before = (compared / "compare.html").read_text()
+    # the same numbers, read back from TensorBoard's events
+    assert [row[1:] for row in table_rows(page)] == [row[1:] for row in table_rows(before)]
+    assert [row[0] for row in table_rows(page)[1:]] == [run.name for run in runs]
+    data = page_data(page)
+    for run in data["runs"]:  # the frames the fit wrote: epoch 0 and the last
+        assert [f["epoch"] for f in run["frames"]] == [0, 11]
+        assert all(f["boundary"] for f in run["frames"])
+    assert data["epochs"] == [0, 11]
+
+
+def test_options_with_only_run_directories_or_a_folder_without_events_are_one_line(
+    tmp_path, capsys
+):
+    run = tmp_path / "lightning_logs" / "0000-relu"
+    run.mkdir(parents=True)
+    assert exit_status("compare", str(run), "--out", str(tmp_path / "page")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"circles: error: compare: not a run directory (no TensorBoard events in it): {run}"
+    ]
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    assert exit_status("compare", str(run), "--model.members=3") == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "circles: error: compare: --model.members=3: options go to the configs' runs, and there "
+        "is none (a run directory is shown as it was trained)"
+    ]
+
+
 def test_a_config_that_is_not_there_is_one_line(tmp_path, capsys):
     assert exit_status("compare", "configs/nope.yaml", "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["circles: error: compare: no such config file: configs/nope.yaml"]
+    assert err == [
+        "circles: error: compare: no such config file or run directory: configs/nope.yaml"
+    ]
 
 
 def test_a_compare_without_the_test_still_shows_each_runs_best_val_acc(tmp_path, capfd):

@@ -83,7 +83,8 @@ td, th { border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: left; }
 .runs .caption { color: #444; }
 .runs .ended { color: #b2182b; }
 .runs img { width: 100%; max-width: 34em; height: auto; display: block; }
-.runs img.boundary { max-width: 20em; image-rendering: pixelated; }
+.runs img.boundary { width: auto; height: 21em; max-width: 100%; object-fit: contain;
+  object-position: left; }
 .runs .row { grid-column: 1 / -1; font-size: 1.05em; margin: 1.2em 0 0.2em; }
 .curves { grid-column: 1 / -1; position: relative; max-width: 90em; }
 .curves img { max-width: none; }
@@ -110,11 +111,16 @@ function show(position) {
     const column = columns[i];
     for (const kind of ["boundary", "network", "layers"]) {
       const image = document.querySelector(`img.${kind}[data-run="${i}"]`);
-      if (image && frame[kind]) image.src = frame[kind];
+      if (!image) continue;
+      image.hidden = !frame[kind];
+      if (frame[kind]) image.src = frame[kind];
     }
     const caption = column.querySelector(".caption");
-    const ended = frame.epoch < epoch;
-    caption.textContent = frame.caption + (ended ? " (its last epoch: the run has ended)" : "");
+    const last = frame === run.frames[run.frames.length - 1];
+    const ended = last && frame.epoch < epoch;
+    const note = ended ? " (its last epoch: the run has ended)"
+      : frame.epoch < epoch ? ` (its latest picture before epoch ${epoch})` : "";
+    caption.textContent = frame.caption + note;
     caption.classList.toggle("ended", ended);
   });
   data.marks.forEach((chart, i) => {
@@ -237,9 +243,10 @@ def page_html(records: Sequence[RunRecord], numbers: str, final: Sequence[str]) 
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>circles: {html.escape(names)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(names)}</h1>
-<p class="about">Each run's decision boundary over its validation points (the colour of the class
-it predicts; with several seeds, the share of them voting each class), at the epoch the slider
-gives: every run is pictured at the same epochs, more often early, when the boundary moves most.
+<p class="about">Each run's decision boundary (the colour of the class it predicts; with several
+seeds, the share of them voting each class) over its validation points, at the epoch the slider
+gives: every config's run is pictured at the same epochs, more often early, when the boundary moves
+most (a run directory shows the TensorBoard frames it wrote).
 Under the boundaries, the accuracy and loss of every run (train dashed, val solid; the grey line is
 the slider's epoch); further down each network as TensorFlow Playground draws it (its first seed's:
 each unit's output over the plane, joined by links as wide as their weights, blue positive, red
