@@ -341,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     returns the exit status."""
     parser = _Parser(
         prog="circles compare",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0].replace("``", "").rstrip(":") + ".",
+        epilog="\n\n".join(__doc__.replace("``", "").split("\n\n")[1:]).replace("::", ":"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
