@@ -3,6 +3,7 @@ DecisionBoundaryCallback."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -678,3 +679,34 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     assert frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY
     test_frames = events.Images("test/decision_boundary")
     assert len(test_frames) == 1 and test_frames[0].width == 21 * 20  # one panel: drawn 20x
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_a_linear_frame_says_its_boundary_in_two_lines_at_most(members):
+    """The card TensorBoard shows a frame in is 215 pixels high: the linear model's note (its
+    equation with one member) may add two lines to a ReLU model's frame, no more."""
+    from circles.pictures.notes import picture_notes
+
+    data = CirclesDataModule(n_samples=100)
+    data.setup("fit")
+    linear = CirclesClassifier(activation="none", members=members)
+    relu = CirclesClassifier(members=members)
+    notes = picture_notes(linear, data)
+    if members == 1:
+        collapsed = linear.collapsed()
+        w, b = collapsed[0][0][0].tolist(), float(collapsed[1][0][0])
+        (note,) = notes
+        equation = re.search(r"(\S+)\*x1 ([+-]) (\S+)\*x2 ([+-]) (\S+) = 0$", note)
+        assert equation is not None, note
+        w1, sign2, w2, sign0, b0 = equation.groups()
+        np.testing.assert_allclose(
+            [float(w1), float(sign2 + w2), float(sign0 + b0)], [*w, b], rtol=5e-3
+        )
+    else:
+        assert "each member's boundary is a straight line (black)" in notes[-1]
+    panels = [half_panel("Train"), half_panel("Val")]
+    heights = [
+        boundary_image(panels, header="epoch 3", note="; ".join(picture_notes(m, data))).shape[0]
+        for m in (relu, linear)
+    ]
+    assert heights[1] - heights[0] <= 2 * (BODY + 6)

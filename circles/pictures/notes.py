@@ -52,23 +52,30 @@ def picture_notes(model: Classifier, data: PointData) -> list[str]:
             if model.feature_names == ["x1", "x2"]
             else f"a straight line in {', '.join(model.feature_names)} (a curve of the plane)"
         )
-        notes.append(
-            f"no activation: the layers are one affine map, so each boundary is {shape} (black)"
-            + (", one per member" if model.members > 1 else "")
-            + (f" (the first {MEMBER_LINES})" if model.members > MEMBER_LINES else "")
-        )
         if model.members == 1:
-            notes += collapse_lines(model, model.feature_names, data.class_legend())
+            collapsed = model.collapsed()
+            assert collapsed is not None  # draws_lines: no activation
+            logit = affine_text(collapsed[0][0][0], collapsed[1][0][0], model.feature_names, 3)
+            boundary = "a straight boundary" if shape == "a straight line" else f"boundary {shape}"
+            notes.append(f"no activation, one affine map: {boundary}, {logit} = 0")
+        else:
+            first = f" (the first {MEMBER_LINES})" if model.members > MEMBER_LINES else ""
+            notes.append(
+                f"no activation: one affine map each, so each member's boundary is {shape} "
+                f"(black{first})"
+            )
     return notes
 
 
-def affine_text(weights: torch.Tensor, bias: torch.Tensor, inputs: Sequence[str]) -> str:
+def affine_text(
+    weights: torch.Tensor, bias: torch.Tensor, inputs: Sequence[str], digits: int = 4
+) -> str:
     """``0.0123*x1 - 0.0456*x2 + 0.0789``: one output of an affine map, its weights ``(inputs,)``
-    and bias."""
+    and bias, each to ``digits`` significant digits."""
     terms = [
-        f"{'-' if w < 0 else '+'} {abs(w):.4g}*{name}"
+        f"{'-' if w < 0 else '+'} {abs(w):.{digits}g}*{name}"
         for w, name in zip(weights.tolist(), inputs, strict=True)
     ]
-    terms.append(f"{'-' if bias < 0 else '+'} {abs(float(bias)):.4g}")
+    terms.append(f"{'-' if bias < 0 else '+'} {abs(float(bias)):.{digits}g}")
     text = " ".join(terms)
     return text[2:] if text.startswith("+ ") else "-" + text[2:]
