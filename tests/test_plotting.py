@@ -16,13 +16,19 @@ from torch import nn
 from circles.data.module import CirclesDataModule
 from circles.model.classifier import CirclesClassifier
 from circles.pictures.figures import boundary_figure
-from circles.pictures.frames import BODY, HEADER, boundary_image, text_block, vote_key
+from circles.pictures.frames import (
+    BODY,
+    HEADER,
+    SIDE_WIDTH,
+    boundary_image,
+    text_block,
+    vote_key,
+)
 from circles.pictures.grids import grid_axes, grid_predictions
 from circles.pictures.network import (
+    KEY_WIDTH,
     NEGATIVE,
-    NETWORK_SPAN,
-    NETWORK_TILE,
-    NETWORK_UNITS,
+    NETWORK_HEIGHT,
     POSITIVE,
     network_image,
     neuron_image,
@@ -435,7 +441,7 @@ def test_a_members_boundary_is_drawn_as_a_one_pixel_line_where_it_lies():
 
 def test_a_picture_of_members_carries_the_key_of_its_colours():
     key = vote_key(400, 16, "inner circle (1)")
-    fill = key[2:12, 4:304].reshape(-1, 3).astype(float)
+    fill = key[2:12, 4:294].reshape(-1, 3).astype(float)
     np.testing.assert_allclose(fill[0], filled(0.0), atol=2)  # none of them: the fill of class 0
     np.testing.assert_allclose(fill[-1], filled(1.0), atol=2)  # all: class 1's
     assert np.all(key[14:] < 120, axis=2).any()  # its counts and what they count
@@ -452,8 +458,8 @@ def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units
     outputs = [np.stack([ramp, ramp.T]), np.stack([ramp, np.zeros_like(ramp), -ramp]), ramp[None]]
     weights = [np.array([[1.0, 0.0], [0.5, -0.5], [-1.0, 0.2]]), np.array([[2.0, 0.0, -0.1]])]
     image = network_image(outputs, weights, ["x1", "x2"])
-    assert image.shape[1] == 2 * 30 + 3 * NETWORK_TILE + 2 * NETWORK_SPAN
-    pixels = image.reshape(-1, 3).astype(int)
+    network = image[:, : image.shape[1] - KEY_WIDTH - 12]  # the words right of it
+    pixels = network.reshape(-1, 3).astype(int)
     blue, red = np.array(POSITIVE), np.array(NEGATIVE)
     assert (np.abs(pixels - blue).sum(1) < 60).sum() > 100 and (
         np.abs(pixels - red).sum(1) < 60
@@ -461,19 +467,21 @@ def test_the_network_picture_has_a_tile_per_unit_links_as_weights_and_dead_units
     alive = network_image(
         [outputs[0], np.stack([ramp, ramp, -ramp]), outputs[2]], weights, ["x1", "x2"]
     )
-    # "dead" is written in red; links are translucent
-    marked = np.argwhere(np.all(image == red, axis=2))
+    # a dead unit is crossed out in red; links are translucent
+    marked = np.argwhere(np.all(network == red, axis=2))
     assert len(marked) > 10 and not np.all(alive == red, axis=2).any()
-    # under the hidden layer's tile
-    assert 30 + NETWORK_TILE + NETWORK_SPAN - 15 <= marked[:, 1].min()
-    assert marked[:, 1].max() <= 30 + 2 * NETWORK_TILE + NETWORK_SPAN + 15
+    # on the hidden layer's tile: the middle one of three columns, its second unit
+    width = network.shape[1]
+    assert width / 3 < marked[:, 1].min() and marked[:, 1].max() < 2 * width / 3
+    assert network.shape[0] / 3 < marked[:, 0].mean() < 2 * network.shape[0] / 3
     wide = network_image(
         [np.repeat(ramp[None], 20, axis=0), np.repeat(ramp[None], 40, axis=0), ramp[None]],
         [np.ones((40, 20)), np.ones((1, 40))],
         [f"f{i}" for i in range(20)],
     )
-    # at most NETWORK_UNITS tiles a column
-    assert wide.shape[0] < 100 + NETWORK_UNITS * (NETWORK_TILE + 60)
+    # at most NETWORK_UNITS tiles a column, and as high as TensorBoard's card can show readably
+    assert wide.shape[0] <= NETWORK_HEIGHT + 2 * (BODY + 10)
+    assert image.shape[0] <= NETWORK_HEIGHT + 2 * (BODY + 10)
 
 
 def test_boundary_panel_subsamples_points():
@@ -678,7 +686,8 @@ def test_decision_boundary_callback_logs_frames_and_saves_pngs(tmp_path):
     # the text above
     assert frames[0].width == 2 * side + 4 and frames[0].height > side + HEADER + 2 * BODY
     test_frames = events.Images("test/decision_boundary")
-    assert len(test_frames) == 1 and test_frames[0].width == 21 * 20  # one panel: drawn 20x
+    # one panel: drawn 15x (300 pixels or more), its words in a column right of it
+    assert len(test_frames) == 1 and test_frames[0].width == 21 * 15 + 4 + SIDE_WIDTH
 
 
 @pytest.mark.parametrize("members", [1, 3])
@@ -710,3 +719,42 @@ def test_a_linear_frame_says_its_boundary_in_two_lines_at_most(members):
         for m in (relu, linear)
     ]
     assert heights[1] - heights[0] <= 2 * (BODY + 6)
+
+
+# The box TensorBoard's image card draws a picture in (measured in Chromium, 1440 pixels wide):
+# a picture is scaled to fit it, so its 17-pixel text shows at 17 times this share.
+CARD = (390, 215)
+
+
+def shown_share(image: np.ndarray) -> float:
+    return min(CARD[0] / image.shape[1], CARD[1] / image.shape[0], 1.0)
+
+
+def test_every_picture_tensorboard_shows_fits_its_card_at_three_fifths_or_more():
+    """At three fifths of its size a picture's text is 10 pixels or more: readable on the card,
+    without opening it (the network picture was shown at 0.28, the test frame at 0.39)."""
+    from circles.pictures.grids import grid_layers
+    from circles.pictures.layers import layer_maps, layers_image
+
+    torch.manual_seed(0)
+    model = CirclesClassifier()  # the chapter's 10x10
+    xs, ys = grid_axes(np.array([[-1.2, -1.2], [1.2, 1.2]]), 101)
+    panels = [half_panel("Train", nx=101, ny=101), half_panel("Val", nx=101, ny=101)]
+    header = "test set, weights of epoch 999 (the end of the fit)   test acc 0.8788"
+    layers = grid_layers(model, xs, ys)
+    weights = [w.detach().numpy() for w in model.layer_weights()]
+    points = np.random.default_rng(0).uniform(-1, 1, (200, 2))
+    pictures = {
+        "frame": boundary_image(panels, header="epoch 999   train acc 0.8637   val acc 0.8700"),
+        "test frame": boundary_image(panels[:1], header=header, note="no activation, " * 6),
+        "network": network_image(layers, weights, ["x1", "x2"], header="epoch 999"),
+        "neurons": neuron_image(layers[1], header="epoch 999, hidden layer 1"),
+        "layers": layers_image(
+            layer_maps(model, points, (-1.2, 1.2, -1.2, 1.2)),
+            np.arange(200) % 2,
+            2,
+            "epoch 999: what each hidden layer does to the plane and the training points",
+        ),
+    }
+    small = {name: round(shown_share(p), 2) for name, p in pictures.items() if shown_share(p) < 0.6}
+    assert not small, f"shown at under three fifths of their size on TensorBoard's card: {small}"

@@ -24,6 +24,11 @@ TEXT: Colour = (40, 40, 40)
 
 # pixels a frame of panels is at least wide: a panel of a 101-point grid is drawn 4x, two 2x
 FRAME_WIDTH = 400
+# a frame of one panel (the test's) draws it about 300 pixels wide (a 101-point grid 3x) with its
+# words in a column right of it: TensorBoard's card, 215 pixels high, shows it at two thirds of
+# its size, not two fifths
+SIDE_PANEL = 300
+SIDE_WIDTH = 200
 
 
 # font sizes: the header line, every other line (shown at about 16 and 13 pixels)
@@ -158,7 +163,7 @@ def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
 
     from circles.pictures.panels import fill_colours
 
-    bar_width = min(width - 8, 300)
+    bar_width = min(width - 8, 290)
     line = BODY + 6
     image = Image.new("RGB", (width, 14 + line), "white")
     image.paste(
@@ -194,55 +199,81 @@ def boundary_image(
     """The picture of ``boundary_figure`` drawn into an ``(H, W, 3)`` uint8 array, panels side by
     side (a probability row below with ``show_probability``), at least ``FRAME_WIDTH`` wide
     unless ``scale`` is given; with ``labels``, each panel under its title, and on top
-    ``header``, the classes' legend, ``note`` and ``key`` (a colour key, see :func:`vote_key`).
-    For TensorBoard's frames."""
+    ``header``, the classes' legend, ``note`` and ``key`` (a colour key, see :func:`vote_key`);
+    one panel has its words right of it instead (``SIDE_WIDTH`` wide), its key under it. For
+    TensorBoard's frames."""
+    beside = labels and len(panels) == 1
     if scale is None:
-        scale = max(2, -(-FRAME_WIDTH // sum(len(p.xs) for p in panels)))
-    rows = []
-    for view in ["class", "probability"] if show_probability else ["class"]:
-        tiles = []
-        for p in panels:
-            tile = render_panel(p, view, scale, point_radius)
-            title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
-            tiles.append(
-                np.concatenate([text_block(tile.shape[1], [(title, None)]), tile])
-                if labels
-                else tile
-            )
-        height = max(t.shape[0] for t in tiles)
-        spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
-        row = [tiles[0]]
-        for tile in tiles[1:]:
-            row += [spacer, tile]
-        rows.append(
-            np.concatenate(
-                [
-                    np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
-                    if t.ndim == 3
-                    else t
-                    for t in row
-                ],
-                axis=1,
-            )
-        )
+        wide = SIDE_PANEL if beside else FRAME_WIDTH
+        scale = max(2, -(-wide // sum(len(p.xs) for p in panels)))
+    rows = [
+        _panel_row(panels, view, scale, point_radius, gap, labels)
+        for view in (["class", "probability"] if show_probability else ["class"])
+    ]
     width = max(r.shape[1] for r in rows)
     out: list[np.ndarray] = []
-    if labels:
-        colours = class_colours(len(classes))
-        legend: list[tuple[str, Colour | None]] = [
-            (name, (int(r), int(g), int(b)))
-            for name, (r, g, b) in zip(classes, colours, strict=True)
-        ]
-        out += [text_block(width, [(header, None)], size=HEADER)] if header else []
-        out += [text_block(width, legend), *([text_block(width, [(note, None)])] if note else [])]
-        out += [_fit_width(key, width)] if key is not None else []
+    words = _words(SIDE_WIDTH if beside else width, header, note, classes) if labels else []
+    if not beside:
+        out += words
+    out += [_fit_width(key, width)] if key is not None and labels else []
     for i, image in enumerate(rows):
         if i:
             out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
         out.append(
             np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255)
         )
-    return np.concatenate(out, axis=0)
+    if not beside:
+        return np.concatenate(out, axis=0)
+    left = np.concatenate(out, axis=0)
+    right = np.concatenate(words, axis=0)
+    height = max(left.shape[0], right.shape[0])
+    return np.concatenate(
+        [
+            np.pad(left, ((0, height - left.shape[0]), (0, gap), (0, 0)), constant_values=255),
+            np.pad(right, ((0, height - right.shape[0]), (0, 0), (0, 0)), constant_values=255),
+        ],
+        axis=1,
+    )
+
+
+def _panel_row(
+    panels: Sequence[BoundaryPanel],
+    view: str,
+    scale: int,
+    point_radius: int,
+    gap: int,
+    labels: bool,
+) -> np.ndarray:
+    """One view of the panels side by side, each under its title with ``labels``."""
+    tiles = []
+    for p in panels:
+        tile = render_panel(p, view, scale, point_radius)
+        title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
+        tiles.append(
+            np.concatenate([text_block(tile.shape[1], [(title, None)]), tile]) if labels else tile
+        )
+    height = max(t.shape[0] for t in tiles)
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [spacer, tile]
+    return np.concatenate(
+        [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in row],
+        axis=1,
+    )
+
+
+def _words(width: int, header: str | None, note: str, classes: Sequence[str]) -> list[np.ndarray]:
+    """A frame's words ``width`` wide: ``header``, the classes' legend, ``note``."""
+    colours = class_colours(len(classes))
+    legend: list[tuple[str, Colour | None]] = [
+        (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)
+    ]
+    return [
+        *([text_block(width, [(header, None)], size=HEADER)] if header else []),
+        text_block(width, legend),
+        *([text_block(width, [(note, None)])] if note else []),
+    ]
 
 
 def _fit_width(image: np.ndarray, width: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from circles.pictures.panels import class_colours
 if TYPE_CHECKING:
     from circles.contracts import Classifier
 
-PANEL = 220  # pixels of a panel's side
+PANEL = 180  # pixels of a panel's side
 LINES = 11  # grid lines per direction over the data's extent
 STEPS = 201  # points along each grid line
 GRID: tuple[int, int, int] = (170, 170, 170)

@@ -14,7 +14,7 @@ from circles.pictures.panels import signed_colours
 
 
 def neuron_image(
-    activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 4, header: str | None = None
+    activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 5, header: str | None = None
 ) -> np.ndarray:
     """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row,
     showing its output over the grid in the same colours (blue positive, red negative,
@@ -63,11 +63,14 @@ def constant_units(activations: np.ndarray) -> np.ndarray:
     return flat.max(axis=1) - flat.min(axis=1) <= 1e-6 * np.maximum(peak, 1)
 
 
-# pixels; units drawn per layer at most
-NETWORK_TILE = 36
-NETWORK_GAP = 8
-NETWORK_SPAN = 90
-NETWORK_UNITS = 12
+# pixels: the height the units of the tallest column share, the most a unit's tile takes of it
+# and the room between columns; units drawn per layer at most. TensorBoard's card shows a picture
+# 215 pixels high: this one is about 330, so its 17-pixel text shows at about 11.
+NETWORK_HEIGHT = 300
+NETWORK_TILE = 40
+NETWORK_SPAN = 70
+NETWORK_UNITS = 10
+KEY_WIDTH = 180  # the column of words right of the network
 
 
 # RdYlBu's blue and red, as in the tiles
@@ -78,23 +81,27 @@ NEGATIVE = (215, 48, 39)
 @dataclass(frozen=True)
 class _Layout:
     """Where the network picture puts each unit: a column per layer, ``shown[l]`` units of layer
-    ``l`` centred in it."""
+    ``l`` centred in it, the tallest column ``NETWORK_HEIGHT`` high (its tiles smaller the more
+    units it has); ``margin`` left of the first column for the inputs' names."""
 
     shown: list[int]
-    tile: int = NETWORK_TILE
-    label: int = BODY + 6  # a unit's name under its tile
+    margin: int
     top: int = BODY + 10  # a column's title above its tiles
-    margin: int = 30  # room for a column's title wider than its tiles
+    bottom: int = 0  # room under the columns for how many units are not drawn
 
     @property
     def step(self) -> int:
-        return self.tile + self.label + NETWORK_GAP
+        return min(NETWORK_TILE + 8, NETWORK_HEIGHT // max(self.shown))
+
+    @property
+    def tile(self) -> int:
+        return self.step - max(4, self.step // 6)
 
     @property
     def size(self) -> tuple[int, int]:
         layers = len(self.shown)
-        width = 2 * self.margin + layers * self.tile + (layers - 1) * NETWORK_SPAN
-        return width, self.top + max(self.shown) * self.step
+        width = self.margin + layers * self.tile + (layers - 1) * NETWORK_SPAN + 24
+        return width, self.top + max(self.shown) * self.step + self.bottom
 
     def place(self, layer: int, unit: int) -> tuple[int, int]:
         column = self.top + (max(self.shown) - self.shown[layer]) * self.step // 2
@@ -109,28 +116,41 @@ def network_image(
 ) -> np.ndarray:
     """The network as TensorBoard Playground draws it, as an ``(H, W, 3)`` uint8 image: a column
     of tiles per layer (the inputs, each hidden layer, the output), each tile that unit's output
-    over the plane on its own scale (blue +, red -), dead units marked; between columns a link
-    per weight, as wide as its size (relative to the layer's largest) and coloured by its sign.
-    ``outputs``: per layer ``(units, ny, nx)``; ``weights``: per layer ``(out, in)``; ``inputs``:
-    the input features' names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
+    over the plane on its own scale (blue +, red -), dead units crossed out in red; between
+    columns a link per weight, as wide as its size (relative to the layer's largest) and coloured
+    by its sign; right of it ``header`` and what the colours mean. ``outputs``: per layer
+    ``(units, ny, nx)``; ``weights``: per layer ``(out, in)``; ``inputs``: the input features'
+    names. At most ``NETWORK_UNITS`` units of a layer are drawn."""
     from PIL import Image, ImageDraw
 
-    layout = _Layout([min(len(o), NETWORK_UNITS) for o in outputs])
+    shown = [min(len(o), NETWORK_UNITS) for o in outputs]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    names = max(measure.textlength(name, font=_font(BODY)) for name in inputs[: shown[0]])
+    truncated = any(len(o) > n for o, n in zip(outputs, shown, strict=True))
+    layout = _Layout(shown, margin=int(names) + 12, bottom=(BODY + 6) * truncated)
     width, height = layout.size
     image = Image.new("RGB", (width, height), "white")
     overlay = Image.new("RGBA", (width, height), (255, 255, 255, 0))
     _draw_links(ImageDraw.Draw(overlay), weights, layout)
     image.paste(overlay, (0, 0), overlay)
     _draw_units(image, outputs, inputs, layout)
-    key = (
-        "links: width = |weight| (of the layer's largest), blue +, red -; "
-        "tiles: each unit's output over the plane"
+    key = np.concatenate(
+        [
+            *([text_block(KEY_WIDTH, [(header, None)], size=HEADER)] if header else []),
+            *(
+                text_block(KEY_WIDTH, [(words, None)])
+                for words in (
+                    "links: as wide as |weight| (of the layer's largest); blue +, red -",
+                    "tiles: each unit's output over the plane, on its own scale",
+                    "crossed out: a dead unit (the same output everywhere)",
+                )
+            ),
+        ]
     )
-    lines = [
-        *([text_block(width, [(header, None)], size=HEADER)] if header else []),
-        text_block(width, [(key, None)]),
-    ]
-    return np.concatenate([*lines, np.asarray(image)], axis=0)
+    tall = max(height, key.shape[0])
+    network = np.pad(np.asarray(image), ((0, tall - height), (0, 0), (0, 0)), constant_values=255)
+    key = np.pad(key, ((0, tall - key.shape[0]), (12, 0), (0, 0)), constant_values=255)
+    return np.concatenate([network, key], axis=1)
 
 
 def _draw_links(links: Any, weights: Sequence[np.ndarray], layout: _Layout) -> None:
@@ -153,8 +173,8 @@ def _draw_links(links: Any, weights: Sequence[np.ndarray], layout: _Layout) -> N
 def _draw_units(
     image: Any, outputs: Sequence[np.ndarray], inputs: Sequence[str], layout: _Layout
 ) -> None:
-    """Each column's title, each unit's tile with its name (an input's, or ``dead``), and how many
-    units of a layer are not drawn."""
+    """Each column's title, each unit's tile (an input's name left of it, a dead unit crossed
+    out), and how many units of a layer are not drawn."""
     from PIL import Image, ImageDraw
 
     draw = ImageDraw.Draw(image)
@@ -171,11 +191,14 @@ def _draw_units(
             colours = signed_colours(np.flipud(maps[unit]) / peak)
             x, y = layout.place(layer, unit)
             image.paste(Image.fromarray(colours).resize((tile, tile)), (x, y))
-            draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=(120, 120, 120))
-            name = inputs[unit] if layer == 0 else "dead" if dead[unit] else ""
-            colour = NEGATIVE if dead[unit] else TEXT
-            draw.text((x + tile // 2, y + tile + 2), name, fill=colour, font=font, anchor="mt")
+            outline = NEGATIVE if dead[unit] else (120, 120, 120)
+            draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=outline)
+            if dead[unit]:
+                draw.line((x, y, x + tile - 1, y + tile - 1), fill=NEGATIVE, width=2)
+                draw.line((x, y + tile - 1, x + tile - 1, y), fill=NEGATIVE, width=2)
+            if layer == 0:
+                draw.text((x - 6, y + tile // 2), inputs[unit], fill=TEXT, font=font, anchor="rm")
         if len(maps) > layout.shown[layer]:
             more = f"+{len(maps) - layout.shown[layer]}"
-            bottom = layout.size[1] - layout.label
+            bottom = layout.size[1] - layout.bottom + 4
             draw.text((x + tile // 2, bottom), more, fill=TEXT, font=font, anchor="mt")
