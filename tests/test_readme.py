@@ -368,3 +368,55 @@ def test_a_claim_fails_when_the_number_moved_further_than_readme_allows(monkeypa
     claims.says("acc {:.4f} here", 0.9755)  # exact, and it moved
     claims.says("acc {:.4f} there", 0.9752)  # not said at all
     assert len(claims.wrong) == 3 and "measured 'acc 0.9755 here'" in claims.wrong[1], claims.wrong
+
+
+# README's commands that need what a test cannot have (GPUs, a SLURM cluster, the network) or
+# take minutes, each tested where it can be: tests/test_distributed.py, tests/test_slurm.py,
+# tests/test_sweep.py
+ELSEWHERE = ("configs/trainer/gpu.yaml", "configs/trainer/ddp.yaml", "configs/trainer/ddp_cpu.yaml")
+SHORT = ["--trainer.max_epochs=2", "--boundary.every_n_epochs=1000", "--boundary.gif=false"]
+
+
+def readme_commands() -> list[list[str]]:
+    """Every ``python train.py ...`` line of README's code blocks, in order, as arguments (a
+    chain's last command; comments dropped)."""
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            command = shlex.split(line, comments=True)
+            while "&&" in command:
+                command = command[command.index("&&") + 1 :]
+            if command[:2] == ["python", "train.py"] and not any(c in line for c in ELSEWHERE):
+                commands.append(command[2:])
+    return commands
+
+
+def shortened(args: list[str]) -> list[str]:
+    """``args`` over a few epochs: the epochs a line sets, scaled down 50 times (to go on from a
+    short run, as the line goes on from a long one), else two, given after its configs."""
+    args = [
+        str(max(3, int(a) // 50)) if i and args[i - 1] == "--trainer.max_epochs" else a
+        for i, a in enumerate(args)
+    ]
+    if args[0] == "compare":
+        return [*args, *SHORT]
+    if args[0] != "fit":
+        return args
+    after = max((i + 2 for i, a in enumerate(args) if a == "--config"), default=1)
+    return [*args[:after], *SHORT, *args[after:]]
+
+
+def test_readme_commands_run_as_written_in_order(tmp_path, monkeypatch, capfd):
+    """Every ``python train.py`` line of README, top to bottom in one folder, as a reader runs
+    them (each fit a few epochs long): none fails, whatever the lines before it left behind
+    (``--ckpt_path last`` is the newest run's)."""
+    for folder in ("configs", "examples"):
+        (tmp_path / folder).symlink_to(REPO / folder)
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands()
+    assert len(commands) >= 15 and commands[0] == ["fit", "--config", "configs/relu.yaml"]
+    for args in commands:
+        status = exit_status(*shortened(args))
+        assert status == 0, (args, capfd.readouterr().err[-2000:])
