@@ -29,6 +29,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -532,6 +533,48 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
     )
 
 
+README_COMMANDS = {
+    "--help": ["{repo}/train.py", "fit", "--help"],
+    "improved.yaml": ["{repo}/train.py", "fit", "--config", "{repo}/configs/improved.yaml"],
+    "the main job (relu.yaml)": ["{repo}/train.py", "fit", "--config", "{repo}/configs/relu.yaml"],
+    "width_depth sweep": [
+        "-m",
+        "circles.sweep",
+        "--config",
+        "{repo}/configs/sweeps/width_depth.yaml",
+        "--jobs",
+        "2",
+    ],
+}
+
+
+def bench_busy(busy: int, sweeps: bool) -> None:
+    """README's commands from start to exit on this machine as it is and with ``busy`` other
+    processes keeping a core each busy (a shared machine): the figures behind README's time
+    ranges. The sweep (about 3 minutes idle) only with ``sweeps``."""
+    print(f"busy: README's commands, idle and beside {busy} processes spinning a core each")
+    for what, command in README_COMMANDS.items():
+        if "sweep" in what and not sweeps:
+            continue
+        seconds = []
+        for load in (0, busy):
+            spinning = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)
+            ]
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    argv = [sys.executable, *(a.format(repo=REPO) for a in command)]
+                    env = {**os.environ, "PYTHONPATH": str(REPO)}
+                    start = time.perf_counter()
+                    subprocess.run(argv, cwd=tmp, check=True, capture_output=True, env=env)
+                    seconds.append(time.perf_counter() - start)
+            finally:
+                for process in spinning:
+                    process.kill()
+                    process.wait()
+        row("busy", f"{what}, {busy} busy cores vs idle", seconds[1], seconds[0], "s")
+
+
 def bench_scale(
     repeats: int,
     n_train: int,
@@ -965,7 +1008,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="seed,epoch,startup,scale,compile,members,gpu,ddp",
-        help="comma-separated sections",
+        help="comma-separated sections (besides these: busy, and busy-sweeps with the sweep)",
+    )
+    parser.add_argument(
+        "--busy", type=int, default=2, help="busy section: how many cores other processes take"
     )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument(
@@ -987,26 +1033,27 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads",
         flush=True,
     )
+    quick = args.quick
+    runs: dict[str, Callable[[], None]] = {
+        "seed": lambda: bench_seed(repeats, epochs=200 if quick else 1000),
+        "epoch": lambda: bench_epoch(repeats, args.base, epochs=200 if quick else 1000),
+        "startup": lambda: bench_startup(repeats, args.python),
+        "scale": lambda: bench_scale(
+            repeats, n_train=200_000 if quick else 1_000_000, batch=65536, epochs=5
+        ),
+        "compile": lambda: bench_compile(repeats, epochs=200 if quick else 1000),
+        "members": lambda: bench_members(repeats, epochs=200 if quick else 1000),
+        "gpu": lambda: bench_gpu(repeats, quick),
+        "ddp": lambda: bench_ddp_gpu(quick),
+        "busy": lambda: bench_busy(args.busy, "busy-sweeps" in sections),
+    }
+    if "busy-sweeps" in sections:
+        sections.add("busy")
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)  # runs land in a temporary lightning_logs/
-        if "seed" in sections:
-            bench_seed(repeats, epochs=200 if args.quick else 1000)
-        if "epoch" in sections:
-            bench_epoch(repeats, args.base, epochs=200 if args.quick else 1000)
-        if "startup" in sections:
-            bench_startup(repeats, args.python)
-        if "scale" in sections:
-            bench_scale(
-                repeats, n_train=200_000 if args.quick else 1_000_000, batch=65536, epochs=5
-            )
-        if "compile" in sections:
-            bench_compile(repeats, epochs=200 if args.quick else 1000)
-        if "members" in sections:
-            bench_members(repeats, epochs=200 if args.quick else 1000)
-        if "gpu" in sections:
-            bench_gpu(repeats, args.quick)
-        if "ddp" in sections:
-            bench_ddp_gpu(args.quick)
+        for name, run in runs.items():
+            if name in sections:
+                run()
         os.chdir(REPO)
     print("\n| section | what | circles | baseline | ratio |\n| --- | --- | --- | --- | --- |")
     for r in ROWS:

@@ -627,7 +627,10 @@ def test_a_killed_sweeps_points_continue_from_their_last_checkpoint(tmp_path):
 def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_points(tmp_path):
     """``regions: true``: each point's members are checked exactly (circles.model.regions); the
     count is the same the model's own regions give, in summary.csv and as ``k/K`` in summary.md;
-    a point whose activation is not piecewise linear has an empty cell."""
+    a point whose activation is not piecewise linear has an empty cell. ``layers: true``: the
+    report's layers.png has a row per point, each the layer maps of its first member."""
+    from PIL import Image
+
     from circles.data.module import CirclesDataModule
     from circles.model.classifier import CirclesClassifier
     from circles.model.regions import enclosed_members
@@ -636,6 +639,7 @@ def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_poin
         tmp_path / "s.yaml",
         {"model.activation": ["relu", "tanh"]},
         regions=True,
+        layers=True,
         fixed={**TINY, "model.members": 3, "model.hidden_sizes": [3]},
     )
     assert main(["--config", str(path), "--out", "sw"]) == 0
@@ -648,13 +652,25 @@ def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_poin
     assert count is not None and relu["enclosed"] == str(count) and tanh["enclosed"] == ""
     markdown = (tmp_path / "sw" / "summary.md").read_text()
     assert f"| {count}/3 |" in markdown and "inner region closed" in markdown
-    with pytest.raises(SweepError, match="'regions' must be true or false"):
-        load_sweep(write_sweep(tmp_path / "t.yaml", {"model.activation": ["relu"]}, regions="yes"))
+    from circles.pictures.frames import HEADER
+    from circles.pictures.layers import PANEL, layer_maps, layers_image
+
+    x, y = (t.numpy() for t in data.points("train"))
+    one = layers_image(layer_maps(model, x, (-1, 1, -1, 1)), y, 2, relu["point"])
+    layers = Image.open(tmp_path / "sw" / "layers.png")
+    # two points of one hidden layer: two rows of two panels (the plane, the layer)
+    assert layers.size[0] == one.shape[1] >= 2 * PANEL
+    assert 2 * (one.shape[0] + 12) <= layers.size[1] <= 2 * (one.shape[0] + 12 + HEADER + 6)
+    for key in ("regions", "layers"):
+        with pytest.raises(SweepError, match=f"'{key}' must be true or false"):
+            load_sweep(
+                write_sweep(tmp_path / "t.yaml", {"model.activation": ["relu"]}, **{key: "yes"})
+            )
 
 
 def test_the_width_depth_sweep_is_widths_by_depths_with_regions():
     sweep = load_sweep(REPO / "configs" / "sweeps" / "width_depth.yaml")
     sizes = [p.settings["model.hidden_sizes"] for p in sweep.points]
     assert sizes == [[w] * d for w in (1, 2, 3, 4, 8) for d in (1, 2, 4, 8)]
-    assert sweep.regions and sweep.columns == 4
+    assert sweep.regions and sweep.layers and sweep.columns == 4
     assert sweep.fixed["model.activation"] == "relu" and sweep.fixed["model.members"] == 16

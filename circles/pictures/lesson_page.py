@@ -154,7 +154,10 @@ def data_uri(image: np.ndarray, kind: str = "PNG") -> str:
     buffer = io.BytesIO()
     options: dict[str, Any] = {"quality": 80} if kind == "JPEG" else {"optimize": True}
     Image.fromarray(image).save(buffer, format=kind, **options)
-    mime = f"image/{kind.lower()}"
+    return _uri(buffer, f"image/{kind.lower()}")
+
+
+def _uri(buffer: io.BytesIO, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
@@ -189,8 +192,7 @@ def curves_picture(
                 "left": [round(float(x) / width, 5) for x in lefts],
             }
         )
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"data:image/png;base64,{encoded}", marks
+    return _uri(buffer, "image/png"), marks
 
 
 def _frames(record: RunRecord) -> list[dict[str, Any]]:

@@ -1,18 +1,22 @@
-"""A sweep's report: ``summary.csv``, ``summary.md`` and ``boundaries.png`` from its points'
-results."""
+"""A sweep's report: ``summary.csv``, ``summary.md`` and ``boundaries.png`` (and ``layers.png``)
+from its points' results."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circles.model.metrics import METRICS, Metric, num, sweep_columns
 from circles.runs.directory import atomic_file
 from circles.runs.names import short
 from circles.sweep.runner import checked_result
 from circles.sweep.spec import RUNS, Sweep
+
+if TYPE_CHECKING:
+    from circles.data.module import CirclesDataModule
+    from circles.model.classifier import CirclesClassifier
 
 # summary.csv's columns after the settings: the metrics, then the members
 COLUMNS = [*sweep_columns(), "members", "enclosed"]
@@ -151,15 +155,10 @@ def markdown_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def point_panel(sweep: Sweep, row: dict[str, Any]) -> Any:
-    """A finished point's panel: its last weights over the grid of its validation points, titled
-    with its name and test accuracy (with several members: their mean ± std; the colour is then
-    the share of members voting class 1, and a linear model draws each seed's line)."""
+def point_model(sweep: Sweep, row: dict[str, Any]) -> tuple[CirclesClassifier, CirclesDataModule]:
+    """A finished point's model (its last weights, on the CPU) and data (set up for fit)."""
     from circles.data.module import CirclesDataModule
     from circles.model.classifier import CirclesClassifier
-    from circles.pictures.grids import grid_axes, grid_boundaries, grid_predictions
-    from circles.pictures.notes import MEMBER_LINES, draws_lines
-    from circles.pictures.panels import BoundaryPanel
 
     checkpoint = sweep.out / RUNS / row["point"] / "checkpoints" / "last.ckpt"
     model = CirclesClassifier.load_from_checkpoint(
@@ -167,6 +166,18 @@ def point_panel(sweep: Sweep, row: dict[str, Any]) -> Any:
     )
     data = CirclesDataModule.load_from_checkpoint(checkpoint, weights_only=True)
     data.setup("fit")
+    return model, data
+
+
+def point_panel(sweep: Sweep, row: dict[str, Any]) -> Any:
+    """A finished point's panel: its last weights over the grid of its validation points, titled
+    with its name and test accuracy (with several members: their mean ± std; the colour is then
+    the share of members voting class 1, and a linear model draws each seed's line)."""
+    from circles.pictures.grids import grid_axes, grid_boundaries, grid_predictions
+    from circles.pictures.notes import MEMBER_LINES, draws_lines
+    from circles.pictures.panels import BoundaryPanel
+
+    model, data = point_model(sweep, row)
     val = data.points("val")
     assert val is not None, "set up for fit"
     xs, ys = grid_axes(val[0], resolution=101)
@@ -224,9 +235,42 @@ def draw_boundaries(
     return len(panels)
 
 
+def draw_layers(sweep: Sweep, rows: list[dict[str, Any]], path: Path) -> int:
+    """``layers.png``: for every finished point, one row of what each hidden layer of its first
+    member does to the plane and the training points (:mod:`circles.pictures.layers`), under the
+    point's name and test accuracy. Returns the number of rows."""
+    import numpy as np
+    from PIL import Image
+
+    from circles.pictures.grids import grid_axes
+    from circles.pictures.layers import layer_maps, layers_image
+
+    pictures = []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        model, data = point_model(sweep, row)
+        x, y = (t.numpy() for t in data.points("train") or ())
+        xs, ys = grid_axes(x, resolution=2)
+        header = f"{row['point']}: test acc {num(row['metrics'].get('test_acc'))}"
+        maps = layer_maps(model, x, (xs[0], xs[-1], ys[0], ys[-1]))
+        pictures.append(layers_image(maps, y, model.num_classes, header))
+    if not pictures:
+        path.unlink(missing_ok=True)
+        return 0
+    width = max(p.shape[1] for p in pictures)
+    padded = [
+        np.pad(p, ((0, 12), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pictures
+    ]
+    image = Image.fromarray(np.concatenate(padded)).quantize(64)
+    with atomic_file(path, "wb") as f:
+        image.save(f, format="PNG", optimize=True)
+    return len(pictures)
+
+
 def write_report(sweep: Sweep) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and ``boundaries.png`` into the sweep directory from
-    the points' results; returns the rows."""
+    """Write ``summary.csv``, ``summary.md`` and ``boundaries.png`` (and ``layers.png`` with
+    ``layers: true``) into the sweep directory from the points' results; returns the rows."""
     sweep.out.mkdir(parents=True, exist_ok=True)
     rows = collect(sweep)
     write_csv(rows, sweep.keys, sweep.out / "summary.csv")
@@ -255,4 +299,6 @@ def write_report(sweep: Sweep) -> list[dict[str, Any]]:
             "command." + seeds + "\n\n" + markdown_table(rows, sweep.keys)
         )
     draw_boundaries(sweep, rows, sweep.out / "boundaries.png")
+    if sweep.layers:
+        draw_layers(sweep, rows, sweep.out / "layers.png")
     return rows

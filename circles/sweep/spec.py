@@ -16,7 +16,7 @@ from circles.runs.names import run_label, shortened
 
 MAX_POINTS = 10_000
 RUNS = "runs"  # the TensorBoard logger's ``name``: run directories are DIR/runs/<point name>
-SWEEP_KEYS = {"base", "fixed", "grid", "columns", "regions"}
+SWEEP_KEYS = {"base", "fixed", "grid", "columns", "regions", "layers"}
 
 
 class SweepError(ValueError):
@@ -47,6 +47,8 @@ class Sweep:
     columns: int | None = None
     # each point's members' class-1 regions decided exactly (circles.model.regions)
     regions: bool = False
+    # the report's layers.png: what each hidden layer of each point does to the plane
+    layers: bool = False
 
     def run_dir(self, point: Point) -> Path:
         """The point's run directory (its TensorBoard logger's ``log_dir``)."""
@@ -212,9 +214,10 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     columns = spec.get("columns")
     if columns is not None and (not isinstance(columns, int) or columns < 1):
         raise SweepError(f"{path}: 'columns' must be a positive integer, got {columns!r}.")
-    regions = spec.get("regions", False)
-    if not isinstance(regions, bool):
-        raise SweepError(f"{path}: 'regions' must be true or false, got {regions!r}.")
+    regions, layers = (spec.get(key, False) for key in ("regions", "layers"))
+    for key, value in (("regions", regions), ("layers", layers)):
+        if not isinstance(value, bool):
+            raise SweepError(f"{path}: '{key}' must be true or false, got {value!r}.")
     width = max(2, len(str(len(combos) - 1)))
     points = [Point(i, point_name(i, combo, width), combo) for i, combo in enumerate(combos)]
     return Sweep(
@@ -226,4 +229,5 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         Path(out) if out is not None else Path("sweeps") / path.stem,
         columns,
         regions,
+        layers,
     )
