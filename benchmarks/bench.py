@@ -537,6 +537,12 @@ README_COMMANDS = {
     "--help": ["{repo}/train.py", "fit", "--help"],
     "improved.yaml": ["{repo}/train.py", "fit", "--config", "{repo}/configs/improved.yaml"],
     "the main job (relu.yaml)": ["{repo}/train.py", "fit", "--config", "{repo}/configs/relu.yaml"],
+    "the main job, OMP_NUM_THREADS=1": [
+        "{repo}/train.py",
+        "fit",
+        "--config",
+        "{repo}/configs/relu.yaml",
+    ],
     "width_depth sweep": [
         "-m",
         "circles.sweep",
@@ -565,6 +571,8 @@ def bench_busy(busy: int, sweeps: bool) -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     argv = [sys.executable, *(a.format(repo=REPO) for a in command)]
                     env = {**os.environ, "PYTHONPATH": str(REPO)}
+                    if "OMP_NUM_THREADS=1" in what:
+                        env["OMP_NUM_THREADS"] = "1"
                     start = time.perf_counter()
                     subprocess.run(argv, cwd=tmp, check=True, capture_output=True, env=env)
                     seconds.append(time.perf_counter() - start)
