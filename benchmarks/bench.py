@@ -533,24 +533,24 @@ def bench_startup(repeats: int, python: str = sys.executable) -> None:
     )
 
 
-README_COMMANDS = {
-    "--help": ["{repo}/train.py", "fit", "--help"],
-    "improved.yaml": ["{repo}/train.py", "fit", "--config", "{repo}/configs/improved.yaml"],
-    "the main job (relu.yaml)": ["{repo}/train.py", "fit", "--config", "{repo}/configs/relu.yaml"],
-    "the main job, OMP_NUM_THREADS=1": [
-        "{repo}/train.py",
-        "fit",
-        "--config",
-        "{repo}/configs/relu.yaml",
-    ],
-    "width_depth sweep": [
-        "-m",
-        "circles.sweep",
-        "--config",
-        "{repo}/configs/sweeps/width_depth.yaml",
-        "--jobs",
-        "2",
-    ],
+MAIN_JOB = ["{repo}/train.py", "fit", "--config", "{repo}/configs/relu.yaml"]
+# README's commands: what each is called, the environment it adds, its arguments
+README_COMMANDS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "--help": ({}, ["{repo}/train.py", "fit", "--help"]),
+    "improved.yaml": ({}, ["{repo}/train.py", "fit", "--config", "{repo}/configs/improved.yaml"]),
+    "the main job (relu.yaml)": ({}, MAIN_JOB),
+    "the main job, OMP_NUM_THREADS=1": ({"OMP_NUM_THREADS": "1"}, MAIN_JOB),
+    "width_depth sweep": (
+        {},
+        [
+            "-m",
+            "circles.sweep",
+            "--config",
+            "{repo}/configs/sweeps/width_depth.yaml",
+            "--jobs",
+            "2",
+        ],
+    ),
 }
 
 
@@ -559,7 +559,7 @@ def bench_busy(busy: int, sweeps: bool) -> None:
     processes keeping a core each busy (a shared machine): the figures behind README's time
     ranges. The sweep (about 3 minutes idle) only with ``sweeps``."""
     print(f"busy: README's commands, idle and beside {busy} processes spinning a core each")
-    for what, command in README_COMMANDS.items():
+    for what, (added, command) in README_COMMANDS.items():
         if "sweep" in what and not sweeps:
             continue
         seconds = []
@@ -570,9 +570,7 @@ def bench_busy(busy: int, sweeps: bool) -> None:
             try:
                 with tempfile.TemporaryDirectory() as tmp:
                     argv = [sys.executable, *(a.format(repo=REPO) for a in command)]
-                    env = {**os.environ, "PYTHONPATH": str(REPO)}
-                    if "OMP_NUM_THREADS=1" in what:
-                        env["OMP_NUM_THREADS"] = "1"
+                    env = {**os.environ, "PYTHONPATH": str(REPO), **added}
                     start = time.perf_counter()
                     subprocess.run(argv, cwd=tmp, check=True, capture_output=True, env=env)
                     seconds.append(time.perf_counter() - start)
