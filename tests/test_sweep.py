@@ -624,7 +624,9 @@ def test_a_killed_sweeps_points_continue_from_their_last_checkpoint(tmp_path):
         assert steps == list(range(1500))  # the epochs before the kill kept, the rest added
 
 
-def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_points(tmp_path):
+def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_points(
+    tmp_path, capsys
+):
     """``regions: true``: each point's members are checked exactly (circles.model.regions); the
     count is the same the model's own regions give, in summary.csv and as ``k/K`` in summary.md;
     a point whose activation is not piecewise linear has an empty cell. ``layers: true``: the
@@ -643,6 +645,7 @@ def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_poin
         fixed={**TINY, "model.members": 3, "model.hidden_sizes": [3]},
     )
     assert main(["--config", str(path), "--out", "sw"]) == 0
+    assert "; layers: sw/layers.png" in capsys.readouterr().out
     relu, tanh = rows(tmp_path / "sw")
     last = tmp_path / "sw" / "runs" / relu["point"] / "checkpoints" / "last.ckpt"
     model = CirclesClassifier.load_from_checkpoint(last, map_location="cpu", weights_only=True)

@@ -123,9 +123,11 @@ def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
         + f". Wall time {time.perf_counter() - start:.1f} s."
     )
     picture = sweep.out / "boundaries.png"
+    layers = sweep.out / "layers.png"
     print(
         f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}"
         + (f"; boundaries: {picture}" if picture.is_file() else " (no finished point to draw)")
+        + (f"; layers: {layers}" if sweep.layers and layers.is_file() else "")
         + f"\nCompare the runs: {tensorboard_command(str(sweep.out))}"
     )
     return int(bool(bad))
