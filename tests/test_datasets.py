@@ -198,8 +198,8 @@ def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run
     for tag, units in (("neurons/layer_1", 3), ("neurons/layer_2", 10)):
         images = ea.Images(tag)
         assert [i.step for i in images] == [0, 2, 4]
-        # four tiles of 20 points a row, 4 pixels apart, each over its 21-pixel label
-        cols = min(units, 4)
+        # five tiles of 20 points a row, 4 pixels apart, each over its 21-pixel label
+        cols = min(units, 5)
         rows = -(-units // cols)
         assert images[-1].width == cols * 24 - 4 and images[-1].height > rows * (20 + 21 + 4) - 4
     gif = Image.open(run / "decision_boundary.gif")
