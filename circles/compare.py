@@ -72,7 +72,6 @@ class RunRecorder(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record.members = classifier(pl_module).members
-        self.record.classes = trainer_data(trainer).class_legend()
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -289,17 +288,17 @@ def record_of_run(run_dir: Path) -> RunRecord:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from circles.callbacks.boundary import DecisionBoundaryCallback
-    from circles.model.metrics import METRICS
+    from circles.model.metrics import METRICS, STAGES
     from circles.runs.directory import CONFIG
 
     def events(sub: str = "") -> Any:
         return EventAccumulator(str(run_dir / sub), size_guidance={"images": 0, "scalars": 0})
 
     record = RunRecord(name=run_dir.name)
-    stages = {stage: events(stage).Reload() for stage in ("train", "val", "test")}
+    stages = {stage: events(stage).Reload() for stage in STAGES if (run_dir / stage).is_dir()}
     for metric in METRICS:
-        found = stages[metric.stage]
-        if metric.tag not in found.Tags()["scalars"]:
+        found = stages.get(metric.stage)
+        if found is None or metric.tag not in found.Tags()["scalars"]:
             continue
         points = [(event.step, event.value) for event in found.Scalars(metric.tag)]
         if metric.curve and metric.stage != "test":
@@ -368,6 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{' '.join(extra)}: options go to the configs' runs, and there is none (a run "
             "directory is shown as it was trained)"
         )
+    trained = {run: record_of_run(Path(run)) for run in runs}
+    unseen = [run for run, record in trained.items() if not record.pictures]
+    if unseen:
+        parser.error(
+            f"no decision-boundary frames in the TensorBoard events of {', '.join(unseen)}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lock = try_lock(out / ".lock")  # one compare writes a page at a time
@@ -377,10 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "): its page would replace this one's. Wait for it to end, or give another --out."
         )
     with lock:
-        records = [
-            record_of_run(Path(c)) if os.path.isdir(c) else run_config(c, extra, out)
-            for c in args.configs
-        ]
+        records = [trained.get(c) or run_config(c, extra, out) for c in args.configs]
         page, png = write_page(records, out)
     print(f"\nComparison: {page}  (opens offline in any browser)\nPicture: {png}", flush=True)
     return 0

@@ -162,6 +162,11 @@ def test_options_with_only_run_directories_or_a_folder_without_events_are_one_li
         "circles: error: compare: --model.members=3: options go to the configs' runs, and there "
         "is none (a run directory is shown as it was trained)"
     ]
+    assert exit_status("compare", str(run), "--out", str(tmp_path / "page")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"circles: error: compare: no decision-boundary frames in the TensorBoard events of {run}"
+    ]
+    assert not (tmp_path / "page").exists()
 
 
 def test_a_config_that_is_not_there_is_one_line(tmp_path, capsys):

@@ -36,7 +36,6 @@ class RunRecord:
     layers: dict[int, np.ndarray] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     members: int = 1
-    classes: tuple[str, ...] = ()
 
 
 def draw_curves(ax: Any, records: Sequence[RunRecord], metric: str, label: str) -> None:
