@@ -48,6 +48,23 @@ def test_each_layers_map_is_its_own_output_in_the_plane_the_docstring_names(hidd
         assert layer_map.lines.shape[0] == 2 * 11 and layer_map.lines.shape[2] == 2
 
 
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_a_layer_that_maps_every_point_to_one_spot_says_so(width):
+    """A dead layer (no unit fires on any point) draws a single dot: its panel says why."""
+    x, _ = points()
+    axes = {}
+    for bias in (-100.0, 100.0):  # every unit off everywhere; every unit on everywhere
+        torch.manual_seed(0)
+        model = CirclesClassifier(hidden_sizes=[width, width])
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.ndim == 2:  # the stacked biases: (members, units)
+                    parameter.fill_(bias)
+        axes[bias] = [m.axes for m in layer_maps(model, x, EXTENT)[1:]]
+    assert axes[-100.0] == ["every point at one spot: no unit tells them apart"] * 2
+    assert not any("one spot" in a for a in axes[100.0])
+
+
 def test_the_picture_has_a_panel_per_layer_with_both_classes_in_each():
     torch.manual_seed(0)
     model = CirclesClassifier(hidden_sizes=[8, 8])

@@ -80,6 +80,8 @@ def layer_maps(
             mean, directions, share = _principal_plane(on_points)
             mapped = (layer - mean) @ directions
             axes = f"its 2 principal directions ({share:.0%} of the spread)"
+        if np.ptp(on_points, axis=0).max() <= 1e-9:
+            axes = "every point at one spot: no unit tells them apart"
         maps.append(
             LayerMap(
                 f"layer {i}: {units} unit{'s' * (units > 1)}",
