@@ -125,16 +125,13 @@ class RunRecorder(Callback):
     def _layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> np.ndarray:
         """What each hidden layer does to the plane and the training points (the first
         member's)."""
-        from circles.pictures.layers import layer_maps, layers_image
+        from circles.pictures.layers import layers_picture
 
         assert self._grid is not None  # the boundary's picture made it
         points = trainer_data(trainer).points("train")
         assert points is not None
-        xs, ys = self._grid
-        model = classifier(pl_module)
-        maps = layer_maps(model, points[0].cpu().numpy(), (xs[0], xs[-1], ys[0], ys[-1]))
-        header = f"epoch {epoch}"
-        return layers_image(maps, points[1].cpu().numpy(), model.num_classes, header)
+        x, y = (t.cpu().numpy() for t in points)
+        return layers_picture(classifier(pl_module), x, y, self._grid, f"epoch {epoch}")
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

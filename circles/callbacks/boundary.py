@@ -20,7 +20,7 @@ from circles.model.metrics import accuracy_text, latest_values
 from circles.pictures.figures import boundary_figure
 from circles.pictures.frames import Animation, boundary_image, vote_key
 from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
-from circles.pictures.layers import layer_maps, layers_image
+from circles.pictures.layers import layers_picture
 from circles.pictures.network import network_image, neuron_image
 from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
 from circles.pictures.panels import BoundaryPanel
@@ -222,12 +222,10 @@ class DecisionBoundaryCallback(Callback):
     def _write_layers(
         self, writer: Any, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int
     ) -> None:
-        sets, (xs, ys) = self._grids["fit"]
+        sets, grid = self._grids["fit"]
         x, y = sets["train"]
-        model = classifier(pl_module)
-        maps = layer_maps(model, x, (xs[0], xs[-1], ys[0], ys[-1]))
         header = f"epoch {step}: what each hidden layer does to the plane and the training points"
-        image = layers_image(maps, y, model.num_classes, header)
+        image = layers_picture(classifier(pl_module), x, y, grid, header)
         writer.add_image("layers/plane", image, global_step=step, dataformats="HWC")
 
     def _fit_frame(

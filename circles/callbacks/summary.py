@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from typing_extensions import override
 
 from circles.bayes import accuracy_interval
-from circles.contracts import classifier, trainer_data
+from circles.contracts import classifier, trainer_callbacks, trainer_data
 from circles.model.metrics import latest_values
 from circles.pictures.notes import collapse_lines
 from circles.runs.directory import BOUNDARY_PNG, BOUNDARY_TEST_PNG, MEMBERS_CSV, atomic_file
@@ -121,7 +121,7 @@ def stopped_lines(trainer: pl.Trainer) -> list[str]:
         + " ".join(
             callback.stopping_reason_message.replace("Signaling Trainer to stop.", "").split()
         )
-        for callback in trainer.callbacks  # type: ignore[attr-defined]  # the Trainer sets it
+        for callback in trainer_callbacks(trainer)
         if isinstance(callback, EarlyStopping)
         and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
         and callback.stopping_reason_message

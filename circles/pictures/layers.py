@@ -124,6 +124,20 @@ def _panel(layer: LayerMap, labels: np.ndarray, classes: int) -> np.ndarray:
     return np.asarray(image)
 
 
+def layers_picture(
+    model: Classifier,
+    points: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    header: str,
+) -> np.ndarray:
+    """What each hidden layer of ``model`` does to the plane (its grid lines over the extent of
+    ``grid``'s axes) and to ``points``, as one picture under ``header``."""
+    xs, ys = grid
+    maps = layer_maps(model, points, (xs[0], xs[-1], ys[0], ys[-1]))
+    return layers_image(maps, labels, model.num_classes, header)
+
+
 def layers_image(
     maps: Sequence[LayerMap], labels: np.ndarray, classes: int, header: str
 ) -> np.ndarray:

@@ -243,7 +243,7 @@ def draw_layers(sweep: Sweep, rows: list[dict[str, Any]], path: Path) -> int:
     from PIL import Image
 
     from circles.pictures.grids import grid_axes
-    from circles.pictures.layers import layer_maps, layers_image
+    from circles.pictures.layers import layers_picture
 
     pictures = []
     for row in rows:
@@ -251,10 +251,8 @@ def draw_layers(sweep: Sweep, rows: list[dict[str, Any]], path: Path) -> int:
             continue
         model, data = point_model(sweep, row)
         x, y = (t.numpy() for t in data.points("train") or ())
-        xs, ys = grid_axes(x, resolution=2)
         header = f"{row['point']}: test acc {num(row['metrics'].get('test_acc'))}"
-        maps = layer_maps(model, x, (xs[0], xs[-1], ys[0], ys[-1]))
-        pictures.append(layers_image(maps, y, model.num_classes, header))
+        pictures.append(layers_picture(model, x, y, grid_axes(x, resolution=2), header))
     if not pictures:
         path.unlink(missing_ok=True)
         return 0
