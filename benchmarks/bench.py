@@ -713,8 +713,8 @@ def _sklearn_mlp_fit(epochs: int, seed: int, data) -> float:
 
 def _stacked_vs_vmap(members: int, steps: int) -> tuple[float, float]:
     """Seconds for ``steps`` forward+backward passes of K stacked chapter networks: circles'
-    StackedMLP (baddbmm) against torch.func's stack_module_state + vmap(functional_call), the
-    model-ensembling tutorial's way."""
+    StackedMLP (points-last products) against torch.func's stack_module_state +
+    vmap(functional_call), the model-ensembling tutorial's way."""
     import copy
 
     from torch.func import functional_call, stack_module_state
@@ -819,7 +819,7 @@ def bench_members(repeats: int, epochs: int) -> None:
     ours, vmap = zip(*(_stacked_vs_vmap(64, 200) for _ in range(repeats)), strict=True)
     row(
         "members",
-        "K=64 forward+backward: StackedMLP (baddbmm) vs torch.func stack_module_state + vmap",
+        "K=64 forward+backward: StackedMLP (points last) vs torch.func stack_module_state + vmap",
         min(ours),
         min(vmap),
         "s",

