@@ -866,6 +866,26 @@ def test_ctrl_c_while_importing_or_in_the_learning_rate_finder_is_one_line(
     assert not list(tmp_path.glob(".lr_find_*.ckpt"))  # Lightning's own state removed
 
 
+def test_ctrl_c_before_the_finder_starts_leaves_none_of_lightnings_state(
+    tmp_path, monkeypatch, capfd
+):
+    """Lightning saves the weights its learning-rate finder starts from, then enters the ``try``
+    whose ``finally`` removes them: a Ctrl-C in between (here while it makes its results object)
+    leaves none of them either."""
+    from lightning.pytorch.tuner import lr_finder
+
+    def interrupted(*args, **kwargs):
+        assert list(tmp_path.glob(".lr_find_*.ckpt")), "the finder's state is saved first"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lr_finder._LRFinder, "__init__", interrupted)
+    finder = ["--config", str(CONFIGS / "trainer" / "lr_find.yaml")]
+    assert exit_status("fit", *SMALL, *finder, "--trainer.max_epochs=2") == 128 + signal.SIGINT
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "Ctrl-C (SIGINT)" in line, line
+    assert not list(tmp_path.glob(".lr_find_*.ckpt"))
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, lambda: Interrupted(15, "fit interrupted")])
 def test_after_an_interruption_a_half_built_objects_destructor_prints_nothing(
     capfd, monkeypatch, stop

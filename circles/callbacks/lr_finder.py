@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,6 +13,9 @@ from typing_extensions import override
 from circles.pictures.figures import finder_figure
 from circles.runs.directory import LR_FIND_PNG, save_figure
 from circles.runs.logger import tensorboard_of
+
+# the state Lightning's finder saves before it starts and removes after it
+LIGHTNING_STATE = ".lr_find_*.ckpt"
 
 
 class LearningRateReport(LearningRateFinder):
@@ -64,8 +68,16 @@ class LearningRateReport(LearningRateFinder):
         max_epochs = loop.max_epochs
         if max_epochs is not None and max_epochs >= 0:
             loop.max_epochs = max_epochs + self._num_training_steps
+        states = Path(trainer.default_root_dir)
+        before = set(states.glob(LIGHTNING_STATE))
         try:
             super().on_fit_start(trainer, pl_module)
+        except BaseException:
+            # Lightning saves the weights the finder starts from a few lines before the ``try``
+            # whose ``finally`` removes them: stopped in between (Ctrl-C), they would stay.
+            for left in set(states.glob(LIGHTNING_STATE)) - before:
+                left.unlink(missing_ok=True)
+            raise
         finally:
             loop.max_epochs = max_epochs
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
