@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "): its page would replace this one's. Wait for it to end, or give another --out."
         )
     with lock:
-        records = [trained.get(c) or run_config(c, extra, out) for c in args.configs]
+        records = [trained[c] if c in trained else run_config(c, extra, out) for c in args.configs]
         page, png = write_page(records, out)
     print(f"\nComparison: {page}  (opens offline in any browser)\nPicture: {png}", flush=True)
     return 0
