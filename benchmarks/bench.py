@@ -263,11 +263,11 @@ def circles_fit(
     times trainer.fit. With ``pregenerate`` the data is drawn before the clock starts (setup()
     then only moves it to the device); ``drop`` names callbacks taken out (``drop_boundary``: the
     decision-boundary pictures)."""
-    from circles.cli import CirclesCLI
+    from circles.cli import run_cli
 
     drop = (*drop, "DecisionBoundaryCallback") if drop_boundary else drop
     with quiet():
-        cli = CirclesCLI(args=args, run=False)
+        cli = run_cli(args=args, run=False)
         if pregenerate:
             cli.datamodule.setup("fit")
         cli.trainer.callbacks[:] = [

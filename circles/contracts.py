@@ -91,9 +91,11 @@ def trainer_data(trainer: Any) -> PointData:
     return point_data(trainer.datamodule)
 
 
-def has_data_module(trainer: Any) -> bool:
-    """Whether the run was given a data module (rather than dataloaders)."""
-    return trainer.datamodule is not None
+def known_data(trainer: Any) -> PointData | None:
+    """The trainer's data module if it is :class:`PointData` (circles' own, or one that says as
+    much of its points); None for any other data, whose extras are then not used."""
+    data = trainer.datamodule
+    return data if isinstance(data, PointData) else None
 
 
 def trainer_callbacks(trainer: Any) -> list[Any]:

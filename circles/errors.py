@@ -14,7 +14,14 @@ class CirclesError(Exception):
     kind = "error"
 
 
-class ConfigError(CirclesError, ValueError):
+class InputError(CirclesError):
+    """Bad input: a config value, a file, a checkpoint, a resume with other settings, a run another
+    process writes, an allocation the ranks cannot fill."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError, ValueError):
     """A configuration value outside its allowed range.
 
     ``field`` is the argument's name as its class spells it (``noise``); the CLI qualifies it
@@ -38,14 +45,17 @@ class ConfigError(CirclesError, ValueError):
         )
 
 
-class SettingError(CirclesError):
+class SettingError(InputError):
     """A setting that a library (Lightning, ``torch.optim``) rejected; the message is the
-    library's, prefixed with the config section it belongs to."""
+    library's, after the setting's name (``field``, qualified by its config section as a
+    :class:`ConfigError`'s is)."""
 
-    exit_code = 2
+    def __init__(self, field: str | None, err: BaseException | str) -> None:
+        self.field, self.err = field, err
+        super().__init__(f"{field + ': ' if field else ''}{' '.join(str(err).split())}")
 
-    def __init__(self, section: str | None, err: BaseException) -> None:
-        super().__init__(f"{section + ': ' if section else ''}{' '.join(str(err).split())}")
+    def qualified(self, section: str | None) -> SettingError:
+        return SettingError(f"{section}.{self.field}" if section else self.field, self.err)
 
 
 def check(condition: bool, field: str, allowed: str, got: object, hint: str = "") -> None:

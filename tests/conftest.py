@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from helpers import REPO, TINY, evaluation_dirs, exit_status, fit_in, processes, run_dir, run_names
 
@@ -19,6 +20,13 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # small for a second thread to change any result (the README's runs are bitwise the same).
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+
+
+# No clock decides a test: a busy machine only takes longer (Hypothesis' 200 ms deadline failed
+# tests/test_bayes.py on one). Each test's own settings keep this unless they set a deadline, which
+# tests/test_code.py forbids.
+settings.register_profile("circles", deadline=None)
+settings.load_profile("circles")
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,14 @@ refusals as real jobs.)"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-from circles.cli.slurm import (
+from circles.runs.slurm import (
     AllocationError,
     check_slurm_allocation,
     check_slurm_launch,
@@ -93,18 +94,17 @@ def test_a_job_of_several_tasks_outside_srun_is_refused_and_one_task_is_not(node
         check_slurm_launch([], env)
 
 
-@given(nodes=counts, per_node=counts)
-def test_ntasks_without_tasks_per_node_names_the_per_node_count(nodes, per_node):
-    env = job(nodes, None)
-    env["SLURM_NTASKS"] = str(nodes * per_node)
-    if nodes * per_node == 1:
-        check_slurm_launch([], env)
-        return
-    with pytest.raises(AllocationError) as err:
-        check_slurm_launch([], env)
-    assert f"submit with --nodes={nodes} --ntasks-per-node={per_node} instead of --ntasks" in str(
-        err.value
-    )
+def test_ntasks_without_tasks_per_node_is_lightnings_refusal_in_one_line(monkeypatch, capfd):
+    """``--ntasks`` without ``--ntasks-per-node``: Lightning's SLURM environment refuses it when
+    the Trainer is built, saying what to give instead; the command line makes it one line."""
+    env = job(2, None)
+    env["SLURM_NTASKS"] = "4"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert exit_status("fit", *TINY) == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert line.startswith("circles: error: trainer: ") and "--ntasks-per-node" in line
+    assert not Path("lightning_logs").exists()
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
 
 
 def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
-    run = run_cli("fit", *TINY, "--optimizer.init_args.lr=0.05")
+    run = run_cli("fit", *TINY, "--model.optimizer.init_args.lr=0.05")
     content = read_events(run).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]
@@ -167,8 +167,8 @@ def test_print_config_prints_a_complete_config_that_runs(run_cli, capsys):
     printed = capsys.readouterr().out
     config = yaml.safe_load(printed)
     assert (
-        config["optimizer"]["class_path"] == "torch.optim.SGD"
-        and config["optimizer"]["init_args"]["lr"] == 0.1
+        config["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
+        and config["model"]["optimizer"]["init_args"]["lr"] == 0.1
     )
     for section in ("trainer", "model", "data", "checkpoint", "boundary", "chapter_log"):
         assert section in config

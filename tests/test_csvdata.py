@@ -116,7 +116,7 @@ def test_a_label_column_written_as_integers_reads_the_same_in_the_training_and_t
         encode_labels(["2"], "test_path", "t.csv", known=(2, None))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     rows=st.integers(1, 30),
     bad_row=st.data(),
@@ -143,7 +143,7 @@ def test_a_point_whose_features_overflow_is_named_by_its_line(
         check_file_features(["x1_sq", "x2"], read_points_csv(path), "predict_path", path, False)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     classes=st.integers(2, 6),
     written=st.data(),

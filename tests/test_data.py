@@ -286,26 +286,55 @@ def test_module_dataloaders_without_trainer():
 
 
 @pytest.mark.parametrize(
-    "kwargs, field",
+    "kwargs",
     [
-        ({"noise": -0.01}, "noise"),
-        ({"noise": float("nan")}, "noise"),
-        ({"factor": 0.0}, "factor"),
-        ({"factor": 1.0}, "factor"),
-        ({"factor": 1.5}, "factor"),
-        ({"factor": -0.5}, "factor"),
-        ({"val_fraction": 0.0}, "val_fraction"),
-        ({"val_fraction": 1.0}, "val_fraction"),
-        ({"val_fraction": 1.2}, "val_fraction"),
-        ({"n_samples": 3}, "n_samples"),
-        ({"n_samples": 0}, "n_samples"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"batch_size": -4}, "batch_size"),
-        ({"test_samples": 0}, "test_samples"),
-        ({"test_samples": -1}, "test_samples"),
+        {"noise": -0.01},
+        {"noise": float("nan")},
+        {"noise": float("inf")},
+        {"factor": 0.0},
+        {"factor": 1.0},
+        {"factor": 1.5},
+        {"factor": -0.5},
+        {"val_fraction": 0.0},
+        {"val_fraction": 1.0},
+        {"val_fraction": 1.2},
+        {"n_samples": 0},
+        {"n_samples": 10_000_001},
+        {"batch_size": 0},
+        {"batch_size": -4},
+        {"test_samples": 0},
+        {"test_samples": -1},
+        {"seed": -1},
+        {"seed": 2**32},
+        {"classes": 1},
+        {"dataset": "rings"},
+        {"features": ["x3"]},
     ],
 )
-def test_invalid_arguments_raise_config_error_naming_the_field(kwargs, field):
+def test_each_settings_range_is_declared_in_the_signature_where_the_parser_checks_it(kwargs):
+    from argparse import ArgumentError
+
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(CirclesDataModule, "data")
+    parser.parse_object({"data": {}})  # the defaults are in range
+    with pytest.raises(ArgumentError, match=f"data.{next(iter(kwargs))}"):
+        parser.parse_object({"data": kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"n_samples": 3}, "n_samples"),
+        ({"n_samples": 9, "val_fraction": 0.1}, "n_samples"),
+        ({"dataset": "moons", "classes": 3}, "classes"),
+        ({"test_path": "test.csv"}, "test_path"),
+        ({"features": []}, "features"),
+        ({"features": ["x1", "x1"]}, "features"),
+    ],
+)
+def test_what_no_range_says_is_checked_when_the_data_module_is_made(kwargs, field):
     with pytest.raises(ConfigError) as info:
         CirclesDataModule(**kwargs)
     assert info.value.field == field

@@ -18,10 +18,11 @@ import pytest
 import torch
 import yaml
 
-from circles.cli import CirclesCLI
+from circles.cli import run_cli
 from circles.data.module import CirclesDataModule
 from circles.errors import Interrupted
-from circles.model.classifier import CirclesClassifier, TrainingDiverged
+from circles.model.classifier import CirclesClassifier
+from circles.model.training import TrainingDiverged
 from circles.runs.checkpoints import AtomicCheckpointIO
 from circles.runs.logger import TensorBoardRunLogger
 
@@ -64,16 +65,14 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_good_checkp
         *SMALL,
         "--trainer.max_epochs=1000",
         "--checkpoint.last_every_n_epochs=1",
-        "--optimizer.init_args.lr=1e6",
+        "--model.optimizer.init_args.lr=1e6",
     )
     err = capfd.readouterr().err
     assert status == 1 and "Traceback" not in err
     (line,) = error_lines(err)
     epoch = int(line.split("Training diverged at epoch ")[1].split(":")[0])
     assert 0 < epoch < 20, line
-    assert (
-        "try a smaller one" in line and "--optimizer.init_args.lr" in line and "last.ckpt" in line
-    )
+    assert "try a smaller one" in line and "--model.optimizer.lr" in line and "last.ckpt" in line
 
     run = run_dir(tmp_path / "lightning_logs", 0)
     values = scalars_by_step(run)
@@ -93,12 +92,12 @@ def test_divergence_from_weight_decay_blames_the_weight_decay_not_the_learning_r
     tmp_path, capfd, decay
 ):
     """lr 0.1 with weight_decay above 20 scales the weights by less than -1 every step."""
-    args = ["--trainer.max_epochs=200", f"--optimizer.init_args.weight_decay={decay}"]
+    args = ["--trainer.max_epochs=200", f"--model.optimizer.init_args.weight_decay={decay}"]
     assert exit_status("fit", *SMALL, *args) == 1
     (line,) = error_lines(capfd.readouterr().err)
     assert "Training diverged" in line and f"weight_decay {float(decay):g} with lr 0.1" in line
-    assert "below 20 with --optimizer.init_args.weight_decay" in line
-    assert "learning rate" not in line and "--optimizer.init_args.lr" not in line
+    assert "below 20. Set it with --model.optimizer.weight_decay" in line
+    assert "learning rate" not in line and "--model.optimizer.lr" not in line
 
 
 def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):
@@ -126,7 +125,7 @@ def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeyp
 
 
 def test_saving_non_finite_weights_raises_and_keeps_the_file(tmp_path):
-    cli = CirclesCLI(args=[*SMALL, "--trainer.max_epochs=1", "--trainer.logger=false"], run=False)
+    cli = run_cli(args=[*SMALL, "--trainer.max_epochs=1", "--trainer.logger=false"], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     path = tmp_path / "saved" / "model.ckpt"
     cli.trainer.save_checkpoint(path)

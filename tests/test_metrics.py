@@ -38,7 +38,7 @@ def batches(draw):
     return members, classes, out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(batches())
 def test_each_members_accuracy_and_loss_are_torchmetrics_over_all_batches(case):
     members, classes, data = case

@@ -169,8 +169,8 @@ def test_fit_test_predict_on_a_three_class_file_of_names(tmp_path, capsys):
         exit_status(
             "fit",
             "--data.path=pets.csv",
-            "--optimizer=Adam",
-            "--optimizer.init_args.lr=0.05",
+            "--model.optimizer=Adam",
+            "--model.optimizer.init_args.lr=0.05",
             "--trainer.max_epochs=30",
             "--boundary.every_n_epochs=10",
             "--boundary.resolution=20",

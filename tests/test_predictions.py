@@ -26,9 +26,7 @@ def read_predictions(runs: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-@settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(points=st.lists(st.tuples(COORDINATE, COORDINATE), min_size=1, max_size=40))
 def test_predict_writes_back_each_point_as_the_number_it_read(tiny_run, tmp_path, points):
     """Any finite point the model can take (12345678.9 once came back as 1.23457e+07)."""

@@ -62,7 +62,7 @@ RUNS = {
         "--trainer.max_epochs=100",
     ],
     **{
-        name: [f"--config={CONFIGS / 'relu.yaml'}", f"--optimizer.init_args.lr={lr}"]
+        name: [f"--config={CONFIGS / 'relu.yaml'}", f"--model.optimizer.init_args.lr={lr}"]
         for name, lr in (("lr1", 1), ("lr3", 3), ("lr_suggested", 8.91))
     },
 }

@@ -78,7 +78,7 @@ def test_a_corridor_between_two_grid_rows_is_found():
     assert region.components == 1 and region.touching == {0}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(data=st.data(), widths=st.lists(st.integers(1, 4), min_size=1, max_size=3))
 def test_the_exact_region_holds_every_positive_grid_point_and_reaches_the_edge_where_the_grid_does(
     data, widths
@@ -99,7 +99,7 @@ def test_the_exact_region_holds_every_positive_grid_point_and_reaches_the_edge_w
     assert abs(region.area - len(positive) / len(points) * 64) <= 64 * 0.1 + cell
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(data=st.data(), depth=st.integers(1, 8), width=st.sampled_from([1, 2]))
 def test_no_network_at_most_2_wide_encloses_a_region_whatever_its_depth_and_weights(
     data, depth, width

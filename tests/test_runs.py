@@ -212,8 +212,11 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
     run = run_dir(tmp_path / "lightning_logs", 0)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     for change, named in [
-        ("--optimizer.class_path=torch.optim.Adam", "optimizer.class_path"),
-        ("--optimizer.init_args.lr=0.001", "optimizer.init_args.lr (trained: 0.1, now: 0.001)"),
+        ("--model.optimizer.class_path=torch.optim.Adam", "model.optimizer.class_path"),
+        (
+            "--model.optimizer.init_args.lr=0.001",
+            "model.optimizer.init_args.lr (trained: 0.1, now: 0.001)",
+        ),
         ("--data.noise=0.1", "data.noise (trained: 0.03, now: 0.1)"),
         ("--model.hidden_sizes=[32]", "model.hidden_sizes (trained: [10, 10], now: [32])"),
     ]:
@@ -328,7 +331,7 @@ def test_hparams_columns_open_on_what_a_sweep_varies():
 
     assert columns([]) == ["0 activation", "1 dataset", "2 hidden layers", "3 epochs", "4 noise"]
     assert columns(["data.noise", "data.factor"])[:3] == ["0 noise", "1 factor", "2 activation"]
-    assert [key for key, _ in column_order(["optimizer.init_args.lr"])][:2] == [
+    assert [key for key, _ in column_order(["model.optimizer.init_args.lr"])][:2] == [
         "optimizer",
         "activation",
     ]

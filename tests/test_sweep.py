@@ -50,8 +50,8 @@ def test_grid_union_names_and_command_lines(tmp_path):
     grid = [
         {"model.activation": ["none", "relu"], "model.hidden_sizes": [[10], [10, 10]]},
         {
-            "optimizer.init_args.lr": [0.03],
-            "optimizer.class_path": ["torch.optim.Adam"],
+            "model.optimizer.init_args.lr": [0.03],
+            "model.optimizer.class_path": ["torch.optim.Adam"],
             "data.noise": [0.1],
         },
         {"model.activation": ["relu"], "model.hidden_sizes": [[10]]},
@@ -69,14 +69,14 @@ def test_grid_union_names_and_command_lines(tmp_path):
     assert sweep.keys == [
         "model.activation",
         "model.hidden_sizes",
-        "optimizer.init_args.lr",
-        "optimizer.class_path",
+        "model.optimizer.init_args.lr",
+        "model.optimizer.class_path",
         "data.noise",
     ]
     args = sweep.cli_args(sweep.points[4])
     assert args[:3] == ["fit", "--config", str(sweep.base)]
-    assert args.index("--optimizer.class_path=torch.optim.Adam") < args.index(
-        "--optimizer.init_args.lr=0.03"
+    assert args.index("--model.optimizer.class_path=torch.optim.Adam") < args.index(
+        "--model.optimizer.init_args.lr=0.03"
     )
     assert (
         "--chapter_log.every_n_epochs=null" in args
@@ -89,7 +89,7 @@ def test_grid_union_names_and_command_lines(tmp_path):
         "--trainer.logger.init_args.version=04-adam0.03-n0.1",
         # HPARAMS opens on what tells the points apart
         '--trainer.logger.init_args.first_columns=["model.activation", "model.hidden_sizes", '
-        '"optimizer.init_args.lr", "optimizer.class_path", "data.noise"]',
+        '"model.optimizer.init_args.lr", "model.optimizer.class_path", "data.noise"]',
     ]
     assert load_sweep(tmp_path / "s.yaml").out == Path("sweeps/s")
 

@@ -246,11 +246,10 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
 @pytest.mark.parametrize(
     "pattern, where",
     [
-        (reporting.NOT_FOR_THE_USER[0], "lightning.pytorch.cli"),
-        (reporting.NOT_FOR_THE_USER[1], "lightning.fabric.plugins.environments.slurm"),
-        (reporting.NOT_FOR_THE_USER[2], "torch.utils._pytree"),
-        (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.loops.prediction_loop"),
-        (reporting.NOT_FOR_THE_USER[4], "lightning.pytorch.cli"),
+        (reporting.NOT_FOR_THE_USER[0], "lightning.fabric.plugins.environments.slurm"),
+        (reporting.NOT_FOR_THE_USER[1], "torch.utils._pytree"),
+        (reporting.NOT_FOR_THE_USER[2], "lightning.pytorch.loops.prediction_loop"),
+        (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.cli"),
         (
             re.escape(reporting.TIP),
             "lightning.pytorch.trainer.connectors.logger_connector.logger_connector",
@@ -388,7 +387,7 @@ def test_the_allocation_checks_apply_where_lightning_detects_slurm(monkeypatch, 
     as Lightning does."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from circles.cli.slurm import in_slurm_job
+    from circles.runs.slurm import in_slurm_job
 
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_JOB_NAME", name)

@@ -24,6 +24,7 @@ from circles.pictures.layers import layers_picture
 from circles.pictures.network import network_image, neuron_image
 from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
 from circles.pictures.panels import BoundaryPanel
+from circles.ranges import Count, Resolution
 from circles.runs.directory import (
     BOUNDARY_GIF,
     BOUNDARY_PNG,
@@ -33,7 +34,6 @@ from circles.runs.directory import (
 )
 from circles.runs.logger import tensorboard_of
 
-MAX_RESOLUTION = 1000
 GRID_VALUES = 1 << 25  # values per grid picture (128 MiB of float32)
 
 
@@ -58,8 +58,8 @@ class DecisionBoundaryCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int = 50,
-        resolution: int = 101,
+        every_n_epochs: Count = 50,
+        resolution: Resolution = 101,
         show_probability: bool = False,
         show_neurons: bool = False,
         show_network: bool = False,
@@ -82,13 +82,6 @@ class DecisionBoundaryCallback(Callback):
             gif: At the end of fit, save the frames as ``decision_boundary.gif`` (at most 100,
                 evenly spaced).
         """
-        check(every_n_epochs >= 1, "every_n_epochs", "a positive integer", every_n_epochs)
-        check(
-            2 <= resolution <= MAX_RESOLUTION,
-            "resolution",
-            f"an integer from 2 to {MAX_RESOLUTION:,} (far finer than the picture's pixels)",
-            resolution,
-        )
         self.every_n_epochs = every_n_epochs
         self.resolution = resolution
         self.gif = gif
@@ -201,9 +194,10 @@ class DecisionBoundaryCallback(Callback):
         writer = self._writer(trainer)
         if writer is not None:
             writer.add_image(tag, image, global_step=step, dataformats="HWC")
-            if (self.show_neurons or self.show_network) and not test:
+            layered = not test and bool(model.layer_weights())  # not a network of one's own
+            if (self.show_neurons or self.show_network) and layered:
                 self._write_units(writer, pl_module, step)
-            if self.show_layers and not test:
+            if self.show_layers and layered:
                 self._write_layers(writer, trainer, pl_module, step)
         return image
 

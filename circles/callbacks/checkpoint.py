@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from circles.errors import check
+from circles.errors import ConfigError
+from circles.model.training import TrainingDiverged
+from circles.ranges import Count
 from circles.runs.logger import TensorBoardRunLogger
 
 PENDING = ".last.ckpt.pending"  # in the checkpoints folder: a last.ckpt waiting for its events
@@ -36,9 +38,9 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(
         self,
         monitor: str | None = "val/acc",
-        mode: str = "max",
+        mode: Literal["min", "max"] = "max",
         filename: str | None = "best",
-        last_every_n_epochs: int = 50,
+        last_every_n_epochs: Count = 50,
         save_on_train_epoch_end: bool | None = False,
         **kwargs: Any,
     ) -> None:
@@ -53,12 +55,6 @@ class RunCheckpoint(ModelCheckpoint):
                 after validation.
             **kwargs: Other ``ModelCheckpoint`` arguments (``save_last`` is managed here).
         """
-        check(
-            last_every_n_epochs >= 1,
-            "last_every_n_epochs",
-            "a positive integer",
-            last_every_n_epochs,
-        )
         kwargs.pop("save_last", None)
         super().__init__(
             monitor=monitor,
@@ -75,6 +71,18 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """A callback that stops on a validation metric has one to read (without validation
+        batches Lightning would fail at the end of the first epoch)."""
+        stoppers = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+        if stage == "fit" and trainer.limit_val_batches == 0:
+            for callback in (c for c in stoppers if c.monitor.startswith("val/")):
+                raise ConfigError(
+                    "trainer.limit_val_batches",
+                    f"above 0 while EarlyStopping stops on {callback.monitor}, which validation "
+                    "measures",
+                    trainer.limit_val_batches,
+                    "Give validation batches, or leave the EarlyStopping config out.",
+                )
         super().setup(trainer, pl_module, stage)
         self._stage = stage
 
@@ -144,14 +152,18 @@ class RunCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         """Fit's state on Ctrl-C or SIGTERM (after any other error, the last epoch's end that was
-        waiting to be put in place); validate, test and predict have none to save (only
-        fit writes checkpoints: a test run's last.ckpt would become the newest run's, for
-        ``--ckpt_path last``)."""
+        waiting to be put in place; a diverged fit's error names the checkpoints kept from before
+        it); validate, test and predict have none to save (only fit writes checkpoints: a test
+        run's last.ckpt would become the newest run's, for ``--ckpt_path last``)."""
         if self._stage != "fit" or self.dirpath is None:
             return
         self.publish_last(trainer)  # a good epoch's end, whatever went wrong after it
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.write_last(trainer)
+        if isinstance(exception, TrainingDiverged) and self.written():
+            exception.notes.append(
+                f"Checkpoints from before the divergence: {', '.join(self.written())}."
+            )
 
     def written(self) -> list[str]:
         """The best and the last checkpoint files that exist."""

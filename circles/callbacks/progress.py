@@ -6,8 +6,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from circles.errors import check
 from circles.model.metrics import latest_values
+from circles.ranges import Count
 
 
 class ChapterProgressPrinter(Callback):
@@ -15,18 +15,12 @@ class ChapterProgressPrinter(Callback):
     ``Epoch: 20 | Train loss: 0.69326 | Train accuracy: 49.50% | Val loss: 0.69888 | Val
     accuracy: 43.50%``."""
 
-    def __init__(self, every_n_epochs: int | None = 10) -> None:
+    def __init__(self, every_n_epochs: Count | None = 10) -> None:
         """
         Args:
             every_n_epochs: Print at epochs 0, N, 2N, ... and at the last epoch; ``null`` prints
                 nothing.
         """
-        check(
-            every_n_epochs is None or every_n_epochs >= 1,
-            "every_n_epochs",
-            "a positive integer, or null to print nothing",
-            every_n_epochs,
-        )
         self.every_n_epochs = every_n_epochs
         self._epoch: int | None = None  # the last epoch trained, and the last one printed
         self._printed: int | None = None

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from circles.contracts import classifier, trainer_data
-from circles.errors import check
+from circles.ranges import Count
 from circles.runs.logger import tensorboard_of
 
 
@@ -25,7 +25,9 @@ class WeightsCallback(Callback):
       epoch of the chapter's model: ``benchmarks/bench.py --only seed``.)"""
 
     def __init__(
-        self, histograms_every_n_epochs: int | None = 50, dead_units_every_n_epochs: int | None = 10
+        self,
+        histograms_every_n_epochs: Count | None = 50,
+        dead_units_every_n_epochs: Count | None = 10,
     ) -> None:
         """
         Args:
@@ -34,11 +36,6 @@ class WeightsCallback(Callback):
             dead_units_every_n_epochs: Epochs between two counts of the ReLU units that never fire
                 on the training points, per hidden layer; ``null`` counts none.
         """
-        for name, value in (
-            ("histograms_every_n_epochs", histograms_every_n_epochs),
-            ("dead_units_every_n_epochs", dead_units_every_n_epochs),
-        ):
-            check(value is None or value >= 1, name, "a positive integer, or null for none", value)
         self.every_n_epochs = histograms_every_n_epochs
         self.dead_every_n_epochs = dead_units_every_n_epochs
         self._gradients: list[torch.Tensor] = []

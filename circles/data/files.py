@@ -21,6 +21,7 @@ import torch
 
 from circles.data.batches import Points
 from circles.errors import ConfigError, check
+from circles.ranges import MAX_CLASSES, MAX_POINTS
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -28,13 +29,7 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: beyond it a point file is not what this project reads
 
 
-MAX_POINTS = 10_000_000
-
-
 MAX_FIELD = 1000  # characters in one field: a number or a class name is far shorter
-
-
-MAX_CLASSES = 1000
 
 
 NUMBER = re.compile(

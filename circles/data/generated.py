@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from circles.data.batches import Points, derived_seed
-from circles.data.files import MAX_CLASSES, MAX_POINTS
 from circles.errors import check
 
 
@@ -238,9 +237,6 @@ def dataset_help() -> str:
     return "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())
 
 
-MAX_NOISE = 1e30  # beyond it points leave float32's range (3.4e38) or lose every digit of the shape
-
-
 def _minimum_samples(val_fraction: float) -> int:
     """Smallest n_samples for which both sides of the split get at least two points."""
     n = 4
@@ -264,28 +260,8 @@ class Generated:
     seed: int
 
     def __post_init__(self) -> None:
-        noise = self.noise
-        classes = self.classes
-        check(
-            isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0,
-            "noise",
-            "a finite number >= 0",
-            noise,
-        )
-        check(
-            noise <= MAX_NOISE,
-            "noise",
-            f"at most {MAX_NOISE:g}",
-            noise,
-            "The points are float32 numbers, which end at 3.4e38; noise this large leaves nothing "
-            "of the shape.",
-        )
-        check(
-            0 < self.factor < 1,
-            "factor",
-            "strictly between 0 and 1 (the inner radius relative to the outer)",
-            self.factor,
-        )
+        """What the settings' ranges (their types) cannot say: how many points the split needs,
+        and which datasets take another number of classes."""
         minimum = _minimum_samples(self.val_fraction)
         check(
             self.n_samples >= minimum,
@@ -295,28 +271,12 @@ class Generated:
             f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or "
             "validation points.",
         )
-        for name, size in (("n_samples", self.n_samples), ("test_samples", self.test_samples)):
-            check(
-                size <= MAX_POINTS,
-                name,
-                f"at most {MAX_POINTS:,} (as many as a point file may hold)",
-                size,
-            )
-        check(self.test_samples >= 1, "test_samples", "a positive integer", self.test_samples)
-        check(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}", self.dataset)
-        check(
-            classes is None or (isinstance(classes, int) and 2 <= classes <= MAX_CLASSES),
-            "classes",
-            f"an integer from 2 to {MAX_CLASSES:,} (as many as a point file may name), or null for "
-            "the dataset's own number",
-            classes,
-        )
         takes = [name for name, spec in DATASETS.items() if spec.any_classes]
         check(
-            classes in (None, self.spec.classes) or self.spec.any_classes,
+            self.classes in (None, self.spec.classes) or self.spec.any_classes,
             "classes",
             f"{self.spec.classes} for dataset {self.dataset}",
-            classes,
+            self.classes,
             f"Only {', '.join(takes)} take another number of classes.",
         )
 

@@ -15,6 +15,7 @@ from circles.data.files import PointFile, check_file_features, read_points_csv
 from circles.data.generated import Dataset, Generated, dataset_help
 from circles.errors import check
 from circles.features import Feature, check_features, check_finite_features
+from circles.ranges import Classes, Count, Fraction, Samples, Seed, Size
 
 
 class CirclesDataModule(pl.LightningDataModule):
@@ -36,20 +37,20 @@ class CirclesDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        n_samples: int = 1000,
-        noise: float = 0.03,
-        factor: float = 0.8,
-        val_fraction: float = 0.2,
-        seed: int = 42,
-        batch_size: int | None = None,
-        test_samples: int = 10_000,
+        n_samples: Samples = 1000,
+        noise: Size = 0.03,
+        factor: Fraction = 0.8,
+        val_fraction: Fraction = 0.2,
+        seed: Seed = 42,
+        batch_size: Count | None = None,
+        test_samples: Samples = 10_000,
         predict_path: str | None = None,
         dataset: Dataset = "circles",
         features: Sequence[Feature] = ("x1", "x2"),
-        classes: int | None = None,
+        classes: Classes | None = None,
         path: str | None = None,
         test_path: str | None = None,
-        test_fraction: float = 0.2,
+        test_fraction: Fraction = 0.2,
     ) -> None:
         """
         Args:
@@ -85,14 +86,6 @@ class CirclesDataModule(pl.LightningDataModule):
                 seeded by ``seed``.
         """
         super().__init__()
-        check(0 < val_fraction < 1, "val_fraction", "strictly between 0 and 1", val_fraction)
-        check(0 <= seed < 2**32, "seed", "an integer from 0 to 2**32 - 1", seed)
-        check(
-            batch_size is None or batch_size >= 1,
-            "batch_size",
-            "a positive integer, or null for full-batch training",
-            batch_size,
-        )
         check(
             test_path is None or path is not None,
             "test_path",
@@ -112,7 +105,7 @@ class CirclesDataModule(pl.LightningDataModule):
             else None
         )
         self.source: PointFile | Generated = self.file or self.generated
-        self.num_classes = self.source.num_classes
+        self.num_classes = int(self.source.num_classes)
         self.class_names = self.file.class_names if self.file else None
         self.features = features
         self.batch_size = batch_size

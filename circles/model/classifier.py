@@ -9,12 +9,14 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from typing_extensions import override
 
-from circles.contracts import has_data_module, trainer_data
-from circles.errors import CirclesError, check
+from circles.contracts import known_data
+from circles.errors import check
 from circles.features import Feature, FeatureMap
 from circles.model.metrics import (
     MemberAccuracy,
@@ -30,127 +32,24 @@ from circles.model.networks import (
     ensemble_logits,
     member_seeds,
     output_size,
-    upgrade_network_state,
 )
 from circles.model.penalty import WeightPenalty
+from circles.model.training import (
+    FORMAT,
+    FORMAT_KEY,
+    WEIGHTS_EPOCH,
+    built_optimizer,
+    check_checkpoint,
+    check_classes,
+    check_independent_members,
+    diverged,
+    weights_finite,
+)
+from circles.ranges import Classes, Count, Members, Size
 
 Activation = Literal["relu", "none", "tanh", "sigmoid", "leaky_relu", "gelu"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class TrainingDiverged(CirclesError):
-    """The training loss stopped being a finite number."""
-
-
-def check_independent_members(
-    members: int,
-    optimizer: type,
-    gradient_clip_val: float | None,
-    gradient_clip_algorithm: str | None,
-) -> None:
-    """Several members train as one model with the sum of their losses, which keeps them
-    independent only when the optimizer and gradient clipping treat every number on its own.
-    LBFGS (its line search spans all parameters) and clipping by norm (one norm over all members)
-    do not, so they are refused for ``members > 1``."""
-    lbfgs = issubclass(optimizer, torch.optim.LBFGS)
-    by_norm = bool(gradient_clip_val) and (gradient_clip_algorithm or "norm") == "norm"
-    couples = (
-        "torch.optim.LBFGS, whose line search treats all members as one problem"
-        if lbfgs
-        else "gradient clipping by norm (one norm over all members); clip by value instead"
-        if by_norm
-        else None
-    )
-    check(members == 1 or couples is None, "members", f"1 with {couples}", members)
-
-
-def diverged(epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> TrainingDiverged:
-    """The error for a loss or weights that stopped being finite, with the learning rate to
-    lower."""
-    lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
-    lr = lrs[0] if len(lrs) == 1 else lrs
-    decay = _runaway_decay(optimizers)
-    if decay:
-        return TrainingDiverged(
-            f"Training diverged at epoch {epoch}: the training loss or the weights are no longer "
-            f"finite numbers. {decay}"
-        )
-    return TrainingDiverged(
-        f"Training diverged at epoch {epoch}: the training loss or the weights are no longer "
-        "finite numbers. "
-        f"The learning rate ({lr}) is too large for this model; try a smaller one (e.g. "
-        f"{lrs[0] / 10:g})."
-    )
-
-
-def _runaway_decay(optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
-    """What to say when weight decay alone blows the weights up, whatever the learning rate's
-    share: a step scales them by ``1 - lr * weight_decay``, which grows them once the product
-    passes 2, and a decay beyond ~1e19 overflows float32 when squared (Adam's second moment)."""
-    for group in (g for opt in optimizers for g in opt.param_groups):
-        lr, decay = float(group["lr"]), float(group.get("weight_decay") or 0.0)
-        if lr * decay > 2 or decay > 1e19:
-            return (
-                f"weight_decay {decay:g} with lr {lr:g} makes every step scale the weights by "
-                f"{1 - lr * decay:.3g}: they grow without bound whatever the data. Give a "
-                f"weight_decay below {min(2 / lr, 1e19):.3g} with "
-                "--optimizer.init_args.weight_decay."
-            )
-    return None
-
-
-def weights_finite(module: nn.Module) -> torch.Tensor:
-    """Whether every parameter is a finite number, as one 0-dim tensor (no wait for the device):
-    their sum is finite exactly when they all are, short of a sum beyond float32's range, which
-    only diverged weights reach."""
-    return torch.isfinite(torch.cat([p.detach().reshape(-1) for p in module.parameters()]).sum())
-
-
-# a checkpoint's record of the epoch whose training made its weights
-WEIGHTS_EPOCH = "circles_weights_epoch"
-# Records that checkpoints of earlier versions kept under other names.
-_RENAMED = {
-    "metrics.val_acc_best": "val_acc_best.max_value",
-    "metrics.member_seeds": "member_seeds",
-    "metrics.member_val_acc": "member_val_acc",
-    "metrics.member_val_acc_best": "member_val_acc_best",
-}
-
-
-# single networks' lacked them
-MEMBER_RECORDS = ("member_seeds", "member_val_acc", "member_val_acc_best")
-
-
-def upgrade_state_dict(state_dict: dict[str, Any], records: dict[str, torch.Tensor]) -> bool:
-    """A checkpoint's weights and records under today's names, in place, a member record it lacks
-    taken from ``records``; returns whether its network was a single ``nn.Sequential`` (whose
-    optimizer state then needs :func:`upgrade_optimizer_states`)."""
-    sequential = upgrade_network_state(state_dict)
-    for old, new in _RENAMED.items():
-        if old in state_dict:
-            state_dict[new] = state_dict.pop(old)
-    for name in MEMBER_RECORDS:
-        state_dict.setdefault(name, records[name])
-    return sequential
-
-
-def upgrade_optimizer_states(optimizer_states: list[dict[str, Any]], layers: int) -> None:
-    """The optimizer's state of a single ``nn.Sequential`` network (parameters ``w0, b0, w1, b1,
-    ...`` of shapes ``(out, in)`` and ``(out,)``) as a stack of one holds it: ``w0, w1, ..., b0,
-    b1, ...``, each with a leading member axis. In place."""
-    order = {2 * layer + part: part * layers + layer for layer in range(layers) for part in (0, 1)}
-    for optimizer in optimizer_states:
-        state = optimizer.get("state", {})
-        optimizer["state"] = {
-            order.get(i, i): {
-                k: v.unsqueeze(0) if torch.is_tensor(v) and v.dim() else v
-                for k, v in values.items()
-            }
-            for i, values in state.items()
-        }
-        for group in optimizer.get("param_groups", []):
-            group["params"] = sorted(order.get(i, i) for i in group["params"])
 
 
 class CirclesClassifier(MemberViews, pl.LightningModule):
@@ -158,11 +57,14 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
     classes, a logit per class and cross-entropy for more. ``activation: none`` is the chapter's
     first model (a stack of linear layers is one affine map: a straight boundary), ``relu`` its
     second. ``members: K`` trains K copies from seeds S..S+K-1 at once; the loss is the sum of
-    theirs, so each member's gradients and optimizer state are its own.
+    theirs, so each member's gradients and optimizer state are its own. ``network`` puts a network
+    of your own in place of the MLP.
 
-    Every stage's loss and accuracy are torchmetrics objects logged with ``self.log`` once per
-    epoch, at step = the epoch (of the weights, outside fit); ``trainer.validate`` and
-    ``trainer.test`` return them."""
+    Works with any data module whose batches are ``(points, labels)``; what circles' data adds
+    (the best accuracy possible, the number of classes) is used where the data has it. Every
+    stage's loss and accuracy are torchmetrics objects logged with ``self.log`` once per epoch, at
+    step = the epoch (of the weights, outside fit); ``trainer.validate`` and ``trainer.test``
+    return them."""
 
     # each member's seed, and (during fit) its latest and best validation accuracy
     member_seeds: torch.Tensor
@@ -171,14 +73,17 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     def __init__(
         self,
-        hidden_sizes: Sequence[int] = (10, 10),
+        hidden_sizes: Sequence[Count] = (10, 10),
         activation: Activation = "relu",
         features: Sequence[Feature] = ("x1", "x2"),
-        l1: float = 0.0,
-        l2: float = 0.0,
+        l1: Size = 0.0,
+        l2: Size = 0.0,
         compile_mode: CompileMode | None = None,
-        members: int = 1,
-        num_classes: int = 2,
+        members: Members = 1,
+        num_classes: Classes = 2,
+        optimizer: OptimizerCallable = lambda p: torch.optim.SGD(p, lr=0.1),
+        lr_scheduler: LRSchedulerCallable | None = None,
+        network: nn.Module | None = None,
     ) -> None:
         """
         Args:
@@ -200,41 +105,39 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
             num_classes: How many classes the points have (set from the data on the command line): 2
                 is one output and binary cross-entropy; more is one output per class and
                 cross-entropy.
+            optimizer: The optimizer, given the parameters: the chapter's SGD with lr 0.1 unless
+                set (``--model.optimizer Adam --model.optimizer.lr 0.03``).
+            lr_scheduler: A learning-rate scheduler, given the optimizer (``ReduceLROnPlateau``
+                watches ``val/loss``); ``null`` keeps the rate.
+            network: A network of your own in place of the MLP (``hidden_sizes`` and
+                ``activation`` are then unused): an ``nn.Module`` from the features ``(N, F)`` to
+                the logits, ``(N,)`` or ``(N, 1)`` for two classes, ``(N, C)`` for more.
         """
         super().__init__()
-        self.regularization = WeightPenalty(l1, l2)
-        hidden_sizes = list(hidden_sizes)
-        features = list(features)
-        self.save_hyperparameters(
-            {
-                "hidden_sizes": hidden_sizes,
-                "activation": activation,
-                "features": features,
-                "l1": l1,
-                "l2": l2,
-                "compile_mode": compile_mode,
-                "members": members,
-                "num_classes": num_classes,
-            }
-        )
-        self.members = members
-        self.num_classes = num_classes
+        hidden_sizes, features = list(hidden_sizes), list(features)
+        # what the network is; how it trains and runs is the run's config (and not pickled)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "network", "compile_mode"])
+        check(network is None or members == 1, "members", "1 with a network of your own", members)
+        self.members, self.num_classes = int(members), int(num_classes)
         self.activation = activation
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.compile_mode = compile_mode
         self.compiled = False
+        self.regularization = WeightPenalty(l1, l2)
         self.features = FeatureMap(features)
-        self.net = build_members(
-            members, len(features), hidden_sizes, activation, output_size(num_classes)
+        self.net = (
+            network
+            if network is not None
+            else build_members(
+                members, len(features), hidden_sizes, activation, output_size(num_classes)
+            )
         )
         self.register_buffer("member_seeds", torch.tensor(member_seeds(base_seed(), members)))
         self.register_buffer("member_val_acc", torch.zeros(members))
         self.register_buffer("member_val_acc_best", torch.zeros(members))
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = pooled_accuracy(num_classes)  # the members' mean accuracy
-        # each member's
-        self.val_acc = MemberAccuracy(members)
+        self.val_acc = MemberAccuracy(members)  # each member's
         self.test_acc = MemberAccuracy(members)
         self.test_acc_ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
         self.train_penalty = MeanMetric()
@@ -256,21 +159,6 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         ensemble (of one member, exactly its own logits)."""
         return ensemble_logits(self.member_logits(x))
 
-    def member_table(self) -> dict[str, list[Any]] | None:
-        """With several members, a column per fact about them (seed, last and best validation
-        accuracy, after test the test accuracy), a row per member; None for a single network."""
-        if self.members == 1:
-            return None
-        table = {
-            "member": list(range(self.members)),
-            "seed": self.member_seeds.tolist(),
-            "val_acc": self.member_val_acc.tolist(),
-            "val_acc_best": self.member_val_acc_best.tolist(),
-        }
-        if self.member_test_acc is not None:
-            table["test_acc"] = self.member_test_acc.tolist()
-        return table
-
     # -- the stages --------------------------------------------------------------------------------
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -288,6 +176,11 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         if self.trainer.state.fn != "fit":
             values = {**values, "epoch": torch.tensor(float(self.weights_epoch or 0))}
         self.log_dict(values, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+
+    @override
+    def setup(self, stage: str) -> None:
+        """The data, where it says how many classes it has, has the network's."""
+        check_classes(known_data(self.trainer), self.num_classes)
 
     @override
     def on_fit_start(self) -> None:
@@ -318,12 +211,9 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """After the epoch's last step, its training values: logged here, not in
-        ``on_train_epoch_end``, which Lightning calls after the epoch's validation and after the
-        callbacks' ``on_train_epoch_end`` (the progress line, the frames), which read them. A run
-        whose loss or weights are no longer finite stops here, on every rank together (the loss
-        is reduced over the ranks, the weights are the same on all), before its validation and
-        any checkpoint of it."""
+        """After the epoch's last step, its training values (``on_train_epoch_end`` comes after
+        the validation and the callbacks that read them); a run whose loss or weights are no
+        longer finite stops here, on every rank together, before any checkpoint of it."""
         self.regularization.after_step(self.weight_parameters())
         if batch_idx + 1 < self.trainer.num_training_batches:
             return
@@ -332,7 +222,8 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         if self.regularization:
             values["train/penalty"] = self.train_penalty.compute()
         if not bool(torch.isfinite(values["train/loss"]) & weights_finite(self)):
-            raise diverged(self.current_epoch, self.trainer.optimizers)
+            reach = float(batch[0].abs().max()) if len(batch[0]) else 0.0
+            raise diverged(self.current_epoch, self.trainer.optimizers, reach)
         for metric in (self.train_loss, self.train_acc, self.train_penalty):
             metric.reset()
         self._log_epoch(values)
@@ -379,8 +270,8 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
         }
         for metric in (self.test_loss, self.test_acc, self.test_acc_ensemble):
             metric.reset()
-        known = has_data_module(self.trainer)
-        bayes = trainer_data(self.trainer).bayes_accuracy() if known else None
+        data = known_data(self.trainer)
+        bayes = data.bayes_accuracy() if data is not None else None
         if bayes is not None:
             values["test/bayes_acc"] = torch.tensor(bayes)
             values["test/bayes_gap"] = bayes - values["test/acc"]
@@ -388,24 +279,21 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def predict_step(
-        self, batch: tuple[torch.Tensor], batch_idx: int
+        self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The points as given (a point file's are float64, written back as read) and each
-        member's probabilities for them (see :meth:`member_probabilities`)."""
-        return batch[0], self.member_probabilities(batch[0].to(self.dtype))
+        """The points as given (a batch of points, or a sequence whose first item they are; a
+        point file's are float64, written back as read) and each member's probabilities for them
+        (see :meth:`member_probabilities`)."""
+        x = batch if isinstance(batch, torch.Tensor) else batch[0]
+        return x, self.member_probabilities(x.to(self.dtype))
 
     # -- checkpoints -------------------------------------------------------------------------------
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Older checkpoints under today's names; a record they lack (a single network's seed) as
-        this module's; the epoch the weights are of (Lightning's count, for checkpoints that do
-        not record it)."""
-        records = {name: getattr(self, name) for name in MEMBER_RECORDS}
-        if upgrade_state_dict(checkpoint["state_dict"], records):
-            upgrade_optimizer_states(
-                checkpoint.get("optimizer_states") or [], len(self.net.weights)
-            )
+        """A checkpoint of this format and classes only (:func:`check_checkpoint`); the epoch its
+        weights are of (Lightning's count, for a checkpoint that does not record it)."""
+        check_checkpoint(checkpoint, self.num_classes)
         epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))
         self.weights_epoch = (
             epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
@@ -413,14 +301,22 @@ class CirclesClassifier(MemberViews, pl.LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the epoch the weights are of (Lightning's ``epoch`` counts the epoch in
-        progress, which differs between a checkpoint written after validation and one written at
-        the end of fit); never write non-finite weights: raising keeps the last good file. (Runs
-        in SLURM's requeue handler too.)"""
+        """Record the format and the epoch the weights are of (Lightning's ``epoch`` counts the
+        epoch in progress, which differs between a checkpoint written after validation and one
+        written at the end of fit); never write non-finite weights: raising keeps the last good
+        file. (Runs in SLURM's requeue handler too.)"""
         if not weights_finite(self):
             raise diverged(self.current_epoch, self.trainer.optimizers)
-        checkpoint[WEIGHTS_EPOCH] = self.weights_epoch
+        checkpoint[FORMAT_KEY], checkpoint[WEIGHTS_EPOCH] = FORMAT, self.weights_epoch
 
     @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """The optimizer (and scheduler) given to ``__init__``, on the parameters."""
+        optimizer = built_optimizer(self.optimizer, self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+        }

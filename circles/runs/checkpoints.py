@@ -1,29 +1,25 @@
-"""Checkpoints: loaded safely, written whole, resolved from ``best``/``last``, and what each
-records of its run (the config it trained with) so that a resume can tell what changed."""
+"""Checkpoints: loaded safely (checked to be one this project wrote before anything is built from
+it), written whole, resolved from ``best``/``last``."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import Namespace
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from circles.errors import CirclesError, ConfigError
+from circles.errors import ConfigError, InputError
 from circles.runs.directory import atomic_file
 
 
-class CheckpointError(CirclesError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot or must not be loaded."""
-
-    exit_code = 2
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
@@ -218,23 +214,6 @@ def run_of_checkpoint(path: Path) -> str | None:
     return path.parent.parent.name if path.parent.name == "checkpoints" else None
 
 
-def checkpoint_mismatch(
-    found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
-) -> str | None:
-    """Where the weight shapes of a checkpoint differ from a model's (the first three), or None
-    if they fit."""
-    if found == expected:
-        return None
-    differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-    details = [
-        f"{k} (checkpoint {found[k]}, model {expected[k]})"
-        if k in found and k in expected
-        else f"{k} (only in the {'checkpoint' if k in found else 'model'})"
-        for k in differ[:3]
-    ]
-    return ", ".join(details) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint with :func:`atomic_file`, so a reader (or a resume after ``kill -9``)
     never sees half a file; loads with ``weights_only=True`` only."""
@@ -254,186 +233,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location=map_location or "cpu")
 
 
-def data_difference(
-    trained_on: Mapping[str, Any],
-    data: Mapping[str, Any] | None,
-    files: Mapping[str, Mapping[str, Any]],
-) -> str | None:
-    """Say so when a checkpoint was trained on other data than a run will use (not an error:
-    testing a model on noisier data is a fair question), so that ``test --ckpt_path best`` after
-    a moons run is not taken for a result on moons. A file is the same file when it resolves to
-    the path the checkpoint recorded (``files``)."""
-    keys = (
-        "path",
-        "test_path",
-        "dataset",
-        "classes",
-        "noise",
-        "factor",
-        "n_samples",
-        "val_fraction",
-        "test_fraction",
-        "seed",
-    )
-    if data is None:
-        return None
-
-    def same(key: str) -> bool:
-        resolved = files.get(key, {}).get("resolved")
-        if resolved is not None and data.get(key) is not None:
-            return str(Path(data[key]).resolve()) == resolved
-        return data.get(key) == trained_on[key]
-
-    differ = [k for k in keys if k in trained_on and not same(k)]
-    if not differ:
-        return None
-    return (
-        "the checkpoint was trained on "
-        + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
-        + "; this run uses "
-        + ", ".join(f"{data.get(k)!r}" for k in differ)
-        + " (pass the run's config.yaml with --config to use its data)."
-    )
-
-
 CONFIG_KEY = "circles_config"  # the run's config.yaml, as text, inside every checkpoint
 JOB_KEY = "circles_slurm_job"  # the SLURM job that wrote a checkpoint (None outside one)
 RUN_KEY = "circles_run"  # the name of the run directory of the fit that wrote a checkpoint
-
-
-def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The SLURM job this process runs in, as Lightning's requeue names it (an array task's
-    ``JOB_TASK``); None outside a batch job Lightning takes its ranks from."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
-    if not SLURMEnvironment.detect():
-        return None
-    array = environ.get("SLURM_ARRAY_JOB_ID")
-    return f"{array}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array else environ.get("SLURM_JOB_ID")
-
-
-# What a resumed fit must train with as the run did: what the model is, what it learns from and how
-# it steps.
-TRAINED_WITH = ("seed_everything", "model", "data", "optimizer", "lr_scheduler")
-FREE_ON_RESUME = ("data.predict_path", "data.test_samples")  # evaluation only
-
-
-class ResumeError(CirclesError):
-    """``fit --ckpt_path`` with settings that differ from the ones the checkpoint was trained
-    with."""
-
-    exit_code = 2
-
-
-class RunConfig(SaveConfigCallback):
-    """The run's ``config.yaml``: the command's resolved config less what ties it to this run
-    (``ckpt_path``, the logger's ``version`` and ``label``), so ``--config <run>/config.yaml``
-    repeats the run, in a new run directory. Every checkpoint carries the same text, so a resume can
-    tell what changed (:func:`resume_conflicts`).
-
-    Unlike Lightning's own saver, ``fit`` writes it when training starts, so a fit that ends
-    before (a refused resume, a bad file) leaves the run's record as it was, and a resumed fit
-    rewrites it with what it changed (e.g. ``trainer.max_epochs``)."""
-
-    def __init__(
-        self,
-        parser: Any,
-        config: Any,
-        config_filename: str = "config.yaml",
-        default_root_dir: str | None = None,
-        logger_as_given: Namespace | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """
-        Args:
-            parser: The parser of the subcommand (LightningCLI passes it).
-            config: The subcommand's config (LightningCLI passes it).
-            config_filename: The file's name in the run directory.
-            logger_as_given: The logger's settings as the user gave them (the CLI settles where the
-                run goes).
-            default_root_dir: ``trainer.default_root_dir`` as the user gave it (the CLI points it at
-                the run directory when there is no logger).
-            **kwargs: LightningCLI's other options for its config saver (``overwrite``,
-                ``multifile``): unused, the file is always replaced whole.
-        """
-        config = config.clone()
-        if "ckpt_path" in config:
-            config.ckpt_path = None
-        config.trainer.default_root_dir = default_root_dir
-        logger = config.trainer.get("logger")
-        if isinstance(logger, Namespace) and logger.get("init_args") is not None:
-            # as the user gave it: where this run went was the CLI's choice
-            if logger_as_given is not None:
-                logger.init_args = logger_as_given.clone()
-            logger.init_args.version = None
-            if "label" in logger.init_args:
-                logger.init_args.label = ""  # a repeat names its run from its own settings
-        super().__init__(parser, config, config_filename, overwrite=True)
-        self.text = parser.dump(config, skip_none=False)
-        self.run_name: str | None = None
-
-    @override
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage != "fit":
-            self._write(trainer)
-
-    @override
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._write(trainer)
-
-    def _write(self, trainer: Any) -> None:
-        log_dir = trainer.log_dir  # collective under DDP: every rank asks
-        self.run_name = Path(log_dir).name if log_dir else None
-        if trainer.is_global_zero:
-            os.makedirs(log_dir, exist_ok=True)
-            with atomic_file(Path(log_dir) / self.config_filename) as f:
-                f.write(self.text)
-
-    @override
-    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.text
-        checkpoint[JOB_KEY] = slurm_job()
-        checkpoint[RUN_KEY] = self.run_name
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    return {
-        k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()
-    } or {prefix: {}}
-
-
-def resume_conflicts(
-    trained: str | None,
-    now: Mapping[str, Any],
-    files: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[str]:
-    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the
-    checkpoint's record ``trained`` (its ``config.yaml`` text), as ``key (trained: a, now: b)``.
-    A resume that changed them would either ignore them silently (Lightning restores the model
-    and the optimizer's state, learning rate included) or train something that is no longer the
-    run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
-    holds the checkpoint's record of them (whether their content is the same is the data module's
-    check)."""
-    if not trained:
-        return []
-    import yaml
-
-    before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
-    after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
-    for key, record in (files or {}).items():
-        if record.get("resolved") and after.get(f"data.{key}") is not None:
-            before[f"data.{key}"] = record["resolved"]
-            after[f"data.{key}"] = str(Path(after[f"data.{key}"]).resolve())
-    keys = sorted(
-        k
-        for k in set(before) | set(after)
-        if k.split(".")[0] in TRAINED_WITH
-        and k not in FREE_ON_RESUME
-        and before.get(k) != after.get(k)
-    )
-    # its settings differ anyway
-    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}
-    keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
-    return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]

@@ -92,7 +92,8 @@ def column_order(first: Sequence[str]) -> list[tuple[str, str]]:
     # a config key's column: its last part (``data.noise`` -> ``noise``); every optimizer
     # setting is the one ``optimizer`` column
     keys = dict.fromkeys(
-        "optimizer" if key.startswith("optimizer.") else key.rsplit(".", 1)[-1] for key in first
+        "optimizer" if key.startswith("model.optimizer.") else key.rsplit(".", 1)[-1]
+        for key in first
     )
     return [(key, titles.get(key, key)) for key in keys] + [
         (key, title) for key, title in HPARAM_COLUMNS if key not in keys
@@ -236,7 +237,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._lock: IO[Any] | None = None
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
-        self._hold = False
+        self._created = False
         self._hparams_file_saved = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
@@ -249,20 +250,20 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if isinstance(self._run_version, int):
             # Lightning's log_dir would say version_3
             self._run_version = _run_name(self._run_version)
-        if self._run_version is None:
-            self._run_version = (
-                claim_version(self.root_dir, self._label) if _rank_zero() else super().version
-            )
+        if self._run_version is None and _rank_zero():
+            self._run_version = claim_version(self.root_dir, self._label)
+            self._created = True
+        elif self._run_version is None:
+            self._run_version = super().version
         if not self._locked and _rank_zero():
             self._lock = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version))
             self._locked = True
         return self._run_version
 
     @property
-    def claimed(self) -> Path | None:
-        """The run directory, once this process has claimed or locked it (asking ``log_dir``
-        would claim one)."""
-        if not self._locked or self._run_version is None:
+    def created(self) -> Path | None:
+        """The run directory, if this process made it (asking ``log_dir`` would make one)."""
+        if not self._created or self._run_version is None:
             return None
         return Path(self.root_dir) / _run_name(self._run_version)
 
@@ -347,21 +348,18 @@ class TensorBoardRunLogger(TensorBoardLogger):
             writer.add_summary(summary)
         self._hparams_session_written = True
 
-    def hold_open(self, hold: bool) -> None:
-        # while set, a stage's end only flushes: the fit's test writes into the fit's own files
-        self._hold = hold
-
     @override
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
-        if self._hold:
-            self.save()
-            self.flush()
-            return
         super().finalize(status)
         for writer in self._stage_writers.values():
             writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
+        self.release()
+
+    def release(self) -> None:
+        """Let another process write the run (the lock ends with the process anyway; a process
+        that runs several commands, such as compare, lets go of a run it was refused)."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None

@@ -3,9 +3,12 @@ sweep points)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 # Name parts of well-known keys, in the order they appear in a point's name; other keys follow as
@@ -14,8 +17,8 @@ _NAME_ORDER = (
     "data.dataset",
     "model.activation",
     "model.hidden_sizes",
-    "optimizer.class_path",
-    "optimizer.init_args.lr",
+    "model.optimizer.class_path",
+    "model.optimizer.init_args.lr",
     "trainer.max_epochs",
     "model.members",
     "data.noise",
@@ -26,7 +29,7 @@ _NAME_ORDER = (
 )
 _PREFIX = {
     "data.dataset": "",
-    "optimizer.init_args.lr": "lr",
+    "model.optimizer.init_args.lr": "lr",
     "trainer.max_epochs": "e",
     "data.noise": "n",
     "data.factor": "f",
@@ -63,11 +66,11 @@ def run_label(settings: Mapping[str, Any]) -> str:
             parts.append("linear" if value == "none" else short(value))
         elif key == "model.hidden_sizes":
             parts.append(short(value) if value else "nohidden")
-        elif key == "optimizer.class_path":
-            lr = settings.get("optimizer.init_args.lr")
+        elif key == "model.optimizer.class_path":
+            lr = settings.get("model.optimizer.init_args.lr")
             parts.append(short(value).lower() + ("" if lr is None else short(lr)))
-        elif key == "optimizer.init_args.lr":
-            if "optimizer.class_path" not in settings:
+        elif key == "model.optimizer.init_args.lr":
+            if "model.optimizer.class_path" not in settings:
                 parts.append("lr" + short(value))
         elif key == "model.members":
             parts.append(f"{short(value)}seeds")
@@ -89,3 +92,74 @@ def shortened(name: str) -> str:
     import hashlib
 
     return f"{name[: MAX_NAME - 11]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+# callbacks that change what a run is, as their part of its name: a run stopped early or preceded
+# by the learning-rate finder is told apart from the plain one
+_CALLBACK_PARTS = {"EarlyStopping": "earlystop", "LearningRateReport": "lrfind"}
+
+
+def callback_names(config: Mapping[str, Any]) -> list[str]:
+    """The class names of a config's ``trainer.callbacks``, in order."""
+    callbacks = (config.get("trainer") or {}).get("callbacks")
+    callbacks = callbacks if isinstance(callbacks, list) else []
+    paths = [c.get("class_path") if isinstance(c, Mapping) else None for c in callbacks]
+    return [str(path).rsplit(".", 1)[-1] for path in paths if path]
+
+
+def label_of(config: Mapping[str, Any]) -> str:
+    """What a fit of ``config`` (as a dict) trains, for its run directory's name:
+    ``relu-10x10-sgd0.1-e1000-circles`` (the model first: what runs differ in most, where
+    TensorBoard's cards cut names off)."""
+    model, data = config["model"], config["data"]
+    optimizer = model.get("optimizer") or {}
+    dataset = Path(data["path"]).stem if data.get("path") else data["dataset"]
+    if not data.get("path") and data.get("classes") not in (None, 2):
+        dataset += str(data["classes"])  # spiral3: a three-arm spiral
+    settings = {
+        "model.activation": model["activation"],
+        "model.hidden_sizes": list(model["hidden_sizes"]),
+        "model.optimizer.class_path": optimizer.get("class_path"),
+        "model.optimizer.init_args.lr": (optimizer.get("init_args") or {}).get("lr"),
+        "trainer.max_epochs": config["trainer"].get("max_epochs"),
+    }
+    if model.get("members", 1) > 1:
+        settings["model.members"] = model["members"]
+    parts = [_CALLBACK_PARTS[n] for n in callback_names(config) if n in _CALLBACK_PARTS]
+    label = run_label({k: v for k, v in settings.items() if v is not None})
+    return shortened("-".join([label, *parts, short(dataset)]))
+
+
+def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -> dict[str, Any]:
+    """The run's settings that the model's and data's hyperparameters leave out: seed, epochs,
+    the optimizer and the settings of it that were chosen (not its defaults), the callbacks; with
+    ``bayes``, the best accuracy possible on the data."""
+    trainer = config.get("trainer") or {}
+    hparams: dict[str, Any] = {
+        "seed_everything": config.get("seed_everything"),
+        "max_epochs": trainer.get("max_epochs"),
+    }
+    optimizer = (config.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, Mapping) and optimizer.get("class_path"):
+        module, name = optimizer["class_path"].rsplit(".", 1)
+        defaults = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        hparams["optimizer"] = name
+        hparams.update(
+            {
+                f"optimizer.{k}": v
+                for k, v in (optimizer.get("init_args") or {}).items()
+                if k not in defaults or not same(v, defaults[k].default)
+            }
+        )
+    callbacks = callback_names(config)
+    if callbacks:  # e.g. EarlyStopping: max_epochs is then a limit, not what was trained
+        hparams["callbacks"] = ", ".join(callbacks)
+    hparams["bayes_acc"] = f"{bayes:.4f}" if bayes is not None else "unknown"
+    return hparams
+
+
+def same(value: Any, default: Any) -> bool:
+    """A setting equals its default, a list as the tuple it stands for (``betas: [0.9, 0.999]``)."""
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) == list(default)
+    return bool(value == default)

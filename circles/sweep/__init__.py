@@ -11,11 +11,11 @@ form::
     grid:                        # a mapping: its cartesian product; a list of them: their union
       - model.activation: [none, relu]
         model.hidden_sizes: [[10], [10, 10]]
-      - optimizer.class_path: [torch.optim.Adam]
-        optimizer.init_args.lr: [0.01]
+      - model.optimizer.class_path: [torch.optim.Adam]
+        model.optimizer.init_args.lr: [0.01]
     columns: 4                           # optional: panels per row in boundaries.png
 
-Every point is ``CirclesCLI(args=["fit", "--config", base, "--key=value", ...])`` followed by
+Every point is ``run_cli(["fit", "--config", base, "--key=value", ...])`` followed by
 ``test`` of its ``checkpoints/last.ckpt`` on the same trainer, logged into its own run directory
 ``DIR/runs/<point name>`` (so ``tensorboard --logdir DIR`` compares the points in its HPARAMS tab).
 A point's ``result.json`` is written last; a point that has one with status ``ok`` and the same

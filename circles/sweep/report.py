@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 COLUMNS = [*sweep_columns(), "members", "enclosed"]
 _HEADER = {
     "model.hidden_sizes": "hidden",
-    "optimizer.class_path": "optimizer",
-    "optimizer.init_args.lr": "lr",
+    "model.optimizer.class_path": "optimizer",
+    "model.optimizer.init_args.lr": "lr",
     "trainer.max_epochs": "epochs",
     "seed_everything": "seed",
 }

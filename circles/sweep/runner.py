@@ -243,7 +243,7 @@ def run_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
 def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str, Any]:
     """Train and test the point; ``earlier`` is its result from a previous attempt
     (:func:`checked_result`)."""
-    from circles.cli import CirclesCLI  # before the output goes to the log: handlers made at import
+    from circles.cli import run_cli  # before the output goes to the log: handlers made at import
     from circles.cli.reporting import quiet_lightning
     from circles.errors import Interrupted
 
@@ -264,7 +264,7 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     with _output_to(run_dir / LOG):
         try:
             with quiet_lightning():
-                cli = CirclesCLI(args=args)  # fit, then the test of its final weights
+                cli = run_cli(args)  # fit, then the test of its final weights
             result["train_s"] = time.perf_counter() - start
             result.update(_outcome(sweep, cli), status="ok")
         except SystemExit:  # jsonargparse printed why (a bad key or value) before exiting

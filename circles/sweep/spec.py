@@ -167,8 +167,8 @@ def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[st
 def _read_yaml(path: Path) -> Any:
     """The sweep file's YAML, bounded (:func:`circles.inputs.check_yaml`); its errors as one
     line."""
-    from circles.cli.bounds import MAX_BYTES, check_yaml
     from circles.errors import ConfigError
+    from circles.inputs import MAX_BYTES, check_yaml
 
     if path.stat().st_size > MAX_BYTES:
         raise SweepError(

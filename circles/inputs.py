@@ -1,11 +1,11 @@
-"""Bounds on outside input that arrives as YAML (config files, command-line values, sweep files):
-its size, and the number of values it stands for once its aliases are expanded, checked before
-any parser builds anything from it."""
+"""Bounds on outside input that arrives as YAML (config files, command-line values, checkpoints'
+records, sweep files): its size, and the number of values it stands for once its aliases are
+expanded, checked before anything is built from it. The command line's parser reads all its YAML
+through :func:`bounded_yaml` (its ``parser_mode``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -64,44 +64,23 @@ def check_yaml(text: str, field: str, where: str) -> tuple[bool, yaml.Node | Non
     return True, root
 
 
-def check_sections(root: yaml.Node | None, where: str) -> None:
-    """A config file (its composed ``root``, :func:`check_yaml`) is a mapping of sections."""
-    if not isinstance(root, yaml.MappingNode):
-        tag = root.tag.rsplit(":", 1)[-1] if root is not None else "null"
-        held = {
-            "null": "nothing",
-            "seq": "a list",
-            "int": "a number",
-            "float": "a number",
-            "str": "a text",
-            "bool": "true or false",
-        }.get(tag, f"a single {tag} value")
+def bounded_yaml(text: str, path: str | None = None) -> Any:
+    """jsonargparse's YAML loader, after :func:`check_yaml` (the command line's parser mode
+    ``BOUNDED``): of a config file (``path``) or of a value."""
+    from jsonargparse import get_loader
+
+    where = str(path) if path else text if len(text) <= 80 else f"{text[:80]}..."
+    check_yaml(text, "config" if path else "value", where)
+    value = get_loader("yaml")(text)
+    if path and not isinstance(value, dict):
+        held = {type(None): "nothing", list: "a list", str: "a text", bool: "true or false"}
         raise ConfigError(
             "config",
-            "a YAML file of sections (data:, model:, optimizer:, trainer:, ...)",
+            "a YAML file of sections (data:, model:, trainer:, ...)",
             where,
-            f"It holds {held}.",
+            f"It holds {held.get(type(value), 'a number')}.",
         )
+    return value
 
 
-def check_arguments(args: Sequence[str]) -> None:
-    """Check every value on a command line and every ``--config`` file it names with
-    :func:`check_yaml` (a missing file is left to the parser)."""
-    previous = ""
-    for arg in args:
-        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-        name = (option if equals else previous).lstrip("-") or "argument"
-        if not option or equals:
-            if name == "config" and Path(value).is_file():
-                path = Path(value)
-                if path.stat().st_size > MAX_BYTES:
-                    raise ConfigError(
-                        "config", f"a YAML file of at most {MAX_BYTES >> 20} MiB", value
-                    )
-                text = path.read_text(errors="replace")
-                parsed, root = check_yaml(text, "config", value)
-                if parsed:  # YAML that does not parse is the parser's to report
-                    check_sections(root, value)
-            else:
-                check_yaml(value, name, value[:80])
-        previous = option if not equals else ""
+BOUNDED = "bounded_yaml"

@@ -1,13 +1,15 @@
-"""What a SLURM job must agree on before the Trainer starts: the tasks SLURM started against the
-ranks Lightning will wait for, checked once from the job's environment, so a wrong allocation is
-one line and not a hang; and the hpc checkpoint a requeued job resumes from."""
+"""What a SLURM job must agree on before the Trainer runs: the tasks SLURM started against the
+ranks Lightning will wait for, checked once from the job's environment (by the command line
+before it runs the Trainer, whose processes would otherwise wait for each other), so a wrong
+allocation is one line and not a hang; and the hpc checkpoint a requeued job resumes from."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +28,26 @@ class AllocationError(CirclesError):
     exit_code = 2
 
 
-def in_slurm_job(plugins: Iterable[Any], environ: Mapping[str, str] = os.environ) -> bool:
+def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether Lightning runs the ranks by SLURM's environment: inside a SLURM job that is not an
     interactive one (see :meth:`SLURMEnvironment.detect`), with no other cluster environment
-    among the Trainer's ``plugins``."""
+    among the Trainer's ``plugins`` (instances, or a config's ``class_path`` entries)."""
+    plugins = plugins if isinstance(plugins, list) else [plugins] if plugins else []
+    kinds = [_class_of(p) for p in plugins]
     other = any(
-        isinstance(p, ClusterEnvironment) and not isinstance(p, SLURMEnvironment) for p in plugins
+        issubclass(k, ClusterEnvironment) and not issubclass(k, SLURMEnvironment) for k in kinds
     )
     interactive = environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
     return not other and "SLURM_NTASKS" in environ and not interactive
+
+
+def _class_of(plugin: Any) -> type:
+    """A plugin's class: an instance's, or the one a config's ``class_path`` names."""
+    path = plugin.get("class_path") if hasattr(plugin, "get") else None
+    if path is None:
+        return type(plugin)
+    module, _, name = str(path).rpartition(".")
+    return getattr(importlib.import_module(module), name, object) if module else object
 
 
 def slurm_count(environ: Mapping[str, str], variable: str, default: str = "1") -> int:
@@ -51,14 +64,14 @@ def slurm_count(environ: Mapping[str, str], variable: str, default: str = "1") -
     return counts.pop()
 
 
-def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.environ) -> None:
+def check_slurm_launch(plugins: Any, environ: Mapping[str, str] = os.environ) -> None:
     """Before the Trainer is built: refuse a launch in which the ranks would wait for tasks that
     never start.
 
     A process started without ``srun`` in a job of several tasks (the batch script's own shell
     has no job step) would wait for the others until the rendezvous timed out, and so would one
-    whose SLURM variables were set by hand outside any job; ``--ntasks`` without
-    ``--ntasks-per-node`` makes Lightning raise while building the Trainer, with a traceback."""
+    whose SLURM variables were set by hand outside any job. (``--ntasks`` without
+    ``--ntasks-per-node`` Lightning refuses itself, when it builds the Trainer.)"""
     if not in_slurm_job(plugins, environ):
         return
     tasks = slurm_count(environ, "SLURM_NTASKS")
@@ -71,14 +84,6 @@ def check_slurm_launch(plugins: Iterable[Any], environ: Mapping[str, str] = os.e
             f"command runs outside srun, in the job's batch script: one process started where "
             f"{tasks} are expected, and it would wait for the others until the rendezvous timed "
             f"out. Start it with {LAUNCH}, or ask for one task (sbatch --ntasks=1)."
-        )
-    if "SLURM_NTASKS_PER_NODE" not in environ:
-        nodes = slurm_count(environ, "SLURM_NNODES")
-        per_node = f"{tasks // nodes}" if tasks % nodes == 0 else "N"
-        raise AllocationError(
-            f"SLURM job {job} asks for --ntasks={tasks}, and the ranks need to know their tasks "
-            f"per node: submit with --nodes={nodes} --ntasks-per-node={per_node} instead of "
-            "--ntasks (trainer.devices then follows it, as scripts/slurm/train.sbatch sets it)."
         )
     if not _job_exists(job, environ):
         raise AllocationError(
@@ -105,7 +110,7 @@ def _job_exists(job: str, environ: Mapping[str, str]) -> bool:
 
 
 def check_slurm_allocation(
-    devices: int, nodes: int, plugins: Iterable[Any], environ: Mapping[str, str] = os.environ
+    devices: int, nodes: int, plugins: Any, environ: Mapping[str, str] = os.environ
 ) -> None:
     """Once the Trainer has resolved its ``devices`` per node and ``nodes``: they are the job's
     tasks per node and nodes, one rank per task (Lightning checks this only when a DDP strategy
@@ -153,3 +158,14 @@ def hpc_checkpoint(root: str | Path) -> Path | None:
         if number.isdigit():
             found.append((int(number), path))
     return max(found)[1] if found else None
+
+
+def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The SLURM job this process runs in, as Lightning's requeue names it (an array task's
+    ``JOB_TASK``); None outside a batch job Lightning takes its ranks from."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    array = environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array else environ.get("SLURM_JOB_ID")

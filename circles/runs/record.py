@@ -1,0 +1,196 @@
+"""What a run records of itself: its config, as ``config.yaml`` in the run directory and inside
+every checkpoint, so that ``--config <run>/config.yaml`` repeats the run and a resume can tell
+what changed; and which data a checkpoint was trained on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.cli import SaveConfigCallback
+from typing_extensions import override
+
+from circles.errors import ConfigError, InputError
+from circles.runs.checkpoints import CONFIG_KEY, JOB_KEY, RUN_KEY
+from circles.runs.directory import CHECKPOINTS, CONFIG, atomic_file
+from circles.runs.slurm import slurm_job
+
+
+def data_difference(
+    trained_on: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    files: Mapping[str, Mapping[str, Any]],
+) -> str | None:
+    """Say so when a checkpoint was trained on other data than a run will use (not an error:
+    testing a model on noisier data is a fair question), so that ``test --ckpt_path best`` after
+    a moons run is not taken for a result on moons. A file is the same file when it resolves to
+    the path the checkpoint recorded (``files``)."""
+    keys = (
+        "path",
+        "test_path",
+        "dataset",
+        "classes",
+        "noise",
+        "factor",
+        "n_samples",
+        "val_fraction",
+        "test_fraction",
+        "seed",
+    )
+    if data is None:
+        return None
+
+    def same(key: str) -> bool:
+        resolved = files.get(key, {}).get("resolved")
+        if resolved is not None and data.get(key) is not None:
+            return str(Path(data[key]).resolve()) == resolved
+        return data.get(key) == trained_on[key]
+
+    differ = [k for k in keys if k in trained_on and not same(k)]
+    if not differ:
+        return None
+    return (
+        "the checkpoint was trained on "
+        + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
+        + "; this run uses "
+        + ", ".join(f"{data.get(k)!r}" for k in differ)
+        + " (pass the run's config.yaml with --config to use its data)."
+    )
+
+
+# What a resumed fit must train with as the run did: what the model is, what it learns from and how
+# it steps.
+TRAINED_WITH = ("seed_everything", "model", "data")
+FREE_ON_RESUME = ("data.predict_path", "data.test_samples")  # evaluation only
+
+
+class RunConfig(SaveConfigCallback):
+    """The run's ``config.yaml``: the command's resolved config less what ties it to this run
+    (``ckpt_path``, the logger's ``version`` and ``label``), so ``--config <run>/config.yaml``
+    repeats the run, in a new run directory. Every checkpoint carries the same text, so a resume can
+    tell what changed (:meth:`check_fit`).
+
+    Unlike Lightning's own saver, ``fit`` writes it when training starts, so a fit that ends
+    before (a refused resume, a bad file) leaves the run's record as it was, and a resumed fit
+    rewrites it with what it changed (e.g. ``trainer.max_epochs``)."""
+
+    def __init__(
+        self, parser: Any, config: Any, config_filename: str = CONFIG, **kwargs: Any
+    ) -> None:
+        """
+        Args:
+            parser: The parser of the subcommand (LightningCLI passes it).
+            config: The subcommand's config (LightningCLI passes it).
+            config_filename: The file's name in the run directory.
+            **kwargs: LightningCLI's other options for its config saver (``overwrite``,
+                ``multifile``): unused, the file is always replaced whole.
+        """
+        config = config.clone()
+        if "ckpt_path" in config:
+            config.ckpt_path = None
+        logger = config.trainer.get("logger")
+        if isinstance(logger, Namespace) and isinstance(logger.get("init_args"), Namespace):
+            logger.init_args.version = None  # a repeat is a new run, named by its own settings
+            if "label" in logger.init_args:
+                logger.init_args.label = ""
+        super().__init__(parser, config, config_filename, overwrite=True)
+        self.text = parser.dump(config, skip_none=False)
+        self.run_name: str | None = None
+
+    @override
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            self._write(trainer)
+
+    def check_fit(self, trainer: Any, checkpoint: dict[str, Any] | None) -> None:
+        """Before a fit (Lightning writes into the run's folder from its set-up on, so the command
+        line asks first): ``fit --ckpt_path`` continues a run only with the settings it was
+        trained with; a fit from scratch into a run directory named by hand (``version``) that
+        holds a run is refused (it would replace its checkpoints and mix its curves with the new
+        ones)."""
+        if checkpoint is not None:
+            files = (checkpoint.get("CirclesDataModule") or {}).get("files")
+            now = yaml.safe_load(self.text)
+            conflicts = resume_conflicts(checkpoint.get(CONFIG_KEY), now, files)
+            if conflicts:
+                raise InputError(
+                    "fit --ckpt_path continues a run with the settings it was trained with, and "
+                    f"these differ: {'; '.join(conflicts)}. Leave them out to continue the run "
+                    "(trainer settings such as --trainer.max_epochs may change), or start a new "
+                    "run without --ckpt_path."
+                )
+            return
+        run = Path(trainer.log_dir)  # collective under DDP: every rank asks
+        files = [run / CONFIG, *(run / CHECKPOINTS).glob("*.ckpt")]
+        held = sorted(p.name for p in files if p.is_file())
+        if held:
+            raise ConfigError(
+                "trainer.logger.init_args.version",
+                "a run directory that holds no run yet, for a fit from scratch",
+                run.name,
+                f"{run} holds a run ({', '.join(held)}). Continue it with --ckpt_path "
+                f"{run / CHECKPOINTS / 'last.ckpt'}, or give a new version.",
+            )
+
+    @override
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: Any) -> None:
+        log_dir = trainer.log_dir  # collective under DDP: every rank asks
+        self.run_name = Path(log_dir).name if log_dir else None
+        if trainer.is_global_zero:
+            os.makedirs(log_dir, exist_ok=True)
+            with atomic_file(Path(log_dir) / self.config_filename) as f:
+                f.write(self.text)
+
+    @override
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.text
+        checkpoint[JOB_KEY] = slurm_job()
+        checkpoint[RUN_KEY] = self.run_name
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {
+        k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()
+    } or {prefix: {}}
+
+
+def resume_conflicts(
+    trained: str | None,
+    now: Mapping[str, Any],
+    files: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the
+    checkpoint's record ``trained`` (its ``config.yaml`` text), as ``key (trained: a, now: b)``.
+    A resume that changed them would either ignore them silently (Lightning restores the model
+    and the optimizer's state, learning rate included) or train something that is no longer the
+    run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
+    holds the checkpoint's record of them (whether their content is the same is the data module's
+    check)."""
+    if not trained:
+        return []
+    before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
+    after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
+    for key, record in (files or {}).items():
+        if record.get("resolved") and after.get(f"data.{key}") is not None:
+            before[f"data.{key}"] = record["resolved"]
+            after[f"data.{key}"] = str(Path(after[f"data.{key}"]).resolve())
+    keys = sorted(
+        k
+        for k in set(before) | set(after)
+        if k.split(".")[0] in TRAINED_WITH
+        and k not in FREE_ON_RESUME
+        and before.get(k) != after.get(k)
+    )
+    # its settings differ anyway
+    other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}
+    keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
+    return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]
