@@ -13,7 +13,7 @@ def main(args: Any = None) -> None:
     imports nothing heavy itself: a Ctrl-C while torch and Lightning load is one line too."""
     try:
         from circles.cli import cli_main
-        from circles.cli.reporting import one_line_errors
+        from circles.errors import one_line_errors
     except KeyboardInterrupt:
         from circles.errors import quiet_destructors  # light: no torch, no Lightning
 

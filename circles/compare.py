@@ -251,7 +251,7 @@ def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
     """Fit one config through the command line (its test follows), with a :class:`RunRecorder`;
     its record."""
     from circles.cli import run_cli
-    from circles.cli.reporting import quiet_lightning
+    from circles.errors import quiet_lightning
 
     with quiet_lightning(), _reported_as(f"{config}: "):
         cli = run_cli(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 
 
 class CirclesError(Exception):
@@ -132,3 +136,69 @@ def print_result_notes() -> None:
     for message in _RESULT_NOTES:
         print(f"circles: note: {message}", file=sys.stderr, flush=True)
     _RESULT_NOTES.clear()
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What ends a command as one ``circles: error:`` line and its exit status instead of a
+    traceback: a :class:`CirclesError` (its own status), Ctrl-C (130), an operating-system error
+    such as a full disk (1)."""
+    try:
+        yield
+    except CirclesError as err:
+        if isinstance(err, Interrupted):
+            quiet_destructors()
+        report(str(err), err.kind)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        quiet_destructors()
+        report("interrupted by Ctrl-C (SIGINT).")
+        raise SystemExit(130) from None
+    except OSError as err:  # a full disk, a read-only folder: the file and the cause
+        report(os_error_text(err))
+        raise SystemExit(1) from None
+
+
+# Lightning's messages that a user of this CLI can do nothing about: the srun hint (the SLURM
+# scripts use srun; a workstation with SLURM installed is not a job), a torch deprecation inside
+# Lightning, the prediction loop's note that it cannot tell batch indices (the prediction writer
+# does not use them), the note to callers that pass the CLI its arguments while the process has its
+# own (compare and the sweep runner do so on purpose), and an advertisement.
+# tests/test_upstream.py checks each still occurs.
+NOT_FOR_THE_USER = (
+    r"The `srun` command is available on your system but is not used",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Couldn't infer the batch indices fetched from your dataloader",
+    r"LightningCLI's args parameter is intended to run from within Python",
+)
+TIP = "💡 Tip:"  # Lightning's advertisement, logged once per process
+# Logged by every rank when Lightning's requeue handler saves its hpc checkpoint (it passes no
+# weights_only)
+NO_WEIGHTS_ONLY = "`weights_only` was not set, defaulting to `False`."
+LOGGED_NOT_FOR_THE_USER = {
+    "lightning.pytorch.utilities.rank_zero": TIP,
+    "lightning.pytorch.trainer.connectors.checkpoint_connector": NO_WEIGHTS_ONLY,
+}
+
+
+def _not_for_the_user(record: logging.LogRecord) -> bool:
+    hidden = LOGGED_NOT_FOR_THE_USER.get(record.name)
+    return hidden is None or not record.getMessage().startswith(hidden)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """While inside, hide the warnings in ``NOT_FOR_THE_USER`` and the log lines in
+    ``LOGGED_NOT_FOR_THE_USER`` (Lightning's tips, a default it logs on every rank); every other
+    warning still shows, and a process that imports circles keeps its own filters."""
+    logs = [logging.getLogger(name) for name in LOGGED_NOT_FOR_THE_USER]
+    with warnings.catch_warnings():
+        for message in NOT_FOR_THE_USER:
+            warnings.filterwarnings("ignore", message=message)
+        for log in logs:
+            log.addFilter(_not_for_the_user)
+        try:
+            yield
+        finally:
+            for log in logs:
+                log.removeFilter(_not_for_the_user)

@@ -893,7 +893,7 @@ def test_after_an_interruption_a_half_built_objects_destructor_prints_nothing(
     and its traceback after the command's one line."""
     import sys
 
-    from circles.cli.reporting import one_line_errors
+    from circles.errors import one_line_errors
 
     monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
 

@@ -239,7 +239,7 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
 
 
 def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_and_never_restores_it(
-    slurm_env, tmp_path
+    slurm_env, tmp_path, tiny_run
 ):
     """Lightning restores any hpc_ckpt_N.ckpt in the run's folder; a job that did not write it
     (not its own requeue) is refused naming it, and nothing of the file is trained on."""
@@ -254,7 +254,9 @@ def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_and_never_resto
     )
     run = tmp_path / "lightning_logs" / f"slurm-{job}"
     run.mkdir(parents=True)
-    other = {**load_checkpoint(REPO / "tests" / "data" / "one_network_7509795.ckpt"), JOB_KEY: "1"}
+    (trained,) = (tiny_run / "lightning_logs").glob("*/checkpoints/last.ckpt")
+    other_job = str(int(job) + 1000)  # no job of this cluster's
+    other = {**load_checkpoint(trained), JOB_KEY: other_job}
     torch.save(other, run / "hpc_ckpt_1.ckpt")
     subprocess.run(["scontrol", "release", job], env=slurm_env, check=True)
     wait_for(slurm_env, tmp_path, job, state="FAILED")
@@ -264,7 +266,7 @@ def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_and_never_resto
         f"trainer.default_root_dir must be a folder without another job's hpc checkpoint for "
         f"SLURM job {job}" in log
     )
-    assert "hpc_ckpt_1.ckpt, written by SLURM job 1" in log
+    assert f"hpc_ckpt_1.ckpt, written by SLURM job {other_job}" in log
     assert not (run / "checkpoints").exists()  # nothing trained, nothing restored
 
 

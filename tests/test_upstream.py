@@ -22,7 +22,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-from circles.cli import reporting
+from circles import errors
 from circles.data.batches import TensorBatches
 from circles.runs.checkpoints import load_checkpoint_file
 from circles.runs.logger import event_file_writer
@@ -246,16 +246,16 @@ def test_the_checkpoint_loader_reports_the_refusal_in_torchs_words(tmp_path):
 @pytest.mark.parametrize(
     "pattern, where",
     [
-        (reporting.NOT_FOR_THE_USER[0], "lightning.fabric.plugins.environments.slurm"),
-        (reporting.NOT_FOR_THE_USER[1], "torch.utils._pytree"),
-        (reporting.NOT_FOR_THE_USER[2], "lightning.pytorch.loops.prediction_loop"),
-        (reporting.NOT_FOR_THE_USER[3], "lightning.pytorch.cli"),
+        (errors.NOT_FOR_THE_USER[0], "lightning.fabric.plugins.environments.slurm"),
+        (errors.NOT_FOR_THE_USER[1], "torch.utils._pytree"),
+        (errors.NOT_FOR_THE_USER[2], "lightning.pytorch.loops.prediction_loop"),
+        (errors.NOT_FOR_THE_USER[3], "lightning.pytorch.cli"),
         (
-            re.escape(reporting.TIP),
+            re.escape(errors.TIP),
             "lightning.pytorch.trainer.connectors.logger_connector.logger_connector",
         ),
         (
-            re.escape(reporting.NO_WEIGHTS_ONLY),
+            re.escape(errors.NO_WEIGHTS_ONLY),
             "lightning.pytorch.trainer.connectors.checkpoint_connector",
         ),
     ],
@@ -313,7 +313,7 @@ def test_the_trainer_state_compares_equal_to_the_stage_name():
 
 
 def test_the_clis_warning_filters_end_with_the_command():
-    """The CLI hides Lightning's messages while it runs (circles.cli.reporting.quiet_lightning),
+    """The CLI hides Lightning's messages while it runs (circles.errors.quiet_lightning),
     not in the rest of a process that imports circles or runs a command in-process."""
     import subprocess
 
@@ -321,12 +321,12 @@ def test_the_clis_warning_filters_end_with_the_command():
         "import re, warnings, circles.cli, circles.sweep.runner\n"
         "try:\n    circles.cli.cli_main(['fit', '--print_config'])\nexcept SystemExit:\n    pass\n"
         "ours = [f for f in warnings.filters if f[1] is not None and any(re.search(re.escape(p[:20]), "
-        "f[1].pattern) for p in circles.cli.reporting.NOT_FOR_THE_USER)]\nassert not ours, ours"
+        "f[1].pattern) for p in circles.errors.NOT_FOR_THE_USER)]\nassert not ours, ours"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with warnings.catch_warnings():
         before = list(warnings.filters)
-        with reporting.quiet_lightning():
+        with errors.quiet_lightning():
             assert len(warnings.filters) > len(before)
         assert warnings.filters == before
 
@@ -357,19 +357,17 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    loggers = [logging.getLogger(name) for name in reporting.LOGGED_NOT_FOR_THE_USER]
+    loggers = [logging.getLogger(name) for name in errors.LOGGED_NOT_FOR_THE_USER]
     keep, levels = Keep(), [log.level for log in loggers]
     for log in loggers:
         log.addHandler(keep)
         log.setLevel(logging.INFO)
     try:
-        with reporting.quiet_lightning():
-            for log, message in zip(
-                loggers, reporting.LOGGED_NOT_FOR_THE_USER.values(), strict=True
-            ):
+        with errors.quiet_lightning():
+            for log, message in zip(loggers, errors.LOGGED_NOT_FOR_THE_USER.values(), strict=True):
                 log.info(message + " and the rest")
                 log.info("something else")
-        loggers[0].info(list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
+        loggers[0].info(list(errors.LOGGED_NOT_FOR_THE_USER.values())[0])  # outside: shown again
     finally:
         for log, level in zip(loggers, levels, strict=True):
             log.removeHandler(keep)
@@ -377,7 +375,7 @@ def test_the_cli_hides_the_log_lines_it_names_and_no_others():
     assert seen == [
         "something else",
         "something else",
-        list(reporting.LOGGED_NOT_FOR_THE_USER.values())[0],
+        list(errors.LOGGED_NOT_FOR_THE_USER.values())[0],
     ]
 
 

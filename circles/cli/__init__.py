@@ -22,17 +22,11 @@ from circles.callbacks.progress import ChapterProgressPrinter
 from circles.callbacks.signals import GracefulStopCallback, interruption
 from circles.callbacks.summary import RunSummary
 from circles.callbacks.weights import WeightsCallback
-from circles.cli.reporting import (
-    RUNNING,
-    CirclesArgumentParser,
-    one_line_errors,
-    quiet_lightning,
-    reported,
-)
+from circles.cli.reporting import RUNNING, CirclesArgumentParser, reported
 from circles.cli.settle import settle_config
 from circles.contracts import trainer_callbacks
-from circles.data.module import CirclesDataModule, predict_points
-from circles.errors import CirclesError, print_result_notes
+from circles.data.module import CirclesDataModule
+from circles.errors import one_line_errors, print_result_notes, quiet_lightning
 from circles.inputs import BOUNDED, bounded_yaml
 from circles.model.classifier import CirclesClassifier
 from circles.ranges import Seed
@@ -40,7 +34,7 @@ from circles.runs.checkpoints import CONFIG_KEY, AtomicCheckpointIO
 from circles.runs.logger import TensorBoardRunLogger
 from circles.runs.names import run_hyperparameters
 from circles.runs.record import RunConfig
-from circles.runs.slurm import check_slurm_allocation, check_slurm_launch, hpc_checkpoint, slurm_job
+from circles.runs.slurm import check_slurm_allocation, check_slurm_launch, final_weights
 
 CALLBACKS = {
     "checkpoint": RunCheckpoint,
@@ -129,7 +123,11 @@ class CirclesCLI(LightningCLI):
         (record,) = [cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, RunConfig)]
         record.check_fit(self.trainer, self.checkpoint)
         self._record(yaml.safe_load(record.text), trial=True)
-        _summary(self.trainer).hold = bool(self.config.fit.get("test_after_fit"))
+        held = bool(self.config.fit.get("test_after_fit"))
+        _summary(self.trainer).hold = held
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardRunLogger):
+                logger.stay_open = held
 
     def after_fit(self) -> None:
         try:
@@ -138,29 +136,28 @@ class CirclesCLI(LightningCLI):
             )
             if stop.signal is not None:
                 raise interruption(self.trainer, "fit", stop.signal)
+            checkpoint = self.trainer.checkpoint_callback
+            held = isinstance(checkpoint, RunCheckpoint) and checkpoint.holds_current_state(
+                self.trainer
+            )
+            last = checkpoint.last_model_path if held else None  # type: ignore[union-attr]
             if self.config.fit.get("test_after_fit"):
-                weights = final_weights(self.trainer)
+                weights = final_weights(self.trainer.default_root_dir, last)
                 self.trainer.test(self.model, self.datamodule, verbose=False, ckpt_path=weights)
         finally:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, TensorBoardRunLogger) and logger.stay_open:
+                    logger.stay_open = False
+                    logger.finalize("success")
             _summary(self.trainer).flush()
-
-    def before_validate(self) -> None:
-        self._record_trained()
-
-    def before_test(self) -> None:
-        self._record_trained()
-
-    def before_predict(self) -> None:
-        """Check the CSV to predict on before a run directory is created for the predictions."""
-        if self.datamodule.predict_path:
-            predict_points(self.datamodule.predict_path, self.datamodule.features)
-        self._record_trained()
 
     def _record_trained(self) -> None:
         """An evaluation records the settings of the run that trained its checkpoint."""
         trained = (self.checkpoint or {}).get(CONFIG_KEY)
         if trained:
             self._record(yaml.safe_load(trained))
+
+    before_validate = before_test = before_predict = _record_trained
 
     def _record(self, config: dict[str, Any], trial: bool = False) -> None:
         """Add the run's settings (:func:`circles.runs.names.run_hyperparameters`) to its
@@ -172,22 +169,6 @@ class CirclesCLI(LightningCLI):
                 logger.record_trial(hparams)
             else:
                 logger.log_hyperparams(hparams)
-
-
-def final_weights(trainer: Any) -> str | None:
-    """What the fit's test evaluates: the weights the fit ended with (None: the module's own), or,
-    in a SLURM job whose folder holds an hpc checkpoint (Lightning would test that instead of the
-    final weights), the ``last.ckpt`` the fit's end wrote."""
-    checkpoint = trainer.checkpoint_callback
-    if slurm_job() is None or hpc_checkpoint(trainer.default_root_dir) is None:
-        return None
-    if isinstance(checkpoint, RunCheckpoint) and checkpoint.holds_current_state(trainer):
-        return checkpoint.last_model_path
-    raise CirclesError(
-        "The fit's test would evaluate the hpc checkpoint in "
-        f"{trainer.default_root_dir} instead of the final weights (no last.ckpt holds them). "
-        "Test them with: test --ckpt_path last."
-    )
 
 
 def _summary(trainer: Any) -> RunSummary:
@@ -229,7 +210,7 @@ def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
 def cli_main(args: Any = None) -> None:
     """Run Lightning's subcommands on the circles models (``args`` as a list of strings; ``None``
     reads ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as
-    one line and an exit status (:func:`circles.cli.reporting.one_line_errors`)."""
+    one line and an exit status (:func:`circles.errors.one_line_errors`)."""
     with one_line_errors(), quiet_lightning():
         try:
             run_cli(args)

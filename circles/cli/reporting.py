@@ -8,12 +8,9 @@ import contextlib
 import contextvars
 import difflib
 import inspect
-import logging
 import re
-import shutil
 import signal
 import traceback
-import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
@@ -26,11 +23,7 @@ from circles.errors import (
     CirclesError,
     ConfigError,
     InputError,
-    Interrupted,
     SettingError,
-    os_error_text,
-    quiet_destructors,
-    report,
 )
 from circles.model.training import TrainingDiverged
 from circles.runs.logger import TensorBoardRunLogger
@@ -77,6 +70,11 @@ class CirclesArgumentParser(LightningArgumentParser):
 
 def _check_checkpoint_model(subcommand: str, model: dict[str, Any], config: Namespace) -> None:
     for key, value in model.items():
+        if value is None and _default(key) is not None:  # the parser lets a null pass as unset
+            raise InputError(
+                f"{config.get('ckpt_path')} holds model.{key}: null, which this model does not "
+                f"take (its default is {_default(key)!r}); train the network again with fit."
+            )
         now = config.get(f"model.{key}")  # None for a link's target (num_classes)
         if now is not None and not same(now, value) and not same(now, _default(key)):
             raise ConfigError(
@@ -185,27 +183,6 @@ def _unknown_option_text(parser: Any, key: str) -> str:
     return f"{key} is not an option; {where}: {', '.join(options)}.{guess}"
 
 
-@contextlib.contextmanager
-def one_line_errors() -> Iterator[None]:
-    """What ends a command as one ``circles: error:`` line and its exit status instead of a
-    traceback: a :class:`CirclesError` (its own status), Ctrl-C (130), an operating-system error
-    such as a full disk (1)."""
-    try:
-        yield
-    except CirclesError as err:
-        if isinstance(err, Interrupted):
-            quiet_destructors()
-        report(str(err), err.kind)
-        raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        quiet_destructors()
-        report("interrupted by Ctrl-C (SIGINT).")
-        raise SystemExit(130) from None
-    except OSError as err:  # a full disk, a read-only folder: the file and the cause
-        report(os_error_text(err))
-        raise SystemExit(1) from None
-
-
 def _raised_in(err: BaseException, where: str) -> bool:
     """Whether ``err`` came through a function of this name, or a file of this name (Lightning's,
     where it reads a checkpoint or builds the Trainer)."""
@@ -305,63 +282,6 @@ def _interrupted(signum: int) -> CirclesError:
 
 
 def _forget_empty_run(trainer: Any) -> None:
-    """Remove the run directory this command claimed when it holds nothing of its own (its lock,
-    config, hyperparameters and event files are all it holds), and the folder of evaluations
-    it made, if it holds no other."""
     logger = trainer.logger if trainer is not None else None
-    if not isinstance(logger, TensorBoardRunLogger) or logger.created is None:
-        return
-    run = logger.created
-    own = {".lock", "config.yaml", "hparams.yaml"}
-    files = [p.name for p in run.rglob("*") if p.is_file()]
-    if not all(name in own or name.startswith("events.out.tfevents.") for name in files):
-        return
-    logger.finalize("failed")
-    shutil.rmtree(run, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        run.parent.rmdir()
-
-
-# Lightning's messages that a user of this CLI can do nothing about: the srun hint (the SLURM
-# scripts use srun; a workstation with SLURM installed is not a job), a torch deprecation inside
-# Lightning, the prediction loop's note that it cannot tell batch indices (the prediction writer
-# does not use them), the note to callers that pass the CLI its arguments while the process has its
-# own (compare and the sweep runner do so on purpose), and an advertisement.
-# tests/test_upstream.py checks each still occurs.
-NOT_FOR_THE_USER = (
-    r"The `srun` command is available on your system but is not used",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    r"Couldn't infer the batch indices fetched from your dataloader",
-    r"LightningCLI's args parameter is intended to run from within Python",
-)
-TIP = "💡 Tip:"  # Lightning's advertisement, logged once per process
-# Logged by every rank when Lightning's requeue handler saves its hpc checkpoint (it passes no
-# weights_only)
-NO_WEIGHTS_ONLY = "`weights_only` was not set, defaulting to `False`."
-LOGGED_NOT_FOR_THE_USER = {
-    "lightning.pytorch.utilities.rank_zero": TIP,
-    "lightning.pytorch.trainer.connectors.checkpoint_connector": NO_WEIGHTS_ONLY,
-}
-
-
-def _not_for_the_user(record: logging.LogRecord) -> bool:
-    hidden = LOGGED_NOT_FOR_THE_USER.get(record.name)
-    return hidden is None or not record.getMessage().startswith(hidden)
-
-
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """While inside, hide the warnings in ``NOT_FOR_THE_USER`` and the log lines in
-    ``LOGGED_NOT_FOR_THE_USER`` (Lightning's tips, a default it logs on every rank); every other
-    warning still shows, and a process that imports circles keeps its own filters."""
-    logs = [logging.getLogger(name) for name in LOGGED_NOT_FOR_THE_USER]
-    with warnings.catch_warnings():
-        for message in NOT_FOR_THE_USER:
-            warnings.filterwarnings("ignore", message=message)
-        for log in logs:
-            log.addFilter(_not_for_the_user)
-        try:
-            yield
-        finally:
-            for log in logs:
-                log.removeFilter(_not_for_the_user)
+    if isinstance(logger, TensorBoardRunLogger):
+        logger.forget_if_empty()

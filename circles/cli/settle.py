@@ -10,11 +10,9 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from circles.errors import ConfigError, note
+from circles.errors import ConfigError
 from circles.runs.checkpoints import (
-    JOB_KEY,
     RUN_KEY,
-    load_checkpoint_file,
     load_lightning_checkpoint,
     resolve_checkpoint,
     run_of_checkpoint,
@@ -22,10 +20,8 @@ from circles.runs.checkpoints import (
 from circles.runs.directory import EVALUATIONS
 from circles.runs.logger import DEFAULT_RUNS
 from circles.runs.names import label_of
-from circles.runs.record import data_difference
-from circles.runs.slurm import hpc_checkpoint, slurm_job
-
-DATA_STATE = "CirclesDataModule"  # the key of the data module's state in a checkpoint
+from circles.runs.record import settle_data
+from circles.runs.slurm import hpc_resume
 
 
 def settle_config(cli: Any) -> dict[str, Any] | None:
@@ -46,15 +42,14 @@ def settle_config(cli: Any) -> dict[str, Any] | None:
         cli.config = cli.parser.parse_object({subcommand: {"model": hparams}}, cli.config)
         config = cli.config[subcommand]
     _settle_run(config, subcommand, path if named else None, checkpoint.get(RUN_KEY))
-    _settle_data(config, subcommand, checkpoint)
+    settle_data(config.get("data"), subcommand, checkpoint)
     return checkpoint or None
 
 
 def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
-    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's; ``hpc``: the
-    hpc checkpoint in ``trainer.default_root_dir``); None for a fit from scratch. Evaluations need
-    one. A fit in a SLURM job resumes from an hpc checkpoint only its own job wrote (a requeue):
-    Lightning would restore any it finds."""
+    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's; ``hpc``: a
+    SLURM requeue's, :func:`circles.runs.slurm.hpc_resume`); None for a fit from scratch.
+    Evaluations need one."""
     ckpt_path = config.get("ckpt_path")
     if ckpt_path is None and subcommand != "fit":
         raise ConfigError(
@@ -63,37 +58,10 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
             None,
             f"Without one, {subcommand} would evaluate an untrained network.",
         )
-    hpc = hpc_checkpoint(config.trainer.get("default_root_dir") or ".")
-    if ckpt_path == "hpc" and hpc is None:
-        raise ConfigError(
-            "ckpt_path",
-            "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
-            "trainer.default_root_dir)",
-            ckpt_path,
-            "There is none; give 'last' or a checkpoint file.",
-        )
-    if ckpt_path == "hpc":
+    hpc = hpc_resume(config.trainer.get("default_root_dir") or ".", ckpt_path)
+    if hpc is not None:
         return hpc
-    if ckpt_path is None and hpc is not None and slurm_job() is not None:
-        return _own_hpc_checkpoint(hpc)
     return resolve_checkpoint(ckpt_path, _runs_root(config)) if ckpt_path is not None else None
-
-
-def _own_hpc_checkpoint(hpc: Path) -> Path:
-    """``hpc`` if this SLURM job wrote it (the job was requeued and resumes); refused otherwise."""
-    job = slurm_job()
-    written_by = load_checkpoint_file(hpc).get(JOB_KEY) if hpc.is_file() else None
-    if written_by == job:
-        return hpc
-    who = f"SLURM job {written_by}" if written_by else "a job that did not record itself"
-    raise ConfigError(
-        "trainer.default_root_dir",
-        f"a folder without another job's hpc checkpoint for SLURM job {job}",
-        str(hpc.parent),
-        f"It holds {hpc.name}, written by {who}: Lightning would restore it into this run. Give "
-        f"--ckpt_path {hpc} to continue that run (its settings are checked as any checkpoint's), "
-        "or another --trainer.default_root_dir.",
-    )
 
 
 def _settle_run(
@@ -146,35 +114,6 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     else:
         logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"
     logger.evaluation = True
-
-
-# Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated
-# data to test on.
-GENERATED = ("dataset", "classes", "noise", "factor", "n_samples", "test_samples")
-
-
-def _settle_data(config: Namespace, subcommand: str, checkpoint: dict[str, Any]) -> None:
-    """The data of an evaluation follows the checkpoint's file when it names none (its classes,
-    its held-out points, found by the resolved path the checkpoint recorded), unless the command
-    names generated data the checkpoint's settings do not; differing data gets a note (fit refuses
-    it); the network's inputs are the features it was trained on."""
-    data = config.get("data")
-    if data is None or not checkpoint:
-        return
-    trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
-    files = (checkpoint.get(DATA_STATE) or {}).get("files") or {}
-    own = [k for k in GENERATED if k in trained_on and data.get(k) != trained_on[k]]
-    if subcommand != "fit" and data.get("path") is None and trained_on.get("path") and not own:
-        for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):
-            data[key] = trained_on.get(key, data.get(key))
-        for key, record in files.items():
-            data[key] = record.get("resolved", data[key])
-    text = data_difference(trained_on, data, files)
-    if text and subcommand != "fit":
-        note(text, beside_result=True)
-    features = (checkpoint.get("hyper_parameters") or {}).get("features")
-    if features:
-        data.features = list(features)
 
 
 def _run_logger_args(config: Namespace) -> Namespace | None:

@@ -3,7 +3,9 @@ HPARAMS record."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -238,6 +240,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._locked = False
         self._stage_writers: dict[str, Any] = {}
         self._created = False
+        self.stay_open = False  # a stage's success only flushes: the fit's test joins its files
         self._hparams_file_saved = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
@@ -352,10 +355,29 @@ class TensorBoardRunLogger(TensorBoardLogger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_hparams_session()
+        if status == "success" and self.stay_open:
+            self.save()
+            self.flush()
+            return
         super().finalize(status)
         for writer in self._stage_writers.values():
             writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
         self.release()
+
+    def forget_if_empty(self) -> None:
+        """Remove the run directory this process made, when it holds nothing of the run's own (a
+        lock, config, hyperparameters and event files are all it holds: the command was refused
+        or stopped before it wrote anything), and the folder of evaluations it made, if that
+        holds no other."""
+        run = self.created
+        own = {".lock", "config.yaml", self.NAME_HPARAMS_FILE}
+        files = [p.name for p in run.rglob("*") if p.is_file()] if run is not None else [""]
+        if run is None or not all(n in own or n.startswith("events.out.tfevents.") for n in files):
+            return
+        self.finalize("failed")
+        shutil.rmtree(run, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.parent.rmdir()
 
     def release(self) -> None:
         """Let another process write the run (the lock ends with the process anyway; a process

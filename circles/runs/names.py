@@ -162,4 +162,7 @@ def same(value: Any, default: Any) -> bool:
     """A setting equals its default, a list as the tuple it stands for (``betas: [0.9, 0.999]``)."""
     if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
         return list(value) == list(default)
-    return bool(value == default)
+    try:
+        return bool(value == default)
+    except (RuntimeError, TypeError, ValueError):  # a tensor of several values, say
+        return False

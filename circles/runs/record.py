@@ -14,7 +14,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 from typing_extensions import override
 
-from circles.errors import ConfigError, InputError
+from circles.errors import ConfigError, InputError, note
 from circles.runs.checkpoints import CONFIG_KEY, JOB_KEY, RUN_KEY
 from circles.runs.directory import CHECKPOINTS, CONFIG, atomic_file
 from circles.runs.slurm import slurm_job
@@ -22,7 +22,7 @@ from circles.runs.slurm import slurm_job
 
 def data_difference(
     trained_on: Mapping[str, Any],
-    data: Mapping[str, Any] | None,
+    data: Any,
     files: Mapping[str, Mapping[str, Any]],
 ) -> str | None:
     """Say so when a checkpoint was trained on other data than a run will use (not an error:
@@ -194,3 +194,31 @@ def resume_conflicts(
     other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}
     keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
     return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]
+
+
+# Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated
+# data to test on.
+GENERATED = ("dataset", "classes", "noise", "factor", "n_samples", "test_samples")
+
+
+def settle_data(data: Namespace | None, subcommand: str, checkpoint: dict[str, Any]) -> None:
+    """The data of an evaluation follows the checkpoint's file when it names none (its classes,
+    its held-out points, found by the resolved path the checkpoint recorded), unless the command
+    names generated data the checkpoint's settings do not; differing data gets a note (fit refuses
+    it); the network's inputs are the features it was trained on."""
+    if data is None or not checkpoint:
+        return
+    trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
+    files = (checkpoint.get("CirclesDataModule") or {}).get("files") or {}
+    own = [k for k in GENERATED if k in trained_on and data.get(k) != trained_on[k]]
+    if subcommand != "fit" and data.get("path") is None and trained_on.get("path") and not own:
+        for key in ("path", "test_path", "val_fraction", "test_fraction", "seed"):
+            data[key] = trained_on.get(key, data.get(key))
+        for key, record in files.items():
+            data[key] = record.get("resolved", data[key])
+    text = data_difference(trained_on, data, files)
+    if text and subcommand != "fit":
+        note(text, beside_result=True)
+    features = (checkpoint.get("hyper_parameters") or {}).get("features")
+    if features:
+        data.features = list(features)

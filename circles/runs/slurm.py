@@ -15,17 +15,16 @@ from typing import Any
 
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
-from circles.errors import CirclesError
+from circles.errors import CirclesError, ConfigError, InputError
+from circles.runs.checkpoints import JOB_KEY, load_checkpoint_file
 
 LAUNCH = "srun python -m circles.cli fit ... (as scripts/slurm/train.sbatch does)"
 COUNT = re.compile(r"(\d+)(?:\(x\d+\))?")  # SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes
 
 
-class AllocationError(CirclesError):
+class AllocationError(InputError):
     """A SLURM allocation that the run's ranks cannot fill: the message names the setting and the
     fix."""
-
-    exit_code = 2
 
 
 def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
@@ -70,14 +69,23 @@ def check_slurm_launch(plugins: Any, environ: Mapping[str, str] = os.environ) ->
 
     A process started without ``srun`` in a job of several tasks (the batch script's own shell
     has no job step) would wait for the others until the rendezvous timed out, and so would one
-    whose SLURM variables were set by hand outside any job. (``--ntasks`` without
-    ``--ntasks-per-node`` Lightning refuses itself, when it builds the Trainer.)"""
+    whose SLURM variables were set by hand outside any job; with ``--ntasks`` alone, the ranks
+    cannot know their tasks per node (Lightning refuses it too, advising a count per node that
+    is the job's total)."""
     if not in_slurm_job(plugins, environ):
         return
     tasks = slurm_count(environ, "SLURM_NTASKS")
     if tasks <= 1:
         return
     job = environ.get("SLURM_JOB_ID", "?")
+    if "SLURM_NTASKS_PER_NODE" not in environ:
+        nodes = slurm_count(environ, "SLURM_NNODES", "1")
+        per_node = tasks // nodes if nodes and tasks % nodes == 0 else "N"
+        raise AllocationError(
+            f"SLURM job {job} asks for --ntasks={tasks}, and the ranks need to know their tasks "
+            f"per node: submit with --nodes={nodes} --ntasks-per-node={per_node} instead of "
+            "--ntasks (tasks per node times nodes is the number of ranks)."
+        )
     if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:  # srun sets them
         raise AllocationError(
             f"SLURM job {job} has {tasks} tasks (--ntasks-per-node times --nodes), but this "
@@ -169,3 +177,48 @@ def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
         return None
     array = environ.get("SLURM_ARRAY_JOB_ID")
     return f"{array}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array else environ.get("SLURM_JOB_ID")
+
+
+def hpc_resume(root: str | Path, ckpt_path: str | None) -> Path | None:
+    """The hpc checkpoint (in the trainer's ``default_root_dir``, ``root``) that a command takes
+    up: the one ``ckpt_path hpc`` names, or, for a command without a checkpoint inside a SLURM
+    job, the one its own job wrote (it was requeued and resumes; another job's is refused, as
+    Lightning would restore any it finds); None where neither applies."""
+    hpc = hpc_checkpoint(root)
+    if ckpt_path == "hpc" and hpc is None:
+        raise ConfigError(
+            "ckpt_path",
+            "'hpc' only where a SLURM requeue saved one (hpc_ckpt_N.ckpt in "
+            "trainer.default_root_dir)",
+            ckpt_path,
+            "There is none; give 'last' or a checkpoint file.",
+        )
+    if ckpt_path == "hpc" or hpc is None or ckpt_path is not None or slurm_job() is None:
+        return hpc if ckpt_path == "hpc" else None
+    job = slurm_job()
+    written_by = load_checkpoint_file(hpc).get(JOB_KEY) if hpc.is_file() else None
+    if written_by == job:
+        return hpc
+    who = f"SLURM job {written_by}" if written_by else "a job that did not record itself"
+    raise ConfigError(
+        "trainer.default_root_dir",
+        f"a folder without another job's hpc checkpoint for SLURM job {job}",
+        str(hpc.parent),
+        f"It holds {hpc.name}, written by {who}: Lightning would restore it into this run. Give "
+        f"--ckpt_path {hpc} to continue that run (its settings are checked as any checkpoint's), "
+        "or another --trainer.default_root_dir.",
+    )
+
+
+def final_weights(root: str | Path, last: str | None) -> str | None:
+    """What a fit's test evaluates: the weights the fit ended with (None: the module's own), or,
+    in a SLURM job whose folder (``root``) holds an hpc checkpoint (Lightning would test that
+    instead), ``last``: the ``last.ckpt`` that holds the fit's end, if one does."""
+    if slurm_job() is None or hpc_checkpoint(root) is None:
+        return None
+    if last is not None:
+        return last
+    raise CirclesError(
+        f"The fit's test would evaluate the hpc checkpoint in {root} instead of the final "
+        "weights (no last.ckpt holds them). Test them with: test --ckpt_path last."
+    )

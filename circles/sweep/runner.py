@@ -244,8 +244,7 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any] | None) -> dict[str
     """Train and test the point; ``earlier`` is its result from a previous attempt
     (:func:`checked_result`)."""
     from circles.cli import run_cli  # before the output goes to the log: handlers made at import
-    from circles.cli.reporting import quiet_lightning
-    from circles.errors import Interrupted
+    from circles.errors import Interrupted, quiet_lightning
 
     run_dir = sweep.run_dir(point)
     args, last = _prepare(sweep, point, earlier)
