@@ -12,6 +12,7 @@ which the two densities are equal, and the Bayes accuracy is
 scipy is imported inside the functions so ``import circles`` stays fast.
 """
 
+import contextlib
 import math
 from collections.abc import Sequence
 from functools import cache
@@ -22,8 +23,7 @@ __all__ = ["bayes_threshold", "bayes_accuracy", "nearest_centre_accuracy"]
 
 
 def _check(noise, factor):
-    noise = float(noise)
-    factor = float(factor)
+    noise, factor = float(noise), float(factor)
     if not 0.0 <= noise < math.inf:
         raise ValueError(f"noise must be >= 0 (and finite), got {noise}")
     if not 0.0 < factor < 1.0:
@@ -31,7 +31,7 @@ def _check(noise, factor):
     return noise, factor
 
 
-def _log_density_diff(r, noise, factor):
+def _log_density_diff(r, noise, f):
     """``rice.logpdf(r, factor/noise, scale=noise) - rice.logpdf(r, 1/noise, scale=noise)``.
 
     Written out because scipy's ``rice.logpdf`` is ``log(pdf)`` and underflows to
@@ -42,20 +42,26 @@ def _log_density_diff(r, noise, factor):
     from scipy.special import i0e
 
     s2 = noise * noise
-    f = factor
     x = r / s2
     if x < 1e-3:  # log I0(y) = y^2/4 - y^4/64 + y^6/576 + O(y^8)
         x2 = x * x
-        d = -(1 - f**2) * x2 / 4 + (1 - f**4) * x2**2 / 64 - (1 - f**6) * x2**3 / 576
-        return (1 - f) * (1 + f) / (2 * s2) + d
+        return (1 - f) * (1 + f) / (2 * s2) + (
+            -(1 - f**2) * x2 / 4 + (1 - f**4) * x2**2 / 64 - (1 - f**6) * x2**3 / 576
+        )
     # same thing with log I0(y) = log i0e(y) + y, and the linear terms combined exactly
     return (1 - f) * (1 + f - 2 * r) / (2 * s2) + math.log(i0e(f * x)) - math.log(i0e(x))
 
 
 @cache
-def _threshold(noise, factor):
+def bayes_threshold(noise: float, factor: float) -> float:
+    """Radius t of the Bayes-optimal rule: predict inner (label 1) iff ``r < t``.
+
+    t is accurate to ~1e-15 relative except where noise >> 1 and factor -> 1 (the two
+    densities are then nearly identical, t is ill-conditioned and the accuracy is 0.5).
+    """
     from scipy.optimize import brentq
 
+    noise, factor = _check(noise, factor)
     mid = (1.0 + factor) / 2.0
     if noise == 0.0:
         return mid
@@ -72,12 +78,14 @@ def _threshold(noise, factor):
 
 
 @cache
-def _accuracy(noise, factor):
+def bayes_accuracy(noise: float, factor: float = 0.8) -> float:
+    """Exact Bayes-optimal accuracy on ``make_circles(noise=noise, factor=factor)``."""
     from scipy.stats import rice
 
+    noise, factor = _check(noise, factor)
     if noise == 0.0:
         return 1.0
-    t = _threshold(noise, factor)
+    t = bayes_threshold(noise, factor)
     # Rayleigh-tail bound on the error, P(|noise vector| > a) = exp(-a^2 / (2 noise^2)):
     # if it is below half an ulp of 1.0 the accuracy is 1.0 in double precision
     # (this also avoids scipy's nan at huge b = nu/noise).
@@ -85,13 +93,13 @@ def _accuracy(noise, factor):
     zo = (1.0 - t) / noise
     if 0.5 * math.exp(-zi * zi / 2) + 0.5 * math.exp(-zo * zo / 2) < 1e-17:
         return 1.0
-    if noise > 1e-5:
-        p_inner = rice.cdf(t, factor / noise, scale=noise)  # P(r < t | inner)
-        p_outer = rice.sf(t, 1.0 / noise, scale=noise)  # P(r > t | outer)
-    else:  # scipy's rice.cdf (chndtr) returns nan for b = nu/noise beyond ~3e5
-        p_inner = _p_inside(t, factor, noise)
-        p_outer = 1.0 - _p_inside(t, 1.0, noise)
-    return float(0.5 * p_inner + 0.5 * p_outer)
+    if noise > 1e-5:  # P(r < t | inner) and P(r > t | outer)
+        return float(
+            0.5 * rice.cdf(t, factor / noise, scale=noise)
+            + 0.5 * rice.sf(t, 1.0 / noise, scale=noise)
+        )
+    # scipy's rice.cdf (chndtr) returns nan for b = nu/noise beyond ~3e5
+    return 0.5 * _p_inside(t, factor, noise) + 0.5 * (1.0 - _p_inside(t, 1.0, noise))
 
 
 def _p_inside(t, nu, noise):
@@ -111,20 +119,6 @@ def _p_inside(t, nu, noise):
     return quad(integrand, -lim, lim, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
 
 
-def bayes_threshold(noise: float, factor: float) -> float:
-    """Radius t of the Bayes-optimal rule: predict inner (label 1) iff ``r < t``.
-
-    t is accurate to ~1e-15 relative except where noise >> 1 and factor -> 1 (the two
-    densities are then nearly identical, t is ill-conditioned and the accuracy is 0.5).
-    """
-    return _threshold(*_check(noise, factor))
-
-
-def bayes_accuracy(noise: float, factor: float = 0.8) -> float:
-    """Exact Bayes-optimal accuracy on ``make_circles(noise=noise, factor=factor)``."""
-    return _accuracy(*_check(noise, factor))
-
-
 def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sigma: float) -> float:
     """Exact Bayes-optimal accuracy for classes that are round Gaussians of the same ``sigma``
     with equal priors around ``centres`` (K, 2): the optimal rule is the nearest centre, so the
@@ -135,27 +129,19 @@ def nearest_centre_accuracy(centres: Sequence[Sequence[float]] | np.ndarray, sig
     the distance to the cell's edge in that direction: a one-dimensional integral, computed to
     ~1e-10 by quadrature between the angles where the nearest edge changes (no sampling). Only a
     centre's Delaunay neighbours bound its cell, so a cell costs the same for 10 classes or 1000."""
+    from scipy.spatial import Delaunay, QhullError
+
     c = np.asarray(centres, dtype=np.float64)
     if sigma <= 0:
         return 1.0
-    neighbours = voronoi_neighbours(c)
+    # the centres whose bisector can bound a cell: its Delaunay neighbours, or every other centre
+    # where there is no triangulation (fewer than 4 centres, or all on one line)
+    neighbours = [np.delete(np.arange(len(c)), k) for k in range(len(c))]
+    if len(c) >= 4:
+        with contextlib.suppress(QhullError):
+            indptr, indices = Delaunay(c).vertex_neighbor_vertices
+            neighbours = [indices[indptr[k] : indptr[k + 1]] for k in range(len(c))]
     return sum(cell_mass(c, k, neighbours[k], sigma) for k in range(len(c))) / len(c)
-
-
-def voronoi_neighbours(c: np.ndarray) -> list[np.ndarray]:
-    """For each centre, the centres whose bisector with it can bound its Voronoi cell: its
-    Delaunay neighbours, or every other centre where there is no triangulation (fewer than 3,
-    or all on one line)."""
-    from scipy.spatial import Delaunay, QhullError
-
-    everyone = [np.delete(np.arange(len(c)), k) for k in range(len(c))]
-    if len(c) < 4:
-        return everyone
-    try:
-        indptr, indices = Delaunay(c).vertex_neighbor_vertices
-    except QhullError:
-        return everyone
-    return [indices[indptr[k] : indptr[k + 1]] for k in range(len(c))]
 
 
 def cell_mass(c: np.ndarray, k: int, neighbours: np.ndarray, sigma: float) -> float:
@@ -168,15 +154,22 @@ def cell_mass(c: np.ndarray, k: int, neighbours: np.ndarray, sigma: float) -> fl
     half = (others**2).sum(axis=1) / 2
 
     def mass(theta: float) -> float:
-        u = np.array([math.cos(theta), math.sin(theta)])
-        along = others @ u
-        reach = np.where(along > 0, half / np.where(along > 0, along, 1), np.inf)
-        r = reach.min()
+        along = others @ np.array([math.cos(theta), math.sin(theta)])
+        r = np.where(along > 0, half / np.where(along > 0, along, 1), np.inf).min()
         return 1.0 if not np.isfinite(r) else -math.expm1(-r * r / (2 * sigma * sigma))
 
+    # the cell's corners, where the nearest edge changes (the integrand's kinks): the points
+    # where two bisectors meet that no other bisector cuts off
+    i, j = np.triu_indices(len(others), 1)
+    pairs = np.stack([others[i], others[j]], axis=1)
+    meet = np.abs(np.linalg.det(pairs)) >= 1e-12
+    corners = np.linalg.solve(pairs[meet], np.stack([half[i], half[j]], axis=1)[meet, :, None])[
+        ..., 0
+    ]
+    kept = np.all(corners @ others.T <= half + 1e-9 * (1 + np.abs(half)), axis=1)
     kinks = sorted(
         {math.atan2(d[1], d[0]) % (2 * math.pi) for d in others}
-        | set(_corner_angles(others, half))
+        | {math.atan2(y, x) % (2 * math.pi) for x, y in corners[kept]}
         | {0.0, 2 * math.pi}
     )
     return sum(
@@ -184,21 +177,6 @@ def cell_mass(c: np.ndarray, k: int, neighbours: np.ndarray, sigma: float) -> fl
         for a, b in zip(kinks, kinks[1:], strict=False)
         if b > a
     ) / (2 * math.pi)
-
-
-def _corner_angles(others: np.ndarray, half: np.ndarray) -> list[float]:
-    """The directions of the cell's corners, where the nearest edge changes (the integrand's
-    kinks): the points where two bisectors meet that no other bisector cuts off."""
-    angles = []
-    for i in range(len(others)):
-        for j in range(i + 1, len(others)):
-            pair = others[[i, j]]
-            if abs(np.linalg.det(pair)) < 1e-12:
-                continue
-            corner = np.linalg.solve(pair, half[[i, j]])
-            if np.all(others @ corner <= half + 1e-9 * (1 + np.abs(half))):
-                angles.append(math.atan2(corner[1], corner[0]) % (2 * math.pi))
-    return angles
 
 
 def accuracy_interval(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -17,12 +17,11 @@ trained again: the page shows what it wrote (its curves, its numbers, its Tensor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -75,6 +74,17 @@ class RunRecorder(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The curves; at a pictured epoch, the boundary over the validation points as the
+        TensorBoard frames draw it (a linear model's lines too), the network's units over the plane
+        and its weights, and what each hidden layer does to the plane and the training points (the
+        network and the layers the first member's)."""
+        from circles.pictures.frames import render_panel
+        from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
+        from circles.pictures.layers import layers_picture
+        from circles.pictures.network import network_image
+        from circles.pictures.notes import MEMBER_LINES, draws_lines
+        from circles.pictures.panels import BoundaryPanel
+
         if not trainer.is_global_zero:
             return
         epoch = trainer.current_epoch
@@ -83,66 +93,33 @@ class RunRecorder(Callback):
             if name in values:
                 self.record.curves.setdefault(name, []).append((epoch, values[name]))
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if pictured(epoch) or last or trainer.should_stop:
-            self.record.pictures[epoch] = self._picture(trainer, pl_module)
-            self.record.networks[epoch] = self._network(pl_module)
-            self.record.layers[epoch] = self._layers(trainer, pl_module, epoch)
-
-    def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> np.ndarray:
-        """The boundary over the validation points, as the TensorBoard frames draw it (a linear
-        model's lines too)."""
-        from circles.pictures.frames import render_panel
-        from circles.pictures.grids import grid_axes, grid_boundaries, grid_predictions
-        from circles.pictures.notes import MEMBER_LINES, draws_lines
-        from circles.pictures.panels import BoundaryPanel
-
-        points = trainer_data(trainer).points("val")
-        assert points is not None  # validation has run by the end of a training epoch
-        x = points[0].cpu().numpy()
-        y = points[1].cpu().numpy()
-        if self._grid is None:
-            self._grid = grid_axes(x, 101)
+        if not (pictured(epoch) or last or trainer.should_stop):
+            return
+        val, train = trainer_data(trainer).points("val"), trainer_data(trainer).points("train")
+        assert val is not None and train is not None  # validation has run by the epoch's end
+        x, y = (t.cpu().numpy() for t in val)
+        self._grid = self._grid or grid_axes(x, 101)
         model = classifier(pl_module)
         probs, votes = grid_predictions(model, *self._grid)
         lines = grid_boundaries(model, *self._grid, MEMBER_LINES) if draws_lines(model) else None
-        return render_panel(
-            BoundaryPanel.of("", *self._grid, probs, x, y, votes=votes, boundaries=lines),
-            "class",
-            2,
-            2,
-        )
-
-    def _network(self, pl_module: pl.LightningModule) -> np.ndarray:
-        """The network's units over the plane and its weights (the first member's)."""
-        from circles.pictures.grids import grid_layers
-        from circles.pictures.network import network_image
-
-        assert self._grid is not None  # the boundary's picture made it
-        model = classifier(pl_module)
+        panel = BoundaryPanel.of("", *self._grid, probs, x, y, votes=votes, boundaries=lines)
+        self.record.pictures[epoch] = render_panel(panel, "class", 2, 2)
         weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
-        return network_image(grid_layers(model, *self._grid), weights, model.feature_names)
-
-    def _layers(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> np.ndarray:
-        """What each hidden layer does to the plane and the training points (the first
-        member's)."""
-        from circles.pictures.layers import layers_picture
-
-        assert self._grid is not None  # the boundary's picture made it
-        points = trainer_data(trainer).points("train")
-        assert points is not None
-        x, y = (t.cpu().numpy() for t in points)
-        return layers_picture(classifier(pl_module), x, y, self._grid, f"epoch {epoch}")
+        outputs = grid_layers(model, *self._grid)
+        self.record.networks[epoch] = network_image(outputs, weights, model.feature_names)
+        x, y = (t.cpu().numpy() for t in train)
+        self.record.layers[epoch] = layers_picture(model, x, y, self._grid, f"epoch {epoch}")
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The best val acc, kept when the fit ends: a fit without its test has it too."""
-        self._keep_final(trainer, "val/acc_best")
+        self.on_test_end(trainer, pl_module, "val/acc_best")
 
     @override
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._keep_final(trainer, "test/")
-
-    def _keep_final(self, trainer: pl.Trainer, prefix: str) -> None:
+    def on_test_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str = "test/"
+    ) -> None:
+        """Keeps the final numbers whose names start with ``prefix``: the test's."""
         values = latest_values(trainer.callback_metrics)
         self.record.final.update({k: v for k, v in values.items() if k.startswith(prefix)})
 
@@ -208,43 +185,8 @@ def numbers_table(records: Sequence[RunRecord]) -> str:
             num(f.get("test/bayes_gap")),
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("run", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
-    )
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def write_page(records: Sequence[RunRecord], out: Path) -> tuple[Path, Path]:
-    """``compare.html`` (the slider page, self-contained: :mod:`circles.pictures.lesson_page`) and
-    ``compare.png`` (the last epoch) in ``out``."""
-    page = page_html(records, numbers_table(records), [final_line(r) for r in records])
-    png = out / "compare.png"
-    save_figure(_figure(records), png, dpi=80)
-    page_path = out / "compare.html"
-    with atomic_file(page_path, encoding="utf-8") as f:
-        f.write(page)
-    return page_path, png
-
-
-@contextlib.contextmanager
-def _reported_as(context: str) -> Iterator[None]:
-    """Errors while inside (parsing, building, fitting, a CirclesError on its way up) say
-    ``context`` first: which of the configs failed."""
-    token = REPORT_CONTEXT.set(context)
-    try:
-        yield
-    except CirclesError as err:
-        text = str(err)
-        if isinstance(err, Interrupted):  # a fit's own way on (--ckpt_path last) is not compare's
-            quiet_destructors()
-            text = re.sub(r" To continue, .*$", "", text) + (
-                " The page was not written; run the compare again to fit every config anew."
-            )
-        report(text, err.kind)
-        raise SystemExit(err.exit_code) from None
-    finally:
-        REPORT_CONTEXT.reset(token)
+    heads = ("run", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
+    return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
 
 
 def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
@@ -253,17 +195,30 @@ def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
     from circles.cli import run_cli
     from circles.errors import quiet_lightning
 
-    with quiet_lightning(), _reported_as(f"{config}: "):
-        cli = run_cli(
-            args=[
-                "fit",
-                "--config",
-                config,
-                *extra,
-                f"--trainer.default_root_dir={out}",
-                "--trainer.callbacks+=circles.compare.RunRecorder",
-            ]
-        )
+    with quiet_lightning():
+        token = REPORT_CONTEXT.set(f"{config}: ")  # the errors say which config failed
+        try:
+            cli = run_cli(
+                args=[
+                    "fit",
+                    "--config",
+                    config,
+                    *extra,
+                    f"--trainer.default_root_dir={out}",
+                    "--trainer.callbacks+=circles.compare.RunRecorder",
+                ]
+            )
+        except CirclesError as err:
+            text = str(err)
+            if isinstance(err, Interrupted):  # a fit's own way on (--ckpt_path) is not compare's
+                quiet_destructors()
+                text = re.sub(r" To continue, .*$", "", text) + (
+                    " The page was not written; run the compare again to fit every config anew."
+                )
+            report(text, err.kind)
+            raise SystemExit(err.exit_code) from None
+        finally:
+            REPORT_CONTEXT.reset(token)
     (recorder,) = [cb for cb in trainer_callbacks(cli.trainer) if isinstance(cb, RunRecorder)]
     recorder.record.name = Path(config).stem
     if not recorder.record.pictures:
@@ -282,6 +237,7 @@ def record_of_run(run_dir: Path) -> RunRecord:
     and its layers' maps where ``boundary.show_network`` and ``boundary.show_layers`` wrote
     them)."""
     import yaml
+    from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from circles.callbacks.boundary import DecisionBoundaryCallback
@@ -311,14 +267,15 @@ def record_of_run(run_dir: Path) -> RunRecord:
         ("layers/plane", record.layers),
     ):
         if tag in root.Tags()["images"]:
-            kept.update({image.step: _decoded(image) for image in root.Images(tag)})
+            kept.update(
+                {
+                    image.step: np.asarray(
+                        Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB")
+                    )
+                    for image in root.Images(tag)
+                }
+            )
     return record
-
-
-def _decoded(image: Any) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -326,8 +283,6 @@ class _Parser(argparse.ArgumentParser):
 
     @override
     def error(self, message: str) -> NoReturn:
-        from circles.errors import report
-
         report(f"compare: {message}")
         raise SystemExit(2)
 
@@ -352,13 +307,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", default="compare", help="folder of the runs, the page and the picture"
     )
     args, extra = parser.parse_known_args(argv)
-    missing = [c for c in args.configs if not os.path.exists(c)]
-    if missing:
-        parser.error(f"no such config file or run directory: {', '.join(missing)}")
     runs = [c for c in args.configs if os.path.isdir(c)]
-    unread = [r for r in runs if not list(Path(r).glob("events.out.tfevents.*"))]
-    if unread:
-        parser.error(f"not a run directory (no TensorBoard events in it): {', '.join(unread)}")
+    for wrong, problem in (
+        (
+            [c for c in args.configs if not os.path.exists(c)],
+            "no such config file or run directory",
+        ),
+        (
+            [r for r in runs if not list(Path(r).glob("events.out.tfevents.*"))],
+            "not a run directory (no TensorBoard events in it)",
+        ),
+    ):
+        if wrong:
+            parser.error(f"{problem}: {', '.join(wrong)}")
     if extra and len(runs) == len(args.configs):
         parser.error(
             f"{' '.join(extra)}: options go to the configs' runs, and there is none (a run "
@@ -380,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     with lock:
         records = [trained[c] if c in trained else run_config(c, extra, out) for c in args.configs]
-        page, png = write_page(records, out)
+        # the slider page, self-contained (circles.pictures.lesson_page), and the last epoch
+        text = page_html(records, numbers_table(records), [final_line(r) for r in records])
+        png = out / "compare.png"
+        save_figure(_figure(records), png, dpi=80)
+        page = out / "compare.html"
+        with atomic_file(page, encoding="utf-8") as f:
+            f.write(text)
     print(f"\nComparison: {page}  (opens offline in any browser)\nPicture: {png}", flush=True)
     return 0

@@ -94,16 +94,17 @@ def test_a_job_of_several_tasks_outside_srun_is_refused_and_one_task_is_not(node
         check_slurm_launch([], env)
 
 
-def test_ntasks_without_tasks_per_node_is_lightnings_refusal_in_one_line(monkeypatch, capfd):
-    """``--ntasks`` without ``--ntasks-per-node``: Lightning's SLURM environment refuses it when
-    the Trainer is built, saying what to give instead; the command line makes it one line."""
+def test_ntasks_without_tasks_per_node_is_refused_with_the_count_per_node(monkeypatch, capfd):
+    """``--ntasks`` without ``--ntasks-per-node`` is refused before the Trainer is built (whose
+    own refusal would advise the job's total as the count per node), naming the counts to give."""
     env = job(2, None)
     env["SLURM_NTASKS"] = "4"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert exit_status("fit", *TINY) == 2
     (line,) = error_lines(capfd.readouterr().err)
-    assert line.startswith("circles: error: trainer: ") and "--ntasks-per-node" in line
+    assert line.startswith("circles: error: SLURM job ") and "asks for --ntasks=4" in line
+    assert "submit with --nodes=2 --ntasks-per-node=2 instead of --ntasks" in line
     assert not Path("lightning_logs").exists()
 
 

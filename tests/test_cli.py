@@ -35,6 +35,14 @@ from helpers import (
 TINY = ["--trainer.max_epochs=3", "--data.n_samples=100", "--data.test_samples=200"]
 
 
+def test_a_network_of_ones_own_names_its_run_by_its_class(run_cli):
+    """``--model.network`` replaces the MLP: the run is named by the network's class, not by the
+    hidden sizes and activation it does not use."""
+    own = ["--model.network=torch.nn.Linear", "--model.network.in_features=2"]
+    run = run_cli("fit", *TINY, *own, "--model.network.out_features=1", "--boundary.gif=false")
+    assert run.name == "0000-Linear-sgd0.1-e3-circles"
+
+
 def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     run = run_cli("fit", *TINY)
     # numbered in order, named after what it trains

@@ -7,6 +7,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import runpy
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,35 @@ def test_every_overridden_method_is_marked_override():
                 if overrides and not getattr(function, "__override__", False):
                     unmarked.append(f"{name}.{cls.__name__}.{attr}")
     assert not unmarked, f"overriding without @override: {unmarked}"
+
+
+def test_the_package_keeps_its_size_budgets():
+    """``scripts/budgets.py``'s sizes: the statements of circles/ and of circles/cli/, the longest
+    module and the longest class in lines, each within the budget the script declares."""
+    budgets = runpy.run_path(str(PACKAGE.parent / "scripts" / "budgets.py"))
+    found = {
+        "statements in circles/": sum(budgets["statements"](p) for p in PACKAGE.rglob("*.py")),
+        "statements in circles/cli/": sum(
+            budgets["statements"](p) for p in (PACKAGE / "cli").rglob("*.py")
+        ),
+        **{key: lines for key, (_, lines) in budgets["longest"]().items()},
+    }
+    over = {key: (value, budgets["BUDGETS"][key]) for key, value in found.items()}
+    assert all(value <= budget for value, budget in over.values()), over
+
+
+def test_no_test_is_decided_by_a_clock():
+    """Hypothesis runs without a deadline (conftest's profile) and no test sets one again: a busy
+    machine only takes longer."""
+    from hypothesis import settings
+
+    assert settings.default.deadline is None
+    deadlines = [
+        f"{path.name}:{node.lineno}"
+        for path in (PACKAGE.parent / "tests").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.keyword)
+        and node.arg == "deadline"
+        and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+    ]
+    assert not deadlines

@@ -619,7 +619,7 @@ def test_more_than_two_classes_have_an_output_per_class_and_cross_entropy(member
     # what training minimises
     torch.testing.assert_close(model.training_step((x, y.float()), 0), expected.sum())
     right = (logits.argmax(-1) == y).float().mean()
-    assert float(model.train_acc.compute()) == pytest.approx(float(right))
+    assert float(model.train_metrics.acc.compute()) == pytest.approx(float(right))
     _, probs = model.predict_step((x,), 0)
     torch.testing.assert_close(probs, torch.softmax(logits, -1))
     # two classes: one logit, as before

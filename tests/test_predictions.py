@@ -8,12 +8,14 @@ import csv
 import shutil
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import torch
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from circles.data.files import FLOAT32_MAX
+from circles.model import CirclesClassifier
 
-from helpers import TINY, evaluation_dirs, exit_status
+from helpers import TINY, error_lines, evaluation_dirs, exit_status
 
 COORDINATE = st.floats(
     min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX, allow_nan=False, allow_subnormal=True
@@ -28,14 +30,26 @@ def read_predictions(runs: Path) -> tuple[list[str], list[list[str]]]:
 
 @settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(points=st.lists(st.tuples(COORDINATE, COORDINATE), min_size=1, max_size=40))
-def test_predict_writes_back_each_point_as_the_number_it_read(tiny_run, tmp_path, points):
-    """Any finite point the model can take (12345678.9 once came back as 1.23457e+07)."""
+@example(points=[(FLOAT32_MAX, FLOAT32_MAX)])
+@example(points=[(12345678.9, -1.5)])
+def test_predict_writes_back_each_point_as_the_number_it_read(tiny_run, tmp_path, capfd, points):
+    """Any finite point the model can take (12345678.9 once came back as 1.23457e+07); one whose
+    probability overflows is refused in one line, naming it."""
     runs = tmp_path / "lightning_logs"
     shutil.rmtree(runs, ignore_errors=True)
     shutil.copytree(tiny_run / "lightning_logs", runs)
     source = tmp_path / "points.csv"
     source.write_text("x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in points))
-    assert exit_status("predict", *TINY, "--ckpt_path=last", f"--data.predict_path={source}") == 0
+    (last,) = runs.glob("*/checkpoints/last.ckpt")
+    with torch.no_grad():
+        model = CirclesClassifier.load_from_checkpoint(last)
+        probs = model.member_probabilities(torch.tensor(points, dtype=torch.float64).float())
+    status = exit_status("predict", *TINY, "--ckpt_path=last", f"--data.predict_path={source}")
+    if not bool(torch.isfinite(probs).all()):  # coordinates near float32's largest overflow
+        (line,) = error_lines(capfd.readouterr().err)
+        assert status == 2 and "is not a number" in line and "nothing was written" in line
+        return
+    assert status == 0
     header, rows = read_predictions(runs)
     assert header == ["x1", "x2", "probability", "label"]
     assert [(float(r[0]), float(r[1])) for r in rows] == points

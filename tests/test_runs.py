@@ -314,7 +314,7 @@ def test_hparams_columns_open_on_what_a_sweep_varies():
     order."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from circles.runs.logger import HPARAM_COLUMNS, column_order, hparams_session
+    from circles.runs.hparams import HPARAM_COLUMNS, column_order, hparams_session
 
     values = {
         "activation": "relu",

@@ -135,7 +135,7 @@ def test_lightning_gives_every_logger_the_epoch_with_the_values_of_a_fit():
 def test_the_slurm_environment_is_where_lightnings_signal_connector_finds_the_requeue_signal(
     monkeypatch,
 ):
-    """circles.signals.requeue_signal reads
+    """circles.callbacks.signals.requeue_signal reads
     ``trainer._accelerator_connector.cluster_environment``, as Lightning's signal connector does,
     and defers the handler Lightning installs for its ``requeue_signal``."""
     from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
@@ -333,7 +333,7 @@ def test_the_clis_warning_filters_end_with_the_command():
 
 def test_the_learning_rate_finder_smooths_as_the_report_corrects_it():
     """Lightning's finder divides its running average after n steps by ``1 - beta**(n + 1)`` (its
-    step count is already n) with beta 0.98: :func:`circles.inside.finder_curve` undoes exactly
+    step count is already n) with beta 0.98: :func:`circles.callbacks.lr_finder.finder_curve` undoes exactly
     that."""
     import inspect
 

@@ -5,53 +5,35 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
-import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from circles.callbacks.summary import weights_text
-from circles.contracts import classifier, trainer_data
+from circles.contracts import classifier
 from circles.errors import check
 from circles.model.metrics import accuracy_text, latest_values
-from circles.pictures.figures import boundary_figure
-from circles.pictures.frames import Animation, boundary_image, vote_key
-from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
-from circles.pictures.layers import layers_picture
-from circles.pictures.network import network_image, neuron_image
-from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
-from circles.pictures.panels import BoundaryPanel
 from circles.ranges import Count, Resolution
-from circles.runs.directory import (
-    BOUNDARY_GIF,
-    BOUNDARY_PNG,
-    BOUNDARY_TEST_PNG,
-    atomic_file,
-    save_figure,
-)
+from circles.runs.directory import BOUNDARY_GIF, BOUNDARY_PNG, BOUNDARY_TEST_PNG, atomic_file
 from circles.runs.logger import tensorboard_of
+
+if TYPE_CHECKING:
+    from circles.pictures.frames import Animation
 
 GRID_VALUES = 1 << 25  # values per grid picture (128 MiB of float32)
 
 
 class DecisionBoundaryCallback(Callback):
-    """Shows what the model learned: its decision boundary over the data, in TensorBoard and as a
-    PNG.
+    """What the model learned, as pictures: its decision boundary over the data.
 
     Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val
-    picture is written to TensorBoard under ``decision_boundary/train_val`` at ``global_step =
-    epoch``; ``test`` writes ``test/decision_boundary`` (after the fit's frames on TensorBoard's
-    page). A model without an activation is drawn with its boundary line, each member's, and the
-    frame gives the affine map the layers are. The last picture of a fit is also saved with
-    matplotlib, axes and all, as ``decision_boundary.png`` in the run directory
-    (``decision_boundary_test.png`` after ``test``), and the frames of the fit as
-    ``decision_boundary.gif``. With ``show_neurons`` every frame also shows each hidden unit's
-    output over the plane (``neurons/layer_1``, ...), with ``show_network`` the network with its
-    weights (``network/weights``), with ``show_layers`` each hidden layer's map of the plane
-    (``layers/plane``). Runs on rank zero only."""
+    frame goes to TensorBoard (``decision_boundary/train_val`` at step = epoch; ``test`` writes
+    ``test/decision_boundary``); a linear model's frame draws each member's line and says the
+    affine map the layers are. A fit's last picture is saved as ``decision_boundary.png`` in the
+    run directory (``decision_boundary_test.png`` after ``test``), its frames as
+    ``decision_boundary.gif``. Rank zero draws."""
 
     TAG = "decision_boundary/train_val"
     TEST_TAG = "test/decision_boundary"
@@ -89,12 +71,11 @@ class DecisionBoundaryCallback(Callback):
         self.show_neurons = show_neurons
         self.show_network = show_network
         self.show_layers = show_layers
-        self.frames = Animation(max_frames=100)
+        self.frames: Animation | None = None  # the fit's frames for the GIF, from the first
         self.run_dir: str | None = None
         self.png_path: str | None = None
-        self._grids: dict[str, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]] = {}
+        self._grids: dict[str, Any] = {}  # per group of stages: its points and the grid over them
         self._last_frame_epoch: int | None = None
-        self._warned = False
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -116,154 +97,65 @@ class DecisionBoundaryCallback(Callback):
         the GIF shows the whole fit."""
         gif = os.path.join(str(self.run_dir), BOUNDARY_GIF)
         if self.gif and trainer.ckpt_path and trainer.is_global_zero and os.path.isfile(gif):
-            self.frames.load(gif)
+            self._animation().load(gif)
 
-    def _panels(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        group: str,
-        stages: tuple[str, ...],
-    ) -> list[BoundaryPanel] | None:
-        """The model over the grid of ``stages``' points (made the first time), one panel per
-        stage; None before the data is set up."""
-        if group not in self._grids:
-            found = [(stage, trainer_data(trainer).points(stage)) for stage in stages]
-            sets = {stage: (p[0].cpu().numpy(), p[1].cpu().numpy()) for stage, p in found if p}
-            if len(sets) < len(stages):
-                return None
-            axes = grid_axes(np.concatenate([x for x, _ in sets.values()]), self.resolution)
-            self._grids[group] = (sets, axes)
-        sets, (xs, ys) = self._grids[group]
-        model = classifier(pl_module)
-        probs, votes = grid_predictions(model, xs, ys)
-        lines = grid_boundaries(model, xs, ys, MEMBER_LINES) if draws_lines(model) else None
-        return [
-            BoundaryPanel.of(
-                name.capitalize(),
-                xs,
-                ys,
-                probs,
-                x,
-                y,
-                max_points=2000,
-                votes=votes,
-                boundaries=lines,
-            )
-            for name, (x, y) in sets.items()
-        ]
+    def _panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule, group: str) -> Any:
+        """On rank zero, the model over the grid of the ``group``'s points (``fit``: train and
+        val, ``test``), one panel per stage; None before the data is set up."""
+        if self._grids.get(group) is None and trainer.is_global_zero:
+            stages = ("test",) if group == "test" else ("train", "val")
+            self._grids[group] = _drawing().data_grid(trainer, stages, self.resolution)
+        grid = self._grids.get(group)
+        return _drawing().panels(pl_module, grid) if grid and trainer.is_global_zero else None
 
     def _writer(self, trainer: pl.Trainer) -> Any:
         tensorboard = tensorboard_of(trainer.loggers)
-        if tensorboard is not None:
-            return tensorboard.experiment
-        if not self._warned:
+        if tensorboard is None:
             rank_zero_warn(
-                "DecisionBoundaryCallback: no TensorBoard logger, so no frames are logged; "
-                "the PNG is still saved in the run directory."
+                "DecisionBoundaryCallback: no TensorBoard logger, so no frames; PNGs only."
             )
-            self._warned = True
-        return None
+        return tensorboard.experiment if tensorboard is not None else None
 
     def _frame(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        panels: list[BoundaryPanel],
-        tag: str,
-        step: int,
-    ) -> np.ndarray:
-        """The frame of ``panels`` under a header (the epoch and its accuracies), written to
-        TensorBoard."""
-        model = classifier(pl_module)
-        data = trainer_data(trainer)
-        test = tag == self.TEST_TAG
-        what = f"test set, {weights_text(trainer, pl_module)}" if test else f"epoch {step}"
-        stages = ("test",) if test else ("train", "val")
-        header = f"{what}   {accuracy_text(latest_values(trainer.callback_metrics), stages, '   ')}"
-        split = model.num_classes == 2 and any(p.split_vote for p in panels)  # members who disagree
-        key = vote_key(400, model.members, data.class_legend()[1]) if split else None
-        image = boundary_image(
-            panels,
-            self.show_probability,
-            header=header.rstrip(),
-            note="; ".join(picture_notes(model, data)),
-            classes=data.class_legend(),
-            key=key,
-        )
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[Any], step: int
+    ) -> Any:
+        """The frame of ``panels``, written to TensorBoard with the extras asked for; a fit's
+        joins the GIF's frames."""
+        drawing = _drawing()
+        test = trainer.state.fn == "test"
+        image = drawing.frame(trainer, pl_module, panels, step, test, self.show_probability)
         writer = self._writer(trainer)
+        layered = not test and bool(classifier(pl_module).layer_weights())  # not one's own net
         if writer is not None:
-            writer.add_image(tag, image, global_step=step, dataformats="HWC")
-            layered = not test and bool(model.layer_weights())  # not a network of one's own
+            writer.add_image(self.TEST_TAG if test else self.TAG, image, step, dataformats="HWC")
             if (self.show_neurons or self.show_network) and layered:
-                self._write_units(writer, pl_module, step)
+                grid = self._grids["fit"]
+                drawing.write_units(
+                    writer, pl_module, grid, step, self.show_neurons, self.show_network
+                )
             if self.show_layers and layered:
-                self._write_layers(writer, trainer, pl_module, step)
+                drawing.write_layers(writer, pl_module, self._grids["fit"], step)
+        if not test:
+            self._last_frame_epoch = step
+            if self.gif:
+                self._animation().add(image)
         return image
 
-    def _write_units(self, writer: Any, pl_module: pl.LightningModule, step: int) -> None:
-        model = classifier(pl_module)
-        layers = grid_layers(model, *self._grids["fit"][1])
-        if self.show_neurons:
-            for i, layer in enumerate(layers[1:-1], start=1):
-                image = neuron_image(layer, header=f"epoch {step}, hidden layer {i}")
-                writer.add_image(f"neurons/layer_{i}", image, global_step=step, dataformats="HWC")
-        if self.show_network:
-            weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
-            image = network_image(layers, weights, model.feature_names, header=f"epoch {step}")
-            writer.add_image("network/weights", image, global_step=step, dataformats="HWC")
+    def _animation(self) -> Animation:
+        if self.frames is None:
+            from circles.pictures import frames
 
-    def _write_layers(
-        self, writer: Any, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int
-    ) -> None:
-        sets, grid = self._grids["fit"]
-        x, y = sets["train"]
-        header = f"epoch {step}: what each hidden layer does to the plane and the training points"
-        image = layers_picture(classifier(pl_module), x, y, grid, header)
-        writer.add_image("layers/plane", image, global_step=step, dataformats="HWC")
-
-    def _fit_frame(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        panels: list[BoundaryPanel],
-        epoch: int,
-    ) -> None:
-        image = self._frame(trainer, pl_module, panels, self.TAG, epoch)
-        self._last_frame_epoch = epoch
-        if self.gif:
-            self.frames.add(image)
-
-    def _save_png(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        panels: list[BoundaryPanel],
-        name: str,
-        title: str,
-    ) -> str:
-        path = os.path.join(str(self.run_dir), name)
-        os.makedirs(str(self.run_dir), exist_ok=True)
-        data = trainer_data(trainer)
-        notes = picture_notes(classifier(pl_module), data)
-        figure = boundary_figure(
-            panels,
-            self.show_probability,
-            title="\n".join([title, *notes]),
-            classes=data.class_legend(),
-            probability_label=data.probability_label(),
-        )
-        save_figure(figure, path, dpi=80)
-        return path
+            self.frames = frames.Animation(max_frames=100)
+        return self.frames
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         if not trainer.is_global_zero or epoch % self.every_n_epochs:
             return
-        panels = self._panels(trainer, pl_module, "fit", ("train", "val"))
+        panels = self._panels(trainer, pl_module, "fit")
         if panels is not None:
-            self._fit_frame(trainer, pl_module, panels, epoch)
+            self._frame(trainer, pl_module, panels, epoch)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -271,32 +163,35 @@ class DecisionBoundaryCallback(Callback):
         checkpoint (``on_train_end``), so that a picture that cannot be written loses no
         training."""
         epoch = trainer.current_epoch - 1
-        panels = (
-            self._panels(trainer, pl_module, "fit", ("train", "val"))
-            if trainer.is_global_zero
-            else None
-        )
+        panels = self._panels(trainer, pl_module, "fit")
         if epoch < 0 or panels is None:
             return
         if self._last_frame_epoch != epoch:
-            self._fit_frame(trainer, pl_module, panels, epoch)
-        if self.gif and len(self.frames) > 1:
+            self._frame(trainer, pl_module, panels, epoch)
+        if self.gif and self.frames is not None and len(self.frames) > 1:
             with atomic_file(os.path.join(str(self.run_dir), BOUNDARY_GIF), "wb") as f:
                 self.frames.save(f)
         values = latest_values(trainer.callback_metrics)
         title = f"Epoch {epoch}: {accuracy_text(values, ('train', 'val'), ', ')}"
-        self.png_path = self._save_png(trainer, pl_module, panels, BOUNDARY_PNG, title)
+        self.png_path = os.path.join(str(self.run_dir), BOUNDARY_PNG)
+        _drawing().save_png(trainer, pl_module, panels, self.png_path, title, self.show_probability)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        panels = (
-            self._panels(trainer, pl_module, "test", ("test",)) if trainer.is_global_zero else None
-        )
+        panels = self._panels(trainer, pl_module, "test")
         if panels is None:
             return
         epoch = classifier(pl_module).weights_epoch
-        self._frame(trainer, pl_module, panels, self.TEST_TAG, epoch if epoch is not None else 0)
+        self._frame(trainer, pl_module, panels, epoch if epoch is not None else 0)
         accuracy = latest_values(trainer.callback_metrics).get("test/acc")
         title = "Test set" + (f": acc {accuracy:.4f}" if accuracy is not None else "")
         title += f", weights of epoch {epoch}" if epoch is not None else ""
-        self._save_png(trainer, pl_module, panels, BOUNDARY_TEST_PNG, title)
+        path = os.path.join(str(self.run_dir), BOUNDARY_TEST_PNG)
+        _drawing().save_png(trainer, pl_module, panels, path, title, self.show_probability)
+
+
+def _drawing() -> Any:
+    """The drawing code, imported at the first picture."""
+    from circles.callbacks import drawing
+
+    return drawing

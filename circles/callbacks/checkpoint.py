@@ -3,8 +3,8 @@ holds the last state."""
 
 from __future__ import annotations
 
-import contextlib
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from circles.contracts import trainer_callbacks
 from circles.errors import ConfigError
 from circles.model.training import TrainingDiverged
 from circles.ranges import Count
@@ -55,14 +56,12 @@ class RunCheckpoint(ModelCheckpoint):
                 after validation.
             **kwargs: Other ``ModelCheckpoint`` arguments (``save_last`` is managed here).
         """
-        kwargs.pop("save_last", None)
         super().__init__(
             monitor=monitor,
             mode=mode,
             filename=filename,
-            save_last=False,
             save_on_train_epoch_end=save_on_train_epoch_end,
-            **kwargs,
+            **{**kwargs, "save_last": False},
         )
         self.last_every_n_epochs = last_every_n_epochs
         self.last_saved_step: int | None = None  # the global step that last.ckpt holds
@@ -73,16 +72,22 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """A callback that stops on a validation metric has one to read (without validation
         batches Lightning would fail at the end of the first epoch)."""
-        stoppers = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
-        if stage == "fit" and trainer.limit_val_batches == 0:
-            for callback in (c for c in stoppers if c.monitor.startswith("val/")):
-                raise ConfigError(
-                    "trainer.limit_val_batches",
-                    f"above 0 while EarlyStopping stops on {callback.monitor}, which validation "
-                    "measures",
-                    trainer.limit_val_batches,
-                    "Give validation batches, or leave the EarlyStopping config out.",
-                )
+        stopper = next(
+            (
+                c
+                for c in trainer_callbacks(trainer)
+                if isinstance(c, EarlyStopping) and c.monitor.startswith("val/")
+            ),
+            None,
+        )
+        if stage == "fit" and trainer.limit_val_batches == 0 and stopper is not None:
+            raise ConfigError(
+                "trainer.limit_val_batches",
+                f"above 0 while EarlyStopping stops on {stopper.monitor}, which validation "
+                "measures",
+                trainer.limit_val_batches,
+                "Give validation batches, or leave the EarlyStopping config out.",
+            )
         super().setup(trainer, pl_module, stage)
         self._stage = stage
 
@@ -96,8 +101,7 @@ class RunCheckpoint(ModelCheckpoint):
         """Write ``last.ckpt`` for the trainer's current state, unless it already holds it. With
         ``publish`` false the file is written beside it and put in its place by
         :meth:`publish_last` (at the next epoch's start: see :meth:`on_train_epoch_end`)."""
-        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]  # the Trainer sets it
-        if fast_dev_run or trainer.sanity_checking:
+        if trainer.fast_dev_run or trainer.sanity_checking:  # type: ignore[attr-defined]
             return
         if self.last_saved_step == trainer.global_step:
             if publish:
@@ -111,8 +115,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_saved_step = trainer.global_step
         self._pending = not publish
         if publish and trainer.is_global_zero:  # a newer state than the one waiting
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self._path(PENDING))
+            Path(self._path(PENDING)).unlink(missing_ok=True)
 
     def publish_last(self, trainer: pl.Trainer) -> None:
         """The ``last.ckpt`` written beside its place put there, after the loggers' events are
@@ -160,15 +163,10 @@ class RunCheckpoint(ModelCheckpoint):
         self.publish_last(trainer)  # a good epoch's end, whatever went wrong after it
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.write_last(trainer)
-        if isinstance(exception, TrainingDiverged) and self.written():
-            exception.notes.append(
-                f"Checkpoints from before the divergence: {', '.join(self.written())}."
-            )
-
-    def written(self) -> list[str]:
-        """The best and the last checkpoint files that exist."""
         paths = (self.best_model_path, self.last_model_path)
-        return [os.path.normpath(p) for p in paths if p and os.path.isfile(p)]
+        written = [os.path.normpath(p) for p in paths if p and os.path.isfile(p)]
+        if isinstance(exception, TrainingDiverged) and written:
+            exception.notes.append(f"Checkpoints from before the divergence: {', '.join(written)}.")
 
     def holds_current_state(self, trainer: pl.Trainer) -> bool:
         """Whether ``last.ckpt`` exists and holds the trainer's current step."""

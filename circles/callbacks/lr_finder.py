@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -81,51 +82,55 @@ class LearningRateReport(LearningRateFinder):
         finally:
             loop.max_epochs = max_epochs
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
-        finder = self.optimal_lr
-        if finder is None or not trainer.is_global_zero:
-            return
-        lrs, losses = finder_curve(finder.results)
+        if self.optimal_lr is not None and trainer.is_global_zero:
+            self._report(trainer, self.optimal_lr.results, run_dir)
+
+    def _report(self, trainer: pl.Trainer, results: dict[str, Any], run_dir: str | None) -> None:
+        """The suggested rate beside the configured one, and the loss curve in ``lr_find.png``
+        and TensorBoard."""
+        lrs, losses = finder_curve(results)
         self.suggested = steepest_descent(lrs, losses)
         configured = sorted(
             {group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups}
         )
+        stopped = (
+            f" of {self._num_training_steps} to {self.span[1]:g}: it stops where the loss exceeds "
+            f"{self._early_stop_threshold:g}x its lowest"
+            if len(lrs) < self._num_training_steps
+            else ""
+        )
         lines = [
-            f"Learning-rate finder ({len(lrs)} steps from {lrs[0]:g} to {lrs[-1]:.3g}"
-            f"{self._stopped_early(lrs)}): "
-            "the loss fell "
-            f"fastest at lr {self.suggested:.3g}"
+            f"Learning-rate finder ({len(lrs)} steps from {lrs[0]:g} to {lrs[-1]:.3g}{stopped}): "
+            f"the loss fell fastest at lr {self.suggested:.3g}"
             if self.suggested
             else "Learning-rate finder: the loss fell at no rate tried (more steps, or a wider "
             "span?)",
             f"  this run trains with lr {', '.join(f'{lr:g}' for lr in configured)}",
-            *self._caution(configured),
+            *(
+                [
+                    f"  {self.suggested:.3g} is {self.suggested / max(configured):.0f} times this "
+                    "run's rate and was tried for one step only: check it on a short fit before "
+                    "training with it (a rate this large can kill ReLU units for good: "
+                    "train/dead_units in TensorBoard)"
+                ]
+                # a suggestion far above the run's rate was tried for one step, not trained with
+                if self.suggested and configured and self.suggested >= 10 * max(configured)
+                else []
+            ),
         ]
         if run_dir is not None:
             path = os.path.join(run_dir, LR_FIND_PNG)
             os.makedirs(run_dir, exist_ok=True)
             save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
-            _to_tensorboard(trainer, path)
+            tensorboard = tensorboard_of(trainer.loggers)
+            if tensorboard is not None:  # in TensorBoard's IMAGES tab too, beside the frames
+                from PIL import Image
+
+                with Image.open(path) as picture:
+                    image = np.asarray(picture.convert("RGB"))
+                tensorboard.experiment.add_image("lr_find", image, global_step=0, dataformats="HWC")
         print("\n".join(lines), flush=True)
-
-    def _caution(self, configured: list[float]) -> list[str]:
-        """Below a suggestion far above the run's rate: it was tried for one step, not trained
-        with."""
-        if not self.suggested or not configured or self.suggested < 10 * max(configured):
-            return []
-        return [
-            f"  {self.suggested:.3g} is {self.suggested / max(configured):.0f} times this run's "
-            "rate and was tried for one step only: check it on a short fit before training with "
-            "it (a rate this large can kill ReLU units for good: train/dead_units in TensorBoard)"
-        ]
-
-    def _stopped_early(self, lrs: np.ndarray) -> str:
-        if len(lrs) >= self._num_training_steps:
-            return ""
-        return (
-            f" of {self._num_training_steps} to {self.span[1]:g}: it stops where the loss exceeds "
-            f"{self._early_stop_threshold:g}x its lowest"
-        )
 
 
 FINDER_BETA = 0.98  # the smoothing of Lightning's finder (its _LRCallback's beta)
@@ -155,15 +160,3 @@ def steepest_descent(
         return None
     slopes = np.gradient(losses[keep], np.log10(lrs[keep]))
     return float(lrs[keep][np.argmin(slopes)]) if slopes.min() < 0 else None
-
-
-def _to_tensorboard(trainer: pl.Trainer, path: str) -> None:
-    """The finder's picture in TensorBoard's IMAGES tab too (``lr_find``), beside the frames."""
-    tensorboard = tensorboard_of(trainer.loggers)
-    if tensorboard is None:
-        return
-    from PIL import Image
-
-    with Image.open(path) as picture:
-        image = np.asarray(picture.convert("RGB"))
-    tensorboard.experiment.add_image("lr_find", image, global_step=0, dataformats="HWC")

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
 from circles.contracts import trainer_data
+from circles.errors import InputError
 from circles.runs.directory import PREDICTIONS_CSV, atomic_file
 
 
@@ -45,37 +46,36 @@ class PredictionWriter(BasePredictionWriter):
         probs = torch.cat([p for _, p in predictions], dim=1).cpu()  # (K, N) or (K, N, C)
         data = trainer_data(trainer)
         # the points as read: a precision plugin may have cast the batches
-        read = getattr(data, "predict_x", None)
-        x = read if read is not None and len(read) == probs.shape[1] else None
-        if x is None:
+        x = getattr(data, "predict_x", None)
+        if x is None or len(x) != probs.shape[1]:
             x = torch.cat([points for points, _ in predictions])
-        mean = probs.mean(0)
-        label, won = winning_class(mean)
         points = x.cpu().numpy()
-        columns = [points[:, 0], points[:, 1], won.numpy()]
-        header = ["x1", "x2", "probability"]
+        finite = torch.isfinite(probs).reshape(len(probs), probs.shape[1], -1).all(-1).all(0)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            raise InputError(
+                f"data.predict_path: the network's probability for point {i + 1} "
+                f"({points[i, 0]:g}, {points[i, 1]:g}) is not a number (its float32 arithmetic "
+                f"overflows there; {int((~finite).sum()):,} of {len(points):,} points are so). "
+                "Leave such points out; nothing was written."
+            )
+        mean = probs.mean(0)
+        if mean.dim() == 1:  # class 1's of two classes
+            mean = torch.stack([1 - mean, mean], dim=-1)
+        won, label = mean.max(-1)  # each point's class (the first of a tie) and its probability
+        columns = {"x1": points[:, 0], "x2": points[:, 1], "probability": won.numpy()}
         if len(probs) > 1:  # the members' spread of that probability (1 - p spreads as p)
             std = probs.std(0)
-            columns.append(
-                (std if std.dim() == 1 else std.gather(-1, label[:, None])[:, 0]).numpy()
-            )
-            header.append("probability_std")
-        names = data.class_names
-        labels = [names[k] for k in label.tolist()] if names else label.tolist()
+            columns["probability_std"] = (
+                std if std.dim() == 1 else std.gather(-1, label[:, None])[:, 0]
+            ).numpy()
+        labels = (
+            [data.class_names[k] for k in label.tolist()] if data.class_names else label.tolist()
+        )
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with atomic_file(self.path, newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
-            writer.writerow([*header, "label"])
-            texts = [[str(value) for value in column] for column in columns]
+            writer.writerow([*columns, "label"])
+            texts = ([str(value) for value in column] for column in columns.values())
             writer.writerows(zip(*texts, labels, strict=True))
         print(f"Predictions written to {self.path}", flush=True)
-
-
-def winning_class(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each point's class and its probability, from the probabilities ``(N,)`` of class 1 of two
-    classes or ``(N, C)`` of C classes."""
-    if mean.dim() == 1:
-        label = (mean > 0.5).long()
-        return label, torch.where(label == 1, mean, 1 - mean)
-    label = mean.argmax(-1)
-    return label, mean.gather(-1, label[:, None])[:, 0]

@@ -28,10 +28,9 @@ class ChapterProgressPrinter(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
-        if self.every_n_epochs is None or trainer.current_epoch % self.every_n_epochs and not last:
-            return
-        self._print(trainer, pl_module)
+        last = self._epoch + 1 == trainer.max_epochs
+        if self.every_n_epochs is not None and (last or self._epoch % self.every_n_epochs == 0):
+            self._print(trainer, pl_module)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -42,12 +41,11 @@ class ChapterProgressPrinter(Callback):
 
     def _print(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = latest_values(trainer.callback_metrics)
-        line = f"Epoch: {self._epoch}"
-        for stage, label in (("train", "Train"), ("val", "Val")):
-            if f"{stage}/loss" in metrics:
-                line += (
-                    f" | {label} loss: {metrics[f'{stage}/loss']:.5f}"
-                    f" | {label} accuracy: {100 * metrics[f'{stage}/acc']:.2f}%"
-                )
-        pl_module.print(line)
+        stages = [
+            f"{label} loss: {metrics[f'{stage}/loss']:.5f}"
+            f" | {label} accuracy: {100 * metrics[f'{stage}/acc']:.2f}%"
+            for stage, label in (("train", "Train"), ("val", "Val"))
+            if f"{stage}/loss" in metrics
+        ]
+        pl_module.print(" | ".join([f"Epoch: {self._epoch}", *stages]))
         self._printed = self._epoch

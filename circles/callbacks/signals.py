@@ -3,12 +3,11 @@ state saved."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from logging.handlers import BufferingHandler
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,6 +15,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from circles.contracts import trainer_callbacks
@@ -77,11 +77,8 @@ class GracefulStopCallback(Callback):
             and callable(signal.getsignal(self._requeue_signal))
         ):
             self._previous[self._requeue_signal] = signal.signal(
-                self._requeue_signal, self._on_requeue_signal
+                self._requeue_signal, lambda signum, frame: setattr(self, "requeue", True)
             )
-
-    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
-        self.requeue = True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signal is not None:
@@ -90,8 +87,6 @@ class GracefulStopCallback(Callback):
 
     @staticmethod
     def _stop_now(signum: int, frame: Any) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
         raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
 
     def _evaluation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -114,12 +109,8 @@ class GracefulStopCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        stop = self.signal is not None
-        requeue = self.requeue
         # one reduce for both flags: a rank that saw a signal decides for all
-        if trainer.world_size > 1:
-            flags = torch.tensor([stop, requeue], dtype=torch.float32, device=pl_module.device)
-            stop, requeue = (trainer.strategy.reduce(flags, reduce_op="sum") > 0).tolist()
+        stop, requeue = _any_rank(trainer, pl_module, self.signal is not None, self.requeue)
         if requeue and self._requeue_signal is not None:
             self.requeue = False
             # SLURM may deliver the signal again while it cancels the requeued job's tasks: the
@@ -133,15 +124,19 @@ class GracefulStopCallback(Callback):
 
     def _requeue(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning's requeue handler, run by every rank together: the hpc checkpoint, then (rank
-        zero) ``scontrol requeue``. Whether SLURM took the requeue, every rank learns from rank
-        zero; a refused one is said at once (the job then ends at its time limit)."""
+        zero) ``scontrol requeue``. Whether SLURM took the requeue (which the handler only logs:
+        :data:`REQUEUE_LOG`), every rank learns from rank zero; a refused one is said at once (the
+        job then ends at its time limit)."""
         assert self._requeue_signal is not None
-        with _requeue_refusals() as refused:
+        records = BufferingHandler(capacity=1000)
+        logging.getLogger(REQUEUE_LOG).addHandler(records)
+        try:
             self._previous[self._requeue_signal](self._requeue_signal, None)
-        failed = bool(refused)
-        if trainer.world_size > 1:
-            flag = torch.tensor([float(failed)], device=pl_module.device)
-            failed = bool(trainer.strategy.reduce(flag, reduce_op="sum") > 0)
+        finally:
+            logging.getLogger(REQUEUE_LOG).removeHandler(records)
+        messages = [record.getMessage() for record in records.buffer]
+        refused = [m for m in messages if m.startswith("Requeuing SLURM job") and "failed" in m]
+        (failed,) = _any_rank(trainer, pl_module, bool(refused))
         resume = trainer._checkpoint_connector._hpc_resume_path  # what a requeue restores
         self.requeued = (trainer.global_step, resume) if resume and not failed else None
         if failed and trainer.is_global_zero:
@@ -151,45 +146,30 @@ class GracefulStopCallback(Callback):
                 f"{saved}; fit --ckpt_path with that file continues it in a new job."
             )
 
-    @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore()
-
-    @override
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    def _restore(
+        self,
+        trainer: pl.Trainer | None = None,
+        pl_module: pl.LightningModule | None = None,
+        exception: BaseException | None = None,
     ) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
+        """The handlers from before :meth:`_install` put back (at the end of fit, also of a failed
+        one)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+    on_train_end = on_exception = override(_restore)
 
 
 REQUEUE_LOG = "lightning.pytorch.trainer.connectors.signal_connector"  # where it says how it went
 
 
-@contextlib.contextmanager
-def _requeue_refusals() -> Iterator[list[str]]:
-    """While inside, what Lightning's requeue handler logs of a failed ``scontrol requeue``
-    (tests/test_upstream.py checks it still says so)."""
-    refused: list[str] = []
-
-    def keep(record: logging.LogRecord) -> bool:
-        if (
-            record.getMessage().startswith("Requeuing SLURM job")
-            and "failed" in record.getMessage()
-        ):
-            refused.append(record.getMessage())
-        return True
-
-    log = logging.getLogger(REQUEUE_LOG)
-    log.addFilter(keep)
-    try:
-        yield refused
-    finally:
-        log.removeFilter(keep)
+def _any_rank(trainer: pl.Trainer, pl_module: pl.LightningModule, *flags: bool) -> list[bool]:
+    """Each flag, true where it is on any rank (one reduce under DDP)."""
+    if trainer.world_size == 1:
+        return list(flags)
+    tensor = torch.tensor(flags, dtype=torch.float32, device=pl_module.device)
+    return (trainer.strategy.reduce(tensor, reduce_op="sum") > 0).tolist()
 
 
 def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> Interrupted:
@@ -200,42 +180,26 @@ def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> In
     name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     if subcommand != "fit":
         return Interrupted(signum, f"{subcommand} interrupted by {name}.")
-    requeued = (
-        next(
-            (
-                cb.requeued
-                for cb in trainer_callbacks(trainer)
-                if isinstance(cb, GracefulStopCallback)
-            ),
-            None,
-        )
-        if trainer is not None
-        else None
-    )
+    callbacks = trainer_callbacks(trainer) if trainer is not None else []
+    requeued = next((cb.requeued for cb in callbacks if isinstance(cb, GracefulStopCallback)), None)
     # SLURM ends the job it requeued, and the job resumes on its own
     if trainer is not None and requeued is not None:
         step, hpc = requeued
         return Interrupted(
             signum,
             f"fit stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-            "SLURM "
-            f"requeued the job, which resumes from {os.path.normpath(hpc)} when it starts again "
-            "(saved by every rank "
-            f"after step {step}).",
+            f"SLURM requeued the job, which resumes from {os.path.normpath(hpc)} when it starts "
+            f"again (saved by every rank after step {step}).",
             kind="note",
         )
     checkpoint = trainer.checkpoint_callback if trainer is not None else None
-    if (
-        trainer is None
-        or not isinstance(checkpoint, RunCheckpoint)
-        or not checkpoint.holds_current_state(trainer)
+    if trainer is None or not (
+        isinstance(checkpoint, RunCheckpoint) and checkpoint.holds_current_state(trainer)
     ):
         return Interrupted(signum, f"fit interrupted by {name} before it could write a checkpoint.")
     return Interrupted(
         signum,
         f"fit interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-        "the state at "
-        f"the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}. To "
-        "continue, run the same "
-        "command with --ckpt_path last.",
+        f"the state at the interruption is saved in {os.path.normpath(checkpoint.last_model_path)}"
+        ". To continue, run the same command with --ckpt_path last.",
     )

@@ -49,18 +49,23 @@ class RunSummary(Callback):
         data = trainer_data(trainer)
         collapsed = collapse_lines(model, model.feature_names, data.class_legend())
         if collapsed:
-            lines.append(
-                "No activation, so the layers are one affine map"
-                + (" (member 0's)" if model.members > 1 else "")
-                + ":"
-            )
+            member = " (member 0's)" if model.members > 1 else ""
+            lines.append(f"No activation, so the layers are one affine map{member}:")
             lines += [f"  {line}" for line in collapsed]
-        lines += stopped_lines(trainer)
-        lines.append(f"Data: {data.describe()}")
-        lines.append(f"Run directory: {os.path.normpath(run_dir)}")
-        picture = os.path.join(run_dir, BOUNDARY_PNG)
-        if os.path.isfile(picture):
-            lines.append(f"Decision boundary: {os.path.normpath(picture)}")
+        # why the fit ended before max_epochs: each EarlyStopping that stopped it
+        lines += [
+            f"Stopped after epoch {callback.stopped_epoch} of {trainer.max_epochs} by "
+            "EarlyStopping: "
+            + " ".join(
+                callback.stopping_reason_message.replace("Signaling Trainer to stop.", "").split()
+            )
+            for callback in trainer_callbacks(trainer)
+            if isinstance(callback, EarlyStopping)
+            and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+            and callback.stopping_reason_message
+        ]
+        lines += [f"Data: {data.describe()}", f"Run directory: {os.path.normpath(run_dir)}"]
+        lines += _picture_line(run_dir, BOUNDARY_PNG)
         tensorboard = tensorboard_of(trainer.loggers)
         if tensorboard is not None:
             lines.append(f"Open it in TensorBoard: {tensorboard_command(tensorboard.root_dir)}")
@@ -76,27 +81,24 @@ class RunSummary(Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "validate" and trainer.is_global_zero:
-            lines = evaluation_lines(trainer, pl_module, "val") + self._where(trainer)
-            print("\n".join(lines), flush=True)
+        if trainer.state.fn == "validate":
+            self._evaluated(trainer, pl_module, "val")
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_members(trainer, pl_module, trainer.log_dir)
-        if trainer.is_global_zero:
-            lines = evaluation_lines(trainer, pl_module, "test") + self._where(trainer)
-            print("\n".join(lines), flush=True)
+        self._evaluated(trainer, pl_module, "test")
 
-    def _where(self, trainer: pl.Trainer) -> list[str]:
-        """Where an evaluation's own run went (its folder, in its trained run's ``evaluations``);
-        nothing for the fit's own test, whose run the end of fit names."""
-        if self.hold or trainer.log_dir is None:
-            return []
-        lines = [f"Run directory: {os.path.normpath(trainer.log_dir)}"]
-        picture = os.path.join(trainer.log_dir, BOUNDARY_TEST_PNG)
-        if trainer.state.fn == "test" and os.path.isfile(picture):
-            lines.append(f"Decision boundary: {os.path.normpath(picture)}")
-        return lines
+    def _evaluated(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """What an evaluation measured, and where its own run went (its folder, in its trained
+        run's ``evaluations``; not for the fit's own test, whose run the end of fit names)."""
+        if not trainer.is_global_zero:
+            return
+        lines = evaluation_lines(trainer, pl_module, stage)
+        if not self.hold and trainer.log_dir is not None:
+            lines.append(f"Run directory: {os.path.normpath(trainer.log_dir)}")
+            lines += _picture_line(trainer.log_dir, BOUNDARY_TEST_PNG) if stage == "test" else []
+        print("\n".join(lines), flush=True)
 
     @staticmethod
     def _write_members(
@@ -106,26 +108,18 @@ class RunSummary(Callback):
         if table is None or run_dir is None or not trainer.is_global_zero:
             return
         os.makedirs(run_dir, exist_ok=True)
+        rows = [
+            ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row)
+            for row in zip(*table.values(), strict=True)
+        ]
         with atomic_file(os.path.join(run_dir, MEMBERS_CSV)) as f:
-            f.write(",".join(table) + "\n")
-            for row in zip(*table.values(), strict=True):
-                f.write(
-                    ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
-                )
+            f.write("".join(f"{line}\n" for line in [",".join(table), *rows]))
 
 
-def stopped_lines(trainer: pl.Trainer) -> list[str]:
-    """Why a fit ended before ``max_epochs``: each EarlyStopping that stopped it, and why."""
-    return [
-        f"Stopped after epoch {callback.stopped_epoch} of {trainer.max_epochs} by EarlyStopping: "
-        + " ".join(
-            callback.stopping_reason_message.replace("Signaling Trainer to stop.", "").split()
-        )
-        for callback in trainer_callbacks(trainer)
-        if isinstance(callback, EarlyStopping)
-        and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
-        and callback.stopping_reason_message
-    ]
+def _picture_line(run_dir: str, name: str) -> list[str]:
+    """The line naming the decision-boundary picture ``name`` in ``run_dir``, if it is there."""
+    picture = os.path.join(run_dir, name)
+    return [f"Decision boundary: {os.path.normpath(picture)}"] if os.path.isfile(picture) else []
 
 
 def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> list[str]:
@@ -133,23 +127,24 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     several members its spread and the ensemble's), loss, the points and weights it is of; for
     ``test``, the best accuracy possible where it is known, and whether it lies outside the
     accuracy's 95% interval (:func:`accuracy_interval`: the measurement's sampling error)."""
-    model = classifier(pl_module)
-    data = trainer_data(trainer)
     values = latest_values(trainer.callback_metrics)
-    points = data.points(stage)
-    n = len(points[0]) if points is not None else 0
     acc = values.get(f"{stage}/acc")
     if acc is None:
         return []
+    points = trainer_data(trainer).points(stage)
+    n = len(points[0]) if points is not None else 0
     name = {"val": "Validation", "test": "Test"}[stage]
-    spread = ""
-    if f"{stage}/acc_std" in values:  # the members' spread (see circles.model.metrics.spread)
-        spread = (
-            f" (mean of {model.members} seeds, std {values[f'{stage}/acc_std']:.4f}, from "
-            f"{values[f'{stage}/acc_min']:.4f} to {values[f'{stage}/acc_max']:.4f})"
-        )
-    if f"{stage}/acc_ensemble" in values:
-        spread += f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
+    # the members' spread (see circles.model.metrics.spread) and their ensemble's
+    spread = (
+        f" (mean of {classifier(pl_module).members} seeds, std {values[f'{stage}/acc_std']:.4f}, "
+        f"from {values[f'{stage}/acc_min']:.4f} to {values[f'{stage}/acc_max']:.4f})"
+        if f"{stage}/acc_std" in values
+        else ""
+    ) + (
+        f", their ensemble {values[f'{stage}/acc_ensemble']:.4f}"
+        if f"{stage}/acc_ensemble" in values
+        else ""
+    )
     lines = [
         f"{name}: acc {acc:.4f}{spread}, loss {values[f'{stage}/loss']:.5f} on {n:,} points, "
         f"{weights_text(trainer, pl_module)}"
@@ -161,8 +156,7 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
     ):
         lines.append(
             "  best.ckpt holds the first epoch that reached the best val/acc; later epochs can "
-            "lower the "
-            "loss at the same accuracy (last.ckpt)."
+            "lower the loss at the same accuracy (last.ckpt)."
         )
     bayes = values.get("test/bayes_acc") if stage == "test" else None
     if bayes is not None and n:
@@ -174,8 +168,7 @@ def evaluation_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: 
             else f"short of the best possible by more than the sampling error ({interval})"
             if bayes > high
             else f"above it by more than the sampling error ({interval}): the test points are not "
-            "of the "
-            "distribution it is computed for"
+            "of the distribution it is computed for"
         )
         lines.append(f"  Bayes-optimal acc {bayes:.4f}: gap {bayes - acc:+.4f}, {verdict}")
     return lines

@@ -57,36 +57,26 @@ class WeightsCallback(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        count = (
-            self.dead_every_n_epochs is not None
-            and trainer.current_epoch % self.dead_every_n_epochs == 0
-        )
-        if not count and not self._histogram_epoch(trainer):
-            return  # most epochs: nothing to do, and nothing spent on finding that out
-        model = classifier(pl_module)
-        if count:
-            points = trainer_data(trainer).points("train")
-            if points is not None:
-                with torch.no_grad():
-                    counts = model.dead_units(points[0])
-                if counts:
-                    dead = {
-                        f"train/dead_units_{i}": float(count)
-                        for i, count in enumerate(counts, start=1)
-                    }
-                    pl_module.log_dict(dead, sync_dist=True)
-        tensorboard = tensorboard_of(trainer.loggers)
-        if tensorboard is None or not self._histogram_epoch(trainer) or not trainer.is_global_zero:
-            return
-        writer = tensorboard.experiment
         epoch = trainer.current_epoch
-        # 30 bins: a sixth of the default's cost
-        for i, weights in enumerate(model.weight_parameters(), start=1):
-            writer.add_histogram(
-                f"weights/layer_{i}", weights.detach().float().cpu(), global_step=epoch, bins=30
-            )
-        for i, gradients in enumerate(self._gradients, start=1):
-            writer.add_histogram(
-                f"gradients/layer_{i}", gradients.float().cpu(), global_step=epoch, bins=30
-            )
+        count = self.dead_every_n_epochs is not None and epoch % self.dead_every_n_epochs == 0
+        # most epochs: nothing to do, and nothing spent on finding that out
+        points = trainer_data(trainer).points("train") if count else None
+        if points is not None:
+            with torch.no_grad():
+                counts = classifier(pl_module).dead_units(points[0])
+            if counts:
+                dead = {f"train/dead_units_{i}": float(n) for i, n in enumerate(counts, start=1)}
+                pl_module.log_dict(dead, sync_dist=True)
+        if (
+            not self._histogram_epoch(trainer)
+            or not trainer.is_global_zero
+            or (tensorboard := tensorboard_of(trainer.loggers)) is None
+        ):
+            return
+        weights = [w.detach() for w in classifier(pl_module).weight_parameters()]
+        for name, tensors in (("weights", weights), ("gradients", self._gradients)):
+            for i, tensor in enumerate(tensors, start=1):  # 30 bins: a sixth of the default's cost
+                tensorboard.experiment.add_histogram(
+                    f"{name}/layer_{i}", tensor.float().cpu(), global_step=epoch, bins=30
+                )
         self._gradients = []

@@ -125,9 +125,8 @@ class CirclesCLI(LightningCLI):
         self._record(yaml.safe_load(record.text), trial=True)
         held = bool(self.config.fit.get("test_after_fit"))
         _summary(self.trainer).hold = held
-        for logger in self.trainer.loggers:
-            if isinstance(logger, TensorBoardRunLogger):
-                logger.stay_open = held
+        for logger in _run_loggers(self.trainer):
+            logger.hold(held)
 
     def after_fit(self) -> None:
         try:
@@ -137,18 +136,18 @@ class CirclesCLI(LightningCLI):
             if stop.signal is not None:
                 raise interruption(self.trainer, "fit", stop.signal)
             checkpoint = self.trainer.checkpoint_callback
-            held = isinstance(checkpoint, RunCheckpoint) and checkpoint.holds_current_state(
-                self.trainer
+            last = (
+                checkpoint.last_model_path
+                if isinstance(checkpoint, RunCheckpoint)
+                and checkpoint.holds_current_state(self.trainer)
+                else None
             )
-            last = checkpoint.last_model_path if held else None  # type: ignore[union-attr]
             if self.config.fit.get("test_after_fit"):
                 weights = final_weights(self.trainer.default_root_dir, last)
                 self.trainer.test(self.model, self.datamodule, verbose=False, ckpt_path=weights)
         finally:
-            for logger in self.trainer.loggers:
-                if isinstance(logger, TensorBoardRunLogger) and logger.stay_open:
-                    logger.stay_open = False
-                    logger.finalize("success")
+            for logger in _run_loggers(self.trainer):
+                logger.hold(False)
             _summary(self.trainer).flush()
 
     def _record_trained(self) -> None:
@@ -171,11 +170,14 @@ class CirclesCLI(LightningCLI):
                 logger.log_hyperparams(hparams)
 
 
+def _run_loggers(trainer: Any) -> list[TensorBoardRunLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
+
+
 def _summary(trainer: Any) -> RunSummary:
     """The run's summary callback; a stand-in that says nothing where the trainer's callbacks are
     not the run's (Lightning's learning-rate finder, interrupted, leaves its own in place)."""
-    found = [cb for cb in trainer_callbacks(trainer) if isinstance(cb, RunSummary)]
-    return found[0] if found else RunSummary()
+    return next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), RunSummary())
 
 
 def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
@@ -196,6 +198,7 @@ def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
                 "log_every_n_steps": 1,  # metrics are logged once per epoch: no warning about it
                 "enable_model_summary": False,  # the config says the shape
                 "enable_progress_bar": False,  # the chapter's line (fit) and the summary say more
+                "num_sanity_val_steps": 0,  # the chapter validates after each epoch, not before
                 "logger": lazy_instance(TensorBoardRunLogger),
                 "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
             },

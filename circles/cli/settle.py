@@ -59,9 +59,8 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
             f"Without one, {subcommand} would evaluate an untrained network.",
         )
     hpc = hpc_resume(config.trainer.get("default_root_dir") or ".", ckpt_path)
-    if hpc is not None:
-        return hpc
-    return resolve_checkpoint(ckpt_path, _runs_root(config)) if ckpt_path is not None else None
+    named = resolve_checkpoint(ckpt_path, _runs_root(config)) if hpc is None and ckpt_path else None
+    return hpc or named
 
 
 def _settle_run(
@@ -83,8 +82,7 @@ def _settle_run(
     logger = _run_logger_args(config)
     if logger is None:
         return
-    if logger.get("save_dir") is None:
-        logger.save_dir = root
+    logger.save_dir = logger.get("save_dir") or root
     path = Path(config.ckpt_path) if config.get("ckpt_path") else None
     run = run_of_checkpoint(named) if named is not None and subcommand == "fit" else None
     if subcommand == "fit" and path is not None and path.name.startswith("hpc_ckpt_"):
@@ -106,9 +104,8 @@ def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     elsewhere in the runs' own ``evaluations`` folder: never among the fits, and their scalars
     apart from the fits' curves. A run this process may not write into (a read-only copy of the
     runs) keeps the evaluation in ``trainer.default_root_dir``'s runs instead."""
-    run = checkpoint.parent.parent if checkpoint is not None else None
-    writable = run is not None and os.access(run, os.W_OK)
-    if checkpoint is not None and run_of_checkpoint(checkpoint) is not None and writable:
+    run = checkpoint.parent.parent if checkpoint is not None else Path("?")
+    if checkpoint is not None and run_of_checkpoint(checkpoint) and os.access(run, os.W_OK):
         logger.save_dir = str(run)
         logger.name = EVALUATIONS
     else:

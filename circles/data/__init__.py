@@ -1,5 +1,6 @@
-"""The data: generated point sets (``generated``) or your own file (``files``), split and batched
-in memory (``batches``) by the :class:`CirclesDataModule` (``module``)."""
+"""The data: generated point sets (``generated``) or your own file (``files`` reads it,
+``pointfile`` splits it), batched in memory (``batches``) by the :class:`CirclesDataModule`
+(``module``)."""
 
 from circles.data.module import CirclesDataModule
 

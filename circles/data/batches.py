@@ -12,7 +12,6 @@ import torch
 
 from circles.errors import ConfigError
 
-Batch = tuple[torch.Tensor, ...]
 Points = tuple[torch.Tensor, torch.Tensor]  # points (N, 2) and their labels (N,)
 
 
@@ -46,40 +45,37 @@ class TensorBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
-        n = len(tensors[0])
-        if drop_remainder:
-            per_rank = n // world_size
-            self.start = rank * per_rank
-            self.stop = (rank + 1) * per_rank
-        else:
-            bounds = np.linspace(0, n, world_size + 1).round().astype(int)
-            self.start = int(bounds[rank])
-            self.stop = int(bounds[rank + 1])
-
-    @property
-    def num_samples(self) -> int:
-        """Points this rank sees per epoch."""
-        return self.stop - self.start
+        bounds = (
+            np.arange(world_size + 1) * (len(tensors[0]) // world_size)
+            if drop_remainder
+            else np.linspace(0, len(tensors[0]), world_size + 1).round().astype(int)
+        )
+        self.start, self.stop = int(bounds[rank]), int(bounds[rank + 1])
+        self.num_samples = self.stop - self.start  # points this rank sees per epoch
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / (self.batch_size or max(self.num_samples, 1)))
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self.num_samples == 0:  # more ranks than evaluation points
-            return
-        size = self.batch_size or self.num_samples
-        if not self.shuffle:
-            for i in range(self.start, self.stop, size):
-                yield tuple(t[i : min(i + size, self.stop)] for t in self.tensors)
-            return
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        size = self.batch_size or max(self.num_samples, 1)
         device = self.tensors[0].device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(derived_seed(self.seed, 1000 + self.epoch()))
-        order = torch.randperm(len(self.tensors[0]), generator=generator, device=device)[
-            self.start : self.stop
-        ]
+        order = (
+            torch.randperm(
+                len(self.tensors[0]),
+                generator=torch.Generator(device=device).manual_seed(
+                    derived_seed(self.seed, 1000 + self.epoch())
+                ),
+                device=device,
+            )[self.start : self.stop]
+            if self.shuffle
+            else None
+        )
         for i in range(0, self.num_samples, size):
-            index = order[i : i + size]
+            index = (
+                slice(self.start + i, min(self.start + i + size, self.stop))
+                if order is None
+                else order[i : i + size]
+            )
             yield tuple(t[index] for t in self.tensors)
 
 
@@ -100,14 +96,12 @@ def shard(
             f"large enough to give each of the {world} processes a training point",
             data.hparams["n_samples"],
         )
-    shuffle = train and (data.batch_size is not None or world > 1)
-    epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
     return TensorBatches(
         present,
         batch_size=data.batch_size,
-        shuffle=shuffle,
+        shuffle=train and (data.batch_size is not None or world > 1),
         seed=data.seed,
-        epoch=epoch,
+        epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
         rank=rank,
         world_size=world,
         drop_remainder=train,

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from circles.bayes import bayes_accuracy, nearest_centre_accuracy
 from circles.data.batches import Points, derived_seed
 from circles.errors import check
 
 
-def _finish(
-    x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+def _points(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    order = rng.permutation(len(y))
+    """Points and labels as float32 tensors, shuffled by ``rng`` if given."""
+    order = slice(None) if rng is None else rng.permutation(len(y))
     return torch.from_numpy(x[order]).float(), torch.from_numpy(y[order]).float()
 
 
@@ -42,8 +44,7 @@ def circles(
     inner one class 1."""
     from sklearn.datasets import make_circles
 
-    x, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
-    return torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    return _points(*make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed))
 
 
 def moons(n: int, noise: float, seed: int, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +52,7 @@ def moons(n: int, noise: float, seed: int, **_: object) -> tuple[torch.Tensor, t
     from sklearn.datasets import make_moons
 
     x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
-    return torch.from_numpy(x - [0.5, 0.25]).float(), torch.from_numpy(y).float()
+    return _points(x - [0.5, 0.25], y)
 
 
 def xor(n: int, noise: float, seed: int, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +63,7 @@ def xor(n: int, noise: float, seed: int, **_: object) -> tuple[torch.Tensor, tor
     signs = rng.choice([-1.0, 1.0], size=n)
     quadrant = np.stack([signs, np.where(y == 1, -signs, signs)], axis=1)
     x = magnitude * quadrant + rng.normal(0, noise, size=(n, 2))
-    return _finish(x, y, rng)
+    return _points(x, y, rng)
 
 
 def gaussian_centres(classes: int) -> np.ndarray:
@@ -85,7 +86,7 @@ def gaussians(
         + rng.normal(0, 0.25, size=(n, 2))
         + rng.normal(0, noise, size=(n, 2))
     )
-    return _finish(x, y, rng)
+    return _points(x, y, rng)
 
 
 def spiral(
@@ -100,7 +101,7 @@ def spiral(
     x = np.stack([t * np.sin(angle), t * np.cos(angle)], axis=1) * 1.2 + rng.normal(
         0, noise, size=(n, 2)
     )
-    return _finish(x, y, rng)
+    return _points(x, y, rng)
 
 
 def blob_centres(classes: int, layout_seed: int) -> np.ndarray:
@@ -126,33 +127,12 @@ def blobs(
     around them."""
     from sklearn.datasets import make_blobs
 
-    layout_seed = seed if layout_seed is None else layout_seed
-    centres = classes if seed == layout_seed else blob_centres(classes, layout_seed)
-    x, y = make_blobs(
-        n_samples=n, n_features=2, centers=centres, cluster_std=noise, random_state=seed
+    centres = classes if layout_seed in (None, seed) else blob_centres(classes, layout_seed)
+    return _points(
+        *make_blobs(
+            n_samples=n, n_features=2, centers=centres, cluster_std=noise, random_state=seed
+        )
     )
-    return torch.from_numpy(x).float(), torch.from_numpy(y).float()
-
-
-def _circles_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
-    from circles.bayes import bayes_accuracy
-
-    return bayes_accuracy(noise, factor)
-
-
-def _gaussians_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
-    if classes == 2:
-        return bayes_accuracy_gaussians(noise)
-    from circles.bayes import nearest_centre_accuracy
-
-    return nearest_centre_accuracy(gaussian_centres(classes), math.hypot(0.25, noise))
-
-
-@functools.cache  # asked for the run's settings and again by its test
-def _blobs_bayes(noise: float, factor: float, classes: int, layout_seed: int) -> float | None:
-    from circles.bayes import nearest_centre_accuracy
-
-    return nearest_centre_accuracy(blob_centres(classes, layout_seed), noise)
 
 
 def bayes_accuracy_gaussians(noise: float) -> float:
@@ -182,17 +162,6 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     bayes: BayesAccuracy | None = None  # its exact Bayes-optimal accuracy, where known
 
-    def legend(self, classes: int) -> tuple[str, ...]:
-        """The pictures' name of each class: ``outer circle (0)``, ``class 2``."""
-        if self.class_names and classes == len(self.class_names):
-            return tuple(f"{name} ({k})" for k, name in enumerate(self.class_names))
-        return tuple(f"class {k}" for k in range(classes))
-
-    def probability_label(self, classes: int) -> str:
-        """What the probability view of a two-class picture shows: ``P(inner circle)``, ``P(class
-        1)``."""
-        return f"P({self.class_names[1]})" if self.class_names and classes == 2 else "P(class 1)"
-
 
 DATASETS = {
     spec.name: spec
@@ -202,7 +171,7 @@ DATASETS = {
             circles,
             "the chapter's two concentric circles (scikit-learn's make_circles)",
             class_names=("outer circle", "inner circle"),
-            bayes=_circles_bayes,
+            bayes=lambda noise, factor, classes, layout_seed: bayes_accuracy(noise, factor),
         ),
         DatasetSpec("moons", moons, "two interleaved half circles (make_moons)"),
         DatasetSpec("xor", xor, "the four quadrants, class 1 where x1 * x2 < 0"),
@@ -211,7 +180,11 @@ DATASETS = {
             gaussians,
             "one round Gaussian blob per class",
             any_classes=True,
-            bayes=_gaussians_bayes,
+            bayes=lambda noise, factor, classes, layout_seed: (
+                bayes_accuracy_gaussians(noise)
+                if classes == 2
+                else nearest_centre_accuracy(gaussian_centres(classes), math.hypot(0.25, noise))
+            ),
         ),
         DatasetSpec("spiral", spiral, "one arm of a spiral per class", any_classes=True),
         DatasetSpec(
@@ -220,7 +193,12 @@ DATASETS = {
             "the course's multi-class blobs (make_blobs; noise is their cluster_std)",
             classes=4,
             any_classes=True,
-            bayes=_blobs_bayes,
+            # cached: asked for the run's settings and again by its test
+            bayes=functools.cache(
+                lambda noise, factor, classes, layout_seed: nearest_centre_accuracy(
+                    blob_centres(classes, layout_seed), noise
+                )
+            ),
         ),
     )
 }
@@ -235,14 +213,6 @@ else:
 def dataset_help() -> str:
     """The generated sets, one phrase each, for --help."""
     return "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())
-
-
-def _minimum_samples(val_fraction: float) -> int:
-    """Smallest n_samples for which both sides of the split get at least two points."""
-    n = 4
-    while math.ceil(val_fraction * n) < 2 or n - math.ceil(val_fraction * n) < 2:
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)
@@ -262,7 +232,12 @@ class Generated:
     def __post_init__(self) -> None:
         """What the settings' ranges (their types) cannot say: how many points the split needs,
         and which datasets take another number of classes."""
-        minimum = _minimum_samples(self.val_fraction)
+        minimum = 4  # the smallest draw whose split leaves two points on each side
+        while (
+            math.ceil(self.val_fraction * minimum) < 2
+            or minimum - math.ceil(self.val_fraction * minimum) < 2
+        ):
+            minimum += 1
         check(
             self.n_samples >= minimum,
             "n_samples",
@@ -271,13 +246,13 @@ class Generated:
             f"With val_fraction={self.val_fraction} smaller draws leave fewer than 2 training or "
             "validation points.",
         )
-        takes = [name for name, spec in DATASETS.items() if spec.any_classes]
         check(
             self.classes in (None, self.spec.classes) or self.spec.any_classes,
             "classes",
             f"{self.spec.classes} for dataset {self.dataset}",
             self.classes,
-            f"Only {', '.join(takes)} take another number of classes.",
+            f"Only {', '.join(name for name, spec in DATASETS.items() if spec.any_classes)} take "
+            "another number of classes.",
         )
 
     @property
@@ -298,9 +273,10 @@ class Generated:
         random_state=seed)``."""
         from sklearn.model_selection import train_test_split
 
-        x, y = self.draw(self.n_samples, self.seed)
         train_x, val_x, train_y, val_y = train_test_split(
-            x, y, test_size=self.val_fraction, random_state=self.seed
+            *self.draw(self.n_samples, self.seed),
+            test_size=self.val_fraction,
+            random_state=self.seed,
         )
         return (train_x, train_y), (val_x, val_y)
 
@@ -310,19 +286,27 @@ class Generated:
     def bayes_accuracy(self) -> float | None:
         bayes = self.spec.bayes
         return (
-            bayes(self.noise, self.factor, self.num_classes, self.seed)
-            if bayes is not None
-            else None
+            None if bayes is None else bayes(self.noise, self.factor, self.num_classes, self.seed)
         )
 
     def describe(self, sizes: str) -> str:
         classes = f", {self.num_classes} classes" if self.num_classes > 2 else ""
-        what = f"{self.dataset} (noise {self.noise:g}{classes})"
         drawn = f"{sizes} points; " if sizes else ""
-        return f"{what}: {drawn}test: a fresh draw of {self.test_samples} points"
+        return (
+            f"{self.dataset} (noise {self.noise:g}{classes}): {drawn}test: a fresh draw of "
+            f"{self.test_samples} points"
+        )
 
     def class_legend(self) -> tuple[str, ...]:
-        return self.spec.legend(self.num_classes)
+        """The pictures' name of each class: ``outer circle (0)``, ``class 2``."""
+        names = self.spec.class_names
+        return tuple(
+            f"{names[k]} ({k})" if len(names) == self.num_classes else f"class {k}"
+            for k in range(self.num_classes)
+        )
 
     def probability_label(self) -> str:
-        return self.spec.probability_label(self.num_classes)
+        """What the probability view of a two-class picture shows: ``P(inner circle)``, ``P(class
+        1)``."""
+        names = self.spec.class_names
+        return f"P({names[1]})" if names and self.num_classes == 2 else "P(class 1)"

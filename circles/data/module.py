@@ -11,21 +11,19 @@ import torch
 from typing_extensions import override
 
 from circles.data.batches import Points, TensorBatches, shard
-from circles.data.files import PointFile, check_file_features, read_points_csv
+from circles.data.files import check_file_features, read_points_csv
 from circles.data.generated import Dataset, Generated, dataset_help
+from circles.data.pointfile import PointFile
 from circles.errors import check
 from circles.features import Feature, check_features, check_finite_features
 from circles.ranges import Classes, Count, Fraction, Samples, Seed, Size
 
 
 class CirclesDataModule(pl.LightningDataModule):
-    """Two noisy concentric circles (scikit-learn's ``make_circles``), split into training and
-    validation points, plus an independent test draw; or another generated set (``dataset``); or the
-    labelled points of a CSV file (``path``), split into training, validation and test parts.
-
-    The defaults are the chapter's data: ``make_circles(1000, noise=0.03, random_state=42)``
-    split by ``train_test_split(test_size=0.2, random_state=42)`` into 800 training and 200
-    validation points."""
+    """Two noisy concentric circles (scikit-learn's ``make_circles``) split into training and
+    validation points, and a fresh test draw; or another generated set (``dataset``); or the
+    labelled points of a CSV file (``path``). The defaults are the chapter's: ``make_circles(1000,
+    noise=0.03, random_state=42)``, 800 training and 200 validation points."""
 
     train_x: torch.Tensor | None = None  # each stage's points and labels, once read or drawn
     train_y: torch.Tensor | None = None
@@ -54,36 +52,26 @@ class CirclesDataModule(pl.LightningDataModule):
     ) -> None:
         """
         Args:
-            n_samples: Generated data: points drawn for training plus validation (about as many of
-                each class).
-            noise: Generated data: standard deviation of the Gaussian noise added to every
-                coordinate.
-            factor: Generated data: radius of the inner circle relative to the outer one (which has
-                radius 1).
+            n_samples: Generated data: points drawn for training plus validation.
+            noise: Generated data: standard deviation of the Gaussian noise on every coordinate.
+            factor: Generated data: the inner circle's radius relative to the outer one's (1).
             val_fraction: Fraction of the points held out for validation.
-            seed: Seed of the draws and of the split; the test draw and the shuffling derive their
-                seeds from it.
-            batch_size: Points per training step; ``None`` trains on the whole training set at every
-                step (full batch, the chapter's choice).
-            test_samples: Generated data: size of the test set, a fresh draw from the same
-                distribution.
-            predict_path: CSV file with ``x1,x2`` columns to predict on; ``None`` predicts on the
-                test set.
+            seed: Seed of the draws and of the split; the test draw and the shuffling derive theirs
+                from it.
+            batch_size: Points per training step; ``None`` trains on the whole training set at
+                every step (full batch, the chapter's choice).
+            test_samples: Generated data: size of the test set, a fresh draw.
+            predict_path: CSV file with ``x1,x2`` columns to predict on; ``None``: the test set.
             dataset: Which generated set: {datasets}.
-            features: What the model sees of each point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1,
-                sin_x2; the points themselves stay in the (x1, x2) plane, so pictures and
-                predictions do too.
-            classes: How many classes the generated set has (``null``: its own number); the model's
-                output layer follows it.
-            path: Your own points: a CSV file with a header naming the columns ``x1``, ``x2`` and
-                ``label`` (others are ignored). Labels are integers 0..C-1 or class names (classes
-                in sorted order). It replaces the generated data: ``dataset``, ``n_samples``,
-                ``noise``, ``factor`` and ``test_samples`` are unused.
+            features: What the model sees of a point, from x1, x2, x1_sq, x2_sq, x1_x2, sin_x1,
+                sin_x2 (pictures and predictions stay in the (x1, x2) plane).
+            classes: How many classes the generated set has (``null``: its own number).
+            path: Your own points: a CSV file whose header names ``x1``, ``x2`` and ``label``
+                (integers 0..C-1 or class names, sorted); generated data's settings are unused.
             test_path: CSV file of test points for ``path``'s classes; ``null`` holds out
                 ``test_fraction`` of ``path`` instead.
-            test_fraction: Fraction of ``path``'s points held out for testing when there is no
-                ``test_path``; the split into training, validation and test parts is stratified and
-                seeded by ``seed``.
+            test_fraction: Fraction of ``path``'s points held out for testing without
+                ``test_path`` (the split is stratified and seeded by ``seed``).
         """
         super().__init__()
         check(
@@ -117,41 +105,32 @@ class CirclesDataModule(pl.LightningDataModule):
             )
 
     def points(self, stage: str) -> Points | None:
-        """The points and labels of ``train``, ``val`` or ``test``, once set up (see
-        :mod:`circles.contracts`)."""
-        x = getattr(self, f"{stage}_x")
-        y = getattr(self, f"{stage}_y")
+        """The points and labels of ``train``, ``val`` or ``test``, once set up."""
+        x, y = getattr(self, f"{stage}_x"), getattr(self, f"{stage}_y")
         return (x, y) if x is not None else None
 
     def describe(self) -> str:
         """Where the training, validation and test points come from, in one line."""
-        sizes = (
-            f"{len(self.train_x)} training, {len(self.val_x)} validation"
-            if self.train_x is not None and self.val_x is not None
-            else ""
-        )
-        return self.source.describe(sizes)
+        if self.train_x is None or self.val_x is None:
+            return self.source.describe("")
+        return self.source.describe(f"{len(self.train_x)} training, {len(self.val_x)} validation")
 
     def class_legend(self) -> tuple[str, ...]:
-        """What the pictures' legend calls each class: a file's labels, a generated set's names,
-        else ``class k``."""
+        """What the pictures' legend calls each class."""
         return self.source.class_legend()
 
     def probability_label(self) -> str:
-        """What a two-class picture's probability view shows: ``P(inner circle)``, ``P(<class 1's
-        label>)``."""
+        """What a two-class picture's probability view shows: ``P(inner circle)``."""
         return self.source.probability_label()
 
     def bayes_accuracy(self) -> float | None:
-        """The best accuracy any classifier can reach on this data, where it is known exactly
-        (not for a file)."""
+        """The best accuracy any classifier can reach on generated data (a file's: None)."""
         return self.source.bayes_accuracy()
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the classes' names (a data file's label for each class
-        index) and, for your own points, each file's resolved path, fingerprint and size and the
-        fingerprint of the held-out points."""
+        """Saved in every checkpoint: the classes and their names and, for your own points, each
+        file's resolved path, fingerprint and size and the held-out points' fingerprint."""
         return {
             "num_classes": self.num_classes,
             "class_names": self.class_names,
@@ -160,8 +139,8 @@ class CirclesDataModule(pl.LightningDataModule):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Check that this data is what a checkpoint's network (its data state, ``state_dict``)
-        can take: its number of classes, and with a file, :meth:`PointFile.check_trained_on`."""
+        """This data is what a checkpoint's network can take: its classes, and with a file,
+        :meth:`PointFile.check_trained_on`."""
         if self.file is not None:
             self.file.check_trained_on(state_dict)
         check(
@@ -183,17 +162,12 @@ class CirclesDataModule(pl.LightningDataModule):
                 if self.predict_path
                 else self.test_x
             )
-        field, where = (
-            ("path", self.hparams["path"])
-            if self.file is not None
-            else ("noise", self.generated.noise)
-        )
+        file = self.file is not None
+        field, where = ("path", self.hparams["path"]) if file else ("noise", self.generated.noise)
         for points in (self.train_x, self.val_x, self.test_x):
             if points is not None:
                 check_finite_features(self.features, points, field, where)
-        device = (
-            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        )
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y", "predict_x"):
             tensor = getattr(self, name)
             if tensor is not None and tensor.device != device:

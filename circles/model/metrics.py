@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics import Metric as TorchMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from typing_extensions import override
@@ -141,9 +142,9 @@ class MemberAccuracy(TorchMetric):
 
     @override
     def update(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
-        """Each member's predicted classes ``(K, N)`` and the labels ``(N,)``."""
+        """Each member's predicted classes ``(K, N)`` and the labels ``(N,)`` (or ``(K, N)``)."""
         self.correct += (predicted == y.long()).sum(-1)
-        self.total += len(y)
+        self.total += y.shape[-1]
 
     @override
     def compute(self) -> torch.Tensor:
@@ -157,6 +158,47 @@ def pooled_accuracy(num_classes: int) -> BinaryAccuracy | MulticlassAccuracy:
     if num_classes == 2:
         return BinaryAccuracy(validate_args=False)
     return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+
+class StageMetrics(nn.Module):
+    """A stage's torchmetrics objects, updated at each batch and read once per epoch: the loss (the
+    members' mean), the accuracy (``train``: torchmetrics' own, of all members' predictions; else
+    each member's, and on ``test`` their ensemble's too) and on ``train`` the weight penalty."""
+
+    def __init__(self, stage: str, members: int, num_classes: int) -> None:
+        super().__init__()
+        self.stage, self.num_classes = stage, num_classes
+        self.loss, self.penalty = MeanMetric(), MeanMetric()
+        self.acc = pooled_accuracy(num_classes) if stage == "train" else MemberAccuracy(members)
+        self.ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
+
+    def update(self, losses: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Each member's mean loss ``(K,)`` and logits ``(K, N[, C])`` on a batch, its labels."""
+        from circles.model.networks import ensemble_logits
+
+        predicted = predicted_classes(logits, self.num_classes)
+        self.loss.update(losses.mean(), weight=len(y))
+        self.acc.update(predicted, y.long().expand_as(predicted))
+        if self.stage == "test":
+            self.ensemble.update(
+                predicted_classes(ensemble_logits(logits), self.num_classes), y.long()
+            )
+
+    def compute(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The epoch's values (:func:`spread` of the members' accuracies) and each member's
+        accuracy; the metrics start again."""
+        per_member = self.acc.compute().reshape(-1)  # one member's comes as a 0-dim tensor
+        if self.stage == "train":
+            values = {"train/loss": self.loss.compute(), "train/acc": per_member[0]}
+            if self.penalty.update_called:
+                values["train/penalty"] = self.penalty.compute()
+        else:
+            ensemble = self.ensemble.compute() if self.stage == "test" else None
+            values = {f"{self.stage}/loss": self.loss.compute()}
+            values.update(spread(self.stage, per_member, ensemble))
+        for metric in (self.loss, self.acc, self.penalty, self.ensemble):
+            metric.reset()
+        return values, per_member
 
 
 def spread(

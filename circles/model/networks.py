@@ -42,45 +42,14 @@ def build_mlp(
         "non-empty when an activation is used",
         list(hidden_sizes),
         f"Without hidden layers activation {activation!r} is never applied: give hidden layers "
-        "(e.g. "
-        "[10, 10]) or set activation: none for a single linear layer.",
+        "(e.g. [10, 10]) or set activation: none for a single linear layer.",
     )
-    layers: list[nn.Module] = []
-    sizes = [in_features, *hidden_sizes]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if activation != "none":
-            layers.append(ACTIVATIONS[activation]())
-    layers.append(nn.Linear(sizes[-1], outputs))
+    sizes = [in_features, *hidden_sizes, outputs]
+    layers: list[nn.Module] = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    if activation != "none":
+        for i in range(len(layers) - 1, 0, -1):
+            layers.insert(i, ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
-
-
-def stacked_layers(
-    x: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
-    activation: nn.Module,
-) -> list[torch.Tensor]:
-    """K members' layers on points ``x`` ``(N, in)`` with weights ``(K, out, in)`` and biases
-    ``(K, out)``: every layer's output ``(K, N, out)``, the hidden ones after ``activation``.
-
-    The arithmetic keeps the points on the last axis, ``(K, out, N)``: the first layer, whose
-    input every member shares, is one matrix product of all members' weights ``(K * out, in)``
-    with the points, and each later layer one batched product ``(K, out, in) @ (K, in, N)``.
-    With the points last, each product runs over long rows (a member's layer is 10 x 10, its
-    points thousands): on the CPU a forward pass takes about a quarter of the time of
-    ``(K, N, in) @ (K, in, out)``, forward and backward half (docs/benchmarks.md)."""
-    members, points = len(weights[0]), len(x)
-    first, rest = weights[0], list(zip(weights[1:], biases[1:], strict=True))
-    h = torch.addmm(biases[0].reshape(-1, 1), first.reshape(-1, first.shape[-1]), x.T)
-    h = h.view(members, -1, points)
-    outputs = []
-    for weight, bias in rest:
-        h = activation(h)
-        outputs.append(h)
-        h = torch.baddbmm(bias.unsqueeze(2), weight, h)
-    outputs.append(h)
-    return [h.transpose(1, 2) for h in outputs]
 
 
 class StackedMLP(nn.Module):
@@ -108,38 +77,44 @@ class StackedMLP(nn.Module):
         return len(self.weights[0])
 
     def layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output for points ``x`` ``(N, F)``: the hidden layers' after the
-        activation, then the logits; each ``(N, out)`` for a stack of one (through
-        ``nn.Linear``'s own kernel, so a single network computes and trains exactly as the
-        chapter's does), else ``(K, N, out)`` (:func:`stacked_layers`, whose sums run in another
-        order: members agree with their single runs to rounding, not to the bit).
-        The points are taken in the weights' dtype (a grid drawn in float32 goes through a network
-        trained at ``precision 64`` too)."""
-        weights, biases = list(self.weights), list(self.biases)
-        h = x.to(weights[0].dtype)
-        if len(weights[0]) > 1:
-            return stacked_layers(h, weights, biases, self.activation)
+        """Every layer's output ``(K, N, out)`` for points ``x`` ``(N, F)``: the hidden layers'
+        after the activation, then the logits. The points are taken in the weights' dtype (a grid
+        drawn in float32 goes through a network trained at ``precision 64`` too).
+
+        A stack of one runs through ``nn.Linear``'s own kernel, so a single network computes and
+        trains exactly as the chapter's does. K > 1 members keep the points on the last axis,
+        ``(K, out, N)``: the first layer, whose input every member shares, is one matrix product
+        of all members' weights ``(K * out, in)`` with the points, and each later layer one
+        batched product ``(K, out, in) @ (K, in, N)``. With the points last, each product runs
+        over long rows (a member's layer is 10 x 10, its points thousands): on the CPU a forward
+        pass takes about a quarter of the time of ``(K, N, in) @ (K, in, out)``, forward and
+        backward half (docs/benchmarks.md). Its sums run in another order than a single
+        network's: members agree with their single runs to rounding, not to the bit."""
+        single = self.members == 1
+        h = x.to(self.weights[0].dtype)
         outputs = []
-        for i, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
-            h = functional.linear(h, weight[0], bias[0])
-            if i < len(weights) - 1:
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if single:
+                h = functional.linear(h, weight[0], bias[0])
+            elif i == 0:
+                h = torch.addmm(
+                    bias.reshape(-1, 1), weight.reshape(-1, weight.shape[-1]), h.T
+                ).view(self.members, -1, len(x))
+            else:
+                h = torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if i < len(self.weights) - 1:
                 h = self.activation(h)
             outputs.append(h)
-        return outputs
+        return [h.unsqueeze(0) if single else h.transpose(1, 2) for h in outputs]
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's output ``(K, N, units)`` for points ``(N, F)``."""
-        return [_members_first(h) for h in self.layers(x)[:-1]]
+        return self.layers(x)[:-1]
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logits ``(K, N, outputs)`` for points ``(N, F)``."""
-        return _members_first(self.layers(x)[-1])
-
-
-def _members_first(h: torch.Tensor) -> torch.Tensor:
-    """A layer's output with its member axis: a stack of one's ``(N, out)`` as ``(1, N, out)``."""
-    return h if h.dim() == 3 else h.unsqueeze(0)
+        return self.layers(x)[-1]
 
 
 def output_size(num_classes: int) -> int:
@@ -169,8 +144,7 @@ def base_seed() -> int:
     """The seed the random generator was last given (``seed_everything`` takes 0..2**32-1); a
     process that was never seeded has a random 64-bit one, taken modulo 2**32 so that S + k stays
     a valid seed."""
-    seed = torch.initial_seed()
-    return seed if seed < 2**32 else seed % 2**32
+    return torch.initial_seed() % 2**32
 
 
 def member_seeds(base: int, members: int) -> list[int]:
@@ -221,7 +195,8 @@ def affine_map(net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class MemberViews:
-    """What K members compute, seen from outside (a mixin of
+    """What K members compute, seen from outside: ``forward`` (their ensemble), ``predict_step``
+    (each member's probabilities) and the views the pictures use (a mixin of
     :class:`circles.model.CirclesClassifier`, whose ``net``, ``features``, ``num_classes`` and
     ``activation`` these read): logits and probabilities per member, each layer's outputs and
     weights, the units that never fire, and the affine map a network without activations is. A
@@ -237,6 +212,22 @@ class MemberViews:
     member_val_acc: torch.Tensor
     member_val_acc_best: torch.Tensor
     member_test_acc: torch.Tensor | None
+
+    dtype: Any  # a LightningModule's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits (N,) or (N, C) of the members' mean probability for points (N, 2): their
+        ensemble (of one member, exactly its own logits)."""
+        return ensemble_logits(self.member_logits(x))
+
+    def predict_step(
+        self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points as given (a batch of points, or a sequence whose first item they are; a
+        point file's are float64, written back as read) and each member's probabilities for
+        them (see :meth:`member_probabilities`)."""
+        x = batch if isinstance(batch, torch.Tensor) else batch[0]
+        return x, self.member_probabilities(x.to(self.dtype))
 
     @property
     def stack(self) -> StackedMLP | None:
@@ -287,22 +278,24 @@ class MemberViews:
         inputs = self.features(x)
         if self.stack is None:
             return [inputs, self._logits(inputs)[0]]
-        return [inputs, *(_members_first(h)[0] for h in self.stack.layers(inputs))]
+        return [inputs, *(h[0] for h in self.stack.layers(inputs))]
 
     def member_table(self) -> dict[str, list[Any]] | None:
         """With several members, a column per fact about them (seed, last and best validation
         accuracy, after test the test accuracy), a row per member; None for a single network."""
         if self.members == 1:
             return None
-        table = {
+        return {
             "member": list(range(self.members)),
             "seed": self.member_seeds.tolist(),
             "val_acc": self.member_val_acc.tolist(),
             "val_acc_best": self.member_val_acc_best.tolist(),
+            **(
+                {"test_acc": self.member_test_acc.tolist()}
+                if self.member_test_acc is not None
+                else {}
+            ),
         }
-        if self.member_test_acc is not None:
-            table["test_acc"] = self.member_test_acc.tolist()
-        return table
 
     def weight_parameters(self) -> list[torch.Tensor]:
         """The weight matrices as the optimizer holds them, ``(K, out, in)`` each, with their

@@ -3,7 +3,7 @@ loss."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -32,6 +32,15 @@ class WeightPenalty:
         if self.l2:
             total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
         return total
+
+    def attach(
+        self, optimizer: torch.optim.Optimizer, weights: Callable[[], Sequence[torch.Tensor]]
+    ) -> None:
+        """With L1, set to zero after each of ``optimizer``'s steps a weight it pushed across
+        zero (torch's step hooks)."""
+        if self.l1:
+            optimizer.register_step_pre_hook(lambda *_: self.before_step(weights()))
+            optimizer.register_step_post_hook(lambda *_: self.after_step(weights()))
 
     def before_step(self, weights: Sequence[torch.Tensor]) -> None:
         if self.l1:

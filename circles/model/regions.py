@@ -57,11 +57,8 @@ class Region:
 
     def holding(self, points: np.ndarray) -> set[int]:
         """The components that hold some of ``points`` ``(N, 2)``."""
-        found = set()
-        for part, component in zip(self.parts, self.component, strict=True):
-            if component not in found and _inside(part, points).any():
-                found.add(component)
-        return found
+        parts = zip(self.parts, self.component, strict=True)
+        return {component for part, component in parts if _inside(part, points).any()}
 
     def bounded_around(self, points: np.ndarray) -> bool:
         """Whether the region holds some of ``points`` and every component that does stays off the
@@ -93,46 +90,30 @@ def _share_edge(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
         along = (rel @ d) / length
         on = off <= tol
         # consecutive corners of b on the line: an edge of b along this edge of a
-        both = on & np.roll(on, -1)
-        for i in np.flatnonzero(both):
-            lo, hi = sorted((along[i], along[(i + 1) % len(b)]))
-            if min(hi, length) - max(lo, 0.0) > tol:
-                return True
+        spans = (
+            sorted((along[i], along[(i + 1) % len(b)]))
+            for i in np.flatnonzero(on & np.roll(on, -1))
+        )
+        if any(min(hi, length) - max(lo, 0.0) > tol for lo, hi in spans):
+            return True
     return False
 
 
 def _components(parts: list[np.ndarray], tol: float) -> list[int]:
     """Each part's connected component: parts that share a stretch of edge are joined."""
-    parent = list(range(len(parts)))
+    from scipy.cluster.hierarchy import DisjointSet
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    joined = DisjointSet(range(len(parts)))
     low = np.array([part.min(0) for part in parts]).reshape(-1, 2) - tol
     high = np.array([part.max(0) for part in parts]).reshape(-1, 2) + tol
     for i in range(len(parts)):
         near = ((low[i + 1 :] <= high[i]) & (high[i + 1 :] >= low[i])).all(1)
         for j in (np.flatnonzero(near) + i + 1).tolist():
-            if root(i) != root(j) and _share_edge(parts[i], parts[j], tol):
-                parent[root(i)] = root(j)
-    roots = [root(i) for i in range(len(parts))]
+            if not joined.connected(i, j) and _share_edge(parts[i], parts[j], tol):
+                joined.merge(i, j)
+    roots = [joined[i] for i in range(len(parts))]
     numbers = {r: n for n, r in enumerate(dict.fromkeys(roots))}
     return [numbers[r] for r in roots]
-
-
-@dataclass
-class _Piece:
-    """A convex polygon (corners ``(M, 2)``, in order) and the affine map ``x -> a @ x + c`` of
-    the current layer's units (``a`` ``(units, 2)``, ``c`` ``(units,)``) on it; ``scale`` is
-    each unit's slope on it once the units have cut it."""
-
-    corners: np.ndarray
-    a: np.ndarray
-    c: np.ndarray
-    scale: np.ndarray
 
 
 def _clip(corners: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -158,42 +139,29 @@ def _area(corners: np.ndarray) -> float:
     return 0.5 * abs(float(twice))
 
 
-def _cut(piece: _Piece, unit: int, slope: float, sliver: float) -> list[_Piece]:
-    """The piece cut where ``unit`` changes sign: its positive part (the unit's slope 1) and its
-    negative part (the activation's ``slope``), each only where its area is more than
-    ``sliver``."""
-    values = piece.corners @ piece.a[unit] + piece.c[unit]
-    parts = []
-    for sign, unit_slope in ((1.0, 1.0), (-1.0, slope)):
-        side = sign * values
-        # a unit that is 0 on the whole piece goes to its positive side only
-        if (side <= 0).all() and (sign < 0 or (side < 0).any()):
-            continue
-        whole = (side >= 0).all()
-        corners = piece.corners if whole else _clip(piece.corners, side)
-        if whole or _area(corners) > sliver:
-            scale = piece.scale.copy()
-            scale[unit] = unit_slope
-            parts.append(_Piece(corners, piece.a, piece.c, scale))
+def _cut(
+    corners: np.ndarray, a: np.ndarray, c: np.ndarray, slope: float, sliver: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A convex polygon cut where each unit of the layer ``x -> a @ x + c`` (``a`` ``(units, 2)``,
+    ``c`` ``(units,)``) changes sign: its parts of area more than ``sliver``, each with every
+    unit's slope there (1 where the unit is positive, the activation's ``slope`` where it is
+    negative), so the next layer is one affine map on each."""
+    parts = [(corners, np.ones(len(c)))]
+    for unit in range(len(c)):
+        cut = []
+        for whole_part, scale in parts:
+            values = whole_part @ a[unit] + c[unit]
+            for sign, unit_slope in ((1.0, 1.0), (-1.0, slope)):
+                side = sign * values
+                # a unit that is 0 on the whole part goes to its positive side only
+                if (side <= 0).all() and (sign < 0 or (side < 0).any()):
+                    continue
+                whole = (side >= 0).all()
+                part = whole_part if whole else _clip(whole_part, side)
+                if whole or _area(part) > sliver:
+                    cut.append((part, np.where(np.arange(len(c)) == unit, unit_slope, scale)))
+        parts = cut
     return parts
-
-
-def _next_layer(
-    pieces: list[_Piece], slope: float, weight: np.ndarray, bias: np.ndarray, sliver: float
-) -> list[_Piece]:
-    """The current layer's units cut the pieces one by one; on each part every unit is the
-    identity or ``slope`` times itself, so the next layer's units are one affine map there."""
-    for unit in range(len(pieces[0].c)):
-        pieces = [part for piece in pieces for part in _cut(piece, unit, slope, sliver)]
-    return [
-        _Piece(
-            p.corners,
-            weight @ (p.scale[:, None] * p.a),
-            weight @ (p.scale * p.c) + bias,
-            np.ones(len(bias)),
-        )
-        for p in pieces
-    ]
 
 
 def class_one_region(
@@ -205,48 +173,27 @@ def class_one_region(
     one (0 for ReLU, 1 for none)."""
     check(box > 0, "box", "a positive number", box)
     square = np.array([[-box, -box], [box, -box], [box, box], [-box, box]], dtype=np.float64)
-    weight, bias = layers[0]
-    pieces = [_Piece(square, weight, bias, np.ones(len(bias)))]
     sliver = _SLIVER * (2 * box) ** 2
-    for next_weight, next_bias in layers[1:]:
-        pieces = _next_layer(pieces, slope, next_weight, next_bias, sliver)
+    pieces = [(square, *layers[0])]
+    for weight, bias in layers[1:]:
+        pieces = [
+            (part, weight @ (scale[:, None] * a), weight @ (scale * c) + bias)
+            for corners, a, c in pieces
+            for part, scale in _cut(corners, a, c, slope, sliver)
+        ]
     parts, touches = [], []
     on_edge = box * (1 - _EDGE)
-    for piece in pieces:
-        logit = piece.corners @ piece.a[0] + piece.c[0]
+    for corners, a, c in pieces:
+        logit = corners @ a[0] + c[0]
         if (logit > 0).any():
-            part = _clip(piece.corners, logit)
+            part = _clip(corners, logit)
             if _area(part) > sliver:
                 parts.append(part)
-                edge = (np.abs(piece.corners) >= on_edge).any(axis=1)
+                edge = (np.abs(corners) >= on_edge).any(axis=1)
                 touches.append(bool((logit[edge] > 0).any()))
     component = _components(parts, box * _EDGE * 10)
     touching = frozenset(c for c, t in zip(component, touches, strict=True) if t)
     return Region(box, len(pieces), tuple(parts), tuple(component), touching)
-
-
-def member_layers(net: StackedMLP, member: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Member ``member``'s layers as float64 arrays ``(weight, bias)``, input side first."""
-    return [
-        (w[member].detach().double().cpu().numpy(), b[member].detach().double().cpu().numpy())
-        for w, b in zip(net.weights, net.biases, strict=True)
-    ]
-
-
-def negative_slope(net: StackedMLP) -> float:
-    """The slope of the network's activation on negative numbers: 0 for ReLU, a leaky ReLU's own,
-    1 without one; refused for an activation that is not piecewise linear."""
-    module = net.activation
-    slopes = {nn.ReLU: 0.0, nn.Identity: 1.0}
-    if isinstance(module, nn.LeakyReLU):
-        return float(module.negative_slope)
-    check(
-        type(module) in slopes,
-        "model.activation",
-        "relu, leaky_relu or none (piecewise linear) for exact regions",
-        type(module).__name__,
-    )
-    return slopes[type(module)]
 
 
 def member_regions(
@@ -254,7 +201,8 @@ def member_regions(
 ) -> list[Region]:
     """Each member's class-1 region in ``[-box, box]^2`` (see :func:`class_one_region`), for a
     two-class network that sees the plane as it is (features ``[x1, x2]``: crosses such as
-    ``x1_sq`` are not piecewise linear in the plane)."""
+    ``x1_sq`` are not piecewise linear in the plane) and whose activation is piecewise linear:
+    ReLU (slope 0 on negative numbers), a leaky ReLU (its own) or none (1)."""
     check(
         list(features) == ["x1", "x2"],
         "data.features",
@@ -262,8 +210,22 @@ def member_regions(
         list(features),
     )
     check(num_classes == 2, "num_classes", "2 for a class-1 region", num_classes)
-    slope = negative_slope(net)
-    return [class_one_region(member_layers(net, k), slope, box) for k in range(net.members)]
+    module = net.activation
+    slopes = {nn.ReLU: 0.0, nn.Identity: 1.0, nn.LeakyReLU: getattr(module, "negative_slope", 0)}
+    check(
+        type(module) in slopes,
+        "model.activation",
+        "relu, leaky_relu or none (piecewise linear) for exact regions",
+        type(module).__name__,
+    )
+    layers = [
+        [
+            (w[k].detach().double().cpu().numpy(), b[k].detach().double().cpu().numpy())
+            for w, b in zip(net.weights, net.biases, strict=True)
+        ]
+        for k in range(net.members)
+    ]
+    return [class_one_region(member, float(slopes[type(module)]), box) for member in layers]
 
 
 def enclosed_members(model: Any, data: Any) -> int | None:

@@ -152,3 +152,29 @@ def check_checkpoint(checkpoint: dict[str, Any], num_classes: int) -> None:
             f"{num_classes}. Give the data it was trained on: --config <its run>/config.yaml, or "
             "the same data.dataset, data.classes or data.path."
         )
+
+
+class CheckpointFormat:
+    """A LightningModule's checkpoints with their format recorded and checked (a mixin of
+    :class:`circles.model.CirclesClassifier`)."""
+
+    num_classes: int
+    weights_epoch: int | None  # the epoch whose training made the weights held
+    current_epoch: int
+    trainer: Any
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of this format and classes only (:func:`check_checkpoint`); the epoch its
+        weights are of (Lightning's count, for a checkpoint that does not record it)."""
+        check_checkpoint(checkpoint, self.num_classes)
+        epoch = checkpoint.get(WEIGHTS_EPOCH, checkpoint.get("epoch"))
+        self.weights_epoch = epoch if type(epoch) is int else None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the format and the epoch the weights are of (Lightning's ``epoch`` counts the
+        epoch in progress, which differs between a checkpoint written after validation and one
+        written at the end of fit); never write non-finite weights: raising keeps the last good
+        file. (Runs in SLURM's requeue handler too.)"""
+        if not weights_finite(self):  # type: ignore[arg-type]  # mixed into an nn.Module
+            raise diverged(self.current_epoch, self.trainer.optimizers)
+        checkpoint[FORMAT_KEY], checkpoint[WEIGHTS_EPOCH] = FORMAT, self.weights_epoch

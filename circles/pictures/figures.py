@@ -4,16 +4,13 @@ learning-rate finder's curve."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-from typing import Any
-
 from circles.pictures.panels import _FILL_ALPHA, _FILL_LUT, BoundaryPanel, class_colours, panel_fill
 
 
@@ -33,6 +30,8 @@ def boundary_figure(
     bar titled ``probability_label``. ``classes`` names the classes in a legend below the panels.
     A panel of members who disagree carries the key of its shares of votes; with ``one_key``, one
     key below all panels serves them all."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -48,21 +47,29 @@ def boundary_figure(
     voting = classes[1] if len(classes) == 2 else "class 1"
     for i, panel in enumerate(panels):
         row, col = divmod(i, ncols)
-        views = [("class", axes[row * rows_per_panel, col])]
-        if show_probability:
-            views.append(("probability", axes[row * rows_per_panel + 1, col]))
-        for view, ax in views:
+        for j, view in enumerate(["class", "probability"][:rows_per_panel]):
+            ax = axes[row * rows_per_panel + j, col]
             _draw_view(fig, ax, panel, view, voting, probability_label, key=not one_key)
     if title:
         fig.suptitle(title)
     if one_key and any(p.split_vote and p.num_classes == 2 for p in panels):
-        _vote_key(fig, axes, voting)
+        fig.colorbar(  # in the fill's colours: RdYlBu at alpha 0.7 on white
+            ScalarMappable(Normalize(0, 1), ListedColormap(_FILL_LUT / 255)),
+            ax=list(axes.ravel()),
+            location="bottom",
+            shrink=0.5,
+            aspect=40,
+            label=f"colour: the share of a run's seeds voting {voting}\nblack lines: each seed's "
+            "boundary (no activation)",
+        )
     if classes:
         colours = class_colours(len(classes)) / 255
-        handles = [
-            Patch(color=colour, label=name) for name, colour in zip(classes, colours, strict=True)
-        ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), frameon=False)
+        fig.legend(
+            handles=[Patch(color=c, label=name) for name, c in zip(classes, colours, strict=True)],
+            loc="outside lower center",
+            ncols=len(classes),
+            frameon=False,
+        )
     return fig
 
 
@@ -81,8 +88,14 @@ def _draw_view(
     ax.set_visible(True)
     if panel.num_classes > 2:
         _draw_classes(ax, panel, view)
-    elif view == "class":
-        _draw_votes(fig, ax, panel, voting, key)
+    elif view == "class":  # each point's class, or the share of the members voting ``voting``
+        levels = np.linspace(0, 1, 11) if panel.split_vote else None
+        shares = ax.contourf(
+            panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA
+        )
+        if panel.split_vote and key:
+            fig.colorbar(shares, ax=ax, label=f"share of the members voting {voting}")
+        ax.set_title(panel.title)
     else:
         image = ax.pcolormesh(
             panel.xs,
@@ -111,35 +124,6 @@ def _draw_view(
         )
     ax.set_xlim(panel.xs.min(), panel.xs.max())
     ax.set_ylim(panel.ys.min(), panel.ys.max())
-
-
-def _draw_votes(fig: Figure, ax: Axes, panel: BoundaryPanel, voting: str, key: bool) -> None:
-    """The class view of two classes: each point's class, or with members who disagree the share
-    of them voting ``voting``, in eleven steps and with its key (``key``)."""
-    levels = np.linspace(0, 1, 11) if panel.split_vote else None
-    shares = ax.contourf(
-        panel.xs, panel.ys, panel.votes, levels=levels, cmap="RdYlBu", alpha=_FILL_ALPHA
-    )
-    if panel.split_vote and key:
-        fig.colorbar(shares, ax=ax, label=f"share of the members voting {voting}")
-    ax.set_title(panel.title)
-
-
-def _vote_key(fig: Figure, axes: np.ndarray, voting: str) -> None:
-    """One key of the shares of votes below the panels."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import ListedColormap, Normalize
-
-    faded = ListedColormap(_FILL_LUT / 255)  # the fill's colours: RdYlBu at alpha 0.7 on white
-    fig.colorbar(
-        ScalarMappable(Normalize(0, 1), faded),
-        ax=list(axes.ravel()),
-        location="bottom",
-        shrink=0.5,
-        aspect=40,
-        label=f"colour: the share of a run's seeds voting {voting}\nblack lines: each seed's "
-        "boundary (no activation)",
-    )
 
 
 def _draw_classes(ax: Axes, panel: BoundaryPanel, view: str) -> None:
@@ -176,9 +160,7 @@ def finder_figure(
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
     ax.plot(lrs, losses)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss (smoothed)")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)")
     if suggested is not None:
         ax.axvline(suggested, color="#d73027", label=f"steepest fall: {suggested:.3g}")
     for lr in configured:

@@ -54,12 +54,11 @@ def text_block(
 
     font = _font(size)
     line = size + 6
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     placed: list[list[tuple[int, str, Colour | None]]] = [[]]
     x = 4
     for text, dot in items:
-        for word_line in _broken(text, width - 8 - (14 if dot else 0), font, measure):
-            extent = (14 if dot else 0) + int(measure.textlength(word_line, font=font))
+        for word_line in _broken(text, width - 8 - (14 if dot else 0), font):
+            extent = (14 if dot else 0) + int(font.getlength(word_line))
             if x > 4 and x + extent > width - 4:
                 placed.append([])
                 x = 4
@@ -78,28 +77,29 @@ def text_block(
     return np.asarray(image)
 
 
-def _broken(
-    text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, measure: object
-) -> list[str]:
+def _broken(text: str, width: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> list[str]:
     """``text`` broken at spaces into pieces at most ``width`` pixels wide (a single word may be
     wider)."""
-    pieces = []
-    current = ""
+    pieces = [""]
     for word in text.split(" "):
-        candidate = f"{current} {word}" if current else word
-        too_wide = measure.textlength(candidate, font=font) > width  # type: ignore[attr-defined]
-        if current and too_wide:
-            pieces.append(current)
-            candidate = word
-        current = candidate
-    return [*pieces, current]
+        candidate = f"{pieces[-1]} {word}" if pieces[-1] else word
+        if pieces[-1] and font.getlength(candidate) > width:
+            pieces.append(word)
+        else:
+            pieces[-1] = candidate
+    return pieces
 
 
-def _disc_offsets(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    dy, dx = np.meshgrid(r, r, indexing="ij")
-    keep = dy**2 + dx**2 <= radius**2 + radius
-    return np.stack([dy[keep], dx[keep]], axis=1)
+def joined(images: Sequence[np.ndarray], axis: int = 1, gap: int = 0) -> np.ndarray:
+    """``(H, W, 3)`` images side by side (``axis`` 1) or one under another (``axis`` 0), ``gap``
+    white pixels apart, each padded white at its bottom or its right to the largest."""
+    across = max(image.shape[1 - axis] for image in images)
+    padded = []
+    for i, image in enumerate(images):
+        ends = [across - image.shape[1 - axis]] * 2
+        ends[axis] = gap if i < len(images) - 1 else 0
+        padded.append(np.pad(image, ((0, ends[0]), (0, ends[1]), (0, 0)), constant_values=255))
+    return np.concatenate(padded, axis=axis)
 
 
 def _edges(region: np.ndarray) -> np.ndarray:
@@ -139,17 +139,15 @@ def render_panel(panel: BoundaryPanel, view: str, scale: int, point_radius: int)
         rgb[_edges(np.repeat(np.repeat(region, scale, axis=0), scale, axis=1))] = 0
     if panel.boundaries is not None:
         rgb[_zero_lines(panel.boundaries, height, width)] = 0
-    x0 = panel.xs[0]
-    x1 = panel.xs[-1]
-    y0 = panel.ys[0]
-    y1 = panel.ys[-1]
-    cols = np.rint((panel.points[:, 0] - x0) / (x1 - x0) * (width - 1)).astype(np.intp)
-    rows = np.rint((y1 - panel.points[:, 1]) / (y1 - y0) * (height - 1)).astype(np.intp)
-    offsets = _disc_offsets(point_radius)
-    r = (rows[:, None] + offsets[None, :, 0]).ravel()
-    c = (cols[:, None] + offsets[None, :, 1]).ravel()
+    span = np.arange(-point_radius, point_radius + 1)
+    dy, dx = np.nonzero(span[:, None] ** 2 + span**2 <= point_radius**2 + point_radius)
+    xs, ys, points = panel.xs, panel.ys, panel.points
+    cols = np.rint((points[:, 0] - xs[0]) / (xs[-1] - xs[0]) * (width - 1)).astype(np.intp)
+    rows = np.rint((ys[-1] - points[:, 1]) / (ys[-1] - ys[0]) * (height - 1)).astype(np.intp)
+    r = (rows[:, None] + dy - point_radius).ravel()
+    c = (cols[:, None] + dx - point_radius).ravel()
     colours = np.repeat(
-        class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(offsets), axis=0
+        class_colours(panel.num_classes)[panel.labels.astype(np.intp)], len(dy), axis=0
     )
     keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
     rgb[r[keep], c[keep]] = colours[keep]
@@ -171,16 +169,12 @@ def vote_key(width: int, members: int, class_name: str) -> np.ndarray:
         (4, 2),
     )
     draw = ImageDraw.Draw(image)
-    font = _font(BODY)
-    draw.text((4, 14 + line // 2), "0", fill=TEXT, font=font, anchor="lm")
-    draw.text(
-        (4 + bar_width // 2, 14 + line // 2),
-        f"members voting {class_name}",
-        fill=TEXT,
-        font=font,
-        anchor="mm",
-    )
-    draw.text((4 + bar_width, 14 + line // 2), str(members), fill=TEXT, font=font, anchor="rm")
+    for x, text, anchor in (
+        (4, "0", "lm"),
+        (4 + bar_width // 2, f"members voting {class_name}", "mm"),
+        (4 + bar_width, str(members), "rm"),
+    ):
+        draw.text((x, 14 + line // 2), text, fill=TEXT, font=_font(BODY), anchor=anchor)
     return np.asarray(image)
 
 
@@ -204,82 +198,39 @@ def boundary_image(
     TensorBoard's frames."""
     beside = labels and len(panels) == 1
     if scale is None:
-        wide = SIDE_PANEL if beside else FRAME_WIDTH
-        scale = max(2, -(-wide // sum(len(p.xs) for p in panels)))
+        scale = max(
+            2, -(-(SIDE_PANEL if beside else FRAME_WIDTH) // sum(len(p.xs) for p in panels))
+        )
     rows = [
-        _panel_row(panels, view, scale, point_radius, gap, labels)
+        joined([_titled(p, view, scale, point_radius, labels) for p in panels], axis=1, gap=gap)
         for view in (["class", "probability"] if show_probability else ["class"])
     ]
     width = max(r.shape[1] for r in rows)
-    out: list[np.ndarray] = []
-    words = _words(SIDE_WIDTH if beside else width, header, note, classes) if labels else []
-    if not beside:
-        out += words
-    out += [_fit_width(key, width)] if key is not None and labels else []
-    for i, image in enumerate(rows):
-        if i:
-            out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
-        out.append(
-            np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255)
-        )
-    if not beside:
-        return np.concatenate(out, axis=0)
-    left = np.concatenate(out, axis=0)
-    right = np.concatenate(words, axis=0)
-    height = max(left.shape[0], right.shape[0])
-    return np.concatenate(
-        [
-            np.pad(left, ((0, height - left.shape[0]), (0, gap), (0, 0)), constant_values=255),
-            np.pad(right, ((0, height - right.shape[0]), (0, 0), (0, 0)), constant_values=255),
-        ],
-        axis=1,
-    )
+    words = []
+    if labels:  # header, the classes' legend, note
+        column = SIDE_WIDTH if beside else width
+        legend: list[tuple[str, Colour | None]] = [
+            (name, (int(r), int(g), int(b)))
+            for name, (r, g, b) in zip(classes, class_colours(len(classes)), strict=True)
+        ]
+        words = [text_block(column, [(header, None)], size=HEADER)] if header else []
+        words += [
+            text_block(column, legend),
+            *([text_block(column, [(note, None)])] if note else []),
+        ]
+    keys = [] if key is None or not labels else [key[:, :width]]  # joined pads a narrower one
+
+    left = joined([*([] if beside else words), *keys, joined(rows, axis=0, gap=gap)], axis=0)
+    return joined([left, np.concatenate(words)], axis=1, gap=gap) if beside else left
 
 
-def _panel_row(
-    panels: Sequence[BoundaryPanel],
-    view: str,
-    scale: int,
-    point_radius: int,
-    gap: int,
-    labels: bool,
+def _titled(
+    panel: BoundaryPanel, view: str, scale: int, point_radius: int, labels: bool
 ) -> np.ndarray:
-    """One view of the panels side by side, each under its title with ``labels``."""
-    tiles = []
-    for p in panels:
-        tile = render_panel(p, view, scale, point_radius)
-        title = p.title if view == "class" else f"{p.title}: P(class 1), line at 0.5"
-        tiles.append(
-            np.concatenate([text_block(tile.shape[1], [(title, None)]), tile]) if labels else tile
-        )
-    height = max(t.shape[0] for t in tiles)
-    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
-    row = [tiles[0]]
-    for tile in tiles[1:]:
-        row += [spacer, tile]
-    return np.concatenate(
-        [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in row],
-        axis=1,
-    )
-
-
-def _words(width: int, header: str | None, note: str, classes: Sequence[str]) -> list[np.ndarray]:
-    """A frame's words ``width`` wide: ``header``, the classes' legend, ``note``."""
-    colours = class_colours(len(classes))
-    legend: list[tuple[str, Colour | None]] = [
-        (name, (int(r), int(g), int(b))) for name, (r, g, b) in zip(classes, colours, strict=True)
-    ]
-    return [
-        *([text_block(width, [(header, None)], size=HEADER)] if header else []),
-        text_block(width, legend),
-        *([text_block(width, [(note, None)])] if note else []),
-    ]
-
-
-def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(
-        image[:, :width], ((0, 0), (0, max(0, width - image.shape[1])), (0, 0)), constant_values=255
-    )
+    """One view of a panel, under its title with ``labels``."""
+    tile = render_panel(panel, view, scale, point_radius)
+    title = panel.title if view == "class" else f"{panel.title}: P(class 1), line at 0.5"
+    return np.concatenate([text_block(tile.shape[1], [(title, None)]), tile]) if labels else tile
 
 
 class Animation:
@@ -321,15 +272,15 @@ class Animation:
 
         height = max(f.shape[0] for f in self.frames)
         width = max(f.shape[1] for f in self.frames)
-        padded = [
-            np.pad(
-                f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255
-            )
-            for f in self.frames
-        ]
         images = [
-            Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
-            for f in padded
+            Image.fromarray(
+                np.pad(
+                    f,
+                    ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)),
+                    constant_values=255,
+                )
+            ).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+            for f in self.frames
         ]
         durations = [round(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
         images[0].save(

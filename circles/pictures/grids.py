@@ -91,10 +91,11 @@ def _shares(
     :func:`grid_predictions`)."""
     from circles.contracts import Classifier
 
-    if isinstance(model, Classifier):
-        member_probs = model.member_probabilities(points).float()
-    else:
-        member_probs = torch.sigmoid(model(points).reshape(1, -1).float())
+    member_probs = (
+        model.member_probabilities(points).float()
+        if isinstance(model, Classifier)
+        else torch.sigmoid(model(points).reshape(1, -1).float())
+    )
     if member_probs.dim() == 2:
         return member_probs.mean(0), (member_probs > 0.5).float().mean(0)
     # more than two classes: per class, the share of members whose most probable class it is

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from circles.pictures.frames import BODY, HEADER, TEXT, text_block
+from circles.pictures.frames import BODY, HEADER, TEXT, joined, text_block
 from circles.pictures.grids import model_inference
 from circles.pictures.panels import class_colours
 
@@ -39,19 +39,6 @@ class LayerMap:
     lines: np.ndarray
     points: np.ndarray
     axes: str
-
-
-def _principal_plane(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """The mean and the two principal directions ``(units, 2)`` of a layer's outputs over the
-    training points (signs fixed), and the share of their variance that plane holds."""
-    mean = outputs.mean(0)
-    _, singular, vt = np.linalg.svd(outputs - mean, full_matrices=False)
-    directions = vt[:2].T
-    flip = np.sign(directions[np.abs(directions).argmax(0), [0, 1]])
-    directions = directions * np.where(flip == 0, 1, flip)
-    total = float((singular**2).sum())
-    share = float((singular[:2] ** 2).sum()) / total if total > 0 else 1.0
-    return mean, directions, share
 
 
 def layer_maps(
@@ -76,9 +63,14 @@ def layer_maps(
             mapped, axes = np.concatenate([layer, np.zeros_like(layer)], 1), "its unit across"
         elif units == 2:
             mapped, axes = layer, "unit 1 across, unit 2 up"
-        else:
-            mean, directions, share = _principal_plane(on_points)
-            mapped = (layer - mean) @ directions
+        else:  # the two principal directions over the points (signs fixed), by SVD
+            mean = on_points.mean(0)
+            _, singular, vt = np.linalg.svd(on_points - mean, full_matrices=False)
+            directions = vt[:2].T
+            flip = np.sign(directions[np.abs(directions).argmax(0), [0, 1]])
+            mapped = (layer - mean) @ (directions * np.where(flip == 0, 1, flip))
+            total = float((singular**2).sum())
+            share = float((singular[:2] ** 2).sum()) / total if total > 0 else 1.0
             axes = f"its 2 principal directions ({share:.0%} of the spread)"
         if np.ptp(on_points, axis=0).max() <= 1e-9:
             axes = "every point at one spot: no unit tells them apart"
@@ -100,25 +92,23 @@ def _panel(layer: LayerMap, labels: np.ndarray, classes: int) -> np.ndarray:
 
     everything = np.concatenate([layer.lines.reshape(-1, 2), layer.points])
     low, high = everything.min(0), everything.max(0)
-    span = np.where(high - low > 1e-12, high - low, 1.0)
+    scaled = (everything - low) / np.where(high - low > 1e-12, high - low, 1.0)
     margin = 8
-
-    def pixels(xy: np.ndarray) -> np.ndarray:
-        scaled = (xy - low) / span
-        return np.stack(
-            [
-                margin + scaled[:, 0] * (PANEL - 2 * margin),
-                PANEL - margin - scaled[:, 1] * (PANEL - 2 * margin),
-            ],
-            1,
-        )
-
+    pixels = np.stack(
+        [
+            margin + scaled[:, 0] * (PANEL - 2 * margin),
+            PANEL - margin - scaled[:, 1] * (PANEL - 2 * margin),
+        ],
+        1,
+    )
+    lines = pixels[: layer.lines.shape[0] * layer.lines.shape[1]].reshape(layer.lines.shape)
     image = Image.new("RGB", (PANEL, PANEL), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    for line in layer.lines:
-        draw.line([tuple(p) for p in pixels(line).tolist()], fill=GRID, width=1)
+    for line in lines:
+        draw.line([tuple(p) for p in line.tolist()], fill=GRID, width=1)
     colours = class_colours(classes)
-    for (x, y), label in zip(pixels(layer.points).tolist(), labels.tolist(), strict=True):
+    points = pixels[len(pixels) - len(layer.points) :]
+    for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=tuple(int(c) for c in colours[int(label)]))
     draw.rectangle((0, 0, PANEL - 1, PANEL - 1), outline=TEXT)
     return np.asarray(image)
@@ -144,18 +134,8 @@ def layers_image(
     """The layers' panels side by side, each titled with its layer and its axes, under
     ``header``; the panels' tops in one line."""
     titles = [text_block(PANEL, [(m.title, None), (m.axes, None)], size=BODY) for m in maps]
-    tallest = max(t.shape[0] for t in titles)
-    columns = [
-        np.pad(
-            np.concatenate(
-                [title, np.full((tallest - title.shape[0], PANEL, 3), 255, np.uint8)]
-                + [_panel(layer, labels, classes)]
-            ),
-            ((0, 0), (4, 4), (0, 0)),
-            constant_values=255,
-        )
-        for title, layer in zip(titles, maps, strict=True)
-    ]
-    body = np.concatenate(columns, 1)
+    panels = [_panel(layer, labels, classes) for layer in maps]
+    body = np.concatenate([joined(titles, axis=1, gap=8), joined(panels, axis=1, gap=8)])
+    body = np.pad(body, ((0, 0), (4, 4), (0, 0)), constant_values=255)
     top = text_block(body.shape[1], [(header, None)], size=HEADER)
-    return np.ascontiguousarray(np.concatenate([top, body]))
+    return np.concatenate([top, body])

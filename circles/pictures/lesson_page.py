@@ -57,8 +57,7 @@ def draw_curves(ax: Any, records: Sequence[RunRecord], metric: str, label: str) 
     }
     if metric == "acc" and len(bayes) == 1:
         ax.axhline(bayes.pop(), color="k", linewidth=0.8, linestyle=":", label="Bayes-optimal")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
+    ax.set(xlabel="epoch", ylabel=label)
 
 
 def slider_epochs(records: Sequence[RunRecord]) -> list[int]:
@@ -179,40 +178,37 @@ def curves_picture(
     charts[0].legend(fontsize=7, loc="lower right")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")  # lays the figure out: the axes' places are final
-    width, height = figure.canvas.get_width_height()
-    marks = []
-    for ax in charts:
-        box = ax.get_position()
-        lefts = ax.transData.transform(np.stack([epochs, np.zeros(len(epochs))], 1))[:, 0]
-        marks.append(
-            {
-                "top": 1 - box.y1,
-                "height": box.height,
-                "left": [round(float(x) / width, 5) for x in lefts],
-            }
-        )
+    width, _ = figure.canvas.get_width_height()
+    marks = [
+        {
+            "top": 1 - ax.get_position().y1,
+            "height": ax.get_position().height,
+            "left": [
+                round(float(x) / width, 5)
+                for x in ax.transData.transform(np.stack([epochs, np.zeros(len(epochs))], 1))[:, 0]
+            ],
+        }
+        for ax in charts
+    ]
     return _uri(buffer, "image/png"), marks
 
 
 def _frames(record: RunRecord) -> list[dict[str, Any]]:
     """A run's pictures, epoch by epoch, with what its caption says there."""
     val_acc = dict(record.curves.get("val/acc", []))
-    frames = []
-    for epoch in sorted(record.pictures):
-        acc = val_acc.get(epoch)
-        caption = f"epoch {epoch}" + (f": val acc {acc:.3f}" if acc is not None else "")
-        frames.append(
-            {
-                "epoch": epoch,
-                "caption": caption,
-                "boundary": data_uri(record.pictures[epoch]),
-                "network": data_uri(record.networks[epoch], "JPEG")
-                if epoch in record.networks
-                else None,
-                "layers": data_uri(record.layers[epoch]) if epoch in record.layers else None,
-            }
-        )
-    return frames
+    return [
+        {
+            "epoch": epoch,
+            "caption": f"epoch {epoch}"
+            + (f": val acc {val_acc[epoch]:.3f}" if epoch in val_acc else ""),
+            "boundary": data_uri(record.pictures[epoch]),
+            "network": data_uri(record.networks[epoch], "JPEG")
+            if epoch in record.networks
+            else None,
+            "layers": data_uri(record.layers[epoch]) if epoch in record.layers else None,
+        }
+        for epoch in sorted(record.pictures)
+    ]
 
 
 def _row(records: Sequence[RunRecord], kind: str) -> str:
@@ -238,7 +234,6 @@ def page_html(records: Sequence[RunRecord], numbers: str, final: Sequence[str]) 
         '<p class="caption"></p></div>'
         for i, (record, line) in enumerate(zip(records, final, strict=True))
     )
-    columns = f"repeat({len(records)}, minmax(0, 1fr))"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -256,7 +251,7 @@ negative) and what each of its hidden layers does to the plane and the training 
 <div class="controls"><button id="play" type="button">\u25b6 play</button>
 <input id="position" type="range" min="0" max="{len(epochs) - 1}" value="0" step="1"
 aria-label="epoch"><output id="epoch" for="position">epoch {epochs[0]}</output></div>
-<div class="runs" style="grid-template-columns: {columns}">
+<div class="runs" style="grid-template-columns: repeat({len(records)}, minmax(0, 1fr))">
 {heads}
 <div class="curves"><img src="{curves}" alt="accuracy and loss of every run">
 {'<div class="mark"></div>' * len(marks)}</div>

@@ -18,8 +18,7 @@ def collapse_lines(model: Classifier, inputs: list[str], names: tuple[str, ...])
     collapsed = model.collapsed()
     if collapsed is None:
         return []
-    weights = collapsed[0][0]
-    biases = collapsed[1][0]
+    weights, biases = collapsed[0][0], collapsed[1][0]  # the first member's
     if len(weights) == 1:
         return [
             f"logit = {affine_text(weights[0], biases[0], inputs)}; the boundary is where it is 0"

@@ -4,12 +4,9 @@ every picture draws it in."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    pass
 from circles.pictures.grids import ArrayLike, _numpy
 
 # matplotlib's RdYlBu is a linear interpolation of these ColorBrewer colours; class 0 is red, class

@@ -17,9 +17,7 @@ from typing_extensions import override
 from circles.errors import ConfigError, InputError
 from circles.runs.directory import atomic_file
 
-
-class CheckpointError(InputError):
-    """A checkpoint file that cannot or must not be loaded."""
+CheckpointError = InputError  # a checkpoint file that cannot or must not be loaded
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
@@ -33,31 +31,28 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
         raise ConfigError("ckpt_path", "an existing checkpoint file, 'best' or 'last'", str(path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # a torn or foreign file fails in many ways: zip, EOF, key, OS errors
         # torch names the global either way: "Unsupported global: GLOBAL io.open" (a module it
         # allows in part) or "unsupported GLOBAL os.makedirs whose module os is blocked"
-        unsafe = re.search(r"\bGLOBAL ([\w.]+)", str(err))
-        if unsafe is None:
-            raise _unreadable(path, "it does not unpickle as tensors and plain data") from None
+        unpickling = isinstance(err, pickle.UnpicklingError)
+        if unpickling and (unsafe := re.search(r"\bGLOBAL ([\w.]+)", str(err))):
+            raise CheckpointError(
+                f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could "
+                "run code when unpickled, so loading it with weights_only=True rejected it and "
+                "nothing in it ran. Checkpoints written by this project hold only tensors and "
+                "plain data; do not load this file unless you made it."
+            ) from None
+        detail = (
+            "it does not unpickle as tensors and plain data"
+            if unpickling
+            else f"{type(err).__name__}: "
+            + (str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail")
+        )
         raise CheckpointError(
-            f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could run "
-            "code when "
-            "unpickled, so loading it with weights_only=True rejected it and nothing in it ran. "
-            "Checkpoints written "
-            "by this project hold only tensors and plain data; do not load this file unless you "
-            "made it."
+            f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint "
+            f"({detail}). Use another checkpoint, e.g. the run's checkpoints/best.ckpt or "
+            "checkpoints/last.ckpt."
         ) from None
-    except Exception as err:  # a torn or foreign file fails in many ways: zip, EOF, key, OS errors
-        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
-        raise _unreadable(path, f"{type(err).__name__}: {first}") from None
-
-
-def _unreadable(path: Path, detail: str) -> CheckpointError:
-    return CheckpointError(
-        f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint "
-        f"({detail}). Use "
-        "another checkpoint, e.g. the run's checkpoints/best.ckpt or checkpoints/last.ckpt."
-    )
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -66,29 +61,22 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     version, its hyperparameters, the data's state and the run's record mappings (their values
     are checked where they are used)."""
     checkpoint = load_checkpoint_file(path)
-    missing = [
+    if missing := [
         k
         for k in ("state_dict", "pytorch-lightning_version")
         if not isinstance(checkpoint, dict) or k not in checkpoint
-    ]
-    if missing:
+    ]:
         raise CheckpointError(
             f"{path} is not a Lightning checkpoint of this project: it holds no "
             f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt."
         )
-    wrong = _malformed(checkpoint)
-    if wrong:
+    checks = (_weights_problem, _version_problem, _records_problem, _config_problem)
+    if wrong := next((problem for check in checks if (problem := check(checkpoint))), None):
         raise CheckpointError(
             f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
             "checkpoints/best.ckpt or checkpoints/last.ckpt."
         )
     return checkpoint
-
-
-def _malformed(checkpoint: dict[str, Any]) -> str | None:
-    """What is wrong with the structure of a loaded checkpoint, or None."""
-    checks = (_weights_problem, _version_problem, _records_problem, _config_problem)
-    return next((problem for check in checks if (problem := check(checkpoint))), None)
 
 
 def _weights_problem(checkpoint: dict[str, Any]) -> str | None:
@@ -109,18 +97,19 @@ def _version_problem(checkpoint: dict[str, Any]) -> str | None:
 
     written_by = checkpoint["pytorch-lightning_version"]
     if not isinstance(written_by, str):
-        kind = type(written_by).__name__
-        return f"its pytorch-lightning_version is the {kind} {str(written_by)[:40]}, not a version"
+        return (
+            f"its pytorch-lightning_version is the {type(written_by).__name__} "
+            f"{str(written_by)[:40]}, not a version"
+        )
     written_by = written_by[:40]
     try:
-        old = Version(written_by) < Version("2.0")
+        return (
+            f"Lightning {written_by} wrote it, older than the 2.x this project was written for"
+            if Version(written_by) < Version("2.0")
+            else None
+        )
     except InvalidVersion:
         return f"its pytorch-lightning_version is {written_by!r}"
-    return (
-        f"Lightning {written_by} wrote it, older than the 2.x this project was written for"
-        if old
-        else None
-    )
 
 
 def _records_problem(checkpoint: dict[str, Any]) -> str | None:
@@ -130,17 +119,17 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
         if key in checkpoint and not isinstance(checkpoint[key], dict):
             return f"its {key} is a {type(checkpoint[key]).__name__}, not a mapping"
     data = checkpoint.get("CirclesDataModule") or {}
-    classes = data.get("num_classes", 2)
-    names = data.get("class_names")
-    named = isinstance(names, list) and all(isinstance(n, str) for n in names)
-    if not isinstance(classes, int) or isinstance(classes, bool) or not (names is None or named):
+    classes, names = data.get("num_classes", 2), data.get("class_names")
+    if type(classes) is not int or not (
+        names is None or isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
         return "its data state's classes are not a number and a list of names"
     if names is not None and len(names) != classes:
         return f"its data state names {len(names)} classes of its {classes}"
     if names is not None and len(set(names)) != len(names):
         return "its data state names a class twice"
     network = (checkpoint.get("hyper_parameters") or {}).get("num_classes", classes)
-    if not isinstance(network, int) or isinstance(network, bool):
+    if type(network) is not int:
         return f"its network's classes are the {type(network).__name__} {str(network)[:40]}"
     if "num_classes" in data and network != classes:
         return f"its network has {network} classes and its data state {classes}"
@@ -150,11 +139,9 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
 
 
 def _config_problem(checkpoint: dict[str, Any]) -> str | None:
-    if CONFIG_KEY not in checkpoint:
-        return None
     import yaml
 
-    text = checkpoint[CONFIG_KEY]
+    text = checkpoint.get(CONFIG_KEY, "{}")
     try:
         config = yaml.safe_load(text) if isinstance(text, str) else None
     except yaml.YAMLError:
@@ -185,27 +172,30 @@ def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:
     if found.is_file():
         return found
     others = [p for p in checkpoints if p.name == f"{ckpt_path}.ckpt"]
-    elsewhere = (
-        " The newest run that has one is "
-        f"{max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
-        "give its file to use it."
-        if others
-        else ""
-    )
-    files = sorted(p.name for p in (newest_run / "checkpoints").glob("*.ckpt") if p.is_file())
     what = (
         "is a folder"
         if found.is_dir()
         else "is a link to nothing"
         if found.is_symlink()
-        else f"is missing (it has {', '.join(files)})"
+        else "is missing (it has "
+        + ", ".join(
+            sorted(p.name for p in (newest_run / "checkpoints").glob("*.ckpt") if p.is_file())
+        )
+        + ")"
     )
     raise ConfigError(
         "ckpt_path",
         "a checkpoint file, or 'best'/'last' of an earlier run",
         ckpt_path,
         f"The newest run is {os.path.normpath(newest_run)}, and its checkpoints/{ckpt_path}.ckpt "
-        f"{what}." + elsewhere,
+        f"{what}."
+        + (
+            " The newest run that has one is "
+            f"{max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
+            "give its file to use it."
+            if others
+            else ""
+        ),
     )
 
 

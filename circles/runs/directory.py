@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from circles.errors import CirclesError
+from circles.errors import InputError
 
 PathLike = str | Path
 
@@ -42,10 +42,7 @@ def save_figure(figure: Any, path: PathLike, **kwargs: Any) -> None:
         figure.savefig(f, format=Path(path).suffix.lstrip(".").lower(), **kwargs)
 
 
-class RunInUse(CirclesError):
-    """Another process is writing into the run directory this one would write into."""
-
-    exit_code = 2
+RunInUse = InputError  # another process writes the run directory this one would write
 
 
 def try_lock(path: PathLike) -> IO[Any] | None:
@@ -72,15 +69,13 @@ def lock_run_dir(run_dir: PathLike) -> IO[Any]:
     """Hold ``run_dir/.lock`` while this process writes the run: a second process that would
     write into the same run (two resumes of one run, a run given the version of a running one) is
     refused instead of interleaving its curves and checkpoints with the first one's."""
-    lock = try_lock(Path(run_dir) / ".lock")
-    if lock is None:
-        holder = (Path(run_dir) / ".lock").read_text().strip()
-        raise RunInUse(
-            f"{os.path.normpath(run_dir)} is being written by another process (pid "
-            f"{holder or '?'}); "
-            "one process writes a run at a time. Wait for it to end, or start a new run."
-        )
-    return lock
+    if lock := try_lock(Path(run_dir) / ".lock"):
+        return lock
+    raise RunInUse(
+        f"{os.path.normpath(run_dir)} is being written by another process (pid "
+        f"{(Path(run_dir) / '.lock').read_text().strip() or '?'}); "
+        "one process writes a run at a time. Wait for it to end, or start a new run."
+    )
 
 
 # What a run directory holds besides its TensorBoard events (each written by the part named).
@@ -98,14 +93,6 @@ PREDICTIONS_CSV = "predictions.csv"  # predict's output (callbacks.predictions)
 LR_FIND_PNG = "lr_find.png"  # the learning-rate finder's curve (callbacks.lr_finder)
 # the folder of validate, test and predict runs, inside the runs: out of the fits' way
 EVALUATIONS = "evaluations"
-# ``0003-relu-10x10-...``; earlier releases: ``version_3-...``
-RUN_NAME = re.compile(r"(?:version_)?(\d+)(-.*)?")
-
-
-def run_number(name: str) -> int | None:
-    """The number of a run directory's name (``0003-relu-10x10`` -> 3), or None for another name."""
-    match = RUN_NAME.fullmatch(name)
-    return int(match.group(1)) if match else None
 
 
 def run_name(number: int, label: str = "") -> str:
@@ -113,16 +100,6 @@ def run_name(number: int, label: str = "") -> str:
     (TensorBoard sorts names as text), then what the run does, so names differ where
     TensorBoard's cards cut them off."""
     return f"{number:04d}" + (f"-{label}" if label else "")
-
-
-def next_version(root: PathLike) -> int:
-    """The number after the highest run directory's in ``root`` (0 if there is none)."""
-    taken = (
-        [run_number(p.name) for p in Path(root).iterdir() if p.is_dir()]
-        if Path(root).is_dir()
-        else []
-    )
-    return max((n for n in taken if n is not None), default=-1) + 1
 
 
 def claim_version(root: PathLike, label: str = "") -> str:
@@ -139,7 +116,12 @@ def claim_version(root: PathLike, label: str = "") -> str:
     try:
         # released when closed, or when the process ends however it ends
         fcntl.flock(folder, fcntl.LOCK_EX)
-        version = next_version(root)
+        # the number after the highest run directory's (``0003-relu-10x10-...``; earlier
+        # releases: ``version_3-...``)
+        numbers = [
+            re.fullmatch(r"(?:version_)?(\d+)(-.*)?", p.name) for p in root.iterdir() if p.is_dir()
+        ]
+        version = max((int(m.group(1)) for m in numbers if m), default=-1) + 1
         while True:
             name = run_name(version, label)
             try:

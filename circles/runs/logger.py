@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,8 +15,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
-from circles.model.metrics import STAGES, hparams_metrics, scalar_tag
+from circles.model.metrics import STAGES, scalar_tag
 from circles.runs.directory import claim_version, lock_run_dir, run_name
+from circles.runs.hparams import hparams_session
 
 # the logger's ``name``: runs go to <default_root_dir>/lightning_logs/0003-<label>
 DEFAULT_RUNS = "lightning_logs"
@@ -61,81 +62,6 @@ def event_file_writer(writer: Any) -> Any:
     return writer._get_file_writer()
 
 
-def _hparam_value(value: Any) -> str | bool:
-    """A hyperparameter as the HPARAMS table shows it best: numbers as written (``1000``,
-    ``0.03``; TensorBoard would print ``1000.0`` and ``0.030000``), lists and None as text."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return f"{value:g}"
-    return str(value)
-
-
-# The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the
-# order TensorBoard lists them; it ticks the first five (the rest can be ticked).
-HPARAM_COLUMNS = (
-    ("activation", "activation"),
-    ("dataset", "dataset"),
-    ("hidden_sizes", "hidden layers"),
-    ("max_epochs", "epochs"),
-    ("optimizer", "optimizer"),
-    ("bayes_acc", "Bayes-optimal acc"),
-    ("members", "seeds (members)"),
-    ("noise", "noise"),
-    ("seed_everything", "seed"),
-    ("batch_size", "points per step"),
-)
-
-
-def column_order(first: Sequence[str]) -> list[tuple[str, str]]:
-    """The HPARAMS columns, those of the config keys ``first`` (a sweep's varied settings: what
-    tells its rows apart) in front, in their order; then the rest of :data:`HPARAM_COLUMNS`."""
-    titles = dict(HPARAM_COLUMNS)
-    # a config key's column: its last part (``data.noise`` -> ``noise``); every optimizer
-    # setting is the one ``optimizer`` column
-    keys = dict.fromkeys(
-        "optimizer" if key.startswith("model.optimizer.") else key.rsplit(".", 1)[-1]
-        for key in first
-    )
-    return [(key, titles.get(key, key)) for key in keys] + [
-        (key, title) for key, title in HPARAM_COLUMNS if key not in keys
-    ]
-
-
-def hparams_session(hparams: Mapping[str, Any], trial: str, first: Sequence[str] = ()) -> list[Any]:
-    """A run's record for TensorBoard's HPARAMS tab: the experiment's declared columns
-    (``HPARAM_COLUMNS`` that the run has, and the metrics of :mod:`circles.metrics` with an
-    HPARAMS column) and the run's values for them, so the table opens on the settings people vary
-    and the metrics that say how a run did. TensorBoard orders the columns by their names: a
-    column's name is its place and title (``0 activation``), and the table shows the title;
-    ``first`` puts some in front (:func:`column_order`). (Every hyperparameter is in the run's
-    ``hparams.yaml``.)"""
-    from tensorboard.plugins.hparams import summary_v2 as hp
-
-    values = {
-        key: _hparam_value(value) for key, value in hparams.items() if not key.startswith("_")
-    }
-    # a file's points: named by the file; no generator, no noise
-    if values.get("path", "None") != "None":
-        values["dataset"] = os.path.basename(str(values["path"]))
-        values.pop("noise", None)
-    if "optimizer" in values and "optimizer.lr" in values:
-        values["optimizer"] = f"{values['optimizer']} lr {values['optimizer.lr']}"
-    if values.get("batch_size") == "None":
-        values["batch_size"] = "all (full batch)"
-    order = [(key, title) for key, title in column_order(first) if key in values]
-    names = {key: f"{i} {title}" for i, (key, title) in enumerate(order)}
-    columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
-    metrics = [
-        hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
-        for metric in hparams_metrics()
-    ]
-    return [
-        hp.hparams_config_pb(hparams=columns, metrics=metrics),
-        hp.hparams_pb({name: values[key] for key, name in names.items()}, trial_id=trial),
-    ]
-
-
 def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, list[Any]]:
     """The scalars as TensorBoard summary values by the sub-run they go to: ``train/loss`` to
     ``train`` as ``curves/loss`` (an evaluation's as ``evaluation/loss``), others to the run
@@ -164,88 +90,23 @@ def _run_name(version: int | str) -> str:
     return version if isinstance(version, str) else run_name(version)
 
 
-class TensorBoardRunLogger(TensorBoardLogger):
-    """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator
-    of them.
+class ClaimedRun:
+    """A Lightning logger's run directory as circles claims it (a mixin of
+    :class:`TensorBoardRunLogger`, before ``TensorBoardLogger``): named by a number and a label,
+    made when first asked for, locked by rank zero until released, removed again if the command
+    wrote nothing into it."""
 
-    - Claims the next number with an atomic ``mkdir`` (:func:`claim_version`) the first time the
-      run's directory is asked for, so a run that fails before that leaves no empty directory.
-    - Lays the scalars out as TensorBoard shows training best (the layout Keras uses):
-      ``train/loss`` is written as ``curves/loss`` into the sub-run ``<run>/train``, ``val/loss`` as
-      ``curves/loss`` into ``<run>/val``, and so on (:func:`scalar_tag`), so one chart holds the
-      train and the val curve of a metric, and TensorBoard's landing page opens on the ``curves``
-      and ``decision_boundary`` groups. Images and the hyperparameters stay in the run.
-    - Draws the curves over epochs: a call's step is its ``epoch`` (Lightning's step counts
-      optimizer steps).
-    - Writes all scalars of a ``log_metrics`` call as one TensorBoard event per sub-run (Lightning
-      writes one per scalar).
-    - Records the run for TensorBoard's HPARAMS tab: the settings people vary and the metrics of
-      the table in :mod:`circles.model.metrics` that have a column there."""
+    root_dir: str
+    NAME_HPARAMS_FILE: str
+    _run_version: int | str | None
+    _label = ""
+    _lock: IO[Any] | None = None
+    _locked = False
+    _created = False
 
-    def __init__(
-        self,
-        save_dir: str | None = None,
-        name: str = DEFAULT_RUNS,
-        version: int | str | None = None,
-        label: str = "",
-        default_hp_metric: bool = False,
-        log_graph: bool = False,
-        prefix: str = "",
-        sub_dir: str | None = None,
-        evaluation: bool = False,
-        first_columns: Sequence[str] = (),
-        **writer_kwargs: Any,
-    ) -> None:
-        """
-        Args:
-            save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's
-                ``default_root_dir`` (the working directory unless set).
-            name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>``
-                shows them all.
-            version: Run to write into (``3`` or ``"0003-relu-10x10"``); ``null`` claims the next
-                free one.
-            label: What the run trains, appended to a claimed number so TensorBoard names the run by
-                it (the command line fills it in from the config, e.g.
-                ``circles-relu-10x10-sgd0.1-e1000``).
-            default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
-            log_graph: Add the model's graph to TensorBoard (Lightning's option).
-            prefix: Put in front of every metric's name; the scalars are then written as Lightning
-                writes them, without the train/val/test sub-runs.
-            sub_dir: A folder inside the run directory for the events (Lightning's option).
-            evaluation: A validate, test or predict run (the command line says so): its scalars go
-                to TensorBoard's ``evaluation`` group, apart from the fits' ``curves``.
-            first_columns: Config keys whose HPARAMS columns come first (a sweep gives the
-                settings it varies, so the columns TensorBoard shows at first tell its rows
-                apart).
-            **writer_kwargs: Options of ``torch.utils.tensorboard.SummaryWriter``, for every writer
-                of the run.
-        """
-        super().__init__(
-            save_dir if save_dir is not None else ".",
-            name=name,
-            version=version,
-            log_graph=log_graph,
-            default_hp_metric=default_hp_metric,
-            prefix=prefix,
-            sub_dir=sub_dir,
-            **writer_kwargs,
-        )
-        self._metric_prefix = prefix
-        self._writer_kwargs = writer_kwargs
-        self._run_version = version
-        self._label = label
-        self._evaluation = evaluation
-        self._first_columns = list(first_columns)
-        self._lock: IO[Any] | None = None
-        self._locked = False
-        self._stage_writers: dict[str, Any] = {}
-        self._created = False
-        self.stay_open = False  # a stage's success only flushes: the fit's test joins its files
-        self._hparams_file_saved = False
-        self._hparams_session_written = True  # nothing to write until hyperparameters arrive
+    finalize: Callable[[str], None]  # the Lightning logger's it is mixed into
 
     @property
-    @override
     def version(self) -> int | str:
         """The run's version: the one given, else (on rank zero, the first time it is asked for)
         the claimed one. Rank zero holds the run directory's lock (:func:`lock_run_dir`) from
@@ -257,7 +118,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
             self._run_version = claim_version(self.root_dir, self._label)
             self._created = True
         elif self._run_version is None:
-            self._run_version = super().version
+            self._run_version = super().version  # type: ignore[misc]  # TensorBoardLogger's
         if not self._locked and _rank_zero():
             self._lock = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version))
             self._locked = True
@@ -270,6 +131,84 @@ class TensorBoardRunLogger(TensorBoardLogger):
             return None
         return Path(self.root_dir) / _run_name(self._run_version)
 
+    def forget_if_empty(self) -> None:
+        """Remove the run directory this process made, when it holds nothing of the run's own (a
+        lock, config, hyperparameters and event files are all it holds: the command was refused
+        or stopped before it wrote anything), and the folder of evaluations it made, if that
+        holds no other."""
+        run = self.created
+        own = {".lock", "config.yaml", self.NAME_HPARAMS_FILE}
+        files = [p.name for p in run.rglob("*") if p.is_file()] if run is not None else [""]
+        if run is None or not all(n in own or n.startswith("events.out.tfevents.") for n in files):
+            return
+        self.finalize("failed")
+        shutil.rmtree(run, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.parent.rmdir()
+
+    def release(self) -> None:
+        """Let another process write the run (the lock ends with the process anyway; a process
+        that runs several commands, such as compare, lets go of a run it was refused)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
+    """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator
+    of them: the number is claimed with an atomic ``mkdir`` (:func:`claim_version`) when the
+    directory is first asked for. The scalars are laid out as Keras does: ``train/loss`` is
+    ``curves/loss`` in the sub-run ``<run>/train``, ``val/loss`` in ``<run>/val`` (one chart holds
+    both curves; :func:`scalar_tag`), drawn over epochs, one event per sub-run and call; images and
+    hyperparameters stay in the run, which is a trial of TensorBoard's HPARAMS tab."""
+
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str = DEFAULT_RUNS,
+        version: int | str | None = None,
+        label: str = "",
+        evaluation: bool = False,
+        first_columns: Sequence[str] = (),
+        default_hp_metric: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            save_dir: Folder that holds the ``name`` folder of runs; ``null`` is the trainer's
+                ``default_root_dir`` (the working directory unless set).
+            name: Folder of runs inside ``save_dir``; ``tensorboard --logdir <save_dir>/<name>``
+                shows them all.
+            version: Run to write into (``3`` or ``"0003-relu-10x10"``); ``null`` claims the next
+                free one.
+            label: What the run trains, appended to a claimed number so TensorBoard names the run
+                by it (the command line fills it in from the config: ``relu-10x10-sgd0.1-e1000``).
+            evaluation: A validate, test or predict run (the command line says so): its scalars go
+                to TensorBoard's ``evaluation`` group, apart from the fits' ``curves``.
+            first_columns: Config keys whose HPARAMS columns come first (a sweep gives the
+                settings it varies, so the columns TensorBoard shows at first tell its rows
+                apart).
+            default_hp_metric: Log Lightning's placeholder ``hp_metric``; not needed here.
+            **kwargs: Lightning's ``TensorBoardLogger`` options (``log_graph``, ``sub_dir``,
+                ``prefix``: the scalars then written as Lightning writes them) and
+                ``SummaryWriter``'s, for every writer of the run.
+        """
+        super().__init__(
+            save_dir if save_dir is not None else ".",
+            name=name,
+            version=version,
+            default_hp_metric=default_hp_metric,
+            **kwargs,
+        )
+        self._run_version = version
+        self._label = label
+        self._evaluation = evaluation
+        self._first_columns = list(first_columns)
+        self._stage_writers: dict[str, Any] = {}
+        self.stay_open = False  # a stage's success only flushes: the fit's test joins its files
+        self._hparams_file_saved = False
+        self._hparams_session_written = True  # nothing to write until hyperparameters arrive
+
     def _writer(self, stage: str) -> Any:
         """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run,
         made on first use."""
@@ -279,7 +218,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
             from torch.utils.tensorboard import SummaryWriter
 
             self._stage_writers[stage] = SummaryWriter(
-                os.path.join(self.log_dir, stage), **self._writer_kwargs
+                os.path.join(self.log_dir, stage), **self._kwargs
             )
         return self._stage_writers[stage]
 
@@ -293,7 +232,7 @@ class TensorBoardRunLogger(TensorBoardLogger):
         self._write_hparams_session()
         if "epoch" in metrics:
             step = int(metrics["epoch"])
-        if self._metric_prefix or not all(
+        if self._prefix or not all(
             isinstance(v, (int, float, torch.Tensor)) for v in metrics.values()
         ):
             return super().log_metrics(metrics, step)
@@ -351,6 +290,14 @@ class TensorBoardRunLogger(TensorBoardLogger):
             writer.add_summary(summary)
         self._hparams_session_written = True
 
+    def hold(self, held: bool) -> None:
+        """While held, a stage's success only flushes (the fit's test joins the fit's files);
+        letting go finalizes what was held."""
+        if self.stay_open and not held:
+            self.stay_open = False
+            self.finalize("success")
+        self.stay_open = held
+
     @override
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -363,28 +310,6 @@ class TensorBoardRunLogger(TensorBoardLogger):
         for writer in self._stage_writers.values():
             writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
         self.release()
-
-    def forget_if_empty(self) -> None:
-        """Remove the run directory this process made, when it holds nothing of the run's own (a
-        lock, config, hyperparameters and event files are all it holds: the command was refused
-        or stopped before it wrote anything), and the folder of evaluations it made, if that
-        holds no other."""
-        run = self.created
-        own = {".lock", "config.yaml", self.NAME_HPARAMS_FILE}
-        files = [p.name for p in run.rglob("*") if p.is_file()] if run is not None else [""]
-        if run is None or not all(n in own or n.startswith("events.out.tfevents.") for n in files):
-            return
-        self.finalize("failed")
-        shutil.rmtree(run, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            run.parent.rmdir()
-
-    def release(self) -> None:
-        """Let another process write the run (the lock ends with the process anyway; a process
-        that runs several commands, such as compare, lets go of a run it was refused)."""
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
 
 
 class RunDirectory(TensorBoardRunLogger):

@@ -3,9 +3,10 @@ sweep points)."""
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import inspect
 import json
+import pkgutil
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ _NAME_ORDER = (
     "data.dataset",
     "model.activation",
     "model.hidden_sizes",
+    "model.network",
     "model.optimizer.class_path",
     "model.optimizer.init_args.lr",
     "trainer.max_epochs",
@@ -29,6 +31,7 @@ _NAME_ORDER = (
 )
 _PREFIX = {
     "data.dataset": "",
+    "model.network": "",
     "model.optimizer.init_args.lr": "lr",
     "trainer.max_epochs": "e",
     "data.noise": "n",
@@ -89,8 +92,6 @@ def shortened(name: str) -> str:
     whole (distinct names stay distinct)."""
     if len(name) <= MAX_NAME:
         return name
-    import hashlib
-
     return f"{name[: MAX_NAME - 11]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
 
 
@@ -102,9 +103,11 @@ _CALLBACK_PARTS = {"EarlyStopping": "earlystop", "LearningRateReport": "lrfind"}
 def callback_names(config: Mapping[str, Any]) -> list[str]:
     """The class names of a config's ``trainer.callbacks``, in order."""
     callbacks = (config.get("trainer") or {}).get("callbacks")
-    callbacks = callbacks if isinstance(callbacks, list) else []
-    paths = [c.get("class_path") if isinstance(c, Mapping) else None for c in callbacks]
-    return [str(path).rsplit(".", 1)[-1] for path in paths if path]
+    return [
+        str(c["class_path"]).rsplit(".", 1)[-1]
+        for c in (callbacks if isinstance(callbacks, list) else [])
+        if isinstance(c, Mapping) and c.get("class_path")
+    ]
 
 
 def label_of(config: Mapping[str, Any]) -> str:
@@ -116,34 +119,40 @@ def label_of(config: Mapping[str, Any]) -> str:
     dataset = Path(data["path"]).stem if data.get("path") else data["dataset"]
     if not data.get("path") and data.get("classes") not in (None, 2):
         dataset += str(data["classes"])  # spiral3: a three-arm spiral
+    network = (model.get("network") or {}).get("class_path")  # one's own in place of the MLP
     settings = {
-        "model.activation": model["activation"],
-        "model.hidden_sizes": list(model["hidden_sizes"]),
+        "model.activation": None if network else model["activation"],
+        "model.hidden_sizes": None if network else list(model["hidden_sizes"]),
+        "model.network": network.rsplit(".", 1)[-1] if network else None,
         "model.optimizer.class_path": optimizer.get("class_path"),
         "model.optimizer.init_args.lr": (optimizer.get("init_args") or {}).get("lr"),
         "trainer.max_epochs": config["trainer"].get("max_epochs"),
     }
     if model.get("members", 1) > 1:
         settings["model.members"] = model["members"]
-    parts = [_CALLBACK_PARTS[n] for n in callback_names(config) if n in _CALLBACK_PARTS]
-    label = run_label({k: v for k, v in settings.items() if v is not None})
-    return shortened("-".join([label, *parts, short(dataset)]))
+    return shortened(
+        "-".join(
+            [
+                run_label({k: v for k, v in settings.items() if v is not None}),
+                *[_CALLBACK_PARTS[n] for n in callback_names(config) if n in _CALLBACK_PARTS],
+                short(dataset),
+            ]
+        )
+    )
 
 
 def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -> dict[str, Any]:
     """The run's settings that the model's and data's hyperparameters leave out: seed, epochs,
     the optimizer and the settings of it that were chosen (not its defaults), the callbacks; with
     ``bayes``, the best accuracy possible on the data."""
-    trainer = config.get("trainer") or {}
     hparams: dict[str, Any] = {
         "seed_everything": config.get("seed_everything"),
-        "max_epochs": trainer.get("max_epochs"),
+        "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
     }
     optimizer = (config.get("model") or {}).get("optimizer")
     if isinstance(optimizer, Mapping) and optimizer.get("class_path"):
-        module, name = optimizer["class_path"].rsplit(".", 1)
-        defaults = inspect.signature(getattr(importlib.import_module(module), name)).parameters
-        hparams["optimizer"] = name
+        defaults = inspect.signature(pkgutil.resolve_name(optimizer["class_path"])).parameters
+        hparams["optimizer"] = optimizer["class_path"].rsplit(".", 1)[-1]
         hparams.update(
             {
                 f"optimizer.{k}": v
@@ -151,8 +160,8 @@ def run_hyperparameters(config: Mapping[str, Any], bayes: float | None = None) -
                 if k not in defaults or not same(v, defaults[k].default)
             }
         )
-    callbacks = callback_names(config)
-    if callbacks:  # e.g. EarlyStopping: max_epochs is then a limit, not what was trained
+    # e.g. EarlyStopping: max_epochs is then a limit, not what was trained
+    if callbacks := callback_names(config):
         hparams["callbacks"] = ", ".join(callbacks)
     hparams["bayes_acc"] = f"{bayes:.4f}" if bayes is not None else "unknown"
     return hparams

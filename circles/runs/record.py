@@ -19,49 +19,6 @@ from circles.runs.checkpoints import CONFIG_KEY, JOB_KEY, RUN_KEY
 from circles.runs.directory import CHECKPOINTS, CONFIG, atomic_file
 from circles.runs.slurm import slurm_job
 
-
-def data_difference(
-    trained_on: Mapping[str, Any],
-    data: Any,
-    files: Mapping[str, Mapping[str, Any]],
-) -> str | None:
-    """Say so when a checkpoint was trained on other data than a run will use (not an error:
-    testing a model on noisier data is a fair question), so that ``test --ckpt_path best`` after
-    a moons run is not taken for a result on moons. A file is the same file when it resolves to
-    the path the checkpoint recorded (``files``)."""
-    keys = (
-        "path",
-        "test_path",
-        "dataset",
-        "classes",
-        "noise",
-        "factor",
-        "n_samples",
-        "val_fraction",
-        "test_fraction",
-        "seed",
-    )
-    if data is None:
-        return None
-
-    def same(key: str) -> bool:
-        resolved = files.get(key, {}).get("resolved")
-        if resolved is not None and data.get(key) is not None:
-            return str(Path(data[key]).resolve()) == resolved
-        return data.get(key) == trained_on[key]
-
-    differ = [k for k in keys if k in trained_on and not same(k)]
-    if not differ:
-        return None
-    return (
-        "the checkpoint was trained on "
-        + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
-        + "; this run uses "
-        + ", ".join(f"{data.get(k)!r}" for k in differ)
-        + " (pass the run's config.yaml with --config to use its data)."
-    )
-
-
 # What a resumed fit must train with as the run did: what the model is, what it learns from and how
 # it steps.
 TRAINED_WITH = ("seed_everything", "model", "data")
@@ -112,28 +69,27 @@ class RunConfig(SaveConfigCallback):
         trained with; a fit from scratch into a run directory named by hand (``version``) that
         holds a run is refused (it would replace its checkpoints and mix its curves with the new
         ones)."""
-        if checkpoint is not None:
-            files = (checkpoint.get("CirclesDataModule") or {}).get("files")
-            now = yaml.safe_load(self.text)
-            conflicts = resume_conflicts(checkpoint.get(CONFIG_KEY), now, files)
-            if conflicts:
-                raise InputError(
-                    "fit --ckpt_path continues a run with the settings it was trained with, and "
-                    f"these differ: {'; '.join(conflicts)}. Leave them out to continue the run "
-                    "(trainer settings such as --trainer.max_epochs may change), or start a new "
-                    "run without --ckpt_path."
+        if checkpoint is None:
+            run = Path(trainer.log_dir)  # collective under DDP: every rank asks
+            files = [run / CONFIG, *(run / CHECKPOINTS).glob("*.ckpt")]
+            if held := sorted(p.name for p in files if p.is_file()):
+                raise ConfigError(
+                    "trainer.logger.init_args.version",
+                    "a run directory that holds no run yet, for a fit from scratch",
+                    run.name,
+                    f"{run} holds a run ({', '.join(held)}). Continue it with --ckpt_path "
+                    f"{run / CHECKPOINTS / 'last.ckpt'}, or give a new version.",
                 )
-            return
-        run = Path(trainer.log_dir)  # collective under DDP: every rank asks
-        files = [run / CONFIG, *(run / CHECKPOINTS).glob("*.ckpt")]
-        held = sorted(p.name for p in files if p.is_file())
-        if held:
-            raise ConfigError(
-                "trainer.logger.init_args.version",
-                "a run directory that holds no run yet, for a fit from scratch",
-                run.name,
-                f"{run} holds a run ({', '.join(held)}). Continue it with --ckpt_path "
-                f"{run / CHECKPOINTS / 'last.ckpt'}, or give a new version.",
+        elif conflicts := resume_conflicts(
+            checkpoint.get(CONFIG_KEY),
+            yaml.safe_load(self.text),
+            (checkpoint.get("CirclesDataModule") or {}).get("files"),
+        ):
+            raise InputError(
+                "fit --ckpt_path continues a run with the settings it was trained with, and "
+                f"these differ: {'; '.join(conflicts)}. Leave them out to continue the run "
+                "(trainer settings such as --trainer.max_epochs may change), or start a new "
+                "run without --ckpt_path."
             )
 
     @override
@@ -190,10 +146,13 @@ def resume_conflicts(
         and k not in FREE_ON_RESUME
         and before.get(k) != after.get(k)
     )
-    # its settings differ anyway
+    # a setting of a class that differs from the checkpoint's differs anyway
     other_class = {k.rsplit(".", 1)[0] for k in keys if k.endswith(".class_path")}
-    keys = [k for k in keys if not any(k.startswith(f"{c}.init_args.") for c in other_class)]
-    return [f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})" for k in keys]
+    return [
+        f"{k} (trained: {before.get(k)!r}, now: {after.get(k)!r})"
+        for k in keys
+        if not any(k.startswith(f"{c}.init_args.") for c in other_class)
+    ]
 
 
 # Generated-data settings: given otherwise than the checkpoint's, they say the user chose generated
@@ -201,11 +160,31 @@ def resume_conflicts(
 GENERATED = ("dataset", "classes", "noise", "factor", "n_samples", "test_samples")
 
 
+# What a checkpoint's data is: given otherwise, an evaluation's result is on other data.
+DATA_KEYS = (
+    "path",
+    "test_path",
+    "dataset",
+    "classes",
+    "noise",
+    "factor",
+    "n_samples",
+    "val_fraction",
+    "test_fraction",
+    "seed",
+)
+
+
 def settle_data(data: Namespace | None, subcommand: str, checkpoint: dict[str, Any]) -> None:
     """The data of an evaluation follows the checkpoint's file when it names none (its classes,
     its held-out points, found by the resolved path the checkpoint recorded), unless the command
-    names generated data the checkpoint's settings do not; differing data gets a note (fit refuses
-    it); the network's inputs are the features it was trained on."""
+    names generated data the checkpoint's settings do not; the network's inputs are the features
+    it was trained on.
+
+    An evaluation on other data than the checkpoint was trained on gets a note (not an error:
+    testing a model on noisier data is a fair question; fit refuses it), so that ``test
+    --ckpt_path best`` after a moons run is not taken for a result on moons. A file is the same
+    file when it resolves to the path the checkpoint recorded."""
     if data is None or not checkpoint:
         return
     trained_on = checkpoint.get("datamodule_hyper_parameters") or {}
@@ -216,9 +195,24 @@ def settle_data(data: Namespace | None, subcommand: str, checkpoint: dict[str, A
             data[key] = trained_on.get(key, data.get(key))
         for key, record in files.items():
             data[key] = record.get("resolved", data[key])
-    text = data_difference(trained_on, data, files)
-    if text and subcommand != "fit":
-        note(text, beside_result=True)
-    features = (checkpoint.get("hyper_parameters") or {}).get("features")
-    if features:
+    differ = [
+        k
+        for k in DATA_KEYS
+        if k in trained_on
+        and (
+            str(Path(data[k]).resolve()) != files[k]["resolved"]
+            if files.get(k, {}).get("resolved") is not None and data.get(k) is not None
+            else data.get(k) != trained_on[k]
+        )
+    ]
+    if differ and subcommand != "fit":
+        note(
+            "the checkpoint was trained on "
+            + ", ".join(f"data.{k}={trained_on[k]!r}" for k in differ)
+            + "; this run uses "
+            + ", ".join(f"{data.get(k)!r}" for k in differ)
+            + " (pass the run's config.yaml with --config to use its data).",
+            beside_result=True,
+        )
+    if features := (checkpoint.get("hyper_parameters") or {}).get("features"):
         data.features = list(features)

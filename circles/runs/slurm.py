@@ -22,9 +22,7 @@ LAUNCH = "srun python -m circles.cli fit ... (as scripts/slurm/train.sbatch does
 COUNT = re.compile(r"(\d+)(?:\(x\d+\))?")  # SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes
 
 
-class AllocationError(InputError):
-    """A SLURM allocation that the run's ranks cannot fill: the message names the setting and the
-    fix."""
+AllocationError = InputError  # a SLURM allocation the ranks cannot fill: the setting and its fix
 
 
 def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
@@ -32,9 +30,9 @@ def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
     interactive one (see :meth:`SLURMEnvironment.detect`), with no other cluster environment
     among the Trainer's ``plugins`` (instances, or a config's ``class_path`` entries)."""
     plugins = plugins if isinstance(plugins, list) else [plugins] if plugins else []
-    kinds = [_class_of(p) for p in plugins]
     other = any(
-        issubclass(k, ClusterEnvironment) and not issubclass(k, SLURMEnvironment) for k in kinds
+        issubclass(k, ClusterEnvironment) and not issubclass(k, SLURMEnvironment)
+        for k in map(_class_of, plugins)
     )
     interactive = environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
     return not other and "SLURM_NTASKS" in environ and not interactive
@@ -93,28 +91,24 @@ def check_slurm_launch(plugins: Any, environ: Mapping[str, str] = os.environ) ->
             f"{tasks} are expected, and it would wait for the others until the rendezvous timed "
             f"out. Start it with {LAUNCH}, or ask for one task (sbatch --ntasks=1)."
         )
-    if not _job_exists(job, environ):
-        raise AllocationError(
-            f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job}, but SLURM knows no such job here "
-            f"(scontrol show job {job} fails): the variables were set by hand, and the one process "
-            f"started would wait for {tasks - 1} more forever. Unset the SLURM_* variables, or "
-            f"start the ranks with {LAUNCH}."
-        )
-
-
-def _job_exists(job: str, environ: Mapping[str, str]) -> bool:
-    """Whether SLURM's controller knows the job (a job step's environment always names one)."""
-    try:
+    try:  # SLURM's controller knows the job a job step's environment names
         shown = subprocess.run(
             ["scontrol", "show", "job", job],
             env={**os.environ, **environ},
             capture_output=True,
             text=True,
             timeout=60,  # a controller that does not answer counts as no job
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        shown = ""
+    if f"JobId={job}" not in shown.split():  # a word: job 1 is not JobId=12
+        raise AllocationError(
+            f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job}, but SLURM knows no such job here "
+            f"(scontrol show job {job} fails): the variables were set by hand, and the one process "
+            f"started would wait for {tasks - 1} more forever. Unset the SLURM_* variables, or "
+            f"start the ranks with {LAUNCH}."
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return shown.returncode == 0 and f"JobId={job}" in shown.stdout.replace(" ", "\n")
 
 
 def check_slurm_allocation(
@@ -160,19 +154,17 @@ def check_slurm_allocation(
 def hpc_checkpoint(root: str | Path) -> Path | None:
     """The hpc checkpoint Lightning restores in a SLURM job (``hpc_ckpt_<n>.ckpt`` of the highest
     n in the trainer's ``default_root_dir``), if there is one."""
-    found = []
-    for path in Path(root).glob("hpc_ckpt_*.ckpt"):
-        number = path.stem[len("hpc_ckpt_") :]
-        if number.isdigit():
-            found.append((int(number), path))
-    return max(found)[1] if found else None
+    numbered = [
+        (int(path.stem[len("hpc_ckpt_") :]), path)
+        for path in Path(root).glob("hpc_ckpt_*.ckpt")
+        if path.stem[len("hpc_ckpt_") :].isdigit()
+    ]
+    return max(numbered)[1] if numbered else None
 
 
 def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
     """The SLURM job this process runs in, as Lightning's requeue names it (an array task's
     ``JOB_TASK``); None outside a batch job Lightning takes its ranks from."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     if not SLURMEnvironment.detect():
         return None
     array = environ.get("SLURM_ARRAY_JOB_ID")
@@ -199,12 +191,13 @@ def hpc_resume(root: str | Path, ckpt_path: str | None) -> Path | None:
     written_by = load_checkpoint_file(hpc).get(JOB_KEY) if hpc.is_file() else None
     if written_by == job:
         return hpc
-    who = f"SLURM job {written_by}" if written_by else "a job that did not record itself"
     raise ConfigError(
         "trainer.default_root_dir",
         f"a folder without another job's hpc checkpoint for SLURM job {job}",
         str(hpc.parent),
-        f"It holds {hpc.name}, written by {who}: Lightning would restore it into this run. Give "
+        f"It holds {hpc.name}, written by "
+        + (f"SLURM job {written_by}" if written_by else "a job that did not record itself")
+        + ": Lightning would restore it into this run. Give "
         f"--ckpt_path {hpc} to continue that run (its settings are checked as any checkpoint's), "
         "or another --trainer.default_root_dir.",
     )

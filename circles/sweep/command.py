@@ -11,34 +11,32 @@ from collections.abc import Sequence
 
 from circles.sweep.spec import Point, Sweep, SweepError, load_sweep
 
-
-def _parser() -> argparse.ArgumentParser:
-    """The sweep runner's options."""
-    from circles.sweep import __doc__ as doc
-
-    parser = argparse.ArgumentParser(prog="circles-sweep", description=doc.split("\n", 1)[0])
-    parser.add_argument("--config", required=True, help="the sweep file (YAML)")
-    parser.add_argument("--out", help="sweep directory (default: sweeps/<sweep file stem>)")
-    parser.add_argument(
-        "--jobs", type=int, default=1, help="points run in parallel, each in its own process"
-    )
-    parser.add_argument(
-        "--point", type=int, help="run only the point with this index (one SLURM array task)"
-    )
-    parser.add_argument(
-        "--list", action="store_true", help="print the points, one per line: index, name, settings"
-    )
-    parser.add_argument(
-        "--report", action="store_true", help="only rebuild the summary and boundaries.png"
-    )
-    return parser
+OPTIONS = (
+    ("--config", {"required": True, "help": "the sweep file (YAML)"}),
+    ("--out", {"help": "sweep directory (default: sweeps/<sweep file stem>)"}),
+    (
+        "--jobs",
+        {"type": int, "default": 1, "help": "points run in parallel, each in its own process"},
+    ),
+    ("--point", {"type": int, "help": "run only the point with this index (one SLURM array task)"}),
+    (
+        "--list",
+        {"action": "store_true", "help": "print the points, one per line: index, name, settings"},
+    ),
+    ("--report", {"action": "store_true", "help": "only rebuild the summary and boundaries.png"}),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sweep from the command line; returns the exit status (0: every point ok, 1: some
     failed or missing, or a file could not be written, 2: a bad sweep file or option, 130/143:
     stopped by Ctrl-C/SIGTERM)."""
-    args = _parser().parse_args(argv)
+    from circles.sweep import __doc__ as doc
+
+    parser = argparse.ArgumentParser(prog="circles-sweep", description=doc.split("\n", 1)[0])
+    for option, settings in OPTIONS:
+        parser.add_argument(option, **settings)
+    args = parser.parse_args(argv)
     try:
         if args.jobs < 1:
             raise SweepError(f"--jobs must be at least 1, got {args.jobs}.")
@@ -49,8 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({len(sweep.points)} points), got {args.point}."
             )
         if args.list:
-            for point in sweep.points:
-                print(f"{point.index}\t{point.name}\t{json.dumps(point.settings)}")
+            print("\n".join(f"{p.index}\t{p.name}\t{json.dumps(p.settings)}" for p in sweep.points))
             return 0
         points = sweep.points if args.point is None else [sweep.points[args.point]]
         if not args.report:
@@ -81,28 +78,28 @@ def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
     """Run the points (unless ``--report``), then, for a whole sweep, write and name its report."""
     from circles.runs.logger import tensorboard_command
     from circles.sweep.report import write_report
-    from circles.sweep.runner import Stopped, read_result, run_points
+    from circles.sweep.runner import Stopped, checked_result, run_points
 
     start = time.perf_counter()
     try:
         if args.point is not None:
-            results = run_points(sweep, points)
-            return int(any(r["status"] != "ok" for r in results))
+            return int(any(r["status"] != "ok" for r in run_points(sweep, points)))
         if not args.report:
             run_points(sweep, points, args.jobs)
     except Stopped as stop:
-        name = (
-            "Ctrl-C (SIGINT)" if stop.signum == signal.SIGINT else signal.Signals(stop.signum).name
-        )
         interrupted = [
-            p.name for p in points if (read_result(sweep, p) or {}).get("status") == "interrupted"
+            p.name for p in points if checked_result(sweep, p).get("status") == "interrupted"
         ]
         print(
-            f"circles-sweep: stopped by {name}"
+            "circles-sweep: stopped by "
+            + (
+                "Ctrl-C (SIGINT)"
+                if stop.signum == signal.SIGINT
+                else signal.Signals(stop.signum).name
+            )
             + (
                 f"; interrupted: {', '.join(interrupted)} (run the same command again to continue "
-                "them from their "
-                "last.ckpt and run the rest)"
+                "them from their last.ckpt and run the rest)"
                 if interrupted
                 else "; run the same command again to run the rest"
             )
@@ -112,18 +109,13 @@ def _run(sweep: Sweep, points: list[Point], args: argparse.Namespace) -> int:
         )
         return 128 + stop.signum
     rows = write_report(sweep)
-    bad = [row for row in rows if row["status"] != "ok"]
+    bad = [f"{row['point']} ({row['status']})" for row in rows if row["status"] != "ok"]
     print(
         f"\n{len(rows) - len(bad)} of {len(rows)} points finished"
-        + (
-            f"; not ok: {', '.join(row['point'] + ' (' + row['status'] + ')' for row in bad)}"
-            if bad
-            else ""
-        )
+        + (f"; not ok: {', '.join(bad)}" if bad else "")
         + f". Wall time {time.perf_counter() - start:.1f} s."
     )
-    picture = sweep.out / "boundaries.png"
-    layers = sweep.out / "layers.png"
+    picture, layers = sweep.out / "boundaries.png", sweep.out / "layers.png"
     print(
         f"Summary: {sweep.out / 'summary.md'} and {sweep.out / 'summary.csv'}"
         + (f"; boundaries: {picture}" if picture.is_file() else " (no finished point to draw)")

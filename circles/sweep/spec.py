@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -63,26 +64,23 @@ class Sweep:
         """What makes the point the point it is: every setting it trains with, the base config by
         its content as well as its place (a point with the same name but other settings is
         another point)."""
-        import hashlib
-
-        content = hashlib.sha256(self.base.read_bytes()).hexdigest()[:16]
         return {
             "base": str(self.base.resolve()),
-            "base_sha256": content,
+            "base_sha256": hashlib.sha256(self.base.read_bytes()).hexdigest()[:16],
             "overrides": json.loads(json.dumps(self.overrides(point), default=str)),
         }
 
     def cli_args(self, point: Point) -> list[str]:
-        """The point's command line: ``fit`` with the base config, its overrides and its own run
-        directory."""
-        overrides = self.overrides(point)
-        # a class before its init_args
-        keys = sorted(overrides, key=lambda k: not k.endswith("class_path"))
+        """The point's command line: ``fit`` with the base config, its overrides (strings as they
+        are, everything else as JSON, a class before its init_args) and its own run directory."""
+        overrides = sorted(
+            self.overrides(point).items(), key=lambda kv: not kv[0].endswith("class_path")
+        )
         return [
             "fit",
             "--config",
             str(self.base),
-            *(f"--{k}={_cli_value(overrides[k])}" for k in keys),
+            *(f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides),
             f"--trainer.logger.init_args.save_dir={self.out}",
             f"--trainer.logger.init_args.name={RUNS}",
             f"--trainer.logger.init_args.version={point.name}",
@@ -91,77 +89,43 @@ class Sweep:
         ]
 
 
-def _cli_value(value: Any) -> str:
-    """A value as jsonargparse reads it back: strings as they are, everything else as JSON
-    (lists, null, true)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def point_name(index: int, settings: dict[str, Any], width: int) -> str:
-    """``03-relu-10x10-sgd0.1-e1000-n0.03``: the index, then the point's settings
-    (:func:`circles.names.run_label`), shortened with a digest when long."""
-    return shortened("-".join([f"{index:0{width}d}", *([run_label(settings)] if settings else [])]))
-
-
-def _resolve_base(base: Any, sweep_path: Path) -> Path:
-    """The base config: absolute, or relative to the sweep file, the working directory or the
-    repository."""
-    if not isinstance(base, str) or not base:
-        raise SweepError(f"{sweep_path}: 'base' must name a config file, got {base!r}.")
-    repo = Path(__file__).resolve().parents[2]
-    candidates = (
-        [Path(base)]
-        if Path(base).is_absolute()
-        else [sweep_path.parent / base, Path(base), repo / base]
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            return Path(os.path.normpath(candidate))
-    raise SweepError(
-        f"{sweep_path}: base config {base!r} not found (looked at "
-        f"{', '.join(map(str, candidates))})."
-    )
-
-
 def _dotted_mapping(value: Any, what: str, sweep_path: Path) -> dict[str, Any]:
     """``value`` checked to be a mapping of dotted config keys (``None`` is an empty one)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+    if value is not None and (
+        not isinstance(value, dict) or not all(isinstance(k, str) for k in value)
+    ):
         raise SweepError(
             f"{sweep_path}: {what} must be a mapping of dotted config keys, got {value!r}."
         )
-    return value
+    return value or {}
 
 
-def _expand(grids: list[Any], path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The union of the grids' cartesian products, each point once, in the file's order (the last
-    key of a grid varies fastest, so e.g. two noise levels of one setting sit side by side), and
-    every key that varies."""
+def _expand(grids: Any, path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The union of the grids' cartesian products (``grids`` is one grid or a list of them), each
+    point once, in the file's order (the last key of a grid varies fastest, so e.g. two noise
+    levels of one setting sit side by side), and every key that varies."""
     points: dict[str, dict[str, Any]] = {}
-    keys: list[str] = []
-    for i, grid in enumerate(grids):
-        grid = _dotted_mapping(grid, f"grid {i}", path)
-        if not grid:
+    for i, grid in enumerate(grids if isinstance(grids, list) else [grids]):
+        if not (grid := _dotted_mapping(grid, f"grid {i}", path)):
             raise SweepError(f"{path}: grid {i} names no config keys.")
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise SweepError(
-                    f"{path}: grid {i}: {key} must be a non-empty list of values, got {values!r} "
-                    "(a list value is itself listed: [[10, 10]]; one value for all points goes in "
-                    "'fixed')."
-                )
-            keys += [key] if key not in keys else []
-        count = math.prod(len(values) for values in grid.values())
-        if len(points) + count > MAX_POINTS:
+        bad = (k for k, v in grid.items() if not isinstance(v, list) or not v)
+        if (key := next(bad, None)) is not None:
+            raise SweepError(
+                f"{path}: grid {i}: {key} must be a non-empty list of values, got {grid[key]!r} "
+                "(a list value is itself listed: [[10, 10]]; one value for all points goes in "
+                "'fixed')."
+            )
+        if len(points) + (count := math.prod(map(len, grid.values()))) > MAX_POINTS:
             raise SweepError(
                 f"{path}: a sweep has at most {MAX_POINTS:,} points; grid {i} alone has {count:,}."
             )
-        for values in itertools.product(*grid.values()):
-            combo = dict(zip(grid, values, strict=True))
+        for combo in (dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())):
             # a point listed twice runs once
             points.setdefault(json.dumps(combo, sort_keys=True), combo)
-    return list(points.values()), keys
+    if not points:
+        raise SweepError(f"{path}: the grid has no points.")
+    # every key some grid varies, in order of first appearance (each point has all its grid's)
+    return list(points.values()), list(dict.fromkeys(k for p in points.values() for k in p))
 
 
 def _read_yaml(path: Path) -> Any:
@@ -170,11 +134,12 @@ def _read_yaml(path: Path) -> Any:
     from circles.errors import ConfigError
     from circles.inputs import MAX_BYTES, check_yaml
 
+    if not path.is_file():
+        raise SweepError(f"sweep file {str(path)!r} not found.")
     if path.stat().st_size > MAX_BYTES:
         raise SweepError(
             f"{path}: a sweep file is at most {MAX_BYTES >> 20} MiB; it has "
-            f"{path.stat().st_size:,} "
-            "bytes."
+            f"{path.stat().st_size:,} bytes."
         )
     text = path.read_text(errors="replace")
     try:
@@ -183,8 +148,11 @@ def _read_yaml(path: Path) -> Any:
     except ConfigError as err:
         raise SweepError(str(err)) from None
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        at = (
+            f" at line {where.line + 1}, column {where.column + 1}"
+            if (where := getattr(err, "problem_mark", None)) is not None
+            else ""
+        )
         raise SweepError(
             f"{path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}."
         ) from None
@@ -192,42 +160,51 @@ def _read_yaml(path: Path) -> Any:
 
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     """Parse a sweep file into its points; ``out`` defaults to ``sweeps/<file stem>`` in the
-    working directory."""
+    working directory. A point's name is its index, then its settings
+    (:func:`circles.runs.names.run_label`): ``03-relu-10x10-sgd0.1-e1000-n0.03``, shortened with
+    a digest when long."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file {str(path)!r} not found.")
-    spec = _read_yaml(path) or {}
-    if not isinstance(spec, dict):
+    if not isinstance(spec := _read_yaml(path) or {}, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with keys {sorted(SWEEP_KEYS)}.")
-    unknown = set(spec) - SWEEP_KEYS
-    if unknown:
+    if unknown := set(spec) - SWEEP_KEYS:
         raise SweepError(
             f"{path}: unknown keys {sorted(unknown)}; a sweep file has {sorted(SWEEP_KEYS)} "
             "(config keys go under 'fixed' or 'grid')."
         )
-    base = _resolve_base(spec.get("base"), path)
+    # the base config: absolute, or relative to the sweep file, the working directory or the
+    # repository
+    if not isinstance(base := spec.get("base"), str) or not base:
+        raise SweepError(f"{path}: 'base' must name a config file, got {base!r}.")
+    candidates = (
+        [Path(base)]
+        if Path(base).is_absolute()
+        else [path.parent / base, Path(base), Path(__file__).resolve().parents[2] / base]
+    )
+    if (found := next((c for c in candidates if c.is_file()), None)) is None:
+        raise SweepError(
+            f"{path}: base config {base!r} not found (looked at {', '.join(map(str, candidates))})."
+        )
     fixed = _dotted_mapping(spec.get("fixed"), "'fixed'", path)
-    grids = spec.get("grid")
-    combos, keys = _expand(grids if isinstance(grids, list) else [grids], path)
-    if not combos:
-        raise SweepError(f"{path}: the grid has no points.")
-    columns = spec.get("columns")
-    if columns is not None and (not isinstance(columns, int) or columns < 1):
+    combos, keys = _expand(spec.get("grid"), path)
+    if (columns := spec.get("columns")) is not None and (
+        not isinstance(columns, int) or columns < 1
+    ):
         raise SweepError(f"{path}: 'columns' must be a positive integer, got {columns!r}.")
-    regions, layers = (spec.get(key, False) for key in ("regions", "layers"))
-    for key, value in (("regions", regions), ("layers", layers)):
-        if not isinstance(value, bool):
-            raise SweepError(f"{path}: '{key}' must be true or false, got {value!r}.")
+    for key in ("regions", "layers"):
+        if not isinstance(spec.get(key, False), bool):
+            raise SweepError(f"{path}: '{key}' must be true or false, got {spec[key]!r}.")
     width = max(2, len(str(len(combos) - 1)))
-    points = [Point(i, point_name(i, combo, width), combo) for i, combo in enumerate(combos)]
     return Sweep(
         path,
-        base,
+        Path(os.path.normpath(found)),
         fixed,
-        points,
+        [
+            Point(i, shortened("-".join([f"{i:0{width}d}", *([run_label(c)] if c else [])])), c)
+            for i, c in enumerate(combos)
+        ],
         keys,
         Path(out) if out is not None else Path("sweeps") / path.stem,
         columns,
-        regions,
-        layers,
+        spec.get("regions", False),
+        spec.get("layers", False),
     )
