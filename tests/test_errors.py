@@ -488,8 +488,15 @@ CASES = [
         "lr not finite",
         "fit --model.optimizer.lr=.nan",
         "model.optimizer.lr",
-        "a finite number",
+        "a finite float32 number",
         "nan",
+    ),
+    case(
+        "lr finite in float64 only",
+        "fit --model.optimizer.lr=1e39",
+        "model.optimizer.lr",
+        "a finite float32 number",
+        "1e+39",
     ),
     case(
         "histograms interval not an integer",

@@ -12,6 +12,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -268,3 +270,28 @@ def test_readmes_plain_lightning_script_runs_as_written(capsys):
         "'epoch': 99.0",
     ):
         assert name in printed
+
+
+CALLS = ("fit", "validate", "test", "predict")
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.sampled_from(CALLS), st.booleans()), min_size=2, max_size=5))
+def test_fit_validate_test_and_predict_work_in_any_order_and_across_trainers(tmp_path, calls):
+    """Any sequence of Lightning's four calls on one module, each on the same Trainer or a new
+    one: none fails (a validation before the fit once left the metrics' states as inference
+    tensors the fit could not update), and the metrics each returns are finite."""
+    model, data = CirclesClassifier(), CirclesDataModule(n_samples=60, test_samples=50)
+    current = trainer(tmp_path, max_epochs=1)
+    for call, fresh in calls:
+        if fresh:
+            current = trainer(tmp_path, max_epochs=current.max_epochs + 1)
+        if call == "fit":
+            current.fit_loop.max_epochs = current.current_epoch + 1
+            current.fit(model, data)
+            continue
+        result = getattr(current, call)(
+            model, data, **({} if call == "predict" else {"verbose": False})
+        )
+        if call != "predict":
+            assert all(torch.isfinite(torch.tensor(v)) for v in result[0].values()), result

@@ -2,22 +2,24 @@
 the run's summary, the decision-boundary pictures, the weights, the learning-rate finder,
 predictions, and signals (SIGTERM, Ctrl-C, SLURM's requeue)."""
 
-from circles.callbacks.boundary import DecisionBoundaryCallback
-from circles.callbacks.checkpoint import RunCheckpoint
-from circles.callbacks.lr_finder import LearningRateReport
-from circles.callbacks.predictions import PredictionWriter
-from circles.callbacks.progress import ChapterProgressPrinter
-from circles.callbacks.signals import GracefulStopCallback
-from circles.callbacks.summary import RunSummary
-from circles.callbacks.weights import WeightsCallback
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ChapterProgressPrinter",
-    "DecisionBoundaryCallback",
-    "GracefulStopCallback",
-    "LearningRateReport",
-    "PredictionWriter",
-    "RunCheckpoint",
-    "RunSummary",
-    "WeightsCallback",
-]
+# each callback's module, imported when the callback is first asked for
+_MODULES = {
+    "ChapterProgressPrinter": "progress",
+    "DecisionBoundaryCallback": "boundary",
+    "GracefulStopCallback": "signals",
+    "LearningRateReport": "lr_finder",
+    "PredictionWriter": "predictions",
+    "RunCheckpoint": "checkpoint",
+    "RunSummary": "summary",
+    "WeightsCallback": "weights",
+}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -11,7 +11,6 @@ import numpy as np
 from lightning.pytorch.callbacks import LearningRateFinder
 from typing_extensions import override
 
-from circles.pictures.figures import finder_figure
 from circles.runs.directory import LR_FIND_PNG, save_figure
 from circles.runs.logger import tensorboard_of
 
@@ -121,6 +120,8 @@ class LearningRateReport(LearningRateFinder):
         if run_dir is not None:
             path = os.path.join(run_dir, LR_FIND_PNG)
             os.makedirs(run_dir, exist_ok=True)
+            from circles.pictures.figures import finder_figure
+
             save_figure(finder_figure(lrs, losses, self.suggested, configured), path, dpi=80)
             lines.append(f"  the loss over the rates: {os.path.normpath(path)}")
             tensorboard = tensorboard_of(trainer.loggers)

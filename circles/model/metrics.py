@@ -196,8 +196,9 @@ class StageMetrics(nn.Module):
             ensemble = self.ensemble.compute() if self.stage == "test" else None
             values = {f"{self.stage}/loss": self.loss.compute()}
             values.update(spread(self.stage, per_member, ensemble))
-        for metric in (self.loss, self.acc, self.penalty, self.ensemble):
-            metric.reset()
+        with torch.inference_mode(False):  # states a later fit may update in place
+            for metric in (self.loss, self.acc, self.penalty, self.ensemble):
+                metric.reset()
         return values, per_member
 
 

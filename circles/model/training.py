@@ -5,7 +5,6 @@ it, so a plain script gets them too."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -113,15 +112,20 @@ def built_optimizer(
     optimizer: Callable[[Iterable[Any]], torch.optim.Optimizer], parameters: Iterable[Any]
 ) -> torch.optim.Optimizer:
     """``optimizer`` on ``parameters``; the settings ``torch.optim`` refuses, and numbers that are
-    not finite (which it takes), are an error naming them."""
+    not finite in the parameters' precision (which it takes: 1e39 is inf in float32), are an
+    error naming them."""
     try:
         built = optimizer(parameters)
     except (ValueError, TypeError) as err:
         raise SettingError("optimizer", err) from None
+    dtypes = {p.dtype for group in built.param_groups for p in group["params"]} or {torch.float32}
     for key, value in built.defaults.items():
         numbers = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-            raise ConfigError(f"optimizer.{key}", "a finite number", value)
+        floats = [v for v in numbers if isinstance(v, float)]
+        if not all(torch.tensor(floats, dtype=dtype).isfinite().all() for dtype in dtypes):
+            precision = min(dtypes, key=lambda d: torch.finfo(d).max)
+            kind = str(precision).removeprefix("torch.")
+            raise ConfigError(f"optimizer.{key}", f"a finite {kind} number", value)
     return built
 
 
