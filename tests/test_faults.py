@@ -98,6 +98,9 @@ def test_divergence_from_weight_decay_blames_the_weight_decay_not_the_learning_r
     assert "Training diverged" in line and f"weight_decay {float(decay):g} with lr 0.1" in line
     assert "below 20. Set it with --model.optimizer.weight_decay" in line
     assert "learning rate" not in line and "--model.optimizer.lr" not in line
+    if decay == "1e30":  # epoch 0's validation loss is nan: no checkpoint holds it
+        checkpoints = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints"
+        assert "at epoch 0" in line and not list(checkpoints.glob("*.ckpt"))
 
 
 def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):

@@ -93,8 +93,7 @@ class CirclesClassifier(MemberViews, CheckpointFormat, pl.LightningModule):
         self.members, self.num_classes = int(members), int(num_classes)
         self.activation = activation
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.compile_mode = compile_mode
-        self.compiled = False
+        self.compile_mode, self.compiled = compile_mode, False
         self.regularization = WeightPenalty(l1, l2)
         self.features = FeatureMap(features)
         self.net = (
@@ -175,10 +174,12 @@ class CirclesClassifier(MemberViews, CheckpointFormat, pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        """The validation loss and accuracy (with several members, its spread) and, during fit,
-        the best accuracy so far."""
+        """The loss, accuracy (its spread over members) and, in a fit, the best so far; a loss
+        no longer finite stops the fit before a checkpoint of it."""
         values, per_member = self.val_metrics.compute()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            if not bool(torch.isfinite(values["val/loss"])):
+                raise diverged(self.current_epoch, self.trainer.optimizers)
             self.val_acc_best.update(values["val/acc"])
             values["val/acc_best"] = self.val_acc_best.compute()
             self.member_val_acc.copy_(per_member)
