@@ -29,13 +29,13 @@ def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether Lightning runs the ranks by SLURM's environment: inside a SLURM job that is not an
     interactive one (see :meth:`SLURMEnvironment.detect`), with no other cluster environment
     among the Trainer's ``plugins`` (instances, or a config's ``class_path`` entries)."""
+    if "SLURM_NTASKS" not in environ or environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return False
     plugins = plugins if isinstance(plugins, list) else [plugins] if plugins else []
-    other = any(
+    return not any(
         issubclass(k, ClusterEnvironment) and not issubclass(k, SLURMEnvironment)
         for k in map(_class_of, plugins)
     )
-    interactive = environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
-    return not other and "SLURM_NTASKS" in environ and not interactive
 
 
 def _class_of(plugin: Any) -> type:
