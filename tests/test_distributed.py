@@ -121,3 +121,19 @@ def test_sigterm_stops_every_rank_together_and_saves_last_ckpt(tmp_path):
     assert "fit interrupted by SIGTERM" in out and "--ckpt_path last" in out
     last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] > 20
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluations_of_a_checkpoint_end_under_ddp_with_one_process_lines(
+    subcommand, tmp_path, capfd
+):
+    """Every rank enters every collective (``trainer.log_dir`` is one): an evaluation under
+    ``ddp_cpu`` ends, and says what one process says of its run."""
+    args = ["--config", IMPROVED, "--trainer.max_epochs=3"]
+    fit_in_subprocess(tmp_path, *args, "--config", DDP_CPU)
+    evaluate = [subcommand, *args, "--ckpt_path=last", "--config", DDP_CPU, *DDP_QUIET]
+    with train_py(*evaluate, cwd=tmp_path, env=ddp_env(), merge_output=True) as proc:
+        out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    said = "Predictions written to" if subcommand == "predict" else "Run directory: "
+    assert out.count(said) == 1, out[-3000:]  # rank zero's line, once

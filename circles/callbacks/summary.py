@@ -92,12 +92,13 @@ class RunSummary(Callback):
     def _evaluated(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """What an evaluation measured, and where its own run went (its folder, in its trained
         run's ``evaluations``; not for the fit's own test, whose run the end of fit names)."""
+        run_dir = trainer.log_dir  # collective under DDP: every rank asks
         if not trainer.is_global_zero:
             return
         lines = evaluation_lines(trainer, pl_module, stage)
-        if not self.hold and trainer.log_dir is not None:
-            lines.append(f"Run directory: {os.path.normpath(trainer.log_dir)}")
-            lines += _picture_line(trainer.log_dir, BOUNDARY_TEST_PNG) if stage == "test" else []
+        if not self.hold and run_dir is not None:
+            lines.append(f"Run directory: {os.path.normpath(run_dir)}")
+            lines += _picture_line(run_dir, BOUNDARY_TEST_PNG) if stage == "test" else []
         print("\n".join(lines), flush=True)
 
     @staticmethod
