@@ -147,13 +147,10 @@ class CirclesClassifier(MemberViews, CheckpointFormat, pl.LightningModule):
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses, logits, y = self._step(batch)
-        loss = losses.sum()  # each member's gradient is its own
-        self.train_metrics.update(losses.detach(), logits.detach(), y)
-        if self.regularization:
-            penalty = self.regularization(self.weight_parameters())
-            self.train_metrics.penalty.update(penalty.detach() / self.members)
-            loss = loss + penalty
-        return loss
+        penalty = self.regularization(self.weight_parameters()) if self.regularization else None
+        self.train_metrics.update(losses.detach(), logits.detach(), y, penalty, self.members)
+        # each member's gradient is its own
+        return losses.sum() if penalty is None else losses.sum() + penalty
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

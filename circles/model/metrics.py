@@ -16,6 +16,8 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from typing_extensions import override
 
+from circles.model.networks import ensemble_logits
+
 # metric name prefixes; each gets a sub-run of its own in TensorBoard
 STAGES = ("train", "val", "test")
 
@@ -168,18 +170,28 @@ class StageMetrics(nn.Module):
     def __init__(self, stage: str, members: int, num_classes: int) -> None:
         super().__init__()
         self.stage, self.num_classes = stage, num_classes
-        self.loss, self.penalty = MeanMetric(), MeanMetric()
+        self.loss = MeanMetric()
         self.acc = pooled_accuracy(num_classes) if stage == "train" else MemberAccuracy(members)
-        self.ensemble = pooled_accuracy(num_classes)  # of the members' mean probability
+        self.penalty = MeanMetric() if stage == "train" else None
+        # of the members' mean probability
+        self.ensemble = pooled_accuracy(num_classes) if stage == "test" else None
 
-    def update(self, losses: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Each member's mean loss ``(K,)`` and logits ``(K, N[, C])`` on a batch, its labels."""
-        from circles.model.networks import ensemble_logits
-
+    def update(
+        self,
+        losses: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        penalty: torch.Tensor | None = None,
+        members: int = 1,
+    ) -> None:
+        """Each member's mean loss ``(K,)`` and logits ``(K, N[, C])`` on a batch, its labels and,
+        in training, the weight penalty of the ``members`` (logged per member)."""
         predicted = predicted_classes(logits, self.num_classes)
         self.loss.update(losses.mean(), weight=len(y))
         self.acc.update(predicted, y.long().expand_as(predicted))
-        if self.stage == "test":
+        if penalty is not None and self.penalty is not None:
+            self.penalty.update(penalty.detach() / members)
+        if self.ensemble is not None:
             self.ensemble.update(
                 predicted_classes(ensemble_logits(logits), self.num_classes), y.long()
             )
@@ -188,16 +200,17 @@ class StageMetrics(nn.Module):
         """The epoch's values (:func:`spread` of the members' accuracies) and each member's
         accuracy; the metrics start again."""
         per_member = self.acc.compute().reshape(-1)  # one member's comes as a 0-dim tensor
-        if self.stage == "train":
+        metrics = [m for m in (self.loss, self.acc, self.penalty, self.ensemble) if m is not None]
+        if self.penalty is not None:
             values = {"train/loss": self.loss.compute(), "train/acc": per_member[0]}
             if self.penalty.update_called:
                 values["train/penalty"] = self.penalty.compute()
         else:
-            ensemble = self.ensemble.compute() if self.stage == "test" else None
+            ensemble = self.ensemble.compute() if self.ensemble is not None else None
             values = {f"{self.stage}/loss": self.loss.compute()}
             values.update(spread(self.stage, per_member, ensemble))
         with torch.inference_mode(False):  # states a later fit may update in place
-            for metric in (self.loss, self.acc, self.penalty, self.ensemble):
+            for metric in metrics:
                 metric.reset()
         return values, per_member
 
