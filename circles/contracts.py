@@ -2,7 +2,7 @@
 Protocols.
 
 ``CirclesClassifier`` and ``CirclesDataModule`` implement them; another LightningModule or data
-module works with the callbacks when it does too. :func:`classifier` and :func:`point_data` check
+module works with the callbacks when it does too. :func:`classifier` and :func:`trainer_data` check
 a trainer's module and data module once, with an error that names what is missing, instead of
 each consumer probing attributes."""
 
@@ -88,7 +88,7 @@ class PointData(Protocol):
 def trainer_data(trainer: Any) -> PointData:
     """The trainer's data module as :class:`PointData` (Lightning attaches ``trainer.datamodule``
     when a run starts; None when the run was given dataloaders instead)."""
-    return point_data(trainer.datamodule)
+    return _checked(trainer.datamodule, PointData, "data module")
 
 
 def known_data(trainer: Any) -> PointData | None:
@@ -106,11 +106,6 @@ def trainer_callbacks(trainer: Any) -> list[Any]:
 def classifier(module: Any) -> Classifier:
     """``module`` as a :class:`Classifier`, or a TypeError naming what it lacks."""
     return _checked(module, Classifier, "model")
-
-
-def point_data(data: Any) -> PointData:
-    """``data`` as :class:`PointData`, or a TypeError naming what it lacks."""
-    return _checked(data, PointData, "data module")
 
 
 def _checked(value: Any, protocol: type, what: str) -> Any:

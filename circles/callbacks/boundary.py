@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -18,9 +18,6 @@ from circles.model.metrics import accuracy_text, latest_values
 from circles.ranges import Count, Resolution
 from circles.runs.directory import BOUNDARY_GIF, BOUNDARY_PNG, BOUNDARY_TEST_PNG, atomic_file
 from circles.runs.logger import tensorboard_of
-
-if TYPE_CHECKING:
-    from circles.pictures.frames import Animation
 
 GRID_VALUES = 1 << 25  # values per grid picture (128 MiB of float32)
 
@@ -71,7 +68,7 @@ class DecisionBoundaryCallback(Callback):
         self.show_neurons = show_neurons
         self.show_network = show_network
         self.show_layers = show_layers
-        self.frames: Animation | None = None  # the fit's frames for the GIF, from the first
+        self.frames: Any = None  # the fit's frames for the GIF (an Animation), from the first
         self.run_dir: str | None = None
         self.png_path: str | None = None
         self._grids: dict[str, Any] = {}  # per group of stages: its points and the grid over them
@@ -141,7 +138,7 @@ class DecisionBoundaryCallback(Callback):
                 self._animation().add(image)
         return image
 
-    def _animation(self) -> Animation:
+    def _animation(self) -> Any:
         if self.frames is None:
             from circles.pictures import frames
 

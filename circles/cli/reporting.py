@@ -102,7 +102,6 @@ PHRASES = {
     "NoneType": "null",
     "Tensor": "a tensor",
 }
-UNKNOWN = r"(?:Group '([^']+)' )?does not accept option '([^']+)'"
 KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a text"}
 
 

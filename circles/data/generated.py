@@ -210,11 +210,6 @@ else:
     Dataset = Literal[tuple(DATASETS)]  # the choices the command line offers and checks
 
 
-def dataset_help() -> str:
-    """The generated sets, one phrase each, for --help."""
-    return "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())
-
-
 @dataclass(frozen=True)
 class Generated:
     """The settings of a generated point set (checked when made), and its draws: ``n_samples``

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from circles.data.batches import Points, TensorBatches, shard
 from circles.data.files import check_file_features, read_points_csv
-from circles.data.generated import Dataset, Generated, dataset_help
+from circles.data.generated import DATASETS, Dataset, Generated
 from circles.data.pointfile import PointFile
 from circles.errors import check
 from circles.features import Feature, check_features, check_finite_features
@@ -199,5 +199,5 @@ def predict_points(path: str, features: Sequence[str]) -> torch.Tensor:
 
 
 CirclesDataModule.__init__.__doc__ = (CirclesDataModule.__init__.__doc__ or "").replace(
-    "{datasets}", dataset_help()
+    "{datasets}", "; ".join(f"``{spec.name}``: {spec.about}" for spec in DATASETS.values())
 )

@@ -116,14 +116,6 @@ def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (logits > 0).long() if num_classes == 2 else logits.argmax(-1)
 
 
-def interval95(std: torch.Tensor, members: int) -> torch.Tensor:
-    """Half-width of the 95% confidence interval of a mean over ``members`` values with sample
-    std ``std`` (Student's t with members - 1 degrees of freedom)."""
-    from scipy.stats import t
-
-    return std * float(t.ppf(0.975, members - 1)) / members**0.5
-
-
 class MemberAccuracy(TorchMetric):
     """Each member's accuracy ``(K,)``: the share of the points that its predicted class gets right.
 
@@ -232,8 +224,14 @@ def spread(
                 f"{stage}/acc_max": per_member.max(),
             }
         )
-        if stage == "test":
-            values["test/acc_ci95"] = interval95(values["test/acc_std"], len(per_member))
+        if stage == "test":  # the 95% interval of the mean: Student's t, K - 1 degrees
+            from scipy.stats import t
+
+            values["test/acc_ci95"] = (
+                values["test/acc_std"]
+                * float(t.ppf(0.975, len(per_member) - 1))
+                / len(per_member) ** 0.5
+            )
         if ensemble is not None:
             values[f"{stage}/acc_ensemble"] = ensemble
     return values
@@ -253,8 +251,3 @@ def latest_values(metrics: Mapping[str, Any]) -> dict[str, float]:
 def sweep_columns() -> list[str]:
     """The metrics' columns in a sweep's result.json and summary.csv, in the table's order."""
     return [m.sweep for m in METRICS if m.sweep is not None]
-
-
-def hparams_metrics() -> Iterable[Metric]:
-    """The metrics TensorBoard's HPARAMS tab shows as columns, in the table's order."""
-    return [m for m in METRICS if m.hparams is not None]

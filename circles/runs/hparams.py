@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from circles.model.metrics import hparams_metrics
+from circles.model.metrics import METRICS
 
 
 def _hparam_value(value: Any) -> str | bool:
@@ -77,7 +77,8 @@ def hparams_session(hparams: Mapping[str, Any], trial: str, first: Sequence[str]
     columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
     metrics = [
         hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
-        for metric in hparams_metrics()
+        for metric in METRICS
+        if metric.hparams is not None  # a column of the table
     ]
     return [
         hp.hparams_config_pb(hparams=columns, metrics=metrics),

@@ -78,12 +78,6 @@ def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, li
     return runs
 
 
-def _rank_zero() -> bool:
-    """Whether this process is rank zero (Lightning sets ``rank_zero_only.rank`` as each process
-    starts)."""
-    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets it
-
-
 def _run_name(version: int | str) -> str:
     """The run directory's name for a logger version (a number is
     :func:`circles.files.run_name`'s)."""
@@ -114,12 +108,12 @@ class ClaimedRun:
         if isinstance(self._run_version, int):
             # Lightning's log_dir would say version_3
             self._run_version = _run_name(self._run_version)
-        if self._run_version is None and _rank_zero():
+        if self._run_version is None and getattr(rank_zero_only, "rank", 0) == 0:
             self._run_version = claim_version(self.root_dir, self._label)
             self._created = True
         elif self._run_version is None:
             self._run_version = super().version  # type: ignore[misc]  # TensorBoardLogger's
-        if not self._locked and _rank_zero():
+        if not self._locked and getattr(rank_zero_only, "rank", 0) == 0:
             self._lock = lock_run_dir(Path(self.root_dir) / _run_name(self._run_version))
             self._locked = True
         return self._run_version

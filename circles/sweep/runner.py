@@ -72,11 +72,8 @@ def holds_other_point(sweep: Sweep, point: Point) -> dict[str, Any] | None:
     """The identity recorded in the point's run directory when it is another point's (other
     settings under the same name, e.g. another sweep file with other ``fixed:`` settings into the
     same ``--out``); else None."""
-    if recorded := _json(sweep.run_dir(point) / POINT):
-        return None if recorded == sweep.identity(point) else recorded
-    # a directory from before point.json: its result's overrides are all there is to compare
-    overrides = (_json(sweep.run_dir(point) / RESULT) or {}).get("overrides")
-    return None if overrides in (None, _plain(sweep.overrides(point))) else {"overrides": overrides}
+    recorded = _json(sweep.run_dir(point) / POINT)
+    return None if recorded in (None, sweep.identity(point)) else recorded
 
 
 def check_no_other_points(sweep: Sweep, points: Sequence[Point]) -> None:
@@ -223,8 +220,8 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any]) -> dict[str, Any]:
                 cli = run_cli(args)  # fit, then the test of its final weights
             result["train_s"] = time.perf_counter() - start
             result.update(_outcome(sweep, cli), status="ok")
-        except SystemExit:  # jsonargparse printed why (a bad key or value) before exiting
-            pass
+        except SystemExit as err:  # the command line raises its errors: not for a point's input
+            result["error"] = f"the command line exited with status {err.code}"
         except (Interrupted, Stopped) as err:
             _state["stopped"] = _state["stopped"] or err.signum
             result.update(
@@ -241,11 +238,6 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any]) -> dict[str, Any]:
             result["error"] = " ".join([f"{type(err).__name__}:", *str(err).split()])[:500].rstrip(
                 ":"
             )
-    if result["status"] != "ok" and not result["error"]:  # the CLI printed it before exiting
-        lines = (run_dir / LOG).read_text(errors="replace").splitlines()
-        starts = [i for i, line in enumerate(lines) if "error:" in line]  # jsonargparse's
-        text = " ".join(s.strip() for s in lines[starts[-1] :]) if starts else "".join(lines[-1:])
-        result["error"] = text[:500] or "the command line exited without a message"
     with atomic_file(run_dir / RESULT) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     return result
