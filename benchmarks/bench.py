@@ -12,7 +12,10 @@ an epoch, against the chapter's script and, with ``--base DIR``, another checkou
 (samples/s at N=1M, batch 65536 vs a plain loop slicing a permutation, and vs
 DataLoader(TensorDataset)), ``compile`` (torch.compile on vs off), ``members`` (K seeds in one
 run vs K=1, vs separate runs, vs scikit-learn; peak memory), ``gpu`` (the same on a CUDA device,
-members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the GPUs there are, then ``test``).
+members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the GPUs there are, then ``test``);
+on request ``threads`` (a training step on one torch thread vs torch's count, idle and beside busy
+cores: where :data:`circles.callbacks.threads.SHARED_WORK` comes from) and ``busy`` (README's
+commands idle and beside busy cores).
 Every figure is the best of R repeats, baselines and circles interleaved, so a noisy machine
 slows both sides alike."""
 
@@ -539,7 +542,9 @@ README_COMMANDS: dict[str, tuple[dict[str, str], list[str]]] = {
     "--help": ({}, ["{repo}/train.py", "fit", "--help"]),
     "improved.yaml": ({}, ["{repo}/train.py", "fit", "--config", "{repo}/configs/improved.yaml"]),
     "the main job (relu.yaml)": ({}, MAIN_JOB),
-    "the main job, OMP_NUM_THREADS=1": ({"OMP_NUM_THREADS": "1"}, MAIN_JOB),
+    # torch's own count for the chapter's model, as every fit was before circles chose the threads
+    "the main job, --threads.count 2": ({}, [*MAIN_JOB, "--threads.count", "2"]),
+    "--model.members 64": ({}, [*MAIN_JOB, "--model.members", "64"]),
     "width_depth sweep": (
         {},
         [
@@ -579,6 +584,51 @@ def bench_busy(busy: int, sweeps: bool) -> None:
                     process.kill()
                     process.wait()
         row("busy", f"{what}, {busy} busy cores vs idle", seconds[1], seconds[0], "s")
+
+
+def bench_threads(busy: int, repeats: int, steps: int = 60) -> None:
+    """Milliseconds of a training step (forward, backward, SGD) of the stacked network on 800
+    points on one torch thread against torch's count, for steps of 0.1 M to 100 M multiply-adds
+    (the batch's points times the parameters), idle and beside ``busy`` processes spinning a core
+    each: where a second thread starts to gain (``SHARED_WORK``), and what it costs on a busy
+    machine."""
+    from circles.model import CirclesClassifier
+    from circles.model.metrics import member_losses
+
+    count = torch.get_num_threads()
+    print(f"threads: a training step on 1 torch thread vs {count}, idle and beside {busy} busy")
+    shapes = [(1, [10, 10]), (1, [16, 16]), (16, [4] * 8), (16, [8] * 4), (64, [10, 10])]
+    shapes += [(1, [256, 256]), (1024, [10, 10])]
+    for load in (0, busy):
+        spinning = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)
+        ]
+        try:
+            for members, hidden in shapes:
+                model = CirclesClassifier(hidden_sizes=hidden, members=members)
+                x, y = torch.randn(800, 2), (torch.rand(800) > 0.5).float()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+                best = {1: float("inf"), count: float("inf")}
+                for _ in range(repeats):
+                    for threads in best:
+                        torch.set_num_threads(threads)
+                        for i in range(5 + steps):
+                            if i == 5:
+                                start = time.perf_counter()
+                            optimizer.zero_grad()
+                            member_losses(model.member_logits(x), y).sum().backward()
+                            optimizer.step()
+                        best[threads] = min(best[threads], (time.perf_counter() - start) / steps)
+                torch.set_num_threads(count)
+                work = 800 * sum(p.numel() for p in model.parameters())
+                what = f"K={members} {'x'.join(map(str, hidden))}, {work / 1e6:.2f} M, {load} busy"
+                ms = [best[1] * 1e3, best[count] * 1e3]
+                row("threads", f"{what}: 1 thread vs {count}", *ms, "ms")
+        finally:
+            for process in spinning:
+                process.kill()
+                process.wait()
 
 
 def bench_scale(
@@ -1014,7 +1064,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="seed,epoch,startup,scale,compile,members,gpu,ddp",
-        help="comma-separated sections (besides these: busy, and busy-sweeps with the sweep)",
+        help="comma-separated sections (besides these: threads, busy, and busy-sweeps with the "
+        "sweep)",
     )
     parser.add_argument(
         "--busy", type=int, default=2, help="busy section: how many cores other processes take"
@@ -1052,6 +1103,7 @@ def main() -> None:
         "gpu": lambda: bench_gpu(repeats, quick),
         "ddp": lambda: bench_ddp_gpu(quick),
         "busy": lambda: bench_busy(args.busy, "busy-sweeps" in sections),
+        "threads": lambda: bench_threads(args.busy, repeats),
     }
     if "busy-sweeps" in sections:
         sections.add("busy")

@@ -1,6 +1,6 @@
 """The Lightning callbacks of a run, one module each: checkpoints, the chapter's progress line,
 the run's summary, the decision-boundary pictures, the weights, the learning-rate finder,
-predictions, and signals (SIGTERM, Ctrl-C, SLURM's requeue)."""
+predictions, signals (SIGTERM, Ctrl-C, SLURM's requeue) and the torch threads of training."""
 
 from importlib import import_module
 from typing import Any
@@ -14,6 +14,7 @@ _MODULES = {
     "PredictionWriter": "predictions",
     "RunCheckpoint": "checkpoint",
     "RunSummary": "summary",
+    "TorchThreads": "threads",
     "WeightsCallback": "weights",
 }
 __all__ = sorted(_MODULES)

@@ -21,6 +21,7 @@ from circles.callbacks.predictions import PredictionWriter
 from circles.callbacks.progress import ChapterProgressPrinter
 from circles.callbacks.signals import GracefulStopCallback, interruption
 from circles.callbacks.summary import RunSummary
+from circles.callbacks.threads import TorchThreads
 from circles.callbacks.weights import WeightsCallback
 from circles.cli.reporting import RUNNING, CirclesArgumentParser, reported
 from circles.cli.settle import settle_config
@@ -41,6 +42,7 @@ CALLBACKS = {
     "boundary": DecisionBoundaryCallback,
     "chapter_log": ChapterProgressPrinter,
     "weights": WeightsCallback,
+    "threads": TorchThreads,
 }
 # where a setting named in an error is looked up, in order
 SECTIONS = {"data": CirclesDataModule, "model": CirclesClassifier, **CALLBACKS, "trainer": Trainer}
@@ -61,8 +63,8 @@ class CirclesCLI(LightningCLI):
 
     - ``add_default_arguments_to_parser``: ``seed_everything`` with the range of seeds numpy takes.
     - ``add_arguments_to_parser``: the callbacks' sections (``checkpoint``, ``boundary``,
-      ``chapter_log``, ``weights``), the data's features and classes linked to the network's
-      inputs and outputs, ``--test_after_fit``.
+      ``chapter_log``, ``weights``, ``threads``), the data's features and classes linked to the
+      network's inputs and outputs, ``--test_after_fit``.
     - ``before_instantiate_classes``: ``ckpt_path best|last|hpc`` found and read safely, where the
       run goes and its name, an evaluation's data (:func:`circles.cli.settle.settle_config`).
     - ``after_instantiate_classes``: every checkpoint written whole
@@ -124,7 +126,13 @@ class CirclesCLI(LightningCLI):
         record.check_fit(self.trainer, self.checkpoint)
         self._record(yaml.safe_load(record.text), trial=True)
         held = bool(self.config.fit.get("test_after_fit"))
-        _summary(self.trainer).hold = held
+        # a stand-in that says nothing where the trainer's callbacks are not the run's (Lightning's
+        # learning-rate finder, interrupted, leaves its own in place)
+        self.summary = next(
+            (cb for cb in trainer_callbacks(self.trainer) if isinstance(cb, RunSummary)),
+            RunSummary(),
+        )
+        self.summary.hold = held
         for logger in _run_loggers(self.trainer):
             logger.hold(held)
 
@@ -148,7 +156,7 @@ class CirclesCLI(LightningCLI):
         finally:
             for logger in _run_loggers(self.trainer):
                 logger.hold(False)
-            _summary(self.trainer).flush()
+            self.summary.flush()
 
     def _record_trained(self) -> None:
         """An evaluation records the settings of the run that trained its checkpoint."""
@@ -172,12 +180,6 @@ class CirclesCLI(LightningCLI):
 
 def _run_loggers(trainer: Any) -> list[TensorBoardRunLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
-
-
-def _summary(trainer: Any) -> RunSummary:
-    """The run's summary callback; a stand-in that says nothing where the trainer's callbacks are
-    not the run's (Lightning's learning-rate finder, interrupted, leaves its own in place)."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, RunSummary)), RunSummary())
 
 
 def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
