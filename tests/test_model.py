@@ -18,6 +18,7 @@ from torch import nn
 from circles.data.module import CirclesDataModule
 from circles.errors import ConfigError
 from circles.model.classifier import CirclesClassifier
+from circles.model.metrics import member_losses
 from circles.model.networks import StackedMLP, build_mlp
 from circles.model.training import TrainingDiverged
 from circles.pictures.notes import affine_text
@@ -649,3 +650,30 @@ def test_evaluation_and_the_grid_in_chunks_give_what_one_pass_gives(monkeypatch,
             assert np.allclose(a, b, atol=1e-6)
         for a, b in zip(grid_layers(model, xs, ys), whole_layers, strict=True):
             assert np.allclose(a, b, atol=1e-6)
+
+
+@settings(max_examples=12)
+@given(
+    seed=st.integers(0, 2**16),
+    hidden=st.lists(st.integers(2, 12), min_size=2, max_size=3),
+    lr=st.sampled_from([0.1, 0.5, 1.0]),
+)
+def test_a_dead_first_layer_unit_stays_dead_under_full_batch_sgd(seed, hidden, lr):
+    """README: a first-layer ReLU unit that gives 0 on every training point gets no gradient, so
+    full-batch SGD never moves it again (a later layer's unit can come back: its inputs move)."""
+    data = CirclesDataModule()
+    data.setup("fit")
+    x, y = data.train_x, data.train_y
+    pl.seed_everything(seed, verbose=False)
+    model = CirclesClassifier(hidden_sizes=hidden)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    dead_before = torch.zeros(hidden[0], dtype=torch.bool)
+    for _ in range(150):
+        with torch.no_grad():
+            first_layer = model.layer_outputs(x)[1]  # (N, units)
+        dead = first_layer.amax(dim=0) <= 0
+        assert not bool((dead_before & ~dead).any()), "a dead first-layer unit fired again"
+        dead_before = dead
+        optimizer.zero_grad()
+        member_losses(model.member_logits(x), y).sum().backward()
+        optimizer.step()

@@ -188,9 +188,14 @@ class TestMainJob:
         readme.says("final val acc {:.3f} (best {:.2f})", final, top)
         first_layer = scalar_values(fitted, "train/dead_units_1")
         assert first_layer[0] == first_layer[-1] == 3
+        second_layer = scalar_values(fitted, "train/dead_units_2")
+        assert max(second_layer) > second_layer[-1]  # a later layer's dead units can come back
         readme.says(
-            "In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on",
+            "In `configs/relu.yaml` (seed 42) {} of the first layer's 10 units are dead from the first epoch on, and "
+            "layer 2 goes from {} dead units to {}",
             int(first_layer[0]),
+            int(second_layer[0]),
+            int(second_layer[-1]),
         )
 
     def test_what_the_learning_rate_finder_says(self, runs, readme):
