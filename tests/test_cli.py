@@ -25,6 +25,7 @@ from circles.pictures.notes import affine_text
 from helpers import (
     CONFIGS,
     REPO,
+    exit_status,
     final_scalar,
     load_checkpoint,
     read_events,
@@ -166,6 +167,25 @@ def test_validate_test_and_predict_accept_best_last_and_a_path(run_cli, capsys):
     predict_run = run_cli("predict", *TINY, "--ckpt_path", "last", f"--data.predict_path={points}")
     rows = list(csv.DictReader(open(predict_run / "predictions.csv")))
     assert [(float(r["x1"]), float(r["x2"])) for r in rows] == [(0.0, 0.0), (1.5, 1.5)]
+
+
+def test_best_and_last_find_the_newest_run_of_the_model_the_config_describes(run_cli, capsys):
+    """README's order: one model, then another; ``test --ckpt_path last`` with each model's
+    settings evaluates that model's run, whichever is newer (a setting left at its default asks
+    for nothing: the newest run). For a model no run trained, the error gives the newest run's
+    config and checkpoint, and that command works."""
+    narrow = run_cli("fit", *TINY, "--model.hidden_sizes=[6]")
+    wide = run_cli("fit", *TINY, "--model.hidden_sizes=[16, 16]")
+    for model, run in (("[6]", narrow), ("[16, 16]", wide), ("[10, 10]", wide)):
+        evaluated = run_cli("test", *TINY, f"--model.hidden_sizes={model}", "--ckpt_path", "last")
+        assert evaluated.parent.parent == run  # <run>/evaluations/0000-test
+    capsys.readouterr()
+    assert exit_status("test", *TINY, "--model.hidden_sizes=[8]", "--ckpt_path", "last") == 2
+    advice = capsys.readouterr().err
+    config, ckpt = re.search(r"--config (\S+) --ckpt_path (\S+), or fit", advice).groups()
+    wide = wide.relative_to(Path.cwd())  # as the command was given: lightning_logs/...
+    assert (config, ckpt) == (str(wide / "config.yaml"), str(wide / "checkpoints" / "last.ckpt"))
+    assert exit_status("test", "--config", config, "--ckpt_path", ckpt) == 0
 
 
 def test_print_config_prints_a_complete_config_that_runs(run_cli, capsys):

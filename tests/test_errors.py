@@ -275,7 +275,8 @@ CASES = [
     ),
     case(
         "resume with other input features",
-        "fit --ckpt_path last --data.n_samples=60 --data.features=[x1_sq,x2_sq]",
+        "fit --ckpt_path lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/checkpoints/last.ckpt --data.n_samples=60 "
+        "--data.features=[x1_sq,x2_sq]",
         "model.features must be left out or ['x1', 'x2'], the checkpoint's",
         "['x1_sq', 'x2_sq']",
     ),
@@ -533,11 +534,17 @@ CASES = [
     ),
     case(
         "a model option an evaluation would not use",
-        "test --ckpt_path=last --model.activation=none",
+        "test --ckpt_path=lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/checkpoints/last.ckpt --model.activation=none",
         "model.activation",
         "left out or 'relu'",
         "test evaluates the network the checkpoint holds",
         "train it with fit",
+    ),
+    case(
+        "best/last of a model no run trained",
+        "test --ckpt_path=last --model.activation=none",
+        "has checkpoints/last.ckpt of the model this config describes",
+        "--config lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/config.yaml --ckpt_path lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/checkpoints/last.ckpt, or fit",
     ),
     case(
         "continuing a checkpoint without optimizer state",

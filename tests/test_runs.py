@@ -101,40 +101,40 @@ def test_atomic_file_replaces_the_file_whole_or_leaves_it_alone(tmp_path):
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["out.csv"]
 
 
-def test_resolve_checkpoint_takes_the_newest_runs_file_and_never_an_older_runs_instead(tmp_path):
-    for run in ("version_0", "version_1"):
+def test_best_and_last_are_the_newest_files_of_a_run_of_the_model_asked_for(tmp_path):
+    """``trained`` stands for the command line's check of a checkpoint's model against the config:
+    here it takes version_0's and version_1's files (one model) and refuses version_2's."""
+    age = {"version_0": 3, "version_1": 2, "version_2": 1}  # version_0's files are the newest
+    for run, newness in age.items():
         (tmp_path / run / "checkpoints").mkdir(parents=True)
-    (tmp_path / "version_1" / "checkpoints" / "best.ckpt").write_bytes(b"1")
-    (tmp_path / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"1")
-    for name in ("best.ckpt", "last.ckpt"):
-        os.utime(tmp_path / "version_1" / "checkpoints" / name, (1, 1))
-    # written last: the newest run
-    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"0")
-    found = resolve_checkpoint("last", tmp_path)
-    assert (
-        found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
-        and run_of_checkpoint(found) == "version_0"
-    )
-    assert resolve_checkpoint("some/file.ckpt", tmp_path) == Path("some/file.ckpt")
-    # version_1's best.ckpt may be another model: not taken silently
+        for name in ("last.ckpt", "best.ckpt") if run != "version_0" else ("last.ckpt",):
+            (tmp_path / run / "checkpoints" / name).write_bytes(b"0")
+            os.utime(tmp_path / run / "checkpoints" / name, (newness, newness))
+    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").mkdir()  # a folder is no file
+
+    def ours(file: Path) -> bool:
+        return file.parent.parent.name != "version_2"
+
+    found = resolve_checkpoint("last", tmp_path, ours)
+    assert found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert run_of_checkpoint(found) == "version_0"
+    # the newest run of the model without a best.ckpt: the newest that has one
+    assert resolve_checkpoint("best", tmp_path, ours).parent.parent.name == "version_1"
+    assert resolve_checkpoint("some/file.ckpt", tmp_path, ours) == Path("some/file.ckpt")
+    # another model's newer run is passed over; when no run is of the model, the error names the
+    # newest run's config and file, ready to paste
+    os.utime(tmp_path / "version_2" / "checkpoints" / "last.ckpt", (9, 9))
+    assert resolve_checkpoint("last", tmp_path, ours).parent.parent.name == "version_0"
     with pytest.raises(ConfigError) as refused:
-        resolve_checkpoint("best", tmp_path)
+        resolve_checkpoint("last", tmp_path, lambda file: False)
+    newest = tmp_path / "version_2"
     assert (
-        f"The newest run is {tmp_path / 'version_0'}, and its checkpoints/best.ckpt is missing "
-        "(it has last.ckpt)." in str(refused.value)
+        f"the newest run's is another model's: give its config and file, --config "
+        f"{newest / 'config.yaml'} --ckpt_path {newest / 'checkpoints' / 'last.ckpt'}, or fit this "
+        "config first." in str(refused.value)
     )
-    # a folder or a link to nothing in its place is named as what it is
-    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").mkdir()
-    with pytest.raises(ConfigError, match=r"checkpoints/best\.ckpt is a folder\."):
-        resolve_checkpoint("best", tmp_path)
-    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").rmdir()
-    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").symlink_to(tmp_path / "nothing")
-    with pytest.raises(ConfigError, match=r"checkpoints/best\.ckpt is a link to nothing\."):
-        resolve_checkpoint("best", tmp_path)
-    (tmp_path / "version_0" / "checkpoints" / "best.ckpt").unlink()
-    assert f"The newest run that has one is {tmp_path / 'version_1'}" in str(refused.value)
-    with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt"):
-        resolve_checkpoint("best", tmp_path / "empty")
+    with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt\\.$"):
+        resolve_checkpoint("best", tmp_path / "empty", ours)
 
 
 def test_one_process_writes_a_run_at_a_time(tmp_path):

@@ -133,8 +133,9 @@ class CirclesCLI(LightningCLI):
             RunSummary(),
         )
         self.summary.hold = held
-        for logger in _run_loggers(self.trainer):
-            logger.hold(held)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardRunLogger):
+                logger.hold(held)
 
     def after_fit(self) -> None:
         try:
@@ -154,8 +155,9 @@ class CirclesCLI(LightningCLI):
                 weights = final_weights(self.trainer.default_root_dir, last)
                 self.trainer.test(self.model, self.datamodule, verbose=False, ckpt_path=weights)
         finally:
-            for logger in _run_loggers(self.trainer):
-                logger.hold(False)
+            for logger in self.trainer.loggers:
+                if isinstance(logger, TensorBoardRunLogger):
+                    logger.hold(False)
             self.summary.flush()
 
     def _record_trained(self) -> None:
@@ -176,10 +178,6 @@ class CirclesCLI(LightningCLI):
                 logger.record_trial(hparams)
             else:
                 logger.log_hyperparams(hparams)
-
-
-def _run_loggers(trainer: Any) -> list[TensorBoardRunLogger]:
-    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardRunLogger)]
 
 
 def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:

@@ -27,7 +27,7 @@ from circles.errors import (
 )
 from circles.model.training import TrainingDiverged
 from circles.runs.logger import TensorBoardRunLogger
-from circles.runs.names import same
+from circles.runs.record import check_trained_model
 
 # the command line being run (set by its first hook), for the errors that name its settings
 RUNNING: contextvars.ContextVar[Any] = contextvars.ContextVar("running_cli", default=None)
@@ -56,7 +56,7 @@ class CirclesArgumentParser(LightningArgumentParser):
             model = given.get("model") if isinstance(given, dict) else None
             config = namespace.get(subcommand) if isinstance(namespace, Namespace) else None
             if isinstance(model, dict) and isinstance(config, Namespace):
-                _check_checkpoint_model(subcommand, model, config)
+                check_trained_model(subcommand, model, config)
                 checkpoint = config.get("ckpt_path")
         try:
             return super().parse_object(obj, namespace, **kwargs)
@@ -66,34 +66,6 @@ class CirclesArgumentParser(LightningArgumentParser):
             raise InputError(
                 f"{checkpoint} holds settings this model does not take: {err}"
             ) from None
-
-
-def _check_checkpoint_model(subcommand: str, model: dict[str, Any], config: Namespace) -> None:
-    for key, value in model.items():
-        if value is None and _default(key) is not None:  # the parser lets a null pass as unset
-            raise InputError(
-                f"{config.get('ckpt_path')} holds model.{key}: null, which this model does not "
-                f"take (its default is {_default(key)!r}); train the network again with fit."
-            )
-        now = config.get(f"model.{key}")  # None for a link's target (num_classes)
-        if now is not None and not same(now, value) and not same(now, _default(key)):
-            raise ConfigError(
-                f"model.{key}",
-                f"left out or {value!r}, the checkpoint's",
-                list(now) if isinstance(now, tuple) else now,
-                "fit --ckpt_path continues the network the checkpoint holds; to train another, "
-                "start a new run without --ckpt_path."
-                if subcommand == "fit"
-                else f"{subcommand} evaluates the network the checkpoint holds; to evaluate "
-                "another, train it with fit.",
-            )
-
-
-def _default(key: str) -> Any:
-    from circles.model.classifier import CirclesClassifier
-
-    parameter = inspect.signature(CirclesClassifier).parameters.get(key)
-    return parameter.default if parameter is not None else None
 
 
 # what a jsonargparse type is called where a value must be of it

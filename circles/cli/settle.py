@@ -20,7 +20,7 @@ from circles.runs.checkpoints import (
 from circles.runs.directory import EVALUATIONS
 from circles.runs.logger import DEFAULT_RUNS
 from circles.runs.names import label_of
-from circles.runs.record import settle_data
+from circles.runs.record import settle_data, trained_model
 from circles.runs.slurm import hpc_resume
 
 
@@ -47,9 +47,9 @@ def settle_config(cli: Any) -> dict[str, Any] | None:
 
 
 def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
-    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's; ``hpc``: a
-    SLURM requeue's, :func:`circles.runs.slurm.hpc_resume`); None for a fit from scratch.
-    Evaluations need one."""
+    """The checkpoint file ``ckpt_path`` names (``best``/``last``: the newest run's of the model the
+    config describes; ``hpc``: a SLURM requeue's, :func:`circles.runs.slurm.hpc_resume`); None for
+    a fit from scratch. Evaluations need one."""
     ckpt_path = config.get("ckpt_path")
     if ckpt_path is None and subcommand != "fit":
         raise ConfigError(
@@ -59,8 +59,14 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
             f"Without one, {subcommand} would evaluate an untrained network.",
         )
     hpc = hpc_resume(config.trainer.get("default_root_dir") or ".", ckpt_path)
-    named = resolve_checkpoint(ckpt_path, _runs_root(config)) if hpc is None and ckpt_path else None
-    return hpc or named
+    return (
+        hpc
+        if hpc is not None or not ckpt_path
+        # best|last: the newest run's of the model the config describes
+        else resolve_checkpoint(
+            ckpt_path, _runs_root(config), lambda file: trained_model(file, subcommand, config)
+        )
+    )
 
 
 def _settle_run(

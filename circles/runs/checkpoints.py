@@ -15,7 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from circles.errors import ConfigError, InputError
-from circles.runs.directory import atomic_file
+from circles.runs.directory import CONFIG, atomic_file
 
 CheckpointError = InputError  # a checkpoint file that cannot or must not be loaded
 
@@ -151,50 +151,32 @@ def _config_problem(checkpoint: dict[str, Any]) -> str | None:
     )
 
 
-def resolve_checkpoint(ckpt_path: str, runs_root: str | Path) -> Path:
+def resolve_checkpoint(
+    ckpt_path: str, runs_root: str | Path, trained: Callable[[Path], bool]
+) -> Path:
     """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under
-    ``runs_root`` (the run with the most recently written checkpoint); a path as is. When the
-    newest run has no such file, an older run's is not taken in its place (it may be another
-    model altogether): the error names both."""
+    ``runs_root`` that has one (the most recently written) holding the model the command asks for
+    (``trained``); a path as is. Without one, the error names the newest run's, ready to paste."""
     if ckpt_path not in ("best", "last"):
         return Path(ckpt_path)
-    root = Path(runs_root)
-    checkpoints = [p for p in root.glob("*/checkpoints/*.ckpt") if p.is_file()]
-    if not checkpoints:
-        raise ConfigError(
-            "ckpt_path",
-            "a checkpoint file, or 'best'/'last' of an earlier run",
-            ckpt_path,
-            f"No run under {os.path.normpath(root)} has checkpoints/{ckpt_path}.ckpt.",
-        )
-    newest_run = max(checkpoints, key=lambda p: p.stat().st_mtime_ns).parent.parent
-    found = newest_run / "checkpoints" / f"{ckpt_path}.ckpt"
-    if found.is_file():
-        return found
-    others = [p for p in checkpoints if p.name == f"{ckpt_path}.ckpt"]
-    what = (
-        "is a folder"
-        if found.is_dir()
-        else "is a link to nothing"
-        if found.is_symlink()
-        else "is missing (it has "
-        + ", ".join(
-            sorted(p.name for p in (newest_run / "checkpoints").glob("*.ckpt") if p.is_file())
-        )
-        + ")"
+    files = sorted(
+        (p for p in Path(runs_root).glob(f"*/checkpoints/{ckpt_path}.ckpt") if p.is_file()),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
     )
+    if ours := [p for p in files if trained(p)]:
+        return ours[0]
     raise ConfigError(
         "ckpt_path",
-        "a checkpoint file, or 'best'/'last' of an earlier run",
+        "a checkpoint file, or 'best'/'last' of an earlier run of this model",
         ckpt_path,
-        f"The newest run is {os.path.normpath(newest_run)}, and its checkpoints/{ckpt_path}.ckpt "
-        f"{what}."
+        f"No run under {os.path.normpath(runs_root)} has checkpoints/{ckpt_path}.ckpt"
         + (
-            " The newest run that has one is "
-            f"{max(others, key=lambda p: p.stat().st_mtime_ns).parent.parent}; "
-            "give its file to use it."
-            if others
-            else ""
+            f" of the model this config describes; the newest run's is another model's: give "
+            f"its config and file, --config {files[0].parent.parent / CONFIG} --ckpt_path "
+            f"{files[0]}, or fit this config first."
+            if files
+            else "."
         ),
     )
 

@@ -331,10 +331,5 @@ class RunDirectory(TensorBoardRunLogger):
 
     @override
     @rank_zero_only
-    def record_trial(self, params: Any) -> None:
-        pass
-
-    @override
-    @rank_zero_only
     def save(self) -> None:
         pass

@@ -4,6 +4,7 @@ what changed; and which data a checkpoint was trained on."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,8 +16,10 @@ from lightning.pytorch.cli import SaveConfigCallback
 from typing_extensions import override
 
 from circles.errors import ConfigError, InputError, note
-from circles.runs.checkpoints import CONFIG_KEY, JOB_KEY, RUN_KEY
+from circles.model.classifier import CirclesClassifier
+from circles.runs.checkpoints import CONFIG_KEY, JOB_KEY, RUN_KEY, load_lightning_checkpoint
 from circles.runs.directory import CHECKPOINTS, CONFIG, atomic_file
+from circles.runs.names import same
 from circles.runs.slurm import slurm_job
 
 # What a resumed fit must train with as the run did: what the model is, what it learns from and how
@@ -216,3 +219,45 @@ def settle_data(data: Namespace | None, subcommand: str, checkpoint: dict[str, A
         )
     if features := (checkpoint.get("hyper_parameters") or {}).get("features"):
         data.features = list(features)
+
+
+def check_trained_model(subcommand: str, model: dict[str, Any], config: Namespace) -> None:
+    """Refuse a model setting of ``config`` that differs from both its default and the value in
+    ``model``, the settings a checkpoint's network was trained with (``fit`` would continue, the
+    evaluations would evaluate that network, not the one asked for)."""
+    for key, value in model.items():
+        if value is None and _default(key) is not None:  # the parser lets a null pass as unset
+            raise InputError(
+                f"{config.get('ckpt_path')} holds model.{key}: null, which this model does not "
+                f"take (its default is {_default(key)!r}); train the network again with fit."
+            )
+        now = config.get(f"model.{key}")  # None for a link's target (num_classes)
+        if now is not None and not same(now, value) and not same(now, _default(key)):
+            raise ConfigError(
+                f"model.{key}",
+                f"left out or {value!r}, the checkpoint's",
+                list(now) if isinstance(now, tuple) else now,
+                "fit --ckpt_path continues the network the checkpoint holds; to train another, "
+                "start a new run without --ckpt_path."
+                if subcommand == "fit"
+                else f"{subcommand} evaluates the network the checkpoint holds; to evaluate "
+                "another, train it with fit.",
+            )
+
+
+def _default(key: str) -> Any:
+    parameter = inspect.signature(CirclesClassifier).parameters.get(key)
+    return parameter.default if parameter is not None else None
+
+
+def trained_model(checkpoint: Path, subcommand: str, config: Namespace) -> bool:
+    """Whether the checkpoint file holds the network ``config`` describes: no model setting of it
+    that :func:`check_trained_model` would refuse (how the network trains, the optimizer, is free);
+    a file that is no checkpoint of this project is refused, not passed over."""
+    try:
+        check_trained_model(
+            subcommand, load_lightning_checkpoint(checkpoint).get("hyper_parameters", {}), config
+        )
+    except ConfigError:
+        return False
+    return True
