@@ -541,6 +541,16 @@ CASES = [
         "train it with fit",
     ),
     case(
+        "an empty checkpoint path",
+        "test --ckpt_path=",
+        "ckpt_path must be 'best', 'last' or a checkpoint file, got ''.",
+    ),
+    case(
+        "an empty checkpoint path for fit",
+        "fit --ckpt_path=",
+        "ckpt_path must be 'best', 'last' or a checkpoint file, got ''.",
+    ),
+    case(
         "best/last of a model no run trained",
         "test --ckpt_path=last --model.activation=none",
         "has checkpoints/last.ckpt of the model this config describes",

@@ -51,12 +51,16 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
     config describes; ``hpc``: a SLURM requeue's, :func:`circles.runs.slurm.hpc_resume`); None for
     a fit from scratch. Evaluations need one."""
     ckpt_path = config.get("ckpt_path")
-    if ckpt_path is None and subcommand != "fit":
-        raise ConfigError(
+    if ckpt_path == "" or (ckpt_path is None and subcommand != "fit"):
+        raise ConfigError(  # "" would be read as the folder "."
             "ckpt_path",
-            f"given for {subcommand}: 'best', 'last' or a checkpoint file",
-            None,
-            f"Without one, {subcommand} would evaluate an untrained network.",
+            f"given for {subcommand}: 'best', 'last' or a checkpoint file"
+            if ckpt_path is None
+            else "'best', 'last' or a checkpoint file",
+            ckpt_path,
+            f"Without one, {subcommand} would evaluate an untrained network."
+            if ckpt_path is None
+            else "",
         )
     hpc = hpc_resume(config.trainer.get("default_root_dir") or ".", ckpt_path)
     return (
