@@ -182,7 +182,7 @@ def test_best_and_last_find_the_newest_run_of_the_model_the_config_describes(run
     capsys.readouterr()
     assert exit_status("test", *TINY, "--model.hidden_sizes=[8]", "--ckpt_path", "last") == 2
     advice = capsys.readouterr().err
-    config, ckpt = re.search(r"--config (\S+) --ckpt_path (\S+), or fit", advice).groups()
+    config, ckpt = re.search(r"--config (\S+) --ckpt_path (\S+), or start", advice).groups()
     wide = wide.relative_to(Path.cwd())  # as the command was given: lightning_logs/...
     assert (config, ckpt) == (str(wide / "config.yaml"), str(wide / "checkpoints" / "last.ckpt"))
     assert exit_status("test", "--config", config, "--ckpt_path", ckpt) == 0

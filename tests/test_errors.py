@@ -554,7 +554,7 @@ CASES = [
         "best/last of a model no run trained",
         "test --ckpt_path=last --model.activation=none",
         "has checkpoints/last.ckpt of the model this config describes",
-        "--config lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/config.yaml --ckpt_path lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/checkpoints/last.ckpt, or fit",
+        "--config lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/config.yaml --ckpt_path lightning_logs/0000-relu-10x10-sgd0.1-e2-circles/checkpoints/last.ckpt, or start",
     ),
     case(
         "continuing a checkpoint without optimizer state",

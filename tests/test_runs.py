@@ -102,7 +102,7 @@ def test_atomic_file_replaces_the_file_whole_or_leaves_it_alone(tmp_path):
 
 
 def test_best_and_last_are_the_newest_files_of_a_run_of_the_model_asked_for(tmp_path):
-    """``trained`` stands for the command line's check of a checkpoint's model against the config:
+    """``ours`` stands for the command line's check of a checkpoint's model against the config:
     here it takes version_0's and version_1's files (one model) and refuses version_2's."""
     age = {"version_0": 3, "version_1": 2, "version_2": 1}  # version_0's files are the newest
     for run, newness in age.items():
@@ -112,8 +112,8 @@ def test_best_and_last_are_the_newest_files_of_a_run_of_the_model_asked_for(tmp_
             os.utime(tmp_path / run / "checkpoints" / name, (newness, newness))
     (tmp_path / "version_0" / "checkpoints" / "best.ckpt").mkdir()  # a folder is no file
 
-    def ours(file: Path) -> bool:
-        return file.parent.parent.name != "version_2"
+    def ours(file: Path) -> str | None:
+        return "another model" if file.parent.parent.name == "version_2" else None
 
     found = resolve_checkpoint("last", tmp_path, ours)
     assert found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
@@ -126,12 +126,13 @@ def test_best_and_last_are_the_newest_files_of_a_run_of_the_model_asked_for(tmp_
     os.utime(tmp_path / "version_2" / "checkpoints" / "last.ckpt", (9, 9))
     assert resolve_checkpoint("last", tmp_path, ours).parent.parent.name == "version_0"
     with pytest.raises(ConfigError) as refused:
-        resolve_checkpoint("last", tmp_path, lambda file: False)
+        resolve_checkpoint("last", tmp_path, lambda file: "model.x must be 1, got 2")
     newest = tmp_path / "version_2"
     assert (
-        f"the newest run's is another model's: give its config and file, --config "
-        f"{newest / 'config.yaml'} --ckpt_path {newest / 'checkpoints' / 'last.ckpt'}, or fit this "
-        "config first." in str(refused.value)
+        "of the model this config describes (the newest run's: model.x must be 1, got 2); give "
+        f"its config and file to use it, --config {newest / 'config.yaml'} --ckpt_path "
+        f"{newest / 'checkpoints' / 'last.ckpt'}, or start a new run without --ckpt_path."
+        in str(refused.value)
     )
     with pytest.raises(ConfigError, match="No run under .* has checkpoints/best.ckpt\\.$"):
         resolve_checkpoint("best", tmp_path / "empty", ours)

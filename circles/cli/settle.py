@@ -20,7 +20,7 @@ from circles.runs.checkpoints import (
 from circles.runs.directory import EVALUATIONS
 from circles.runs.logger import DEFAULT_RUNS
 from circles.runs.names import label_of
-from circles.runs.record import settle_data, trained_model
+from circles.runs.record import model_refusal, settle_data
 from circles.runs.slurm import hpc_resume
 
 
@@ -68,7 +68,7 @@ def _checkpoint_path(config: Namespace, subcommand: str) -> Path | None:
         if hpc is not None or not ckpt_path
         # best|last: the newest run's of the model the config describes
         else resolve_checkpoint(
-            ckpt_path, _runs_root(config), lambda file: trained_model(file, subcommand, config)
+            ckpt_path, _runs_root(config), lambda file: model_refusal(file, subcommand, config)
         )
     )
 

@@ -152,11 +152,12 @@ def _config_problem(checkpoint: dict[str, Any]) -> str | None:
 
 
 def resolve_checkpoint(
-    ckpt_path: str, runs_root: str | Path, trained: Callable[[Path], bool]
+    ckpt_path: str, runs_root: str | Path, refusal: Callable[[Path], str | None]
 ) -> Path:
     """``best``/``last`` -> ``checkpoints/best.ckpt``/``last.ckpt`` of the newest run under
     ``runs_root`` that has one (the most recently written) holding the model the command asks for
-    (``trained``); a path as is. Without one, the error names the newest run's, ready to paste."""
+    (``refusal`` says why a file does not, or None); a path as is. Without one, the error names
+    the newest run's, ready to paste."""
     if ckpt_path not in ("best", "last"):
         return Path(ckpt_path)
     files = sorted(
@@ -164,7 +165,7 @@ def resolve_checkpoint(
         key=lambda p: p.stat().st_mtime_ns,
         reverse=True,
     )
-    if ours := [p for p in files if trained(p)]:
+    if ours := [p for p in files if refusal(p) is None]:
         return ours[0]
     raise ConfigError(
         "ckpt_path",
@@ -172,9 +173,9 @@ def resolve_checkpoint(
         ckpt_path,
         f"No run under {os.path.normpath(runs_root)} has checkpoints/{ckpt_path}.ckpt"
         + (
-            f" of the model this config describes; the newest run's is another model's: give "
-            f"its config and file, --config {files[0].parent.parent / CONFIG} --ckpt_path "
-            f"{files[0]}, or fit this config first."
+            f" of the model this config describes (the newest run's: {refusal(files[0])}); give "
+            f"its config and file to use it, --config {files[0].parent.parent / CONFIG} "
+            f"--ckpt_path {files[0]}, or start a new run without --ckpt_path."
             if files
             else "."
         ),

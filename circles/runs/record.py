@@ -250,14 +250,14 @@ def _default(key: str) -> Any:
     return parameter.default if parameter is not None else None
 
 
-def trained_model(checkpoint: Path, subcommand: str, config: Namespace) -> bool:
-    """Whether the checkpoint file holds the network ``config`` describes: no model setting of it
-    that :func:`check_trained_model` would refuse (how the network trains, the optimizer, is free);
-    a file that is no checkpoint of this project is refused, not passed over."""
+def model_refusal(checkpoint: Path, subcommand: str, config: Namespace) -> str | None:
+    """Why the checkpoint file does not hold the network ``config`` describes (a model setting of it
+    that :func:`check_trained_model` refuses; how the network trains, the optimizer, is free), or
+    None; a file that is no checkpoint of this project is refused, not passed over."""
     try:
         check_trained_model(
             subcommand, load_lightning_checkpoint(checkpoint).get("hyper_parameters", {}), config
         )
-    except ConfigError:
-        return False
-    return True
+    except ConfigError as err:
+        return f"{err.field} must be {err.allowed}, got {err.got!r}"
+    return None
