@@ -118,6 +118,9 @@ def test_best_and_last_are_the_newest_files_of_a_run_of_the_model_asked_for(tmp_
     found = resolve_checkpoint("last", tmp_path, ours)
     assert found == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     assert run_of_checkpoint(found) == "version_0"
+    read: list[Path] = []  # newest first, and no file read past the one taken
+    resolve_checkpoint("last", tmp_path, lambda file: read.append(file) or ours(file))
+    assert read == [found]
     # the newest run of the model without a best.ckpt: the newest that has one
     assert resolve_checkpoint("best", tmp_path, ours).parent.parent.name == "version_1"
     assert resolve_checkpoint("some/file.ckpt", tmp_path, ours) == Path("some/file.ckpt")

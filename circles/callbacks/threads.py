@@ -19,7 +19,8 @@ class TorchThreads(Callback):
     """Trains on one torch thread when a step is too small to share: the chapter's 10x10 network
     on 800 points is 0.12 M multiply-adds, where a second thread only waits on the first (long,
     where another program holds a core); larger steps (many members, wide layers) keep torch's
-    count. The numbers are the same on any count; torch's count is back when training ends.
+    count. The count follows from the config alone, never from the machine's load (a count can
+    change the last bits of a sum); torch's count is back when training ends.
     ``OMP_NUM_THREADS`` or ``count`` decide instead."""
 
     def __init__(self, count: Count | None = None) -> None:

@@ -165,8 +165,9 @@ def resolve_checkpoint(
         key=lambda p: p.stat().st_mtime_ns,
         reverse=True,
     )
-    if ours := [p for p in files if refusal(p) is None]:
-        return ours[0]
+    # newest first, each file read only until one holds the model
+    if (ours := next((p for p in files if refusal(p) is None), None)) is not None:
+        return ours
     raise ConfigError(
         "ckpt_path",
         "a checkpoint file, or 'best'/'last' of an earlier run of this model",
