@@ -41,7 +41,7 @@ from circles.errors import (
 )
 from circles.model.metrics import latest_values, num
 from circles.pictures.lesson_page import RunRecord, draw_curves, page_html
-from circles.runs.directory import RunInUse, atomic_file, save_figure, try_lock
+from circles.runs.directory import InputError, atomic_file, save_figure, try_lock
 
 # after the first ten epochs, a run is pictured at these times each power of ten
 PICTURED_LEADS = (10, 12, 15, 20, 25, 30, 40, 50, 60, 80)
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     lock = try_lock(out / ".lock")  # one compare writes a page at a time
     if lock is None:
-        raise RunInUse(
+        raise InputError(
             f"{out} is being written by another compare (pid {(out / '.lock').read_text().strip()}"
             "): its page would replace this one's. Wait for it to end, or give another --out."
         )

@@ -99,8 +99,9 @@ def known_data(trainer: Any) -> PointData | None:
 
 
 def trainer_callbacks(trainer: Any) -> list[Any]:
-    """The trainer's callbacks (a list Lightning builds when the trainer is made)."""
-    return list(trainer.callbacks)
+    """The trainer's list of callbacks (Lightning builds it when the trainer is made; its type
+    stubs do not declare it)."""
+    return trainer.callbacks
 
 
 def classifier(module: Any) -> Classifier:

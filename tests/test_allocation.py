@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
 from circles.runs.slurm import (
-    AllocationError,
+    InputError,
     check_slurm_allocation,
     check_slurm_launch,
     slurm_count,
@@ -67,7 +67,7 @@ def test_the_trainer_must_have_one_rank_per_task_on_as_many_nodes(
     if devices == per_node and num_nodes == nodes:
         check_slurm_allocation(devices, num_nodes, [], env)
         return
-    with pytest.raises(AllocationError) as err:
+    with pytest.raises(InputError) as err:
         check_slurm_allocation(devices, num_nodes, [], env)
     if devices != per_node:  # the devices first: the one a user sets most
         assert str(err.value).startswith(
@@ -89,7 +89,7 @@ def test_a_job_of_several_tasks_outside_srun_is_refused_and_one_task_is_not(node
         check_slurm_launch([], env)
         return
     with pytest.raises(
-        AllocationError, match=rf"^SLURM job 7 has {nodes * per_node} tasks .* runs outside srun"
+        InputError, match=rf"^SLURM job 7 has {nodes * per_node} tasks .* runs outside srun"
     ):
         check_slurm_launch([], env)
 
@@ -132,7 +132,7 @@ def test_where_lightning_does_not_use_slurms_environment_nothing_is_checked(env,
 
 
 def test_slurms_own_environment_as_a_plugin_is_checked():
-    with pytest.raises(AllocationError):
+    with pytest.raises(InputError):
         check_slurm_launch([SLURMEnvironment()], job(1, 2, step=False))
 
 
@@ -182,7 +182,7 @@ def test_slurm_variables_set_by_hand_for_a_job_slurm_does_not_know_are_refused(t
     """Set by hand outside any job, the variables of several tasks would leave the one process
     started waiting at the rendezvous for the others, forever."""
     env = {**job(1, tasks), "SLURM_JOB_ID": str(job_id)}
-    with pytest.raises(AllocationError) as err:
+    with pytest.raises(InputError) as err:
         check_slurm_launch([], env)
     assert str(err.value).startswith(
         f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job_id}, but SLURM knows no such job here"
@@ -211,7 +211,7 @@ def test_counts_are_read_as_slurm_writes_them_per_node(counts, repeat):
     if len(set(counts)) == 1:
         assert slurm_count(env, "SLURM_NTASKS_PER_NODE") == counts[0]
     else:
-        with pytest.raises(AllocationError, match=r"^SLURM_NTASKS_PER_NODE is '"):
+        with pytest.raises(InputError, match=r"^SLURM_NTASKS_PER_NODE is '"):
             slurm_count(env, "SLURM_NTASKS_PER_NODE")
 
 
@@ -220,7 +220,7 @@ def test_a_count_that_is_no_count_is_refused_naming_the_variable(text):
     env = {"SLURM_NTASKS": text}
     try:
         count = slurm_count(env, "SLURM_NTASKS")
-    except AllocationError as err:
+    except InputError as err:
         assert str(err).startswith(f"SLURM_NTASKS is {text.strip()!r}: not a count")
     else:
         assert count >= 0 and str(count) in text

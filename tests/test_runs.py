@@ -14,7 +14,7 @@ import yaml
 
 from circles.errors import ConfigError
 from circles.runs.checkpoints import CONFIG_KEY, resolve_checkpoint, run_of_checkpoint
-from circles.runs.directory import RunInUse, atomic_file, claim_version, try_lock
+from circles.runs.directory import InputError, atomic_file, claim_version, try_lock
 from circles.runs.logger import TensorBoardRunLogger
 
 from helpers import (
@@ -145,7 +145,7 @@ def test_one_process_writes_a_run_at_a_time(tmp_path):
     first = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared")
     assert first.version == "shared"
     with pytest.raises(
-        RunInUse, match=r"runs/shared is being written by another process \(pid \d+\)"
+        InputError, match=r"runs/shared is being written by another process \(pid \d+\)"
     ):
         _ = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs", version="shared").version
     first.finalize("success")  # the run is done: the directory is free again

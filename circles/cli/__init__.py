@@ -17,7 +17,6 @@ from typing_extensions import override
 
 from circles.callbacks.boundary import DecisionBoundaryCallback
 from circles.callbacks.checkpoint import RunCheckpoint
-from circles.callbacks.predictions import PredictionWriter
 from circles.callbacks.progress import ChapterProgressPrinter
 from circles.callbacks.signals import GracefulStopCallback, interruption
 from circles.callbacks.summary import RunSummary
@@ -72,7 +71,7 @@ class CirclesCLI(LightningCLI):
       ranks the Trainer will wait for (its launch, before the Trainer is built).
     - ``before_fit``, ``before_validate``, ``before_test``, ``before_predict``: the run's settings
       for TensorBoard's HPARAMS tab (an evaluation's, those of the run that trained its
-      checkpoint).
+      checkpoint); predict's writer of ``predictions.csv``.
     - ``after_fit``: a fit stopped by a signal reported as such; else the test of its final
       weights, into the same run."""
 
@@ -161,10 +160,15 @@ class CirclesCLI(LightningCLI):
             self.summary.flush()
 
     def _record_trained(self) -> None:
-        """An evaluation records the settings of the run that trained its checkpoint."""
+        """An evaluation records the settings of the run that trained its checkpoint; predict
+        writes its predictions."""
         trained = (self.checkpoint or {}).get(CONFIG_KEY)
         if trained:
             self._record(yaml.safe_load(trained))
+        if self.subcommand == "predict":  # predictions.csv in the run's directory
+            from circles.callbacks.predictions import PredictionWriter
+
+            trainer_callbacks(self.trainer).append(PredictionWriter())
 
     before_validate = before_test = before_predict = _record_trained
 
@@ -200,7 +204,7 @@ def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
                 "enable_progress_bar": False,  # the chapter's line (fit) and the summary say more
                 "num_sanity_val_steps": 0,  # the chapter validates after each epoch, not before
                 "logger": lazy_instance(TensorBoardRunLogger),
-                "callbacks": [GracefulStopCallback(), PredictionWriter(), RunSummary()],
+                "callbacks": [GracefulStopCallback(), RunSummary()],
             },
             parser_kwargs=PARSER_KWARGS,
             parser_class=CirclesArgumentParser,

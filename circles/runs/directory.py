@@ -42,9 +42,6 @@ def save_figure(figure: Any, path: PathLike, **kwargs: Any) -> None:
         figure.savefig(f, format=Path(path).suffix.lstrip(".").lower(), **kwargs)
 
 
-RunInUse = InputError  # another process writes the run directory this one would write
-
-
 def try_lock(path: PathLike) -> IO[Any] | None:
     """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open
     file that holds it, or None if another process holds it. The lock ends when the file is
@@ -71,7 +68,7 @@ def lock_run_dir(run_dir: PathLike) -> IO[Any]:
     refused instead of interleaving its curves and checkpoints with the first one's."""
     if lock := try_lock(Path(run_dir) / ".lock"):
         return lock
-    raise RunInUse(
+    raise InputError(
         f"{os.path.normpath(run_dir)} is being written by another process (pid "
         f"{(Path(run_dir) / '.lock').read_text().strip() or '?'}); "
         "one process writes a run at a time. Wait for it to end, or start a new run."

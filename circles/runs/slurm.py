@@ -22,9 +22,6 @@ LAUNCH = "srun python -m circles.cli fit ... (as scripts/slurm/train.sbatch does
 COUNT = re.compile(r"(\d+)(?:\(x\d+\))?")  # SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes
 
 
-AllocationError = InputError  # a SLURM allocation the ranks cannot fill: the setting and its fix
-
-
 def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether Lightning runs the ranks by SLURM's environment: inside a SLURM job that is not an
     interactive one (see :meth:`SLURMEnvironment.detect`), with no other cluster environment
@@ -53,7 +50,7 @@ def slurm_count(environ: Mapping[str, str], variable: str, default: str = "1") -
     text = environ.get(variable, default).strip()
     counts = {int(m.group(1)) for part in text.split(",") if (m := COUNT.fullmatch(part.strip()))}
     if len(counts) != 1 or not all(COUNT.fullmatch(p.strip()) for p in text.split(",")):
-        raise AllocationError(
+        raise InputError(
             f"{variable} is {text!r}: not a count of tasks or nodes (the same on every node) that "
             "SLURM would write. Run inside a job SLURM started (srun), or unset the SLURM_* "
             "variables set by hand."
@@ -79,13 +76,13 @@ def check_slurm_launch(plugins: Any, environ: Mapping[str, str] = os.environ) ->
     if "SLURM_NTASKS_PER_NODE" not in environ:
         nodes = slurm_count(environ, "SLURM_NNODES", "1")
         per_node = tasks // nodes if nodes and tasks % nodes == 0 else "N"
-        raise AllocationError(
+        raise InputError(
             f"SLURM job {job} asks for --ntasks={tasks}, and the ranks need to know their tasks "
             f"per node: submit with --nodes={nodes} --ntasks-per-node={per_node} instead of "
             "--ntasks (tasks per node times nodes is the number of ranks)."
         )
     if "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:  # srun sets them
-        raise AllocationError(
+        raise InputError(
             f"SLURM job {job} has {tasks} tasks (--ntasks-per-node times --nodes), but this "
             f"command runs outside srun, in the job's batch script: one process started where "
             f"{tasks} are expected, and it would wait for the others until the rendezvous timed "
@@ -103,7 +100,7 @@ def check_slurm_launch(plugins: Any, environ: Mapping[str, str] = os.environ) ->
     except (OSError, subprocess.SubprocessError):
         shown = ""
     if f"JobId={job}" not in shown.split():  # a word: job 1 is not JobId=12
-        raise AllocationError(
+        raise InputError(
             f"SLURM_NTASKS is {tasks} and SLURM_JOB_ID {job}, but SLURM knows no such job here "
             f"(scontrol show job {job} fails): the variables were set by hand, and the one process "
             f"started would wait for {tasks - 1} more forever. Unset the SLURM_* variables, or "
@@ -143,7 +140,7 @@ def check_slurm_allocation(
             continue
         wanted = slurm_count(environ, variable)
         if wanted != value:
-            raise AllocationError(
+            raise InputError(
                 f"trainer.{setting} is {value}, but {allocated.format(wanted)} "
                 f"({flag}={wanted}){why}: set --trainer.{setting} {wanted} "
                 "(scripts/slurm/train.sbatch sets it from the allocation: leave it out of the "
