@@ -17,7 +17,6 @@ trained again: the page shows what it wrote (its curves, its numbers, its Tensor
 from __future__ import annotations
 
 import argparse
-import html
 import io
 import os
 import re
@@ -27,22 +26,28 @@ from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 import numpy as np
+import yaml
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from circles.contracts import classifier, trainer_callbacks, trainer_data
+from circles.cli import CirclesCLI, run_cli
+from circles.contracts import classifier, trainer_data
 from circles.errors import (
     REPORT_CONTEXT,
     CirclesError,
     ConfigError,
     Interrupted,
     quiet_destructors,
+    quiet_lightning,
     report,
 )
-from circles.model.metrics import latest_values, num
-from circles.pictures.lesson_page import RunRecord, draw_curves, page_html
-from circles.runs.directory import InputError, atomic_file, save_figure, try_lock
+from circles.pictures.lesson_page import RunRecord, last_epoch_figure, page_html
+from circles.runs.directory import CONFIG, InputError, atomic_file, save_figure, try_lock
+from circles.runs.logger import DEFAULT_RUNS, tensorboard_of
+from circles.runs.record import flattened
 
+# the page's pictures of a run, as a compare's fit writes them into its TensorBoard events
+COMPARE_TAGS = ("compare/boundary", "compare/network", "compare/layers")
 # after the first ten epochs, a run is pictured at these times each power of ten
 PICTURED_LEADS = (10, 12, 15, 20, 25, 30, 40, 50, 60, 80)
 
@@ -60,24 +65,29 @@ def pictured(epoch: int) -> bool:
 
 
 class RunRecorder(Callback):
-    """Keeps what the comparison page shows of a run (rank zero): every epoch its published
-    curves, at the :func:`pictured` epochs and its last its pictures, and after the test its
-    results."""
+    """Writes what the comparison page shows of a run into its TensorBoard events (rank zero), at
+    the :func:`pictured` epochs and its last (``COMPARE_TAGS``), so that the page, read back from
+    the run's directory (:func:`record_of_run`), is the same on the fit and on any compare that
+    shows the run again."""
 
     def __init__(self) -> None:
-        self.record = RunRecord()
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.record.members = classifier(pl_module).members
+        if tensorboard_of(trainer.loggers) is None:
+            raise ConfigError(
+                "trainer.logger",
+                "a TensorBoard logger in a compare: its page is read from the runs' events",
+                type(trainer.logger).__name__ if trainer.logger else False,
+            )
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The curves; at a pictured epoch, the boundary over the validation points as the
-        TensorBoard frames draw it (a linear model's lines too), the network's units over the plane
-        and its weights, and what each hidden layer does to the plane and the training points (the
-        network and the layers the first member's)."""
+        """At a pictured epoch, the boundary over the validation points as the TensorBoard frames
+        draw it (a linear model's lines too), the network's units over the plane and its weights,
+        and what each hidden layer does to the plane and the training points (the network and the
+        layers the first member's)."""
         from circles.pictures.frames import render_panel
         from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
         from circles.pictures.layers import layers_picture
@@ -85,15 +95,9 @@ class RunRecorder(Callback):
         from circles.pictures.notes import MEMBER_LINES, draws_lines
         from circles.pictures.panels import BoundaryPanel
 
-        if not trainer.is_global_zero:
-            return
         epoch = trainer.current_epoch
-        values = latest_values(trainer.callback_metrics)
-        for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
-            if name in values:
-                self.record.curves.setdefault(name, []).append((epoch, values[name]))
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if not (pictured(epoch) or last or trainer.should_stop):
+        if not trainer.is_global_zero or not (pictured(epoch) or last or trainer.should_stop):
             return
         val, train = trainer_data(trainer).points("val"), trainer_data(trainer).points("train")
         assert val is not None and train is not None  # validation has run by the epoch's end
@@ -103,101 +107,33 @@ class RunRecorder(Callback):
         probs, votes = grid_predictions(model, *self._grid)
         lines = grid_boundaries(model, *self._grid, MEMBER_LINES) if draws_lines(model) else None
         panel = BoundaryPanel.of("", *self._grid, probs, x, y, votes=votes, boundaries=lines)
-        self.record.pictures[epoch] = render_panel(panel, "class", 2, 2)
         weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
-        outputs = grid_layers(model, *self._grid)
-        self.record.networks[epoch] = network_image(outputs, weights, model.feature_names)
+        network = network_image(grid_layers(model, *self._grid), weights, model.feature_names)
         x, y = (t.cpu().numpy() for t in train)
-        self.record.layers[epoch] = layers_picture(model, x, y, self._grid, f"epoch {epoch}")
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The best val acc, kept when the fit ends: a fit without its test has it too."""
-        self.on_test_end(trainer, pl_module, "val/acc_best")
-
-    @override
-    def on_test_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str = "test/"
-    ) -> None:
-        """Keeps the final numbers whose names start with ``prefix``: the test's."""
-        values = latest_values(trainer.callback_metrics)
-        self.record.final.update({k: v for k, v in values.items() if k.startswith(prefix)})
+        layers = layers_picture(model, x, y, self._grid, f"epoch {epoch}")
+        writer = tensorboard_of(trainer.loggers).experiment  # type: ignore[union-attr]
+        for tag, image in zip(
+            COMPARE_TAGS, (render_panel(panel, "class", 2, 2), network, layers), strict=True
+        ):
+            writer.add_image(tag, image, global_step=epoch, dataformats="HWC")
 
 
-def final_line(record: RunRecord) -> str:
-    """A run's final result in one line: its test accuracy (with its spread over the members) and
-    its best validation accuracy."""
-    f = record.final
-    parts = []
-    if "test/acc" in f:
-        spread = (
-            f" ± {f['test/acc_std']:.3f} ({record.members} seeds)" if "test/acc_std" in f else ""
-        )
-        parts.append(f"test acc {f['test/acc']:.3f}{spread}")
-    if "val/acc_best" in f:
-        parts.append(f"best val acc {f['val/acc_best']:.3f}")
-    return ", ".join(parts) or "not tested"
-
-
-def _figure(records: Sequence[RunRecord]) -> Any:
-    """The comparison at each run's last epoch as one figure: a boundary per run above its
-    network, the accuracy and the loss curves of all runs below."""
-    from matplotlib.figure import Figure
-
-    columns = max(2, len(records))
-    figure = Figure(figsize=(3.2 * columns, 11.5), layout="constrained")
-    grid = figure.add_gridspec(3, columns * 2, height_ratios=[1.15, 1.75, 1])
-    for i, record in enumerate(records):
-        last = max(record.pictures)
-        top = figure.add_subplot(grid[0, 2 * i : 2 * i + 2])
-        top.imshow(record.pictures[last], interpolation="antialiased")
-        top.set_title(f"{record.name}, epoch {last}\n{final_line(record)}", fontsize=9)
-        below = figure.add_subplot(grid[1, 2 * i : 2 * i + 2])
-        if record.networks:
-            below.imshow(record.networks[max(record.networks)], interpolation="antialiased")
-        for ax in (top, below):
-            ax.set_axis_off()
-    accuracy = figure.add_subplot(grid[2, :columns])
-    draw_curves(accuracy, records, "acc", "accuracy")
-    accuracy.legend(fontsize=7, loc="lower right")
-    draw_curves(figure.add_subplot(grid[2, columns:]), records, "loss", "loss")
-    return figure
-
-
-def numbers_table(records: Sequence[RunRecord]) -> str:
-    """The final numbers as an HTML table: best val acc, test acc with its spread and interval,
-    the Bayes gap."""
-    rows = []
-    for record in records:
-        f = record.final
-        spread = (
-            f" ± {num(f.get('test/acc_std'), 3)} (95% interval ± {num(f.get('test/acc_ci95'), 3)}, "
-            f"from {num(f.get('test/acc_min'), 3)} to {num(f.get('test/acc_max'), 3)})"
-            if "test/acc_std" in f
-            else ""
-        )
-        cells = [
-            record.name,
-            str(record.members),
-            num(f.get("val/acc_best")),
-            num(f.get("test/acc")) + spread,
-            num(f.get("test/bayes_acc")),
-            num(f.get("test/bayes_gap")),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    heads = ("run", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
-    return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
-
-
-def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
+def run_config(config: str, extra: Sequence[str], out: Path, fresh: bool = False) -> RunRecord:
     """Fit one config through the command line (its test follows), with a :class:`RunRecorder`;
-    its record."""
-    from circles.cli import run_cli
-    from circles.errors import quiet_lightning
-
+    its record. Unless ``fresh``, a finished run of its settings (:func:`finished_run`) is shown
+    from what it wrote instead, and the output says so."""
     with quiet_lightning():
         token = REPORT_CONTEXT.set(f"{config}: ")  # the errors say which config failed
         try:
+            run = None if fresh else finished_run(config, extra, out)
+            record = record_of_run(run, Path(config).stem) if run is not None else RunRecord()
+            if record.pictures:  # else the page needs the boundaries a fit draws
+                print(
+                    f"{config}: shown from {run}, a finished run of its settings (--fresh trains "
+                    "it anew)",
+                    flush=True,
+                )
+                return record
             cli = run_cli(
                 args=[
                     "fit",
@@ -213,41 +149,89 @@ def run_config(config: str, extra: Sequence[str], out: Path) -> RunRecord:
             if isinstance(err, Interrupted):  # a fit's own way on (--ckpt_path) is not compare's
                 quiet_destructors()
                 text = re.sub(r" To continue, .*$", "", text) + (
-                    " The page was not written; run the compare again to fit every config anew."
+                    " The page was not written; run the compare again: it shows the runs that "
+                    "finished and fits the others anew."
                 )
             report(text, err.kind)
             raise SystemExit(err.exit_code) from None
         finally:
             REPORT_CONTEXT.reset(token)
-    (recorder,) = [cb for cb in trainer_callbacks(cli.trainer) if isinstance(cb, RunRecorder)]
-    recorder.record.name = Path(config).stem
-    if not recorder.record.pictures:
+    record = record_of_run(Path(str(cli.trainer.log_dir)), Path(config).stem)
+    if not record.pictures:
         raise ConfigError(
             "trainer.max_epochs",
             "at least 1 in a compare: its page shows each run over its epochs",
             cli.trainer.max_epochs,
             f"{config} trained none.",
         )
-    return recorder.record
+    return record
 
 
-def record_of_run(run_dir: Path) -> RunRecord:
+class _Parsed(BaseException):  # noqa: N818 - a result, past LightningCLI and its error handling
+    """The settings :class:`_ParseOnly` read (:func:`fit_settings`)."""
+
+
+class _ParseOnly(CirclesCLI):
+    """The command line's parser on a fit's arguments, building nothing (no seed set, no run)."""
+
+    @override
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        raise _Parsed(fit_settings(yaml.safe_load(parser.dump(self.config, skip_none=False))))
+
+
+# where a run went, not what it trained (the logger's options change no number either)
+PLACEMENT = ("config", "ckpt_path", "weights_only", "trainer.default_root_dir", "trainer.logger")
+
+
+def fit_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A fit's resolved config (as its ``config.yaml`` has it) flat, less ``PLACEMENT`` and
+    compare's own recorder: two runs with equal settings train the same numbers."""
+    flat = {k: v for k, v in flattened(config).items() if not k.startswith(PLACEMENT)}
+    callbacks = flat.get("trainer.callbacks.") or []
+    flat["trainer.callbacks."] = [c for c in callbacks if "RunRecorder" not in str(c)] or None
+    return flat
+
+
+def finished_run(config: str, extra: Sequence[str], out: Path) -> Path | None:
+    """The newest run in ``out``'s runs, then in the working folder's (``lightning_logs``), that
+    trained what a fit of ``config`` with ``extra`` would and finished (its fit was tested); None
+    if there is none. The settings are read as the command line reads them (every default
+    resolved), and nothing is built."""
+    try:
+        run_cli(args=["--config", config, *extra], run=False, cli=_ParseOnly)
+    except _Parsed as parsed:
+        wanted = parsed.args[0]
+    roots = [
+        root for root in dict.fromkeys([out / DEFAULT_RUNS, Path(DEFAULT_RUNS)]) if root.is_dir()
+    ]
+    return next(
+        (
+            run
+            for run in [run for root in roots for run in sorted(root.iterdir(), reverse=True)]
+            if (run / "test").is_dir()
+            and (run / CONFIG).is_file()
+            and fit_settings(yaml.safe_load((run / CONFIG).read_text()) or {}) == wanted
+        ),
+        None,
+    )
+
+
+def record_of_run(run_dir: Path, name: str | None = None) -> RunRecord:
     """A run already trained, read back from its directory as TensorBoard shows it: its curves
     and final numbers, and as its pictures the decision-boundary frames it wrote (with its network
     and its layers' maps where ``boundary.show_network`` and ``boundary.show_layers`` wrote
     them)."""
-    import yaml
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from circles.callbacks.boundary import DecisionBoundaryCallback
     from circles.model.metrics import METRICS, STAGES
-    from circles.runs.directory import CONFIG
 
     def events(sub: str = "") -> Any:
         return EventAccumulator(str(run_dir / sub), size_guidance={"images": 0, "scalars": 0})
 
-    record = RunRecord(name=run_dir.name)
+    record = RunRecord(name=name or run_dir.name)
     stages = {stage: events(stage).Reload() for stage in STAGES if (run_dir / stage).is_dir()}
     for metric in METRICS:
         found = stages.get(metric.stage)
@@ -261,11 +245,14 @@ def record_of_run(run_dir: Path) -> RunRecord:
     config = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
     record.members = int(((config or {}).get("model") or {}).get("members") or 1)
     root = events().Reload()
-    for tag, kept in (
-        (DecisionBoundaryCallback.TAG, record.pictures),
-        ("network/weights", record.networks),
-        ("layers/plane", record.layers),
-    ):
+    # a compare's fit wrote the page's own pictures; any other run, its TensorBoard frames
+    compared = COMPARE_TAGS[0] in root.Tags()["images"]
+    tags = (
+        COMPARE_TAGS
+        if compared
+        else (DecisionBoundaryCallback.TAG, "network/weights", "layers/plane")
+    )
+    for tag, kept in zip(tags, (record.pictures, record.networks, record.layers), strict=True):
         if tag in root.Tags()["images"]:
             kept.update(
                 {
@@ -306,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", default="compare", help="folder of the runs, the page and the picture"
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="train every config, even where a finished run of its settings is in OUT's runs or "
+        "./lightning_logs (without it such a run is shown from what it wrote)",
+    )
     args, extra = parser.parse_known_args(argv)
     runs = [c for c in args.configs if os.path.isdir(c)]
     for wrong, problem in (
@@ -340,11 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "): its page would replace this one's. Wait for it to end, or give another --out."
         )
     with lock:
-        records = [trained[c] if c in trained else run_config(c, extra, out) for c in args.configs]
+        records = [trained.get(c) or run_config(c, extra, out, args.fresh) for c in args.configs]
         # the slider page, self-contained (circles.pictures.lesson_page), and the last epoch
-        text = page_html(records, numbers_table(records), [final_line(r) for r in records])
+        text = page_html(records)
         png = out / "compare.png"
-        save_figure(_figure(records), png, dpi=80)
+        save_figure(last_epoch_figure(records), png, dpi=80)
         page = out / "compare.html"
         with atomic_file(page, encoding="utf-8") as f:
             f.write(text)

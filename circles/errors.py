@@ -31,13 +31,8 @@ class ConfigError(InputError, ValueError):
     ``field`` is the argument's name as its class spells it (``noise``); the CLI qualifies it
     with the config section (``data.noise``)."""
 
-    exit_code = 2
-
     def __init__(self, field: str, allowed: str, got: object, hint: str = "") -> None:
-        self.field = field
-        self.allowed = allowed
-        self.got = got
-        self.hint = hint
+        self.field, self.allowed, self.got, self.hint = field, allowed, got, hint
         text = f"{field} must be {allowed}, got {got!r}."
         super().__init__(f"{text} {hint}" if hint else text)
 
@@ -73,9 +68,7 @@ class Interrupted(CirclesError):
     + signal`` status."""
 
     def __init__(self, signum: int, message: str, kind: str = "error") -> None:
-        self.signum = signum
-        self.exit_code = 128 + signum
-        self.kind = kind
+        self.signum, self.exit_code, self.kind = signum, 128 + signum, kind
         super().__init__(message)
 
 

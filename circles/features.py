@@ -47,9 +47,8 @@ class FeatureMap(nn.Module):
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.features == ["x1", "x2"]:
-            return x
-        return torch.stack([FEATURES[f](x) for f in self.features], dim=1)
+        plain = self.features == ["x1", "x2"]
+        return x if plain else torch.stack([FEATURES[f](x) for f in self.features], dim=1)
 
 
 def nonfinite_rows(features: Sequence[str], x: torch.Tensor) -> torch.Tensor:

@@ -140,11 +140,40 @@ def test_a_compare_of_run_directories_shows_what_they_wrote_without_training(com
     # the same numbers, read back from TensorBoard's events
     assert [row[1:] for row in table_rows(page)] == [row[1:] for row in table_rows(before)]
     assert [row[0] for row in table_rows(page)[1:]] == [run.name for run in runs]
-    data = page_data(page)
-    for run in data["runs"]:  # the frames the fit wrote: epoch 0 and the last
-        assert [f["epoch"] for f in run["frames"]] == [0, 11]
-        assert all(f["boundary"] for f in run["frames"])
-    assert data["epochs"] == [0, 11]
+    # the pictures the compare's fits wrote into their events: the page as it was
+    data, first = page_data(page), page_data(before)
+    assert data["epochs"] == first["epochs"] == list(range(12))
+    for run, was in zip(data["runs"], first["runs"], strict=True):
+        assert run["frames"] == was["frames"]
+
+
+def test_a_compare_shows_a_finished_run_of_its_settings_and_trains_only_what_differs(
+    tmp_path, capfd
+):
+    """The learner's order: the fit first (into ./lightning_logs), then the compare, which shows
+    that run from what it wrote, says so, and has the numbers a fresh fit has; a setting that
+    differs, or --fresh, trains."""
+    linear = str(CONFIGS / "linear.yaml")
+    assert exit_status("fit", "--config", linear, *SHORT) == 0  # the tests run in tmp_path
+    (fitted,) = (tmp_path / "lightning_logs").iterdir()
+    capfd.readouterr()
+    out = tmp_path / "page"
+    assert exit_status("compare", linear, "--out", str(out), *SHORT) == 0
+    said = capfd.readouterr().out
+    assert f"{linear}: shown from lightning_logs/{fitted.name}, a finished run of its" in said
+    assert not (out / "lightning_logs").exists()  # nothing trained
+    reused = table_rows((out / "compare.html").read_text())
+    assert exit_status("compare", linear, "--out", str(out), *SHORT, "--fresh") == 0
+    assert "shown from" not in capfd.readouterr().out
+    assert len(list((out / "lightning_logs").iterdir())) == 1
+    assert table_rows((out / "compare.html").read_text()) == reused
+    # the newest finished run of the settings is out's own now; another seed is another run
+    assert exit_status("compare", linear, "--out", str(out), *SHORT) == 0
+    (shown,) = re.findall(r"shown from (\S+),", capfd.readouterr().out)
+    assert Path(shown).parent == out / "lightning_logs"
+    assert exit_status("compare", linear, "--out", str(out), *SHORT, "--data.seed=1") == 0
+    assert "shown from" not in capfd.readouterr().out
+    assert len(list((out / "lightning_logs").iterdir())) == 2
 
 
 def test_options_with_only_run_directories_or_a_folder_without_events_are_one_line(

@@ -580,6 +580,22 @@ def test_boundary_figure_names_the_classes_in_their_colours():
     assert not boundary_figure([half_panel("Train")], panel_size=2.0).legends
 
 
+@pytest.mark.parametrize("linear", [False, True])
+def test_the_shared_key_names_black_lines_only_where_they_are_drawn(linear):
+    """The sweep's picture: one key for every run's seeds; its black lines are the seeds'
+    boundaries of a linear network, so a picture of ReLU runs does not speak of them."""
+    import dataclasses
+
+    panel = half_panel("2x2")
+    votes = np.where(panel.votes > 0, 0.5, 0.0)  # half the seeds vote class 1 above y = 0
+    boundaries = np.stack([panel.probs - 0.5] * 2) if linear else None
+    panel = dataclasses.replace(panel, votes=votes, boundaries=boundaries)
+    figure = boundary_figure([panel], panel_size=2.0, one_key=True)
+    (label,) = [ax.get_xlabel() for ax in figure.axes if ax.get_xlabel()]
+    assert label.startswith("colour: the share of a run's seeds voting class 1")
+    assert ("black lines" in label) == linear
+
+
 # ---------------------------------------------------------------------------------------------- imports
 
 

@@ -360,6 +360,28 @@ class TestSeeds:
         readme.says("over 256 seeds {:.3f} ± {:.3f}", facts["mean"], facts["std"], within=0.005)
 
 
+def test_readme_says_each_configs_progress_line_cadence():
+    """The cadence README gives for the progress line is each config's own."""
+    import yaml
+
+    match = re.search(
+        r"`chapter_log\.every_n_epochs`:\s+(\d+) here and in `improved\.yaml`, (\d+) in `linear\.yaml`",
+        README,
+    )
+    assert match is not None
+
+    def cadence(name: str) -> int:
+        return yaml.safe_load((CONFIGS / name).read_text())["chapter_log"]["every_n_epochs"]
+
+    main, linear = map(int, match.groups())
+    assert (cadence("relu.yaml"), cadence("improved.yaml"), cadence("linear.yaml")) == (
+        main,
+        main,
+        linear,
+    )
+    assert re.search(rf"^Every {main} epochs and at the last", README, re.M)
+
+
 def test_a_claim_fails_when_the_number_moved_further_than_readme_allows(monkeypatch):
     monkeypatch.setattr(
         sys.modules[__name__], "README", "Mean 85.5%, std 0.145 and acc 0.9752 here."
@@ -424,4 +446,9 @@ def test_readme_commands_run_as_written_in_order(tmp_path, monkeypatch, capfd):
     assert len(commands) >= 15 and commands[0] == ["fit", "--config", "configs/relu.yaml"]
     for args in commands:
         status = exit_status(*shortened(args))
-        assert status == 0, (args, capfd.readouterr().err[-2000:])
+        said = capfd.readouterr()
+        assert status == 0, (args, said.err[-2000:])
+        if args[:2] == ["compare", "configs/linear.yaml"]:  # the main job's run, as README says
+            assert re.search(
+                r"^configs/relu\.yaml: shown from lightning_logs/\d{4}-relu-10x10-", said.out, re.M
+            )

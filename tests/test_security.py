@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from circles.runs.checkpoints import AtomicCheckpointIO, CheckpointError
+from circles.runs.checkpoints import AtomicCheckpointIO, InputError
 
 from helpers import TINY, Payload, exit_status, run_dir, run_names
 
@@ -69,7 +69,7 @@ def test_a_global_of_an_allowed_module_is_named_too(fitted, tmp_path):
         fitted / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True
     )
     torch.save({**checkpoint, "payload": OpensAFile()}, tmp_path / "shared.ckpt")
-    with pytest.raises(CheckpointError, match=rf"Refused to load .*\({open.__module__}\.open\)"):
+    with pytest.raises(InputError, match=rf"Refused to load .*\({open.__module__}\.open\)"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "shared.ckpt")
     assert not (tmp_path / "PAYLOAD_RAN").exists()
 
@@ -77,7 +77,7 @@ def test_a_global_of_an_allowed_module_is_named_too(fitted, tmp_path):
 def test_the_checkpoint_io_ignores_a_request_for_weights_only_false(fitted, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     malicious_copy(fitted / "checkpoints" / "best.ckpt", tmp_path / "shared.ckpt", marker)
-    with pytest.raises(CheckpointError, match="Refused to load"):
+    with pytest.raises(InputError, match="Refused to load"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "shared.ckpt", weights_only=False)
     assert not marker.exists()
 

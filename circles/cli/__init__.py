@@ -184,14 +184,15 @@ class CirclesCLI(LightningCLI):
                 logger.log_hyperparams(hparams)
 
 
-def run_cli(args: Any = None, run: bool = True) -> CirclesCLI:
+def run_cli(args: Any = None, run: bool = True, cli: type[CirclesCLI] = CirclesCLI) -> CirclesCLI:
     """Run a subcommand (``args`` as a list of strings; ``None`` reads ``sys.argv``) with the
-    project's defaults (with ``run`` false: build the classes of ``args`` without a subcommand);
-    what goes wrong is raised as a :class:`circles.errors.CirclesError` naming the setting
+    project's defaults (with ``run`` false: build the classes of ``args`` without a subcommand;
+    ``cli``: a subclass of :class:`CirclesCLI` that does so); what goes wrong is raised as a
+    :class:`circles.errors.CirclesError` naming the setting
     (:func:`circles.cli.reporting.reported`)."""
     set_loader(BOUNDED, bounded_yaml, exceptions=(yaml.YAMLError,))
     with reported(SECTIONS):
-        return CirclesCLI(
+        return cli(
             CirclesClassifier,
             CirclesDataModule,
             seed_everything_default=42,

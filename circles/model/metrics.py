@@ -149,9 +149,11 @@ def pooled_accuracy(num_classes: int) -> BinaryAccuracy | MulticlassAccuracy:
     """torchmetrics' accuracy of predicted classes (``BinaryAccuracy``, ``MulticlassAccuracy``
     for more classes) over every prediction given it: of K members' ``(K, N)`` predictions of the
     same points, their mean accuracy; of an ensemble's ``(N,)``, its own."""
-    if num_classes == 2:
-        return BinaryAccuracy(validate_args=False)
-    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+    return (
+        BinaryAccuracy(validate_args=False)
+        if num_classes == 2
+        else MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+    )
 
 
 class StageMetrics(nn.Module):

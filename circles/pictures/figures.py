@@ -52,6 +52,7 @@ def boundary_figure(
             _draw_view(fig, ax, panel, view, voting, probability_label, key=not one_key)
     if title:
         fig.suptitle(title)
+    lines = any(p.boundaries is not None for p in panels)  # only a linear network's are drawn
     if one_key and any(p.split_vote and p.num_classes == 2 for p in panels):
         fig.colorbar(  # in the fill's colours: RdYlBu at alpha 0.7 on white
             ScalarMappable(Normalize(0, 1), ListedColormap(_FILL_LUT / 255)),
@@ -59,8 +60,8 @@ def boundary_figure(
             location="bottom",
             shrink=0.5,
             aspect=40,
-            label=f"colour: the share of a run's seeds voting {voting}\nblack lines: each seed's "
-            "boundary (no activation)",
+            label=f"colour: the share of a run's seeds voting {voting}"
+            + ("\nblack lines: each seed's boundary (no activation)" if lines else ""),
         )
     if classes:
         colours = class_colours(len(classes)) / 255

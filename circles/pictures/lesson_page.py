@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from circles.model.metrics import num
+
 
 @dataclass
 class RunRecord:
@@ -58,6 +60,71 @@ def draw_curves(ax: Any, records: Sequence[RunRecord], metric: str, label: str) 
     if metric == "acc" and len(bayes) == 1:
         ax.axhline(bayes.pop(), color="k", linewidth=0.8, linestyle=":", label="Bayes-optimal")
     ax.set(xlabel="epoch", ylabel=label)
+
+
+def final_line(record: RunRecord) -> str:
+    """A run's final result in one line: its test accuracy (with its spread over the members) and
+    its best validation accuracy."""
+    f = record.final
+    parts = []
+    if "test/acc" in f:
+        spread = (
+            f" ± {f['test/acc_std']:.3f} ({record.members} seeds)" if "test/acc_std" in f else ""
+        )
+        parts.append(f"test acc {f['test/acc']:.3f}{spread}")
+    if "val/acc_best" in f:
+        parts.append(f"best val acc {f['val/acc_best']:.3f}")
+    return ", ".join(parts) or "not tested"
+
+
+def last_epoch_figure(records: Sequence[RunRecord]) -> Any:
+    """The comparison at each run's last epoch as one figure: a boundary per run above its
+    network, the accuracy and the loss curves of all runs below."""
+    from matplotlib.figure import Figure
+
+    columns = max(2, len(records))
+    figure = Figure(figsize=(3.2 * columns, 11.5), layout="constrained")
+    grid = figure.add_gridspec(3, columns * 2, height_ratios=[1.15, 1.75, 1])
+    for i, record in enumerate(records):
+        last = max(record.pictures)
+        top = figure.add_subplot(grid[0, 2 * i : 2 * i + 2])
+        top.imshow(record.pictures[last], interpolation="antialiased")
+        top.set_title(f"{record.name}, epoch {last}\n{final_line(record)}", fontsize=9)
+        below = figure.add_subplot(grid[1, 2 * i : 2 * i + 2])
+        if record.networks:
+            below.imshow(record.networks[max(record.networks)], interpolation="antialiased")
+        for ax in (top, below):
+            ax.set_axis_off()
+    accuracy = figure.add_subplot(grid[2, :columns])
+    draw_curves(accuracy, records, "acc", "accuracy")
+    accuracy.legend(fontsize=7, loc="lower right")
+    draw_curves(figure.add_subplot(grid[2, columns:]), records, "loss", "loss")
+    return figure
+
+
+def numbers_table(records: Sequence[RunRecord]) -> str:
+    """The final numbers as an HTML table: best val acc, test acc with its spread and interval,
+    the Bayes gap."""
+    rows = []
+    for record in records:
+        f = record.final
+        spread = (
+            f" ± {num(f.get('test/acc_std'), 3)} (95% interval ± {num(f.get('test/acc_ci95'), 3)}, "
+            f"from {num(f.get('test/acc_min'), 3)} to {num(f.get('test/acc_max'), 3)})"
+            if "test/acc_std" in f
+            else ""
+        )
+        cells = [
+            record.name,
+            str(record.members),
+            num(f.get("val/acc_best")),
+            num(f.get("test/acc")) + spread,
+            num(f.get("test/bayes_acc")),
+            num(f.get("test/bayes_gap")),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    heads = ("run", "seeds", "best val acc", "test acc", "Bayes-optimal acc", "gap to it")
+    return f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{''.join(rows)}</table>"
 
 
 def slider_epochs(records: Sequence[RunRecord]) -> list[int]:
@@ -219,9 +286,9 @@ def _row(records: Sequence[RunRecord], kind: str) -> str:
     )
 
 
-def page_html(records: Sequence[RunRecord], numbers: str, final: Sequence[str]) -> str:
-    """The whole page: ``numbers`` (an HTML table of the final numbers) above, then a column per
-    run headed with its name and ``final`` (its final result, one line each)."""
+def page_html(records: Sequence[RunRecord]) -> str:
+    """The whole page: the table of the final numbers (:func:`numbers_table`) above, then a column
+    per run headed with its name and its final result (:func:`final_line`)."""
     epochs = slider_epochs(records)
     curves, marks = curves_picture(records, epochs)
     runs = [{"name": record.name, "frames": _frames(record)} for record in records]
@@ -232,7 +299,7 @@ def page_html(records: Sequence[RunRecord], numbers: str, final: Sequence[str]) 
         f'<p class="final">{html.escape(line)}</p>'
         f'<img class="boundary" data-run="{i}" alt="{html.escape(record.name)}: boundary">'
         '<p class="caption"></p></div>'
-        for i, (record, line) in enumerate(zip(records, final, strict=True))
+        for i, (record, line) in enumerate((r, final_line(r)) for r in records)
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -242,12 +309,12 @@ def page_html(records: Sequence[RunRecord], numbers: str, final: Sequence[str]) 
 <p class="about">Each run's decision boundary (the colour of the class it predicts; with several
 seeds, the share of them voting each class) over its validation points, at the epoch the slider
 gives: every config's run is pictured at the same epochs, more often early, when the boundary moves
-most (a run directory shows the TensorBoard frames it wrote).
+most (a run no compare trained shows the TensorBoard frames it wrote).
 Under the boundaries, the accuracy and loss of every run (train dashed, val solid; the grey line is
 the slider's epoch); further down each network as TensorFlow Playground draws it (its first seed's:
 each unit's output over the plane, joined by links as wide as their weights, blue positive, red
 negative) and what each of its hidden layers does to the plane and the training points.</p>
-{numbers}
+{numbers_table(records)}
 <div class="controls"><button id="play" type="button">\u25b6 play</button>
 <input id="position" type="range" min="0" max="{len(epochs) - 1}" value="0" step="1"
 aria-label="epoch"><output id="epoch" for="position">epoch {epochs[0]}</output></div>

@@ -17,8 +17,6 @@ from typing_extensions import override
 from circles.errors import ConfigError, InputError
 from circles.runs.directory import CONFIG, atomic_file
 
-CheckpointError = InputError  # a checkpoint file that cannot or must not be loaded
-
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with one clear error for a missing, corrupt or unsafe
@@ -36,7 +34,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
         # allows in part) or "unsupported GLOBAL os.makedirs whose module os is blocked"
         unpickling = isinstance(err, pickle.UnpicklingError)
         if unpickling and (unsafe := re.search(r"\bGLOBAL ([\w.]+)", str(err))):
-            raise CheckpointError(
+            raise InputError(
                 f"Refused to load {path}: it holds a Python object ({unsafe.group(1)}) that could "
                 "run code when unpickled, so loading it with weights_only=True rejected it and "
                 "nothing in it ran. Checkpoints written by this project hold only tensors and "
@@ -48,7 +46,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> Any:
             else f"{type(err).__name__}: "
             + (str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail")
         )
-        raise CheckpointError(
+        raise InputError(
             f"Cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch checkpoint "
             f"({detail}). Use another checkpoint, e.g. the run's checkpoints/best.ckpt or "
             "checkpoints/last.ckpt."
@@ -66,13 +64,13 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
         for k in ("state_dict", "pytorch-lightning_version")
         if not isinstance(checkpoint, dict) or k not in checkpoint
     ]:
-        raise CheckpointError(
+        raise InputError(
             f"{path} is not a Lightning checkpoint of this project: it holds no "
             f"{' or '.join(missing)}. Use a run's checkpoints/best.ckpt or checkpoints/last.ckpt."
         )
     checks = (_weights_problem, _version_problem, _records_problem, _config_problem)
     if wrong := next((problem for check in checks if (problem := check(checkpoint))), None):
-        raise CheckpointError(
+        raise InputError(
             f"{path} is not a checkpoint this project wrote: {wrong}. Use a run's "
             "checkpoints/best.ckpt or checkpoints/last.ckpt."
         )
@@ -85,9 +83,8 @@ def _weights_problem(checkpoint: dict[str, Any]) -> str | None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         return f"its state_dict is a {type(state).__name__}, not a mapping of names to tensors"
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        return "its weights are not all finite numbers"
-    return None
+    finite = all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    return None if finite else "its weights are not all finite numbers"
 
 
 def _version_problem(checkpoint: dict[str, Any]) -> str | None:
@@ -133,9 +130,8 @@ def _records_problem(checkpoint: dict[str, Any]) -> str | None:
         return f"its network's classes are the {type(network).__name__} {str(network)[:40]}"
     if "num_classes" in data and network != classes:
         return f"its network has {network} classes and its data state {classes}"
-    if not isinstance(data.get("files", {}), dict):
-        return "its data state's files are not a mapping"
-    return None
+    files = data.get("files", {})
+    return None if isinstance(files, dict) else "its data state's files are not a mapping"
 
 
 def _config_problem(checkpoint: dict[str, Any]) -> str | None:

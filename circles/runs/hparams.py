@@ -15,9 +15,7 @@ def _hparam_value(value: Any) -> str | bool:
     ``0.03``; TensorBoard would print ``1000.0`` and ``0.030000``), lists and None as text."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)):
-        return f"{value:g}"
-    return str(value)
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 # The HPARAMS table's columns: the settings people vary, as (hyperparameter, column title), in the

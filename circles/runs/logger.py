@@ -121,9 +121,8 @@ class ClaimedRun:
     @property
     def created(self) -> Path | None:
         """The run directory, if this process made it (asking ``log_dir`` would make one)."""
-        if not self._created or self._run_version is None:
-            return None
-        return Path(self.root_dir) / _run_name(self._run_version)
+        version = self._run_version if self._created else None
+        return Path(self.root_dir) / _run_name(version) if version is not None else None
 
     def forget_if_empty(self) -> None:
         """Remove the run directory this process made, when it holds nothing of the run's own (a

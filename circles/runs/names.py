@@ -90,9 +90,8 @@ MAX_NAME = 100
 def shortened(name: str) -> str:
     """``name`` if it is at most ``MAX_NAME`` characters, else its start and a digest of the
     whole (distinct names stay distinct)."""
-    if len(name) <= MAX_NAME:
-        return name
-    return f"{name[: MAX_NAME - 11]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name if len(name) <= MAX_NAME else f"{name[: MAX_NAME - 11]}-{digest}"
 
 
 # callbacks that change what a run is, as their part of its name: a run stopped early or preceded

@@ -114,11 +114,11 @@ class RunConfig(SaveConfigCallback):
         checkpoint[RUN_KEY] = self.run_name
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flattened(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(tree, dict):
         return {prefix: tree}
     return {
-        k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()
+        k: v for key, value in tree.items() for k, v in flattened(value, f"{prefix}{key}.").items()
     } or {prefix: {}}
 
 
@@ -136,8 +136,8 @@ def resume_conflicts(
     check)."""
     if not trained:
         return []
-    before = {k.rstrip("."): v for k, v in _flat(yaml.safe_load(trained)).items()}
-    after = {k.rstrip("."): v for k, v in _flat(dict(now)).items()}
+    before = {k.rstrip("."): v for k, v in flattened(yaml.safe_load(trained)).items()}
+    after = {k.rstrip("."): v for k, v in flattened(dict(now)).items()}
     for key, record in (files or {}).items():
         if record.get("resolved") and after.get(f"data.{key}") is not None:
             before[f"data.{key}"] = record["resolved"]
