@@ -112,3 +112,39 @@ def test_no_test_is_decided_by_a_clock():
         and not (isinstance(node.value, ast.Constant) and node.value.value is None)
     ]
     assert not deadlines
+
+
+def _anchor(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading: lower case, punctuation dropped, spaces as
+    hyphens (``## Width or depth? Why ...`` -> ``width-or-depth-why-...``)."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "README.md",
+        *sorted(str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE.parent / "docs").glob("*.md")),
+    ],
+)
+def test_every_link_of_the_docs_reaches_a_file_and_a_heading_there(page):
+    """README and docs/ link each other by file and section: after a section moves, every link
+    still lands (a file that exists, a heading of it that the anchor names)."""
+    import re
+
+    source = PACKAGE.parent / page
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
+        if re.match(r"[a-z]+:", target):  # a web address
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (source.parent / path) if path else source
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+            if anchor not in {_anchor(h) for h in headings}:
+                broken.append(target)
+    assert not broken, f"{page} links nowhere: {broken}"

@@ -253,14 +253,14 @@ def test_a_checkpoint_of_another_format_is_refused_saying_so(tmp_path):
         CirclesClassifier.load_from_checkpoint(tmp_path / "before.ckpt", weights_only=True)
 
 
-def test_readmes_plain_lightning_script_runs_as_written(capsys):
-    """README's script with the module and the data module (it prints what ``trainer.test``
-    returns)."""
+def test_the_plain_lightning_script_of_the_engineers_page_runs_as_written(capsys):
+    """docs/engineering.md's script with the module and the data module (it prints what
+    ``trainer.test`` returns)."""
     import re
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    (script,) = re.findall(r"```python\n(import lightning.pytorch as pl\n.*?)```", readme, re.S)
-    exec(compile(script, "README.md", "exec"), {})
+    page = (Path(__file__).parents[1] / "docs" / "engineering.md").read_text()
+    (script,) = re.findall(r"```python\n(import lightning.pytorch as pl\n.*?)```", page, re.S)
+    exec(compile(script, "docs/engineering.md", "exec"), {})
     (printed,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[{")]
     for name in (
         "'test/loss'",
