@@ -70,8 +70,7 @@ class RunRecorder(Callback):
     the run's directory (:func:`record_of_run`), is the same on the fit and on any compare that
     shows the run again."""
 
-    def __init__(self) -> None:
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+    _grid: tuple[np.ndarray, np.ndarray] | None = None  # the grid of the first picture
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

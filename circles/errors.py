@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -70,6 +72,44 @@ class Interrupted(CirclesError):
     def __init__(self, signum: int, message: str, kind: str = "error") -> None:
         self.signum, self.exit_code, self.kind = signum, 128 + signum, kind
         super().__init__(message)
+
+
+class SignalStop(SystemExit):
+    """SIGTERM, SIGHUP or SIGUSR1 where no training step can wait for it (start-up, set-up,
+    between a fit and its test, the learning-rate finder, compare's page): the command stops
+    where it is, with its one line and ``128 + signum`` (:func:`stopping_on_signals`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM, SIGHUP and (outside a SLURM job, where Lightning's requeue takes
+    it) SIGUSR1 raise :class:`SignalStop` instead of ending the process without a word; a fit's
+    training steps wait for them instead (:class:`circles.callbacks.GracefulStopCallback`).
+    Ctrl-C is Python's KeyboardInterrupt already."""
+    # a SLURM batch job as Lightning detects one (SLURMEnvironment.detect)
+    slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
+    signums = [signal.SIGTERM, signal.SIGHUP, *([] if slurm else [signal.SIGUSR1])]
+    previous = {s: signal.signal(s, _raise_stop) for s in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise SignalStop(signum)
 
 
 # what the command was doing when it failed, said first (compare: the config file it was fitting)
@@ -143,10 +183,11 @@ def one_line_errors() -> Iterator[None]:
             quiet_destructors()
         report(str(err), err.kind)
         raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SignalStop) as stop:  # outside what a subcommand reports itself
         quiet_destructors()
-        report("interrupted by Ctrl-C (SIGINT).")
-        raise SystemExit(130) from None
+        signum = getattr(stop, "signum", signal.SIGINT)
+        report(f"interrupted by {signal_name(signum)}.")
+        raise SystemExit(128 + signum) from None
     except OSError as err:  # a full disk, a read-only folder: the file and the cause
         report(os_error_text(err))
         raise SystemExit(1) from None

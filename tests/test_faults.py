@@ -230,7 +230,13 @@ def signal_at_epoch(monkeypatch, epoch: int, *signums: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+    "signum, status, name",
+    [
+        (signal.SIGTERM, 143, "SIGTERM"),
+        (signal.SIGINT, 130, "Ctrl-C"),
+        (signal.SIGHUP, 129, "SIGHUP"),  # the terminal closed
+        (signal.SIGUSR1, 138, "SIGUSR1"),  # outside SLURM, no requeue to wait for
+    ],
 )
 def test_a_signal_saves_last_ckpt_and_the_run_resumes_exactly(
     signum, status, name, tmp_path, monkeypatch, capfd
@@ -484,17 +490,18 @@ def test_a_new_job_beside_another_jobs_hpc_checkpoint_is_refused_not_restored(
     assert test_line.endswith("weights of epoch 3 (last.ckpt)"), test_line
 
 
-def test_outside_slurm_the_requeue_signal_is_left_alone(monkeypatch):
-    import inspect
-
+def test_outside_slurm_the_requeue_signal_stops_the_fit_after_its_step(monkeypatch, capfd):
+    """No requeue to wait for outside SLURM: SIGUSR1 stops the fit as SIGTERM does, whatever
+    handler the process had, which is put back."""
     calls = []
-    with handled_by(
-        signal.SIGUSR1, lambda signum, frame: calls.append(inspect.stack()[1].function)
-    ):
+    with handled_by(signal.SIGUSR1, lambda signum, frame: calls.append(signum)):
         signal_at_epoch(monkeypatch, 1, signal.SIGUSR1)
-        assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 0
-        # at once, where it landed: no requeue handler of Lightning's to defer
-        assert calls == ["hook"]
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=3") == 128 + signal.SIGUSR1
+        assert not calls
+        signal.raise_signal(signal.SIGUSR1)
+        assert calls == [signal.SIGUSR1]
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "fit interrupted by SIGUSR1 at epoch" in line and "--ckpt_path last" in line
 
 
 @pytest.fixture
@@ -568,6 +575,80 @@ def test_sigterm_stops_validate_test_and_predict_with_143_and_no_half_result(
     # the interrupted run held nothing: it is gone
     assert len(list((tmp_path / "lightning_logs").iterdir())) == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def _signal_first(target: object, name: str, signum: int, monkeypatch) -> None:
+    """``target.name`` sends ``signum`` to this process, then does what it did."""
+    original = getattr(target, name)
+
+    def signalled(*args, **kwargs):
+        signal.raise_signal(signum)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, signalled)
+
+
+# Where no training step can wait for a signal: the command line settling its config, the data's
+# set-up inside trainer.fit, the fit's test after the fit, compare drawing its page.
+PHASES = {
+    "settling": ("fit", "circles.cli", "settle_config"),
+    "set-up": ("fit", "circles.data.module", "CirclesDataModule.setup"),
+    "fit's test": ("fit", "lightning.pytorch", "Trainer.test"),
+    "compare's page": ("compare", "circles.compare", "page_html"),
+    # the learning-rate finder's first step: before fit's training, whose steps wait for signals
+    "finder": ("fit", "circles.model.classifier", "CirclesClassifier.training_step"),
+}
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_between_the_steps_ends_the_command_with_its_line_and_status(
+    phase, signum, tmp_path, monkeypatch, capfd, ctrl_c_raises
+):
+    """Every signal that ends a command ends it with one line naming it and 128 + its number,
+    nothing half-written: no empty run directory; after training, its last.ckpt."""
+    import importlib
+
+    command, module, attribute = PHASES[phase]
+    target = importlib.import_module(module)
+    *owner, name = attribute.split(".")
+    for part in owner:
+        target = getattr(target, part)
+    _signal_first(target, name, signum, monkeypatch)
+    args = {
+        "compare's page": [str(CONFIGS / "linear.yaml"), "--out", str(tmp_path / "page")],
+        "finder": [f"--config={CONFIGS / 'trainer' / 'lr_find.yaml'}"],
+    }.get(phase, [])
+    assert exit_status(command, *args, *SMALL, "--trainer.max_epochs=2") == 128 + signum
+    err = capfd.readouterr().err
+    (line,) = error_lines(err)
+    named = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    assert f"interrupted by {named}" in line and "Traceback" not in err, err
+    runs = sorted(
+        (tmp_path / "page" if command == "compare" else tmp_path).glob("lightning_logs/*")
+    )
+    trained = phase in ("fit's test", "compare's page")
+    assert [bool(list(r.glob("checkpoints/last.ckpt"))) for r in runs] == [True] * trained
+    assert not (tmp_path / "page" / "compare.html").exists()
+    assert not list(tmp_path.rglob(".lr_find_*.ckpt"))  # the finder's own state
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum):
+    """While torch and Lightning load (seconds), before anything is written."""
+    with train_py("fit", *SMALL, cwd=tmp_path) as process:
+        maps = Path(f"/proc/{process.pid}/maps")
+        wait_for(
+            lambda: process.poll() is not None or "libtorch" in maps.read_text(), "torch loading"
+        )
+        process.send_signal(signum)
+        _, err = process.communicate()
+    named = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    assert process.returncode == 128 + signum, err
+    assert error_lines(err) == [f"circles: error: interrupted by {named}."], err
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 # ------------------------------------------------------------------------------------- signals, subprocesses

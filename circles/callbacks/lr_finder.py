@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,17 @@ class LearningRateReport(LearningRateFinder):
         if max_epochs is not None and max_epochs >= 0:
             loop.max_epochs = max_epochs + self._num_training_steps
         states = Path(trainer.default_root_dir)
-        before = set(states.glob(LIGHTNING_STATE))
+        before, loggers = set(states.glob(LIGHTNING_STATE)), trainer.loggers
         try:
             super().on_fit_start(trainer, pl_module)
         except BaseException:
             # Lightning saves the weights the finder starts from a few lines before the ``try``
-            # whose ``finally`` removes them: stopped in between (Ctrl-C), they would stay.
+            # whose ``finally`` removes them: stopped in between (a signal), they would stay; and
+            # it puts the run's loggers back only when it ends well
             for left in set(states.glob(LIGHTNING_STATE)) - before:
                 left.unlink(missing_ok=True)
+            trainer.loggers = loggers
+            sys.stderr.write("\n")  # the finder's progress bar ends mid-line: the error goes below
             raise
         finally:
             loop.max_epochs = max_epochs

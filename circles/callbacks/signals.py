@@ -14,12 +14,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from circles.contracts import trainer_callbacks
-from circles.errors import Interrupted, note
+from circles.errors import Interrupted, note, signal_name
 
 
 def requeue_signal(trainer: pl.Trainer) -> int | None:
@@ -47,11 +45,12 @@ class GracefulStopCallback(Callback):
     sets a flag, and the ranks run Lightning's handler together after the step in which they agreed
     on it.
 
-    ``validate``, ``test`` and ``predict`` have no state to save: there the signal stops the loop
-    at once (Lightning's own handler only notes a SIGTERM outside fit, and predict would go on to
+    ``validate``, ``test`` and ``predict`` have no state to save: there, as everywhere outside a
+    fit's training, the command line's :func:`circles.errors.stopping_on_signals` stops the
+    command at once (Lightning's own handler only notes a SIGTERM, and predict would go on to
     write its file)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -76,29 +75,19 @@ class GracefulStopCallback(Callback):
             and self._previous
             and callable(signal.getsignal(self._requeue_signal))
         ):
-            self._previous[self._requeue_signal] = signal.signal(
-                self._requeue_signal, lambda signum, frame: setattr(self, "requeue", True)
+            # the requeue signal's own handler (Lightning's, which _requeue runs) stays the one
+            # put back
+            self._previous.setdefault(
+                self._requeue_signal,
+                signal.signal(
+                    self._requeue_signal, lambda signum, frame: setattr(self, "requeue", True)
+                ),
             )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-
-    @staticmethod
-    def _stop_now(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
-
-    def _evaluation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:  # fit's validation keeps fit's handler
-            self._install(self._stop_now)
-
-    def _evaluation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:
-            self._restore()
-
-    on_validation_start = on_test_start = on_predict_start = override(_evaluation_start)
-    on_validation_end = on_test_end = on_predict_end = override(_evaluation_end)
 
     @override
     def on_train_batch_end(
@@ -177,7 +166,7 @@ def interruption(trainer: pl.Trainer | None, subcommand: str, signum: int) -> In
     was saved."""
     from circles.callbacks.checkpoint import RunCheckpoint
 
-    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    name = signal_name(signum)
     if subcommand != "fit":
         return Interrupted(signum, f"{subcommand} interrupted by {name}.")
     callbacks = trainer_callbacks(trainer) if trainer is not None else []

@@ -26,7 +26,12 @@ from circles.cli.reporting import RUNNING, CirclesArgumentParser, reported
 from circles.cli.settle import settle_config
 from circles.contracts import trainer_callbacks
 from circles.data.module import CirclesDataModule
-from circles.errors import one_line_errors, print_result_notes, quiet_lightning
+from circles.errors import (
+    one_line_errors,
+    print_result_notes,
+    quiet_lightning,
+    stopping_on_signals,
+)
 from circles.inputs import BOUNDED, bounded_yaml
 from circles.model.classifier import CirclesClassifier
 from circles.ranges import Seed
@@ -219,7 +224,7 @@ def cli_main(args: Any = None) -> None:
     """Run Lightning's subcommands on the circles models (``args`` as a list of strings; ``None``
     reads ``sys.argv``): ``fit``, ``validate``, ``test`` or ``predict``; what goes wrong ends as
     one line and an exit status (:func:`circles.errors.one_line_errors`)."""
-    with one_line_errors(), quiet_lightning():
+    with stopping_on_signals(), one_line_errors(), quiet_lightning():
         try:
             run_cli(args)
         finally:  # the notes that qualify an evaluation's result, right after it

@@ -24,6 +24,7 @@ from circles.errors import (
     ConfigError,
     InputError,
     SettingError,
+    SignalStop,
 )
 from circles.model.training import TrainingDiverged
 from circles.runs.logger import TensorBoardRunLogger
@@ -171,8 +172,8 @@ def reported(sections: Mapping[str, Any]) -> Iterator[None]:
     token = RUNNING.set(None)
     try:
         yield
-    except SIGTERMException:
-        raise _interrupted(signal.SIGTERM) from None
+    except (SIGTERMException, SignalStop) as stop:
+        raise _interrupted(getattr(stop, "signum", signal.SIGTERM)) from None
     except SystemExit as err:
         if isinstance(err.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C so
             raise _interrupted(signal.SIGINT) from None
@@ -243,13 +244,11 @@ def section_of(sections: Mapping[str, Any], field: str | None) -> str | None:
 
 
 def _interrupted(signum: int) -> CirclesError:
-    """A subcommand stopped by ``signum``; an evaluation's empty run directory is removed."""
+    """A subcommand stopped by ``signum``; a run directory it left empty is removed."""
     from circles.callbacks.signals import interruption
 
-    subcommand = str(_running("subcommand"))
-    if subcommand != "fit":
-        _forget_empty_run(_running("trainer"))
-    return interruption(_running("trainer"), subcommand, signum)
+    _forget_empty_run(_running("trainer"))  # a fit stopped in its set-up wrote nothing either
+    return interruption(_running("trainer"), str(_running("subcommand")), signum)
 
 
 def _forget_empty_run(trainer: Any) -> None:

@@ -316,19 +316,7 @@ class RunDirectory(TensorBoardRunLogger):
         """No TensorBoard writer (Lightning asks for it once at set-up)."""
         return None
 
-    @override
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        pass
+    def _writes_nothing(self, *args: Any, **kwargs: Any) -> None:
+        """No scalars, hyperparameters or ``hparams.yaml``: what the run writes is its own."""
 
-    @override
-    @rank_zero_only
-    def log_hyperparams(
-        self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None
-    ) -> None:
-        pass
-
-    @override
-    @rank_zero_only
-    def save(self) -> None:
-        pass
+    log_metrics = log_hyperparams = save = override(_writes_nothing)
