@@ -398,8 +398,9 @@ def test_workers_end_with_a_sweep_that_was_killed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(
-    tmp_path, monkeypatch, capsys
+    signum, tmp_path, monkeypatch, capsys
 ):
     from circles.model.classifier import CirclesClassifier
 
@@ -411,13 +412,14 @@ def test_a_stopped_sweep_continues_its_interrupted_point_from_last_ckpt(
         original(self, outputs, batch, batch_idx)
         if self.current_epoch == 3 and not fired:
             fired.append(True)
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signum)
 
     monkeypatch.setattr(CirclesClassifier, "on_train_batch_end", sigterm_at_epoch_3)
-    assert main(["--config", str(path), "--out", "sw"]) == 143
+    assert main(["--config", str(path), "--out", "sw"]) == 128 + signum
     err = capsys.readouterr().err
+    name = signal.Signals(signum).name
     assert (
-        "circles-sweep: stopped by SIGTERM; interrupted: 00-n0.03 (run the same command again"
+        f"circles-sweep: stopped by {name}; interrupted: 00-n0.03 (run the same command again"
         in err
     )
     runs = tmp_path / "sw" / "runs"

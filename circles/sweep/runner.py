@@ -31,7 +31,7 @@ from circles.sweep.spec import Point, Sweep, SweepError
 POINT = "point.json"  # written first: the point's identity (every setting), before anything trains
 RESULT = "result.json"  # written last: a point with one is finished, failed or interrupted
 LOG = "output.log"  # everything a point printed
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal closed
 
 
 class Stopped(BaseException):
