@@ -77,7 +77,8 @@ def diverged(
     if reach > 1e4:
         return TrainingDiverged(
             f"{start} The training points reach |x| = {reach:.3g}, far beyond the few units a "
-            "network of this size takes; scale the data (a smaller learning rate does not help)."
+            "network of this size takes; scale the data (generated points: a smaller data.noise; "
+            "a file's: its coordinates), a smaller learning rate does not help."
         )
     return TrainingDiverged(
         f"{start} The learning rate ({lr}) is too large for this model; try a smaller one (e.g. "
