@@ -215,6 +215,15 @@ def test_counts_are_read_as_slurm_writes_them_per_node(counts, repeat):
             slurm_count(env, "SLURM_NTASKS_PER_NODE")
 
 
+@pytest.mark.parametrize("variable", ["SLURM_NNODES", "SLURM_NTASKS_PER_NODE"])
+def test_zero_nodes_or_tasks_is_no_count_slurm_writes(variable):
+    """Advice to set ``num_nodes 0`` would fail when followed: 0 is refused as what SLURM never
+    writes, naming the variable."""
+    env = {"SLURM_NTASKS": "4", "SLURM_JOB_ID": "7", variable: "0"}
+    with pytest.raises(InputError, match=rf"^{variable} is '0': not a count"):
+        slurm_count(env, variable)
+
+
 @given(text=st.text(max_size=12))
 def test_a_count_that_is_no_count_is_refused_naming_the_variable(text):
     env = {"SLURM_NTASKS": text}
@@ -223,4 +232,4 @@ def test_a_count_that_is_no_count_is_refused_naming_the_variable(text):
     except InputError as err:
         assert str(err).startswith(f"SLURM_NTASKS is {text.strip()!r}: not a count")
     else:
-        assert count >= 0 and str(count) in text
+        assert count >= 1 and str(count) in text  # no job has 0 tasks or nodes

@@ -18,8 +18,13 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from circles.errors import CirclesError, ConfigError, InputError
 from circles.runs.checkpoints import JOB_KEY, load_checkpoint_file
 
-LAUNCH = "srun python -m circles.cli fit ... (as scripts/slurm/train.sbatch does)"
-COUNT = re.compile(r"(\d+)(?:\(x\d+\))?")  # SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes
+# the way a command (a compare's too) starts its ranks
+LAUNCH = (
+    "srun in front of the command (srun python -m circles.cli fit ..., as "
+    "scripts/slurm/train.sbatch does)"
+)
+# SLURM writes "2", or "2(x3)" for 2 on each of 3 nodes; never 0
+COUNT = re.compile(r"([1-9]\d*)(?:\(x[1-9]\d*\))?")
 
 
 def in_slurm_job(plugins: Any, environ: Mapping[str, str] = os.environ) -> bool:
