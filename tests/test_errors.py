@@ -98,6 +98,12 @@ CASES = [
     ),
     case("max_epochs < -1", "fit --trainer.max_epochs=-5", "trainer", "max_epochs", "-1"),
     case("learning rate < 0", "fit --model.optimizer.lr=-1", "model.optimizer", "learning rate"),
+    case(
+        "a scheduler without its required argument",
+        "fit --model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "model.lr_scheduler: torch.optim.lr_scheduler.StepLR needs step_size",
+        "--model.lr_scheduler.step_size VALUE",
+    ),
     case("wrong type", "fit --data.noise=abc", "data.noise", "a number from 0", "abc"),
     case(
         "members not an integer",

@@ -102,11 +102,16 @@ def parse_error_text(message: str, parser: Any) -> str:
     classes = re.findall(r"<class '(?:\w+\.)*([^']+)'>", head)
     wanted += [PHRASES.get(t, KINDS.get(t, t)) for t in classes]
     given = re.search(r"Given value: (.*?)\.?$", text)
-    if "Union subtypes" in text and wanted and given:  # Optional[...]: what each type wanted
+    # Optional[...]: what each type wanted, unless the class given lacks a required argument
+    if "Union subtypes" in text and wanted and given and "are required:" not in text:
         text = f"must be {' or '.join(wanted)}, got {given[1]}."
     for pattern, replace in REWRITES:
         text = re.sub(pattern, replace, text)
-    return f"{'.'.join(keys)}: {text}".replace(": must be", " must be") if keys else text
+    return (  # the rewrites' {key}: the key
+        f"{(key := '.'.join(keys))}: {text}".replace(": must be", " must be").replace("{key}", key)
+        if keys
+        else text
+    )
 
 
 def _restricted(match: re.Match[str]) -> str:
@@ -130,6 +135,13 @@ REWRITES: list[tuple[str, Any]] = [
     (
         r"Expected a <class '(\w+)'>\. Got value: (.*?)\.?$",
         lambda m: f"must be {KINDS.get(m[1], m[1])}, got {m[2]}.",
+    ),
+    (  # a class given without an argument it requires (StepLR without step_size)
+        r".*the following arguments are required: ([\w, ]+?) - .*class_path='([\w.]+)'.*",
+        lambda m: (
+            f"{m[2]} needs {m[1]}, which has no default: give it (--{{key}}.{m[1]} VALUE, or "
+            f"init_args: {{{m[1]}: VALUE}} in a config)."
+        ),
     ),
     (r"^Problems parsing config: ", "the config is not valid YAML: "),
     (r' in "<unicode string>",', " at"),
