@@ -187,9 +187,10 @@ def fit_settings(config: dict[str, Any]) -> dict[str, Any]:
     """A fit's resolved config (as its ``config.yaml`` has it) flat, less ``PLACEMENT`` and
     compare's own recorder: two runs with equal settings train the same numbers."""
     flat = {k: v for k, v in flattened(config).items() if not k.startswith(PLACEMENT)}
-    callbacks = flat.get("trainer.callbacks.") or []
-    flat["trainer.callbacks."] = [c for c in callbacks if "RunRecorder" not in str(c)] or None
-    return flat
+    recorded = flat.get("trainer.callbacks.") or []
+    return flat | {
+        "trainer.callbacks.": [c for c in recorded if "RunRecorder" not in str(c)] or None
+    }
 
 
 def finished_run(config: str, extra: Sequence[str], out: Path) -> Path | None:

@@ -79,9 +79,9 @@ class SignalStop(SystemExit):
     between a fit and its test, the learning-rate finder, compare's page): the command stops
     where it is, with its one line and ``128 + signum`` (:func:`stopping_on_signals`)."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
+    @property
+    def signum(self) -> int:
+        return int(str(self.code)) - 128  # raised as SignalStop(128 + signum)
 
 
 def signal_name(signum: int) -> str:
@@ -94,12 +94,13 @@ def stopping_on_signals() -> Iterator[None]:
     it) SIGUSR1 raise :class:`SignalStop` instead of ending the process without a word; a fit's
     training steps wait for them instead (:class:`circles.callbacks.GracefulStopCallback`).
     Ctrl-C is Python's KeyboardInterrupt already."""
-    # a SLURM batch job as Lightning detects one (SLURMEnvironment.detect)
-    slurm = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
-        "bash",
-        "interactive",
+    # SIGUSR1 is a SLURM batch job's requeue signal (the job as SLURMEnvironment.detect sees it)
+    signums = [signal.SIGTERM, signal.SIGHUP] + (
+        []
+        if "SLURM_NTASKS" in os.environ
+        and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+        else [signal.SIGUSR1]
     )
-    signums = [signal.SIGTERM, signal.SIGHUP, *([] if slurm else [signal.SIGUSR1])]
     previous = {s: signal.signal(s, _raise_stop) for s in signums}
     try:
         yield
@@ -109,7 +110,7 @@ def stopping_on_signals() -> Iterator[None]:
 
 
 def _raise_stop(signum: int, frame: object) -> None:
-    raise SignalStop(signum)
+    raise SignalStop(128 + signum)
 
 
 # what the command was doing when it failed, said first (compare: the config file it was fitting)

@@ -15,6 +15,17 @@ from circles.errors import ConfigError
 MAX_BYTES = 1 << 20
 # YAML nodes once aliases are expanded: a few lines of aliases can stand for billions
 MAX_VALUES = 100_000
+# the command line's sections of settings (circles.cli.SECTIONS' names; tests/test_inputs.py)
+SECTIONS = (
+    "data",
+    "model",
+    "checkpoint",
+    "boundary",
+    "chapter_log",
+    "weights",
+    "threads",
+    "trainer",
+)
 # in one list or mapping: the longest a setting takes (hidden_sizes); jsonargparse's time grows with
 # the square of a list's length (2,000 items: 10 s, 4,000: 30 s; tests/test_inputs.py)
 MAX_ITEMS = 1_000
@@ -72,14 +83,18 @@ def bounded_yaml(text: str, path: str | None = None) -> Any:
     where = str(path) if path else text if len(text) <= 80 else f"{text[:80]}..."
     check_yaml(text, "config" if path else "value", where)
     value = get_loader("yaml")(text)
-    if path and not isinstance(value, dict):
-        held = {type(None): "nothing", list: "a list", str: "a text", bool: "true or false"}
-        raise ConfigError(
-            "config",
-            "a YAML file of sections (data:, model:, trainer:, ...)",
-            where,
-            f"It holds {held.get(type(value), 'a number')}.",
-        )
+    held = {type(None): "nothing", list: "a list", str: "a text", bool: "true or false"}
+    # the file, then each section it gives: a mapping of settings (jsonargparse drops a section
+    # given anything else, or fails on it with a traceback)
+    parts = {"It": value} if not isinstance(value, dict) else {f"Its {k}:": value[k] for k in value}
+    for part, given in parts.items() if path else ():
+        if (part == "It" or part[4:-1] in SECTIONS) and not isinstance(given, dict):
+            raise ConfigError(
+                "config",
+                "a YAML file of sections (data:, model:, trainer:, ...), each of settings",
+                where,
+                f"{part} holds {held.get(type(given), 'a number')}.",
+            )
     return value
 
 

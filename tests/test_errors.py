@@ -513,6 +513,20 @@ CASES = [
     ),
     case("empty config file", "fit --config=empty.yaml", "config", "sections", "holds nothing"),
     case("config file of a list", "fit --config=list.yaml", "config", "sections", "a list"),
+    case(
+        "a section given a number in a config file",
+        "fit --config=section_number.yaml",
+        "config",
+        "each of settings",
+        "Its checkpoint: holds a number",
+    ),
+    case(
+        "a section given nothing in a config file",
+        "fit --config=section_null.yaml",
+        "config",
+        "each of settings",
+        "Its boundary: holds nothing",
+    ),
     case("seed beyond numpy's", "fit --seed_everything=-1", "seed_everything", "0 to 4294967295"),
     case(
         "n_samples beyond a file's points",
@@ -645,6 +659,8 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     shutil.copy(REPO / "configs" / "trainer" / "until_val_acc_1.yaml", directory)
     (directory / "empty.yaml").write_text("# nothing set\n")
     (directory / "list.yaml").write_text("- data:\n    noise: 0.1\n")
+    (directory / "section_number.yaml").write_text("checkpoint: 5\n")  # a traceback before
+    (directory / "section_null.yaml").write_text("trainer:\n  max_epochs: 1\nboundary: null\n")
     real = torch.load(real_checkpoint, weights_only=True)
     torch.save(
         {**real, "pytorch-lightning_version": "not.a.version"}, directory / "bad_version.ckpt"

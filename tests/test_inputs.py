@@ -663,3 +663,10 @@ def test_a_value_of_the_wrong_kind_is_named_with_the_kind_it_needs(tmp_path, cap
     status, err = outcome(lambda: cli_main(["fit", f"--{name}={value}"]), capfd)
     assert_kept_its_promise(status, err)
     assert f"circles: error: {name} must be {kind}, got {value}." in err, err
+
+
+def test_the_sections_a_config_file_is_checked_for_are_the_command_lines():
+    from circles.cli import SECTIONS as CLI_SECTIONS
+    from circles.inputs import SECTIONS
+
+    assert set(SECTIONS) == set(CLI_SECTIONS)
