@@ -246,10 +246,9 @@ def record_of_run(run_dir: Path, name: str | None = None) -> RunRecord:
     record.members = int(((config or {}).get("model") or {}).get("members") or 1)
     root = events().Reload()
     # a compare's fit wrote the page's own pictures; any other run, its TensorBoard frames
-    compared = COMPARE_TAGS[0] in root.Tags()["images"]
     tags = (
         COMPARE_TAGS
-        if compared
+        if COMPARE_TAGS[0] in root.Tags()["images"]
         else (DecisionBoundaryCallback.TAG, "network/weights", "layers/plane")
     )
     for tag, kept in zip(tags, (record.pictures, record.networks, record.layers), strict=True):
@@ -325,8 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"no decision-boundary frames in the TensorBoard events of {', '.join(unseen)}"
         )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = try_lock(out / ".lock")  # one compare writes a page at a time
+    lock = try_lock(out / ".lock")  # one compare writes a page at a time (it makes out too)
     if lock is None:
         raise InputError(
             f"{out} is being written by another compare (pid {(out / '.lock').read_text().strip()}"

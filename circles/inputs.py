@@ -31,11 +31,10 @@ SECTIONS = (
 MAX_ITEMS = 1_000
 
 
-def check_yaml(text: str, field: str, where: str) -> tuple[bool, yaml.Node | None]:
+def check_yaml(text: str, field: str, where: str) -> None:
     """Refuse YAML ``text`` (given as ``field``, read from ``where``) that is larger than
     ``MAX_BYTES``, stands for more than ``MAX_VALUES`` values or has a list or mapping of more
-    than ``MAX_ITEMS``; YAML that does not parse is left to the parser that reports it. Returns
-    whether it parsed, and its root node (None for an empty document)."""
+    than ``MAX_ITEMS``; YAML that does not parse is left to the parser that reports it."""
     if len(text) > MAX_BYTES:
         raise ConfigError(
             field,
@@ -46,7 +45,7 @@ def check_yaml(text: str, field: str, where: str) -> tuple[bool, yaml.Node | Non
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return False, None
+        return
     except RecursionError:
         raise ConfigError(field, "YAML nested at most a few hundred levels deep", where) from None
     todo = [root] if root is not None else []
@@ -72,7 +71,6 @@ def check_yaml(text: str, field: str, where: str) -> tuple[bool, yaml.Node | Non
             todo.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
             todo.extend(part for pair in node.value for part in pair)
-    return True, root
 
 
 def bounded_yaml(text: str, path: str | None = None) -> Any:

@@ -105,30 +105,31 @@ class DecisionBoundaryCallback(Callback):
         grid = self._grids.get(group)
         return _drawing().panels(pl_module, grid) if grid and trainer.is_global_zero else None
 
-    def _writer(self, trainer: pl.Trainer) -> Any:
+    def _frame(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[Any], step: int
+    ) -> None:
+        """Draw the frame of ``panels`` and write it to TensorBoard with the extras asked for; a
+        fit's joins the GIF's frames."""
+        drawing = _drawing()
+        test = trainer.state.fn == "test"
+        image = drawing.frame(trainer, pl_module, panels, step, test, self.show_probability)
         tensorboard = tensorboard_of(trainer.loggers)
+        layered = not test and bool(classifier(pl_module).layer_weights())  # not one's own net
         if tensorboard is None:
             rank_zero_warn(
                 "DecisionBoundaryCallback: no TensorBoard logger, so no frames; PNGs only."
             )
-        return tensorboard.experiment if tensorboard is not None else None
-
-    def _frame(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, panels: list[Any], step: int
-    ) -> Any:
-        """The frame of ``panels``, written to TensorBoard with the extras asked for; a fit's
-        joins the GIF's frames."""
-        drawing = _drawing()
-        test = trainer.state.fn == "test"
-        image = drawing.frame(trainer, pl_module, panels, step, test, self.show_probability)
-        writer = self._writer(trainer)
-        layered = not test and bool(classifier(pl_module).layer_weights())  # not one's own net
-        if writer is not None:
+        else:
+            writer = tensorboard.experiment
             writer.add_image(self.TEST_TAG if test else self.TAG, image, step, dataformats="HWC")
             if (self.show_neurons or self.show_network) and layered:
-                grid = self._grids["fit"]
                 drawing.write_units(
-                    writer, pl_module, grid, step, self.show_neurons, self.show_network
+                    writer,
+                    pl_module,
+                    self._grids["fit"],
+                    step,
+                    self.show_neurons,
+                    self.show_network,
                 )
             if self.show_layers and layered:
                 drawing.write_layers(writer, pl_module, self._grids["fit"], step)
@@ -136,7 +137,6 @@ class DecisionBoundaryCallback(Callback):
             self._last_frame_epoch = step
             if self.gif:
                 self._animation().add(image)
-        return image
 
     def _animation(self) -> Any:
         if self.frames is None:

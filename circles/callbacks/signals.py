@@ -60,15 +60,12 @@ class GracefulStopCallback(Callback):
         self._requeue_signal: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def _install(self, handler: Any) -> None:
-        if threading.current_thread() is threading.main_thread() and not self._previous:
-            self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
-
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.signal = None
         self.requeue = False
-        self._install(self._on_signal)
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
         self._requeue_signal = requeue_signal(trainer)
         if (
             self._requeue_signal is not None
@@ -141,8 +138,8 @@ class GracefulStopCallback(Callback):
         pl_module: pl.LightningModule | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        """The handlers from before :meth:`_install` put back (at the end of fit, also of a failed
-        one)."""
+        """The handlers from before :meth:`on_train_start` put back (at the end of fit, also of a
+        failed one)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

@@ -233,7 +233,3 @@ def cli_main(args: Any = None) -> None:
             # every rank waits for the others, so none exits while another talks to its store
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    cli_main()

@@ -216,7 +216,6 @@ def spread(
     the table marks ``spread``: their standard deviation, least and greatest, for ``test`` the
     95% interval of the mean and the accuracy of their ``ensemble`` (of one member, these say
     nothing the accuracy does not)."""
-    per_member = per_member.reshape(-1)  # torchmetrics returns one member's as a 0-dim tensor
     values = {f"{stage}/acc": per_member.mean()}
     if len(per_member) > 1:
         values.update(

@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from circles.errors import check
-
 
 class WeightPenalty:
     """``l1 * sum|w| + l2 * sum w^2`` over the weights (biases excluded), added to the loss; with
@@ -16,8 +14,6 @@ class WeightPenalty:
     does)."""
 
     def __init__(self, l1: float, l2: float) -> None:
-        check(isinstance(l1, (int, float)) and l1 >= 0, "l1", "a number >= 0", l1)
-        check(isinstance(l2, (int, float)) and l2 >= 0, "l2", "a number >= 0", l2)
         self.l1 = l1
         self.l2 = l2
         self._signs: list[torch.Tensor] = []
@@ -43,11 +39,9 @@ class WeightPenalty:
             optimizer.register_step_post_hook(lambda *_: self.after_step(weights()))
 
     def before_step(self, weights: Sequence[torch.Tensor]) -> None:
-        if self.l1:
-            self._signs = [w.detach().sign() for w in weights]
+        self._signs = [w.detach().sign() for w in weights]
 
     @torch.no_grad()
     def after_step(self, weights: Sequence[torch.Tensor]) -> None:
-        if self.l1:
-            for w, sign in zip(weights, self._signs, strict=True):
-                w.masked_fill_(w.sign() * sign < 0, 0.0)
+        for w, sign in zip(weights, self._signs, strict=True):
+            w.masked_fill_(w.sign() * sign < 0, 0.0)

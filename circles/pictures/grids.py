@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from circles.contracts import Classifier
-
+from circles.contracts import Classifier
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -78,7 +75,6 @@ def grid_predictions(
 def _chunks(model: object, points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The grid's points in chunks the model takes whole (:meth:`points_per_chunk`): its
     members' outputs over the whole grid are never held at once."""
-    from circles.contracts import Classifier
     from circles.model.networks import CHUNK_VALUES
 
     return points.split(model.points_per_chunk() if isinstance(model, Classifier) else CHUNK_VALUES)
@@ -89,8 +85,6 @@ def _shares(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The members' mean probability at ``points`` and the share of their votes (see
     :func:`grid_predictions`)."""
-    from circles.contracts import Classifier
-
     member_probs = (
         model.member_probabilities(points).float()
         if isinstance(model, Classifier)

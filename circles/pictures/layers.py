@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from circles.contracts import Classifier
 from circles.pictures.frames import BODY, HEADER, TEXT, joined, text_block
 from circles.pictures.grids import model_inference
 from circles.pictures.panels import class_colours
-
-if TYPE_CHECKING:
-    from circles.contracts import Classifier
 
 PANEL = 180  # pixels of a panel's side
 LINES = 11  # grid lines per direction over the data's extent

@@ -4,6 +4,7 @@ directories."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -46,8 +47,6 @@ def try_lock(path: PathLike) -> IO[Any] | None:
     """Take an exclusive ``flock`` on the file ``path`` (created if missing) and return the open
     file that holds it, or None if another process holds it. The lock ends when the file is
     closed or the process ends, however it ends."""
-    import fcntl
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")
     try:
@@ -105,8 +104,6 @@ def claim_version(root: PathLike, label: str = "") -> str:
     itself, so runs started at the same moment get distinct numbers whatever their labels (an
     atomic ``mkdir`` alone keeps apart only equal names, and listing the folder, as Lightning's
     logger does, races)."""
-    import fcntl
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     folder = os.open(root, os.O_RDONLY)

@@ -72,9 +72,8 @@ def run_label(settings: Mapping[str, Any]) -> str:
         elif key == "model.optimizer.class_path":
             lr = settings.get("model.optimizer.init_args.lr")
             parts.append(short(value).lower() + ("" if lr is None else short(lr)))
-        elif key == "model.optimizer.init_args.lr":
-            if "model.optimizer.class_path" not in settings:
-                parts.append("lr" + short(value))
+        elif key == "model.optimizer.init_args.lr" and "model.optimizer.class_path" in settings:
+            continue  # in the optimizer's part; alone, ``lr<value>`` as _PREFIX has it
         elif key == "model.members":
             parts.append(f"{short(value)}seeds")
         else:
