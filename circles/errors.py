@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import traceback
 import warnings
 from collections.abc import Iterator
 
@@ -135,8 +137,17 @@ def os_error_text(err: OSError) -> str:
     """An operating-system error as one line: the file, the cause and what to do about it."""
     import errno
 
-    where = str(err.filename) if err.filename else "the run's files"
-    elsewhere = "write the runs elsewhere with --trainer.default_root_dir DIR."
+    # an error TensorBoard's event writer raised again names no file: its record writer's does
+    files = [
+        getattr(getattr(record, "_writer", None), "filename", b"")
+        for frame, _ in traceback.walk_tb(err.__traceback__)
+        if hasattr(record := getattr(frame.f_locals.get("self"), "_writer", None), "_writer")
+    ]
+    where = err.filename or os.fsdecode(next(filter(None, files), "the run's files"))
+    checkpoint = getattr(err, "checkpoint", None)  # a command's: best|last would find no run there
+    elsewhere = "write the runs elsewhere with --trainer.default_root_dir DIR" + (
+        f" --ckpt_path {checkpoint}." if checkpoint else "."
+    )
     advice = {
         errno.ENOSPC: f"Free some space there, or {elsewhere}",
         errno.EDQUOT: f"Free some space there, or {elsewhere}",
@@ -176,7 +187,9 @@ def print_result_notes() -> None:
 def one_line_errors() -> Iterator[None]:
     """What ends a command as one ``circles: error:`` line and its exit status instead of a
     traceback: a :class:`CirclesError` (its own status), Ctrl-C (130), an operating-system error
-    such as a full disk (1)."""
+    such as a full disk (1), TensorBoard's event writer's included (:func:`_writer_failed`)."""
+    previous = threading.excepthook
+    threading.excepthook = lambda args: None if _writer_failed(args) else previous(args)
     try:
         yield
     except CirclesError as err:
@@ -192,6 +205,15 @@ def one_line_errors() -> Iterator[None]:
     except OSError as err:  # a full disk, a read-only folder: the file and the cause
         report(os_error_text(err))
         raise SystemExit(1) from None
+    finally:
+        threading.excepthook = previous
+
+
+def _writer_failed(args: threading.ExceptHookArgs) -> bool:
+    """Whether a thread failed as TensorBoard's event writer does on a full disk: its error comes
+    again from the command's next event, as one line naming the file (:func:`os_error_text`), so
+    the thread's own traceback is not printed."""
+    return hasattr(args.thread, "_record_writer") and isinstance(args.exc_value, OSError)
 
 
 # Lightning's messages that a user of this CLI can do nothing about: the srun hint (the SLURM

@@ -195,7 +195,7 @@ CASES = [
         "checkpoint of another model",
         "validate --ckpt_path other_model.ckpt",
         "other_model.ckpt",
-        "does not fit the model",
+        "do not fit the network",
         "size mismatch for net.weights.0",
     ),
     case(
@@ -383,6 +383,13 @@ CASES = [
         "fit --data.test_path=good.csv",
         "data.test_path",
         "null unless path is given",
+    ),
+    case(
+        "a file and a generated set",
+        "fit --data.path=good.csv --data.dataset=moons",
+        "data.dataset",
+        "left out when path is given",
+        "'moons'",
     ),
     case(
         "test_fraction leaves no training points",
@@ -585,6 +592,13 @@ CASES = [
         "test --ckpt_path",
     ),
     case(
+        "continuing a checkpoint whose optimizer state has other parameter groups",
+        "fit --data.n_samples=60 --data.test_samples=20 --trainer.max_epochs=3 "
+        "--ckpt_path=two_groups.ckpt",
+        "two_groups.ckpt cannot be continued: loaded state dict has a different number of "
+        "parameter groups. Test its weights",
+    ),
+    case(
         "early stopping on validation without any",
         "fit --config=until_val_acc_1.yaml --trainer.limit_val_batches=0",
         "trainer.limit_val_batches",
@@ -656,6 +670,9 @@ def write_inputs(directory: Path, real_checkpoint: Path) -> None:
     trained = torch.load(real_checkpoint, weights_only=True)
     del trained["optimizer_states"]
     torch.save(trained, directory / "weights_only.ckpt")
+    groups = torch.load(real_checkpoint, weights_only=True)
+    groups["optimizer_states"][0]["param_groups"] *= 2
+    torch.save(groups, directory / "two_groups.ckpt")
     shutil.copy(REPO / "configs" / "trainer" / "until_val_acc_1.yaml", directory)
     (directory / "empty.yaml").write_text("# nothing set\n")
     (directory / "list.yaml").write_text("- data:\n    noise: 0.1\n")

@@ -103,6 +103,17 @@ def test_divergence_from_weight_decay_blames_the_weight_decay_not_the_learning_r
         assert "at epoch 0" in line and not list(checkpoints.glob("*.ckpt"))
 
 
+@pytest.mark.parametrize("noise", ["1e12", "1e20", "1e30"])
+def test_divergence_on_points_far_out_says_data_noise_not_the_learning_rate(tmp_path, capfd, noise):
+    """Generated points that reach beyond what a float32 network takes diverge at any learning
+    rate, whether the training loss or the validation loss goes first (1e12: the validation's;
+    1e30: the training's): the line says data.noise."""
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=5", f"--data.noise={noise}") == 1
+    (line,) = error_lines(capfd.readouterr().err)
+    assert "Training diverged at epoch 0" in line and "a smaller data.noise" in line, line
+    assert "--model.optimizer.lr" not in line and "try a smaller one" not in line
+
+
 def test_weights_that_stop_being_finite_are_never_checkpointed(tmp_path, monkeypatch, capfd):
     """An infinite gradient makes the weights infinite while the loss of that step was still
     finite: fit stops in that epoch, before its checkpoints, and the files from the epoch before
@@ -902,9 +913,47 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_good_checkpoint_stays(
     (line,) = error_lines(capfd.readouterr().err)
     assert line == (
         f"circles: error: {last.relative_to(tmp_path)}: No space left on "
-        "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir DIR."
+        "device. Free some space there, or write the runs elsewhere with --trainer.default_root_dir "
+        f"DIR --ckpt_path {last.relative_to(tmp_path)}."
     )
     assert last.read_bytes() == good and not list(last.parent.glob(".*.tmp"))
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_full_disk_under_tensorboards_event_writer_is_one_line_naming_the_event_file(
+    tmp_path, monkeypatch, capfd, subcommand
+):
+    """TensorBoard writes its events from a thread of its own: on a full disk that thread's
+    traceback is not printed, the command ends with one line naming the event file, the run
+    directory made for it is removed, and the advice to write elsewhere keeps the checkpoint
+    (``best``/``last`` would find no run there)."""
+    from tensorboard.summary.writer import record_writer
+
+    if subcommand != "fit":
+        assert exit_status("fit", *SMALL, "--trainer.max_epochs=1") == 0
+        capfd.readouterr()
+    runs = tmp_path / "lightning_logs"
+    before = sorted(runs.rglob("*"))
+
+    def disk_full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", disk_full)
+    args = [] if subcommand == "fit" else ["--ckpt_path=last"]
+    assert exit_status(subcommand, *SMALL, *args) == 1
+    err = capfd.readouterr().err
+    (line,) = error_lines(err)
+    assert "Traceback" not in err and "Exception in thread" not in err
+    last = f" --ckpt_path {run_dir(runs, 0) / 'checkpoints' / 'last.ckpt'}" if args else ""
+    assert re.fullmatch(
+        r"circles: error: \S+/events\.out\.tfevents\.\S+: No space left on device\. Free some "
+        r"space there, or write the runs elsewhere with --trainer\.default_root_dir DIR"
+        + re.escape(last.replace(str(tmp_path) + "/", ""))
+        + r"\.",
+        line,
+    ), line
+    assert sorted(runs.rglob("*")) == before
 
 
 def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capfd):

@@ -106,7 +106,9 @@ def test_layer_sizes_follow_hidden_sizes(hidden):
     model = CirclesClassifier(hidden_sizes=hidden)
     sizes = [2, *hidden, 1]
     assert shapes(model) == list(zip(sizes[:-1], sizes[1:], strict=True))
-    assert [h.shape for h in model.net.hidden(torch.randn(5, 2))] == [(1, 5, h) for h in hidden]
+    assert [h.shape for h in model.net.layers(torch.randn(5, 2))[:-1]] == [
+        (1, 5, h) for h in hidden
+    ]
     assert model(torch.randn(5, 2)).shape == (5,)
 
 
@@ -677,3 +679,17 @@ def test_a_dead_first_layer_unit_stays_dead_under_full_batch_sgd(seed, hidden, l
         optimizer.zero_grad()
         member_losses(model.member_logits(x), y).sum().backward()
         optimizer.step()
+
+
+def test_a_build_of_many_members_says_so_before_it_starts(capfd):
+    """A build of thousands of members and its first epoch take a while: a note comes first, so
+    the command is not silent until epoch 0's line; fewer members build without one."""
+    from circles.model.networks import MANY_MEMBERS, build_members
+
+    build_members(MANY_MEMBERS - 1, 2, [1], "relu")
+    assert "members" not in capfd.readouterr().err
+    build_members(MANY_MEMBERS, 2, [1], "relu")
+    (line,) = capfd.readouterr().err.splitlines()
+    assert line.startswith(
+        f"circles: note: building {MANY_MEMBERS:,} members, one network per seed"
+    )

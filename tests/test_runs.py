@@ -3,6 +3,7 @@ call we depend on."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -234,6 +235,35 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capfd):
         p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"
     } == before
     assert run_names(tmp_path / "lightning_logs") == ["0000"]
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "held"),
+    [("hidden_sizes", [4], [10, 10]), ("activation", "tanh", "relu"), ("l2", 0.5, 0.0)],
+)
+def test_a_resume_trusts_the_checkpoints_hyperparameters_over_its_config_text(
+    tmp_path, capfd, key, text, held
+):
+    """A checkpoint whose recorded config says one model setting and whose hyperparameters (what
+    its weights were built with) say another: a resume that leaves the setting out continues the
+    network it holds; one that gives the text's value is refused, naming the held one, never
+    dropped."""
+    assert exit_status("fit", *RUN) == 0
+    last = run_dir(tmp_path / "lightning_logs", 0) / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    record = yaml.safe_load(checkpoint[CONFIG_KEY])
+    assert record["model"][key] == held
+    record["model"][key] = text
+    checkpoint[CONFIG_KEY] = yaml.safe_dump(record)
+    torch.save(checkpoint, tmp_path / "told.ckpt")
+    given = f"--model.{key}={text if isinstance(text, str) else json.dumps(text)}"
+    assert exit_status("fit", *RUN, "--ckpt_path=told.ckpt", given) == 2
+    (line,) = error_lines(capfd.readouterr().err)
+    assert f"model.{key} must be left out or {held!r}, the checkpoint's" in line
+    assert exit_status("fit", *SMALL, "--trainer.max_epochs=3", "--ckpt_path=told.ckpt") == 0
+    resumed = load_checkpoint(run_dir(tmp_path / "lightning_logs", 1) / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 3 and resumed["hyper_parameters"][key] == held
+    assert yaml.safe_load(resumed[CONFIG_KEY])["model"][key] == held
 
 
 def test_a_run_being_written_is_not_resumed_by_a_second_process(tmp_path, capfd):

@@ -631,7 +631,7 @@ def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_poin
 ):
     """``regions: true``: each point's members are checked exactly (circles.model.regions); the
     count is the same the model's own regions give, in summary.csv and as ``k/K`` in summary.md;
-    a point whose activation is not piecewise linear has an empty cell. ``layers: true``: the
+    a point whose activation is not piecewise linear has an empty cell, and its line says why. ``layers: true``: the
     report's layers.png has a row per point, each the layer maps of its first member."""
     from PIL import Image
 
@@ -647,8 +647,14 @@ def test_a_sweep_with_regions_counts_the_members_that_enclose_their_class_1_poin
         fixed={**TINY, "model.members": 3, "model.hidden_sizes": [3]},
     )
     assert main(["--config", str(path), "--out", "sw"]) == 0
-    assert "; layers: sw/layers.png" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "; layers: sw/layers.png" in out
     relu, tanh = rows(tmp_path / "sw")
+    (said,) = [line for line in out.splitlines() if "no exact regions" in line]
+    assert f"] {tanh['point']}  ok" in said and said.endswith(
+        "(no exact regions: model.activation must be relu, leaky_relu or none (piecewise linear) "
+        "for exact regions, got 'Tanh'.)"
+    )
     last = tmp_path / "sw" / "runs" / relu["point"] / "checkpoints" / "last.ckpt"
     model = CirclesClassifier.load_from_checkpoint(last, map_location="cpu", weights_only=True)
     data = CirclesDataModule.load_from_checkpoint(last, weights_only=True)

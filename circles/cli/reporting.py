@@ -65,7 +65,8 @@ class CirclesArgumentParser(LightningArgumentParser):
             if checkpoint is None:
                 raise
             raise InputError(
-                f"{checkpoint} holds settings this model does not take: {err}"
+                f"{checkpoint} holds settings this model does not take: {err} It was changed, "
+                "or written by another version of circles: train the network again with fit."
             ) from None
 
 
@@ -215,7 +216,7 @@ def _translated(err: Exception, sections: Mapping[str, Any]) -> Exception:
         err.notes.insert(0, f"Set it with --model.optimizer.{err.setting}.")
     elif not isinstance(err, CirclesError):
         err = _library_error(err)
-    if isinstance(err, InputError):
+    if isinstance(err, (InputError, OSError)):  # a run directory made for nothing
         _forget_empty_run(_running("trainer"))
     return err
 
@@ -236,12 +237,18 @@ def _library_error(err: Exception) -> Exception:
         load_lightning_checkpoint(path)  # says what is wrong
     elif _raised_in(err, "_instantiate_trainer"):
         return SettingError("trainer", err)
+    elif isinstance(err, OSError) and config and config[config.subcommand].get("ckpt_path"):
+        err.checkpoint = path  # type: ignore[attr-defined]  # the advice keeps the file, not best
     elif str(err).startswith("Error(s) in loading state_dict"):
-        return InputError(f"{path} does not fit the model: {' '.join(str(err).split())}")
-    elif _raised_in(err, "checkpoint_connector.py"):  # Lightning restoring what the file holds
         return InputError(
-            f"{path} cannot be continued: {' '.join(str(err).strip(chr(39)).split())} Test its "
-            "weights with test --ckpt_path, or start a new run without --ckpt_path."
+            f"{path} holds weights that do not fit the network its settings describe (the file "
+            f"was changed, or written by other code): {' '.join(str(err).split())}"
+        )
+    elif _raised_in(err, "checkpoint_connector.py"):  # Lightning restoring what the file holds
+        because = " ".join(str(err).strip(chr(39)).split()).rstrip(".")
+        return InputError(
+            f"{path} cannot be continued: {because}. Test its weights with test --ckpt_path, or "
+            "start a new run without --ckpt_path."
         )
     return err
 

@@ -19,6 +19,25 @@ from circles.features import Feature, check_features, check_finite_features
 from circles.ranges import Classes, Count, Fraction, Samples, Seed, Size
 
 
+def _check_source(dataset: str, path: str | None, test_path: str | None) -> None:
+    """The points come from a file (``path``, ``test_path``) or are generated (``dataset``), not
+    both: a setting of the other kind would be ignored."""
+    check(
+        test_path is None or path is not None,
+        "test_path",
+        "null unless path is given",
+        test_path,
+        "Generated data draws its own test points.",
+    )
+    check(
+        path is None or dataset == "circles",
+        "dataset",
+        "left out when path is given (the points are the file's)",
+        dataset,
+        "Give path or dataset, not both.",
+    )
+
+
 class CirclesDataModule(pl.LightningDataModule):
     """Two noisy concentric circles (scikit-learn's ``make_circles``) split into training and
     validation points, and a fresh test draw; or another generated set (``dataset``); or the
@@ -74,13 +93,7 @@ class CirclesDataModule(pl.LightningDataModule):
                 ``test_path`` (the split is stratified and seeded by ``seed``).
         """
         super().__init__()
-        check(
-            test_path is None or path is not None,
-            "test_path",
-            "null unless path is given",
-            test_path,
-            "Generated data draws its own test points.",
-        )
+        _check_source(dataset, path, test_path)
         check_features(features)
         features = list(features)  # saved as the model saves it: Lightning merges the two hparams
         self.save_hyperparameters()

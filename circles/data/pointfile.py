@@ -136,7 +136,7 @@ class PointFile:
         checkpoint holds), or if it is a file the network was trained with (the same resolved
         path) whose content has changed since: its split would hold other points out. Another
         file altogether is the user's choice (the CLI notes it for test, refuses it for a resumed
-        fit: :func:`circles.checkpoints.resume_conflicts`)."""
+        fit: :func:`circles.runs.record.resume_conflicts`)."""
         names = state.get("class_names")
         classes = state.get("num_classes", self.num_classes)
         check(

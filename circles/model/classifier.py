@@ -161,13 +161,13 @@ class CirclesClassifier(MemberViews, CheckpointFormat, pl.LightningModule):
         self.weights_epoch = self.current_epoch
         values, _ = self.train_metrics.compute()
         if not bool(torch.isfinite(values["train/loss"]) & weights_finite(self)):
-            reach = float(batch[0].abs().max()) if len(batch[0]) else 0.0
-            raise diverged(self.current_epoch, self.trainer.optimizers, reach)
+            raise diverged(self.current_epoch, self.trainer.optimizers, batch[0])
         self._log_epoch(values)
 
     @override
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.val_metrics.update(*self._step(batch))
+        self._val_points = batch[0]  # how far they reach, should the fit diverge
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -176,7 +176,10 @@ class CirclesClassifier(MemberViews, CheckpointFormat, pl.LightningModule):
         values, per_member = self.val_metrics.compute()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             if not bool(torch.isfinite(values["val/loss"])):
-                raise diverged(self.current_epoch, self.trainer.optimizers)
+                # how far the last validation batch's points reach
+                raise diverged(
+                    self.current_epoch, self.trainer.optimizers, getattr(self, "_val_points", None)
+                )
             self.val_acc_best.update(values["val/acc"])
             values["val/acc_best"] = self.val_acc_best.compute()
             self.member_val_acc.copy_(per_member)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional
 from typing_extensions import override
 
-from circles.errors import check
+from circles.errors import check, note
 from circles.features import FeatureMap
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,6 +27,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 CHUNK_VALUES = 1 << 24  # values of one layer for every member over one chunk of points (64 MiB)
 MAX_LAYERS = 1_000
+MANY_MEMBERS = 4096  # a build of a few seconds, a first epoch of several
 MAX_PARAMETERS = 2**28  # 268M weights: 1 GiB as float32, several with gradients and Adam's state
 
 
@@ -57,8 +58,8 @@ class StackedMLP(nn.Module):
     biases to ``(K, out)``. Built from K ordinary networks (:func:`build_mlp`); member k computes
     exactly what its network computes, and K members cost one forward and one backward pass.
 
-    ``forward`` maps points ``(N, F)`` to ``(K, N, outputs)``; ``hidden`` gives each hidden
-    layer's output ``(K, N, units)``."""
+    ``forward`` maps points ``(N, F)`` to ``(K, N, outputs)``; ``layers`` gives every layer's
+    output ``(K, N, units)``."""
 
     def __init__(self, nets: Sequence[nn.Sequential]) -> None:
         super().__init__()
@@ -107,10 +108,6 @@ class StackedMLP(nn.Module):
             outputs.append(h)
         return [h.unsqueeze(0) if single else h.transpose(1, 2) for h in outputs]
 
-    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each hidden layer's output ``(K, N, units)`` for points ``(N, F)``."""
-        return self.layers(x)[:-1]
-
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logits ``(K, N, outputs)`` for points ``(N, F)``."""
@@ -131,6 +128,11 @@ def build_members(
     (``seed_everything S`` in a run): member k of a run starts as the run of one member with seed
     S + k. The random generator is left as it was."""
     check_network_size(in_features, hidden_sizes, outputs, members)
+    if members >= MANY_MEMBERS:  # otherwise nothing is printed for minutes
+        note(
+            f"building {members:,} members, one network per seed; with this many, the build and "
+            "each epoch take a while (the first progress line comes after epoch 0)."
+        )
     nets = []
     for seed in member_seeds(base_seed(), members):
         with torch.random.fork_rng(devices=[]):
@@ -315,7 +317,7 @@ class MemberViews:
         another activation."""
         if self.activation != "relu" or self.stack is None:
             return []
-        hidden = self.stack.hidden(self.features(x))
+        hidden = self.stack.layers(self.features(x))[:-1]
         # one wait
         return torch.stack([(h.amax(dim=1) <= 0).sum(-1).float().mean() for h in hidden]).tolist()
 

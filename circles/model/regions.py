@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from circles.errors import CirclesError, check
+from circles.errors import check
 from circles.model.networks import StackedMLP
 
 BOX = 50.0  # half-width of the default box: 50 times the outer circle's radius
@@ -41,19 +41,6 @@ class Region:
     parts: tuple[np.ndarray, ...]  # corners (M, 2) of each class-1 part
     component: tuple[int, ...]  # each part's connected component, 0 .. components - 1
     touching: frozenset[int]  # the components that reach the box's edge
-
-    @property
-    def area(self) -> float:
-        return sum(_area(part) for part in self.parts)
-
-    @property
-    def components(self) -> int:
-        return len(set(self.component))
-
-    @property
-    def all_reach_edge(self) -> bool:
-        """Whether every piece of the region reaches the box's edge (true of an empty region)."""
-        return set(self.component) <= self.touching
 
     def holding(self, points: np.ndarray) -> set[int]:
         """The components that hold some of ``points`` ``(N, 2)``."""
@@ -230,16 +217,13 @@ def member_regions(
 
 def enclosed_members(model: Any, data: Any) -> int | None:
     """How many of the model's members enclose their class-1 training points: the class-1 region
-    around them inside the default box (:data:`BOX`) stays off the box's edge. None where regions
-    are not exact (an activation that is not piecewise linear, crossed features, more than two
-    classes) or the data has no training points."""
+    around them inside the default box (:data:`BOX`) stays off the box's edge; None where the data
+    has no training points. Raises :class:`CirclesError` (why) where regions are not exact (an
+    activation that is not piecewise linear, crossed features, more than two classes)."""
     points = data.points("train")
     if points is None:
         return None
-    try:
-        regions = member_regions(model.net, model.feature_names, model.num_classes)
-    except CirclesError:  # what member_regions refuses has no exact region
-        return None
+    regions = member_regions(model.net, model.feature_names, model.num_classes)
     x, y = points
     inner = x[y == 1].detach().double().cpu().numpy()
     return sum(region.bounded_around(inner) for region in regions)

@@ -60,11 +60,12 @@ def check_independent_members(
 
 
 def diverged(
-    epoch: int, optimizers: Sequence[torch.optim.Optimizer], reach: float = 0.0
+    epoch: int, optimizers: Sequence[torch.optim.Optimizer], points: torch.Tensor | None = None
 ) -> TrainingDiverged:
     """The error for a loss or weights that stopped being finite, with what to do: lower the
-    weight decay or the learning rate, or, for points that lie far beyond what a network takes
-    (``reach``, their largest coordinate), scale them (it diverges at any rate)."""
+    weight decay or the learning rate, or, for ``points`` that lie far beyond what a network takes
+    (the batch it diverged on), scale them (it diverges at any rate)."""
+    reach = float(points.abs().max()) if points is not None and len(points) else 0.0
     lrs = sorted({group["lr"] for opt in optimizers for group in opt.param_groups})
     lr = lrs[0] if len(lrs) == 1 else lrs
     decay = _runaway_decay(optimizers)
@@ -76,7 +77,7 @@ def diverged(
         return TrainingDiverged(f"{start} {decay}", "weight_decay")
     if reach > 1e4:
         return TrainingDiverged(
-            f"{start} The training points reach |x| = {reach:.3g}, far beyond the few units a "
+            f"{start} The points reach |x| = {reach:.3g}, far beyond the few units a "
             "network of this size takes; scale the data (generated points: a smaller data.noise; "
             "a file's: its coordinates), a smaller learning rate does not help."
         )

@@ -134,7 +134,8 @@ class ClaimedRun:
         files = [p.name for p in run.rglob("*") if p.is_file()] if run is not None else [""]
         if run is None or not all(n in own or n.startswith("events.out.tfevents.") for n in files):
             return
-        self.finalize("failed")
+        with contextlib.suppress(OSError):  # its event writer may have failed (a full disk)
+            self.finalize("failed")
         shutil.rmtree(run, ignore_errors=True)
         with contextlib.suppress(OSError):
             run.parent.rmdir()

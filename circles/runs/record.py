@@ -83,11 +83,7 @@ class RunConfig(SaveConfigCallback):
                     f"{run} holds a run ({', '.join(held)}). Continue it with --ckpt_path "
                     f"{run / CHECKPOINTS / 'last.ckpt'}, or give a new version.",
                 )
-        elif conflicts := resume_conflicts(
-            checkpoint.get(CONFIG_KEY),
-            yaml.safe_load(self.text),
-            (checkpoint.get("CirclesDataModule") or {}).get("files"),
-        ):
+        elif conflicts := resume_conflicts(checkpoint, yaml.safe_load(self.text)):
             raise InputError(
                 "fit --ckpt_path continues a run with the settings it was trained with, and "
                 f"these differ: {'; '.join(conflicts)}. Leave them out to continue the run "
@@ -122,23 +118,26 @@ def flattened(tree: Any, prefix: str = "") -> dict[str, Any]:
     } or {prefix: {}}
 
 
-def resume_conflicts(
-    trained: str | None,
-    now: Mapping[str, Any],
-    files: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[str]:
+def resume_conflicts(checkpoint: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The settings in ``TRAINED_WITH`` that the config ``now`` sets otherwise than the
-    checkpoint's record ``trained`` (its ``config.yaml`` text), as ``key (trained: a, now: b)``.
+    checkpoint's record of its run (its ``config.yaml`` text), whose model settings are the
+    hyperparameters the checkpoint holds (what its weights were built with, whatever the text
+    says), as ``key (trained: a, now: b)``.
     A resume that changed them would either ignore them silently (Lightning restores the model
     and the optimizer's state, learning rate included) or train something that is no longer the
-    run on record, so the CLI refuses it. Data files compare by where they resolve to: ``files``
-    holds the checkpoint's record of them (whether their content is the same is the data module's
-    check)."""
-    if not trained:
+    run on record, so the CLI refuses it. Data files compare by where they resolve to, as the
+    checkpoint's data state recorded them (whether their content is the same is the data
+    module's check)."""
+    if not (trained := checkpoint.get(CONFIG_KEY)):
         return []
     before = {k.rstrip("."): v for k, v in flattened(yaml.safe_load(trained)).items()}
     after = {k.rstrip("."): v for k, v in flattened(dict(now)).items()}
-    for key, record in (files or {}).items():
+    before |= {  # what the weights were built with
+        f"model.{k}": v
+        for k, v in (checkpoint.get("hyper_parameters") or {}).items()
+        if f"model.{k}" in before
+    }
+    for key, record in ((checkpoint.get("CirclesDataModule") or {}).get("files") or {}).items():
         if record.get("resolved") and after.get(f"data.{key}") is not None:
             before[f"data.{key}"] = record["resolved"]
             after[f"data.{key}"] = str(Path(after[f"data.{key}"]).resolve())

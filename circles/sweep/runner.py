@@ -256,8 +256,12 @@ def _outcome(sweep: Sweep, cli: Any) -> dict[str, Any]:
             if m.sweep is not None and m.stage == "test"
         },
         "members": cli.model.members,
-        **({"enclosed": enclosed_members(cli.model, cli.datamodule)} if sweep.regions else {}),
     }
+    if sweep.regions:
+        try:
+            metrics["enclosed"] = enclosed_members(cli.model, cli.datamodule)
+        except CirclesError as err:  # said on the point's line
+            metrics["no_regions"] = str(err)
     return {
         "settings": {key: _plain(cli.config[cli.subcommand].get(key)) for key in sweep.keys},
         "metrics": metrics,
@@ -295,6 +299,7 @@ def describe(result: dict[str, Any]) -> str:
         + (f" ± {num(m['test_acc_std'])}" if m.get("test_acc_std") is not None else "")
         + f"  Bayes {num(m.get('bayes_acc'))}  gap {num(m.get('bayes_gap'))}"
         + f"  {result['train_s']:.1f} s"
+        + (f"  (no exact regions: {m['no_regions']})" if m.get("no_regions") else "")
     )
 
 
