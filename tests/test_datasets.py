@@ -181,24 +181,36 @@ def test_the_training_loss_adds_the_weighted_norm_of_the_weights():
 
 
 def test_neuron_images_have_one_tile_per_hidden_unit_and_the_fit_makes_a_gif(run_cli):
+    """A tile per unit, at most ten to a picture: a wider layer is pictured ten units at a time,
+    each picture named by its units."""
     run = run_cli(
         "fit",
         "--trainer.max_epochs=5",
         "--data.n_samples=200",
-        "--model.hidden_sizes=[3, 10]",
+        "--model.hidden_sizes=[3, 10, 23]",
         "--boundary.every_n_epochs=2",
         "--boundary.show_neurons=true",
         "--boundary.resolution=20",
     )
     ea = read_events(run)
-    assert {"neurons/layer_1", "neurons/layer_2"} <= set(ea.Tags()["images"])
-    for tag, units in (("neurons/layer_1", 3), ("neurons/layer_2", 10)):
+    tags = {tag for tag in ea.Tags()["images"] if tag.startswith("neurons/")}
+    wide = [
+        "neurons/layer_3_units_1-10",
+        "neurons/layer_3_units_11-20",
+        "neurons/layer_3_units_21-23",
+    ]
+    assert tags == {"neurons/layer_1", "neurons/layer_2", *wide}
+    for tag, units in zip(
+        ["neurons/layer_1", "neurons/layer_2", *wide], [3, 10, 10, 10, 3], strict=True
+    ):
         images = ea.Images(tag)
         assert [i.step for i in images] == [0, 2, 4]
         # five tiles of 20 points a row, 4 pixels apart, each over its 21-pixel label
         cols = min(units, 5)
         rows = -(-units // cols)
-        assert images[-1].width == cols * 24 - 4 and images[-1].height > rows * (20 + 21 + 4) - 4
+        width = max(cols * 24 - 4, 320)  # the words above take 320 pixels at least
+        assert images[-1].width == width and images[-1].height > rows * (20 + 21 + 4) - 4
+
     gif = Image.open(run / "decision_boundary.gif")
     assert gif.n_frames == len(ea.Images("decision_boundary/train_val")) == 3
 

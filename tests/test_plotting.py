@@ -387,17 +387,42 @@ def test_text_longer_than_a_frame_goes_on_more_lines_and_nothing_is_cut_off():
     assert legend.shape[0] >= 2 * (BODY + 6) and not np.all(legend < 120, axis=2)[:, -3:].any()
 
 
+@pytest.mark.parametrize("units", [1, 9, 10, 11, 64])
+def test_every_neuron_picture_is_shown_at_three_fifths_of_its_size_or_more(units):
+    """TensorBoard's image card shows a picture at most 215 pixels high (and about 408 wide): a
+    layer's units over the chapter's grid of 101 points come ten to a picture, each small enough
+    to be shown at 3/5 of its size or more, so its 17-pixel captions read at 10 or more; every
+    unit is in one of them, numbered as in the layer."""
+    from circles.pictures.network import neuron_pictures
+
+    layer = np.random.default_rng(units).normal(size=(units, 101, 101))
+    pictures = neuron_pictures(layer, 2, 7)
+    assert len(pictures) == -(-units // 10)
+    for image in pictures.values():
+        height, width = image.shape[:2]
+        assert min(1, 215 / height, 408 / width) >= 0.6, (height, width)
+    if units > 10:
+        assert list(pictures)[1] == f"neurons/layer_2_units_11-{min(units, 20)}"
+        np.testing.assert_array_equal(
+            pictures["neurons/layer_2_units_1-10"],
+            neuron_image(layer[:10], header="epoch 7, hidden layer 2, units 1-10"),
+        )
+    else:
+        assert list(pictures) == ["neurons/layer_2"]
+
+
 def test_neuron_tiles_are_numbered_and_dead_units_marked():
     flat = np.zeros((1, 5, 5))
     ramp = np.tile(np.linspace(-2.0, 1.0, 5), (5, 1))[None]
     image = neuron_image(np.concatenate([ramp, flat]), scale=2)
     tiles = image[-(10 + BODY + 6) :]  # the row of tiles under the key
-    assert image.shape[1] == 2 * 10 + 4
+    assert image.shape[1] == 320  # two tiles of 10 pixels, 4 apart, under words 320 wide
+    assert (tiles[:, 2 * 10 + 4 :] == 255).all()  # white right of them
     # -2, the ramp's largest magnitude: full red
     np.testing.assert_allclose(tiles[5, 0], rdylbu(0.0), atol=2)
     assert np.all(tiles[10:, :10] < 120, axis=2).any()  # "1: ±2" under the first tile
     wide = neuron_image(np.concatenate([ramp, flat]), scale=16)
-    label = wide[-(BODY + 6) :, 84:]  # under the flat unit's tile, 80 pixels wide
+    label = wide[-(BODY + 6) :, 84:164]  # under the flat unit's tile, 80 pixels wide
     assert np.array_equal(label, text_block(80, [("2: dead", None)]))
     assert not np.array_equal(label, text_block(80, [("2: ±0", None)]))
 

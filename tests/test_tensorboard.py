@@ -129,6 +129,7 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
         str(REPO / "configs" / "relu.yaml"),
         f"--trainer.max_epochs={EPOCHS}",
         f"--boundary.every_n_epochs={EVERY}",
+        "--boundary.show_neurons=true",
     )
     (run,) = (p.name for p in (cwd / "lightning_logs").iterdir())
     # an evaluation: it must stay out of the way
@@ -190,6 +191,27 @@ def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
     slider.press("End")
     page.wait_for_timeout(300)
     assert frame.locator(".step").inner_text() == f"Step {EPOCHS - 1}"
+
+
+def test_the_neuron_pictures_are_shown_large_enough_to_read(learner):
+    """Each hidden layer's units (``boundary.show_neurons``): a card per layer, its picture shown
+    at 3/5 of its size or more, so that the 17-pixel captions under the tiles read at 10."""
+    page, url, _ = learner
+    tags = page.locator("input[placeholder='Filter tags (regex)']")
+    tags.fill("neurons")
+    page.wait_for_timeout(1500)
+    cards = page.locator("image-card-component", has_text="neurons")
+    headings = {c.split()[1] for c in cards.locator(".heading").all_inner_texts()}
+    assert headings == {"/layer_1", "/layer_2"}, headings  # 10 units each
+    for i in range(cards.count()):
+        cards.nth(i).scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        picture = cards.nth(i).locator("img")
+        natural = picture.evaluate("image => image.naturalWidth")
+        shown = picture.bounding_box()
+        assert shown is not None and shown["width"] >= 0.6 * natural, (shown, natural)
+    tags.fill("")
+    open_landing_page(page, url)
 
 
 def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(learner):

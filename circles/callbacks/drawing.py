@@ -17,7 +17,7 @@ from circles.pictures.figures import boundary_figure
 from circles.pictures.frames import boundary_image, vote_key
 from circles.pictures.grids import grid_axes, grid_boundaries, grid_layers, grid_predictions
 from circles.pictures.layers import layers_picture
-from circles.pictures.network import network_image, neuron_image
+from circles.pictures.network import network_image, neuron_pictures
 from circles.pictures.notes import MEMBER_LINES, draws_lines, picture_notes
 from circles.pictures.panels import BoundaryPanel
 from circles.runs.directory import save_figure
@@ -79,14 +79,14 @@ def frame(
 def write_units(
     writer: Any, pl_module: pl.LightningModule, grid: Grid, step: int, neurons: bool, network: bool
 ) -> None:
-    """Each hidden layer's units over the plane (``neurons/layer_N``) and the network with its
-    weights (``network/weights``)."""
+    """Each hidden layer's units over the plane (``neurons/layer_N``, in tens for a wider layer:
+    :func:`neuron_pictures`) and the network with its weights (``network/weights``)."""
     model = classifier(pl_module)
     layers = grid_layers(model, *grid[1])
     if neurons:
         for i, layer in enumerate(layers[1:-1], start=1):
-            image = neuron_image(layer, header=f"epoch {step}, hidden layer {i}")
-            writer.add_image(f"neurons/layer_{i}", image, global_step=step, dataformats="HWC")
+            for tag, image in neuron_pictures(layer, i, step).items():
+                writer.add_image(tag, image, global_step=step, dataformats="HWC")
     if network:
         weights = [w.detach().float().cpu().numpy() for w in model.layer_weights()]
         image = network_image(layers, weights, model.feature_names, header=f"epoch {step}")

@@ -13,13 +13,19 @@ from circles.pictures.panels import signed_colours
 
 
 def neuron_image(
-    activations: np.ndarray, scale: int = 1, gap: int = 4, ncols: int = 5, header: str | None = None
+    activations: np.ndarray,
+    scale: int = 1,
+    gap: int = 4,
+    ncols: int = 5,
+    header: str | None = None,
+    first: int = 1,
 ) -> np.ndarray:
     """One hidden layer as an ``(H, W, 3)`` uint8 image: a tile per unit, ``ncols`` per row,
     showing its output over the grid in the same colours (blue positive, red negative,
     yellow-white 0), each tile scaled by its own largest magnitude, so the shape each neuron has
-    learned is visible whatever its size. Under each tile its unit number and that magnitude; a
-    unit whose output is the same everywhere is marked ``dead`` (a ReLU that never fires)."""
+    learned is visible whatever its size. Under each tile its unit number (from ``first``) and
+    that magnitude; a unit whose output is the same everywhere is marked ``dead`` (a ReLU that
+    never fires)."""
     peak = np.abs(activations.reshape(len(activations), -1)).max(axis=1)
     dead = constant_units(activations)
     values = activations / np.where(peak > 0, peak, 1)[:, None, None]
@@ -30,7 +36,7 @@ def neuron_image(
                 tile,
                 text_block(
                     tile.shape[1],
-                    [(f"{i + 1}: dead" if dead[i] else f"{i + 1}: ±{peak[i]:.2g}", None)],
+                    [(f"{first + i}: dead" if dead[i] else f"{first + i}: ±{peak[i]:.2g}", None)],
                 )[: BODY + 6],
             ]
         )
@@ -42,13 +48,37 @@ def neuron_image(
     key = (
         "under each unit: its largest |output|; each tile on its own scale (blue +, red -, pale 0)"
     )
-    return np.concatenate(
+    width = max(out.shape[1], 320)  # a narrow layer's words on a few lines still
+    return joined(
         [
-            *([text_block(out.shape[1], [(header, None)], size=HEADER)] if header else []),
-            text_block(out.shape[1], [(key, None)]),
+            *([text_block(width, [(header, None)], size=HEADER)] if header else []),
+            text_block(width, [(key, None)]),
             out,
-        ]
+        ],
+        axis=0,
     )
+
+
+# units in one picture of a layer's: two rows of five, about 320 pixels high, which TensorBoard's
+# card (215 pixels high) shows at 2/3 of its size, its 17-pixel captions at 11
+NEURON_UNITS = 10
+
+
+def neuron_pictures(layer: np.ndarray, number: int, step: int) -> dict[str, np.ndarray]:
+    """Hidden layer ``number``'s units over the plane (:func:`neuron_image`) by TensorBoard tag:
+    ``neurons/layer_N``; a layer of more than ``NEURON_UNITS`` units as one picture per ten of
+    them, ``neurons/layer_N_units_11-20``, so that every picture is shown large enough to read."""
+    pictures = {}
+    for a in range(0, len(layer), NEURON_UNITS):
+        last = min(a + NEURON_UNITS, len(layer))
+        units = f"units {a + 1}-{last}" if len(layer) > NEURON_UNITS else ""
+        tag = f"neurons/layer_{number}" + (f"_{units.replace(' ', '_')}" if units else "")
+        pictures[tag] = neuron_image(
+            layer[a:last],
+            header=f"epoch {step}, hidden layer {number}" + (f", {units}" if units else ""),
+            first=a + 1,
+        )
+    return pictures
 
 
 def constant_units(activations: np.ndarray) -> np.ndarray:
