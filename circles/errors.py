@@ -144,9 +144,9 @@ def os_error_text(err: OSError) -> str:
         if hasattr(record := getattr(frame.f_locals.get("self"), "_writer", None), "_writer")
     ]
     where = err.filename or os.fsdecode(next(filter(None, files), "the run's files"))
-    checkpoint = getattr(err, "checkpoint", None)  # a command's: best|last would find no run there
+    # a command's checkpoint named as a file: best|last would find no run elsewhere
     elsewhere = "write the runs elsewhere with --trainer.default_root_dir DIR" + (
-        f" --ckpt_path {checkpoint}." if checkpoint else "."
+        f" --ckpt_path {vars(err)['checkpoint']}." if vars(err).get("checkpoint") else "."
     )
     advice = {
         errno.ENOSPC: f"Free some space there, or {elsewhere}",

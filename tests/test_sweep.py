@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,28 @@ def test_a_failing_point_is_reported_and_the_others_finish_in_parallel_workers(t
     )
     assert ok["status"] == "ok" and float(ok["bayes_acc"]) == pytest.approx(0.8406, abs=1e-4)
     assert "Failed points:" in (tmp_path / "sw" / "summary.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_point_on_a_full_disk_fails_naming_the_file(tmp_path, capsys, monkeypatch):
+    """TensorBoard's event writer cannot write (a full disk): the point fails, and its line and
+    its result name the event file and what to do, as the command line would."""
+    from tensorboard.summary.writer import record_writer
+
+    def disk_full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", disk_full)
+    path = write_sweep(tmp_path / "s.yaml", {"data.noise": [0.1]})
+    assert main(["--config", str(path), "--out", "sw"]) == 1
+    (failed,) = rows(tmp_path / "sw")
+    assert failed["status"] == "failed"
+    assert re.fullmatch(
+        r"sw/runs/00-n0\.1/events\.out\.tfevents\.\S+: No space left on device\. Free some space "
+        r"there, or write the runs elsewhere with --trainer\.default_root_dir DIR\.",
+        failed["error"],
+    ), failed["error"]
+    assert f"FAILED: {failed['error']}" in capsys.readouterr().out
 
 
 LONG = {

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from circles.cli import run_cli  # before a point's output goes to its log: handlers made at import
-from circles.errors import CirclesError, Interrupted, quiet_lightning
+from circles.errors import CirclesError, Interrupted, os_error_text, quiet_lightning
 from circles.model.metrics import METRICS, latest_values, num
 from circles.model.regions import enclosed_members
 from circles.runs.checkpoints import load_checkpoint_file
@@ -235,9 +235,11 @@ def _run(sweep: Sweep, point: Point, earlier: dict[str, Any]) -> dict[str, Any]:
             )
         except Exception as err:  # noqa: BLE001 - one failing point must not stop the others
             traceback.print_exc()
-            result["error"] = " ".join([f"{type(err).__name__}:", *str(err).split()])[:500].rstrip(
-                ":"
+            # a full disk names its file
+            text = (
+                os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
             )
+            result["error"] = " ".join(text.split())[:500].rstrip(":")
     with atomic_file(run_dir / RESULT) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     return result
