@@ -4,10 +4,8 @@ settings."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,16 +35,6 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     the repository."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture(autouse=True)
-def _ctrl_c_as_it_was() -> Iterator[None]:
-    """Ctrl-C's handler put back after each test: Lightning ignores Ctrl-C once it has handled one
-    (SIG_IGN, never undone), so a test that stops a fit in-process would leave every process this
-    worker starts afterwards deaf to Ctrl-C (a process inherits an ignored signal)."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)
 
 
 @pytest.fixture
