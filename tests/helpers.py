@@ -90,15 +90,25 @@ def started(
     """``argv`` started in a process group of its own, its output captured (stderr into stdout
     with ``merge_output``). Leaving the block kills whatever is left of the group (DDP ranks,
     sweep workers) and reaps the process, so nothing it started outlives the test."""
-    process = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-        start_new_session=True,
-    )
+    # A process inherits an ignored Ctrl-C (a shell starts its background jobs so, and Lightning
+    # ignores Ctrl-C once it has handled one) and Python then keeps ignoring it: the process
+    # starts with Python's own handler instead, as from a terminal.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+            start_new_session=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield process
     finally:
