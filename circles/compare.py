@@ -42,7 +42,14 @@ from circles.errors import (
     report,
 )
 from circles.pictures.lesson_page import RunRecord, last_epoch_figure, page_html
-from circles.runs.directory import CONFIG, InputError, atomic_file, save_figure, try_lock
+from circles.runs.directory import (
+    BOUNDARY_TEST_PNG,
+    CONFIG,
+    InputError,
+    atomic_file,
+    save_figure,
+    try_lock,
+)
 from circles.runs.logger import DEFAULT_RUNS, tensorboard_of
 from circles.runs.record import flattened
 
@@ -195,7 +202,8 @@ def fit_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def finished_run(config: str, extra: Sequence[str], out: Path) -> Path | None:
     """The newest run in ``out``'s runs, then in the working folder's (``lightning_logs``), that
-    trained what a fit of ``config`` with ``extra`` would and finished (its fit was tested); None
+    trained what a fit of ``config`` with ``extra`` would and finished (its fit was tested: it
+    drew the test's picture); None
     if there is none. The settings are read as the command line reads them (every default
     resolved), and nothing is built."""
     try:
@@ -209,7 +217,7 @@ def finished_run(config: str, extra: Sequence[str], out: Path) -> Path | None:
         (
             run
             for run in [run for root in roots for run in sorted(root.iterdir(), reverse=True)]
-            if (run / "test").is_dir()
+            if (run / BOUNDARY_TEST_PNG).is_file()
             and (run / CONFIG).is_file()
             and fit_settings(yaml.safe_load((run / CONFIG).read_text()) or {}) == wanted
         ),
@@ -226,39 +234,34 @@ def record_of_run(run_dir: Path, name: str | None = None) -> RunRecord:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from circles.callbacks.boundary import DecisionBoundaryCallback
-    from circles.model.metrics import METRICS, STAGES
-
-    def events(sub: str = "") -> Any:
-        return EventAccumulator(str(run_dir / sub), size_guidance={"images": 0, "scalars": 0})
+    from circles.model.metrics import METRICS
 
     record = RunRecord(name=name or run_dir.name)
-    stages = {stage: events(stage).Reload() for stage in STAGES if (run_dir / stage).is_dir()}
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     for metric in METRICS:
-        found = stages.get(metric.stage)
-        if found is None or metric.tag not in found.Tags()["scalars"]:
+        if metric.tag not in events.Tags()["scalars"]:
             continue
-        points = [(event.step, event.value) for event in found.Scalars(metric.tag)]
-        if metric.curve and metric.stage != "test":
+        points = [(event.step, event.value) for event in events.Scalars(metric.tag)]
+        if metric.curve:
             record.curves[metric.name] = points
         else:
             record.final[metric.name] = points[-1][1]
     config = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
     record.members = int(((config or {}).get("model") or {}).get("members") or 1)
-    root = events().Reload()
     # a compare's fit wrote the page's own pictures; any other run, its TensorBoard frames
     tags = (
         COMPARE_TAGS
-        if COMPARE_TAGS[0] in root.Tags()["images"]
+        if COMPARE_TAGS[0] in events.Tags()["images"]
         else (DecisionBoundaryCallback.TAG, "network/weights", "layers/plane")
     )
     for tag, kept in zip(tags, (record.pictures, record.networks, record.layers), strict=True):
-        if tag in root.Tags()["images"]:
+        if tag in events.Tags()["images"]:
             kept.update(
                 {
                     image.step: np.asarray(
                         Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB")
                     )
-                    for image in root.Images(tag)
+                    for image in events.Images(tag)
                 }
             )
     return record

@@ -22,7 +22,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from circles.commands import main
-from circles.model.metrics import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -216,26 +215,22 @@ def read_events(run_dir: Path) -> EventAccumulator:
     return ea
 
 
-def _metric(stage: str, tag: str) -> str:
-    """The metric name of a scalar TensorBoard shows as ``tag`` in the run's ``stage`` sub-run
-    (``""``: the run)."""
-    return f"{stage}/{tag.split('/', 1)[1]}" if stage else tag
+def _metric(tag: str) -> str:
+    """The metric name of a scalar TensorBoard shows as ``tag`` (:func:`scalar_tag`'s inverse:
+    ``curves/loss_train`` is ``train/loss``; any other tag, an evaluation's
+    ``evaluation/test_acc`` too, is its name)."""
+    group, _, rest = tag.partition("/")
+    what, _, stage = rest.rpartition("_")
+    return f"{stage}/{what}" if group == "curves" else tag
 
 
 def scalar_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of the run and its stage sub-runs as TensorBoard shows them, by metric name
-    (``train/loss``): ``{name: [(step, value), ...]}``."""
-    history = {}
-    for stage in ("", *STAGES):
-        if (run_dir / stage).is_dir():
-            ea = read_events(run_dir / stage)
-            history.update(
-                {
-                    _metric(stage, tag): [(e.step, e.value) for e in ea.Scalars(tag)]
-                    for tag in ea.Tags()["scalars"]
-                }
-            )
-    return history
+    """Every scalar of the run as TensorBoard shows it, by metric name (``train/loss``):
+    ``{name: [(step, value), ...]}``."""
+    ea = read_events(run_dir)
+    return {
+        _metric(tag): [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]
+    }
 
 
 def scalar_values(run_dir: Path, name: str) -> list[float]:
@@ -253,17 +248,14 @@ def final_scalar(run_dir: Path, name: str) -> float:
 
 
 def _scalar_events(run_dir: Path) -> Iterator[tuple[str, int, float]]:
-    """Every scalar written to the event files of the run and its stage sub-runs, as ``(metric
-    name, step, value)``, oldest file first in each, unfiltered."""
-    for stage in ("", *STAGES):
-        files = sorted(
-            (run_dir / stage).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])
-        )
-        for path in files:
-            for event in LegacyEventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    if value.HasField("simple_value"):
-                        yield _metric(stage, value.tag), event.step, value.simple_value
+    """Every scalar written to the run's event files, as ``(metric name, step, value)``, oldest
+    file first, unfiltered."""
+    files = sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3]))
+    for path in files:
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    yield _metric(value.tag), event.step, value.simple_value
 
 
 def written_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -62,16 +62,18 @@ def test_run_directory_holds_logs_config_hparams_and_checkpoints(run_cli):
     # at the last epoch's step: beside the curves' ends
     assert scalar_history(run)["test/acc"][0][0] == 2
     test_run = run_cli("test", *TINY, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
-    # with the run it evaluated, out of the fits' way
+    # with the run it evaluated, out of the fits' way; its scalars in that run's TensorBoard
+    # events, so the run list stays the fits
     assert test_run == run / "evaluations" / "0000-test"
-    assert sorted(read_events(test_run / "test").Tags()["scalars"]) == [
-        "evaluation/acc",
-        "evaluation/bayes_acc",
-        "evaluation/bayes_gap",
-        "evaluation/loss",
+    assert not list(test_run.rglob("events.out.tfevents.*"))
+    assert sorted(t for t in read_events(run).Tags()["scalars"] if "evaluation" in t) == [
+        "evaluation/test_acc",
+        "evaluation/test_bayes_acc",
+        "evaluation/test_bayes_gap",
+        "evaluation/test_loss",
     ]
     # the same weights, the same step
-    assert scalar_history(test_run)["test/acc"] == scalar_history(run)["test/acc"]
+    assert scalar_history(run)["evaluation/test_acc"] == scalar_history(run)["test/acc"]
 
 
 def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli):
@@ -106,8 +108,8 @@ def test_hyperparameters_and_best_val_acc_reach_tensorboards_hparams_tab(run_cli
         "optimizer",
     ]
     assert [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos] == [
-        ("val", "details/acc_best", "best val acc"),
-        ("test", "curves/acc", "test acc"),
+        ("", "val/acc_best", "best val acc"),
+        ("", "test/acc", "test acc"),
     ]
     # every declared metric: the run is drawn
     assert {"val/acc_best", "test/acc"} <= set(scalar_history(run))
@@ -262,7 +264,8 @@ def test_evaluations_say_which_weights_they_measured(run_cli, capsys):
         f"Run directory: {os.path.relpath(tested)}",
         f"Decision boundary: {os.path.relpath(tested / 'decision_boundary_test.png')}",
     ]
-    assert [step for step, _ in scalar_history(tested)["test/acc"]] == [29]
+    # in the run it evaluated
+    assert [step for step, _ in scalar_history(run)["evaluation/test_acc"]] == [29]
 
 
 def test_a_linear_network_prints_the_one_affine_map_it_is(run_cli, capsys):
@@ -328,7 +331,12 @@ def test_members_log_their_mean_and_spread_and_write_members_csv(run_cli):
     assert min(val) == pytest.approx(logged["val/acc_min"][-1][1], abs=1e-6)
 
     test = run_cli("test", *TINY, "--ckpt_path=last")  # the checkpoint says 4 members
-    logged = {tag: values[-1][1] for tag, values in scalar_history(test).items()}
+    # the evaluation's numbers, in the run it evaluated
+    logged = {
+        tag.replace("evaluation/test_", "test/"): values[-1][1]
+        for tag, values in scalar_history(fit).items()
+        if tag.startswith("evaluation/")
+    }
     with open(test / "members.csv") as f:
         tested = [float(m["test_acc"]) for m in csv.DictReader(f)]
     assert sum(tested) / 4 == pytest.approx(logged["test/acc"], abs=1e-6)

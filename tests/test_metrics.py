@@ -86,12 +86,17 @@ def test_the_spread_is_there_only_with_several_members():
 def test_each_metric_is_named_once_and_drawn_where_its_stage_is():
     names = [m.name for m in METRICS]
     assert len(names) == len(set(names)) and {m.stage for m in METRICS} == set(STAGES)
-    assert (
-        scalar_tag("train/loss") == "curves/loss"
-        and scalar_tag("val/acc_best") == "details/acc_best"
-    )
+    # train beside val in the curves group; every other metric as it is logged
+    assert [scalar_tag(name) for name in ("train/loss", "val/acc", "val/acc_best", "test/acc")] == [
+        "curves/loss_train",
+        "curves/acc_val",
+        "val/acc_best",
+        "test/acc",
+    ]
+    # an evaluation's, apart from the fits' scalars
+    assert scalar_tag("test/acc", evaluation=True) == "evaluation/test_acc"
     # a metric not in the table yet
-    assert scalar_tag("val/something_new") == "details/something_new"
+    assert scalar_tag("val/something_new") == "val/something_new"
 
 
 def test_summary_csv_keeps_its_columns():

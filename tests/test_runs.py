@@ -180,8 +180,9 @@ def test_default_root_dir_holds_the_runs_and_best_last_find_them_there(tmp_path,
     assert (run / "evaluations" / "0000-test" / "decision_boundary_test.png").is_file()
     assert exit_status("fit", *RUN, root, "--ckpt_path=last", "--trainer.max_epochs=3") == 0
     assert run_names(scratch / "lightning_logs") == ["0000"]
-    # the resumed fit (and its test) wrote into the run
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2
+    # the resumed fit (and its test) wrote into the run, beside the evaluation's event file
+    events = sorted(p.suffix for p in run.glob("events.out.tfevents.*"))
+    assert len(events) == 3 and events.count(".0000-test") == 1, events
     assert os.listdir(elsewhere) == []
     assert exit_status("fit", *RUN, "--ckpt_path=last") == 2  # nothing under the working directory
 

@@ -102,11 +102,31 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
 
 
 def open_landing_page(page, url: str) -> None:
-    """TensorBoard's first page, once its charts and the picture have loaded."""
+    """TensorBoard's first page, once its charts have loaded."""
     page.goto(url)
     page.wait_for_selector("scalar-card-component")
-    page.wait_for_selector("image-card-component img")
     page.wait_for_timeout(1500)  # the charts draw their lines after the cards appear
+
+
+@contextlib.contextmanager
+def tags_filtered(page, url: str, regex: str) -> Iterator[None]:
+    """The page with ``regex`` typed into the tag filter, as a learner finds the cards below the
+    curves (TensorBoard makes a card only when it is scrolled to); the first page again after."""
+    tags = page.locator("input[placeholder='Filter tags (regex)']")
+    tags.fill(regex)
+    page.wait_for_timeout(1500)
+    try:
+        yield
+    finally:
+        tags.fill("")
+        open_landing_page(page, url)
+
+
+def boundary_frame(page, run: str):
+    """The card of ``run``'s decision-boundary frames (the filter set to them)."""
+    frame = page.locator("image-card-component").filter(has_text=run[:5])  # 0000-
+    frame.locator("img").wait_for()
+    return frame
 
 
 def open_hparams(page, url: str) -> None:
@@ -120,8 +140,9 @@ def open_hparams(page, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
-    """README's main job, shortened, and TensorBoard as its summary says to open it, seen in
-    Chromium: (page, TensorBoard's address, the run's name)."""
+    """README's main job, shortened, an evaluation of it, and two more fits (the linear model,
+    improved.yaml: the third fit is where a colour per sub-run repeated), seen in Chromium as the
+    summary says to open them: (page, TensorBoard's address, the main job's run name)."""
     cwd = tmp_path_factory.mktemp("learner")
     command = fit(
         cwd,
@@ -138,20 +159,28 @@ def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
             sys.executable,
             str(REPO / "train.py"),
             "test",
-            "--ckpt_path=last",
+            f"--ckpt_path=lightning_logs/{run}/checkpoints/last.ckpt",
             "--data.test_samples=500",
         ],
         cwd=cwd,
         capture_output=True,
         check=True,
     )
-    with tensorboard(command, cwd, runs=1) as url, browser() as page:
+    for config in ("linear.yaml", "improved.yaml"):
+        fit(cwd, "--config", str(REPO / "configs" / config), "--trainer.max_epochs=2")
+    with tensorboard(command, cwd, runs=3) as url, browser() as page:
         open_landing_page(page, url)
         yield page, url, run
 
 
-def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(learner):
-    page, _, run = learner
+# each line of a chart: its colour and its run, as the chart's table lists them
+LINES = """card => Array.from(card.querySelectorAll('.row-circle span')).map(dot => [
+    getComputedStyle(dot).backgroundColor,
+    dot.closest('tb-data-table-content-row').innerText.trim().split(/\\s+/)[0]])"""
+
+
+def test_the_first_page_shows_train_beside_val_one_colour_per_fit_and_the_boundary(learner):
+    page, url, run = learner
     # numbered, named after what it trains, model first
     assert run == f"0000-relu-10x10-sgd0.1-e{EPOCHS}-circles"
     runs = [
@@ -159,59 +188,59 @@ def test_the_first_page_shows_train_and_val_curves_together_and_the_boundary(lea
         for line in page.locator("tb-runs-table, runs-selector").first.inner_text().splitlines()
         if line.strip() and line.strip() != "Run"
     ]
-    # the fit first, its evaluation inside it
-    assert runs[0] == run and f"{run}/evaluations/0000-test" in runs
+    # the fits, and nothing else: the evaluation wrote into the run it evaluated
+    assert runs[0] == run and len(runs) == 3 and not any("evaluation" in r for r in runs), runs
     charts = page.locator("scalar-card-component")
-    assert charts.count() == 2  # the two open curve charts, without a click
-    titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(2)]
-    assert sorted(titles) == ["curves/acc", "curves/loss"]
-    # each chart holds the train and the val curve of its metric, and no evaluation's
-    for i in range(2):
-        text = charts.nth(i).inner_text()
-        assert f"{run}/train" in text and f"{run}/val" in text and "evaluations" not in text
-    frame = page.locator("image-card-component").first
-    assert "decision_boundary/train_val" in frame.inner_text().replace("\n", "")
-    assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
-    shown = frame.locator("img").bounding_box()
-    # the frame, its 17-pixel text at 12 or more
-    assert shown is not None and shown["width"] >= 0.7 * 408
+    titles = [charts.nth(i).locator(".heading").inner_text().replace("\n", "") for i in range(4)]
+    # the curves group first, train beside val
+    assert titles == ["curves/acc_train", "curves/acc_val", "curves/loss_train", "curves/loss_val"]
+    colours = [
+        dict((name, colour) for colour, name in charts.nth(i).evaluate(LINES)) for i in range(4)
+    ]
+    # every chart draws every fit, each fit in one colour everywhere, no two fits alike
+    assert all(set(c) == set(runs) for c in colours) and all(c == colours[0] for c in colours)
+    assert len(set(colours[0].values())) == 3, colours
+    with tags_filtered(page, url, "decision_boundary/train_val"):
+        frame = boundary_frame(page, run)
+        # the main job's own frames, its last epoch first
+        assert frame.locator("img").get_attribute("alt") == f"Image at step {EPOCHS - 1}"
+        shown = frame.locator("img").bounding_box()
+        # the frame, its 17-pixel text at 12 or more
+        assert shown is not None and shown["width"] >= 0.7 * 408
 
 
 def test_the_frame_slider_reaches_epoch_0_and_the_last_epoch(learner):
-    page, _, _ = learner
-    frame = page.locator("image-card-component").first
-    slider = frame.locator("input[type=range]")
-    # every frame kept: 13 steps, slider 0..12
-    assert slider.get_attribute("max") == str(EPOCHS // EVERY)
-    slider.focus()
-    slider.press("Home")
-    page.wait_for_timeout(300)
-    assert frame.locator(".step").inner_text() == "Step 0"
-    assert frame.locator("img").get_attribute("alt") == "Image at step 0"
-    slider.press("End")
-    page.wait_for_timeout(300)
-    assert frame.locator(".step").inner_text() == f"Step {EPOCHS - 1}"
+    page, url, run = learner
+    with tags_filtered(page, url, "decision_boundary/train_val"):
+        frame = boundary_frame(page, run)
+        slider = frame.locator("input[type=range]")
+        # every frame kept: 13 steps, slider 0..12
+        assert slider.get_attribute("max") == str(EPOCHS // EVERY)
+        slider.focus()
+        slider.press("Home")
+        page.wait_for_timeout(300)
+        assert frame.locator(".step").inner_text() == "Step 0"
+        assert frame.locator("img").get_attribute("alt") == "Image at step 0"
+        slider.press("End")
+        page.wait_for_timeout(300)
+        assert frame.locator(".step").inner_text() == f"Step {EPOCHS - 1}"
 
 
 def test_the_neuron_pictures_are_shown_large_enough_to_read(learner):
     """Each hidden layer's units (``boundary.show_neurons``): a card per layer, its picture shown
     at 3/5 of its size or more, so that the 17-pixel captions under the tiles read at 10."""
     page, url, _ = learner
-    tags = page.locator("input[placeholder='Filter tags (regex)']")
-    tags.fill("neurons")
-    page.wait_for_timeout(1500)
-    cards = page.locator("image-card-component", has_text="neurons")
-    headings = {c.split()[1] for c in cards.locator(".heading").all_inner_texts()}
-    assert headings == {"/layer_1", "/layer_2"}, headings  # 10 units each
-    for i in range(cards.count()):
-        cards.nth(i).scroll_into_view_if_needed()
-        page.wait_for_timeout(500)
-        picture = cards.nth(i).locator("img")
-        natural = picture.evaluate("image => image.naturalWidth")
-        shown = picture.bounding_box()
-        assert shown is not None and shown["width"] >= 0.6 * natural, (shown, natural)
-    tags.fill("")
-    open_landing_page(page, url)
+    with tags_filtered(page, url, "neurons"):
+        cards = page.locator("image-card-component", has_text="neurons")
+        headings = {c.split()[1] for c in cards.locator(".heading").all_inner_texts()}
+        assert headings == {"/layer_1", "/layer_2"}, headings  # 10 units each
+        for i in range(cards.count()):
+            cards.nth(i).scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            picture = cards.nth(i).locator("img")
+            natural = picture.evaluate("image => image.naturalWidth")
+            shown = picture.bounding_box()
+            assert shown is not None and shown["width"] >= 0.6 * natural, (shown, natural)
 
 
 def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(learner):
@@ -241,8 +270,8 @@ def test_hparams_shows_the_settings_people_vary_and_the_metrics_that_matter(lear
     assert len(metrics) == 2 and all(0.4 <= m <= 1 for m in metrics)
     page.locator("text=PARALLEL COORDINATES VIEW").first.click()
     page.wait_for_timeout(1500)
-    # the run is drawn: a line through every axis
-    assert page.locator("g.foreground path").count() == 1
+    # each fit is drawn: a line through every axis
+    assert page.locator("g.foreground path").count() == 3
     open_landing_page(page, url)
 
 

@@ -27,13 +27,15 @@ class DecisionBoundaryCallback(Callback):
 
     Every ``every_n_epochs`` epochs (epoch 0 included) and at the end of fit, the Train | Val
     frame goes to TensorBoard (``decision_boundary/train_val`` at step = epoch; ``test`` writes
-    ``test/decision_boundary``); a linear model's frame draws each member's line and says the
-    affine map the layers are. A fit's last picture is saved as ``decision_boundary.png`` in the
-    run directory (``decision_boundary_test.png`` after ``test``), its frames as
-    ``decision_boundary.gif``. Rank zero draws."""
+    ``test/decision_boundary``, an evaluation's test ``evaluation/decision_boundary``); a linear
+    model's frame draws each member's line and says the affine map the layers are. A fit's last
+    picture is saved as ``decision_boundary.png`` in the run directory
+    (``decision_boundary_test.png`` after ``test``), its frames as ``decision_boundary.gif``.
+    Rank zero draws."""
 
     TAG = "decision_boundary/train_val"
     TEST_TAG = "test/decision_boundary"
+    EVALUATION_TAG = "evaluation/decision_boundary"
 
     def __init__(
         self,
@@ -121,7 +123,9 @@ class DecisionBoundaryCallback(Callback):
             )
         else:
             writer = tensorboard.experiment
-            writer.add_image(self.TEST_TAG if test else self.TAG, image, step, dataformats="HWC")
+            evaluation = test and getattr(tensorboard, "evaluation", False)
+            tag = self.EVALUATION_TAG if evaluation else self.TEST_TAG if test else self.TAG
+            writer.add_image(tag, image, step, dataformats="HWC")
             if (self.show_neurons or self.show_network) and layered:
                 drawing.write_units(
                     writer,

@@ -110,13 +110,14 @@ def _settle_run(
 
 def _place_evaluation(logger: Namespace, checkpoint: Path | None) -> None:
     """Validate, test and predict runs go with the run that trained their checkpoint, in its
-    ``evaluations`` folder (``0003-relu-.../evaluations/0000-test``), or for a checkpoint from
-    elsewhere in the runs' own ``evaluations`` folder: never among the fits, and their scalars
-    apart from the fits' curves. A run this process may not write into (a read-only copy of the
-    runs) keeps the evaluation in ``trainer.default_root_dir``'s runs instead."""
+    ``evaluations`` folder (``0003-relu-.../evaluations/0000-test``) with their TensorBoard events
+    in that run (so TensorBoard's run list stays the fits), or for a checkpoint from elsewhere in
+    the runs' own ``evaluations`` folder; their scalars apart from the fits' curves. A run this
+    process may not write into (a read-only copy of the runs) keeps the evaluation in
+    ``trainer.default_root_dir``'s runs instead."""
     run = checkpoint.parent.parent if checkpoint is not None else Path("?")
     if checkpoint is not None and run_of_checkpoint(checkpoint) and os.access(run, os.W_OK):
-        logger.save_dir = str(run)
+        logger.save_dir = logger.events_dir = str(run)
         logger.name = EVALUATIONS
     else:
         logger.name = f"{logger.get('name', DEFAULT_RUNS)}/{EVALUATIONS}"

@@ -18,7 +18,7 @@ from typing_extensions import override
 
 from circles.model.networks import ensemble_logits
 
-# metric name prefixes; each gets a sub-run of its own in TensorBoard
+# metric name prefixes
 STAGES = ("train", "val", "test")
 
 
@@ -29,7 +29,7 @@ class Metric:
     or by the callback that logs it."""
 
     name: str
-    # a TensorBoard chart of the ``curves`` group, train and val on one chart; else ``details``
+    # a TensorBoard chart of the ``curves`` group, train beside val
     curve: bool = False
     hparams: str | None = None  # its column title in TensorBoard's HPARAMS tab
     # its column in a sweep point's result.json and the sweep's summary.csv
@@ -44,8 +44,8 @@ class Metric:
 
     @property
     def tag(self) -> str:
-        """Its TensorBoard tag inside its stage's sub-run: ``curves/loss``, ``details/acc_best``."""
-        return f"{'curves' if self.curve else 'details'}/{self.name.split('/', 1)[1]}"
+        """Its TensorBoard tag (:func:`scalar_tag`)."""
+        return scalar_tag(self.name, self.curve)
 
 
 METRICS = (
@@ -58,8 +58,8 @@ METRICS = (
     Metric("val/acc_min", spread=True),
     Metric("val/acc_max", spread=True),
     Metric("val/acc_best", hparams="best val acc", sweep="val_acc_best", report="best val acc"),
-    Metric("test/loss", curve=True, digits=5),
-    Metric("test/acc", curve=True, hparams="test acc", sweep="test_acc", report="test acc"),
+    Metric("test/loss", digits=5),
+    Metric("test/acc", hparams="test acc", sweep="test_acc", report="test acc"),
     Metric("test/acc_std", sweep="test_acc_std", spread=True),
     Metric("test/acc_ci95", sweep="test_acc_ci95", report="95% interval", spread=True),
     Metric("test/acc_min", sweep="test_acc_min", report="range", spread=True),
@@ -72,10 +72,17 @@ METRICS = (
 BY_NAME = {metric.name: metric for metric in METRICS}
 
 
-def scalar_tag(name: str) -> str:
-    """The TensorBoard tag of the metric ``name`` in its stage's sub-run (see
-    :attr:`Metric.tag`)."""
-    return BY_NAME[name].tag if name in BY_NAME else f"details/{name.split('/', 1)[1]}"
+def scalar_tag(name: str, curve: bool | None = None, evaluation: bool = False) -> str:
+    """The TensorBoard tag of the metric ``name`` (``stage/what``) in its run: a curve's is
+    ``curves/what_stage``, so the ``curves`` group sets train beside val (``curves/loss_train``,
+    ``curves/loss_val``) and each line is a run; an evaluation's ``evaluation/stage_what``; any
+    other its name."""
+    stage, what = name.split("/", 1)
+    if curve is None:
+        curve = BY_NAME[name].curve if name in BY_NAME else False
+    if evaluation:
+        return f"evaluation/{stage}_{what}"
+    return f"curves/{what}_{stage}" if curve else name
 
 
 def num(value: float | None, digits: int = 4) -> str:

@@ -74,7 +74,7 @@ def hparams_session(hparams: Mapping[str, Any], trial: str, first: Sequence[str]
     names = {key: f"{i} {title}" for i, (key, title) in enumerate(order)}
     columns = [hp.HParam(name, display_name=name.split(" ", 1)[1]) for name in names.values()]
     metrics = [
-        hp.Metric(metric.tag, group=metric.stage, display_name=metric.hparams)
+        hp.Metric(metric.tag, display_name=metric.hparams)
         for metric in METRICS
         if metric.hparams is not None  # a column of the table
     ]

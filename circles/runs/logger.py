@@ -1,5 +1,5 @@
-"""The TensorBoard run logger: one directory per run, train/val/test curves as sub-runs, and the
-HPARAMS record."""
+"""The TensorBoard run logger: one directory per run, one TensorBoard run per fit (its
+evaluations' scalars inside it), and the HPARAMS record."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
@@ -62,20 +63,11 @@ def event_file_writer(writer: Any) -> Any:
     return writer._get_file_writer()
 
 
-def _values_by_run(metrics: Mapping[str, Any], evaluation: bool) -> dict[str, list[Any]]:
-    """The scalars as TensorBoard summary values by the sub-run they go to: ``train/loss`` to
-    ``train`` as ``curves/loss`` (an evaluation's as ``evaluation/loss``), others to the run
-    itself; ``epoch`` left out."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    runs: dict[str, list[Any]] = {}
-    for key, value in metrics.items():
-        stage, _, name = key.partition("/")
-        run = stage if stage in STAGES and name else ""
-        tag = (f"evaluation/{name}" if evaluation else scalar_tag(key)) if run else key
-        if key != "epoch":
-            runs.setdefault(run, []).append(Summary.Value(tag=tag, simple_value=float(value)))
-    return runs
+def _tag(key: str, evaluation: bool) -> str:
+    """A logged scalar's TensorBoard tag: a stage's metric's is :func:`scalar_tag`'s, any other
+    (a learning-rate monitor's) its own name."""
+    stage, _, name = key.partition("/")
+    return scalar_tag(key, evaluation=evaluation) if stage in STAGES and name else key
 
 
 def _run_name(version: int | str) -> str:
@@ -151,10 +143,11 @@ class ClaimedRun:
 class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
     """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator
     of them: the number is claimed with an atomic ``mkdir`` (:func:`claim_version`) when the
-    directory is first asked for. The scalars are laid out as Keras does: ``train/loss`` is
-    ``curves/loss`` in the sub-run ``<run>/train``, ``val/loss`` in ``<run>/val`` (one chart holds
-    both curves; :func:`scalar_tag`), drawn over epochs, one event per sub-run and call; images and
-    hyperparameters stay in the run, which is a trial of TensorBoard's HPARAMS tab."""
+    directory is first asked for. A fit is one TensorBoard run, so one colour in every chart:
+    ``train/loss`` is the tag ``loss/train``, beside ``loss/val`` in the ``loss`` group
+    (:func:`scalar_tag`), drawn over epochs, one event per call; an evaluation writes into the run
+    that trained its weights (``events_dir``), so the run list stays the fits; images and
+    hyperparameters go with the scalars, and the run is a trial of TensorBoard's HPARAMS tab."""
 
     def __init__(
         self,
@@ -163,6 +156,7 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
         version: int | str | None = None,
         label: str = "",
         evaluation: bool = False,
+        events_dir: str | None = None,
         first_columns: Sequence[str] = (),
         default_hp_metric: bool = False,
         **kwargs: Any,
@@ -178,7 +172,9 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             label: What the run trains, appended to a claimed number so TensorBoard names the run
                 by it (the command line fills it in from the config: ``relu-10x10-sgd0.1-e1000``).
             evaluation: A validate, test or predict run (the command line says so): its scalars go
-                to TensorBoard's ``evaluation`` group, apart from the fits' ``curves``.
+                to TensorBoard's ``evaluation`` group, apart from the fits' curves.
+            events_dir: Folder of the TensorBoard events; ``null``: the run's own directory. The
+                command line gives an evaluation the run that trained its weights.
             first_columns: Config keys whose HPARAMS columns come first (a sweep gives the
                 settings it varies, so the columns TensorBoard shows at first tell its rows
                 apart).
@@ -196,33 +192,41 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
         )
         self._run_version = version
         self._label = label
-        self._evaluation = evaluation
+        self.evaluation = evaluation  # the boundary callback tags its picture by it
         self._first_columns = list(first_columns)
-        self._stage_writers: dict[str, Any] = {}
+        self._events_dir = events_dir
         self.stay_open = False  # a stage's success only flushes: the fit's test joins its files
         self._hparams_file_saved = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
 
-    def _writer(self, stage: str) -> Any:
-        """The run's own SummaryWriter (``stage`` empty), or the one of its ``stage`` sub-run,
-        made on first use."""
-        if not stage:
-            return self.experiment
-        if stage not in self._stage_writers:
+    @property
+    @override
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """Lightning's ``SummaryWriter`` of the run, writing into ``events_dir`` where given (its
+        event file named by the run: ``...tfevents.<time>.<host>.<pid>.0.0000-test``)."""
+        if self._experiment is None and self._events_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._stage_writers[stage] = SummaryWriter(
-                os.path.join(self.log_dir, stage), **self._kwargs
-            )
-        return self._stage_writers[stage]
+            kwargs = {**self._kwargs, "filename_suffix": f".{_run_name(self.version)}"}
+            self._experiment = SummaryWriter(self._events_dir, **kwargs)
+        return super().experiment
+
+    @override
+    def forget_if_empty(self) -> None:
+        """As :meth:`ClaimedRun.forget_if_empty`, and the event file it made in ``events_dir``."""
+        super().forget_if_empty()
+        run = self.created
+        if self._events_dir is not None and run is not None and not run.exists():
+            for file in Path(self._events_dir).glob(f"events.out.tfevents.*.{run.name}"):
+                file.unlink(missing_ok=True)
 
     @override
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """The scalars of a call, one TensorBoard event per sub-run (see the class):
-        ``stage/name`` goes to the ``stage`` sub-run as ``curves/name``, at step = its ``epoch``
-        (which Lightning adds to the metrics it logs, and an evaluation logs as the epoch of its
-        weights), so the curves are drawn over epochs."""
+        """The scalars of a call as one TensorBoard event, tagged as the class says, at step =
+        their ``epoch`` (which Lightning adds to the metrics it logs, and an evaluation logs as
+        the epoch of its weights), so the curves are drawn over epochs."""
         self._write_hparams_session()
         if "epoch" in metrics:
             step = int(metrics["epoch"])
@@ -232,8 +236,12 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             return super().log_metrics(metrics, step)
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        for run, values in _values_by_run(metrics, self._evaluation).items():
-            event_file_writer(self._writer(run)).add_summary(Summary(value=values), step)
+        values = [
+            Summary.Value(tag=_tag(key, self.evaluation), simple_value=float(value))
+            for key, value in metrics.items()
+            if key != "epoch"
+        ]
+        event_file_writer(self.experiment).add_summary(Summary(value=values), step)
 
     @override
     @rank_zero_only
@@ -257,11 +265,9 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Everything written so far onto the disk: the run's events and its sub-runs'."""
+        """Everything written so far onto the disk."""
         if self._experiment is not None:
             self._experiment.flush()
-        for writer in self._stage_writers.values():
-            writer.flush()
 
     @rank_zero_only
     def record_trial(self, params: Any) -> None:
@@ -300,9 +306,8 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             self.save()
             self.flush()
             return
+        # event_file_writer reopens the writer if training goes on (SLURM's SIGUSR1)
         super().finalize(status)
-        for writer in self._stage_writers.values():
-            writer.close()  # event_file_writer reopens it if training goes on (SLURM's SIGUSR1)
         self.release()
 
 
