@@ -68,6 +68,9 @@ def test_class_names_with_commas_and_quotes_come_back_whole(tmp_path):
     named = ["--data.path=named.csv", "--trainer.max_epochs=2"]
     assert exit_status("fit", *named, "--boundary.every_n_epochs=1000") == 0
     assert exit_status("predict", "--ckpt_path=last") == 0
+    # the fit's TensorBoard run gains no event file: predict writes no numbers
+    (fit,) = (tmp_path / "lightning_logs").iterdir()
+    assert len(list(fit.glob("events.out.tfevents.*"))) == 1
     header, rows = read_predictions(tmp_path / "lightning_logs")
     assert header == ["x1", "x2", "probability", "label"] and rows
     assert all(len(r) == 4 and r[3] in names for r in rows)

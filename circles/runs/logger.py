@@ -195,6 +195,7 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
         self.evaluation = evaluation  # the boundary callback tags its picture by it
         self._first_columns = list(first_columns)
         self._events_dir = events_dir
+        self._numbers = False  # logged by this process
         self.stay_open = False  # a stage's success only flushes: the fit's test joins its files
         self._hparams_file_saved = False
         self._hparams_session_written = True  # nothing to write until hyperparameters arrive
@@ -211,15 +212,6 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             kwargs = {**self._kwargs, "filename_suffix": f".{_run_name(self.version)}"}
             self._experiment = SummaryWriter(self._events_dir, **kwargs)
         return super().experiment
-
-    @override
-    def forget_if_empty(self) -> None:
-        """As :meth:`ClaimedRun.forget_if_empty`, and the event file it made in ``events_dir``."""
-        super().forget_if_empty()
-        run = self.created
-        if self._events_dir is not None and run is not None and not run.exists():
-            for file in Path(self._events_dir).glob(f"events.out.tfevents.*.{run.name}"):
-                file.unlink(missing_ok=True)
 
     @override
     @rank_zero_only
@@ -242,6 +234,7 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             if key != "epoch"
         ]
         event_file_writer(self.experiment).add_summary(Summary(value=values), step)
+        self._numbers = True
 
     @override
     @rank_zero_only
@@ -308,6 +301,10 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             return
         # event_file_writer reopens the writer if training goes on (SLURM's SIGUSR1)
         super().finalize(status)
+        if self._events_dir is not None and self._experiment is not None and not self._numbers:
+            # an evaluation that wrote no numbers (predict, or one refused) leaves no event file
+            for file in Path(self._events_dir).glob(f"*tfevents.*.{_run_name(self.version)}"):
+                file.unlink(missing_ok=True)
         self.release()
 
 
