@@ -138,7 +138,8 @@ def open_hparams(page, url: str) -> None:
 # ---------------------------------------------------------------------------------------------------- the tests
 
 
-@pytest.fixture(scope="module")
+# once per test process: the test runner may run other files' tests between these
+@pytest.fixture(scope="session")
 def learner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
     """README's main job, shortened, an evaluation of it, and two more fits (the linear model,
     improved.yaml: the third fit is where a colour per sub-run repeated), seen in Chromium as the
