@@ -124,7 +124,8 @@ def tags_filtered(page, url: str, regex: str) -> Iterator[None]:
 
 def boundary_frame(page, run: str):
     """The card of ``run``'s decision-boundary frames (the filter set to them)."""
-    frame = page.locator("image-card-component").filter(has_text=run[:5])  # 0000-
+    # 0000-; the first: the filtered view and its group may both hold the card for a moment
+    frame = page.locator("image-card-component").filter(has_text=run[:5]).first
     frame.locator("img").wait_for()
     return frame
 
