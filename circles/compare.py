@@ -203,9 +203,8 @@ def fit_settings(config: dict[str, Any]) -> dict[str, Any]:
 def finished_run(config: str, extra: Sequence[str], out: Path) -> Path | None:
     """The newest run in ``out``'s runs, then in the working folder's (``lightning_logs``), that
     trained what a fit of ``config`` with ``extra`` would and finished (its fit was tested: it
-    drew the test's picture); None
-    if there is none. The settings are read as the command line reads them (every default
-    resolved), and nothing is built."""
+    drew the test's picture); None if there is none. The settings are read as the command line
+    reads them (every default resolved), and nothing is built."""
     try:
         run_cli(args=["--config", config, *extra], run=False, cli=_ParseOnly)
     except _Parsed as parsed:

@@ -144,9 +144,9 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
     """TensorBoard logger for ``<save_dir>/<name>/NNNN-<label>`` run directories, the one allocator
     of them: the number is claimed with an atomic ``mkdir`` (:func:`claim_version`) when the
     directory is first asked for. A fit is one TensorBoard run, so one colour in every chart:
-    ``train/loss`` is the tag ``loss/train``, beside ``loss/val`` in the ``loss`` group
-    (:func:`scalar_tag`), drawn over epochs, one event per call; an evaluation writes into the run
-    that trained its weights (``events_dir``), so the run list stays the fits; images and
+    ``train/loss`` is the tag ``curves/loss_train``, beside ``curves/loss_val`` in the ``curves``
+    group (:func:`scalar_tag`), drawn over epochs, one event per call; an evaluation writes into
+    the run that trained its weights (``events_dir``), so the run list stays the fits; images and
     hyperparameters go with the scalars, and the run is a trial of TensorBoard's HPARAMS tab."""
 
     def __init__(
