@@ -45,7 +45,7 @@ class Metric:
     @property
     def tag(self) -> str:
         """Its TensorBoard tag (:func:`scalar_tag`)."""
-        return scalar_tag(self.name, self.curve)
+        return scalar_tag(self.name)
 
 
 METRICS = (
@@ -72,17 +72,17 @@ METRICS = (
 BY_NAME = {metric.name: metric for metric in METRICS}
 
 
-def scalar_tag(name: str, curve: bool | None = None, evaluation: bool = False) -> str:
-    """The TensorBoard tag of the metric ``name`` (``stage/what``) in its run: a curve's is
+def scalar_tag(name: str, evaluation: bool = False) -> str:
+    """The TensorBoard tag of the scalar ``name`` in its run: a curve's (``stage/what``) is
     ``curves/what_stage``, so the ``curves`` group sets train beside val (``curves/loss_train``,
-    ``curves/loss_val``) and each line is a run; an evaluation's ``evaluation/stage_what``; any
-    other its name."""
-    stage, what = name.split("/", 1)
-    if curve is None:
-        curve = BY_NAME[name].curve if name in BY_NAME else False
+    ``curves/loss_val``) and each line is a run; an evaluation's stage metric
+    ``evaluation/stage_what``; any other (``val/acc_best``, a learning-rate monitor's) its name."""
+    stage, _, what = name.partition("/")
+    if stage not in STAGES or not what:
+        return name
     if evaluation:
         return f"evaluation/{stage}_{what}"
-    return f"curves/{what}_{stage}" if curve else name
+    return f"curves/{what}_{stage}" if name in BY_NAME and BY_NAME[name].curve else name
 
 
 def num(value: float | None, digits: int = 4) -> str:

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
-from circles.model.metrics import STAGES, scalar_tag
+from circles.model.metrics import scalar_tag
 from circles.runs.directory import claim_version, lock_run_dir, run_name
 from circles.runs.hparams import hparams_session
 
@@ -61,13 +61,6 @@ def event_file_writer(writer: Any) -> Any:
     SIGUSR1 while training goes on until the job is requeued. ``tests/test_runs.py`` fails loudly
     if either library changes it."""
     return writer._get_file_writer()
-
-
-def _tag(key: str, evaluation: bool) -> str:
-    """A logged scalar's TensorBoard tag: a stage's metric's is :func:`scalar_tag`'s, any other
-    (a learning-rate monitor's) its own name."""
-    stage, _, name = key.partition("/")
-    return scalar_tag(key, evaluation=evaluation) if stage in STAGES and name else key
 
 
 def _run_name(version: int | str) -> str:
@@ -229,7 +222,7 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         values = [
-            Summary.Value(tag=_tag(key, self.evaluation), simple_value=float(value))
+            Summary.Value(tag=scalar_tag(key, self.evaluation), simple_value=float(value))
             for key, value in metrics.items()
             if key != "epoch"
         ]
