@@ -210,10 +210,10 @@ def test_sigusr1_on_two_nodes_saves_after_the_same_step_on_every_rank_requeues_a
     log = job_log(tmp_path, job)
     assert f"job {job} restart 1 on node[1-2]" in log
     assert "Traceback" not in log  # e.g. no rank crashing on a logger that SIGUSR1 finalized
-    assert (
+    restored = (
         f"Restoring states from the checkpoint path at lightning_logs/slurm-{job}/hpc_ckpt_1.ckpt"
-        in log
     )
+    assert restored in log, f"{sorted(p.name for p in run.iterdir())}\n{log}"
     hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
     # written by both ranks' handler together, after the same step
     assert 0 < hpc["global_step"] < 200
