@@ -163,6 +163,20 @@ def test_the_run_logger_keeps_logging_after_it_was_finalized(tmp_path):
     assert scalars_by_step(Path(logger.log_dir)) == {"train/loss": {0: 0.5, 1: 0.25}}
 
 
+def test_the_epoch_alone_writes_no_event(tmp_path):
+    """A call with nothing but the epoch (Lightning adds it to what it logs) is no number of the
+    run's: no empty event, and an evaluation's event file with only such calls is removed."""
+    logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
+    logger.log_metrics({"train/loss": 0.5, "epoch": 0})
+    logger.flush()
+    (events,) = Path(logger.log_dir).glob("events.out.tfevents.*")
+    size = events.stat().st_size
+    logger.log_metrics({"epoch": 1})
+    logger.flush()
+    assert events.stat().st_size == size
+    assert scalars_by_step(Path(logger.log_dir)) == {"train/loss": {0: 0.5}}
+
+
 # ------------------------------------------------------------------------------------------- atomic checkpoints
 
 
