@@ -13,9 +13,10 @@ an epoch, against the chapter's script and, with ``--base DIR``, another checkou
 DataLoader(TensorDataset)), ``compile`` (torch.compile on vs off), ``members`` (K seeds in one
 run vs K=1, vs separate runs, vs scikit-learn; peak memory), ``gpu`` (the same on a CUDA device,
 members at GPU scale), ``ddp`` (configs/trainer/ddp.yaml on the GPUs there are, then ``test``);
-on request ``threads`` (a training step on one torch thread vs torch's count, idle and beside busy
-cores: where :data:`circles.callbacks.threads.SHARED_WORK` comes from) and ``busy`` (README's
-commands idle and beside busy cores).
+on request ``hooks`` (where a fit's time goes, hook by hook, by Lightning's ``SimpleProfiler``),
+``threads`` (a training step on one torch thread vs torch's count, idle and beside busy cores:
+where :data:`circles.callbacks.threads.SHARED_WORK` comes from) and ``busy`` (README's commands
+idle and beside busy cores).
 Every figure is the best of R repeats, baselines and circles interleaved, so a noisy machine
 slows both sides alike."""
 
@@ -26,6 +27,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -465,6 +467,33 @@ def bench_seed(repeats: int, epochs: int) -> None:
         min(unweighed),
         "s",
     )
+
+
+def bench_hooks(epochs: int) -> None:
+    """Where a fit of relu.yaml goes, hook by hook, as Lightning's ``SimpleProfiler`` times it
+    (the loop's own entries, the module's hooks, each callback's): per epoch over ``epochs``
+    epochs, and the hooks that run once (the end-of-fit pictures) as milliseconds a fit."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from circles.cli import run_cli
+
+    args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
+    circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])  # warm-up
+    with quiet():
+        cli = run_cli(args=args, run=False)
+        cli.trainer.profiler = profiler = SimpleProfiler()
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        seconds = time.perf_counter() - start
+    print(f"hooks: relu.yaml, {epochs} epochs, {seconds / epochs * 1e3:.3f} ms an epoch in all")
+    spent = sorted(
+        ((sum(times), len(times), name) for name, times in profiler.recorded_durations.items()),
+        reverse=True,
+    )
+    for total, calls, name in spent[:24]:
+        name = re.sub(r"\{.*\}", "", name)  # ModelCheckpoint's state key
+        per = f"{total * 1e3:.1f} ms a fit" if calls == 1 else f"{total / epochs * 1e3:.3f} ms"
+        print(f"  {per:>14}  {calls:5d} calls  {name}", flush=True)
 
 
 # The chapter's script: ``python plain.py EPOCHS`` trains the ReLU model, printing its line every 10
@@ -1187,8 +1216,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="seed,epoch,startup,scale,compile,members,gpu,ddp",
-        help="comma-separated sections (besides these: threads, busy, and busy-sweeps with the "
-        "sweep)",
+        help="comma-separated sections (besides these: threads, hooks, busy, and busy-sweeps "
+        "with the sweep)",
     )
     parser.add_argument(
         "--busy", type=int, default=2, help="busy section: how many cores other processes take"
@@ -1227,6 +1256,7 @@ def main() -> None:
         "ddp": lambda: bench_ddp_gpu(quick),
         "busy": lambda: bench_busy(args.busy, "busy-sweeps" in sections),
         "threads": lambda: bench_threads(args.busy, repeats),
+        "hooks": lambda: bench_hooks(epochs=200 if quick else 1000),
     }
     if "busy-sweeps" in sections:
         sections.add("busy")
