@@ -425,3 +425,38 @@ def test_the_help_names_every_subcommand_compare_included(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert all(name in out for name in ("fit", "validate", "test", "predict"))
     assert "compare CONFIG [CONFIG ...] trains each config and writes the lesson page" in out
+
+
+LOADING = """
+import gc, sys
+automatic = []  # collections started while torch loaded, before what it loaded was frozen
+gc.callbacks.append(
+    lambda phase, info: phase == "start"
+    and "torch" in sys.modules
+    and not gc.get_freeze_count()
+    and automatic.append(info)
+)
+from circles.commands import main
+try:
+    main(["fit", "--help"])
+except SystemExit:
+    pass
+print(len(automatic), gc.isenabled(), gc.get_freeze_count(), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_command_loads_torch_and_lightning_without_collecting_and_freezes_what_it_loaded(
+    collecting,
+):
+    """The command's first import of torch and Lightning runs no garbage collection (each full
+    one walks every object loaded so far), then leaves those objects out of later collections
+    (``gc.freeze``) and collection as it was: on, or off where the caller had turned it off."""
+    code = LOADING if collecting else "import gc; gc.disable()\n" + LOADING
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    automatic, enabled, frozen = out.stderr.split()[-3:]
+    assert int(automatic) == 0
+    assert enabled == str(collecting)
+    assert int(frozen) > 100_000  # torch's and Lightning's objects
