@@ -226,10 +226,9 @@ class TensorBoardRunLogger(ClaimedRun, TensorBoardLogger):
             for key, value in metrics.items()
             if key != "epoch"
         ]
-        if not values:  # the epoch alone is no number of the run's
-            return
-        event_file_writer(self.experiment).add_summary(Summary(value=values), step)
-        self._numbers = True
+        if values:  # the epoch alone is no number of the run's
+            event_file_writer(self.experiment).add_summary(Summary(value=values), step)
+            self._numbers = True
 
     @override
     @rank_zero_only
