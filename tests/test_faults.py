@@ -165,7 +165,7 @@ def test_the_run_logger_keeps_logging_after_it_was_finalized(tmp_path):
 
 def test_the_epoch_alone_writes_no_event(tmp_path):
     """A call with nothing but the epoch (Lightning adds it to what it logs) is no number of the
-    run's: no empty event, and an evaluation's event file with only such calls is removed."""
+    run's: it writes no event."""
     logger = TensorBoardRunLogger(save_dir=str(tmp_path), name="runs")
     logger.log_metrics({"train/loss": 0.5, "epoch": 0})
     logger.flush()
