@@ -36,6 +36,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -361,11 +362,13 @@ def circles_fit(
     pregenerate: bool = False,
     clock: EpochClock | None = None,
     drop: tuple[str, ...] = (),
+    profiler: Any = None,
 ) -> tuple[float, object]:
     """``fit`` through the project's CLI code path (config, callbacks, logger, checkpoints);
     times trainer.fit. With ``pregenerate`` the data is drawn before the clock starts (setup()
     then only moves it to the device); ``drop`` names callbacks taken out (``drop_boundary``: the
-    decision-boundary pictures)."""
+    decision-boundary pictures); ``profiler`` is the trainer's (Lightning's ``SimpleProfiler``,
+    say)."""
     from circles.cli import run_cli
 
     drop = (*drop, "DecisionBoundaryCallback") if drop_boundary else drop
@@ -378,6 +381,8 @@ def circles_fit(
         ]
         if clock is not None:
             cli.trainer.callbacks.insert(0, clock.callback)
+        if profiler is not None:
+            cli.trainer.profiler = profiler
         start = time.perf_counter()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         return time.perf_counter() - start, cli
@@ -475,16 +480,9 @@ def bench_hooks(epochs: int) -> None:
     epochs, and the hooks that run once (the end-of-fit pictures) as milliseconds a fit."""
     from lightning.pytorch.profilers import SimpleProfiler
 
-    from circles.cli import run_cli
-
     args = ["--config", RELU, f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu"]
-    circles_fit([*args[:-2], "--trainer.max_epochs=5", "--trainer.accelerator=cpu"])  # warm-up
-    with quiet():
-        cli = run_cli(args=args, run=False)
-        cli.trainer.profiler = profiler = SimpleProfiler()
-        start = time.perf_counter()
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        seconds = time.perf_counter() - start
+    circles_fit([*args, "--trainer.max_epochs=5"])  # warm-up
+    seconds, _ = circles_fit(args, profiler=(profiler := SimpleProfiler()))
     print(f"hooks: relu.yaml, {epochs} epochs, {seconds / epochs * 1e3:.3f} ms an epoch in all")
     spent = sorted(
         ((sum(times), len(times), name) for name, times in profiler.recorded_durations.items()),
